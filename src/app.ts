@@ -1,0 +1,108 @@
+/**
+ * createApp builds Switchboard as an Elysia app without listening: tests
+ * drive it through `app.handle`, hosts embed it, and `serve` (src/server.ts)
+ * puts it on a port together with its WebSocket endpoints.
+ */
+import { Elysia } from 'elysia'
+import * as v from 'valibot'
+import type { Backend } from './backend/index'
+import { createAuthenticator, type Authenticator } from './auth'
+import { resolveConfig, type Config } from './config'
+import { docs } from './docs'
+import { nativeError } from './http'
+import { createLogger, type Logger } from './logger'
+import { exchangeModule } from './modules/exchange/index'
+import { ExchangeService } from './modules/exchange/service'
+import type { UpgradeHandler } from './server'
+import { VERSION } from './version'
+
+export interface CreateAppOptions {
+  backend: Backend
+  /** Full or partial configuration; missing settings take their defaults. */
+  config?: Partial<Config>
+  logger?: Logger
+}
+
+/** What the serving layer and the process need beyond plain HTTP routes. */
+export interface SwitchboardRuntime {
+  readonly config: Config
+  readonly backend: Backend
+  readonly logger: Logger
+  readonly auth: Authenticator
+  /** WebSocket endpoints by path, handled by the serving layer's upgrade event. */
+  readonly upgrades: Map<string, UpgradeHandler>
+  /** Open long-polls and event streams, by kind. */
+  readonly waiting: { poll: number; stream: number }
+  /** Work to run when the app shuts down (close sockets, stop timers), newest first. */
+  readonly onClose: (() => Promise<void> | void)[]
+  /** Stop modules, then close the backend. */
+  close(): Promise<void>
+}
+
+
+export function createApp(options: CreateAppOptions) {
+  const config = resolveConfig(options.config ?? {})
+  const logger = options.logger ?? createLogger(config.log_level)
+  const { backend } = options
+  const auth = createAuthenticator(config)
+  const runtime: SwitchboardRuntime = {
+    config,
+    backend,
+    logger,
+    auth,
+    upgrades: new Map(),
+    waiting: { poll: 0, stream: 0 },
+    onClose: [],
+    async close() {
+      for (const step of [...runtime.onClose].reverse()) {
+        try {
+          await step()
+        } catch (error) {
+          logger.error('error while closing', { error: String(error) })
+        }
+      }
+      await backend.close()
+    },
+  }
+
+  const exchange = new ExchangeService(
+    backend.mailboxes,
+    { listenTimeout: config.listen_timeout, messageSizeLimitBytes: config.message_size_limit_kb * 1024 },
+    logger,
+  )
+
+  return new Elysia({ name: 'switchboard' })
+    .decorate('switchboard', runtime)
+    .use(
+      exchangeModule({
+        service: exchange,
+        auth,
+        logger,
+        bodyLimitBytes: config.max_body_kb * 1024,
+        pingSeconds: config.sse_ping_s,
+        onWaiting: (kind, delta) => {
+          runtime.waiting[kind] += delta
+        },
+      }),
+    )
+    .onError(({ code, error }) => nativeError(code, error, logger))
+    .use(docs(VERSION))
+    .get('/healthz', () => ({ status: 'ok' as const, version: VERSION }), {
+      detail: { tags: ['operations'], summary: 'The process is alive' },
+      response: { 200: v.object({ status: v.literal('ok'), version: v.string() }) },
+    })
+    .get(
+      '/readyz',
+      async ({ set }) => {
+        const ready = await backend.ready().catch(() => false)
+        set.status = ready ? 200 : 503
+        return { status: ready ? 'ready' : 'not ready', backend: backend.name }
+      },
+      {
+        detail: { tags: ['operations'], summary: 'The backend is reachable' },
+        response: { 200: v.object({ status: v.string(), backend: v.string() }), 503: v.object({ status: v.string(), backend: v.string() }) },
+      },
+    )
+}
+
+export type SwitchboardApp = ReturnType<typeof createApp>

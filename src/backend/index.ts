@@ -1,0 +1,126 @@
+/**
+ * The backend plugin contract and its loader. A plugin is a module whose
+ * default export is `{ name, options, create(options, context) }`; `create`
+ * returns a Backend. Built-in plugins are named (`memory`, `sqlite`,
+ * `redis`); any other value is a path to a plugin file, loaded at startup.
+ */
+import * as v from 'valibot'
+import type { MailboxStore } from './mailboxes'
+import type { WorkerStore } from './workers'
+import type { AgentStore } from './agents'
+import type { EventBus } from './events'
+import type { Logger } from '../logger'
+
+export type * from './mailboxes'
+export type * from './workers'
+export type * from './agents'
+export type * from './events'
+
+export interface Backend {
+  readonly name: string
+  readonly mailboxes: MailboxStore
+  readonly workers: WorkerStore
+  readonly agents: AgentStore
+  readonly events: EventBus
+  /** True while the store is reachable and consistent (drives /readyz). */
+  ready(): Promise<boolean>
+  /** Flush and release everything; waiters are woken. */
+  close(): Promise<void>
+}
+
+export interface PluginContext {
+  logger: Logger
+}
+
+export interface BackendPlugin<Options = unknown> {
+  name: string
+  /** Valibot schema of the plugin's options; it is given the whole Switchboard config (plus `backend_options` from the config file) and picks its own keys. */
+  options: v.GenericSchema<unknown, Options>
+  create(options: Options, context: PluginContext): Backend | Promise<Backend>
+}
+
+const BUILT_IN: Record<string, () => Promise<{ default: unknown }>> = {
+  memory: () => import('../../plugins/memory/index'),
+}
+
+export const BUILT_IN_BACKENDS = Object.keys(BUILT_IN)
+
+const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events', readonly string[]> = {
+  mailboxes: ['create', 'status', 'terminate', 'put', 'take', 'restore', 'discover', 'heartbeat', 'touch', 'stats', 'share', 'unshare', 'shares'],
+  workers: ['upsertWorker', 'getWorker', 'listWorkers', 'updateWorker', 'deleteWorker', 'reserveSlot', 'releaseSlot', 'assignSlot', 'createJob', 'getJob', 'listJobs', 'transitionJob'],
+  agents: ['createWorkspace', 'getWorkspace', 'listWorkspaces', 'updateWorkspace', 'removeWorkspace', 'rotateToken', 'workspaceOfToken', 'hasToken', 'recordActivity', 'listActivity'],
+  events: ['publish', 'subscribe'],
+}
+
+/** Thrown when a backend cannot be loaded; the message says what is wrong. */
+export class PluginError extends Error {}
+
+/** Names the parts of a plugin export that break the contract (empty when it is sound). */
+export function pluginProblems(candidate: unknown): string[] {
+  if (typeof candidate !== 'object' || candidate === null) return ['the default export is not an object { name, options, create }']
+  const plugin = candidate as Record<string, unknown>
+  const problems: string[] = []
+  if (typeof plugin.name !== 'string' || plugin.name === '') problems.push('`name` (a non-empty string) is missing')
+  const options = plugin.options as Record<string, unknown> | undefined
+  if (typeof options !== 'object' || options === null || options.kind !== 'schema') problems.push('`options` (a valibot schema) is missing')
+  if (typeof plugin.create !== 'function') problems.push('`create(options, context)` is missing')
+  return problems
+}
+
+/** Names the methods a created backend lacks (empty when it is complete). */
+export function backendProblems(candidate: unknown): string[] {
+  if (typeof candidate !== 'object' || candidate === null) return ['create() did not return an object']
+  const backend = candidate as Record<string, Record<string, unknown> | unknown>
+  const problems: string[] = []
+  for (const method of ['ready', 'close']) {
+    if (typeof backend[method] !== 'function') problems.push(`backend.${method}()`)
+  }
+  for (const [store, methods] of Object.entries(STORE_METHODS)) {
+    const part = backend[store] as Record<string, unknown> | undefined
+    if (typeof part !== 'object' || part === null) {
+      problems.push(`backend.${store}`)
+      continue
+    }
+    for (const method of methods) if (typeof part[method] !== 'function') problems.push(`backend.${store}.${method}()`)
+  }
+  return problems
+}
+
+/** Resolves a built-in name or a file path to a plugin, checking it against the contract. */
+export async function loadPlugin(spec: string): Promise<BackendPlugin> {
+  let module: { default?: unknown }
+  const builtIn = BUILT_IN[spec]
+  if (builtIn) {
+    module = await builtIn()
+  } else if (/[\\/.]/.test(spec)) {
+    const path = await import('node:path')
+    const file = path.resolve(process.cwd(), spec)
+    try {
+      module = await import(file)
+    } catch (error) {
+      throw new PluginError(`cannot load backend plugin ${file}: ${(error as Error).message}`)
+    }
+  } else {
+    throw new PluginError(`unknown backend "${spec}": use one of ${BUILT_IN_BACKENDS.join(', ')} or a path to a plugin file`)
+  }
+  const problems = pluginProblems(module.default)
+  if (problems.length > 0) throw new PluginError(`backend plugin "${spec}" does not follow the plugin contract: ${problems.join('; ')}`)
+  return module.default as BackendPlugin
+}
+
+/** Validates the options, creates the backend and checks it is complete. */
+export async function createBackend(plugin: BackendPlugin, input: Record<string, unknown>, context: PluginContext): Promise<Backend> {
+  const parsed = v.safeParse(plugin.options, input)
+  if (!parsed.success) {
+    const issue = parsed.issues[0]
+    const key = issue.path?.map((item) => String(item.key)).join('.') ?? ''
+    throw new PluginError(`backend "${plugin.name}": invalid option ${key ? `"${key}"` : ''}: ${issue.message}`)
+  }
+  const backend = await plugin.create(parsed.output, context)
+  const problems = backendProblems(backend)
+  if (problems.length > 0) {
+    await (backend as Partial<Backend>)?.close?.()
+    throw new PluginError(`backend plugin "${plugin.name}" created a backend that lacks: ${problems.join(', ')}`)
+  }
+  return backend
+}

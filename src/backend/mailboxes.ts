@@ -1,0 +1,118 @@
+/** The exchange's part of the backend contract: mailboxes at the level of meaning. */
+
+export type Role = 'agent' | 'user'
+
+/** Academy's EntityId, as sent on the wire (field order matters when serialised). */
+export interface EntityId {
+  uid: string
+  name: string | null
+  role: Role
+}
+
+/** Who is calling: an authenticated client id and the groups it belongs to. */
+export interface Client {
+  id: string
+  groups: readonly string[]
+}
+
+export type MailboxStatus = 'ACTIVE' | 'TERMINATED' | 'MISSING'
+
+/** A message as the exchange stores it: the client's exact JSON plus the header fields routing needs. */
+export interface Envelope {
+  /** The message JSON exactly as the sender serialised it; handed back unchanged. */
+  raw: string
+  src: EntityId
+  dest: EntityId
+  tag: string
+  label: string | null
+  kind: 'request' | 'response'
+}
+
+/** A request still waiting for its response when its destination was terminated. */
+export interface PendingRequest {
+  src: EntityId
+  dest: EntityId
+  tag: string
+  label: string | null
+}
+
+export interface MailboxStats {
+  incoming: number
+  outgoing: number
+  completed: number
+  in_progress: number
+  queued: number
+}
+
+export interface TakeOptions {
+  /** Epoch milliseconds after which `take` gives up and resolves `null`. */
+  deadline: number
+  /** Aborting resolves `null` at once and leaves the queue untouched. */
+  signal?: AbortSignal
+}
+
+/**
+ * Mailbox storage. Every operation checks the caller's rights itself, so that
+ * the check and the change are one atomic step in every plugin.
+ * `client: null` means Switchboard itself (terminate auto-replies): no rights check.
+ */
+export interface MailboxStore {
+  /** Create if absent (idempotent). The first creator owns it; a terminated mailbox stays terminated. */
+  create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void>
+  status(client: Client, id: EntityId): Promise<MailboxStatus>
+  /**
+   * Mark terminated (a gravestone), drop the queue, wake every waiter with
+   * MailboxTerminatedError, remove it from discovery, and return the requests
+   * still pending to it so the caller can answer them. Missing → returns [].
+   */
+  terminate(client: Client, id: EntityId): Promise<PendingRequest[]>
+  /** Append to the destination's queue, or hand straight to its first waiter. Tracks request/response pairs for stats. */
+  put(client: Client | null, message: Envelope): Promise<void>
+  /** Take the next message, or wait until one arrives, the deadline passes (→ null) or the signal aborts (→ null). Each message goes to exactly one taker. */
+  take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null>
+  /** Put a taken message back at the head of the queue (its delivery failed). */
+  restore(id: EntityId, raw: string): Promise<void>
+  /** Uids of ACTIVE agent mailboxes the client may access whose MRO matches, in creation order. */
+  discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]>
+  /** Seconds since the mailbox was last active, null if never; UnknownMailboxError if missing. */
+  heartbeat(client: Client, id: EntityId): Promise<number | null>
+  /** Record activity of a mailbox (a send from it). Missing mailboxes are ignored. */
+  touch(id: EntityId): Promise<void>
+  stats(client: Client, id: EntityId): Promise<MailboxStats>
+  share(client: Client, id: EntityId, group: string): Promise<void>
+  unshare(client: Client, id: EntityId, group: string): Promise<void>
+  shares(client: Client, id: EntityId): Promise<string[]>
+}
+
+/** The key a mailbox is stored under: role and uid, so an agent and a user with one uid never collide. */
+export function mailboxKey(id: EntityId): string {
+  return `${id.role}:${id.uid}`
+}
+
+/** Academy's access rule: no owner yet, the owner, or a member of a group the mailbox is shared with. */
+export function canAccess(client: Client, owner: string | null | undefined, shares: Iterable<string>): boolean {
+  if (owner === undefined || owner === null || owner === client.id) return true
+  for (const group of shares) if (client.groups.includes(group)) return true
+  return false
+}
+
+/** Academy's ownership rule: no owner yet, or the owner. */
+export function isOwner(client: Client, owner: string | null | undefined): boolean {
+  return owner === undefined || owner === null || owner === client.id
+}
+
+/** Discover's match: the class itself, or (with subclasses) any class in the MRO. */
+export function matchesAgent(mro: readonly string[], agent: string, allowSubclasses: boolean): boolean {
+  return mro[0] === agent || (allowSubclasses && mro.includes(agent))
+}
+
+/** Academy's stats arithmetic from the raw counters. */
+export function mailboxStats(pending: number, queued: number, completed: number, outgoing: number): MailboxStats {
+  return {
+    incoming: completed + pending,
+    outgoing,
+    completed,
+    in_progress: Math.max(0, pending - queued),
+    queued,
+  }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bun
+/** The switchboard command: parse config → load backend plugin → createApp → listen. */
+import { createApp } from './app'
+import { createBackend, loadPlugin, PluginError } from './backend/index'
+import { ConfigError, helpText, loadConfig } from './config'
+import { createLogger } from './logger'
+import { serve } from './server'
+import { VERSION } from './version'
+
+async function main(): Promise<number> {
+  let loaded: Awaited<ReturnType<typeof loadConfig>>
+  try {
+    loaded = await loadConfig(process.argv.slice(2), process.env)
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`switchboard: ${error.message}\n`)
+      return 2
+    }
+    throw error
+  }
+  if (loaded.command === 'help') {
+    process.stdout.write(helpText(VERSION) + '\n')
+    return 0
+  }
+  if (loaded.command === 'version') {
+    process.stdout.write(`switchboard ${VERSION}\n`)
+    return 0
+  }
+  const { config } = loaded
+  const logger = createLogger(config.log_level)
+  let app: ReturnType<typeof createApp>
+  try {
+    const plugin = await loadPlugin(config.backend)
+    const backend = await createBackend(plugin, { ...config, ...config.backend_options }, { logger })
+    app = createApp({ backend, config, logger })
+  } catch (error) {
+    if (error instanceof PluginError || error instanceof ConfigError) {
+      process.stderr.write(`switchboard: ${error.message}\n`)
+      return 2
+    }
+    throw error
+  }
+  const runtime = app.decorator.switchboard
+  let server: Awaited<ReturnType<typeof serve>>
+  try {
+    server = await serve(app, { host: config.host, port: config.port, tlsCert: config.tls_cert, tlsKey: config.tls_key, bodyLimitBytes: config.max_body_kb * 1024 })
+  } catch (error) {
+    process.stderr.write(`switchboard: cannot listen on ${config.host}:${config.port}: ${(error as Error).message}\n`)
+    await runtime.close()
+    return 2
+  }
+  process.stdout.write(`switchboard ${VERSION} listening on ${server.url} (backend ${runtime.backend.name}, docs ${server.url}/swagger)\n`)
+
+  return new Promise<number>((resolve) => {
+    let stopping = false
+    const shutdown = async (signal: string) => {
+      if (stopping) {
+        process.stderr.write(`switchboard: ${signal} again, exiting now\n`)
+        process.exit(1)
+      }
+      stopping = true
+      logger.info('shutting down', { signal })
+      try {
+        await server.stop()
+        await runtime.close()
+        resolve(0)
+      } catch (error) {
+        logger.error('shutdown failed', { error: String(error) })
+        resolve(1)
+      }
+    }
+    process.on('SIGTERM', () => void shutdown('SIGTERM'))
+    process.on('SIGINT', () => void shutdown('SIGINT'))
+  })
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`switchboard: ${(error as Error)?.stack ?? error}\n`)
+    process.exit(1)
+  },
+)

@@ -1,0 +1,276 @@
+/**
+ * The exchange's routes: Academy's HTTP wire protocol. Bodies are read from
+ * every method (Academy sends JSON on GET and DELETE); errors are text/plain
+ * with the status and words of Academy's own server.
+ */
+import { Elysia } from 'elysia'
+import type * as v from 'valibot'
+import type { Authenticator } from '../../auth'
+import type { Client, EntityId } from '../../backend/mailboxes'
+import { AppError } from '../../errors'
+import { documentedBody, readJsonBody } from '../../http'
+import type { Logger } from '../../logger'
+import * as model from './model'
+import type { ExchangeService } from './service'
+
+export interface ExchangeModuleOptions {
+  service: ExchangeService
+  auth: Authenticator
+  logger: Logger
+  /** Largest request body, in bytes. */
+  bodyLimitBytes: number
+  /** Seconds between keep-alive comments on an idle listen stream. */
+  pingSeconds: number
+  /** Counts open long-polls and listen streams (for metrics and shutdown). */
+  onWaiting?: (kind: 'poll' | 'stream', delta: 1 | -1) => void
+}
+
+const FIELD = 'Missing or invalid field: '
+const TEXT = { 'content-type': 'text/plain; charset=utf-8' }
+const encoder = new TextEncoder()
+
+/** Renders an error as Academy's server does: text/plain, its status, its words. */
+function academyError(error: unknown, logger: Logger): Response {
+  if (error instanceof AppError) return new Response(error.message, { status: error.status, headers: TEXT })
+  logger.error('unexpected error in exchange route', { error: String((error as Error)?.stack ?? error) })
+  return new Response('Internal Server Error', { status: 500, headers: TEXT })
+}
+
+const errorResponses = {
+  400: model.ErrorText,
+  401: model.ErrorText,
+  403: model.ErrorText,
+  404: model.ErrorText,
+}
+
+export function exchangeModule(options: ExchangeModuleOptions) {
+  const { service, auth, logger, bodyLimitBytes } = options
+  const read = <S extends v.GenericSchema>(request: Request, schema: S) => readJsonBody(request, schema, bodyLimitBytes, FIELD)
+  const mailboxOf = (raw: string): EntityId => service.parseEntityId('mailbox', raw)
+  const client = (request: Request): Client => auth.fromHeader(request.headers.get('authorization'))
+  const counted = async <T>(kind: 'poll' | 'stream', work: () => Promise<T>): Promise<T> => {
+    options.onWaiting?.(kind, 1)
+    try {
+      return await work()
+    } finally {
+      options.onWaiting?.(kind, -1)
+    }
+  }
+
+  /** An SSE stream of the mailbox's messages; a message whose write is not confirmed goes back to the head. */
+  const listenStream = (caller: Client, id: EntityId, timeoutSeconds: number): ReadableStream<Uint8Array> => {
+    const stop = new AbortController()
+    let unconfirmed: string | null = null
+    let idleDeadline = Date.now() + timeoutSeconds * 1000
+    let started = false
+    options.onWaiting?.('stream', 1)
+    let open = true
+    const finish = () => {
+      if (!open) return
+      open = false
+      options.onWaiting?.('stream', -1)
+    }
+    const giveBack = (message: string) =>
+      service.giveBack(id, message).catch((error) => logger.error('could not return an undelivered message', { error: String(error) }))
+    return new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          // Being asked for more means the previous chunk was written.
+          unconfirmed = null
+          if (!started) {
+            started = true
+            controller.enqueue(encoder.encode('retry: 0\r\n\r\n'))
+            return
+          }
+          for (;;) {
+            const now = Date.now()
+            if (now >= idleDeadline) {
+              finish()
+              controller.close()
+              return
+            }
+            let message: string | null
+            try {
+              message = await service.next(caller, id, Math.min(idleDeadline, now + options.pingSeconds * 1000), stop.signal)
+            } catch (error) {
+              // Terminated (or gone) while listening: the stream just ends, as upstream's does.
+              if (!(error instanceof AppError)) logger.error('listen stream failed', { error: String(error) })
+              finish()
+              controller.close()
+              return
+            }
+            if (stop.signal.aborted) {
+              if (message !== null) await giveBack(message)
+              return
+            }
+            if (message !== null) {
+              unconfirmed = message
+              idleDeadline = Date.now() + timeoutSeconds * 1000
+              controller.enqueue(encoder.encode(`data: ${message}\r\n\r\n`))
+              return
+            }
+            if (Date.now() < idleDeadline) {
+              controller.enqueue(encoder.encode(': ping\r\n\r\n'))
+              return
+            }
+          }
+        },
+        async cancel() {
+          stop.abort()
+          finish()
+          if (unconfirmed !== null) {
+            const message = unconfirmed
+            unconfirmed = null
+            await giveBack(message)
+          }
+        },
+      },
+      { highWaterMark: 0 },
+    )
+  }
+
+  return new Elysia({ name: 'switchboard/exchange', detail: { tags: ['exchange'] } })
+    .onError(({ error }) => academyError(error, logger))
+    .post(
+      '/mailbox',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.CreateMailboxBody)
+        await service.createMailbox(caller, mailboxOf(body.mailbox), body.agent)
+        return new Response(null, { status: 200 })
+      },
+      { parse: 'none', detail: { summary: 'Create a mailbox (idempotent)', requestBody: documentedBody(model.CreateMailboxBody) }, response: errorResponses },
+    )
+    .delete(
+      '/mailbox',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.MailboxBody)
+        await service.terminate(caller, mailboxOf(body.mailbox))
+        return new Response(null, { status: 200 })
+      },
+      { parse: 'none', detail: { summary: 'Terminate a mailbox: gravestone, waiters woken, pending requests answered', requestBody: documentedBody(model.MailboxBody) }, response: errorResponses },
+    )
+    .get(
+      '/mailbox',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.MailboxBody)
+        return { status: await service.status(caller, mailboxOf(body.mailbox)) }
+      },
+      { parse: 'none', detail: { summary: 'Mailbox status', requestBody: documentedBody(model.MailboxBody) }, response: { 200: model.StatusResponse, ...errorResponses } },
+    )
+    .put(
+      '/message',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.SendBody)
+        await service.send(caller, service.parseMessage(body.message))
+        return new Response(null, { status: 200 })
+      },
+      {
+        parse: 'none',
+        detail: { summary: 'Send a message to its destination mailbox', requestBody: documentedBody(model.SendBody) },
+        response: { ...errorResponses, 413: model.ErrorText, 419: model.ErrorText },
+      },
+    )
+    .get(
+      '/message',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.ReceiveBody)
+        const id = mailboxOf(body.mailbox)
+        const timeout = service.timeoutSeconds(body.timeout)
+        const message = await counted('poll', () => service.receive(caller, id, timeout, request.signal))
+        return { message }
+      },
+      {
+        parse: 'none',
+        detail: { summary: 'Receive the next message (long-poll)', requestBody: documentedBody(model.ReceiveBody) },
+        response: { 200: model.MessageResponse, ...errorResponses, 408: model.ErrorText, 419: model.ErrorText },
+      },
+    )
+    .get(
+      '/mailbox/listen',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.ReceiveBody)
+        const id = mailboxOf(body.mailbox)
+        const timeout = service.timeoutSeconds(body.timeout)
+        const status = await service.status(caller, id)
+        if (status === 'MISSING') return new Response('Unknown mailbox ID', { status: 404, headers: TEXT })
+        if (status === 'TERMINATED') return new Response('Mailbox was closed', { status: 419, headers: TEXT })
+        return new Response(listenStream(caller, id, timeout), {
+          status: 200,
+          headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' },
+        })
+      },
+      {
+        parse: 'none',
+        detail: {
+          summary: 'Listen for messages as server-sent events',
+          description: 'Each message is one `data:` event. The stream ends after `timeout` seconds without a message, or when the mailbox is terminated.',
+          requestBody: documentedBody(model.ReceiveBody),
+          responses: { 200: { description: 'text/event-stream of messages', content: { 'text/event-stream': { schema: { type: 'string' } } } } },
+        },
+        response: { ...errorResponses, 419: model.ErrorText },
+      },
+    )
+    .get(
+      '/discover',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.DiscoverBody)
+        const ids = await service.discover(caller, body.agent, body.allow_subclasses)
+        return { agent_ids: ids.join(',') }
+      },
+      { parse: 'none', detail: { summary: 'Find agent mailboxes by class', requestBody: documentedBody(model.DiscoverBody) }, response: { 200: model.DiscoverResponse, ...errorResponses } },
+    )
+    .get(
+      '/mailbox/heartbeat',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.MailboxBody)
+        return { heartbeat: await service.heartbeat(caller, mailboxOf(body.mailbox)) }
+      },
+      { parse: 'none', detail: { summary: 'Seconds since the mailbox was last active', requestBody: documentedBody(model.MailboxBody) }, response: { 200: model.HeartbeatResponse, ...errorResponses } },
+    )
+    .get(
+      '/mailbox/stats',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.MailboxBody)
+        return service.stats(caller, mailboxOf(body.mailbox))
+      },
+      { parse: 'none', detail: { summary: 'Request counters of a mailbox', requestBody: documentedBody(model.MailboxBody) }, response: { 200: model.StatsResponse, ...errorResponses } },
+    )
+    .post(
+      '/mailbox/share',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.ShareBody)
+        await service.share(caller, mailboxOf(body.mailbox), body.group_id)
+        return new Response(null, { status: 200 })
+      },
+      { parse: 'none', detail: { summary: 'Share a mailbox with a group the owner is in', requestBody: documentedBody(model.ShareBody) }, response: { ...errorResponses, 419: model.ErrorText } },
+    )
+    .get(
+      '/mailbox/share',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.MailboxBody)
+        return { group_ids: await service.shares(caller, mailboxOf(body.mailbox)) }
+      },
+      { parse: 'none', detail: { summary: 'Groups a mailbox is shared with', requestBody: documentedBody(model.MailboxBody) }, response: { 200: model.GroupsResponse, ...errorResponses, 419: model.ErrorText } },
+    )
+    .delete(
+      '/mailbox/share',
+      async ({ request }) => {
+        const caller = client(request)
+        const body = await read(request, model.ShareBody)
+        await service.unshare(caller, mailboxOf(body.mailbox), body.group_id)
+        return new Response(null, { status: 200 })
+      },
+      { parse: 'none', detail: { summary: 'Stop sharing a mailbox with a group', requestBody: documentedBody(model.ShareBody) }, response: { ...errorResponses, 419: model.ErrorText } },
+    )
+}

@@ -1,0 +1,143 @@
+/** The exchange's logic: Academy's mailbox semantics over a MailboxStore. Knows no HTTP. */
+import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxStore, PendingRequest } from '../../backend/mailboxes'
+import { BadRequestError, MailboxTerminatedError, PayloadTooLargeError, RequestTimeoutError, UnknownMailboxError } from '../../errors'
+import { parseWith } from '../../http'
+import type { Logger } from '../../logger'
+import { EntityIdSchema, MessageSchema } from './model'
+
+const FIELD = 'Missing or invalid field: '
+
+export interface ExchangeOptions {
+  /** Longest wait a receiver may ask for, in seconds. */
+  listenTimeout: number
+  messageSizeLimitBytes: number
+}
+
+/** Serialises an EntityId the way Academy (pydantic) does: uid, name, role. */
+export function entityJson(id: EntityId): string {
+  return `{"uid":${JSON.stringify(id.uid)},"name":${JSON.stringify(id.name)},"role":${JSON.stringify(id.role)}}`
+}
+
+/** The response Academy expects for a request whose destination was terminated. */
+export function terminatedReply(request: PendingRequest): Envelope {
+  const src = entityJson(request.dest)
+  const dest = entityJson(request.src)
+  const raw =
+    `{"header":{"src":${src},"dest":${dest},"tag":${JSON.stringify(request.tag)},"label":${JSON.stringify(request.label)},` +
+    `"kind":"response","protocol_version":"1"},"body":{"error_code":0,"mailbox_id":${src},"kind":"academy-error-response"}}`
+  return { raw, src: request.dest, dest: request.src, tag: request.tag, label: request.label, kind: 'response' }
+}
+
+export class ExchangeService {
+  constructor(
+    private readonly store: MailboxStore,
+    private readonly options: ExchangeOptions,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Parses a double-encoded EntityId field. */
+  parseEntityId(field: string, raw: string): EntityId {
+    let data: unknown
+    try {
+      data = JSON.parse(raw)
+    } catch {
+      throw new BadRequestError(`${FIELD}${field} is not a JSON-encoded EntityId`)
+    }
+    return parseWith(EntityIdSchema, data, `${FIELD}${field}.`)
+  }
+
+  /** Parses a double-encoded message, keeping its exact text. */
+  parseMessage(raw: string): Envelope {
+    const size = Buffer.byteLength(raw)
+    if (size > this.options.messageSizeLimitBytes) {
+      throw new PayloadTooLargeError(`Message of size ${size} larger than limit ${this.options.messageSizeLimitBytes}.`)
+    }
+    let data: unknown
+    try {
+      data = JSON.parse(raw)
+    } catch {
+      throw new BadRequestError(`${FIELD}message is not a JSON-encoded Message`)
+    }
+    const { header } = parseWith(MessageSchema, data, `${FIELD}message.`)
+    return { raw, src: header.src, dest: header.dest, tag: header.tag, label: header.label, kind: header.kind }
+  }
+
+  /** Checks a receive timeout: 0 < timeout <= listen timeout; absent means the listen timeout. */
+  timeoutSeconds(timeout: number | null | undefined): number {
+    const limit = this.options.listenTimeout
+    if (timeout === undefined) return limit
+    if (timeout === null || !Number.isFinite(timeout) || timeout <= 0 || timeout > limit) {
+      throw new BadRequestError(`Invalid timeout (must be less than ${limit} and greater than 0)`)
+    }
+    return timeout
+  }
+
+  createMailbox(client: Client, id: EntityId, agent: string | null | undefined): Promise<void> {
+    const mro = agent ? agent.split(',') : null
+    return this.store.create(client, id, mro)
+  }
+
+  status(client: Client, id: EntityId): Promise<MailboxStatus> {
+    return this.store.status(client, id)
+  }
+
+  /** Terminates a mailbox and answers every request still pending to it. */
+  async terminate(client: Client, id: EntityId): Promise<void> {
+    const pending = await this.store.terminate(client, id)
+    for (const request of pending) {
+      try {
+        await this.store.put(null, terminatedReply(request))
+      } catch (error) {
+        if (error instanceof MailboxTerminatedError || error instanceof UnknownMailboxError) continue
+        throw error
+      }
+    }
+    if (pending.length > 0) this.logger.debug('answered pending requests of a terminated mailbox', { mailbox: id.uid, count: pending.length })
+  }
+
+  async send(client: Client, message: Envelope): Promise<void> {
+    await this.store.put(client, message)
+    await this.store.touch(message.src)
+  }
+
+  /** Long-poll receive: the next message, or RequestTimeoutError when none came in time. */
+  async receive(client: Client, id: EntityId, timeoutSeconds: number, signal?: AbortSignal): Promise<string> {
+    const message = await this.store.take(client, id, { deadline: Date.now() + timeoutSeconds * 1000, signal })
+    if (message === null) throw new RequestTimeoutError()
+    return message
+  }
+
+  /** One step of a listen stream: a message, or null when `deadline` or `signal` came first. */
+  next(client: Client, id: EntityId, deadline: number, signal: AbortSignal): Promise<string | null> {
+    return this.store.take(client, id, { deadline, signal })
+  }
+
+  /** Returns a message whose delivery failed to the head of its mailbox. */
+  giveBack(id: EntityId, message: string): Promise<void> {
+    return this.store.restore(id, message)
+  }
+
+  discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
+    return this.store.discover(client, agent, allowSubclasses)
+  }
+
+  heartbeat(client: Client, id: EntityId): Promise<number | null> {
+    return this.store.heartbeat(client, id)
+  }
+
+  stats(client: Client, id: EntityId): Promise<MailboxStats> {
+    return this.store.stats(client, id)
+  }
+
+  share(client: Client, id: EntityId, group: string): Promise<void> {
+    return this.store.share(client, id, group)
+  }
+
+  unshare(client: Client, id: EntityId, group: string): Promise<void> {
+    return this.store.unshare(client, id, group)
+  }
+
+  shares(client: Client, id: EntityId): Promise<string[]> {
+    return this.store.shares(client, id)
+  }
+}

@@ -1,0 +1,195 @@
+/**
+ * The serving layer. Academy sends JSON bodies on GET and DELETE, which
+ * Bun.serve drops; node:http (as Bun implements it) delivers them. So each
+ * request is read here, turned into a web Request (any method may carry a
+ * body) and given to `app.handle`; WebSocket upgrades go to the handlers the
+ * modules registered by path.
+ */
+import http from 'node:http'
+import https from 'node:https'
+import { readFileSync } from 'node:fs'
+import type { Duplex } from 'node:stream'
+import type { SwitchboardRuntime } from './app'
+
+/** Takes over an upgrade request for one path (e.g. a `ws` WebSocketServer's handleUpgrade). */
+export type UpgradeHandler = (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void
+
+export interface ServableApp {
+  handle(request: Request): Promise<Response>
+  decorator: { switchboard: SwitchboardRuntime }
+}
+
+export interface ServeOptions {
+  host: string
+  port: number
+  tlsCert?: string
+  tlsKey?: string
+  /** Largest request body accepted, in bytes. */
+  bodyLimitBytes: number
+}
+
+export interface RunningServer {
+  readonly port: number
+  readonly host: string
+  /** Base URL, e.g. http://127.0.0.1:8700 */
+  readonly url: string
+  /** Stop accepting, end open streams, close idle connections. */
+  stop(): Promise<void>
+}
+
+const jsonError = (status: number, code: string, message: string) => JSON.stringify({ error: { code, message } })
+
+/** Reads the whole body, or null once it exceeds `limit` bytes. */
+async function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer | null> {
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of request) {
+    size += (chunk as Buffer).length
+    if (size > limit) return null
+    chunks.push(chunk as Buffer)
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+}
+
+function toHeaders(raw: string[]): Headers {
+  const headers = new Headers()
+  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!)
+  return headers
+}
+
+export async function serve(app: ServableApp, options: ServeOptions): Promise<RunningServer> {
+  const runtime = app.decorator.switchboard
+  const streams = new Set<ReadableStreamDefaultReader<Uint8Array>>()
+  const scheme = options.tlsCert ? 'https' : 'http'
+
+  const onRequest = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const declared = Number(req.headers['content-length'] ?? 0)
+    if (declared > options.bodyLimitBytes) {
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' })
+      res.end(jsonError(413, 'PAYLOAD_TOO_LARGE', `request body of ${declared} bytes is larger than the limit of ${options.bodyLimitBytes} bytes`))
+      return
+    }
+    let body: Buffer | null
+    try {
+      body = await readBody(req, options.bodyLimitBytes)
+    } catch {
+      res.destroy()
+      return
+    }
+    if (body === null) {
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' })
+      res.end(jsonError(413, 'PAYLOAD_TOO_LARGE', `request body is larger than the limit of ${options.bodyLimitBytes} bytes`))
+      return
+    }
+    const gone = new AbortController()
+    res.on('close', () => {
+      if (!res.writableFinished) gone.abort()
+    })
+    const url = `${scheme}://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`
+    let response: Response
+    try {
+      const hasBody = body.length > 0 && req.method !== 'HEAD'
+      response = await app.handle(
+        new Request(url, { method: req.method, headers: toHeaders(req.rawHeaders), body: hasBody ? (body as unknown as BodyInit) : undefined, signal: gone.signal }),
+      )
+    } catch (error) {
+      const invalid = error instanceof TypeError
+      if (!invalid) runtime.logger.error('request failed before routing', { error: String(error) })
+      if (!res.headersSent && !res.destroyed) {
+        res.writeHead(invalid ? 400 : 500, { 'content-type': 'application/json' })
+        res.end(invalid ? jsonError(400, 'BAD_REQUEST', 'Malformed request') : jsonError(500, 'INTERNAL', 'Internal Server Error'))
+      }
+      return
+    }
+    await writeResponse(response, res, gone.signal, streams)
+  }
+
+  const server = options.tlsCert
+    ? https.createServer({ cert: readFileSync(options.tlsCert), key: readFileSync(options.tlsKey!) }, onRequest)
+    : http.createServer(onRequest)
+
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    const path = (req.url ?? '/').split('?')[0]!
+    const handler = runtime.upgrades.get(path)
+    if (!handler) {
+      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+      return
+    }
+    handler(req, socket, head)
+  })
+  server.on('clientError', (_error, socket) => {
+    if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+    else socket.destroy()
+  })
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const address = server.address()
+  const port = typeof address === 'object' && address ? address.port : options.port
+  const hostForUrl = options.host.includes(':') ? `[${options.host}]` : options.host === '0.0.0.0' ? '127.0.0.1' : options.host
+  return {
+    port,
+    host: options.host,
+    url: `${scheme}://${hostForUrl}:${port}`,
+    async stop() {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()))
+      for (const reader of streams) await reader.cancel().catch(() => {})
+      server.closeIdleConnections?.()
+      const timer = setTimeout(() => server.closeAllConnections?.(), 2000)
+      await closed
+      clearTimeout(timer)
+    },
+  }
+}
+
+/** Writes a web Response to a node response; event streams are relayed chunk by chunk as they come. */
+async function writeResponse(response: Response, res: http.ServerResponse, gone: AbortSignal, streams: Set<ReadableStreamDefaultReader<Uint8Array>>): Promise<void> {
+  const headers: Record<string, string | string[]> = {}
+  response.headers.forEach((value, key) => {
+    if (key === 'set-cookie') return
+    headers[key] = value
+  })
+  const cookies = response.headers.getSetCookie()
+  if (cookies.length > 0) headers['set-cookie'] = cookies
+  const streaming = response.body !== null && (response.headers.get('content-type') ?? '').includes('text/event-stream')
+  if (!streaming) {
+    const payload = response.body === null ? null : Buffer.from(await response.arrayBuffer())
+    if (res.destroyed) return
+    if (payload !== null) headers['content-length'] = String(payload.length)
+    res.writeHead(response.status, headers)
+    res.end(payload ?? undefined)
+    return
+  }
+  res.writeHead(response.status, headers)
+  res.flushHeaders()
+  const reader = response.body!.getReader()
+  streams.add(reader)
+  const stop = () => void reader.cancel().catch(() => {})
+  gone.addEventListener('abort', stop, { once: true })
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (done) break
+      if (res.destroyed || gone.aborted) {
+        await reader.cancel().catch(() => {})
+        return
+      }
+      const written = await new Promise<boolean>((resolve) => res.write(value, (error) => resolve(!error)))
+      if (!written || res.destroyed) {
+        await reader.cancel().catch(() => {})
+        return
+      }
+    }
+    res.end()
+  } catch {
+    res.destroy()
+  } finally {
+    gone.removeEventListener('abort', stop)
+    streams.delete(reader)
+  }
+}
