@@ -1,0 +1,17 @@
+/**
+ * The backend contract, once: every plugin's test file runs these cases
+ * against a fresh backend per test.
+ */
+import type { Backend } from '../../src/backend/index'
+import { mailboxStoreCases } from './conformance/mailboxes'
+import { workerStoreCases } from './conformance/workers'
+import { agentStoreCases } from './conformance/agents'
+
+/** A factory of fresh, isolated backends (its own key prefix or file). */
+export type MakeBackend = () => Promise<Backend>
+
+export function testBackend(makeBackend: MakeBackend): void {
+  mailboxStoreCases(makeBackend)
+  workerStoreCases(makeBackend)
+  agentStoreCases(makeBackend)
+}

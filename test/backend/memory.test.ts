@@ -1,0 +1,4 @@
+import { testBackend } from './conformance'
+import { makeBackend } from '../support/backend'
+
+testBackend(() => makeBackend('memory'))

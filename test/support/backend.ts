@@ -1,0 +1,30 @@
+/**
+ * Fresh backends for tests. API-level tests call `makeTestBackend()`, which
+ * honours TEST_BACKEND (memory | sqlite | redis), so the same suite runs on
+ * every plugin: `TEST_BACKEND=redis bun test`.
+ */
+import { createBackend, loadPlugin, type Backend } from '../../src/backend/index'
+import { createLogger } from '../../src/logger'
+
+export const logger = createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent')
+
+/** Plugin options that isolate one backend from every other (temp file, random key prefix). */
+async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
+  switch (name) {
+    default:
+      return {}
+  }
+}
+
+/** A fresh backend of the named plugin. */
+export async function makeBackend(name: string, options: Record<string, unknown> = {}): Promise<Backend> {
+  const plugin = await loadPlugin(name)
+  return createBackend(plugin, { ...(await isolatedOptions(name)), ...options }, { logger })
+}
+
+/** The plugin API-level tests run on. */
+export const TEST_BACKEND = process.env.TEST_BACKEND ?? 'memory'
+
+export function makeTestBackend(options: Record<string, unknown> = {}): Promise<Backend> {
+  return makeBackend(TEST_BACKEND, options)
+}
