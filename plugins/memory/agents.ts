@@ -1,16 +1,28 @@
-import type { ActivityPage, ActivityRecord, AgentStore, WorkspaceRecord } from '../../src/backend/agents'
+import type { ActivityPage, ActivityRecord, AgentStore, WorkspacePatch, WorkspaceRecord } from '../../src/backend/agents'
 
 const clone = <T>(value: T): T => structuredClone(value)
+
+/** Activity kept per workspace; older calls are dropped first. */
+const ACTIVITY_KEPT = 10_000
+
+/** Activity of one workspace: `first` is the sequence number of the oldest kept entry, so cursors stay valid while old entries are dropped. */
+interface ActivityLog {
+  first: number
+  entries: ActivityRecord[]
+}
 
 /** Workspaces, token digests and activity in plain maps. */
 export class MemoryAgents implements AgentStore {
   private readonly workspaces = new Map<string, WorkspaceRecord>()
+  /** token digest → workspace id */
   private readonly tokens = new Map<string, string>()
-  private readonly activity = new Map<string, ActivityRecord[]>()
+  private readonly activity = new Map<string, ActivityLog>()
 
-  async createWorkspace(workspace: WorkspaceRecord, tokenHash: string): Promise<void> {
+  async createWorkspace(workspace: WorkspaceRecord, tokenHash: string): Promise<boolean> {
+    if (this.workspaces.has(workspace.id)) return false
     this.workspaces.set(workspace.id, clone(workspace))
     this.tokens.set(tokenHash, workspace.id)
+    return true
   }
 
   async getWorkspace(id: string): Promise<WorkspaceRecord | null> {
@@ -22,10 +34,16 @@ export class MemoryAgents implements AgentStore {
     return [...this.workspaces.values()].map(clone)
   }
 
-  async updateWorkspace(id: string, patch: Partial<WorkspaceRecord>): Promise<WorkspaceRecord | null> {
+  async listChildren(parentId: string): Promise<WorkspaceRecord[]> {
+    return [...this.workspaces.values()].filter((workspace) => workspace.parentId === parentId).map(clone)
+  }
+
+  async updateWorkspace(id: string, patch: WorkspacePatch): Promise<WorkspaceRecord | null> {
     const workspace = this.workspaces.get(id)
     if (!workspace || workspace.removedAt !== null) return null
-    Object.assign(workspace, clone(patch))
+    for (const [key, value] of Object.entries(patch)) {
+      if (value !== undefined) (workspace as unknown as Record<string, unknown>)[key] = clone(value)
+    }
     return clone(workspace)
   }
 
@@ -58,17 +76,31 @@ export class MemoryAgents implements AgentStore {
     return false
   }
 
-  async recordActivity(workspaceId: string, activity: ActivityRecord): Promise<void> {
-    let list = this.activity.get(workspaceId)
-    if (!list) this.activity.set(workspaceId, (list = []))
-    list.push(clone(activity))
+  private append(workspaceId: string, activity: ActivityRecord): void {
+    let log = this.activity.get(workspaceId)
+    if (!log) this.activity.set(workspaceId, (log = { first: 0, entries: [] }))
+    log.entries.push(activity)
+    if (log.entries.length > ACTIVITY_KEPT) {
+      const dropped = log.entries.length - ACTIVITY_KEPT
+      log.entries.splice(0, dropped)
+      log.first += dropped
+    }
+  }
+
+  async recordActivity(activity: ActivityRecord): Promise<void> {
+    const stored = clone(activity)
+    this.append(activity.target, stored)
+    if (activity.source !== null && activity.source !== activity.target) this.append(activity.source, stored)
   }
 
   async listActivity(workspaceId: string, limit: number, cursor: string | null): Promise<ActivityPage> {
-    const list = this.activity.get(workspaceId) ?? []
-    const end = cursor === null ? list.length : Math.min(list.length, Number.parseInt(cursor, 10) || 0)
+    const log = this.activity.get(workspaceId) ?? { first: 0, entries: [] }
+    // A cursor is the sequence number just past the next entry to return (exclusive end).
+    const last = log.first + log.entries.length
+    const parsed = cursor === null ? last : Number.parseInt(cursor, 10)
+    const end = Math.min(last, Number.isFinite(parsed) ? parsed : last) - log.first
     const start = Math.max(0, end - limit)
-    const items = list.slice(start, end).reverse().map(clone)
-    return { items, next: start > 0 ? String(start) : null }
+    const items = log.entries.slice(start, Math.max(start, end)).reverse().map(clone)
+    return { items, next: start > 0 ? String(start + log.first) : null }
   }
 }

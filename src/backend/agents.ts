@@ -1,17 +1,21 @@
 /** The agents module's part of the backend contract: workspaces, their tokens, and call activity. */
 
+/** Liveness as reported to callers; derived by the service from the stored record, never stored. */
 export type WorkspaceStatus = 'provisioning' | 'online' | 'degraded' | 'offline' | 'removed'
 
 export interface WorkspaceRecord {
+  /** Lower-case UUID. */
   id: string
   name: string
   role: string | null
   parentId: string | null
+  /** Where the agent answers A2A calls; null until it registers. */
   url: string | null
   agentCard: Record<string, unknown> | null
   deliveryMode: 'push' | 'poll'
   /** Secret the proxy sends to the agent so it can tell calls from Switchboard apart. */
   inboundSecret: string
+  /** Milliseconds since the epoch, as are all times here. */
   createdAt: number
   removedAt: number | null
   lastHeartbeatAt: number | null
@@ -21,39 +25,60 @@ export interface WorkspaceRecord {
   uptimeSeconds: number | null
 }
 
+/** The fields registration and heartbeats may change; identity, hierarchy and removal are not among them. */
+export type WorkspacePatch = Partial<
+  Pick<WorkspaceRecord, 'name' | 'role' | 'url' | 'agentCard' | 'deliveryMode' | 'lastHeartbeatAt' | 'errorRate' | 'activeTasks' | 'currentTask' | 'uptimeSeconds'>
+>
+
+/** One proxied call. */
 export interface ActivityRecord {
   id: string
+  /** Calling workspace; null when an admin called. */
   source: string | null
   target: string
+  /** JSON-RPC method, when the body had one. */
   method: string | null
+  /** HTTP status answered to the caller (for streams: the status the stream opened with). */
   status: number
   durationMs: number
   requestBytes: number
   responseBytes: number
+  /** Why the call failed on the proxy's side (timeout, unreachable, refused), or null. */
+  error: string | null
   at: number
 }
 
 export interface ActivityPage {
+  /** Newest first. */
   items: ActivityRecord[]
-  /** Opaque cursor for the next page, null at the end. */
+  /** Opaque cursor for the next (older) page, null at the end. */
   next: string | null
 }
 
-/** Workspace storage. Tokens are stored only as SHA-256 hex digests. */
+/**
+ * Workspace storage. Tokens are stored only as SHA-256 hex digests. A store
+ * may keep only the newest 10,000 activity records of each workspace.
+ */
 export interface AgentStore {
-  createWorkspace(workspace: WorkspaceRecord, tokenHash: string): Promise<void>
+  /** Creates the workspace with its first token; false (and nothing written) when the id is taken. */
+  createWorkspace(workspace: WorkspaceRecord, tokenHash: string): Promise<boolean>
   getWorkspace(id: string): Promise<WorkspaceRecord | null>
+  /** Every workspace, removed ones included, oldest first. */
   listWorkspaces(): Promise<WorkspaceRecord[]>
-  /** Apply a patch to a workspace that is not removed; returns the new record or null. */
-  updateWorkspace(id: string, patch: Partial<WorkspaceRecord>): Promise<WorkspaceRecord | null>
-  /** Mark removed and revoke every token, in one step. */
+  /** Direct children of a workspace, removed ones included, oldest first. */
+  listChildren(parentId: string): Promise<WorkspaceRecord[]>
+  /** Applies a patch to a workspace that is not removed; returns the new record, or null when missing or removed. */
+  updateWorkspace(id: string, patch: WorkspacePatch): Promise<WorkspaceRecord | null>
+  /** Marks removed (the first removal time is kept) and revokes every token, in one step; null when missing. */
   removeWorkspace(id: string, at: number): Promise<WorkspaceRecord | null>
-  /** Replace the workspace's tokens with one new token. */
+  /** Replaces the workspace's tokens with one new token; false when missing or removed. */
   rotateToken(id: string, tokenHash: string): Promise<boolean>
   /** The workspace a live token belongs to, or null. */
   workspaceOfToken(tokenHash: string): Promise<string | null>
   /** Whether the workspace has any live token. */
   hasToken(id: string): Promise<boolean>
-  recordActivity(workspaceId: string, activity: ActivityRecord): Promise<void>
+  /** Stores one call, visible to its target and (when different) its source. */
+  recordActivity(activity: ActivityRecord): Promise<void>
+  /** A page of the calls a workspace made or received, most recently recorded first. */
   listActivity(workspaceId: string, limit: number, cursor: string | null): Promise<ActivityPage>
 }

@@ -1,0 +1,4 @@
+import { agentStoreCases } from './agents'
+import { makeBackend } from '../../support/backend'
+
+agentStoreCases(() => makeBackend('memory'))
