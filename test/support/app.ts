@@ -1,0 +1,61 @@
+/** Builds Switchboard for tests: in-process (`app.handle`) or on a real port. */
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { createApp } from '../../src/app'
+import type { Config } from '../../src/config'
+import { serve, type RunningServer } from '../../src/server'
+import { logger, makeTestBackend } from './backend'
+
+export type TestApp = ReturnType<typeof createApp>
+
+/** A fresh app on the test backend. */
+export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}): Promise<TestApp> {
+  const backend = await makeTestBackend(backendOptions)
+  return createApp({ backend, config: { log_level: 'silent', ...config }, logger })
+}
+
+/** Sends one request through `app.handle`, with a body on any method. */
+export function call(app: TestApp, method: string, path: string, body?: string, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<Response> {
+  return app.handle(
+    new Request(`http://localhost${path}`, {
+      method,
+      body,
+      signal,
+      headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    }),
+  )
+}
+
+/** A running server and the app behind it; `close` stops both. */
+export interface TestServer {
+  app: TestApp
+  server: RunningServer
+  url: string
+  close(): Promise<void>
+}
+
+export async function startServer(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}): Promise<TestServer> {
+  const app = await makeApp(config, backendOptions)
+  const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: (config.max_body_kb ?? 16384) * 1024 })
+  return {
+    app,
+    server,
+    url: server.url,
+    async close() {
+      await server.stop()
+      await app.decorator.switchboard.close()
+    },
+  }
+}
+
+/** Writes a tokens file with the given token → client/groups entries; returns its path. */
+export function writeTokensFile(entries: { token: string; client: string; groups?: string[] }[]): string {
+  const dir = mkdtempSync(join(tmpdir(), 'switchboard-tokens-'))
+  const path = join(dir, 'tokens.toml')
+  const toml = entries
+    .map((entry) => `[[tokens]]\ntoken = ${JSON.stringify(entry.token)}\nclient = ${JSON.stringify(entry.client)}\ngroups = ${JSON.stringify(entry.groups ?? [])}\n`)
+    .join('\n')
+  writeFileSync(path, toml)
+  return path
+}

@@ -1,0 +1,110 @@
+/**
+ * HTTP helpers for tests. `fetch` refuses bodies on GET, so requests that
+ * carry one (as Academy's client does) go through node:http here.
+ */
+import http from 'node:http'
+
+export interface RawResponse {
+  status: number
+  headers: http.IncomingHttpHeaders
+  text: string
+}
+
+/** Sends one request with any method and an optional body; resolves with the full response. */
+export function rawRequest(url: string, options: { method?: string; body?: string | Buffer; headers?: Record<string, string> } = {}): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    const body = options.body === undefined ? undefined : Buffer.from(options.body)
+    const request = http.request(
+      url,
+      {
+        method: options.method ?? 'GET',
+        headers: { ...(body ? { 'content-type': 'application/json', 'content-length': String(body.length) } : {}), ...options.headers },
+      },
+      (response) => {
+        const chunks: Buffer[] = []
+        response.on('data', (chunk: Buffer) => chunks.push(chunk))
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, text: Buffer.concat(chunks).toString() }))
+        response.on('error', reject)
+      },
+    )
+    request.on('error', reject)
+    request.end(body)
+  })
+}
+
+/** An open event stream: read events as they come, or close it from the client side. */
+export interface EventStream {
+  status: number
+  headers: http.IncomingHttpHeaders
+  /** Raw text received so far. */
+  received(): string
+  /** Resolves once the received text contains `needle` (or rejects after `timeoutMs`). */
+  waitFor(needle: string | RegExp, timeoutMs?: number): Promise<string>
+  /** Resolves when the server ends the stream. */
+  ended: Promise<void>
+  /** Drop the connection from the client side. */
+  close(): void
+}
+
+/** Opens a streaming request (SSE) with an optional body, as Academy's listener does. */
+export function openStream(url: string, options: { method?: string; body?: string; headers?: Record<string, string> } = {}): Promise<EventStream> {
+  return new Promise((resolve, reject) => {
+    const body = options.body === undefined ? undefined : Buffer.from(options.body)
+    const request = http.request(url, {
+      method: options.method ?? 'GET',
+      headers: { accept: 'text/event-stream', ...(body ? { 'content-type': 'application/json', 'content-length': String(body.length) } : {}), ...options.headers },
+    })
+    request.on('error', reject)
+    request.on('response', (response) => {
+      let text = ''
+      const listeners = new Set<() => void>()
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => {
+        text += chunk
+        for (const listener of [...listeners]) listener()
+      })
+      const ended = new Promise<void>((done) => {
+        response.on('end', () => done())
+        response.on('close', () => done())
+      })
+      resolve({
+        status: response.statusCode ?? 0,
+        headers: response.headers,
+        received: () => text,
+        ended,
+        close: () => {
+          request.destroy()
+          response.destroy()
+        },
+        waitFor(needle, timeoutMs = 5000) {
+          const found = () => (typeof needle === 'string' ? text.includes(needle) : needle.test(text))
+          if (found()) return Promise.resolve(text)
+          return new Promise((done, fail) => {
+            const timer = setTimeout(() => {
+              listeners.delete(check)
+              fail(new Error(`stream did not contain ${needle} within ${timeoutMs} ms; got: ${text.slice(-500)}`))
+            }, timeoutMs)
+            const check = () => {
+              if (!found()) return
+              clearTimeout(timer)
+              listeners.delete(check)
+              done(text)
+            }
+            listeners.add(check)
+          })
+        },
+      })
+    })
+    request.end(body)
+  })
+}
+
+/** The `data:` payloads of SSE text, one per event (multi-line data joined with \n, as Academy's client does). */
+export function sseData(text: string): string[] {
+  const events: string[] = []
+  for (const block of text.split(/\r?\n\r?\n/)) {
+    const lines = block.split(/\r?\n/).filter((line) => line.startsWith('data:'))
+    if (lines.length > 0) events.push(lines.map((line) => line.slice(5).replace(/^ /, '')).join('\n'))
+  }
+  return events
+}
