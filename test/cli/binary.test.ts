@@ -1,0 +1,49 @@
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { rawRequest } from '../support/http'
+import { BUN, ROOT, runToEnd, startProcess, type RunningProcess } from '../support/process'
+
+const dir = mkdtempSync(join(tmpdir(), 'switchboard-binary-'))
+const binary = join(dir, 'switchboard')
+let running: RunningProcess
+
+beforeAll(async () => {
+  const build = await runToEnd([BUN, 'build', join(ROOT, 'src/main.ts'), '--compile', '--minify', '--outfile', binary])
+  if (build.code !== 0) throw new Error(`build failed: ${build.stderr}`)
+  // Run from an empty folder: the binary must need no node_modules.
+  running = await startProcess([binary, '--port', '0', '--log-level', 'warn'], {}, { cwd: dir })
+}, 60_000)
+
+afterAll(() => {
+  running?.process.kill('SIGKILL')
+  rmSync(dir, { recursive: true, force: true })
+})
+
+describe('the compiled binary', () => {
+  it('is one self-contained file', () => {
+    expect(statSync(binary).size).toBeGreaterThan(1_000_000)
+  })
+
+  it('answers /healthz, an exchange round trip and /swagger/json, then stops on SIGTERM with exit 0', async () => {
+    const health = await rawRequest(`${running.url}/healthz`)
+    expect(health.status).toBe(200)
+    expect(JSON.parse(health.text).status).toBe('ok')
+
+    const [user, agent] = [userId(), agentId()]
+    for (const id of [user, agent]) expect((await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    const message = messageJson(user, agent)
+    expect((await rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(message) })).status).toBe(200)
+    expect(JSON.parse((await rawRequest(`${running.url}/message`, { body: bodies.receive(agent, 5) })).text)).toEqual({ message })
+
+    const document = JSON.parse((await rawRequest(`${running.url}/swagger/json`)).text)
+    expect(Object.keys(document.paths)).toContain('/mailbox/listen')
+    const asset = await rawRequest(`${running.url}/swagger/assets/swagger-ui-bundle.js`)
+    expect(asset.status).toBe(200)
+    expect(asset.text.length).toBeGreaterThan(100_000)
+
+    expect(await running.stop('SIGTERM')).toBe(0)
+  })
+})
