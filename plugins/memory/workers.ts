@@ -1,15 +1,21 @@
-import type { JobEvent, JobFilter, JobRecord, JobState, WorkerRecord, WorkerStore } from '../../src/backend/workers'
+import type { JobFilter, JobRecord, JobTransition, WorkerPatch, WorkerRecord, WorkerStore } from '../../src/backend/workers'
 
 const clone = <T>(value: T): T => structuredClone(value)
 
-/** Workers and jobs in plain maps; each operation is one synchronous step. */
+/** Workers and jobs in plain maps; each operation is one synchronous step, hence atomic. */
 export class MemoryWorkers implements WorkerStore {
   private readonly workers = new Map<string, WorkerRecord>()
   private readonly jobs = new Map<string, JobRecord>()
 
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
     const previous = this.workers.get(worker.id) ?? null
-    this.workers.set(worker.id, clone(worker))
+    const next = clone(worker)
+    if (previous) {
+      next.jobs = [...previous.jobs]
+      next.reserved = [...previous.reserved]
+      next.draining = previous.draining
+    }
+    this.workers.set(worker.id, next)
     return previous ? clone(previous) : null
   }
 
@@ -22,32 +28,35 @@ export class MemoryWorkers implements WorkerStore {
     return [...this.workers.values()].filter((worker) => agentName === undefined || worker.agentName === agentName).map(clone)
   }
 
-  async updateWorker(id: string, connection: string | null, patch: Partial<WorkerRecord>): Promise<WorkerRecord | null> {
+  async updateWorker(id: string, connection: string | null, patch: WorkerPatch): Promise<WorkerRecord | null> {
     const worker = this.workers.get(id)
-    if (!worker || (connection !== null && worker.connection !== connection)) return null
+    if (!worker || worker.connection !== connection) return null
     Object.assign(worker, clone(patch))
     return clone(worker)
   }
 
-  async deleteWorker(id: string): Promise<void> {
+  async setDraining(id: string, draining: boolean): Promise<WorkerRecord | null> {
+    const worker = this.workers.get(id)
+    if (!worker) return null
+    worker.draining = draining
+    return clone(worker)
+  }
+
+  async deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null> {
+    const worker = this.workers.get(id)
+    if (!worker || worker.connection !== connection) return null
     this.workers.delete(id)
+    return clone(worker)
   }
 
   async reserveSlot(workerId: string, jobId: string): Promise<boolean> {
     const worker = this.workers.get(workerId)
-    if (!worker || worker.instance === null || worker.draining || worker.status !== 'available') return false
+    if (!worker || worker.connection === null || worker.draining || worker.status !== 'available') return false
     if (worker.reserved.includes(jobId) || worker.jobs.includes(jobId)) return false
-    if (worker.jobs.length + worker.reserved.length >= worker.maxProcesses) return false
-    if ((worker.jobs.length + worker.reserved.length + 1) / worker.maxProcesses > Math.max(worker.loadThreshold, 1 / worker.maxProcesses)) return false
+    const held = worker.jobs.length + worker.reserved.length
+    if (held >= worker.maxProcesses || held / worker.maxProcesses >= worker.loadThreshold) return false
     worker.reserved.push(jobId)
     return true
-  }
-
-  async releaseSlot(workerId: string, jobId: string): Promise<void> {
-    const worker = this.workers.get(workerId)
-    if (!worker) return
-    worker.reserved = worker.reserved.filter((id) => id !== jobId)
-    worker.jobs = worker.jobs.filter((id) => id !== jobId)
   }
 
   async assignSlot(workerId: string, jobId: string): Promise<boolean> {
@@ -56,6 +65,13 @@ export class MemoryWorkers implements WorkerStore {
     worker.reserved = worker.reserved.filter((id) => id !== jobId)
     worker.jobs.push(jobId)
     return true
+  }
+
+  async releaseSlot(workerId: string, jobId: string): Promise<void> {
+    const worker = this.workers.get(workerId)
+    if (!worker) return
+    worker.reserved = worker.reserved.filter((id) => id !== jobId)
+    worker.jobs = worker.jobs.filter((id) => id !== jobId)
   }
 
   async createJob(job: JobRecord): Promise<void> {
@@ -69,25 +85,32 @@ export class MemoryWorkers implements WorkerStore {
 
   async listJobs(filter: JobFilter): Promise<JobRecord[]> {
     const found: JobRecord[] = []
-    for (const job of this.jobs.values()) {
+    // Newest first: later insertions win ties on createdAt.
+    for (const job of [...this.jobs.values()].reverse()) {
       if (filter.agentName !== undefined && job.agentName !== filter.agentName) continue
       if (filter.state !== undefined && job.state !== filter.state) continue
       if (filter.workerId !== undefined && job.workerId !== filter.workerId) continue
       if (filter.owner !== undefined && job.owner !== filter.owner) continue
-      found.push(clone(job))
-      if (filter.limit !== undefined && found.length >= filter.limit) break
+      found.push(job)
     }
-    return found
+    found.sort((a, b) => b.createdAt - a.createdAt)
+    return found.slice(0, filter.limit ?? found.length).map(clone)
   }
 
-  async transitionJob(id: string, from: readonly JobState[], next: JobState, patch: Partial<Pick<JobRecord, 'workerId'>>, event: Omit<JobEvent, 'state' | 'at'>): Promise<JobRecord | null> {
+  async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
     const job = this.jobs.get(id)
-    if (!job || !from.includes(job.state)) return null
+    if (!job || !transition.from.includes(job.state)) return null
+    if (transition.heldBy !== undefined && job.workerId !== transition.heldBy) return null
     const at = Date.now()
-    Object.assign(job, patch)
-    job.state = next
+    if (transition.workerId !== undefined) job.workerId = transition.workerId
+    job.state = transition.to
     job.updatedAt = at
-    job.history.push({ state: next, at, ...event })
+    job.history.push({
+      state: transition.to,
+      at,
+      ...(job.workerId !== null ? { workerId: job.workerId } : {}),
+      ...(transition.reason !== undefined ? { reason: transition.reason } : {}),
+    })
     return clone(job)
   }
 }

@@ -1,5 +1,6 @@
 /** The workers module's part of the backend contract: workers, their capacity, and jobs. */
 
+/** `available` and `draining` come from the worker's own status updates; `offline` once it says it is shutting down. */
 export type WorkerStatus = 'available' | 'draining' | 'offline'
 
 export interface WorkerRecord {
@@ -16,16 +17,19 @@ export interface WorkerRecord {
   reportedLoad: number
   /** Jobs assigned to the worker and not yet ended. */
   jobs: string[]
-  /** Slots held between an accepted availability and the job's first update. */
+  /** Slots held for jobs whose availability question is open. */
   reserved: string[]
   /** The instance holding the worker's socket; null while disconnected. */
   instance: string | null
   /** Identifies the socket, so a stale socket's close cannot remove a newer registration. */
   connection: string | null
-  capabilities: unknown
+  capabilities: string[]
   registeredAt: number
   disconnectedAt: number | null
 }
+
+/** The fields of a worker that may be patched; capacity (`jobs`, `reserved`) only moves through the slot operations. */
+export type WorkerPatch = Partial<Pick<WorkerRecord, 'status' | 'reportedLoad' | 'instance' | 'connection' | 'disconnectedAt'>>
 
 export type JobState = 'pending' | 'assigned' | 'running' | 'completed' | 'failed' | 'cancelled' | 'reassigning'
 
@@ -58,27 +62,59 @@ export interface JobFilter {
   limit?: number
 }
 
+/** One compare-and-set move of a job's state machine. */
+export interface JobTransition {
+  /** States the job must be in for the move to happen. */
+  from: readonly JobState[]
+  to: JobState
+  /** When given, the job must currently be held by this worker (null: by no worker). */
+  heldBy?: string | null
+  /** The worker holding the job after the move; unchanged when omitted. */
+  workerId?: string | null
+  /** Why, recorded in the history event. */
+  reason?: string
+}
+
 /**
  * Worker and job storage. Capacity and job transitions are compare-and-set,
  * so two instances can never assign one slot or one job twice.
  */
 export interface WorkerStore {
-  /** Insert or replace a worker's registration; returns the previous record (its connection is superseded). */
+  /**
+   * Insert a worker, or take over the registration with the same id (a
+   * reconnection supersedes the old socket): the previous record's `jobs`,
+   * `reserved` and `draining` are kept, everything else comes from `worker`.
+   * Returns the previous record.
+   */
   upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null>
   getWorker(id: string): Promise<WorkerRecord | null>
+  /** Every worker, or those of one agent name. */
   listWorkers(agentName?: string): Promise<WorkerRecord[]>
-  /** Apply a patch only if the worker is still held by `connection`; returns the new record or null. */
-  updateWorker(id: string, connection: string | null, patch: Partial<WorkerRecord>): Promise<WorkerRecord | null>
-  deleteWorker(id: string): Promise<void>
-  /** Reserve a slot for `jobId` if the worker has free capacity by Switchboard's accounting. */
+  /** Apply `patch` only while the worker is held by `connection` (null: only while disconnected); returns the new record or null. */
+  updateWorker(id: string, connection: string | null, patch: WorkerPatch): Promise<WorkerRecord | null>
+  /** Set the operator's drain flag whatever socket holds the worker; returns the new record or null when unknown. */
+  setDraining(id: string, draining: boolean): Promise<WorkerRecord | null>
+  /** Remove the worker only while held by `connection` (null: only while disconnected); returns the removed record or null. */
+  deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null>
+  /**
+   * Reserve a slot for `jobId` when the worker is connected, `available`, not
+   * draining, does not hold the job yet, and has room by Switchboard's count
+   * (n = jobs + reserved): `n < maxProcesses` and `n / maxProcesses < loadThreshold`.
+   */
   reserveSlot(workerId: string, jobId: string): Promise<boolean>
-  /** Drop a reservation and/or an assignment of `jobId` from the worker. */
-  releaseSlot(workerId: string, jobId: string): Promise<void>
-  /** Turn a reservation into an assignment. */
+  /** Turn the reservation of `jobId` into an assignment; false when there is no such reservation. */
   assignSlot(workerId: string, jobId: string): Promise<boolean>
+  /** Drop a reservation and/or an assignment of `jobId` from the worker (no-op when absent). */
+  releaseSlot(workerId: string, jobId: string): Promise<void>
   createJob(job: JobRecord): Promise<void>
   getJob(id: string): Promise<JobRecord | null>
+  /** Jobs matching every given filter field, newest `createdAt` first, at most `limit`. */
   listJobs(filter: JobFilter): Promise<JobRecord[]>
-  /** Move a job to `next` if it is in one of `from`; records the event. Returns the new record, or null if the job was not in `from`. */
-  transitionJob(id: string, from: readonly JobState[], next: JobState, patch: Partial<Pick<JobRecord, 'workerId'>>, event: Omit<JobEvent, 'state' | 'at'>): Promise<JobRecord | null>
+  /**
+   * Apply `transition` if the job matches it, updating `state`, `workerId`
+   * and `updatedAt` and appending `{state: to, at, workerId?, reason?}` to its
+   * history (`workerId`: the job's worker after the move; absent fields
+   * omitted). Returns the new record, or null when the job is unknown or does not match.
+   */
+  transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null>
 }

@@ -1,0 +1,4 @@
+import { workerStoreCases } from './workers'
+import { makeBackend } from '../../support/backend'
+
+workerStoreCases(() => makeBackend('memory'))

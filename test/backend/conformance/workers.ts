@@ -1,0 +1,351 @@
+/**
+ * The WorkerStore contract: registrations, capacity slots and the job state
+ * machine, written once and run against every backend plugin on a fresh
+ * backend per test.
+ */
+import { afterEach, describe, expect, it } from 'bun:test'
+import { randomUUID } from 'node:crypto'
+import type { Backend, JobRecord, WorkerRecord } from '../../../src/backend/index'
+
+function worker(overrides: Partial<WorkerRecord> = {}): WorkerRecord {
+  return {
+    id: randomUUID(),
+    agentName: 'voice-agent',
+    owner: 'tenant-a',
+    status: 'available',
+    draining: false,
+    maxProcesses: 4,
+    loadThreshold: 1,
+    reportedLoad: 0,
+    jobs: [],
+    reserved: [],
+    instance: 'instance-1',
+    connection: randomUUID(),
+    capabilities: ['room', 'voice'],
+    registeredAt: Date.now(),
+    disconnectedAt: null,
+    ...overrides,
+  }
+}
+
+function job(overrides: Partial<JobRecord> = {}): JobRecord {
+  const now = Date.now()
+  return {
+    id: randomUUID(),
+    agentName: 'voice-agent',
+    roomId: 'room-1',
+    owner: 'tenant-a',
+    metadata: null,
+    roomOptions: null,
+    state: 'pending',
+    workerId: null,
+    history: [{ state: 'pending', at: now }],
+    createdAt: now,
+    updatedAt: now,
+    ...overrides,
+  }
+}
+
+export function workerStoreCases(makeBackend: () => Promise<Backend>): void {
+  describe('WorkerStore', () => {
+    let backend: Backend | null = null
+    const open = async () => (backend = await makeBackend()).workers
+    afterEach(async () => {
+      await backend?.close()
+      backend = null
+    })
+
+    describe('workers', () => {
+      it('stores a worker and returns it field for field', async () => {
+        const store = await open()
+        const record = worker({ reportedLoad: 0.25, capabilities: ['room', 'stt'], loadThreshold: 0.75 })
+        expect(await store.upsertWorker(record)).toBeNull()
+        expect(await store.getWorker(record.id)).toEqual(record)
+      })
+
+      it('returns null for an unknown worker', async () => {
+        const store = await open()
+        expect(await store.getWorker('nobody')).toBeNull()
+      })
+
+      it('lists every worker, or those of one agent name', async () => {
+        const store = await open()
+        const a = worker({ agentName: 'a' })
+        const b = worker({ agentName: 'b' })
+        await store.upsertWorker(a)
+        await store.upsertWorker(b)
+        expect((await store.listWorkers()).map((w) => w.id).sort()).toEqual([a.id, b.id].sort())
+        expect((await store.listWorkers('b')).map((w) => w.id)).toEqual([b.id])
+        expect(await store.listWorkers('c')).toEqual([])
+      })
+
+      it('keeps jobs, reservations and the drain flag when a registration is superseded', async () => {
+        const store = await open()
+        const first = worker()
+        await store.upsertWorker(first)
+        expect(await store.reserveSlot(first.id, 'job-1')).toBe(true)
+        expect(await store.assignSlot(first.id, 'job-1')).toBe(true)
+        expect(await store.reserveSlot(first.id, 'job-2')).toBe(true)
+        await store.setDraining(first.id, true)
+        const second = worker({ id: first.id, connection: 'new-socket', instance: 'instance-2', maxProcesses: 8 })
+        const previous = await store.upsertWorker(second)
+        expect(previous?.connection).toBe(first.connection)
+        const stored = await store.getWorker(first.id)
+        expect(stored?.connection).toBe('new-socket')
+        expect(stored?.instance).toBe('instance-2')
+        expect(stored?.maxProcesses).toBe(8)
+        expect(stored?.jobs).toEqual(['job-1'])
+        expect(stored?.reserved).toEqual(['job-2'])
+        expect(stored?.draining).toBe(true)
+      })
+
+      it('patches a worker only while the expected connection holds it', async () => {
+        const store = await open()
+        const record = worker()
+        await store.upsertWorker(record)
+        expect(await store.updateWorker(record.id, 'other-socket', { reportedLoad: 0.9 })).toBeNull()
+        const patched = await store.updateWorker(record.id, record.connection, { reportedLoad: 0.5, status: 'draining' })
+        expect(patched?.reportedLoad).toBe(0.5)
+        expect(patched?.status).toBe('draining')
+        expect((await store.getWorker(record.id))?.reportedLoad).toBe(0.5)
+      })
+
+      it('patches a disconnected worker only when asked for a disconnected one (connection null)', async () => {
+        const store = await open()
+        const record = worker()
+        await store.upsertWorker(record)
+        expect(await store.updateWorker(record.id, null, { status: 'offline' })).toBeNull()
+        const gone = await store.updateWorker(record.id, record.connection, { connection: null, instance: null, disconnectedAt: 123 })
+        expect(gone?.connection).toBeNull()
+        expect(gone?.disconnectedAt).toBe(123)
+        expect((await store.updateWorker(record.id, null, { status: 'offline' }))?.status).toBe('offline')
+      })
+
+      it('returns null when patching an unknown worker', async () => {
+        const store = await open()
+        expect(await store.updateWorker('nobody', null, { status: 'offline' })).toBeNull()
+        expect(await store.setDraining('nobody', true)).toBeNull()
+      })
+
+      it('sets and clears the drain flag whatever the connection', async () => {
+        const store = await open()
+        const record = worker()
+        await store.upsertWorker(record)
+        expect((await store.setDraining(record.id, true))?.draining).toBe(true)
+        expect((await store.getWorker(record.id))?.draining).toBe(true)
+        expect((await store.setDraining(record.id, false))?.draining).toBe(false)
+      })
+
+      it('deletes a worker only while the expected connection holds it and returns the removed record', async () => {
+        const store = await open()
+        const record = worker()
+        await store.upsertWorker(record)
+        expect(await store.deleteWorker(record.id, 'stale-socket')).toBeNull()
+        expect(await store.deleteWorker(record.id, null)).toBeNull()
+        expect((await store.deleteWorker(record.id, record.connection))?.id).toBe(record.id)
+        expect(await store.getWorker(record.id)).toBeNull()
+        expect(await store.deleteWorker(record.id, record.connection)).toBeNull()
+      })
+
+      it('deletes a disconnected worker with connection null, returning its jobs', async () => {
+        const store = await open()
+        const record = worker()
+        await store.upsertWorker(record)
+        await store.reserveSlot(record.id, 'job-1')
+        await store.assignSlot(record.id, 'job-1')
+        await store.updateWorker(record.id, record.connection, { connection: null, instance: null, disconnectedAt: Date.now() })
+        const removed = await store.deleteWorker(record.id, null)
+        expect(removed?.jobs).toEqual(['job-1'])
+        expect(await store.getWorker(record.id)).toBeNull()
+      })
+    })
+
+    describe('capacity slots', () => {
+      it('reserves slots up to maxProcesses and no further', async () => {
+        const store = await open()
+        const record = worker({ maxProcesses: 2, loadThreshold: 1 })
+        await store.upsertWorker(record)
+        expect(await store.reserveSlot(record.id, 'a')).toBe(true)
+        expect(await store.reserveSlot(record.id, 'b')).toBe(true)
+        expect(await store.reserveSlot(record.id, 'c')).toBe(false)
+        expect((await store.getWorker(record.id))?.reserved.sort()).toEqual(['a', 'b'])
+      })
+
+      it('counts assigned jobs and reservations together against the load threshold', async () => {
+        const store = await open()
+        // 4 processes at threshold 0.5: room while held/4 < 0.5, so two slots.
+        const record = worker({ maxProcesses: 4, loadThreshold: 0.5 })
+        await store.upsertWorker(record)
+        expect(await store.reserveSlot(record.id, 'a')).toBe(true)
+        expect(await store.assignSlot(record.id, 'a')).toBe(true)
+        expect(await store.reserveSlot(record.id, 'b')).toBe(true)
+        expect(await store.reserveSlot(record.id, 'c')).toBe(false)
+      })
+
+      it('gives a single-process worker exactly one slot whatever its threshold', async () => {
+        const store = await open()
+        const record = worker({ maxProcesses: 1, loadThreshold: 0.75 })
+        await store.upsertWorker(record)
+        expect(await store.reserveSlot(record.id, 'a')).toBe(true)
+        expect(await store.reserveSlot(record.id, 'b')).toBe(false)
+      })
+
+      it('does not reserve the same job twice on one worker', async () => {
+        const store = await open()
+        const record = worker()
+        await store.upsertWorker(record)
+        expect(await store.reserveSlot(record.id, 'a')).toBe(true)
+        expect(await store.reserveSlot(record.id, 'a')).toBe(false)
+        await store.assignSlot(record.id, 'a')
+        expect(await store.reserveSlot(record.id, 'a')).toBe(false)
+      })
+
+      it('refuses slots on draining, offline, disconnected and unknown workers', async () => {
+        const store = await open()
+        const drained = worker()
+        const offline = worker({ status: 'offline' })
+        const selfDraining = worker({ status: 'draining' })
+        const disconnected = worker({ connection: null, instance: null, disconnectedAt: Date.now() })
+        for (const record of [drained, offline, selfDraining, disconnected]) await store.upsertWorker(record)
+        await store.setDraining(drained.id, true)
+        for (const record of [drained, offline, selfDraining, disconnected]) expect(await store.reserveSlot(record.id, 'job')).toBe(false)
+        expect(await store.reserveSlot('nobody', 'job')).toBe(false)
+      })
+
+      it('turns a reservation into an assignment, and refuses without one', async () => {
+        const store = await open()
+        const record = worker()
+        await store.upsertWorker(record)
+        expect(await store.assignSlot(record.id, 'a')).toBe(false)
+        await store.reserveSlot(record.id, 'a')
+        expect(await store.assignSlot(record.id, 'a')).toBe(true)
+        const stored = await store.getWorker(record.id)
+        expect(stored?.reserved).toEqual([])
+        expect(stored?.jobs).toEqual(['a'])
+        expect(await store.assignSlot(record.id, 'a')).toBe(false)
+        expect(await store.assignSlot('nobody', 'a')).toBe(false)
+      })
+
+      it('releases reservations and assignments, freeing capacity', async () => {
+        const store = await open()
+        const record = worker({ maxProcesses: 2 })
+        await store.upsertWorker(record)
+        await store.reserveSlot(record.id, 'a')
+        await store.assignSlot(record.id, 'a')
+        await store.reserveSlot(record.id, 'b')
+        expect(await store.reserveSlot(record.id, 'c')).toBe(false)
+        await store.releaseSlot(record.id, 'a')
+        await store.releaseSlot(record.id, 'b')
+        await store.releaseSlot(record.id, 'never-held')
+        await store.releaseSlot('nobody', 'a')
+        const stored = await store.getWorker(record.id)
+        expect(stored?.jobs).toEqual([])
+        expect(stored?.reserved).toEqual([])
+        expect(await store.reserveSlot(record.id, 'c')).toBe(true)
+      })
+
+      it('never grants more slots than capacity to concurrent reservations', async () => {
+        const store = await open()
+        const record = worker({ maxProcesses: 3, loadThreshold: 1 })
+        await store.upsertWorker(record)
+        const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.reserveSlot(record.id, `job-${i}`)))
+        expect(results.filter(Boolean).length).toBe(3)
+        expect((await store.getWorker(record.id))?.reserved.length).toBe(3)
+      })
+    })
+
+    describe('jobs', () => {
+      it('stores a job and returns it field for field', async () => {
+        const store = await open()
+        const record = job({ metadata: { topic: 'support', nested: { n: 1 } }, roomOptions: { vision: true } })
+        await store.createJob(record)
+        expect(await store.getJob(record.id)).toEqual(record)
+        expect(await store.getJob('nothing')).toBeNull()
+      })
+
+      it('moves a job through its states and records each move in its history', async () => {
+        const store = await open()
+        const record = job()
+        await store.createJob(record)
+        const assigned = await store.transitionJob(record.id, { from: ['pending'], to: 'assigned', workerId: 'w1' })
+        expect(assigned?.state).toBe('assigned')
+        expect(assigned?.workerId).toBe('w1')
+        const running = await store.transitionJob(record.id, { from: ['assigned'], to: 'running', heldBy: 'w1' })
+        expect(running?.workerId).toBe('w1')
+        const done = await store.transitionJob(record.id, { from: ['assigned', 'running'], to: 'completed', heldBy: 'w1', reason: 'finished' })
+        expect(done?.state).toBe('completed')
+        expect(done!.updatedAt).toBeGreaterThanOrEqual(record.createdAt)
+        expect(done!.history.map((event) => event.state)).toEqual(['pending', 'assigned', 'running', 'completed'])
+        expect(done!.history[1]).toMatchObject({ state: 'assigned', workerId: 'w1' })
+        expect(done!.history[3]).toMatchObject({ state: 'completed', workerId: 'w1', reason: 'finished' })
+        expect(await store.getJob(record.id)).toEqual(done!)
+      })
+
+      it('omits the worker from history events of a job no worker holds', async () => {
+        const store = await open()
+        const record = job()
+        await store.createJob(record)
+        const cancelled = await store.transitionJob(record.id, { from: ['pending'], to: 'cancelled', reason: 'asked' })
+        expect(cancelled!.history[1]).toEqual({ state: 'cancelled', at: cancelled!.history[1]!.at, reason: 'asked' })
+      })
+
+      it('refuses a move from a state the job is not in, leaving it untouched', async () => {
+        const store = await open()
+        const record = job()
+        await store.createJob(record)
+        expect(await store.transitionJob(record.id, { from: ['running'], to: 'completed' })).toBeNull()
+        expect(await store.getJob(record.id)).toEqual(record)
+        expect(await store.transitionJob('nothing', { from: ['pending'], to: 'assigned' })).toBeNull()
+      })
+
+      it('refuses a move when the job is held by another worker', async () => {
+        const store = await open()
+        const record = job()
+        await store.createJob(record)
+        await store.transitionJob(record.id, { from: ['pending'], to: 'assigned', workerId: 'w1' })
+        expect(await store.transitionJob(record.id, { from: ['assigned'], to: 'running', heldBy: 'w2' })).toBeNull()
+        expect(await store.transitionJob(record.id, { from: ['assigned'], to: 'running', heldBy: null })).toBeNull()
+        expect((await store.getJob(record.id))?.state).toBe('assigned')
+      })
+
+      it('clears the worker of a job being reassigned', async () => {
+        const store = await open()
+        const record = job()
+        await store.createJob(record)
+        await store.transitionJob(record.id, { from: ['pending'], to: 'assigned', workerId: 'w1' })
+        const moved = await store.transitionJob(record.id, { from: ['assigned', 'running'], to: 'reassigning', heldBy: 'w1', workerId: null, reason: 'worker lost' })
+        expect(moved?.workerId).toBeNull()
+        expect(moved?.history.at(-1)).toEqual({ state: 'reassigning', at: moved!.history.at(-1)!.at, reason: 'worker lost' })
+      })
+
+      it('lets exactly one of many concurrent identical moves win', async () => {
+        const store = await open()
+        const record = job()
+        await store.createJob(record)
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => store.transitionJob(record.id, { from: ['pending'], to: 'assigned', workerId: `w${i}` })),
+        )
+        expect(results.filter((result) => result !== null).length).toBe(1)
+        expect((await store.getJob(record.id))?.history.length).toBe(2)
+      })
+
+      it('lists jobs by every filter, newest first, up to a limit', async () => {
+        const store = await open()
+        const base = Date.now()
+        const first = job({ agentName: 'a', owner: 'x', createdAt: base, updatedAt: base })
+        const second = job({ agentName: 'a', owner: 'y', createdAt: base + 1, updatedAt: base + 1 })
+        const third = job({ agentName: 'b', owner: 'x', createdAt: base + 2, updatedAt: base + 2 })
+        for (const record of [first, second, third]) await store.createJob(record)
+        await store.transitionJob(second.id, { from: ['pending'], to: 'assigned', workerId: 'w1' })
+        expect((await store.listJobs({})).map((j) => j.id)).toEqual([third.id, second.id, first.id])
+        expect((await store.listJobs({ agentName: 'a' })).map((j) => j.id)).toEqual([second.id, first.id])
+        expect((await store.listJobs({ owner: 'x' })).map((j) => j.id)).toEqual([third.id, first.id])
+        expect((await store.listJobs({ state: 'assigned' })).map((j) => j.id)).toEqual([second.id])
+        expect((await store.listJobs({ workerId: 'w1' })).map((j) => j.id)).toEqual([second.id])
+        expect((await store.listJobs({ agentName: 'a', owner: 'x', state: 'pending' })).map((j) => j.id)).toEqual([first.id])
+        expect((await store.listJobs({ limit: 2 })).map((j) => j.id)).toEqual([third.id, second.id])
+        expect(await store.listJobs({ agentName: 'none' })).toEqual([])
+      })
+    })
+  })
+}
