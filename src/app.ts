@@ -11,6 +11,9 @@ import { resolveConfig, type Config } from './config'
 import { docs } from './docs'
 import { nativeError } from './http'
 import { createLogger, type Logger } from './logger'
+import { agentsModule } from './modules/agents/index'
+import { AgentsService } from './modules/agents/service'
+import { AgentUrlGuard } from './modules/agents/ssrf'
 import { exchangeModule } from './modules/exchange/index'
 import { ExchangeService } from './modules/exchange/service'
 import type { UpgradeHandler } from './server'
@@ -71,6 +74,14 @@ export function createApp(options: CreateAppOptions) {
     logger,
   )
 
+  const agentUrls = new AgentUrlGuard({ allowPrivate: config.allow_private_agent_urls })
+  const agents = new AgentsService(
+    backend.agents,
+    { adminToken: config.admin_token, openRegistration: config.open_registration, heartbeatTtlSeconds: config.heartbeat_ttl_s },
+    agentUrls,
+    logger,
+  )
+
   return new Elysia({ name: 'switchboard' })
     .decorate('switchboard', runtime)
     .use(
@@ -82,6 +93,22 @@ export function createApp(options: CreateAppOptions) {
         pingSeconds: config.sse_ping_s,
         onWaiting: (kind, delta) => {
           runtime.waiting[kind] += delta
+        },
+      }),
+    )
+    .use(
+      agentsModule({
+        service: agents,
+        urls: agentUrls,
+        logger,
+        bodyLimitBytes: config.max_body_kb * 1024,
+        a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
+        publicUrl: config.public_url,
+        timeouts: {
+          connectMs: config.a2a_connect_timeout_ms,
+          headerMs: config.a2a_header_timeout_s * 1000,
+          idleMs: config.a2a_idle_timeout_s * 1000,
+          maxMs: config.a2a_max_duration_s * 1000,
         },
       }),
     )

@@ -1,0 +1,342 @@
+/**
+ * The agent registry: workspaces, their tokens, who may talk to whom, and
+ * the record of proxied calls. Knows no HTTP. Every check fails closed: a
+ * missing or foreign token, or a store that cannot answer, is a refusal.
+ */
+import { randomBytes, randomUUID, timingSafeEqual } from 'node:crypto'
+import * as v from 'valibot'
+import { sha256 } from '../../auth'
+import type { ActivityPage, ActivityRecord, AgentStore, WorkspacePatch, WorkspaceRecord, WorkspaceStatus } from '../../backend/agents'
+import { AppError, BadRequestError, ConflictError, ForbiddenError, GoneError, NotFoundError, UnauthorizedError, UnavailableError } from '../../errors'
+import type { Logger } from '../../logger'
+import { WorkspaceId } from './model'
+import type { AgentUrlGuard } from './ssrf'
+
+/** Who is calling: the operator (admin token) or one workspace (its own token). */
+export type Caller = { kind: 'admin' } | { kind: 'workspace'; id: string }
+
+export interface AgentsServiceOptions {
+  /** The operator's bearer token; without it, admin operations are refused. */
+  adminToken?: string
+  /** Let unknown ids register, creating a root workspace. */
+  openRegistration: boolean
+  /** Seconds without a heartbeat before a workspace counts as offline. */
+  heartbeatTtlSeconds: number
+}
+
+export interface NewWorkspace {
+  id?: string
+  name: string
+  role?: string | null
+  parentId?: string | null
+}
+
+export interface Registration {
+  id: string
+  url: string
+  agentCard?: Record<string, unknown> | null
+  deliveryMode?: 'push' | 'poll'
+}
+
+export interface Heartbeat {
+  workspaceId: string
+  errorRate?: number | null
+  activeTasks?: number | null
+  currentTask?: string | null
+  uptimeSeconds?: number | null
+}
+
+/** Ancestor chains longer than this are treated as broken rather than walked forever. */
+const MAX_DEPTH = 64
+const REMOVED_HINT = 'This workspace was removed by an operator; create a new workspace (and token) to rejoin.'
+const ERROR_RATE_DEGRADED = 0.5
+
+const newToken = () => randomBytes(32).toString('base64url')
+
+export class AgentsService {
+  private readonly adminDigest: Buffer | null
+
+  constructor(
+    private readonly store: AgentStore,
+    private readonly options: AgentsServiceOptions,
+    private readonly urls: AgentUrlGuard,
+    private readonly logger: Logger,
+  ) {
+    this.adminDigest = options.adminToken ? Buffer.from(sha256(options.adminToken), 'hex') : null
+  }
+
+  /** Validates a workspace id from a path, header or body; the canonical lower-case form. */
+  parseId(raw: string, what = 'workspace id'): string {
+    const parsed = v.safeParse(WorkspaceId, raw)
+    if (!parsed.success) throw new BadRequestError(`${what} "${raw.slice(0, 100)}" is not a UUID`)
+    return parsed.output
+  }
+
+  /** Runs a store operation; a store failure becomes a 503 refusal, never a pass. */
+  private async stored<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work()
+    } catch (error) {
+      if (error instanceof AppError) throw error
+      this.logger.error('agent store failed', { error: String((error as Error)?.stack ?? error) })
+      throw new UnavailableError('the workspace registry cannot be reached right now; the request was refused', 2)
+    }
+  }
+
+  /** The token in an `Authorization: Bearer <token>` header, or null when there is none. */
+  private bearer(authorization: string | null): string | null {
+    if (!authorization) return null
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization)
+    if (!match) throw new UnauthorizedError('Authorization header must be "Bearer <token>"')
+    return match[1]!
+  }
+
+  private isAdminToken(token: string): boolean {
+    if (this.adminDigest === null) return false
+    return timingSafeEqual(Buffer.from(sha256(token), 'hex'), this.adminDigest)
+  }
+
+  /**
+   * Identifies the caller from its bearer token; `X-Workspace-ID`, when
+   * given, must name the token's own workspace.
+   */
+  async authenticate(authorization: string | null, workspaceHeader: string | null): Promise<Caller> {
+    const token = this.bearer(authorization)
+    if (token === null) throw new UnauthorizedError('missing Authorization: Bearer <workspace token>')
+    if (this.isAdminToken(token)) return { kind: 'admin' }
+    const claimed = workspaceHeader === null || workspaceHeader.trim() === '' ? null : this.parseId(workspaceHeader, 'X-Workspace-ID')
+    const owner = await this.stored(() => this.store.workspaceOfToken(sha256(token)))
+    if (owner === null) throw new UnauthorizedError('bearer token is not valid (unknown or revoked)')
+    if (claimed !== null && claimed !== owner) throw new UnauthorizedError(`X-Workspace-ID ${claimed} does not match the workspace of the bearer token`)
+    return { kind: 'workspace', id: owner }
+  }
+
+  /** Refuses anybody but the operator; with no admin token configured, refuses everybody. */
+  requireAdmin(caller: Caller): void {
+    if (this.adminDigest === null) throw new ForbiddenError('admin routes are disabled: no admin_token is configured (--admin-token / SWITCHBOARD_ADMIN_TOKEN)')
+    if (caller.kind !== 'admin') throw new ForbiddenError('this route needs the admin token')
+  }
+
+  /** Authenticates an admin-only request, refusing before any token lookup when admin routes are disabled. */
+  async authenticateAdmin(authorization: string | null): Promise<Caller> {
+    if (this.adminDigest === null) throw new ForbiddenError('admin routes are disabled: no admin_token is configured (--admin-token / SWITCHBOARD_ADMIN_TOKEN)')
+    const caller = await this.authenticate(authorization, null)
+    this.requireAdmin(caller)
+    return caller
+  }
+
+  /** Liveness by the heartbeat rules: removed, provisioning (never registered), offline (TTL passed), degraded (error rate), online. */
+  statusOf(workspace: WorkspaceRecord, now = Date.now()): WorkspaceStatus {
+    if (workspace.removedAt !== null) return 'removed'
+    if (workspace.url === null) return 'provisioning'
+    if (workspace.lastHeartbeatAt === null || now - workspace.lastHeartbeatAt > this.options.heartbeatTtlSeconds * 1000) return 'offline'
+    if (workspace.errorRate >= ERROR_RATE_DEGRADED) return 'degraded'
+    return 'online'
+  }
+
+  private gone(workspace: WorkspaceRecord): GoneError {
+    return new GoneError('workspace removed', { id: workspace.id, removed_at: new Date(workspace.removedAt!).toISOString(), hint: REMOVED_HINT })
+  }
+
+  /** The workspace, or 404; a removed one is 410 unless `allowRemoved`. */
+  private async load(id: string, allowRemoved = false): Promise<WorkspaceRecord> {
+    const workspace = await this.stored(() => this.store.getWorkspace(id))
+    if (workspace === null) throw new NotFoundError(`workspace ${id} is not registered`)
+    if (workspace.removedAt !== null && !allowRemoved) throw this.gone(workspace)
+    return workspace
+  }
+
+  /** Creates a workspace (admin, or open registration) and its first token. */
+  async createWorkspace(input: NewWorkspace): Promise<{ workspace: WorkspaceRecord; token: string }> {
+    const parentId = input.parentId ?? null
+    if (parentId !== null) await this.load(parentId)
+    const workspace: WorkspaceRecord = {
+      id: input.id ?? randomUUID(),
+      name: input.name,
+      role: input.role ?? null,
+      parentId,
+      url: null,
+      agentCard: null,
+      deliveryMode: 'push',
+      inboundSecret: newToken(),
+      createdAt: Date.now(),
+      removedAt: null,
+      lastHeartbeatAt: null,
+      errorRate: 0,
+      activeTasks: 0,
+      currentTask: null,
+      uptimeSeconds: null,
+    }
+    const token = newToken()
+    const created = await this.stored(() => this.store.createWorkspace(workspace, sha256(token)))
+    if (!created) throw new ConflictError(`workspace ${workspace.id} already exists`)
+    return { workspace, token }
+  }
+
+  async listWorkspaces(): Promise<WorkspaceRecord[]> {
+    return this.stored(() => this.store.listWorkspaces())
+  }
+
+  /** Marks a workspace removed and revokes its tokens (idempotent). */
+  async removeWorkspace(id: string): Promise<WorkspaceRecord> {
+    const removed = await this.stored(() => this.store.removeWorkspace(id, Date.now()))
+    if (removed === null) throw new NotFoundError(`workspace ${id} is not registered`)
+    return removed
+  }
+
+  /** Issues a new token for the workspace (the operator, or the workspace itself) and revokes the old ones. */
+  async rotateToken(caller: Caller, id: string): Promise<string> {
+    if (caller.kind !== 'admin' && caller.id !== id) throw new ForbiddenError('a workspace may rotate only its own token')
+    await this.load(id)
+    const token = newToken()
+    const rotated = await this.stored(() => this.store.rotateToken(id, sha256(token)))
+    if (!rotated) throw this.gone(await this.load(id, true))
+    return token
+  }
+
+  /**
+   * A workspace as seen by `caller`: 410 once removed (whatever the token,
+   * so a removed workspace asking with its revoked token learns why); else
+   * the operator, the workspace itself, or a workspace it may talk to.
+   */
+  async workspaceFor(authorization: string | null, workspaceHeader: string | null, id: string): Promise<{ workspace: WorkspaceRecord; caller: Caller }> {
+    if (this.bearer(authorization) === null) throw new UnauthorizedError('missing Authorization: Bearer <workspace token>')
+    const workspace = await this.load(id, true)
+    if (workspace.removedAt !== null) throw this.gone(workspace)
+    const caller = await this.authenticate(authorization, workspaceHeader)
+    await this.requireAccess(caller, workspace.id)
+    return { workspace, caller }
+  }
+
+  /** Registers (or re-registers) an agent's URL and card; with open registration an unknown id becomes a root workspace. */
+  async register(authorization: string | null, workspaceHeader: string | null, input: Registration): Promise<{ workspace: WorkspaceRecord; token?: string }> {
+    await this.urls.check(input.url)
+    const existing = await this.stored(() => this.store.getWorkspace(input.id))
+    const patch: WorkspacePatch = { url: input.url, lastHeartbeatAt: Date.now() }
+    if (input.agentCard !== undefined) patch.agentCard = input.agentCard
+    if (input.deliveryMode !== undefined) patch.deliveryMode = input.deliveryMode
+    if (existing === null) {
+      if (!this.options.openRegistration) {
+        throw new NotFoundError(`workspace ${input.id} is not known: an operator must create it first (POST /workspaces), or start Switchboard with --open-registration`)
+      }
+      const name = typeof input.agentCard?.name === 'string' && input.agentCard.name.trim() !== '' ? input.agentCard.name.trim().slice(0, 200) : 'agent'
+      const { token } = await this.createWorkspace({ id: input.id, name })
+      const workspace = await this.stored(() => this.store.updateWorkspace(input.id, patch))
+      if (workspace === null) throw this.gone(await this.load(input.id, true))
+      return { workspace, token }
+    }
+    if (existing.removedAt !== null) throw this.gone(existing)
+    const caller = await this.authenticate(authorization, workspaceHeader)
+    this.requireSelf(caller, input.id, 'register')
+    const workspace = await this.stored(() => this.store.updateWorkspace(input.id, patch))
+    if (workspace === null) throw this.gone(await this.load(input.id, true))
+    return { workspace }
+  }
+
+  private requireSelf(caller: Caller, id: string, action: string): void {
+    if (caller.kind === 'admin') return
+    if (caller.id !== id) throw new ForbiddenError(`the bearer token belongs to workspace ${caller.id}, which may not ${action} for workspace ${id}`)
+  }
+
+  async heartbeat(caller: Caller, beat: Heartbeat): Promise<WorkspaceRecord> {
+    this.requireSelf(caller, beat.workspaceId, 'send heartbeats')
+    await this.load(beat.workspaceId)
+    const patch: WorkspacePatch = { lastHeartbeatAt: Date.now() }
+    if (beat.errorRate != null) patch.errorRate = beat.errorRate
+    if (beat.activeTasks != null) patch.activeTasks = beat.activeTasks
+    if (beat.currentTask !== undefined) patch.currentTask = beat.currentTask
+    if (beat.uptimeSeconds != null) patch.uptimeSeconds = beat.uptimeSeconds
+    const workspace = await this.stored(() => this.store.updateWorkspace(beat.workspaceId, patch))
+    if (workspace === null) throw this.gone(await this.load(beat.workspaceId, true))
+    return workspace
+  }
+
+  async updateCard(caller: Caller, id: string, agentCard: Record<string, unknown>): Promise<WorkspaceRecord> {
+    this.requireSelf(caller, id, 'update the agent card')
+    await this.load(id)
+    const workspace = await this.stored(() => this.store.updateWorkspace(id, { agentCard }))
+    if (workspace === null) throw this.gone(await this.load(id, true))
+    return workspace
+  }
+
+  /** The ancestors of a workspace, nearest first (a broken or cyclic chain ends the walk). */
+  private async ancestors(workspace: WorkspaceRecord): Promise<string[]> {
+    const chain: string[] = []
+    let parentId = workspace.parentId
+    while (parentId !== null && chain.length < MAX_DEPTH && !chain.includes(parentId)) {
+      chain.push(parentId)
+      const parent = await this.stored(() => this.store.getWorkspace(parentId!))
+      parentId = parent?.parentId ?? null
+    }
+    return chain
+  }
+
+  /**
+   * Who may talk to whom: self; siblings (same parent; roots are not
+   * siblings of each other); parent and child; ancestor and descendant.
+   * Removed or unknown workspaces talk to nobody.
+   */
+  async canCommunicate(sourceId: string, targetId: string): Promise<boolean> {
+    if (sourceId === targetId) return true
+    const [source, target] = await Promise.all([
+      this.stored(() => this.store.getWorkspace(sourceId)),
+      this.stored(() => this.store.getWorkspace(targetId)),
+    ])
+    if (source === null || target === null || source.removedAt !== null || target.removedAt !== null) return false
+    if (source.parentId !== null && source.parentId === target.parentId) return true
+    if ((await this.ancestors(source)).includes(target.id)) return true
+    return (await this.ancestors(target)).includes(source.id)
+  }
+
+  /** Refuses a workspace caller that may not reach `targetId` (the operator reaches everything). */
+  async requireAccess(caller: Caller, targetId: string): Promise<void> {
+    if (caller.kind === 'admin') return
+    if (!(await this.canCommunicate(caller.id, targetId))) {
+      throw new ForbiddenError(`workspace ${caller.id} may not reach workspace ${targetId}: only self, siblings, parents/children and ancestors/descendants may talk`)
+    }
+  }
+
+  /** A workspace a caller may reach, for discovery and for the proxy. */
+  async discover(caller: Caller, id: string): Promise<WorkspaceRecord> {
+    // Access first, so a workspace learns nothing about ids outside its reach.
+    await this.requireAccess(caller, id)
+    return this.load(id)
+  }
+
+  /** Siblings, parent and children of a workspace, minus removed ones and itself; `query` filters by name or role. */
+  async peers(caller: Caller, id: string, query?: string): Promise<WorkspaceRecord[]> {
+    this.requireSelf(caller, id, 'list peers')
+    const workspace = await this.load(id)
+    const [siblings, children, parent] = await Promise.all([
+      workspace.parentId === null ? Promise.resolve([]) : this.stored(() => this.store.listChildren(workspace.parentId!)),
+      this.stored(() => this.store.listChildren(id)),
+      workspace.parentId === null ? Promise.resolve(null) : this.stored(() => this.store.getWorkspace(workspace.parentId!)),
+    ])
+    const seen = new Set<string>([id])
+    const needle = query?.trim().toLowerCase() ?? ''
+    const peers: WorkspaceRecord[] = []
+    for (const peer of [...(parent ? [parent] : []), ...siblings, ...children]) {
+      if (seen.has(peer.id) || peer.removedAt !== null) continue
+      seen.add(peer.id)
+      if (needle !== '' && !peer.name.toLowerCase().includes(needle) && !(peer.role ?? '').toLowerCase().includes(needle)) continue
+      peers.push(peer)
+    }
+    return peers
+  }
+
+  /** Stores one proxied call; a store failure is logged and does not fail the call. */
+  async recordCall(activity: ActivityRecord): Promise<void> {
+    try {
+      await this.store.recordActivity(activity)
+    } catch (error) {
+      this.logger.error('could not record a proxied call', { error: String(error), target: activity.target })
+    }
+  }
+
+  /** A page of the calls a workspace made or received (the workspace itself or the operator). */
+  async activity(caller: Caller, id: string, limit: number, cursor: string | null): Promise<ActivityPage> {
+    this.requireSelf(caller, id, 'read the activity')
+    await this.load(id, true)
+    return this.stored(() => this.store.listActivity(id, limit, cursor))
+  }
+}
