@@ -12,7 +12,7 @@ import { AppError, GoneError, PayloadTooLargeError } from '../../errors'
 import { documentedBody, errorResponse, ErrorBody, parseWith, readJsonBody } from '../../http'
 import type { Logger } from '../../logger'
 import * as model from './model'
-import { A2AProxy, normaliseRpcRequest, rpcErrorBody, RpcParseError, type ProxyTimeouts, type RpcCall } from './proxy'
+import { A2AProxy, normaliseRpcRequest, rpcErrorBody, RpcRequestError, type ProxyTimeouts, type RpcCall } from './proxy'
 import type { AgentsService, Caller } from './service'
 import type { AgentUrlGuard } from './ssrf'
 
@@ -55,11 +55,12 @@ function proxyError(error: unknown, rpcId: unknown, logger: Logger): Response {
     logger.error('unexpected error in the A2A proxy', { error: String((error as Error)?.stack ?? error) })
     return new Response(rpcErrorBody(rpcId, -32603, 'Internal Server Error'), { status: 500, headers: JSON_HEADERS })
   }
-  const code = error instanceof RpcParseError ? -32700 : error.status < 500 ? -32600 : -32603
+  const code = error instanceof RpcRequestError ? error.rpcCode : error.status < 500 ? -32600 : -32603
+  const id = error instanceof RpcRequestError && error.rpcId !== null ? error.rpcId : rpcId
   const headers: Record<string, string> = { ...JSON_HEADERS }
   const retry = (error as { retryAfterSeconds?: number }).retryAfterSeconds
   if (retry !== undefined) headers['retry-after'] = String(Math.ceil(retry))
-  return new Response(rpcErrorBody(rpcId, code, error.message, { status: error.status, code: error.code, ...error.details }), { status: error.status, headers })
+  return new Response(rpcErrorBody(id, code, error.message, { status: error.status, code: error.code, ...error.details }), { status: error.status, headers })
 }
 
 /** The card with every JSON-RPC endpoint pointing at the proxy; interfaces the proxy cannot carry (gRPC, REST) are left out. */

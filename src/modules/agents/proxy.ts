@@ -30,9 +30,15 @@ export interface RpcCall {
   streaming: boolean
 }
 
-/** An error answered on the proxy route; rendered as a JSON-RPC error with an HTTP status. */
-export class RpcParseError extends BadRequestError {
-  readonly rpcCode = -32700
+/** A request the proxy cannot forward: a 400 that keeps the request's JSON-RPC id and error code. */
+export class RpcRequestError extends BadRequestError {
+  constructor(
+    message: string,
+    readonly rpcId: unknown = null,
+    readonly rpcCode = -32600,
+  ) {
+    super(message)
+  }
 }
 
 /** Converts an A2A v0.2 `content` (a string or a list of parts) into v0.3 `parts`. */
@@ -59,24 +65,25 @@ export function normaliseRpcRequest(bytes: Uint8Array<ArrayBuffer>): RpcCall {
   try {
     data = JSON.parse(decoder.decode(bytes))
   } catch (error) {
-    throw new RpcParseError(`request body is not valid JSON (${(error as Error).message})`)
+    throw new RpcRequestError(`request body is not valid JSON (${(error as Error).message})`, null, -32700)
   }
-  if (Array.isArray(data)) throw new BadRequestError('JSON-RPC batch requests are not supported: send one request per call')
-  if (typeof data !== 'object' || data === null) throw new BadRequestError('request body must be a JSON-RPC request object {"jsonrpc": "2.0", "id", "method", "params"}')
+  if (Array.isArray(data)) throw new RpcRequestError('JSON-RPC batch requests are not supported: send one request per call')
+  if (typeof data !== 'object' || data === null) throw new RpcRequestError('request body must be a JSON-RPC request object {"jsonrpc": "2.0", "id", "method", "params"}')
   let request = data as Record<string, unknown>
   let changed = false
-  if (typeof request.method !== 'string' || request.method === '') throw new BadRequestError('request has no "method" (a non-empty string)')
+  const id = request.id ?? null
+  if (typeof request.method !== 'string' || request.method === '') throw new RpcRequestError('request has no "method" (a non-empty string)', id)
   if (request.jsonrpc === undefined) {
     request = { jsonrpc: '2.0', id: request.id ?? randomUUID(), method: request.method, params: request.params ?? {} }
     changed = true
   } else if (request.jsonrpc !== '2.0') {
-    throw new BadRequestError(`"jsonrpc" must be "2.0", not ${JSON.stringify(request.jsonrpc)}`)
+    throw new RpcRequestError(`"jsonrpc" must be "2.0", not ${JSON.stringify(request.jsonrpc)}`, id)
   }
   const method = request.method as string
   if (MESSAGE_METHODS.has(method)) {
     const params = request.params
     if (typeof params !== 'object' || params === null || typeof (params as Record<string, unknown>).message !== 'object' || (params as Record<string, unknown>).message === null) {
-      throw new BadRequestError(`${method} needs params.message (an object)`)
+      throw new RpcRequestError(`${method} needs params.message (an object)`, id)
     }
     const message = (params as Record<string, unknown>).message as Record<string, unknown>
     if (typeof message.messageId !== 'string' || message.messageId === '') {
@@ -85,7 +92,7 @@ export function normaliseRpcRequest(bytes: Uint8Array<ArrayBuffer>): RpcCall {
     }
     if (!Array.isArray(message.parts)) {
       const parts = partsFromContent(message.content)
-      if (parts === null) throw new BadRequestError(`${method}: params.message needs "parts" (A2A v0.3+) or "content" (v0.2)`)
+      if (parts === null) throw new RpcRequestError(`${method}: params.message needs "parts" (A2A v0.3+) or "content" (v0.2)`, id)
       message.parts = parts
       delete message.content
       changed = true

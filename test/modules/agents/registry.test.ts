@@ -19,7 +19,7 @@ describe('workspaces (admin API)', () => {
     expect(response.status).toBe(201)
     const created = (await response.json()) as Record<string, string>
     expect(created.id).toMatch(/^[0-9a-f-]{36}$/)
-    expect(created.auth_token.length).toBeGreaterThanOrEqual(43)
+    expect(created.auth_token!.length).toBeGreaterThanOrEqual(43)
     expect(created.status).toBe('provisioning')
     const info = (await (await registry.request('GET', `/workspaces/${created.id}`, { token: created.auth_token! })).json()) as Record<string, unknown>
     expect(info).toMatchObject({ id: created.id, name: 'planner', role: 'lead', inbound_secret: created.inbound_secret })

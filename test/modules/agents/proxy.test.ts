@@ -1,0 +1,264 @@
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import { openStream, sseData } from '../../support/http'
+import { ADMIN_TOKEN, closedPort, messageSend, startPlainAgent, startRegistry, type PlainAgent, type Registry, type Workspace } from './support'
+
+interface RpcAnswer {
+  id?: unknown
+  result?: { parts: { text: string }[] }
+  error?: { code: number; message: string; data?: Record<string, unknown> }
+}
+
+describe('the A2A proxy', () => {
+  let registry: Registry
+  let agent: PlainAgent
+  let parent: Workspace
+  let caller: Workspace
+  let target: Workspace
+  let stranger: Workspace
+  beforeAll(async () => {
+    registry = await startRegistry({ a2a_body_limit_kb: 64, a2a_header_timeout_s: 1, a2a_idle_timeout_s: 1 })
+    agent = await startPlainAgent()
+    parent = await registry.createWorkspace('parent')
+    caller = await registry.createWorkspace('caller', parent.id)
+    target = await registry.createWorkspace('target', parent.id)
+    stranger = await registry.createWorkspace('stranger')
+    for (const workspace of [parent, caller, target, stranger]) await registry.register(workspace, agent.url)
+  })
+  afterAll(async () => {
+    await registry.close()
+    await agent.close()
+  })
+
+  const send = (from: Workspace, to: Workspace, body: unknown, headers: Record<string, string> = {}) =>
+    registry.request('POST', `/workspaces/${to.id}/a2a`, { token: from.token, body, headers })
+
+  it('forwards message/send and returns the agent\'s answer', async () => {
+    const response = await send(caller, target, messageSend('echo:hello there'))
+    expect(response.status).toBe(200)
+    const answer = (await response.json()) as RpcAnswer
+    expect(answer.result!.parts[0]!.text).toBe('hello there')
+  })
+
+  it('sends the caller id and the target\'s inbound secret, never the caller\'s Authorization', async () => {
+    const received = agent.nextCall()
+    await send(caller, target, messageSend('echo:x'), { 'x-workspace-id': caller.id, 'a2a-version': '0.3', 'a2a-extensions': 'https://example.com/ext/v1', origin: 'http://platform.example' })
+    const call = await received
+    expect(call.headers['x-workspace-id']).toBe(caller.id)
+    expect(call.headers['x-switchboard-secret']).toBe(target.secret)
+    expect(call.headers.authorization).toBeUndefined()
+    expect(call.headers['a2a-version']).toBe('0.3')
+    expect(call.headers['a2a-extensions']).toBe('https://example.com/ext/v1')
+  })
+
+  it('wraps a bare {method, params} into a JSON-RPC envelope and fills messageId', async () => {
+    const received = agent.nextCall()
+    const response = await send(caller, target, { method: 'message/send', params: { message: { role: 'user', parts: [{ kind: 'text', text: 'echo:bare' }] } } })
+    const call = await received
+    expect(call.body.jsonrpc).toBe('2.0')
+    expect(typeof call.body.id).toBe('string')
+    expect((call.body.params as { message: { messageId: string } }).message.messageId).toMatch(/^[0-9a-f-]{36}$/)
+    expect(((await response.json()) as RpcAnswer).result!.parts[0]!.text).toBe('bare')
+  })
+
+  it('converts A2A v0.2 content into parts, and refuses a message with neither (400)', async () => {
+    const received = agent.nextCall()
+    await send(caller, target, { jsonrpc: '2.0', id: 7, method: 'message/send', params: { message: { role: 'user', content: 'echo:old style' } } })
+    const call = await received
+    expect((call.body.params as { message: { parts: unknown[]; content?: unknown } }).message).toMatchObject({ parts: [{ kind: 'text', text: 'echo:old style' }] })
+    expect((call.body.params as { message: { content?: unknown } }).message.content).toBeUndefined()
+    const refused = await send(caller, target, { jsonrpc: '2.0', id: 8, method: 'message/send', params: { message: { role: 'user' } } })
+    expect(refused.status).toBe(400)
+    const error = (await refused.json()) as RpcAnswer
+    expect(error.id).toBe(8)
+    expect(error.error!.message).toContain('parts')
+  })
+
+  it('answers invalid JSON with a JSON-RPC parse error (400)', async () => {
+    const response = await send(caller, target, '{"method": ')
+    expect(response.status).toBe(400)
+    expect(((await response.json()) as RpcAnswer).error!.code).toBe(-32700)
+  })
+
+  it('refuses a body over a2a_body_limit_kb with 413', async () => {
+    const response = await send(caller, target, messageSend('x'.repeat(70 * 1024)))
+    expect(response.status).toBe(413)
+    expect(((await response.json()) as RpcAnswer).error!.message).toContain('a2a_body_limit_kb')
+  })
+
+  it('refuses a token that does not match X-Workspace-ID (401) and an unreachable target (403)', async () => {
+    const mismatch = await send(caller, target, messageSend('echo:x'), { 'x-workspace-id': stranger.id })
+    expect(mismatch.status).toBe(401)
+    const forbidden = await send(stranger, target, messageSend('echo:x'))
+    expect(forbidden.status).toBe(403)
+    const anonymous = await registry.request('POST', `/workspaces/${target.id}/a2a`, { body: messageSend('echo:x') })
+    expect(anonymous.status).toBe(401)
+  })
+
+  it('answers 410 for a removed target', async () => {
+    const doomed = await registry.createWorkspace('doomed', parent.id)
+    await registry.register(doomed, agent.url)
+    await registry.request('DELETE', `/workspaces/${doomed.id}`, { token: ADMIN_TOKEN })
+    const response = await registry.request('POST', `/workspaces/${doomed.id}/a2a`, { token: ADMIN_TOKEN, body: messageSend('echo:x') })
+    expect(response.status).toBe(410)
+    expect(((await response.json()) as RpcAnswer).error!.data).toMatchObject({ id: doomed.id })
+  })
+
+  it('passes agent HTTP errors through with their status and a JSON error', async () => {
+    const response = await send(caller, target, messageSend('http:502'))
+    expect(response.status).toBe(502)
+    const body = (await response.json()) as RpcAnswer
+    expect(body.error!.message).toContain('agent answered HTTP 502')
+  })
+
+  it('answers 503 with Retry-After quickly when the agent is down', async () => {
+    const down = await registry.createWorkspace('down', parent.id)
+    await registry.register(down, `http://127.0.0.1:${await closedPort()}/`)
+    const started = Date.now()
+    const response = await send(caller, down, messageSend('echo:x'))
+    expect(response.status).toBe(503)
+    expect(response.headers.get('retry-after')).not.toBeNull()
+    expect(((await response.json()) as RpcAnswer).error!.message).toContain('agent unreachable')
+    expect(Date.now() - started).toBeLessThan(3000)
+  })
+
+  it('answers 504 when the agent sends no headers within a2a_header_timeout_s', async () => {
+    const started = Date.now()
+    const response = await send(caller, target, messageSend('sleep:4000'))
+    expect(response.status).toBe(504)
+    expect(response.headers.get('retry-after')).not.toBeNull()
+    expect(Date.now() - started).toBeLessThan(3500)
+  })
+
+  it('relays streamed events as they arrive, before the stream ends', async () => {
+    const stream = await openStream(`${registry.url}/workspaces/${target.id}/a2a`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${caller.token}` },
+      body: JSON.stringify(messageSend('stream:4:400', 'message/stream')),
+    })
+    expect(stream.status).toBe(200)
+    expect(stream.headers['content-type']).toContain('text/event-stream')
+    await stream.waitFor('"index":0', 3000)
+    const firstSeenAt = Date.now()
+    await stream.ended
+    const endedAt = Date.now()
+    const events = sseData(stream.received()).map((data) => JSON.parse(data) as { result: { index: number; sentAt: number } })
+    expect(events.map((event) => event.result.index)).toEqual([0, 1, 2, 3])
+    // The first event reached the caller while the agent was still producing the rest.
+    expect(endedAt - firstSeenAt).toBeGreaterThan(900)
+    expect(firstSeenAt - events[0]!.result.sentAt).toBeLessThan(300)
+  })
+
+  it('ends a silent stream with a JSON-RPC error event after a2a_idle_timeout_s', async () => {
+    const stream = await openStream(`${registry.url}/workspaces/${target.id}/a2a`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${caller.token}` },
+      body: JSON.stringify(messageSend('stall', 'message/stream')),
+    })
+    await stream.ended
+    const events = sseData(stream.received()).map((data) => JSON.parse(data) as RpcAnswer)
+    expect(events).toHaveLength(2)
+    expect(events[1]!.error!.message).toContain('silent')
+  })
+
+  it('cancels the agent request when the caller disconnects mid-stream', async () => {
+    const received = agent.nextCall()
+    const stream = await openStream(`${registry.url}/workspaces/${target.id}/a2a`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${caller.token}` },
+      body: JSON.stringify(messageSend('stream:100:200', 'message/stream')),
+    })
+    await stream.waitFor('"index":0', 3000)
+    stream.close()
+    const call = await received
+    await Promise.race([call.closed, Bun.sleep(5000).then(() => Promise.reject(new Error('agent connection stayed open')))])
+  })
+
+  it('attributes every call of a 100-call burst to its caller', async () => {
+    const burstParent = await registry.createWorkspace('burst-parent')
+    const sink = await registry.createWorkspace('sink', burstParent.id)
+    await registry.register(sink, agent.url)
+    const senders = await Promise.all(Array.from({ length: 5 }, (_, i) => registry.createWorkspace(`sender-${i}`, burstParent.id)))
+    const answers = await Promise.all(
+      Array.from({ length: 100 }, async (_, i) => {
+        const from = senders[i % senders.length]!
+        const response = await send(from, sink, messageSend(`who am i ${i}`))
+        return { from: from.id, text: ((await response.json()) as RpcAnswer).result!.parts[0]!.text }
+      }),
+    )
+    for (const answer of answers) expect(answer.text).toBe(`from ${answer.from}`)
+    const seen: { source_id: string; status: number; method: string }[] = []
+    let cursor: string | null = null
+    do {
+      const page = (await (await registry.request('GET', `/workspaces/${sink.id}/activity?limit=40${cursor ? `&cursor=${cursor}` : ''}`, { token: sink.token })).json()) as {
+        items: { source_id: string; status: number; method: string }[]
+        next_cursor: string | null
+      }
+      seen.push(...page.items)
+      cursor = page.next_cursor
+    } while (cursor !== null)
+    expect(seen).toHaveLength(100)
+    for (const sender of senders) expect(seen.filter((item) => item.source_id === sender.id)).toHaveLength(20)
+    expect(seen.every((item) => item.status === 200 && item.method === 'message/send')).toBe(true)
+    const own = (await (await registry.request('GET', `/workspaces/${senders[0]!.id}/activity`, { token: senders[0]!.token })).json()) as { items: unknown[] }
+    expect(own.items).toHaveLength(20)
+    expect((await registry.request('GET', `/workspaces/${sink.id}/activity`, { token: senders[0]!.token })).status).toBe(403)
+  })
+})
+
+describe('agent URLs and SSRF', () => {
+  it('refuses link-local, metadata, multicast and private URLs on register', async () => {
+    const registry = await startRegistry({ allow_private_agent_urls: false })
+    try {
+      const workspace = await registry.createWorkspace('ssrf')
+      const cases: [string, string][] = [
+        ['http://169.254.169.254/latest/meta-data/', 'link-local'],
+        ['http://[::ffff:169.254.169.254]/', 'link-local'],
+        ['http://224.0.0.1/', 'multicast'],
+        ['http://[fe80::1]/', 'link-local'],
+        ['http://0.0.0.0:8080/', 'unspecified'],
+        ['http://127.0.0.1:8080/', 'loopback'],
+        ['http://localhost:8080/', 'loopback'],
+        ['http://10.1.2.3/', 'private'],
+        ['file:///etc/passwd', 'http or https'],
+        ['http://user:pw@example.com/', 'credentials'],
+      ]
+      for (const [url, reason] of cases) {
+        const response = await registry.request('POST', '/registry/register', { token: workspace.token, body: { id: workspace.id, url, agent_card: {} } })
+        expect(response.status).toBe(400)
+        expect(await response.text()).toContain(reason)
+      }
+    } finally {
+      await registry.close()
+    }
+  })
+
+  it('keeps refusing metadata addresses when private URLs are allowed', async () => {
+    const registry = await startRegistry({ allow_private_agent_urls: true })
+    try {
+      const workspace = await registry.createWorkspace('ssrf-private')
+      const response = await registry.request('POST', '/registry/register', { token: workspace.token, body: { id: workspace.id, url: 'http://169.254.169.254/', agent_card: {} } })
+      expect(response.status).toBe(400)
+    } finally {
+      await registry.close()
+    }
+  })
+
+  it('checks the stored URL again before every forward', async () => {
+    const registry = await startRegistry({ allow_private_agent_urls: false })
+    const agent = await startPlainAgent()
+    try {
+      const parent = await registry.createWorkspace('p')
+      const from = await registry.createWorkspace('from', parent.id)
+      const to = await registry.createWorkspace('to', parent.id)
+      // Written straight into the store, as if allowed by an earlier configuration.
+      await registry.app.decorator.switchboard.backend.agents.updateWorkspace(to.id, { url: agent.url })
+      const response = await registry.request('POST', `/workspaces/${to.id}/a2a`, { token: from.token, body: messageSend('echo:x') })
+      expect(response.status).toBe(502)
+      expect(((await response.json()) as RpcAnswer).error!.message).toContain('loopback')
+      expect(agent.calls).toHaveLength(0)
+    } finally {
+      await registry.close()
+      await agent.close()
+    }
+  })
+})

@@ -1,0 +1,144 @@
+/** The official A2A SDK on both ends: an express agent behind the proxy, and the SDK client calling through it with the rewritten card. */
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import type { AddressInfo } from 'node:net'
+import type { Server } from 'node:http'
+import express from 'express'
+import { AGENT_CARD_PATH, Role, TaskState, type AgentCard } from '@a2a-js/sdk'
+import { AgentEvent, DefaultRequestHandler, InMemoryTaskStore, type AgentExecutor } from '@a2a-js/sdk/server'
+import { agentCardHandler, jsonRpcHandler, UserBuilder } from '@a2a-js/sdk/server/express'
+import { ClientFactory, DefaultAgentCardResolver, JsonRpcTransportFactory } from '@a2a-js/sdk/client'
+import { startRegistry, type Registry, type Workspace } from './support'
+
+const STREAM_GAP_MS = 300
+const now = () => new Date().toISOString()
+
+/** Echoes text messages; "stream" answers with a task and three status updates STREAM_GAP_MS apart. */
+const executor: AgentExecutor = {
+  async execute(context, bus) {
+    const text = context.userMessage.parts.map((part) => (part.content?.$case === 'text' ? part.content.value : '')).join('')
+    if (text === 'stream') {
+      bus.publish(AgentEvent.task({ id: context.taskId, contextId: context.contextId, status: { state: TaskState.TASK_STATE_SUBMITTED, timestamp: now(), message: undefined }, artifacts: [], history: [context.userMessage], metadata: {} }))
+      for (let i = 0; i < 3; i++) {
+        await Bun.sleep(STREAM_GAP_MS)
+        const state = i === 2 ? TaskState.TASK_STATE_COMPLETED : TaskState.TASK_STATE_WORKING
+        bus.publish(AgentEvent.statusUpdate({ taskId: context.taskId, contextId: context.contextId, status: { state, timestamp: now(), message: undefined }, metadata: { sentAt: Date.now() } }))
+      }
+    } else {
+      bus.publish(
+        AgentEvent.message({
+          role: Role.ROLE_AGENT,
+          messageId: crypto.randomUUID(),
+          parts: [{ content: { $case: 'text', value: `sdk echo: ${text}` }, metadata: undefined, filename: '', mediaType: 'text/plain' }],
+          contextId: context.contextId,
+          taskId: '',
+          extensions: [],
+          metadata: {},
+          referenceTaskIds: [],
+        }),
+      )
+    }
+    bus.finished()
+  },
+  async cancelTask() {},
+}
+
+async function startSdkAgent(): Promise<{ url: string; card: AgentCard; close(): Promise<void> }> {
+  const app = express()
+  const server: Server = app.listen(0, '127.0.0.1')
+  await new Promise((resolve) => server.once('listening', resolve))
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const card: AgentCard = {
+    name: 'sdk agent',
+    description: 'echoes and streams',
+    version: '1.0.0',
+    supportedInterfaces: [
+      { url: `${base}/a2a/jsonrpc`, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: '1.0' },
+      { url: `${base}/a2a/rest`, protocolBinding: 'HTTP+JSON', tenant: '', protocolVersion: '1.0' },
+    ],
+    provider: undefined,
+    capabilities: { streaming: true, pushNotifications: false, extensions: [] },
+    securitySchemes: {},
+    securityRequirements: [],
+    defaultInputModes: ['text'],
+    defaultOutputModes: ['text'],
+    skills: [],
+    signatures: [],
+  }
+  const handler = new DefaultRequestHandler(card, new InMemoryTaskStore(), executor)
+  app.use(`/${AGENT_CARD_PATH}`, agentCardHandler({ agentCardProvider: handler }))
+  app.use('/a2a/jsonrpc', express.json(), jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }))
+  return {
+    url: `${base}/a2a/jsonrpc`,
+    card,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+describe('the A2A SDK through the proxy', () => {
+  let registry: Registry
+  let agent: Awaited<ReturnType<typeof startSdkAgent>>
+  let caller: Workspace
+  let target: Workspace
+  let factory: ClientFactory
+  beforeAll(async () => {
+    registry = await startRegistry()
+    agent = await startSdkAgent()
+    const parent = await registry.createWorkspace('sdk-parent')
+    caller = await registry.createWorkspace('sdk-caller', parent.id)
+    target = await registry.createWorkspace('sdk-target', parent.id)
+    await registry.register(target, agent.url, agent.card as unknown as Record<string, unknown>)
+    // The caller's credentials ride on every request the SDK makes (card and calls).
+    const fetchImpl = ((input: RequestInfo | URL, init?: RequestInit) => {
+      const headers = new Headers(init?.headers)
+      headers.set('authorization', `Bearer ${caller.token}`)
+      headers.set('x-workspace-id', caller.id)
+      return fetch(input, { ...init, headers })
+    }) as typeof fetch
+    factory = new ClientFactory({ transports: [new JsonRpcTransportFactory({ fetchImpl })], cardResolver: new DefaultAgentCardResolver({ fetchImpl }) })
+  })
+  afterAll(async () => {
+    await registry.close()
+    await agent.close()
+  })
+
+  const cardUrl = () => `${registry.url}/workspaces/${target.id}/${AGENT_CARD_PATH}`
+
+  it('serves the card with its JSON-RPC endpoint rewritten to the proxy, an ETag, and 304 on If-None-Match', async () => {
+    const headers = { authorization: `Bearer ${caller.token}` }
+    const response = await fetch(cardUrl(), { headers })
+    expect(response.status).toBe(200)
+    const card = (await response.json()) as AgentCard
+    expect(card.supportedInterfaces).toEqual([{ url: `${registry.url}/workspaces/${target.id}/a2a`, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: '1.0' }])
+    expect(response.headers.get('cache-control')).toContain('max-age')
+    const etag = response.headers.get('etag')
+    expect(etag).toMatch(/^".+"$/)
+    const again = await fetch(cardUrl(), { headers: { ...headers, 'if-none-match': etag! } })
+    expect(again.status).toBe(304)
+    expect(await again.text()).toBe('')
+    expect((await fetch(cardUrl())).status).toBe(401)
+  })
+
+  it('sends a message with the SDK client and gets the agent\'s answer', async () => {
+    const client = await factory.createFromUrl(`${registry.url}/workspaces/${target.id}/`)
+    const result = await client.sendMessage({ message: { messageId: crypto.randomUUID(), role: Role.ROLE_USER, parts: [{ content: { $case: 'text', value: 'ping' } }] } } as never)
+    expect(JSON.stringify(result)).toContain('sdk echo: ping')
+  })
+
+  it('streams with the SDK client, each event arriving before the agent sends the next', async () => {
+    const client = await factory.createFromUrl(`${registry.url}/workspaces/${target.id}/`)
+    const arrivals: { at: number; event: string }[] = []
+    for await (const event of client.sendMessageStream({ message: { messageId: crypto.randomUUID(), role: Role.ROLE_USER, parts: [{ content: { $case: 'text', value: 'stream' } }] } } as never)) {
+      arrivals.push({ at: Date.now(), event: JSON.stringify(event) })
+    }
+    expect(arrivals).toHaveLength(4)
+    expect(arrivals[0]!.event).toContain('"$case":"task"')
+    expect(arrivals[3]!.event).toContain('statusUpdate')
+    // Events were spread out as the agent produced them, not delivered in one batch at the end.
+    expect(arrivals[3]!.at - arrivals[0]!.at).toBeGreaterThan(STREAM_GAP_MS * 2)
+    expect(arrivals[2]!.at - arrivals[1]!.at).toBeGreaterThan(STREAM_GAP_MS / 2)
+  })
+})
