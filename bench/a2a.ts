@@ -1,0 +1,139 @@
+/**
+ * A2A proxy overhead: the same `message/send` sent straight to an agent and
+ * through Switchboard's proxy, in one run, at 1 and 64 concurrent callers
+ * with 1 KiB and 64 KiB messages; then time-to-first-event of a
+ * `message/stream` both ways. The agent and Switchboard run as separate
+ * processes; the callers run here.
+ *
+ *   bun bench/a2a.ts            (writes bench/results/a2a.json)
+ *   bun bench/a2a.ts --agent    (only the echo agent, for manual runs)
+ */
+import { writeFileSync, mkdirSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { BUN, load, machine, RESULTS, round, startChild, startSwitchboard, summarize, type LoadResult } from './lib'
+
+const RUN_MS = Number(process.env.A2A_BENCH_RUN_MS ?? 2500)
+const WARMUP_MS = 400
+const STREAM_SAMPLES = 40
+const ADMIN = 'bench-admin-token'
+
+/** The echo agent: answers message/send with the text it got; message/stream with an event now and one later. */
+function runAgent(): void {
+  const server = Bun.serve({
+    port: 0,
+    hostname: '127.0.0.1',
+    async fetch(request) {
+      const body = (await request.json()) as { id: unknown; method: string; params: { message: { parts: { text: string }[] } } }
+      const text = body.params.message.parts[0]?.text ?? ''
+      if (body.method === 'message/stream') {
+        const encoder = new TextEncoder()
+        const stream = new ReadableStream<Uint8Array>({
+          async start(controller) {
+            controller.enqueue(encoder.encode(`data: ${JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { kind: 'status-update', final: false } })}\n\n`))
+            await Bun.sleep(20)
+            controller.enqueue(encoder.encode(`data: ${JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { kind: 'status-update', final: true } })}\n\n`))
+            controller.close()
+          },
+        })
+        return new Response(stream, { headers: { 'content-type': 'text/event-stream' } })
+      }
+      return Response.json({ jsonrpc: '2.0', id: body.id, result: { kind: 'message', role: 'agent', messageId: crypto.randomUUID(), parts: [{ kind: 'text', text }] } })
+    },
+  })
+  process.stdout.write(`agent listening on http://127.0.0.1:${server.port}/\n`)
+}
+
+const messageSend = (text: string, method = 'message/send') =>
+  JSON.stringify({ jsonrpc: '2.0', id: crypto.randomUUID(), method, params: { message: { role: 'user', messageId: crypto.randomUUID(), parts: [{ kind: 'text', text }] } } })
+
+async function admin(base: string, path: string, body: unknown, token = ADMIN): Promise<Record<string, string>> {
+  const response = await fetch(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`)
+  return (await response.json()) as Record<string, string>
+}
+
+/** Milliseconds from sending a stream request to its first `data:` event. */
+async function timeToFirstEvent(url: string, headers: Record<string, string>): Promise<number> {
+  const started = performance.now()
+  const response = await fetch(url, { method: 'POST', headers: { ...headers, 'content-type': 'application/json', accept: 'text/event-stream' }, body: messageSend('stream', 'message/stream') })
+  const reader = response.body!.getReader()
+  const decoder = new TextDecoder()
+  let text = ''
+  let first = Number.NaN
+  for (;;) {
+    const { done, value } = await reader.read()
+    if (done) break
+    text += decoder.decode(value, { stream: true })
+    if (Number.isNaN(first) && text.includes('data:')) first = performance.now() - started
+  }
+  return first
+}
+
+async function main(): Promise<void> {
+  const agent = await startChild([BUN, 'bench/a2a.ts', '--agent'])
+  const switchboard = await startSwitchboard(['--admin-token', ADMIN, '--allow-private-agent-urls'])
+  try {
+    const parent = await admin(switchboard.url, '/workspaces', { name: 'bench' })
+    const caller = await admin(switchboard.url, '/workspaces', { name: 'caller', parent_id: parent.id })
+    const target = await admin(switchboard.url, '/workspaces', { name: 'target', parent_id: parent.id })
+    await admin(switchboard.url, '/registry/register', { id: target.id, url: agent.url, agent_card: { name: 'echo', url: agent.url } }, target.auth_token)
+    const routes = {
+      direct: { url: agent.url, headers: {} as Record<string, string> },
+      proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a`, headers: { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! } },
+    }
+
+    const rows: Record<string, unknown>[] = []
+    for (const size of [1024, 65536]) {
+      const body = messageSend('x'.repeat(size))
+      for (const concurrency of [1, 64]) {
+        const measured: Record<string, LoadResult> = {}
+        for (const [mode, route] of Object.entries(routes)) {
+          const send = async () => {
+            const response = await fetch(route.url, { method: 'POST', headers: { ...route.headers, 'content-type': 'application/json' }, body })
+            if (response.status !== 200) throw new Error(`HTTP ${response.status}`)
+            await response.arrayBuffer()
+          }
+          await load(concurrency, WARMUP_MS, send)
+          measured[mode] = await load(concurrency, RUN_MS, send)
+        }
+        const direct = measured.direct!
+        const proxied = measured.proxied!
+        rows.push({
+          body: `${size / 1024} KiB`,
+          concurrency,
+          direct_rps: direct.perSecond,
+          proxied_rps: proxied.perSecond,
+          throughput_ratio: round(proxied.perSecond / direct.perSecond, 2),
+          direct_p50_ms: direct.latency.p50,
+          proxied_p50_ms: proxied.latency.p50,
+          added_p50_ms: round(proxied.latency.p50 - direct.latency.p50),
+          direct_p99_ms: direct.latency.p99,
+          proxied_p99_ms: proxied.latency.p99,
+          added_p99_ms: round(proxied.latency.p99 - direct.latency.p99),
+          errors: direct.errors + proxied.errors,
+        })
+      }
+    }
+
+    const streaming: Record<string, unknown> = {}
+    for (const [mode, route] of Object.entries(routes)) {
+      const samples: number[] = []
+      for (let i = 0; i < STREAM_SAMPLES; i++) samples.push(await timeToFirstEvent(route.url, route.headers))
+      streaming[mode] = summarize(samples)
+    }
+
+    console.table(rows)
+    console.log('time to first stream event (ms):')
+    console.table(streaming)
+    mkdirSync(RESULTS, { recursive: true })
+    const file = resolve(RESULTS, 'a2a.json')
+    writeFileSync(file, JSON.stringify({ benchmark: 'a2a', at: new Date().toISOString(), machine: machine(), runMs: RUN_MS, backend: 'memory', send: rows, streamTimeToFirstEventMs: streaming }, null, 2) + '\n')
+    console.log(`written ${file}`)
+  } finally {
+    await switchboard.stop()
+    await agent.stop()
+  }
+}
+
+if (process.argv.includes('--agent')) runAgent()
+else await main()
