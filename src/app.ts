@@ -3,6 +3,7 @@
  * drive it through `app.handle`, hosts embed it, and `serve` (src/server.ts)
  * puts it on a port together with its WebSocket endpoints.
  */
+import { randomUUID } from 'node:crypto'
 import { Elysia } from 'elysia'
 import * as v from 'valibot'
 import type { Backend } from './backend/index'
@@ -16,6 +17,8 @@ import { AgentsService } from './modules/agents/service'
 import { AgentUrlGuard } from './modules/agents/ssrf'
 import { exchangeModule } from './modules/exchange/index'
 import { ExchangeService } from './modules/exchange/service'
+import { workerSockets, workersModule } from './modules/workers/index'
+import { WorkerService } from './modules/workers/service'
 import type { UpgradeHandler } from './server'
 import { VERSION } from './version'
 
@@ -82,6 +85,26 @@ export function createApp(options: CreateAppOptions) {
     logger,
   )
 
+  const workers = new WorkerService(
+    backend.workers,
+    backend.events,
+    {
+      instanceId: randomUUID(),
+      availabilityTimeoutMs: config.availability_timeout_ms,
+      dispatchTimeoutMs: config.dispatch_timeout_ms,
+      graceMs: config.worker_grace_s * 1000,
+      lossAction: config.worker_loss_action,
+      assignmentUrl: config.public_url ?? '',
+    },
+    logger,
+  )
+  const workerEndpoint = workerSockets({ service: workers, auth, logger, pingSeconds: config.worker_ping_s })
+  runtime.upgrades.set('/agent', (request, socket, head) => workerEndpoint.handleUpgrade(request, socket, head))
+  runtime.onClose.push(async () => {
+    await workers.stop()
+    await workerEndpoint.close()
+  })
+
   return new Elysia({ name: 'switchboard' })
     .decorate('switchboard', runtime)
     .use(
@@ -96,6 +119,7 @@ export function createApp(options: CreateAppOptions) {
         },
       }),
     )
+    .use(workersModule({ service: workers, auth, logger, bodyLimitBytes: config.max_body_kb * 1024, publicUrl: config.public_url }))
     .use(
       agentsModule({
         service: agents,

@@ -1,0 +1,314 @@
+/**
+ * The workers module's routes and WebSocket endpoint: VideoSDK's worker
+ * protocol at `/agent`, its dispatch API under `/v2/agent`, and the native
+ * REST surface (`/workers`, `/jobs`).
+ */
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { Elysia } from 'elysia'
+import * as v from 'valibot'
+import { WebSocket, WebSocketServer, type RawData } from 'ws'
+import type { Authenticator } from '../../auth'
+import type { Client } from '../../backend/mailboxes'
+import type { JobRecord, WorkerRecord } from '../../backend/workers'
+import { AppError, UnauthorizedError } from '../../errors'
+import { documentedBody, ErrorBody, nativeError, readJsonBody } from '../../http'
+import type { Logger } from '../../logger'
+import * as model from './model'
+import type { WorkerService, WorkerSession } from './service'
+
+export interface WorkersModuleOptions {
+  service: WorkerService
+  auth: Authenticator
+  logger: Logger
+  /** Largest request body, in bytes. */
+  bodyLimitBytes: number
+  /** URL clients reach this server at; by default taken from the request. */
+  publicUrl?: string
+}
+
+const iso = (at: number) => new Date(at).toISOString()
+
+/** The native view of a job. */
+export function jobView(job: JobRecord): v.InferOutput<typeof model.JobView> {
+  return {
+    id: job.id,
+    agent_name: job.agentName,
+    room_id: job.roomId,
+    state: job.state,
+    worker_id: job.workerId,
+    metadata: job.metadata,
+    room_options: job.roomOptions,
+    created_at: iso(job.createdAt),
+    updated_at: iso(job.updatedAt),
+    history: job.history.map((event) => ({
+      state: event.state,
+      at: iso(event.at),
+      ...(event.workerId !== undefined ? { worker_id: event.workerId } : {}),
+      ...(event.reason !== undefined ? { reason: event.reason } : {}),
+    })),
+  }
+}
+
+/** The native view of a worker. */
+export function workerView(worker: WorkerRecord): v.InferOutput<typeof model.WorkerView> {
+  return {
+    id: worker.id,
+    agent_name: worker.agentName,
+    status: worker.status,
+    connected: worker.connection !== null,
+    draining: worker.draining,
+    load: (worker.jobs.length + worker.reserved.length) / worker.maxProcesses,
+    reported_load: worker.reportedLoad,
+    max_processes: worker.maxProcesses,
+    load_threshold: worker.loadThreshold,
+    jobs: worker.jobs,
+    reserved: worker.reserved.length,
+    capabilities: worker.capabilities,
+    registered_at: iso(worker.registeredAt),
+    disconnected_at: worker.disconnectedAt === null ? null : iso(worker.disconnectedAt),
+  }
+}
+
+/** The ws:// URL workers connect to, from the configured public URL or the request's host. */
+function registryUrl(request: Request, publicUrl?: string): string {
+  if (publicUrl) {
+    const base = new URL(publicUrl)
+    const scheme = base.protocol === 'https:' || base.protocol === 'wss:' ? 'wss' : 'ws'
+    return `${scheme}://${base.host}${base.pathname.replace(/\/$/, '')}`
+  }
+  const url = new URL(request.url)
+  return `${url.protocol === 'https:' ? 'wss' : 'ws'}://${request.headers.get('host') ?? url.host}`
+}
+
+/** Renders an error in VideoSDK's shape: `{"message"}` with the error's status. */
+function videoSdkError(error: unknown, logger: Logger): Response {
+  const json = (status: number, message: string, headers: Record<string, string> = {}) =>
+    new Response(JSON.stringify({ message }), { status, headers: { 'content-type': 'application/json', ...headers } })
+  if (error instanceof AppError) {
+    const retry = (error as { retryAfterSeconds?: number }).retryAfterSeconds
+    return json(error.status, error.message, retry === undefined ? {} : { 'retry-after': String(Math.ceil(retry)) })
+  }
+  logger.error('unexpected error in a VideoSDK route', { error: String((error as Error)?.stack ?? error) })
+  return json(500, 'Internal Server Error')
+}
+
+const videoSdkErrors = { 400: model.VideoSdkError, 401: model.VideoSdkError, 403: model.VideoSdkError, 503: model.VideoSdkError }
+const nativeErrors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody }
+
+export function workersModule(options: WorkersModuleOptions) {
+  const { service, auth, logger, bodyLimitBytes } = options
+  /** VideoSDK sends the bare token (`Authorization: <token>`); a Bearer prefix is accepted too. */
+  const videoSdkClient = (request: Request): Client => {
+    const header = request.headers.get('authorization')?.trim() ?? ''
+    if (!auth.enabled) return auth.fromToken(header)
+    if (header === '') throw new UnauthorizedError('Missing Authorization header')
+    return auth.fromToken(header.startsWith('Bearer ') ? header.slice(7).trim() : header)
+  }
+  const nativeClient = (request: Request): Client => auth.fromHeader(request.headers.get('authorization'))
+
+  const videoSdk = new Elysia({ name: 'switchboard/workers/videosdk', detail: { tags: ['workers'] } })
+    .onError(({ error, code }) => (code === 'NOT_FOUND' ? undefined : videoSdkError(error, logger)))
+    .post(
+      '/v2/agent/init-config',
+      ({ request }) => {
+        videoSdkClient(request)
+        return { success: true as const, data: { registryUrl: registryUrl(request, options.publicUrl) } }
+      },
+      {
+        parse: 'none',
+        detail: { tags: ['workers'], summary: 'Where workers connect (VideoSDK discovery): ws:// URL of the registry' },
+        response: { 200: model.InitConfigResponse, ...videoSdkErrors },
+      },
+    )
+    .post(
+      '/v2/agent/dispatch',
+      async ({ request }) => {
+        const caller = videoSdkClient(request)
+        const body = await readJsonBody(request, model.DispatchBody, bodyLimitBytes)
+        const job = await service.createJob(caller.id, { agentName: body.agentId, roomId: body.meetingId, metadata: body.metadata ?? null, roomOptions: body.roomOptions ?? null })
+        return {
+          message: 'Agent dispatch requested successfully.' as const,
+          data: { success: true as const, status: 'assigned' as const, roomId: job.roomId, agentId: job.agentName, jobId: job.id },
+        }
+      },
+      {
+        parse: 'none',
+        detail: { tags: ['workers'], summary: 'Dispatch an agent to a room (VideoSDK); answers once a worker has accepted', requestBody: documentedBody(model.DispatchBody) },
+        response: { 200: model.DispatchResponse, ...videoSdkErrors },
+      },
+    )
+
+  const native = new Elysia({ name: 'switchboard/workers/native', detail: { tags: ['workers'] } })
+    .onError(({ code, error }) => nativeError(code, error, logger))
+    .get(
+      '/workers',
+      async ({ request, query }) => {
+        const workers = await service.listWorkers(nativeClient(request).id, query.agent_name)
+        return { workers: workers.map(workerView) }
+      },
+      { query: model.WorkerListQuery, detail: { tags: ['workers'], summary: 'List workers with their status, load, capacity and jobs' }, response: { 200: model.WorkerList, ...nativeErrors } },
+    )
+    .get('/workers/:id', async ({ request, params }) => workerView(await service.getWorker(nativeClient(request).id, params.id)), {
+      params: model.IdParams,
+      detail: { tags: ['workers'], summary: 'Get one worker' },
+      response: { 200: model.WorkerView, ...nativeErrors },
+    })
+    .post('/workers/:id/drain', async ({ request, params }) => workerView(await service.drainWorker(nativeClient(request).id, params.id)), {
+      params: model.IdParams,
+      parse: 'none',
+      detail: { tags: ['workers'], summary: 'Drain a worker: no new jobs, its jobs run to their end' },
+      response: { 200: model.WorkerView, ...nativeErrors },
+    })
+    .post(
+      '/jobs',
+      async ({ request, set }) => {
+        const caller = nativeClient(request)
+        const body = await readJsonBody(request, model.CreateJobBody, bodyLimitBytes)
+        const job = await service.createJob(
+          caller.id,
+          { agentName: body.agent_name, roomId: body.room_id, metadata: body.metadata ?? null, roomOptions: body.room_options ?? null },
+          body.timeout_ms,
+        )
+        set.status = 201
+        return jobView(job)
+      },
+      {
+        parse: 'none',
+        detail: { tags: ['workers'], summary: 'Create a job and dispatch it; answers once a worker has accepted (503 when none can)', requestBody: documentedBody(model.CreateJobBody) },
+        response: { 201: model.JobView, ...nativeErrors, 409: ErrorBody, 413: ErrorBody, 503: ErrorBody },
+      },
+    )
+    .get(
+      '/jobs',
+      async ({ request, query }) => {
+        const jobs = await service.listJobs(nativeClient(request).id, { agentName: query.agent_name, state: query.state, workerId: query.worker_id, limit: query.limit })
+        return { jobs: jobs.map(jobView) }
+      },
+      { query: model.JobListQuery, detail: { tags: ['workers'], summary: 'List jobs, newest first, filtered by agent name, state or worker (default limit 100)' }, response: { 200: model.JobList, ...nativeErrors } },
+    )
+    .get('/jobs/:id', async ({ request, params }) => jobView(await service.getJob(nativeClient(request).id, params.id)), {
+      params: model.IdParams,
+      detail: { tags: ['workers'], summary: 'Get a job with its history' },
+      response: { 200: model.JobView, ...nativeErrors },
+    })
+    .delete('/jobs/:id', async ({ request, params }) => jobView(await service.terminateJob(nativeClient(request).id, params.id)), {
+      params: model.IdParams,
+      parse: 'none',
+      detail: { tags: ['workers'], summary: 'Terminate a job: cancelled at once, its worker receives job_termination' },
+      response: { 200: model.JobView, ...nativeErrors, 409: ErrorBody },
+    })
+
+  return new Elysia({ name: 'switchboard/workers' }).use(videoSdk).use(native)
+}
+
+export interface WorkerSocketsOptions {
+  service: WorkerService
+  auth: Authenticator
+  logger: Logger
+  /** Seconds between WebSocket pings; a worker that misses two is dropped. */
+  pingSeconds: number
+}
+
+/** Refuses an upgrade with a plain HTTP status. */
+function refuseUpgrade(socket: Duplex, status: number, text: string): void {
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
+}
+
+/** The `/agent` WebSocket endpoint: bearer auth at the upgrade, `register` first, then frames in order, per socket. */
+export function workerSockets(options: WorkerSocketsOptions) {
+  const { service, auth, logger } = options
+  const server = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 })
+
+  const attach = (ws: WebSocket, owner: Client, headerToken: string) => {
+    let session: WorkerSession | null = null
+    let closed = false
+    let missedPings = 0
+    // Frames are handled one after another, so a worker's `running` is applied before its `completed`.
+    let queue: Promise<void> = Promise.resolve()
+    const socket = {
+      send: (frame: model.ServerFrame) => {
+        if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame))
+      },
+      close: (code: number, reason: string) => ws.close(code, reason),
+    }
+
+    const handle = async (raw: RawData, isBinary: boolean) => {
+      let data: unknown
+      try {
+        data = JSON.parse(isBinary ? '' : raw.toString())
+      } catch {
+        logger.error('worker sent a frame that is not JSON; ignored', { worker: session?.workerId ?? null })
+        if (session === null) refuseRegistration('the first frame must be a JSON register message')
+        return
+      }
+      if (session !== null) {
+        await service.receive(session, data)
+        return
+      }
+      const register = v.safeParse(model.RegisterFrame, data)
+      if (!register.success) {
+        const issue = register.issues[0]!
+        const path = issue.path?.map((item) => String(item.key)).join('.')
+        refuseRegistration(`invalid register message: ${path ? `${path}: ` : ''}${issue.message}`)
+        return
+      }
+      session = await service.register(socket, owner.id, headerToken, register.output)
+    }
+
+    const refuseRegistration = (message: string) => {
+      logger.warn('worker registration refused', { reason: message })
+      socket.send(model.frames.registrationRefused(message))
+      ws.close(1008, 'registration refused')
+    }
+
+    const pinger = setInterval(() => {
+      if (missedPings >= 2) {
+        logger.warn('worker missed two pings; dropping it', { worker: session?.workerId ?? null })
+        ws.terminate()
+        return
+      }
+      missedPings++
+      ws.ping()
+    }, options.pingSeconds * 1000)
+
+    ws.on('pong', () => {
+      missedPings = 0
+    })
+    ws.on('message', (raw, isBinary) => {
+      queue = queue.then(() => handle(raw, isBinary)).catch((error) => logger.error('worker frame failed', { worker: session?.workerId ?? null, error: String((error as Error)?.stack ?? error) }))
+    })
+    ws.on('error', (error) => logger.warn('worker socket error', { worker: session?.workerId ?? null, error: String(error) }))
+    ws.on('close', () => {
+      closed = true
+      clearInterval(pinger)
+      queue = queue
+        .then(async () => {
+          if (session) await service.disconnect(session)
+        })
+        .catch((error) => logger.error('worker disconnect failed', { worker: session?.workerId ?? null, error: String(error) }))
+    })
+  }
+
+  return {
+    /** Takes over an upgrade of `/agent` after checking the bearer token. */
+    handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+      let owner: Client
+      try {
+        owner = auth.fromHeader(request.headers.authorization)
+      } catch (error) {
+        const status = error instanceof AppError ? error.status : 401
+        refuseUpgrade(socket, status, status === 403 ? 'Forbidden' : 'Unauthorized')
+        return
+      }
+      const header = request.headers.authorization ?? ''
+      const token = header.startsWith('Bearer ') ? header.slice(7) : ''
+      server.handleUpgrade(request, socket, head, (ws) => attach(ws, owner, token))
+    },
+    /** Closes every worker socket and the endpoint. */
+    async close(): Promise<void> {
+      for (const client of server.clients) client.terminate()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    },
+  }
+}

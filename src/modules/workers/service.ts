@@ -1,0 +1,551 @@
+/**
+ * Worker registry and job dispatch, without HTTP. Sockets are held by one
+ * instance each; every question to a worker (availability, assignment,
+ * termination, supersede) travels over the backend's event bus to the
+ * instance whose id the worker record names, so with a shared backend any
+ * instance can dispatch to any worker.
+ */
+import { randomUUID } from 'node:crypto'
+import * as v from 'valibot'
+import type { EventBus } from '../../backend/events'
+import type { JobRecord, JobState, WorkerRecord, WorkerStore } from '../../backend/workers'
+import { AppError, ConflictError, NotFoundError } from '../../errors'
+import { describeIssue } from '../../http'
+import type { Logger } from '../../logger'
+import { frames, WORKER_ID, WorkerFrame, type Assignment, type RegisterFrame, type ServerFrame } from './model'
+
+export interface WorkerServiceOptions {
+  /** This instance's id, stored in the records of the workers whose sockets it holds. */
+  instanceId: string
+  /** How long a worker may take to answer an availability request. */
+  availabilityTimeoutMs: number
+  /** Default and ceiling of a whole dispatch. */
+  dispatchTimeoutMs: number
+  /** How long a lost worker has to come back before its jobs are handled. */
+  graceMs: number
+  /** What happens to a lost worker's jobs after the grace period. */
+  lossAction: 'redispatch' | 'fail'
+  /** Sent to workers in job_assignment.url. */
+  assignmentUrl: string
+}
+
+/** What the service needs of a worker's socket. */
+export interface WorkerSocket {
+  send(frame: ServerFrame): void
+  close(code: number, reason: string): void
+}
+
+interface PendingAsk {
+  requestId: string
+  replyTo: string
+  timer: ReturnType<typeof setTimeout>
+}
+
+/** One registered socket on this instance. */
+export interface WorkerSession {
+  readonly workerId: string
+  readonly connection: string
+  readonly owner: string
+  /** The worker's own token (register frame or bearer header), the fallback job token. */
+  readonly token: string
+  readonly socket: WorkerSocket
+  /** Availability questions sent on this socket and not answered yet, by job id. */
+  readonly asks: Map<string, PendingAsk>
+}
+
+interface Answer {
+  available: boolean
+  token: string | null
+  reason: string
+}
+
+/** Messages between instances, on the channel of the instance they are for. */
+type RelayMessage =
+  | { kind: 'ask'; requestId: string; replyTo: string; workerId: string; connection: string; jobId: string; roomId: string; agentName: string; timeoutMs: number }
+  | ({ kind: 'answer'; requestId: string } & Answer)
+  | { kind: 'assign'; workerId: string; connection: string; assignment: Assignment }
+  | { kind: 'terminate'; workerId: string; jobId: string; reason: string }
+  | { kind: 'close'; workerId: string; connection: string }
+
+export interface NewJob {
+  agentName: string
+  roomId: string
+  metadata: Record<string, unknown> | null
+  roomOptions: Record<string, unknown> | null
+}
+
+export interface JobQuery {
+  agentName?: string
+  state?: JobState
+  workerId?: string
+  limit?: number
+}
+
+/** No connected worker of the tenant serves the agent name. */
+export class NoWorkersRegisteredError extends AppError {
+  readonly retryAfterSeconds = 1
+  constructor() {
+    super(503, 'NO_WORKERS_REGISTERED', 'No Workers Registered')
+  }
+}
+
+/** Workers serve the agent name, but none has room or accepted in time. */
+export class NoWorkersAvailableError extends AppError {
+  readonly retryAfterSeconds = 1
+  constructor() {
+    super(503, 'NO_WORKERS_AVAILABLE', 'No workers available')
+  }
+}
+
+const ACTIVE: readonly JobState[] = ['pending', 'assigned', 'running', 'reassigning']
+const channelOf = (instanceId: string) => `workers:${instanceId}`
+
+/** Jobs a worker can hold by Switchboard's rule (n < maxProcesses and n / maxProcesses < loadThreshold). */
+export function slotLimit(worker: Pick<WorkerRecord, 'maxProcesses' | 'loadThreshold'>): number {
+  let limit = Math.min(worker.maxProcesses, Math.ceil(worker.loadThreshold * worker.maxProcesses))
+  // ceil() can overshoot by one when threshold × max is a float just above an integer.
+  while (limit > 0 && (limit - 1) / worker.maxProcesses >= worker.loadThreshold) limit--
+  return limit
+}
+
+/** Free slots of a worker that may take a job now (0 when it may not). */
+export function freeSlots(worker: WorkerRecord): number {
+  if (worker.connection === null || worker.draining || worker.status !== 'available') return 0
+  return Math.max(0, slotLimit(worker) - worker.jobs.length - worker.reserved.length)
+}
+
+/** Picks a worker at random, weighted by its free slots (LiveKit weighs by spare load the same way). */
+function pickBySpareCapacity(candidates: WorkerRecord[]): WorkerRecord | null {
+  const total = candidates.reduce((sum, worker) => sum + freeSlots(worker), 0)
+  if (total === 0) return null
+  let point = Math.random() * total
+  for (const worker of candidates) {
+    point -= freeSlots(worker)
+    if (point < 0) return worker
+  }
+  return candidates.at(-1) ?? null
+}
+
+export class WorkerService {
+  private readonly sessions = new Map<string, WorkerSession>()
+  private readonly answers = new Map<string, (answer: Answer) => void>()
+  private readonly graceTimers = new Map<string, ReturnType<typeof setTimeout>>()
+  private readonly background = new Set<Promise<unknown>>()
+  private readonly subscribed: Promise<() => void>
+  private stopped = false
+
+  constructor(
+    private readonly store: WorkerStore,
+    private readonly events: EventBus,
+    private readonly options: WorkerServiceOptions,
+    private readonly logger: Logger,
+  ) {
+    this.subscribed = events.subscribe(channelOf(options.instanceId), (payload) => this.onRelay(payload))
+    // Surfaced by every caller that awaits it; this only keeps an early failure from going unhandled.
+    this.subscribed.catch((error) => logger.error('workers: cannot subscribe to the event bus', { error: String(error) }))
+  }
+
+  // ---- sockets -----------------------------------------------------------
+
+  /** Registers a worker's socket: keeps a valid proposed id (unless another tenant owns it), supersedes an older socket, replies first. */
+  async register(socket: WorkerSocket, owner: string, headerToken: string, frame: RegisterFrame): Promise<WorkerSession> {
+    await this.subscribed
+    const proposed = frame.worker_id ?? ''
+    let workerId = WORKER_ID.test(proposed) ? proposed : randomUUID()
+    if (workerId === proposed) {
+      const existing = await this.store.getWorker(proposed)
+      if (existing && existing.owner !== owner) workerId = randomUUID()
+    }
+    const connection = randomUUID()
+    const now = Date.now()
+    const previous = await this.store.upsertWorker({
+      id: workerId,
+      agentName: frame.agent_name,
+      owner,
+      status: 'available',
+      draining: false,
+      maxProcesses: frame.max_processes ?? 10,
+      loadThreshold: frame.load_threshold ?? 0.75,
+      reportedLoad: 0,
+      jobs: [],
+      reserved: [],
+      instance: this.options.instanceId,
+      connection,
+      capabilities: frame.capabilities ?? [],
+      registeredAt: now,
+      disconnectedAt: null,
+    })
+    this.cancelGrace(workerId)
+    const session: WorkerSession = { workerId, connection, owner, token: frame.token || headerToken, socket, asks: new Map() }
+    socket.send(frames.registered(workerId))
+    if (previous?.connection) {
+      this.logger.info('worker re-registered; older socket superseded', { worker: workerId })
+      if (previous.instance === this.options.instanceId) this.closeSession(previous.connection, workerId)
+      else if (previous.instance) await this.relay(previous.instance, { kind: 'close', workerId, connection: previous.connection })
+    } else {
+      this.logger.info('worker registered', { worker: workerId, agent: frame.agent_name, jobs: previous?.jobs.length ?? 0 })
+    }
+    this.sessions.set(workerId, session)
+    return session
+  }
+
+  /** Handles one parsed frame from a registered worker; a bad frame is logged and dropped, the worker stays. */
+  async receive(session: WorkerSession, data: unknown): Promise<void> {
+    const parsed = v.safeParse(WorkerFrame, data)
+    if (!parsed.success) {
+      const type = typeof data === 'object' && data !== null ? (data as { type?: unknown }).type : undefined
+      this.logger.error('worker sent a frame that was ignored', { worker: session.workerId, type: String(type), problem: describeIssue(parsed.issues) })
+      return
+    }
+    const frame = parsed.output
+    switch (frame.type) {
+      case 'availability_response': {
+        const ask = session.asks.get(frame.job_id)
+        if (!ask) {
+          this.logger.debug('late or unasked availability response ignored', { worker: session.workerId, job: frame.job_id })
+          return
+        }
+        clearTimeout(ask.timer)
+        session.asks.delete(frame.job_id)
+        await this.relay(ask.replyTo, { kind: 'answer', requestId: ask.requestId, available: frame.available, token: frame.token ?? null, reason: frame.error ?? (frame.available ? '' : 'declined') })
+        return
+      }
+      case 'job_update':
+        await this.applyJobUpdate(session.workerId, frame.job_id, frame.status, frame.error ?? undefined)
+        return
+      case 'status_update':
+        await this.store.updateWorker(session.workerId, session.connection, {
+          status: frame.status,
+          ...(typeof frame.load === 'number' ? { reportedLoad: frame.load } : {}),
+        })
+        return
+      case 'ping':
+        session.socket.send(frames.pong(frame.timestamp ?? Date.now()))
+        return
+      case 'register':
+        this.logger.error('worker sent register on a registered socket; ignored', { worker: session.workerId })
+        return
+    }
+  }
+
+  /** The socket closed: open questions are answered "unavailable"; a worker holding jobs gets the grace period, one without is removed. */
+  async disconnect(session: WorkerSession): Promise<void> {
+    if (this.sessions.get(session.workerId) === session) this.sessions.delete(session.workerId)
+    this.dropAsks(session, 'worker disconnected')
+    if (this.stopped) return
+    const worker = await this.store.updateWorker(session.workerId, session.connection, { connection: null, instance: null, disconnectedAt: Date.now() })
+    if (!worker) return // superseded by a newer socket
+    if (worker.jobs.length === 0) {
+      await this.store.deleteWorker(worker.id, null)
+      this.logger.info('worker disconnected', { worker: worker.id })
+      return
+    }
+    this.logger.warn('worker lost with jobs; waiting for it to come back', { worker: worker.id, jobs: worker.jobs.length, grace_ms: this.options.graceMs })
+    this.graceTimers.set(
+      worker.id,
+      setTimeout(() => {
+        this.graceTimers.delete(worker.id)
+        this.track(this.recoverLostWorker(worker.id))
+      }, this.options.graceMs),
+    )
+  }
+
+  // ---- jobs --------------------------------------------------------------
+
+  /** Creates a job and dispatches it; resolves once a worker has accepted it, or fails it and throws. */
+  async createJob(owner: string, input: NewJob, timeoutMs = this.options.dispatchTimeoutMs): Promise<JobRecord> {
+    const now = Date.now()
+    const job: JobRecord = {
+      id: randomUUID(),
+      agentName: input.agentName,
+      roomId: input.roomId,
+      owner,
+      metadata: input.metadata,
+      roomOptions: input.roomOptions,
+      state: 'pending',
+      workerId: null,
+      history: [{ state: 'pending', at: now }],
+      createdAt: now,
+      updatedAt: now,
+    }
+    await this.store.createJob(job)
+    try {
+      return await this.dispatch(job, now + Math.min(timeoutMs, this.options.dispatchTimeoutMs))
+    } catch (error) {
+      await this.store.transitionJob(job.id, { from: ['pending'], to: 'failed', reason: (error as Error).message })
+      throw error
+    }
+  }
+
+  /** A job of the tenant, with its history. */
+  async getJob(owner: string, id: string): Promise<JobRecord> {
+    const job = await this.store.getJob(id)
+    if (!job || job.owner !== owner) throw new NotFoundError(`job ${id} not found`)
+    return job
+  }
+
+  /** The tenant's jobs, newest first. */
+  listJobs(owner: string, query: JobQuery): Promise<JobRecord[]> {
+    return this.store.listJobs({ ...query, owner, limit: query.limit ?? 100 })
+  }
+
+  /** Cancels a job at once and tells its worker (job_termination); the worker's later updates are ignored. */
+  async terminateJob(owner: string, id: string, reason = 'terminated by request'): Promise<JobRecord> {
+    const job = await this.getJob(owner, id)
+    const cancelled = await this.store.transitionJob(id, { from: ACTIVE, to: 'cancelled', reason })
+    if (!cancelled) {
+      const now = await this.getJob(owner, id)
+      if (now.state === 'cancelled') return now
+      throw new ConflictError(`job ${id} is already ${now.state}`)
+    }
+    const workerId = cancelled.workerId ?? job.workerId
+    if (workerId) {
+      await this.store.releaseSlot(workerId, id)
+      const worker = await this.store.getWorker(workerId)
+      if (worker?.instance) await this.relay(worker.instance, { kind: 'terminate', workerId, jobId: id, reason })
+    }
+    return cancelled
+  }
+
+  // ---- workers -----------------------------------------------------------
+
+  /** The tenant's workers, optionally of one agent name. */
+  async listWorkers(owner: string, agentName?: string): Promise<WorkerRecord[]> {
+    return (await this.store.listWorkers(agentName)).filter((worker) => worker.owner === owner)
+  }
+
+  /** One of the tenant's workers. */
+  async getWorker(owner: string, id: string): Promise<WorkerRecord> {
+    const worker = await this.store.getWorker(id)
+    if (!worker || worker.owner !== owner) throw new NotFoundError(`worker ${id} not found`)
+    return worker
+  }
+
+  /** Drains a worker: it gets no new jobs, its jobs run to their end. */
+  async drainWorker(owner: string, id: string): Promise<WorkerRecord> {
+    await this.getWorker(owner, id)
+    const drained = await this.store.setDraining(id, true)
+    if (!drained) throw new NotFoundError(`worker ${id} not found`)
+    return drained
+  }
+
+  /** Questions and timers in flight on this instance (all zero when nothing is pending). */
+  pending(): { answers: number; asks: number; graceTimers: number } {
+    let asks = 0
+    for (const session of this.sessions.values()) asks += session.asks.size
+    return { answers: this.answers.size, asks, graceTimers: this.graceTimers.size }
+  }
+
+  /** Stops: workers held here are marked disconnected (they keep their jobs), timers end, waiting dispatches give up. */
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    for (const timer of this.graceTimers.values()) clearTimeout(timer)
+    this.graceTimers.clear()
+    for (const session of [...this.sessions.values()]) {
+      this.sessions.delete(session.workerId)
+      this.dropAsks(session, 'switchboard is shutting down')
+      await this.store.updateWorker(session.workerId, session.connection, { connection: null, instance: null, disconnectedAt: Date.now() }).catch(() => null)
+      session.socket.close(1001, 'switchboard is shutting down')
+    }
+    for (const settle of [...this.answers.values()]) settle({ available: false, token: null, reason: 'switchboard is shutting down' })
+    await Promise.allSettled([...this.background])
+    const unsubscribe = await this.subscribed.catch(() => null)
+    unsubscribe?.()
+  }
+
+  // ---- dispatch ----------------------------------------------------------
+
+  /**
+   * Offers the job to one candidate at a time (weighted by free slots, each
+   * worker once) until one accepts or the deadline passes. A slot is reserved
+   * before the question, so concurrent dispatches never overfill a worker.
+   */
+  private async dispatch(job: JobRecord, deadline: number): Promise<JobRecord> {
+    await this.subscribed
+    const tried = new Set<string>()
+    let anyRegistered = false
+    while (!this.stopped && Date.now() < deadline) {
+      const workers = (await this.store.listWorkers(job.agentName)).filter((worker) => worker.owner === job.owner && worker.connection !== null)
+      anyRegistered ||= workers.length > 0
+      const worker = pickBySpareCapacity(workers.filter((candidate) => !tried.has(candidate.id)))
+      if (!worker) break
+      tried.add(worker.id)
+      if (!(await this.store.reserveSlot(worker.id, job.id))) continue
+      const answer = await this.ask(worker, job, Math.min(this.options.availabilityTimeoutMs, deadline - Date.now()))
+      if (!answer.available || !(await this.store.assignSlot(worker.id, job.id))) {
+        await this.store.releaseSlot(worker.id, job.id)
+        this.logger.debug('worker did not take the job', { job: job.id, worker: worker.id, reason: answer.reason || 'reservation lost' })
+        continue
+      }
+      const assigned = await this.store.transitionJob(job.id, { from: ['pending', 'reassigning'], heldBy: null, to: 'assigned', workerId: worker.id })
+      if (!assigned) {
+        await this.store.releaseSlot(worker.id, job.id)
+        throw new ConflictError(`job ${job.id} was cancelled while being dispatched`)
+      }
+      const assignment: Assignment = {
+        jobId: job.id,
+        roomId: job.roomId,
+        agentName: job.agentName,
+        token: answer.token,
+        url: this.options.assignmentUrl,
+        metadata: job.metadata,
+        roomOptions: job.roomOptions,
+      }
+      await this.relay(worker.instance!, { kind: 'assign', workerId: worker.id, connection: worker.connection!, assignment })
+      return assigned
+    }
+    throw anyRegistered ? new NoWorkersAvailableError() : new NoWorkersRegisteredError()
+  }
+
+  /** Sends availability_request through the worker's instance and waits for the answer, at most `timeoutMs`. */
+  private ask(worker: WorkerRecord, job: JobRecord, timeoutMs: number): Promise<Answer> {
+    const requestId = randomUUID()
+    return new Promise<Answer>((resolve) => {
+      const settle = (answer: Answer) => {
+        clearTimeout(timer)
+        this.answers.delete(requestId)
+        resolve(answer)
+      }
+      const timer = setTimeout(() => settle({ available: false, token: null, reason: 'no answer in time' }), Math.max(0, timeoutMs))
+      this.answers.set(requestId, settle)
+      const message: RelayMessage = {
+        kind: 'ask',
+        requestId,
+        replyTo: this.options.instanceId,
+        workerId: worker.id,
+        connection: worker.connection!,
+        jobId: job.id,
+        roomId: job.roomId,
+        agentName: job.agentName,
+        timeoutMs,
+      }
+      this.relay(worker.instance!, message).catch((error) => settle({ available: false, token: null, reason: `relay failed: ${String(error)}` }))
+    })
+  }
+
+  /** Applies a worker's job_update; unknown jobs, jobs it does not hold and repeated terminal updates are ignored. */
+  private async applyJobUpdate(workerId: string, jobId: string, status: 'running' | 'completed' | 'failed', error?: string): Promise<void> {
+    if (status === 'running') {
+      const moved = await this.store.transitionJob(jobId, { from: ['assigned'], heldBy: workerId, to: 'running' })
+      if (!moved) this.logger.debug('job update ignored', { worker: workerId, job: jobId, status })
+      return
+    }
+    const ended = await this.store.transitionJob(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: status, ...(error ? { reason: error } : {}) })
+    if (!ended) {
+      this.logger.debug('job update ignored', { worker: workerId, job: jobId, status })
+      return
+    }
+    await this.store.releaseSlot(workerId, jobId)
+  }
+
+  /** After the grace period: if the worker is still gone, its jobs are re-dispatched or failed. */
+  private async recoverLostWorker(workerId: string): Promise<void> {
+    if (this.stopped) return
+    const lost = await this.store.deleteWorker(workerId, null)
+    if (!lost) return // it came back
+    const reason = `worker ${workerId} lost`
+    this.logger.warn('worker did not come back; handling its jobs', { worker: workerId, jobs: lost.jobs.length, action: this.options.lossAction })
+    for (const jobId of lost.jobs) {
+      if (this.options.lossAction === 'fail') {
+        await this.store.transitionJob(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: 'failed', reason })
+        continue
+      }
+      const orphan = await this.store.transitionJob(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: 'reassigning', workerId: null, reason })
+      if (orphan) this.track(this.redispatch(orphan))
+    }
+  }
+
+  private async redispatch(job: JobRecord): Promise<void> {
+    try {
+      const assigned = await this.dispatch(job, Date.now() + this.options.dispatchTimeoutMs)
+      this.logger.info('job re-dispatched', { job: job.id, worker: assigned.workerId })
+    } catch (error) {
+      await this.store.transitionJob(job.id, { from: ['reassigning'], to: 'failed', reason: (error as Error).message }).catch(() => null)
+      this.logger.warn('job could not be re-dispatched', { job: job.id, error: (error as Error).message })
+    }
+  }
+
+  // ---- relay between instances -------------------------------------------
+
+  private relay(instance: string, message: RelayMessage): Promise<void> {
+    return this.events.publish(channelOf(instance), JSON.stringify(message))
+  }
+
+  private onRelay(payload: string): void {
+    let message: RelayMessage
+    try {
+      message = JSON.parse(payload) as RelayMessage
+    } catch {
+      this.logger.error('workers: unreadable relay message', { payload: payload.slice(0, 200) })
+      return
+    }
+    switch (message.kind) {
+      case 'answer':
+        this.answers.get(message.requestId)?.({ available: message.available, token: message.token, reason: message.reason })
+        return
+      case 'ask':
+        this.forwardAsk(message)
+        return
+      case 'assign': {
+        const session = this.sessions.get(message.workerId)
+        if (!session || session.connection !== message.connection) {
+          // The worker's jobs stay on its record: its return or the grace period settles them.
+          this.logger.warn('assignment for a worker no longer connected here', { worker: message.workerId, job: message.assignment.jobId })
+          return
+        }
+        session.socket.send(frames.jobAssignment(message.assignment, message.assignment.token || session.token))
+        return
+      }
+      case 'terminate':
+        this.sessions.get(message.workerId)?.socket.send(frames.jobTermination(message.jobId, message.reason))
+        return
+      case 'close':
+        this.closeSession(message.connection, message.workerId)
+        return
+    }
+  }
+
+  private forwardAsk(message: Extract<RelayMessage, { kind: 'ask' }>): void {
+    const reply = (available: boolean, reason: string) =>
+      void this.relay(message.replyTo, { kind: 'answer', requestId: message.requestId, available, token: null, reason }).catch((error) =>
+        this.logger.error('workers: cannot relay an answer', { error: String(error) }),
+      )
+    const session = this.sessions.get(message.workerId)
+    if (!session || session.connection !== message.connection) return reply(false, 'worker not connected')
+    if (session.asks.has(message.jobId)) return reply(false, 'already asked about this job')
+    // Forget the question when the dispatcher stops waiting, so nothing lingers.
+    const timer = setTimeout(() => session.asks.delete(message.jobId), message.timeoutMs)
+    session.asks.set(message.jobId, { requestId: message.requestId, replyTo: message.replyTo, timer })
+    session.socket.send(frames.availabilityRequest(message.jobId, message.roomId, message.agentName))
+  }
+
+  /** Closes the local socket of a superseded connection. */
+  private closeSession(connection: string, workerId: string): void {
+    const session = this.sessions.get(workerId)
+    if (!session || session.connection !== connection) return
+    this.sessions.delete(workerId)
+    this.dropAsks(session, 'superseded by a newer connection')
+    session.socket.close(4000, 'superseded by a newer connection')
+  }
+
+  /** Answers every open question of a socket with "unavailable", so dispatches move on at once. */
+  private dropAsks(session: WorkerSession, reason: string): void {
+    for (const ask of session.asks.values()) {
+      clearTimeout(ask.timer)
+      void this.relay(ask.replyTo, { kind: 'answer', requestId: ask.requestId, available: false, token: null, reason }).catch(() => {})
+    }
+    session.asks.clear()
+  }
+
+  private cancelGrace(workerId: string): void {
+    const timer = this.graceTimers.get(workerId)
+    if (timer) clearTimeout(timer)
+    this.graceTimers.delete(workerId)
+  }
+
+  private track(work: Promise<unknown>): void {
+    const tracked = work.catch((error) => this.logger.error('workers: background task failed', { error: String(error) })).finally(() => this.background.delete(tracked))
+    this.background.add(tracked)
+  }
+}
