@@ -41,6 +41,7 @@ export interface BackendPlugin<Options = unknown> {
 
 const BUILT_IN: Record<string, () => Promise<{ default: unknown }>> = {
   memory: () => import('../../plugins/memory/index'),
+  sqlite: () => import('../../plugins/sqlite/index'),
 }
 
 export const BUILT_IN_BACKENDS = Object.keys(BUILT_IN)

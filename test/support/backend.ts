@@ -5,12 +5,30 @@
  */
 import { createBackend, loadPlugin, type Backend } from '../../src/backend/index'
 import { createLogger } from '../../src/logger'
+import { randomUUID } from 'node:crypto'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 export const logger = createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent')
+
+let sqliteFiles: string | null = null
+
+/** One temp folder per test process for SQLite files, removed when the process exits. */
+function sqliteDirectory(): string {
+  if (sqliteFiles === null) {
+    const dir = mkdtempSync(join(tmpdir(), 'switchboard-sqlite-'))
+    process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
+    sqliteFiles = dir
+  }
+  return sqliteFiles
+}
 
 /** Plugin options that isolate one backend from every other (temp file, random key prefix). */
 async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
   switch (name) {
+    case 'sqlite':
+      return { db: join(sqliteDirectory(), `${randomUUID()}.db`) }
     default:
       return {}
   }

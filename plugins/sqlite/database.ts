@@ -1,0 +1,168 @@
+/**
+ * Opening the SQLite file: pragmas, the process lock, and the schema with
+ * its migrations. Everything else in the plugin receives an open Database.
+ */
+import { Database, SQLiteError } from 'bun:sqlite'
+import { resolve } from 'node:path'
+import { PluginError } from '../../src/backend/index'
+
+export type Synchronous = 'full' | 'normal'
+
+/**
+ * Schema migrations, in order: entry `n` moves the schema from version `n` to
+ * `n + 1`. Append only; never edit a released entry.
+ */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE mailboxes (
+    id INTEGER PRIMARY KEY,                  -- creation order
+    role TEXT NOT NULL,
+    uid TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    terminated INTEGER NOT NULL DEFAULT 0,
+    completed INTEGER NOT NULL DEFAULT 0,
+    last_active INTEGER,                     -- epoch ms
+    head INTEGER NOT NULL DEFAULT 0,         -- position a restored message takes (then decremented)
+    tail INTEGER NOT NULL DEFAULT 1,         -- position the next put message takes (then incremented)
+    UNIQUE (role, uid)
+  );
+  -- The discover index: one row per class of an active agent mailbox's MRO.
+  CREATE TABLE mailbox_classes (
+    class TEXT NOT NULL,
+    mailbox_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,               -- 0 for the agent's own class
+    PRIMARY KEY (class, mailbox_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX mailbox_classes_mailbox ON mailbox_classes (mailbox_id);
+  CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    mailbox_id INTEGER NOT NULL,
+    position INTEGER NOT NULL,
+    raw TEXT NOT NULL,
+    taken_at INTEGER                         -- handed to a receiver, not yet settled
+  );
+  CREATE INDEX messages_queue ON messages (mailbox_id, taken_at, position);
+  CREATE TABLE pending_requests (
+    mailbox_id INTEGER NOT NULL,
+    tag TEXT NOT NULL,
+    request TEXT NOT NULL,                   -- JSON PendingRequest
+    UNIQUE (mailbox_id, tag)
+  );
+  CREATE TABLE mailbox_shares (
+    mailbox_id INTEGER NOT NULL,
+    group_id TEXT NOT NULL,
+    UNIQUE (mailbox_id, group_id)
+  );
+  CREATE TABLE outgoing_requests (
+    mailbox_key TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE workspaces (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    parent_id TEXT,
+    record TEXT NOT NULL                     -- JSON WorkspaceRecord
+  );
+  CREATE INDEX workspaces_parent ON workspaces (parent_id, seq);
+  CREATE TABLE workspace_tokens (
+    token_hash TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX workspace_tokens_workspace ON workspace_tokens (workspace_id);
+  CREATE TABLE activity (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace_id TEXT NOT NULL,
+    record TEXT NOT NULL                     -- JSON ActivityRecord
+  );
+  CREATE INDEX activity_workspace ON activity (workspace_id, seq);
+
+  CREATE TABLE workers (
+    id TEXT PRIMARY KEY,
+    agent_name TEXT NOT NULL,
+    record TEXT NOT NULL                     -- JSON WorkerRecord
+  );
+  CREATE INDEX workers_agent ON workers (agent_name);
+  CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    agent_name TEXT NOT NULL,
+    state TEXT NOT NULL,
+    worker_id TEXT,
+    owner TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    record TEXT NOT NULL                     -- JSON JobRecord
+  );
+  CREATE INDEX jobs_created ON jobs (created_at, seq);
+  `,
+]
+
+/** The schema version this build writes. */
+export const SCHEMA_VERSION = MIGRATIONS.length
+
+export interface OpenOptions {
+  path: string
+  synchronous: Synchronous
+}
+
+/** Why opening failed, in words an operator can act on. */
+function openProblem(path: string, error: unknown): PluginError {
+  const code = error instanceof SQLiteError ? error.code : undefined
+  const message = (error as Error).message
+  if (code === 'SQLITE_BUSY') return new PluginError(`[sqlite] database ${path} is in use by another Switchboard process (one process per database file)`)
+  if (code === 'SQLITE_NOTADB') return new PluginError(`[sqlite] ${path} is not a SQLite database`)
+  return new PluginError(`[sqlite] cannot open database ${path}: ${message}`)
+}
+
+/** Reads the stored schema version (0 for a new file). */
+function storedVersion(db: Database): number {
+  db.run('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)')
+  const row = db.query<{ version: number }, []>('SELECT version FROM schema_version').get()
+  return row?.version ?? 0
+}
+
+/** Applies the migrations the file lacks, in one transaction. */
+function migrate(db: Database, path: string): void {
+  db.run('BEGIN EXCLUSIVE')
+  try {
+    const version = storedVersion(db)
+    if (version > SCHEMA_VERSION) {
+      throw new PluginError(`[sqlite] database ${path} has schema version ${version}, newer than this Switchboard understands (${SCHEMA_VERSION}); upgrade Switchboard`)
+    }
+    for (let next = version; next < SCHEMA_VERSION; next++) db.run(MIGRATIONS[next]!)
+    if (version === 0) db.run('INSERT INTO schema_version (version) VALUES (?)', [SCHEMA_VERSION])
+    else if (version < SCHEMA_VERSION) db.run('UPDATE schema_version SET version = ?', [SCHEMA_VERSION])
+    db.run('COMMIT')
+  } catch (error) {
+    db.run('ROLLBACK')
+    throw error
+  }
+}
+
+/**
+ * Opens (creating if needed) the database file in WAL mode, takes the
+ * exclusive lock for this process, and brings the schema up to date.
+ */
+export function openDatabase(options: OpenOptions): Database {
+  const path = resolve(process.cwd(), options.path)
+  let db: Database
+  try {
+    db = new Database(path, { create: true, strict: true })
+  } catch (error) {
+    throw openProblem(path, error)
+  }
+  try {
+    // A restart right after a crash may find the old process still exiting.
+    db.run('PRAGMA busy_timeout = 2000')
+    // Waiters and in-flight deliveries live in this process: a second process on the same file would break both.
+    db.run('PRAGMA locking_mode = EXCLUSIVE')
+    db.run('PRAGMA journal_mode = WAL')
+    db.run(`PRAGMA synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`)
+    migrate(db, path)
+  } catch (error) {
+    db.close()
+    if (error instanceof PluginError) throw error
+    throw openProblem(path, error)
+  }
+  return db
+}

@@ -1,0 +1,58 @@
+/**
+ * The `sqlite` backend: one file on one host, kept by `bun:sqlite` in WAL
+ * mode; everything acknowledged survives a restart or a crash of the process.
+ * See README.md beside this file for the durability level and crash window.
+ */
+import * as v from 'valibot'
+import type { Backend, BackendPlugin } from '../../src/backend/index'
+import { LocalEventBus } from '../../src/backend/events'
+import { openDatabase } from './database'
+import { SqliteMailboxes } from './mailboxes'
+import { SqliteWorkers } from './workers'
+import { SqliteAgents } from './agents'
+
+export const DRIVER_NAME = 'sqlite'
+
+const SqliteOptions = v.object({
+  /** Database file; created with its schema when absent. */
+  db: v.optional(v.pipe(v.string(), v.minLength(1)), './switchboard.db'),
+  /** `full`: a commit is on disk before the 200 (survives power loss); `normal`: survives a crash of the process, not of the host. */
+  synchronous: v.optional(v.picklist(['full', 'normal']), 'full'),
+  /** How long a message handed to a receiver is kept, to be delivered again if the process dies before the answer is out. */
+  redelivery_window_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3_600_000)), 1000),
+})
+
+export type SqliteOptions = v.InferOutput<typeof SqliteOptions>
+
+const plugin: BackendPlugin<SqliteOptions> = {
+  name: DRIVER_NAME,
+  options: SqliteOptions,
+  create(options, { logger }): Backend {
+    const db = openDatabase({ path: options.db, synchronous: options.synchronous })
+    const mailboxes = new SqliteMailboxes(db, options.redelivery_window_ms, logger)
+    let closed = false
+    return {
+      name: DRIVER_NAME,
+      mailboxes,
+      workers: new SqliteWorkers(db),
+      agents: new SqliteAgents(db),
+      events: new LocalEventBus(),
+      async ready() {
+        if (closed) return false
+        try {
+          return db.query<{ ok: number }, []>('SELECT 1 AS ok').get()?.ok === 1
+        } catch {
+          return false
+        }
+      },
+      async close() {
+        if (closed) return
+        closed = true
+        mailboxes.close()
+        db.close()
+      },
+    }
+  },
+}
+
+export default plugin

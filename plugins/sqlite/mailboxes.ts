@@ -1,0 +1,349 @@
+/**
+ * Mailboxes in SQLite. Each operation is one transaction over prepared
+ * statements; receivers wait in-process (Waiters), woken by `put`, never by
+ * polling the file.
+ *
+ * Delivery is at-least-once across crashes: `take` marks a message as handed
+ * out instead of deleting it, and the mark is settled (the row deleted) once
+ * the redelivery window has passed. A process that dies inside that window
+ * leaves the mark behind, and the next start returns such messages to the
+ * head of their queues, in their original order.
+ */
+import type { Database, Statement } from 'bun:sqlite'
+import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
+import { canAccess, isOwner, mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
+import { Waiters, takeOrWait } from '../../src/backend/waiters'
+import { ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
+import type { Logger } from '../../src/logger'
+
+interface MailboxRow {
+  id: number
+  owner: string
+  terminated: number
+  completed: number
+  last_active: number | null
+  head: number
+  tail: number
+}
+
+/** A message handed to a receiver and not yet settled. */
+interface Delivery {
+  id: number
+  takenAt: number
+}
+
+type Row<T> = Statement<T, (string | number | null)[]>
+
+export class SqliteMailboxes implements MailboxStore {
+  readonly waiters = new Waiters()
+  /** Deliveries in the order they were handed out (so also by `takenAt`). */
+  private deliveries: Delivery[] = []
+  private settleTimer: ReturnType<typeof setTimeout> | null = null
+
+  private readonly statements: {
+    mailbox: Row<MailboxRow>
+    shares: Row<{ group_id: string }>
+    insertMailbox: Row<never>
+    insertClass: Row<never>
+    terminate: Row<never>
+    deleteClasses: Row<never>
+    deleteMessages: Row<never>
+    pending: Row<{ request: string }>
+    deletePendingOf: Row<never>
+    upsertPending: Row<never>
+    deletePending: Row<never>
+    countCompleted: Row<never>
+    countOutgoing: Row<never>
+    outgoing: Row<{ count: number }>
+    insertMessage: Row<never>
+    advanceTail: Row<never>
+    nextQueued: Row<{ id: number; raw: string }>
+    markTaken: Row<never>
+    setLastActive: Row<never>
+    touch: Row<never>
+    findDelivery: Row<{ id: number }>
+    requeueAtHead: Row<never>
+    insertAtHead: Row<never>
+    advanceHead: Row<never>
+    discover: Row<{ id: number; uid: string; owner: string }>
+    countQueued: Row<{ count: number }>
+    countPending: Row<{ count: number }>
+    insertShare: Row<never>
+    deleteShare: Row<never>
+    settle: Row<never>
+  }
+
+  private readonly createTx: (client: Client, id: EntityId, mro: readonly string[] | null) => void
+  private readonly terminateTx: (client: Client, id: EntityId) => PendingRequest[]
+  private readonly putTx: (client: Client | null, message: Envelope) => void
+  private readonly takeTx: (client: Client, id: EntityId) => string | null
+  private readonly restoreTx: (id: EntityId, raw: string) => boolean
+  private readonly settleTx: (deliveries: Delivery[]) => void
+  private readonly statsTx: (client: Client, id: EntityId) => MailboxStats
+  private readonly shareTx: (client: Client, id: EntityId, group: string) => void
+  private readonly unshareTx: (client: Client, id: EntityId, group: string) => void
+
+  constructor(
+    db: Database,
+    /** How long a handed-out message stays redeliverable after a crash, in milliseconds. */
+    private readonly redeliveryWindowMs: number,
+    private readonly logger: Logger,
+  ) {
+    const prepare = <T>(sql: string) => db.prepare(sql) as Row<T>
+    this.statements = {
+      mailbox: prepare('SELECT id, owner, terminated, completed, last_active, head, tail FROM mailboxes WHERE role = ? AND uid = ?'),
+      shares: prepare('SELECT group_id FROM mailbox_shares WHERE mailbox_id = ? ORDER BY rowid'),
+      insertMailbox: prepare('INSERT INTO mailboxes (role, uid, owner) VALUES (?, ?, ?)'),
+      insertClass: prepare('INSERT OR IGNORE INTO mailbox_classes (class, mailbox_id, position) VALUES (?, ?, ?)'),
+      terminate: prepare('UPDATE mailboxes SET terminated = 1 WHERE id = ?'),
+      deleteClasses: prepare('DELETE FROM mailbox_classes WHERE mailbox_id = ?'),
+      deleteMessages: prepare('DELETE FROM messages WHERE mailbox_id = ?'),
+      pending: prepare('SELECT request FROM pending_requests WHERE mailbox_id = ? ORDER BY rowid'),
+      deletePendingOf: prepare('DELETE FROM pending_requests WHERE mailbox_id = ?'),
+      upsertPending: prepare('INSERT INTO pending_requests (mailbox_id, tag, request) VALUES (?, ?, ?) ON CONFLICT (mailbox_id, tag) DO UPDATE SET request = excluded.request'),
+      deletePending: prepare('DELETE FROM pending_requests WHERE mailbox_id = ? AND tag = ?'),
+      countCompleted: prepare('UPDATE mailboxes SET completed = completed + 1 WHERE id = ?'),
+      countOutgoing: prepare('INSERT INTO outgoing_requests (mailbox_key, count) VALUES (?, 1) ON CONFLICT (mailbox_key) DO UPDATE SET count = count + 1'),
+      outgoing: prepare('SELECT count FROM outgoing_requests WHERE mailbox_key = ?'),
+      insertMessage: prepare('INSERT INTO messages (mailbox_id, position, raw) VALUES (?, ?, ?)'),
+      advanceTail: prepare('UPDATE mailboxes SET tail = tail + 1 WHERE id = ?'),
+      nextQueued: prepare('SELECT id, raw FROM messages WHERE mailbox_id = ? AND taken_at IS NULL ORDER BY position LIMIT 1'),
+      markTaken: prepare('UPDATE messages SET taken_at = ? WHERE id = ?'),
+      setLastActive: prepare('UPDATE mailboxes SET last_active = ? WHERE id = ?'),
+      touch: prepare('UPDATE mailboxes SET last_active = ? WHERE role = ? AND uid = ?'),
+      findDelivery: prepare('SELECT id FROM messages WHERE mailbox_id = ? AND taken_at IS NOT NULL AND raw = ? ORDER BY position DESC LIMIT 1'),
+      requeueAtHead: prepare('UPDATE messages SET taken_at = NULL, position = ? WHERE id = ?'),
+      insertAtHead: prepare('INSERT INTO messages (mailbox_id, position, raw) VALUES (?, ?, ?)'),
+      advanceHead: prepare('UPDATE mailboxes SET head = head - 1 WHERE id = ?'),
+      discover: prepare(
+        'SELECT m.id AS id, m.uid AS uid, m.owner AS owner FROM mailbox_classes c JOIN mailboxes m ON m.id = c.mailbox_id ' +
+          'WHERE c.class = ? AND (c.position = 0 OR ?) ORDER BY c.mailbox_id',
+      ),
+      countQueued: prepare('SELECT COUNT(*) AS count FROM messages WHERE mailbox_id = ? AND taken_at IS NULL'),
+      countPending: prepare('SELECT COUNT(*) AS count FROM pending_requests WHERE mailbox_id = ?'),
+      insertShare: prepare('INSERT OR IGNORE INTO mailbox_shares (mailbox_id, group_id) VALUES (?, ?)'),
+      deleteShare: prepare('DELETE FROM mailbox_shares WHERE mailbox_id = ? AND group_id = ?'),
+      settle: prepare('DELETE FROM messages WHERE id = ? AND taken_at = ?'),
+    }
+
+    this.createTx = db.transaction((client: Client, id: EntityId, mro: readonly string[] | null) => {
+      if (this.accessible(client, id)) return
+      const { lastInsertRowid } = this.statements.insertMailbox.run(id.role, id.uid, client.id)
+      if (id.role !== 'agent' || !mro) return
+      mro.forEach((name, position) => this.statements.insertClass.run(name, Number(lastInsertRowid), position))
+    })
+
+    this.terminateTx = db.transaction((client: Client, id: EntityId) => {
+      const box = this.row(id)
+      if (!box) return []
+      if (!isOwner(client, box.owner)) throw new ForbiddenError()
+      if (box.terminated) return []
+      const pending = this.statements.pending.all(box.id).map((row) => JSON.parse(row.request) as PendingRequest)
+      this.statements.terminate.run(box.id)
+      this.statements.deleteMessages.run(box.id)
+      this.statements.deleteClasses.run(box.id)
+      this.statements.deletePendingOf.run(box.id)
+      return pending
+    })
+
+    this.putTx = db.transaction((client: Client | null, message: Envelope) => {
+      const box = this.row(message.dest)
+      if (client) {
+        if (box && !this.mayAccess(client, box)) throw new ForbiddenError()
+        const source = this.row(message.src)
+        if (source && !isOwner(client, source.owner)) throw new ForbiddenError()
+      }
+      if (!box) throw new UnknownMailboxError()
+      if (box.terminated) throw new MailboxTerminatedError()
+      if (message.kind === 'request') {
+        const request: PendingRequest = { src: message.src, dest: message.dest, tag: message.tag, label: message.label }
+        this.statements.upsertPending.run(box.id, message.tag, JSON.stringify(request))
+        this.statements.countOutgoing.run(mailboxKey(message.src))
+      } else {
+        const answered = this.row(message.src)
+        if (answered && this.statements.deletePending.run(answered.id, message.tag).changes > 0) this.statements.countCompleted.run(answered.id)
+      }
+      this.statements.insertMessage.run(box.id, box.tail, message.raw)
+      this.statements.advanceTail.run(box.id)
+    })
+
+    this.takeTx = db.transaction((client: Client, id: EntityId) => {
+      const box = this.accessible(client, id)
+      if (!box) throw new UnknownMailboxError()
+      if (box.terminated) throw new MailboxTerminatedError()
+      const now = Date.now()
+      this.statements.setLastActive.run(now, box.id)
+      const next = this.statements.nextQueued.get(box.id)
+      if (!next) return null
+      this.statements.markTaken.run(now, next.id)
+      this.deliveries.push({ id: next.id, takenAt: now })
+      return next.raw
+    })
+
+    this.restoreTx = db.transaction((id: EntityId, raw: string) => {
+      const box = this.row(id)
+      if (!box || box.terminated) return false
+      // The message is usually still stored as handed out: put that row back rather than store a second copy.
+      const delivered = this.statements.findDelivery.get(box.id, raw)
+      if (delivered) this.statements.requeueAtHead.run(box.head, delivered.id)
+      else this.statements.insertAtHead.run(box.id, box.head, raw)
+      this.statements.advanceHead.run(box.id)
+      return true
+    })
+
+    this.settleTx = db.transaction((deliveries: Delivery[]) => {
+      for (const delivery of deliveries) this.statements.settle.run(delivery.id, delivery.takenAt)
+    })
+
+    this.statsTx = db.transaction((client: Client, id: EntityId) => {
+      const box = this.accessible(client, id)
+      const outgoing = this.statements.outgoing.get(mailboxKey(id))?.count ?? 0
+      if (!box) return mailboxStats(0, 0, 0, outgoing)
+      const pending = this.statements.countPending.get(box.id)!.count
+      const queued = this.statements.countQueued.get(box.id)!.count
+      return mailboxStats(pending, queued, box.completed, outgoing)
+    })
+
+    this.shareTx = db.transaction((client: Client, id: EntityId, group: string) => {
+      const box = this.owned(client, id)
+      if (!client.groups.includes(group)) throw new ForbiddenError()
+      this.statements.insertShare.run(box.id, group)
+    })
+
+    this.unshareTx = db.transaction((client: Client, id: EntityId, group: string) => {
+      this.statements.deleteShare.run(this.owned(client, id).id, group)
+    })
+
+    // Messages handed out by a process that died are delivered again, at the head of their queues.
+    const returned = db.run('UPDATE messages SET taken_at = NULL WHERE taken_at IS NOT NULL').changes
+    if (returned > 0) logger.info('returned unsettled deliveries to their mailboxes', { count: returned })
+  }
+
+  private row(id: EntityId): MailboxRow | null {
+    return this.statements.mailbox.get(id.role, id.uid)
+  }
+
+  private mayAccess(client: Client, box: MailboxRow): boolean {
+    if (box.owner === client.id) return true
+    return canAccess(client, box.owner, this.sharesOf(box))
+  }
+
+  private sharesOf(box: MailboxRow): string[] {
+    return this.statements.shares.all(box.id).map((row) => row.group_id)
+  }
+
+  /** The mailbox, or null when missing; ForbiddenError when the client may not use it. */
+  private accessible(client: Client, id: EntityId): MailboxRow | null {
+    const box = this.row(id)
+    if (box && !this.mayAccess(client, box)) throw new ForbiddenError()
+    return box
+  }
+
+  /** The mailbox, when it exists, is active, and the client owns it. */
+  private owned(client: Client, id: EntityId): MailboxRow {
+    const box = this.row(id)
+    if (!box) throw new UnknownMailboxError()
+    if (box.terminated) throw new MailboxTerminatedError()
+    if (!isOwner(client, box.owner)) throw new ForbiddenError()
+    return box
+  }
+
+  async create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void> {
+    this.createTx(client, id, mro)
+  }
+
+  async status(client: Client, id: EntityId): Promise<MailboxStatus> {
+    const box = this.accessible(client, id)
+    if (!box) return 'MISSING'
+    return box.terminated ? 'TERMINATED' : 'ACTIVE'
+  }
+
+  async terminate(client: Client, id: EntityId): Promise<PendingRequest[]> {
+    const pending = this.terminateTx(client, id)
+    this.waiters.fail(mailboxKey(id), () => new MailboxTerminatedError())
+    return pending
+  }
+
+  async put(client: Client | null, message: Envelope): Promise<void> {
+    this.putTx(client, message)
+    this.waiters.notify(mailboxKey(message.dest))
+  }
+
+  async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {
+    const message = await takeOrWait(this.waiters, mailboxKey(id), options, () => this.takeTx(client, id))
+    if (message !== null) this.scheduleSettle()
+    return message
+  }
+
+  async restore(id: EntityId, raw: string): Promise<void> {
+    if (this.restoreTx(id, raw)) this.waiters.notify(mailboxKey(id))
+  }
+
+  async discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
+    const found: string[] = []
+    for (const row of this.statements.discover.all(agent, allowSubclasses ? 1 : 0)) {
+      if (row.owner === client.id || canAccess(client, row.owner, this.statements.shares.all(row.id).map((share) => share.group_id))) found.push(row.uid)
+    }
+    return found
+  }
+
+  async heartbeat(client: Client, id: EntityId): Promise<number | null> {
+    const box = this.accessible(client, id)
+    if (!box) throw new UnknownMailboxError()
+    return box.last_active === null ? null : (Date.now() - box.last_active) / 1000
+  }
+
+  async touch(id: EntityId): Promise<void> {
+    this.statements.touch.run(Date.now(), id.role, id.uid)
+  }
+
+  async stats(client: Client, id: EntityId): Promise<MailboxStats> {
+    return this.statsTx(client, id)
+  }
+
+  async share(client: Client, id: EntityId, group: string): Promise<void> {
+    this.shareTx(client, id, group)
+  }
+
+  async unshare(client: Client, id: EntityId, group: string): Promise<void> {
+    this.unshareTx(client, id, group)
+  }
+
+  async shares(client: Client, id: EntityId): Promise<string[]> {
+    return this.sharesOf(this.owned(client, id))
+  }
+
+  /** Deletes the deliveries handed out at or before `cutoff` (epoch ms): they can no longer come back. */
+  private settle(cutoff: number): void {
+    let count = 0
+    while (count < this.deliveries.length && this.deliveries[count]!.takenAt <= cutoff) count++
+    if (count === 0) return
+    const settled = this.deliveries.slice(0, count)
+    this.deliveries = this.deliveries.slice(count)
+    try {
+      this.settleTx(settled)
+    } catch (error) {
+      // Left marked, they are delivered again after a restart: a duplicate, never a loss.
+      this.logger.error('could not settle delivered messages', { error: String(error), count })
+    }
+  }
+
+  private scheduleSettle(): void {
+    if (this.settleTimer !== null || this.deliveries.length === 0) return
+    const due = this.deliveries[0]!.takenAt + this.redeliveryWindowMs - Date.now()
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = null
+      this.settle(Date.now() - this.redeliveryWindowMs)
+      this.scheduleSettle()
+    }, Math.max(0, due))
+    this.settleTimer.unref()
+  }
+
+  /** Settles every delivery (they were handed out before a clean stop) and fails every waiter. */
+  close(): void {
+    if (this.settleTimer !== null) clearTimeout(this.settleTimer)
+    this.settleTimer = null
+    this.settle(Number.POSITIVE_INFINITY)
+    this.waiters.failAll(() => new MailboxTerminatedError())
+  }
+}

@@ -1,0 +1,208 @@
+/** Workers and jobs in SQLite; every compare-and-set is one transaction. */
+import type { Database, Statement } from 'bun:sqlite'
+import type { JobFilter, JobRecord, JobTransition, WorkerPatch, WorkerRecord, WorkerStore } from '../../src/backend/workers'
+
+type Row<T> = Statement<T, (string | number | null)[]>
+
+export class SqliteWorkers implements WorkerStore {
+  private readonly statements: {
+    worker: Row<{ record: string }>
+    workers: Row<{ record: string }>
+    workersOf: Row<{ record: string }>
+    saveWorker: Row<never>
+    deleteWorker: Row<never>
+    job: Row<{ record: string }>
+    saveJob: Row<never>
+  }
+
+  private readonly upsertTx: (worker: WorkerRecord) => WorkerRecord | null
+  private readonly updateTx: (id: string, connection: string | null, patch: WorkerPatch) => WorkerRecord | null
+  private readonly drainTx: (id: string, draining: boolean) => WorkerRecord | null
+  private readonly deleteTx: (id: string, connection: string | null) => WorkerRecord | null
+  private readonly reserveTx: (workerId: string, jobId: string) => boolean
+  private readonly assignTx: (workerId: string, jobId: string) => boolean
+  private readonly releaseTx: (workerId: string, jobId: string) => void
+  private readonly transitionTx: (id: string, transition: JobTransition) => JobRecord | null
+
+  constructor(private readonly db: Database) {
+    const prepare = <T>(sql: string) => db.prepare(sql) as Row<T>
+    this.statements = {
+      worker: prepare('SELECT record FROM workers WHERE id = ?'),
+      workers: prepare('SELECT record FROM workers ORDER BY rowid'),
+      workersOf: prepare('SELECT record FROM workers WHERE agent_name = ? ORDER BY rowid'),
+      saveWorker: prepare('INSERT INTO workers (id, agent_name, record) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET agent_name = excluded.agent_name, record = excluded.record'),
+      deleteWorker: prepare('DELETE FROM workers WHERE id = ?'),
+      job: prepare('SELECT record FROM jobs WHERE id = ?'),
+      saveJob: prepare(
+        'INSERT INTO jobs (id, agent_name, state, worker_id, owner, created_at, record) VALUES (?, ?, ?, ?, ?, ?, ?) ' +
+          'ON CONFLICT (id) DO UPDATE SET agent_name = excluded.agent_name, state = excluded.state, worker_id = excluded.worker_id, ' +
+          'owner = excluded.owner, created_at = excluded.created_at, record = excluded.record',
+      ),
+    }
+
+    this.upsertTx = db.transaction((worker: WorkerRecord) => {
+      const previous = this.readWorker(worker.id)
+      const next: WorkerRecord = previous ? { ...worker, jobs: previous.jobs, reserved: previous.reserved, draining: previous.draining } : worker
+      this.saveWorker(next)
+      return previous
+    })
+
+    this.updateTx = db.transaction((id: string, connection: string | null, patch: WorkerPatch) => {
+      const worker = this.readWorker(id)
+      if (!worker || worker.connection !== connection) return null
+      for (const [key, value] of Object.entries(patch)) {
+        if (value !== undefined) (worker as unknown as Record<string, unknown>)[key] = value
+      }
+      this.saveWorker(worker)
+      return worker
+    })
+
+    this.drainTx = db.transaction((id: string, draining: boolean) => {
+      const worker = this.readWorker(id)
+      if (!worker) return null
+      worker.draining = draining
+      this.saveWorker(worker)
+      return worker
+    })
+
+    this.deleteTx = db.transaction((id: string, connection: string | null) => {
+      const worker = this.readWorker(id)
+      if (!worker || worker.connection !== connection) return null
+      this.statements.deleteWorker.run(id)
+      return worker
+    })
+
+    this.reserveTx = db.transaction((workerId: string, jobId: string) => {
+      const worker = this.readWorker(workerId)
+      if (!worker || worker.connection === null || worker.draining || worker.status !== 'available') return false
+      if (worker.reserved.includes(jobId) || worker.jobs.includes(jobId)) return false
+      const held = worker.jobs.length + worker.reserved.length
+      if (held >= worker.maxProcesses || held / worker.maxProcesses >= worker.loadThreshold) return false
+      worker.reserved.push(jobId)
+      this.saveWorker(worker)
+      return true
+    })
+
+    this.assignTx = db.transaction((workerId: string, jobId: string) => {
+      const worker = this.readWorker(workerId)
+      if (!worker || !worker.reserved.includes(jobId)) return false
+      worker.reserved = worker.reserved.filter((id) => id !== jobId)
+      worker.jobs.push(jobId)
+      this.saveWorker(worker)
+      return true
+    })
+
+    this.releaseTx = db.transaction((workerId: string, jobId: string) => {
+      const worker = this.readWorker(workerId)
+      if (!worker) return
+      worker.reserved = worker.reserved.filter((id) => id !== jobId)
+      worker.jobs = worker.jobs.filter((id) => id !== jobId)
+      this.saveWorker(worker)
+    })
+
+    this.transitionTx = db.transaction((id: string, transition: JobTransition) => {
+      const job = this.readJob(id)
+      if (!job || !transition.from.includes(job.state)) return null
+      if (transition.heldBy !== undefined && job.workerId !== transition.heldBy) return null
+      const at = Date.now()
+      if (transition.workerId !== undefined) job.workerId = transition.workerId
+      job.state = transition.to
+      job.updatedAt = at
+      job.history.push({
+        state: transition.to,
+        at,
+        ...(job.workerId !== null ? { workerId: job.workerId } : {}),
+        ...(transition.reason !== undefined ? { reason: transition.reason } : {}),
+      })
+      this.saveJob(job)
+      return job
+    })
+  }
+
+  private readWorker(id: string): WorkerRecord | null {
+    const row = this.statements.worker.get(id)
+    return row ? (JSON.parse(row.record) as WorkerRecord) : null
+  }
+
+  private saveWorker(worker: WorkerRecord): void {
+    this.statements.saveWorker.run(worker.id, worker.agentName, JSON.stringify(worker))
+  }
+
+  private readJob(id: string): JobRecord | null {
+    const row = this.statements.job.get(id)
+    return row ? (JSON.parse(row.record) as JobRecord) : null
+  }
+
+  private saveJob(job: JobRecord): void {
+    this.statements.saveJob.run(job.id, job.agentName, job.state, job.workerId, job.owner, job.createdAt, JSON.stringify(job))
+  }
+
+  async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
+    return this.upsertTx(worker)
+  }
+
+  async getWorker(id: string): Promise<WorkerRecord | null> {
+    return this.readWorker(id)
+  }
+
+  async listWorkers(agentName?: string): Promise<WorkerRecord[]> {
+    const rows = agentName === undefined ? this.statements.workers.all() : this.statements.workersOf.all(agentName)
+    return rows.map((row) => JSON.parse(row.record) as WorkerRecord)
+  }
+
+  async updateWorker(id: string, connection: string | null, patch: WorkerPatch): Promise<WorkerRecord | null> {
+    return this.updateTx(id, connection, patch)
+  }
+
+  async setDraining(id: string, draining: boolean): Promise<WorkerRecord | null> {
+    return this.drainTx(id, draining)
+  }
+
+  async deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null> {
+    return this.deleteTx(id, connection)
+  }
+
+  async reserveSlot(workerId: string, jobId: string): Promise<boolean> {
+    return this.reserveTx(workerId, jobId)
+  }
+
+  async assignSlot(workerId: string, jobId: string): Promise<boolean> {
+    return this.assignTx(workerId, jobId)
+  }
+
+  async releaseSlot(workerId: string, jobId: string): Promise<void> {
+    this.releaseTx(workerId, jobId)
+  }
+
+  async createJob(job: JobRecord): Promise<void> {
+    this.saveJob(job)
+  }
+
+  async getJob(id: string): Promise<JobRecord | null> {
+    return this.readJob(id)
+  }
+
+  async listJobs(filter: JobFilter): Promise<JobRecord[]> {
+    const conditions: string[] = []
+    const values: (string | number)[] = []
+    const match = (column: string, value: string | undefined) => {
+      if (value === undefined) return
+      conditions.push(`${column} = ?`)
+      values.push(value)
+    }
+    match('agent_name', filter.agentName)
+    match('state', filter.state)
+    match('worker_id', filter.workerId)
+    match('owner', filter.owner)
+    const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''
+    // Newest first: later insertions win ties on created_at.
+    const limit = filter.limit === undefined ? '' : ' LIMIT ?'
+    if (filter.limit !== undefined) values.push(filter.limit)
+    const rows = this.db.query<{ record: string }, (string | number)[]>(`SELECT record FROM jobs ${where} ORDER BY created_at DESC, seq DESC${limit}`).all(...values)
+    return rows.map((row) => JSON.parse(row.record) as JobRecord)
+  }
+
+  async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
+    return this.transitionTx(id, transition)
+  }
+}
