@@ -2,6 +2,15 @@ import type { ActivityPage, ActivityRecord, AgentStore, WorkspacePatch, Workspac
 
 const clone = <T>(value: T): T => structuredClone(value)
 
+/** Freezes a value and everything in it, so stored records can be handed out without copying. */
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value)
+    for (const inner of Object.values(value)) deepFreeze(inner)
+  }
+  return value
+}
+
 /** Activity kept per workspace; older calls are dropped first. */
 const ACTIVITY_KEPT = 10_000
 
@@ -11,7 +20,11 @@ interface ActivityLog {
   entries: ActivityRecord[]
 }
 
-/** Workspaces, token digests and activity in plain maps. */
+/**
+ * Workspaces, token digests and activity in plain maps. Stored records are
+ * deeply frozen and replaced on every change, so reads return them as they
+ * are (no copy on the proxy's hot path) and no caller can alter the store.
+ */
 export class MemoryAgents implements AgentStore {
   private readonly workspaces = new Map<string, WorkspaceRecord>()
   /** token digest → workspace id */
@@ -20,31 +33,30 @@ export class MemoryAgents implements AgentStore {
 
   async createWorkspace(workspace: WorkspaceRecord, tokenHash: string): Promise<boolean> {
     if (this.workspaces.has(workspace.id)) return false
-    this.workspaces.set(workspace.id, clone(workspace))
+    this.workspaces.set(workspace.id, deepFreeze(clone(workspace)))
     this.tokens.set(tokenHash, workspace.id)
     return true
   }
 
   async getWorkspace(id: string): Promise<WorkspaceRecord | null> {
-    const workspace = this.workspaces.get(id)
-    return workspace ? clone(workspace) : null
+    return this.workspaces.get(id) ?? null
   }
 
   async listWorkspaces(): Promise<WorkspaceRecord[]> {
-    return [...this.workspaces.values()].map(clone)
+    return [...this.workspaces.values()]
   }
 
   async listChildren(parentId: string): Promise<WorkspaceRecord[]> {
-    return [...this.workspaces.values()].filter((workspace) => workspace.parentId === parentId).map(clone)
+    return [...this.workspaces.values()].filter((workspace) => workspace.parentId === parentId)
   }
 
   async updateWorkspace(id: string, patch: WorkspacePatch): Promise<WorkspaceRecord | null> {
     const workspace = this.workspaces.get(id)
     if (!workspace || workspace.removedAt !== null) return null
-    for (const [key, value] of Object.entries(patch)) {
-      if (value !== undefined) (workspace as unknown as Record<string, unknown>)[key] = clone(value)
-    }
-    return clone(workspace)
+    const changes = Object.fromEntries(Object.entries(patch).filter(([, value]) => value !== undefined))
+    const updated = deepFreeze({ ...workspace, ...clone(changes) })
+    this.workspaces.set(id, updated)
+    return updated
   }
 
   private revoke(id: string): void {
@@ -54,9 +66,11 @@ export class MemoryAgents implements AgentStore {
   async removeWorkspace(id: string, at: number): Promise<WorkspaceRecord | null> {
     const workspace = this.workspaces.get(id)
     if (!workspace) return null
-    if (workspace.removedAt === null) workspace.removedAt = at
     this.revoke(id)
-    return clone(workspace)
+    if (workspace.removedAt !== null) return workspace
+    const removed = deepFreeze({ ...workspace, removedAt: at })
+    this.workspaces.set(id, removed)
+    return removed
   }
 
   async rotateToken(id: string, tokenHash: string): Promise<boolean> {

@@ -277,30 +277,42 @@ export class AgentsService {
    * Removed or unknown workspaces talk to nobody.
    */
   async canCommunicate(sourceId: string, targetId: string): Promise<boolean> {
-    if (sourceId === targetId) return true
     const [source, target] = await Promise.all([
       this.stored(() => this.store.getWorkspace(sourceId)),
       this.stored(() => this.store.getWorkspace(targetId)),
     ])
+    return this.related(source, target)
+  }
+
+  private async related(source: WorkspaceRecord | null, target: WorkspaceRecord | null): Promise<boolean> {
     if (source === null || target === null || source.removedAt !== null || target.removedAt !== null) return false
+    if (source.id === target.id) return true
     if (source.parentId !== null && source.parentId === target.parentId) return true
+    if (source.parentId === target.id || target.parentId === source.id) return true
     if ((await this.ancestors(source)).includes(target.id)) return true
     return (await this.ancestors(target)).includes(source.id)
+  }
+
+  private forbidden(caller: { id: string }, targetId: string): ForbiddenError {
+    return new ForbiddenError(`workspace ${caller.id} may not reach workspace ${targetId}: only self, siblings, parents/children and ancestors/descendants may talk`)
   }
 
   /** Refuses a workspace caller that may not reach `targetId` (the operator reaches everything). */
   async requireAccess(caller: Caller, targetId: string): Promise<void> {
     if (caller.kind === 'admin') return
-    if (!(await this.canCommunicate(caller.id, targetId))) {
-      throw new ForbiddenError(`workspace ${caller.id} may not reach workspace ${targetId}: only self, siblings, parents/children and ancestors/descendants may talk`)
-    }
+    if (!(await this.canCommunicate(caller.id, targetId))) throw this.forbidden(caller, targetId)
   }
 
-  /** A workspace a caller may reach, for discovery and for the proxy. */
+  /** A workspace a caller may reach, for discovery and for the proxy (one read of each side). */
   async discover(caller: Caller, id: string): Promise<WorkspaceRecord> {
+    if (caller.kind === 'admin') return this.load(id)
+    const [source, target] = await Promise.all([
+      this.stored(() => this.store.getWorkspace(caller.id)),
+      this.stored(() => this.store.getWorkspace(id)),
+    ])
     // Access first, so a workspace learns nothing about ids outside its reach.
-    await this.requireAccess(caller, id)
-    return this.load(id)
+    if (!(await this.related(source, target))) throw this.forbidden(caller, id)
+    return target!
   }
 
   /** Siblings, parent and children of a workspace, minus removed ones and itself; `query` filters by name or role. */

@@ -86,7 +86,7 @@ export interface AgentUrlPolicy {
 /** Thrown when an agent URL may not be called; the message says why. */
 export class AgentUrlRefusedError extends BadRequestError {}
 
-/** Checks agent URLs, resolving hostnames; verdicts for hostnames are reused briefly so a busy proxy does not resolve on every call. */
+/** Checks agent URLs, resolving hostnames; a host's verdict is reused briefly so a busy proxy does not resolve on every call. */
 export class AgentUrlGuard {
   private readonly verdicts = new Map<string, { until: number; refusal: string | null }>()
 
@@ -110,10 +110,8 @@ export class AgentUrlGuard {
       refusal = cached.refusal
     } else {
       refusal = await this.refusalFor(host)
-      if (isIP(host) === 0) {
-        if (this.verdicts.size > 10_000) this.verdicts.clear()
-        this.verdicts.set(host, { until: now + (this.policy.cacheMs ?? 10_000), refusal })
-      }
+      if (this.verdicts.size > 10_000) this.verdicts.clear()
+      this.verdicts.set(host, { until: now + (this.policy.cacheMs ?? 10_000), refusal })
     }
     if (refusal !== null) throw new AgentUrlRefusedError(`agent url "${raw}" is not allowed: ${refusal}`)
     return url
