@@ -199,7 +199,8 @@ export function workersModule(options: WorkersModuleOptions) {
       response: { 200: model.JobView, ...nativeErrors, 409: ErrorBody },
     })
 
-  return new Elysia({ name: 'switchboard/workers' }).use(videoSdk).use(native)
+  // The service is decorated so operators' tooling and tests can inspect what is in flight.
+  return new Elysia({ name: 'switchboard/workers' }).decorate('workerService', service).use(videoSdk).use(native)
 }
 
 export interface WorkerSocketsOptions {

@@ -1,0 +1,353 @@
+/**
+ * Job dispatch end to end on a real listening server with real worker
+ * sockets: the VideoSDK dispatch API, the native job routes, capacity,
+ * declines, termination, worker loss, and no double assignment under load.
+ */
+import { afterEach, describe, expect, it } from 'bun:test'
+import { startServer, writeTokensFile, type TestServer } from '../../support/app'
+import { eventually, TestWorker, type TestWorkerOptions } from './worker'
+
+let server: TestServer | null = null
+const workers: TestWorker[] = []
+
+async function start(config: Parameters<typeof startServer>[0] = {}): Promise<TestServer> {
+  server = await startServer(config)
+  return server
+}
+
+async function connect(options: TestWorkerOptions = {}): Promise<TestWorker> {
+  const worker = await TestWorker.connect(server!.url, options)
+  workers.push(worker)
+  return worker
+}
+
+type Json = Record<string, any>
+
+async function request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json }> {
+  const response = await fetch(server!.url + path, {
+    method,
+    headers: body === undefined ? headers : { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+  return { status: response.status, body: (await response.json()) as Json }
+}
+
+const createJob = (body: Json = {}, headers: Record<string, string> = {}) => request('POST', '/jobs', { agent_name: 'voice-agent', room_id: 'room-1', ...body }, headers)
+const getJob = async (id: string) => (await request('GET', `/jobs/${id}`)).body
+const getWorker = async (id: string) => (await request('GET', `/workers/${id}`)).body
+
+/** Every job any worker was assigned, with the workers that got it. */
+function assignmentsByJob(list: TestWorker[]): Map<string, string[]> {
+  const byJob = new Map<string, string[]>()
+  for (const worker of list) for (const frame of worker.assignments) byJob.set(String(frame.job_id), [...(byJob.get(String(frame.job_id)) ?? []), worker.workerId])
+  return byJob
+}
+
+afterEach(async () => {
+  for (const worker of workers.splice(0)) await worker.kill()
+  await server?.close()
+  server = null
+})
+
+describe('VideoSDK dispatch API', () => {
+  it('dispatches to a worker, answers once it accepted, and follows the job to completed', async () => {
+    await start()
+    const worker = await connect({ workerId: 'w1' })
+    const { status, body } = await request('POST', '/v2/agent/dispatch', { meetingId: 'room-42', agentId: 'voice-agent', metadata: { topic: 'billing' }, roomOptions: { vision: true } }, { authorization: 'any-token' })
+    expect(status).toBe(200)
+    expect(body).toEqual({ message: 'Agent dispatch requested successfully.', data: { success: true, status: 'assigned', roomId: 'room-42', agentId: 'voice-agent', jobId: body.data.jobId } })
+    const request1 = worker.frames.find((frame) => frame.type === 'availability_request')
+    expect(request1).toEqual({ type: 'availability_request', job_id: body.data.jobId, room_id: 'room-42', agent_name: 'voice-agent' })
+    const assignment = await worker.waitForAssignment(body.data.jobId)
+    expect(assignment).toEqual({ type: 'job_assignment', job_id: body.data.jobId, room_id: 'room-42', agent_name: 'voice-agent', token: 'worker-token', url: '', metadata: { topic: 'billing' }, room_options: { vision: true } })
+    await eventually(async () => (await getJob(body.data.jobId)).state === 'running', 5000, 'job running')
+    worker.update(body.data.jobId, 'completed')
+    await eventually(async () => (await getJob(body.data.jobId)).state === 'completed', 5000, 'job completed')
+    const job = await getJob(body.data.jobId)
+    expect(job.history.map((event: Json) => event.state)).toEqual(['pending', 'assigned', 'running', 'completed'])
+    expect(job.history[1].worker_id).toBe('w1')
+    expect((await getWorker('w1')).jobs).toEqual([])
+    expect(worker.protocolErrors).toEqual([])
+  })
+
+  it('says No Workers Registered when no worker serves the agent', async () => {
+    await start()
+    const { status, body } = await request('POST', '/v2/agent/dispatch', { meetingId: 'r', agentId: 'nobody-serves-this' }, { authorization: 't' })
+    expect(status).toBe(503)
+    expect(body).toEqual({ message: 'No Workers Registered' })
+  })
+
+  it('says No workers available when every worker is busy', async () => {
+    await start()
+    await connect({ availability: 'decline' })
+    const { status, body } = await request('POST', '/v2/agent/dispatch', { meetingId: 'r', agentId: 'voice-agent' }, { authorization: 't' })
+    expect(status).toBe(503)
+    expect(body).toEqual({ message: 'No workers available' })
+  })
+
+  it('answers a malformed dispatch body with 400 and a message naming the field', async () => {
+    await start()
+    const missing = await request('POST', '/v2/agent/dispatch', { agentId: 'voice-agent' }, { authorization: 't' })
+    expect(missing.status).toBe(400)
+    expect(missing.body.message).toContain('meetingId')
+    const response = await fetch(server!.url + '/v2/agent/dispatch', { method: 'POST', headers: { authorization: 't', 'content-type': 'application/json' }, body: '{not json' })
+    expect(response.status).toBe(400)
+    expect(((await response.json()) as Json).message).toContain('not valid JSON')
+  })
+
+  it('requires the Authorization header when auth is on', async () => {
+    await start({ auth: 'token', tokens_file: writeTokensFile([{ token: 'secret', client: 'tenant-a' }]) })
+    expect((await request('POST', '/v2/agent/dispatch', { meetingId: 'r', agentId: 'a' })).status).toBe(401)
+    expect((await request('POST', '/v2/agent/dispatch', { meetingId: 'r', agentId: 'a' }, { authorization: 'wrong' })).status).toBe(403)
+    const ok = await request('POST', '/v2/agent/dispatch', { meetingId: 'r', agentId: 'a' }, { authorization: 'secret' })
+    expect(ok.body).toEqual({ message: 'No Workers Registered' })
+  })
+})
+
+describe('dispatch', () => {
+  it('offers the job to the next worker after a decline, each worker once', async () => {
+    await start()
+    const declining = await connect({ availability: 'decline' })
+    const accepting = await connect()
+    const { status, body } = await createJob()
+    expect(status).toBe(201)
+    expect(body.worker_id).toBe(accepting.workerId)
+    await accepting.waitForAssignment(body.id)
+    expect(declining.assignments).toEqual([])
+    const asked = declining.frames.filter((frame) => frame.type === 'availability_request' && frame.job_id === body.id)
+    expect(asked.length).toBeLessThanOrEqual(1)
+    expect((await getWorker(declining.workerId)).reserved).toBe(0)
+  })
+
+  it('moves on from a worker that does not answer in time', async () => {
+    await start({ availability_timeout_ms: 100 })
+    const silent = await connect({ availability: 'ignore' })
+    const accepting = await connect()
+    const results = await Promise.all(Array.from({ length: 6 }, () => createJob()))
+    for (const result of results) expect(result.body.worker_id).toBe(accepting.workerId)
+    expect(silent.assignments).toEqual([])
+    await eventually(async () => (await getWorker(silent.workerId)).reserved === 0, 5000, 'silent worker reservations released')
+  })
+
+  it('moves on at once when the asked worker disconnects', async () => {
+    await start({ availability_timeout_ms: 60000 })
+    const vanishing = await connect({ availability: 'ignore' })
+    const pending = createJob()
+    await vanishing.waitFor((frame) => frame.type === 'availability_request')
+    const accepting = await connect()
+    await vanishing.kill()
+    const { status, body } = await pending
+    expect(status).toBe(201)
+    expect(body.worker_id).toBe(accepting.workerId)
+  })
+
+  it('respects max_processes = 1 by its own count, whatever load the worker reports', async () => {
+    await start()
+    const worker = await connect({ maxProcesses: 1, loadThreshold: 0.75 })
+    const first = await createJob()
+    expect(first.status).toBe(201)
+    // The worker's own (stale) view says it is idle; Switchboard still counts the running job.
+    worker.send({ type: 'status_update', worker_id: worker.workerId, agent_name: 'voice-agent', status: 'available', load: 0, job_count: 0 })
+    const second = await createJob()
+    expect(second.status).toBe(503)
+    expect(second.body.error).toEqual({ code: 'NO_WORKERS_AVAILABLE', message: 'No workers available' })
+    expect(worker.frames.filter((frame) => frame.type === 'availability_request').length).toBe(1)
+    worker.update(first.body.id, 'completed')
+    await eventually(async () => (await getWorker(worker.workerId)).jobs.length === 0, 5000, 'slot freed')
+    expect((await createJob()).status).toBe(201)
+  })
+
+  it('records a failed dispatch in the job history', async () => {
+    await start()
+    const { status } = await createJob({ agent_name: 'ghost' })
+    expect(status).toBe(503)
+    const { body } = await request('GET', '/jobs?agent_name=ghost')
+    expect(body.jobs.length).toBe(1)
+    expect(body.jobs[0].state).toBe('failed')
+    expect(body.jobs[0].history.at(-1)).toMatchObject({ state: 'failed', reason: 'No Workers Registered' })
+  })
+
+  it('spreads 20 jobs across 4 workers without exceeding anyone\'s capacity', async () => {
+    await start()
+    const pool = await Promise.all(Array.from({ length: 4 }, () => connect({ maxProcesses: 5, loadThreshold: 1 })))
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => createJob({ room_id: `room-${i}` })))
+    for (const result of results) expect(result.status).toBe(201)
+    for (const worker of pool) await eventually(() => worker.assignments.length === 5, 5000, 'five assignments each')
+    const byJob = assignmentsByJob(pool)
+    expect(byJob.size).toBe(20)
+    for (const holders of byJob.values()) expect(holders.length).toBe(1)
+    expect((await createJob()).status).toBe(503)
+  })
+
+  it('drained workers get no new jobs while their jobs run to the end', async () => {
+    await start()
+    const worker = await connect()
+    const running = await createJob()
+    const drained = await request('POST', `/workers/${worker.workerId}/drain`)
+    expect(drained.status).toBe(200)
+    expect(drained.body.draining).toBe(true)
+    expect((await createJob()).status).toBe(503)
+    worker.update(running.body.id, 'completed')
+    await eventually(async () => (await getJob(running.body.id)).state === 'completed', 5000, 'job completed')
+    expect((await request('POST', '/workers/unknown-worker/drain')).status).toBe(404)
+  })
+})
+
+describe('job updates', () => {
+  it('treats repeated terminal updates and updates for unknown jobs as no-ops', async () => {
+    await start()
+    const worker = await connect()
+    const { body } = await createJob()
+    await worker.waitForAssignment(body.id)
+    worker.update(body.id, 'failed', 'crashed')
+    worker.update(body.id, 'completed')
+    worker.update(body.id, 'failed', 'again')
+    worker.update('no-such-job', 'completed')
+    worker.send({ type: 'ping', timestamp: 5 })
+    await worker.waitFor((frame) => frame.type === 'pong')
+    const job = await getJob(body.id)
+    expect(job.state).toBe('failed')
+    expect(job.history.map((event: Json) => event.state)).toEqual(['pending', 'assigned', 'running', 'failed'])
+    expect(job.history.at(-1).reason).toBe('crashed')
+    expect(worker.isOpen).toBe(true)
+  })
+
+  it('ignores updates from a worker that does not hold the job', async () => {
+    await start()
+    const holder = await connect({ autoRun: false })
+    const other = await connect({ availability: 'decline' })
+    const { body } = await createJob()
+    expect(body.worker_id).toBe(holder.workerId)
+    other.update(body.id, 'completed')
+    other.send({ type: 'ping', timestamp: 1 })
+    await other.waitFor((frame) => frame.type === 'pong')
+    expect((await getJob(body.id)).state).toBe('assigned')
+  })
+})
+
+describe('termination', () => {
+  it('cancels a running job at once and sends the worker exactly job_id and reason', async () => {
+    await start()
+    const worker = await connect()
+    const { body } = await createJob()
+    await eventually(async () => (await getJob(body.id)).state === 'running', 5000, 'job running')
+    const deleted = await request('DELETE', `/jobs/${body.id}`)
+    expect(deleted.status).toBe(200)
+    expect(deleted.body.state).toBe('cancelled')
+    const termination = await worker.waitFor((frame) => frame.type === 'job_termination')
+    expect(termination).toEqual({ type: 'job_termination', job_id: body.id, reason: 'terminated by request' })
+    expect((await getWorker(worker.workerId)).jobs).toEqual([])
+    // The worker keeps running and may report later: the job stays cancelled.
+    worker.update(body.id, 'completed')
+    worker.send({ type: 'ping', timestamp: 1 })
+    await worker.waitFor((frame) => frame.type === 'pong')
+    expect((await getJob(body.id)).state).toBe('cancelled')
+    expect((await request('DELETE', `/jobs/${body.id}`)).body.state).toBe('cancelled')
+    expect(worker.protocolErrors).toEqual([])
+  })
+
+  it('refuses to terminate a finished job, and answers 404 for an unknown one', async () => {
+    await start()
+    const worker = await connect()
+    const { body } = await createJob()
+    worker.update(body.id, 'completed')
+    await eventually(async () => (await getJob(body.id)).state === 'completed', 5000, 'job completed')
+    const refused = await request('DELETE', `/jobs/${body.id}`)
+    expect(refused.status).toBe(409)
+    expect(refused.body.error.message).toContain('completed')
+    expect((await request('DELETE', '/jobs/nope')).status).toBe(404)
+  })
+})
+
+describe('worker loss', () => {
+  it('re-dispatches the jobs of a worker that does not come back within the grace period', async () => {
+    await start({ worker_grace_s: 0.2 })
+    const lost = await connect({ workerId: 'lost' })
+    const { body } = await createJob()
+    expect(body.worker_id).toBe('lost')
+    const rescuer = await connect({ availability: 'accept' })
+    await lost.kill()
+    await rescuer.waitForAssignment(body.id)
+    await eventually(async () => (await getJob(body.id)).state === 'running', 5000, 're-dispatched job running')
+    const job = await getJob(body.id)
+    expect(job.worker_id).toBe(rescuer.workerId)
+    expect(job.history.map((event: Json) => event.state)).toEqual(['pending', 'assigned', 'running', 'reassigning', 'assigned', 'running'])
+    expect(job.history[3].reason).toBe('worker lost lost')
+    expect((await request('GET', '/workers/lost')).status).toBe(404)
+  })
+
+  it('gives the jobs back to the same worker id when it returns within the grace period', async () => {
+    await start({ worker_grace_s: 30 })
+    const first = await connect({ workerId: 'flaky' })
+    const { body } = await createJob()
+    await eventually(async () => (await getJob(body.id)).state === 'running', 5000, 'job running')
+    await first.kill()
+    await eventually(async () => (await getWorker('flaky')).connected === false, 5000, 'worker marked disconnected')
+    expect((await getJob(body.id)).state).toBe('running')
+    const back = await connect({ workerId: 'flaky' })
+    expect((await getWorker('flaky')).jobs).toEqual([body.id])
+    back.update(body.id, 'completed')
+    await eventually(async () => (await getJob(body.id)).state === 'completed', 5000, 'job completed by the returning worker')
+  })
+
+  it('fails the jobs instead when worker_loss_action is fail', async () => {
+    await start({ worker_grace_s: 0.1, worker_loss_action: 'fail' })
+    const lost = await connect()
+    const { body } = await createJob()
+    await lost.kill()
+    await eventually(async () => (await getJob(body.id)).state === 'failed', 5000, 'job failed')
+    expect((await getJob(body.id)).history.at(-1).reason).toBe(`worker ${lost.workerId} lost`)
+  })
+})
+
+describe('under load', () => {
+  it('never assigns a job twice in concurrent dispatch storms with declines and disconnects', async () => {
+    await start({ availability_timeout_ms: 2000 })
+    const steady = await Promise.all(Array.from({ length: 4 }, () => connect({ maxProcesses: 20, loadThreshold: 1 })))
+    const flaky = await Promise.all(Array.from({ length: 2 }, () => connect({ availability: 'decline' })))
+    const doomed = await connect({ availability: 'ignore' })
+    const storm = Array.from({ length: 60 }, (_, i) => createJob({ room_id: `storm-${i}` }))
+    await doomed.waitFor((frame) => frame.type === 'availability_request')
+    await doomed.kill()
+    const results = await Promise.all(storm)
+    const created = results.filter((result) => result.status === 201)
+    expect(created.length).toBe(60)
+    await eventually(() => assignmentsByJob(steady).size === 60, 5000, 'every assignment delivered')
+    const byJob = assignmentsByJob([...steady, ...flaky])
+    for (const [, holders] of byJob) expect(holders.length).toBe(1)
+    expect(byJob.size).toBe(60)
+    for (const worker of steady) expect((await getWorker(worker.workerId)).jobs.length).toBeLessThanOrEqual(20)
+  })
+
+  it('leaves no pending assignment state after 1,000 dispatches with declines and disconnects', async () => {
+    await start({ availability_timeout_ms: 2000 })
+    const pool = await Promise.all(Array.from({ length: 5 }, () => connect({ maxProcesses: 1000, loadThreshold: 1 })))
+    await connect({ availability: 'decline', maxProcesses: 1000, loadThreshold: 1 })
+    let dispatched = 0
+    for (let round = 0; round < 10; round++) {
+      const vanishing = await connect({ availability: 'ignore', maxProcesses: 1000, loadThreshold: 1 })
+      const batch = Array.from({ length: 100 }, (_, i) => createJob({ room_id: `leak-${round}-${i}` }))
+      await vanishing.waitFor((frame) => frame.type === 'availability_request')
+      await vanishing.kill()
+      const results = await Promise.all(batch)
+      for (const result of results) expect(result.status).toBe(201)
+      dispatched += results.length
+      // Finish half the jobs, so slots are released as well as taken.
+      for (const result of results.filter((_, i) => i % 2 === 0)) pool.find((w) => w.workerId === result.body.worker_id)!.update(result.body.id, 'completed')
+    }
+    expect(dispatched).toBe(1000)
+    await eventually(() => {
+      const counts = server!.app.decorator.workerService.pending()
+      return counts.answers === 0 && counts.asks === 0
+    }, 5000, 'no pending questions')
+    const { body } = await request('GET', '/workers')
+    for (const worker of body.workers) expect(worker.reserved).toBe(0)
+    const assigned = body.workers.reduce((sum: number, worker: Json) => sum + worker.jobs.length, 0)
+    await eventually(async () => (await request('GET', '/jobs?state=completed&limit=9999')).body.jobs.length === 500, 5000, 'half the jobs completed')
+    expect(assigned).toBe(500)
+    await eventually(() => assignmentsByJob(workers).size === 1000, 5000, 'every assignment delivered')
+    const byJob = assignmentsByJob(workers)
+    expect(byJob.size).toBe(1000)
+    for (const holders of byJob.values()) expect(holders.length).toBe(1)
+  }, 60000)
+})
