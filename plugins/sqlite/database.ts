@@ -160,7 +160,7 @@ export function openDatabase(options: OpenOptions): Database {
     db.run(`PRAGMA synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`)
     migrate(db, path)
   } catch (error) {
-    db.close()
+    db.close(true)
     if (error instanceof PluginError) throw error
     throw openProblem(path, error)
   }

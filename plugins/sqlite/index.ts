@@ -49,7 +49,7 @@ const plugin: BackendPlugin<SqliteOptions> = {
         if (closed) return
         closed = true
         mailboxes.close()
-        db.close()
+        db.close(true)
       },
     }
   },

@@ -1,0 +1,193 @@
+import { afterAll, afterEach, describe, expect, it } from 'bun:test'
+import { Database } from 'bun:sqlite'
+import { randomUUID } from 'node:crypto'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Backend, Client, EntityId, Envelope } from '../../src/backend/index'
+import { PluginError } from '../../src/backend/index'
+import { SCHEMA_VERSION } from '../../plugins/sqlite/database'
+import { testBackend } from './conformance'
+import { makeBackend } from '../support/backend'
+
+testBackend(() => makeBackend('sqlite'))
+
+const dir = mkdtempSync(join(tmpdir(), 'switchboard-sqlite-test-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+const owner: Client = { id: 'owner', groups: ['lab'] }
+const agent = (): EntityId => ({ uid: randomUUID(), name: null, role: 'agent' })
+const user = (): EntityId => ({ uid: randomUUID(), name: null, role: 'user' })
+const soon = () => ({ deadline: Date.now() + 5000 })
+
+function envelope(src: EntityId, dest: EntityId, text: string, kind: 'request' | 'response' = 'request', tag: string = randomUUID()): Envelope {
+  const raw = JSON.stringify({ header: { src, dest, tag, label: null, kind, protocol_version: '1' }, body: { kind: 'ping-request', text } })
+  return { raw, src, dest, tag, label: null, kind }
+}
+const textOf = (raw: string | null) => (raw === null ? null : (JSON.parse(raw) as { body: { text: string } }).body.text)
+
+/** Fails the test unless `promise` rejects with a PluginError; returns its message. */
+async function refusal(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise
+  } catch (error) {
+    expect(error).toBeInstanceOf(PluginError)
+    return (error as Error).message
+  }
+  throw new Error('expected the backend to be refused')
+}
+
+describe('the sqlite backend on one file', () => {
+  const opened: Backend[] = []
+  const open = async (file: string, options: Record<string, unknown> = {}) => {
+    const backend = await makeBackend('sqlite', { db: file, ...options })
+    opened.push(backend)
+    return backend
+  }
+  afterEach(async () => {
+    for (const backend of opened.splice(0)) await backend.close()
+  })
+
+  it('keeps mailboxes, queued messages in order, stats, shares, gravestones and discovery across a restart', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    const [sender, receiver, closed, older] = [user(), agent(), agent(), agent()]
+    let backend = await open(file)
+    await backend.mailboxes.create(owner, sender, null)
+    await backend.mailboxes.create(owner, older, ['mod.Worker', 'mod.Base'])
+    await backend.mailboxes.create(owner, receiver, ['mod.Worker', 'mod.Base'])
+    await backend.mailboxes.create(owner, closed, ['mod.Worker'])
+    await backend.mailboxes.share(owner, receiver, 'lab')
+    await backend.mailboxes.terminate(owner, closed)
+    for (const text of ['one', 'two', 'three']) await backend.mailboxes.put(owner, envelope(sender, receiver, text))
+    expect(textOf(await backend.mailboxes.take(owner, receiver, soon()))).toBe('one')
+    await backend.close()
+
+    backend = await open(file)
+    expect(await backend.mailboxes.status(owner, receiver)).toBe('ACTIVE')
+    expect(await backend.mailboxes.status(owner, closed)).toBe('TERMINATED')
+    await backend.mailboxes.create(owner, closed, ['mod.Worker'])
+    expect(await backend.mailboxes.status(owner, closed)).toBe('TERMINATED')
+    expect(await backend.mailboxes.shares(owner, receiver)).toEqual(['lab'])
+    expect(await backend.mailboxes.discover(owner, 'mod.Base', true)).toEqual([older.uid, receiver.uid])
+    expect(await backend.mailboxes.stats(owner, receiver)).toEqual({ incoming: 3, outgoing: 0, completed: 0, in_progress: 1, queued: 2 })
+    expect(await backend.mailboxes.stats(owner, sender)).toMatchObject({ outgoing: 3 })
+    expect(typeof (await backend.mailboxes.heartbeat(owner, receiver))).toBe('number')
+    expect(textOf(await backend.mailboxes.take(owner, receiver, soon()))).toBe('two')
+    expect(textOf(await backend.mailboxes.take(owner, receiver, soon()))).toBe('three')
+  })
+
+  it('does not deliver again after a clean stop what it handed out before', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    const [sender, receiver] = [user(), agent()]
+    let backend = await open(file, { redelivery_window_ms: 60_000 })
+    await backend.mailboxes.create(owner, sender, null)
+    await backend.mailboxes.create(owner, receiver, null)
+    await backend.mailboxes.put(owner, envelope(sender, receiver, 'once'))
+    expect(textOf(await backend.mailboxes.take(owner, receiver, soon()))).toBe('once')
+    await backend.close()
+
+    backend = await open(file)
+    expect(await backend.mailboxes.take(owner, receiver, { deadline: Date.now() + 50 })).toBeNull()
+  })
+
+  it('puts a message whose delivery failed back at the head, once, and keeps it there across a restart', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    const [sender, receiver] = [user(), agent()]
+    let backend = await open(file, { redelivery_window_ms: 60_000 })
+    await backend.mailboxes.create(owner, sender, null)
+    await backend.mailboxes.create(owner, receiver, null)
+    for (const text of ['a', 'b', 'c']) await backend.mailboxes.put(owner, envelope(sender, receiver, text))
+    const first = await backend.mailboxes.take(owner, receiver, soon())
+    const second = await backend.mailboxes.take(owner, receiver, soon())
+    await backend.mailboxes.restore(receiver, second!)
+    await backend.mailboxes.restore(receiver, first!)
+    expect((await backend.mailboxes.stats(owner, receiver)).queued).toBe(3)
+    await backend.close()
+
+    backend = await open(file)
+    const order: (string | null)[] = []
+    for (let i = 0; i < 3; i++) order.push(textOf(await backend.mailboxes.take(owner, receiver, soon())))
+    expect(order).toEqual(['a', 'b', 'c'])
+    expect(await backend.mailboxes.take(owner, receiver, { deadline: Date.now() + 50 })).toBeNull()
+  })
+
+  it('keeps request tracking across a restart, so a later response completes it', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    const [client, server] = [user(), agent()]
+    let backend = await open(file)
+    await backend.mailboxes.create(owner, client, null)
+    await backend.mailboxes.create(owner, server, null)
+    const request = envelope(client, server, 'question')
+    await backend.mailboxes.put(owner, request)
+    await backend.close()
+
+    backend = await open(file)
+    await backend.mailboxes.put(owner, envelope(server, client, 'answer', 'response', request.tag))
+    expect(await backend.mailboxes.stats(owner, server)).toMatchObject({ completed: 1, incoming: 1 })
+    expect(await backend.mailboxes.terminate(owner, server)).toEqual([])
+  })
+
+  it('keeps workers, jobs, workspaces, tokens and activity across a restart', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    let backend = await open(file)
+    const now = Date.now()
+    const workspace = { id: randomUUID(), name: 'w', role: null, parentId: null, url: null, agentCard: null, deliveryMode: 'push' as const, inboundSecret: 's', createdAt: now, removedAt: null, lastHeartbeatAt: null, errorRate: 0, activeTasks: 0, currentTask: null, uptimeSeconds: null }
+    await backend.agents.createWorkspace(workspace, 'digest')
+    await backend.agents.recordActivity({ id: randomUUID(), source: null, target: workspace.id, method: 'message/send', status: 200, durationMs: 1, requestBytes: 1, responseBytes: 1, error: null, at: now })
+    const worker = { id: 'w1', agentName: 'voice', owner: 'o', status: 'available' as const, draining: false, maxProcesses: 2, loadThreshold: 1, reportedLoad: 0, jobs: [], reserved: [], instance: 'i', connection: 'c', capabilities: [], registeredAt: now, disconnectedAt: null }
+    await backend.workers.upsertWorker(worker)
+    expect(await backend.workers.reserveSlot('w1', 'job-1')).toBe(true)
+    await backend.workers.createJob({ id: 'job-1', agentName: 'voice', roomId: 'r', owner: 'o', metadata: null, roomOptions: null, state: 'pending', workerId: null, history: [], createdAt: now, updatedAt: now })
+    await backend.close()
+
+    backend = await open(file)
+    expect(await backend.agents.getWorkspace(workspace.id)).toEqual(workspace)
+    expect(await backend.agents.workspaceOfToken('digest')).toBe(workspace.id)
+    expect((await backend.agents.listActivity(workspace.id, 10, null)).items).toHaveLength(1)
+    expect((await backend.workers.getWorker('w1'))?.reserved).toEqual(['job-1'])
+    expect((await backend.workers.listJobs({ agentName: 'voice' })).map((job) => job.id)).toEqual(['job-1'])
+  })
+
+  it('records the schema version it wrote', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    await (await open(file)).close()
+    const db = new Database(file, { readonly: true })
+    expect(db.query<{ version: number }, []>('SELECT version FROM schema_version').get()?.version).toBe(SCHEMA_VERSION)
+    expect(db.query<{ journal_mode: string }, []>('PRAGMA journal_mode').get()?.journal_mode).toBe('wal')
+    db.close()
+  })
+
+  it('refuses a second backend on a file another one holds, saying so', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    await open(file)
+    expect(await refusal(open(file))).toContain('in use by another Switchboard process')
+  })
+
+  it('refuses a database written by a newer Switchboard', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    await (await open(file)).close()
+    const db = new Database(file)
+    db.run('UPDATE schema_version SET version = ?', [SCHEMA_VERSION + 1])
+    db.close()
+    expect(await refusal(open(file))).toContain(`schema version ${SCHEMA_VERSION + 1}, newer than this Switchboard understands`)
+  })
+
+  it('refuses a file that is not a database and a path it cannot create', async () => {
+    const garbage = join(dir, `${randomUUID()}.db`)
+    writeFileSync(garbage, 'not a database, just text. '.repeat(200))
+    expect(await refusal(open(garbage))).toContain('is not a SQLite database')
+    expect(await refusal(open(join(dir, 'no-such-folder', 'x.db')))).toContain('cannot open database')
+  })
+
+  it('refuses an unknown synchronous level, naming the option', async () => {
+    const message = await refusal(open(join(dir, `${randomUUID()}.db`), { synchronous: 'sometimes' }))
+    expect(message).toContain('"synchronous"')
+  })
+
+  it('reports not ready once closed', async () => {
+    const backend = await open(join(dir, `${randomUUID()}.db`))
+    expect(await backend.ready()).toBe(true)
+    await backend.close()
+    expect(await backend.ready()).toBe(false)
+  })
+})
