@@ -12,7 +12,7 @@ import type { Authenticator } from '../../auth'
 import type { Client } from '../../backend/mailboxes'
 import type { JobRecord, WorkerRecord } from '../../backend/workers'
 import { AppError, UnauthorizedError } from '../../errors'
-import { documentedBody, ErrorBody, nativeError, readJsonBody } from '../../http'
+import { describeIssue, documentedBody, ErrorBody, errorResponse, nativeError, readJsonBody } from '../../http'
 import type { Logger } from '../../logger'
 import * as model from './model'
 import type { WorkerService, WorkerSession } from './service'
@@ -140,7 +140,11 @@ export function workersModule(options: WorkersModuleOptions) {
     )
 
   const native = new Elysia({ name: 'switchboard/workers/native', detail: { tags: ['workers'] } })
-    .onError(({ code, error }) => nativeError(code, error, logger))
+    .onError(({ code, error }) => {
+      // Query and path parameters are checked by Elysia against valibot schemas: name the field in the message.
+      const issue = code === 'VALIDATION' ? (error as { valueError?: v.BaseIssue<unknown> }).valueError : undefined
+      return issue ? errorResponse(400, 'BAD_REQUEST', describeIssue([issue])) : nativeError(code, error, logger)
+    })
     .get(
       '/workers',
       async ({ request, query }) => {
