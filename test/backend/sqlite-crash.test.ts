@@ -1,0 +1,131 @@
+/**
+ * Crash safety of the sqlite backend, on the real server process: messages
+ * acknowledged with 200 survive `kill -9` at any moment and come out in order.
+ */
+import { afterAll, afterEach, describe, expect, it } from 'bun:test'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { agentId, bodies, messageJson, userId, type Id } from '../support/academy'
+import { rawRequest } from '../support/http'
+import { BUN, startProcess, type RunningProcess } from '../support/process'
+
+const dir = mkdtempSync(join(tmpdir(), 'switchboard-crash-'))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+let running: RunningProcess | null = null
+afterEach(() => {
+  running?.process.kill('SIGKILL')
+  running = null
+})
+
+/** Starts the server on `db`, with backend options from a config file. */
+async function start(db: string, backendOptions: Record<string, number> = {}): Promise<RunningProcess> {
+  const config = join(dir, `${Bun.hash(db)}.toml`)
+  writeFileSync(config, `[backend_options]\n${Object.entries(backendOptions).map(([key, value]) => `${key} = ${value}`).join('\n')}\n`)
+  running = await startProcess([BUN, 'src/main.ts', '--config', config, '--backend', 'sqlite', '--db', db, '--port', '0', '--log-level', 'warn'])
+  return running
+}
+
+/** kill -9, and wait until the process is gone. */
+async function crash(server: RunningProcess): Promise<void> {
+  server.process.kill('SIGKILL')
+  await server.process.exited
+  running = null
+}
+
+/** A numbered message; its number is its `body.text`. */
+const numbered = (src: Id, dest: Id, n: number) => messageJson(src, dest, { body: { kind: 'ping-request', text: String(n) } })
+
+/** Sends one message; true when acknowledged with 200. */
+async function send(url: string, message: string): Promise<boolean> {
+  const response = await rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(message) })
+  if (response.status !== 200) throw new Error(`send answered ${response.status}: ${response.text}`)
+  return true
+}
+
+/** Receives the next message's number, or null once the mailbox stays empty for `timeout` seconds. */
+async function receive(url: string, mailbox: Id, timeout = 1): Promise<number | null> {
+  const response = await rawRequest(`${url}/message`, { body: bodies.receive(mailbox, timeout) })
+  if (response.status === 408) return null
+  if (response.status !== 200) throw new Error(`receive answered ${response.status}: ${response.text}`)
+  const message = JSON.parse((JSON.parse(response.text) as { message: string }).message) as { body: { text: string } }
+  return Number(message.body.text)
+}
+
+async function receiveAll(url: string, mailbox: Id): Promise<number[]> {
+  const received: number[] = []
+  for (let n = await receive(url, mailbox); n !== null; n = await receive(url, mailbox)) received.push(n)
+  return received
+}
+
+async function createMailboxes(url: string, ...ids: Id[]): Promise<void> {
+  for (const id of ids) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+}
+
+describe('the sqlite backend under kill -9', () => {
+  it('delivers every message acknowledged before each of three kills, in order, after the restart', async () => {
+    const db = join(dir, 'kills.db')
+    const [sender, receiver] = [userId(), agentId()]
+    let server = await start(db)
+    await createMailboxes(server.url, sender, receiver)
+    const acknowledged: number[] = []
+    let next = 0
+    for (let round = 0; round < 3; round++) {
+      if (round > 0) server = await start(db)
+      const target = server
+      // Kill while a send is in flight: the loop below never pauses between sends.
+      const killer = setTimeout(() => target.process.kill('SIGKILL'), 150 + Math.floor(Math.random() * 250))
+      try {
+        for (;;) {
+          const n = next++
+          await send(target.url, numbered(sender, receiver, n))
+          acknowledged.push(n)
+        }
+      } catch {
+        // The connection broke: the server is gone.
+      }
+      clearTimeout(killer)
+      await target.process.exited
+      running = null
+    }
+    expect(acknowledged.length).toBeGreaterThan(10)
+
+    server = await start(db)
+    const received = await receiveAll(server.url, receiver)
+    // In order and once each; a message whose 200 was cut off by the kill may or may not be there.
+    for (let i = 1; i < received.length; i++) expect(received[i]!).toBeGreaterThan(received[i - 1]!)
+    const delivered = new Set(received)
+    expect(acknowledged.filter((n) => !delivered.has(n))).toEqual([])
+    expect(received.length - acknowledged.length).toBeLessThanOrEqual(3)
+  }, 30_000)
+
+  it('delivers again, first and in order, what was handed to receivers within the redelivery window before the kill', async () => {
+    const db = join(dir, 'window.db')
+    const [sender, receiver] = [userId(), agentId()]
+    let server = await start(db, { redelivery_window_ms: 60_000 })
+    await createMailboxes(server.url, sender, receiver)
+    for (let n = 0; n < 5; n++) await send(server.url, numbered(sender, receiver, n))
+    expect(await receive(server.url, receiver)).toBe(0)
+    expect(await receive(server.url, receiver)).toBe(1)
+    await crash(server)
+
+    server = await start(db, { redelivery_window_ms: 60_000 })
+    expect(await receiveAll(server.url, receiver)).toEqual([0, 1, 2, 3, 4])
+  }, 20_000)
+
+  it('does not deliver again what was handed out longer than the redelivery window before the kill', async () => {
+    const db = join(dir, 'settled.db')
+    const [sender, receiver] = [userId(), agentId()]
+    let server = await start(db, { redelivery_window_ms: 20 })
+    await createMailboxes(server.url, sender, receiver)
+    for (let n = 0; n < 3; n++) await send(server.url, numbered(sender, receiver, n))
+    expect(await receive(server.url, receiver)).toBe(0)
+    // Fifty times the window: the delivery is settled by then.
+    await Bun.sleep(1000)
+    await crash(server)
+
+    server = await start(db, { redelivery_window_ms: 20 })
+    expect(await receiveAll(server.url, receiver)).toEqual([1, 2])
+  }, 20_000)
+})
