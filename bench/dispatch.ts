@@ -1,0 +1,113 @@
+/**
+ * Dispatch latency and throughput: the time from `POST /jobs` to the
+ * `job_assignment` frame arriving at the worker, with 1, 10 and 100 workers
+ * connected over real WebSockets (speaking the exact VideoSDK frames), and
+ * jobs per second with 32 concurrent callers. Each worker accepts, reports
+ * `running`, then `completed` as soon as it is assigned, so capacity frees
+ * up. Switchboard runs as a separate process (memory backend); the workers
+ * and callers run here. Bounded to well under a minute.
+ *
+ *   bun bench/dispatch.ts       (writes bench/results/dispatch.json)
+ */
+import { keepAlive, request, startSwitchboard, summarize, table, writeResult, type Summary } from './lib'
+import { TestWorker } from '../test/modules/workers/worker'
+
+const WORKER_COUNTS = [1, 10, 100]
+const LATENCY_SAMPLES = Number(process.env.DISPATCH_BENCH_SAMPLES ?? 300)
+const THROUGHPUT_MS = Number(process.env.DISPATCH_BENCH_RUN_MS ?? 3000)
+const CONCURRENCY = 32
+/** LiveKit's documented ceiling for agent dispatch. */
+const LIVEKIT_MS = 150
+
+interface Row {
+  workers: number
+  latency: Summary
+  jobsPerSecond: number
+  throughputLatency: Summary
+  failures: number
+}
+
+async function measure(url: string, count: number): Promise<Row> {
+  const agentName = `bench-${count}`
+  const assignedAt = new Map<string, number>()
+  const arrivals = new Map<string, () => void>()
+  const pool: TestWorker[] = []
+  for (let i = 0; i < count; i++) {
+    const worker = await TestWorker.connect(url, { agentName, maxProcesses: 10_000, loadThreshold: 1 })
+    worker.ws.on('message', (raw) => {
+      const frame = JSON.parse(raw.toString()) as { type: string; job_id?: string }
+      if (frame.type !== 'job_assignment' || !frame.job_id) return
+      assignedAt.set(frame.job_id, performance.now())
+      worker.update(frame.job_id, 'completed')
+      arrivals.get(frame.job_id)?.()
+    })
+    pool.push(worker)
+  }
+  const body = JSON.stringify({ agent_name: agentName, room_id: 'bench-room' })
+
+  /** One dispatch: resolves with the milliseconds from the call to the assignment at the worker. */
+  const dispatchOne = async (): Promise<number> => {
+    const started = performance.now()
+    const response = await request(`${url}/jobs`, 'POST', body)
+    if (response.status !== 201) throw new Error(`dispatch answered ${response.status}: ${response.text}`)
+    const jobId = (JSON.parse(response.text) as { id: string }).id
+    if (!assignedAt.has(jobId)) await new Promise<void>((resolve) => arrivals.set(jobId, resolve))
+    arrivals.delete(jobId)
+    const at = assignedAt.get(jobId)!
+    assignedAt.delete(jobId)
+    return at - started
+  }
+
+  for (let i = 0; i < 30; i++) await dispatchOne() // warm-up
+  const sequential: number[] = []
+  let failures = 0
+  for (let i = 0; i < LATENCY_SAMPLES; i++) {
+    try {
+      sequential.push(await dispatchOne())
+    } catch {
+      failures++
+    }
+  }
+  const underLoad: number[] = []
+  const started = performance.now()
+  const end = started + THROUGHPUT_MS
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (performance.now() < end) {
+        try {
+          underLoad.push(await dispatchOne())
+        } catch {
+          failures++
+        }
+      }
+    }),
+  )
+  const seconds = (performance.now() - started) / 1000
+  for (const worker of pool) await worker.kill()
+  return { workers: count, latency: summarize(sequential), jobsPerSecond: Math.round(underLoad.length / seconds), throughputLatency: summarize(underLoad), failures }
+}
+
+const server = await startSwitchboard(['--worker-ping-s', '30'])
+const rows: Row[] = []
+try {
+  for (const count of WORKER_COUNTS) rows.push(await measure(server.url, count))
+} finally {
+  keepAlive.destroy()
+  await server.stop()
+}
+
+console.log(
+  table(
+    ['workers', 'p50 ms (one at a time)', 'p99 ms (one at a time)', `jobs/s (${CONCURRENCY} callers)`, 'p50 ms under load', 'p99 ms under load', 'failures'],
+    rows.map((row) => [row.workers, row.latency.p50, row.latency.p99, row.jobsPerSecond, row.throughputLatency.p50, row.throughputLatency.p99, row.failures]),
+  ),
+)
+console.log(`\nLatency = POST /jobs sent → job_assignment received by the worker (availability round trip included). LiveKit documents dispatch "under ${LIVEKIT_MS} ms".`)
+writeResult('dispatch', {
+  method: 'POST /jobs → job_assignment at the worker; memory backend; Switchboard in its own process; workers accept and complete at once',
+  reference: { livekitDocumentedMaxMs: LIVEKIT_MS },
+  samplesOneAtATime: LATENCY_SAMPLES,
+  throughputRunMs: THROUGHPUT_MS,
+  concurrency: CONCURRENCY,
+  rows,
+})
