@@ -1,0 +1,100 @@
+/**
+ * Two Switchboard instances over one backend: a job created through
+ * instance A reaches a worker whose socket instance B holds, the
+ * availability round trip, the assignment and the termination relayed over
+ * the backend's event bus. Runs on one shared memory backend (two instances
+ * in one process) and, once the `redis` plugin is built in, on a real Redis
+ * with a random key prefix.
+ */
+import { afterEach, describe, expect, it } from 'bun:test'
+import { randomUUID } from 'node:crypto'
+import { createApp } from '../../../src/app'
+import { BUILT_IN_BACKENDS, type Backend } from '../../../src/backend/index'
+import { serve, type RunningServer } from '../../../src/server'
+import { logger, makeBackend } from '../../support/backend'
+import { eventually, TestWorker } from './worker'
+
+interface Instance {
+  app: ReturnType<typeof createApp>
+  server: RunningServer
+}
+
+const open: { instances: Instance[]; backends: Backend[]; workers: TestWorker[] } = { instances: [], backends: [], workers: [] }
+
+async function startInstance(backend: Backend): Promise<Instance> {
+  const app = createApp({ backend, config: { log_level: 'silent' }, logger })
+  const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 20 })
+  const instance = { app, server }
+  open.instances.push(instance)
+  return instance
+}
+
+type Json = Record<string, any>
+const post = async (instance: Instance, path: string, body: Json) => {
+  const response = await fetch(instance.server.url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+  return { status: response.status, body: (await response.json()) as Json }
+}
+const get = async (instance: Instance, path: string) => (await (await fetch(instance.server.url + path)).json()) as Json
+
+afterEach(async () => {
+  for (const worker of open.workers.splice(0)) await worker.kill()
+  for (const { server, app } of open.instances.splice(0)) {
+    await server.stop()
+    await app.decorator.workerService.stop()
+  }
+  for (const backend of open.backends.splice(0)) await backend.close()
+})
+
+function scaleOutCases(makeSharedBackends: () => Promise<[Backend, Backend]>): void {
+  it('dispatches a job created through instance A to a worker connected to instance B', async () => {
+    const [first, second] = await makeSharedBackends()
+    const a = await startInstance(first)
+    const b = await startInstance(second)
+    const worker = await TestWorker.connect(b.server.url, { agentName: `scale-${randomUUID()}` })
+    open.workers.push(worker)
+    const created = await post(a, '/v2/agent/dispatch', { meetingId: 'room-x', agentId: worker.options.agentName })
+    expect(created.status).toBe(200)
+    const jobId = created.body.data.jobId
+    const assignment = await worker.waitForAssignment(jobId)
+    expect(assignment.room_id).toBe('room-x')
+    expect(worker.protocolErrors).toEqual([])
+    await eventually(async () => (await get(a, `/jobs/${jobId}`)).state === 'running', 5000, 'running seen through A')
+    // Terminating through A reaches the socket held by B.
+    const deleted = await fetch(`${a.server.url}/jobs/${jobId}`, { method: 'DELETE' })
+    expect(deleted.status).toBe(200)
+    expect(await worker.waitFor((frame) => frame.type === 'job_termination')).toEqual({ type: 'job_termination', job_id: jobId, reason: 'terminated by request' })
+    expect((await get(b, `/jobs/${jobId}`)).state).toBe('cancelled')
+  })
+
+  it('closes the old socket on instance A when the worker re-registers through instance B', async () => {
+    const [first, second] = await makeSharedBackends()
+    const a = await startInstance(first)
+    const b = await startInstance(second)
+    const workerId = `moving-${randomUUID()}`
+    const before = await TestWorker.connect(a.server.url, { workerId })
+    const after = await TestWorker.connect(b.server.url, { workerId })
+    open.workers.push(before, after)
+    expect((await before.closed).code).toBe(4000)
+    const created = await post(a, '/jobs', { agent_name: 'voice-agent', room_id: 'r' })
+    expect(created.status).toBe(201)
+    expect(created.body.worker_id).toBe(workerId)
+    await after.waitForAssignment(created.body.id)
+  })
+}
+
+describe('two instances on one memory backend', () => {
+  scaleOutCases(async () => {
+    const backend = await makeBackend('memory')
+    open.backends.push(backend)
+    return [backend, backend]
+  })
+})
+
+describe.if(BUILT_IN_BACKENDS.includes('redis'))('two instances on one Redis', () => {
+  scaleOutCases(async () => {
+    const options = { redis_url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', redis_prefix: `switchboard-test-${randomUUID()}` }
+    const backends: [Backend, Backend] = [await makeBackend('redis', options), await makeBackend('redis', options)]
+    open.backends.push(...backends)
+    return backends
+  })
+})
