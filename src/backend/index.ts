@@ -2,9 +2,23 @@
  * The backend plugin contract and its loader. A plugin is a module whose
  * default export is `{ name, options, create(options, context) }`; `create`
  * returns a Backend. Built-in plugins are named (`memory`, `sqlite`,
- * `redis`); any other value is a path to a plugin file, loaded at startup.
+ * `redis`); any other value is a path to a plugin file (`.ts` or `.js`),
+ * loaded at startup.
+ *
+ * A plugin file may instead default-export a function that receives the
+ * PluginHost and returns the plugin. That is the form that works everywhere:
+ * the compiled binary resolves no packages for a file it loads (`import
+ * 'valibot'` fails there), and a plugin must throw Switchboard's own error
+ * classes (copies bundled into the plugin are not recognised and would be
+ * answered 500). So a plugin file imports nothing at run time (type-only
+ * imports are erased) and takes valibot, the errors and the building blocks
+ * from the host. test/fixtures/plugins/renamed-memory.ts is a worked example.
  */
 import * as v from 'valibot'
+import * as errors from '../errors'
+import { LocalEventBus } from './events'
+import { Waiters, takeOrWait } from './waiters'
+import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from './mailboxes'
 import type { MailboxStore } from './mailboxes'
 import type { WorkerStore } from './workers'
 import type { AgentStore } from './agents'
@@ -39,6 +53,28 @@ export interface BackendPlugin<Options = unknown> {
   create(options: Options, context: PluginContext): Backend | Promise<Backend>
 }
 
+/** What Switchboard lends a plugin file, so that the file needs no run-time imports of its own. */
+export interface PluginHost {
+  /** The valibot namespace, to write the plugin's `options` schema. */
+  v: typeof v
+  /** Switchboard's error classes; a backend throws these so every surface renders them. */
+  errors: typeof errors
+  /** A built-in plugin by name (`memory`, `sqlite`, …), to wrap or extend. */
+  builtIn(name: string): Promise<BackendPlugin>
+  /** The pieces single-process backends are built from. */
+  LocalEventBus: typeof LocalEventBus
+  Waiters: typeof Waiters
+  takeOrWait: typeof takeOrWait
+  mailboxKey: typeof mailboxKey
+  canAccess: typeof canAccess
+  isOwner: typeof isOwner
+  matchesAgent: typeof matchesAgent
+  mailboxStats: typeof mailboxStats
+}
+
+/** The default export of a plugin file that takes what it needs from the host. */
+export type PluginFactory = (host: PluginHost) => BackendPlugin | Promise<BackendPlugin>
+
 const BUILT_IN: Record<string, () => Promise<{ default: unknown }>> = {
   memory: () => import('../../plugins/memory/index'),
   sqlite: () => import('../../plugins/sqlite/index'),
@@ -58,7 +94,7 @@ export class PluginError extends Error {}
 
 /** Names the parts of a plugin export that break the contract (empty when it is sound). */
 export function pluginProblems(candidate: unknown): string[] {
-  if (typeof candidate !== 'object' || candidate === null) return ['the default export is not an object { name, options, create }']
+  if (typeof candidate !== 'object' || candidate === null) return ['the default export is neither an object { name, options, create } nor a function returning one']
   const plugin = candidate as Record<string, unknown>
   const problems: string[] = []
   if (typeof plugin.name !== 'string' || plugin.name === '') problems.push('`name` (a non-empty string) is missing')
@@ -87,6 +123,23 @@ export function backendProblems(candidate: unknown): string[] {
   return problems
 }
 
+const host: PluginHost = {
+  v,
+  errors,
+  async builtIn(name) {
+    if (!BUILT_IN[name]) throw new PluginError(`unknown built-in backend "${name}": use one of ${BUILT_IN_BACKENDS.join(', ')}`)
+    return loadPlugin(name)
+  },
+  LocalEventBus,
+  Waiters,
+  takeOrWait,
+  mailboxKey,
+  canAccess,
+  isOwner,
+  matchesAgent,
+  mailboxStats,
+}
+
 /** Resolves a built-in name or a file path to a plugin, checking it against the contract. */
 export async function loadPlugin(spec: string): Promise<BackendPlugin> {
   let module: { default?: unknown }
@@ -104,9 +157,17 @@ export async function loadPlugin(spec: string): Promise<BackendPlugin> {
   } else {
     throw new PluginError(`unknown backend "${spec}": use one of ${BUILT_IN_BACKENDS.join(', ')} or a path to a plugin file`)
   }
-  const problems = pluginProblems(module.default)
+  let exported = module.default
+  if (typeof exported === 'function') {
+    try {
+      exported = await (exported as PluginFactory)(host)
+    } catch (error) {
+      throw new PluginError(`backend plugin "${spec}" failed while building itself: ${(error as Error)?.message ?? String(error)}`)
+    }
+  }
+  const problems = pluginProblems(exported)
   if (problems.length > 0) throw new PluginError(`backend plugin "${spec}" does not follow the plugin contract: ${problems.join('; ')}`)
-  return module.default as BackendPlugin
+  return exported as BackendPlugin
 }
 
 /** Validates the options, creates the backend and checks it is complete. */
