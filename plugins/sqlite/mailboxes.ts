@@ -225,11 +225,11 @@ export class SqliteMailboxes implements MailboxStore {
 
   private mayAccess(client: Client, box: MailboxRow): boolean {
     if (box.owner === client.id) return true
-    return canAccess(client, box.owner, this.sharesOf(box))
+    return canAccess(client, box.owner, this.sharesOf(box.id))
   }
 
-  private sharesOf(box: MailboxRow): string[] {
-    return this.statements.shares.all(box.id).map((row) => row.group_id)
+  private sharesOf(mailboxId: number): string[] {
+    return this.statements.shares.all(mailboxId).map((row) => row.group_id)
   }
 
   /** The mailbox, or null when missing; ForbiddenError when the client may not use it. */
@@ -282,7 +282,7 @@ export class SqliteMailboxes implements MailboxStore {
   async discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
     const found: string[] = []
     for (const row of this.statements.discover.all(agent, allowSubclasses ? 1 : 0)) {
-      if (row.owner === client.id || canAccess(client, row.owner, this.statements.shares.all(row.id).map((share) => share.group_id))) found.push(row.uid)
+      if (row.owner === client.id || canAccess(client, row.owner, this.sharesOf(row.id))) found.push(row.uid)
     }
     return found
   }
@@ -310,7 +310,7 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async shares(client: Client, id: EntityId): Promise<string[]> {
-    return this.sharesOf(this.owned(client, id))
+    return this.sharesOf(this.owned(client, id).id)
   }
 
   /** Deletes the deliveries handed out at or before `cutoff` (epoch ms): they can no longer come back. */

@@ -20,6 +20,8 @@ beforeAll(async () => {
   if (build.code !== 0) throw new Error(`build failed: ${build.stderr}`)
   // Outside the project, as a third party's plugin would be.
   for (const fixture of ['renamed-memory.ts', 'incomplete-backend.ts', 'imports-a-package.ts']) copyFileSync(join(FIXTURES, fixture), join(dir, fixture))
+  const bundle = await runToEnd([BUN, 'build', join(FIXTURES, 'renamed-memory.ts'), '--target', 'bun', '--outfile', join(dir, 'renamed-memory.js')])
+  if (bundle.code !== 0) throw new Error(`bundling the example plugin failed: ${bundle.stderr}`)
 }, 90_000)
 
 afterAll(() => {
@@ -63,6 +65,10 @@ describe('a third-party plugin file', () => {
 
   it('runs in the compiled binary, from a folder outside the project', async () => {
     await expectWorking(await start([binary, '--backend', './renamed-memory.ts'], dir), 'renamed-memory')
+  })
+
+  it('runs in the compiled binary as a bundled .js file', async () => {
+    await expectWorking(await start([binary, '--backend', './renamed-memory.js'], dir), 'renamed-memory')
   })
 
   it('is refused at startup when its backend lacks parts of the contract, naming them', async () => {
