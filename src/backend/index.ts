@@ -78,6 +78,7 @@ export type PluginFactory = (host: PluginHost) => BackendPlugin | Promise<Backen
 const BUILT_IN: Record<string, () => Promise<{ default: unknown }>> = {
   memory: () => import('../../plugins/memory/index'),
   sqlite: () => import('../../plugins/sqlite/index'),
+  redis: () => import('../../plugins/redis/index'),
 }
 
 export const BUILT_IN_BACKENDS = Object.keys(BUILT_IN)

@@ -5,6 +5,7 @@
  */
 import { createBackend, loadPlugin, type Backend } from '../../src/backend/index'
 import { createLogger } from '../../src/logger'
+import { deleteKeys, randomPrefix, testRedis } from './redis'
 import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -29,6 +30,11 @@ async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
   switch (name) {
     case 'sqlite':
       return { db: join(sqliteDirectory(), `${randomUUID()}.db`) }
+    case 'redis': {
+      const redis = await testRedis()
+      if (redis.url === null) throw new Error(`backend redis needs a Redis: ${redis.reason}`)
+      return { redis_url: redis.url, redis_prefix: randomPrefix() }
+    }
     default:
       return {}
   }
@@ -37,7 +43,18 @@ async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
 /** A fresh backend of the named plugin. */
 export async function makeBackend(name: string, options: Record<string, unknown> = {}): Promise<Backend> {
   const plugin = await loadPlugin(name)
-  return createBackend(plugin, { ...(await isolatedOptions(name)), ...options }, { logger })
+  const isolated = await isolatedOptions(name)
+  const backend = await createBackend(plugin, { ...isolated, ...options }, { logger })
+  if (name !== 'redis' || options.redis_prefix !== undefined) return backend
+  // The random prefix is this backend's alone: its keys go when it closes.
+  const { redis_url: url, redis_prefix: prefix } = isolated as { redis_url: string; redis_prefix: string }
+  return {
+    ...backend,
+    async close() {
+      await backend.close()
+      await deleteKeys(url, prefix)
+    },
+  }
 }
 
 /** The plugin API-level tests run on. */

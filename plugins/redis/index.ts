@@ -1,0 +1,64 @@
+/**
+ * The `redis` backend: the distributed engine. Any number of Switchboards
+ * share one Redis; any of them can serve any request. Each instance holds
+ * two connections however many receivers wait: one for commands and Lua
+ * scripts, one for pub/sub (wake-ups, terminations, the event bus).
+ *
+ * Expiry: a mailbox with no activity (create, put, take, send) for
+ * `mailbox_expiration_d` days disappears with its queue; a terminated
+ * mailbox is remembered for `gravestone_expiration_d` days.
+ */
+import * as v from 'valibot'
+import type { Backend, BackendPlugin, PluginContext } from '../../src/backend/index'
+import { PluginError } from '../../src/backend/index'
+import { Waiters } from '../../src/backend/waiters'
+import { ConfigSchema } from '../../src/config'
+import { RedisAgents } from './agents'
+import { RedisConnection } from './connection'
+import { RedisEventBus } from './events'
+import { RedisKeys } from './keys'
+import { mailboxChannels, RedisMailboxes, wakeAll } from './mailboxes'
+import { RedisWorkers } from './workers'
+
+export const DRIVER_NAME = 'redis'
+
+const RedisOptionsSchema = v.pick(ConfigSchema, ['redis_url', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d'])
+
+export type RedisOptions = v.InferOutput<typeof RedisOptionsSchema>
+
+/** Connects to Redis and builds the backend; fails with a clear message when Redis cannot be reached. */
+async function createRedisBackend(options: RedisOptions, context: PluginContext): Promise<Backend> {
+  const keys = new RedisKeys(options.redis_prefix)
+  const waiters = new Waiters()
+  let connection: RedisConnection
+  try {
+    connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, () => wakeAll(waiters), mailboxChannels(keys, waiters))
+  } catch (error) {
+    throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
+  }
+  const mailboxes = new RedisMailboxes(connection, keys, waiters, { mailboxDays: options.mailbox_expiration_d, gravestoneDays: options.gravestone_expiration_d })
+  return {
+    name: DRIVER_NAME,
+    mailboxes,
+    workers: new RedisWorkers(connection, keys),
+    agents: new RedisAgents(connection, keys),
+    events: new RedisEventBus(connection, keys),
+    async ready() {
+      if (!connection.isReady()) return false
+      const answer = await Promise.race([connection.command.ping().catch(() => null), Bun.sleep(1000).then(() => null)])
+      return answer === 'PONG'
+    },
+    async close() {
+      mailboxes.close()
+      await connection.close()
+    },
+  }
+}
+
+const plugin: BackendPlugin<RedisOptions> = {
+  name: DRIVER_NAME,
+  options: RedisOptionsSchema,
+  create: createRedisBackend,
+}
+
+export default plugin

@@ -1,0 +1,136 @@
+/**
+ * Every Redis key and pub/sub channel of the redis backend, in one place.
+ * All of them start with the configured prefix, so several Switchboards (or
+ * test runs) can share one Redis without seeing each other.
+ */
+import type { EntityId } from '../../src/backend/mailboxes'
+import { mailboxKey } from '../../src/backend/mailboxes'
+
+export class RedisKeys {
+  constructor(readonly prefix: string) {}
+
+  private key(...parts: string[]): string {
+    return `${this.prefix}:${parts.join(':')}`
+  }
+
+  /** Hash: owner, state, class, mro, seq, shares, active, completed. */
+  mailbox(id: EntityId): string {
+    return this.key('mailbox', mailboxKey(id))
+  }
+
+  /** Prefix of agent mailbox hashes; scripts append a uid (discover walks an index of uids). */
+  agentMailboxPrefix(): string {
+    return this.key('mailbox', 'agent', '')
+  }
+
+  /** List of queued message texts, oldest first. */
+  queue(id: EntityId): string {
+    return this.key('queue', mailboxKey(id))
+  }
+
+  /** Hash tag → PendingRequest JSON: requests put into the mailbox and not yet answered. */
+  pending(id: EntityId): string {
+    return this.key('pending', mailboxKey(id))
+  }
+
+  /** Counter of requests sent from the mailbox (kept even when the sender has no mailbox here). */
+  outgoing(id: EntityId): string {
+    return this.key('outgoing', mailboxKey(id))
+  }
+
+  /** Prefix of the discover indexes; scripts append a class name. Each index is a sorted set of agent uids by creation order. */
+  discoverPrefix(): string {
+    return this.key('discover', '')
+  }
+
+  /** Sorted set of the agents whose MRO holds `className`. */
+  discover(className: string): string {
+    return this.discoverPrefix() + className
+  }
+
+  /** Counter giving every mailbox its creation order. */
+  sequence(): string {
+    return this.key('sequence')
+  }
+
+  /** A message popped by one take, kept briefly so a take re-sent after a reconnect gets the same message. */
+  taken(takeId: string): string {
+    return this.key('taken', takeId)
+  }
+
+  /** Hash of one worker: each WorkerRecord field as JSON. */
+  worker(id: string): string {
+    return this.key('worker', id)
+  }
+
+  /** Sorted set of worker ids by registration order. */
+  workers(): string {
+    return this.key('workers')
+  }
+
+  /** Hash of one job: each JobRecord field as JSON, plus its creation sequence. */
+  job(id: string): string {
+    return this.key('job', id)
+  }
+
+  /** Set of every job id. */
+  jobs(): string {
+    return this.key('jobs')
+  }
+
+  /** Hash of one workspace: each WorkspaceRecord field as JSON. */
+  workspace(id: string): string {
+    return this.key('workspace', id)
+  }
+
+  /** Sorted set of workspace ids by creation order. */
+  workspaces(): string {
+    return this.key('workspaces')
+  }
+
+  /** Sorted set of the direct children of a workspace by creation order. */
+  children(parentId: string): string {
+    return this.key('children', parentId)
+  }
+
+  /** String: the workspace a token digest belongs to. */
+  token(tokenHash: string): string {
+    return this.key('token', tokenHash)
+  }
+
+  /** Set of the token digests of a workspace. */
+  tokensOf(workspaceId: string): string {
+    return this.key('tokens', workspaceId)
+  }
+
+  /** List of a workspace's activity JSON, oldest first (only the newest are kept). */
+  activity(workspaceId: string): string {
+    return this.key('activity', workspaceId)
+  }
+
+  /** Counter of every activity ever appended for a workspace (the sequence that cursors count in). */
+  activityCount(workspaceId: string): string {
+    return this.key('activity-count', workspaceId)
+  }
+
+  /** Channel: payload is a mailbox key that has a new message (wake one waiter). */
+  wakeChannel(): string {
+    return this.key('wake')
+  }
+
+  /** Channel: payload is a mailbox key that was terminated (fail every waiter). */
+  terminatedChannel(): string {
+    return this.key('terminated')
+  }
+
+  /** Channel of the cross-instance event bus. */
+  eventChannel(channel: string): string {
+    return this.key('event', channel)
+  }
+
+  /** The event bus channel a Redis channel stands for, or null when it is not an event channel. */
+  eventOf(redisChannel: string): string | null {
+    const prefix = this.key('event', '')
+    return redisChannel.startsWith(prefix) ? redisChannel.slice(prefix.length) : null
+  }
+}

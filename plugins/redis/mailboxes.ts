@@ -1,0 +1,162 @@
+/**
+ * Mailboxes in Redis. Each operation is one Lua script, so the rights check
+ * and the change are one atomic step even with many instances. Receivers
+ * wait in this process (Waiters), holding no connection; a put anywhere
+ * publishes the mailbox key and every instance wakes one local waiter, which
+ * then races the others through the atomic pop.
+ */
+import { randomUUID } from 'node:crypto'
+import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
+import { mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
+import { Waiters, takeOrWait } from '../../src/backend/waiters'
+import { MailboxTerminatedError } from '../../src/errors'
+import { script, type RedisConnection } from './connection'
+import type { RedisKeys } from './keys'
+import * as lua from './scripts/mailboxes'
+
+const SCRIPTS = {
+  create: script(lua.CREATE_MAILBOX),
+  status: script(lua.MAILBOX_STATUS),
+  terminate: script(lua.TERMINATE_MAILBOX),
+  put: script(lua.PUT_MESSAGE),
+  take: script(lua.TAKE_MESSAGE),
+  restore: script(lua.RESTORE_MESSAGE),
+  discover: script(lua.DISCOVER_AGENTS),
+  heartbeat: script(lua.MAILBOX_HEARTBEAT),
+  touch: script(lua.TOUCH_MAILBOX),
+  stats: script(lua.MAILBOX_STATS),
+  share: script(lua.SHARE_MAILBOX),
+}
+
+/** How long a popped message stays recoverable by a re-sent take; far longer than any reconnect that keeps the reply pending. */
+const TAKEN_EXPIRY_MS = 60_000
+
+const DAY_MS = 86_400_000
+
+export interface MailboxExpiry {
+  /** Days an idle mailbox (queue, pending requests, record) is kept. */
+  mailboxDays: number
+  /** Days a terminated mailbox is remembered. */
+  gravestoneDays: number
+}
+
+const days = (value: number) => Math.max(1, Math.round(value * DAY_MS))
+
+/** The pub/sub channels mailboxes listen on, and what each does to this instance's waiters. */
+export function mailboxChannels(keys: RedisKeys, waiters: Waiters): Record<string, (payload: string) => void> {
+  return {
+    [keys.wakeChannel()]: (key) => waiters.notify(key),
+    [keys.terminatedChannel()]: (key) => waiters.fail(key, () => new MailboxTerminatedError()),
+  }
+}
+
+/** After a reconnect: wake every local waiter, since wake-ups published meanwhile were lost. */
+export function wakeAll(waiters: Waiters): void {
+  for (const key of [...waiters.keys()]) waiters.notify(key, waiters.count(key))
+}
+
+export class RedisMailboxes implements MailboxStore {
+  private readonly idleMs: number
+  private readonly gravestoneMs: number
+  /** Prefix of this instance's take ids. */
+  private readonly instance = randomUUID()
+  private takes = 0
+
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly keys: RedisKeys,
+    private readonly waiters: Waiters,
+    expiry: MailboxExpiry,
+  ) {
+    this.idleMs = days(expiry.mailboxDays)
+    this.gravestoneMs = days(expiry.gravestoneDays)
+  }
+
+  async create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void> {
+    const classes = id.role === 'agent' && mro && mro.length > 0 ? JSON.stringify(mro) : ''
+    await this.connection.run(SCRIPTS.create, [this.keys.mailbox(id), this.keys.sequence()], [client.id, groups(client), classes, this.idleMs, this.keys.discoverPrefix(), id.uid])
+  }
+
+  async status(client: Client, id: EntityId): Promise<MailboxStatus> {
+    return (await this.connection.run(SCRIPTS.status, [this.keys.mailbox(id)], [client.id, groups(client)])) as MailboxStatus
+  }
+
+  async terminate(client: Client, id: EntityId): Promise<PendingRequest[]> {
+    const pending = (await this.connection.run(
+      SCRIPTS.terminate,
+      [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)],
+      [client.id, this.gravestoneMs, this.keys.discoverPrefix(), id.uid, this.keys.terminatedChannel(), mailboxKey(id)],
+    )) as string[]
+    return pending.map((json) => JSON.parse(json) as PendingRequest)
+  }
+
+  async put(client: Client | null, message: Envelope): Promise<void> {
+    const { src, dest } = message
+    const pending: PendingRequest = { src, dest, tag: message.tag, label: message.label }
+    await this.connection.run(
+      SCRIPTS.put,
+      [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src)],
+      [client ? '1' : '', client?.id ?? '', client ? groups(client) : '[]', message.kind, message.tag, JSON.stringify(pending), message.raw, this.idleMs, this.keys.wakeChannel(), mailboxKey(dest)],
+    )
+  }
+
+  async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {
+    const keys = [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)]
+    const clientGroups = groups(client)
+    return takeOrWait(this.waiters, mailboxKey(id), options, async () => {
+      const taken = this.keys.taken(`${this.instance}:${++this.takes}`)
+      const message = (await this.connection.run(SCRIPTS.take, [...keys, taken], [client.id, clientGroups, Date.now(), this.idleMs, TAKEN_EXPIRY_MS])) as string | null
+      // The reply arrived, so the safety copy for a re-sent take is no longer needed.
+      if (message !== null) void this.connection.command.unlink(taken).catch(() => {})
+      return message
+    })
+  }
+
+  async restore(id: EntityId, raw: string): Promise<void> {
+    await this.connection.run(SCRIPTS.restore, [this.keys.mailbox(id), this.keys.queue(id)], [raw, this.idleMs, this.keys.wakeChannel(), mailboxKey(id)])
+  }
+
+  async discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
+    return (await this.connection.run(SCRIPTS.discover, [this.keys.discover(agent)], [client.id, groups(client), allowSubclasses ? '' : '1', agent, this.keys.agentMailboxPrefix()])) as string[]
+  }
+
+  async heartbeat(client: Client, id: EntityId): Promise<number | null> {
+    const at = (await this.connection.run(SCRIPTS.heartbeat, [this.keys.mailbox(id)], [client.id, groups(client)])) as string | null
+    return at === null ? null : Math.max(0, Date.now() - Number(at)) / 1000
+  }
+
+  async touch(id: EntityId): Promise<void> {
+    await this.connection.run(SCRIPTS.touch, [this.keys.mailbox(id)], [Date.now(), this.idleMs])
+  }
+
+  async stats(client: Client, id: EntityId): Promise<MailboxStats> {
+    const [pending, queued, completed, outgoing] = (await this.connection.run(
+      SCRIPTS.stats,
+      [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id), this.keys.outgoing(id)],
+      [client.id, groups(client)],
+    )) as [number, number, number, number]
+    return mailboxStats(pending, queued, completed, outgoing)
+  }
+
+  async share(client: Client, id: EntityId, group: string): Promise<void> {
+    await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'share', group])
+  }
+
+  async unshare(client: Client, id: EntityId, group: string): Promise<void> {
+    await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'unshare', group])
+  }
+
+  async shares(client: Client, id: EntityId): Promise<string[]> {
+    return (await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'list', ''])) as string[]
+  }
+
+  /** Wake every waiter with an error; used when the backend closes. */
+  close(): void {
+    this.waiters.failAll(() => new MailboxTerminatedError())
+  }
+}
+
+/** The caller's groups as the scripts expect them. */
+function groups(client: Client): string {
+  return JSON.stringify(client.groups)
+}

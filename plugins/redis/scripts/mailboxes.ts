@@ -1,0 +1,264 @@
+/**
+ * The Lua scripts of the mailboxes. Each one makes a multi-key mailbox
+ * operation atomic: Redis runs a script start to finish with nothing in
+ * between. They are plain string constants so that they travel inside the
+ * compiled binary; each is sent once and then called by its SHA.
+ *
+ * A script refuses with an error reply `SWITCHBOARD:<CODE>` (FORBIDDEN,
+ * UNKNOWN, TERMINATED); src/errors.ts classes are chosen from the code.
+ * "client" and "groups" are the caller's id and its groups as a JSON array.
+ */
+
+/** Academy's access rule (no owner, the owner, or a member of a shared group) and error helpers. */
+const PRELUDE = `
+local function refuse(code)
+  return redis.error_reply('SWITCHBOARD:' .. code)
+end
+local function can_access(owner, shares_json, client, groups_json)
+  if not owner or owner == client then return true end
+  if not shares_json then return false end
+  local shares = cjson.decode(shares_json)
+  for _, group in ipairs(cjson.decode(groups_json)) do
+    for _, shared in ipairs(shares) do
+      if group == shared then return true end
+    end
+  end
+  return false
+end
+`
+
+/**
+ * Create a mailbox if absent; the creator owns it. An existing mailbox (even
+ * a gravestone) is left as it is, after an access check.
+ * KEYS[1] mailbox hash · KEYS[2] sequence counter
+ * ARGV[1] client · ARGV[2] groups · ARGV[3] MRO as a JSON array, or '' (users, agents without one)
+ * ARGV[4] idle expiry ms · ARGV[5] discover index prefix · ARGV[6] uid
+ * Returns 1 when created, 0 when it existed.
+ */
+export const CREATE_MAILBOX = `${PRELUDE}
+local existing = redis.call('HMGET', KEYS[1], 'owner', 'shares')
+if existing[1] then
+  if not can_access(existing[1], existing[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
+  return 0
+end
+local seq = redis.call('INCR', KEYS[2])
+redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'state', 'ACTIVE', 'seq', seq)
+if ARGV[3] ~= '' then
+  local mro = cjson.decode(ARGV[3])
+  redis.call('HSET', KEYS[1], 'mro', ARGV[3], 'class', mro[1])
+  for _, class in ipairs(mro) do
+    redis.call('ZADD', ARGV[5] .. class, seq, ARGV[6])
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+`
+
+/**
+ * The state of a mailbox as the caller may see it.
+ * KEYS[1] mailbox hash · ARGV[1] client · ARGV[2] groups
+ * Returns ACTIVE, TERMINATED or MISSING.
+ */
+export const MAILBOX_STATUS = `${PRELUDE}
+local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
+if not box[1] then return 'MISSING' end
+if not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
+return box[3]
+`
+
+/**
+ * Turn a mailbox into a gravestone: drop its queue and pending requests,
+ * remove it from discovery, and tell every instance to fail its waiters.
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash
+ * ARGV[1] client · ARGV[2] gravestone expiry ms · ARGV[3] discover index prefix · ARGV[4] uid
+ * ARGV[5] terminated channel · ARGV[6] mailbox key (the channel payload)
+ * Returns the PendingRequest JSON of every request still pending (empty when missing or already terminated).
+ */
+export const TERMINATE_MAILBOX = `${PRELUDE}
+local box = redis.call('HMGET', KEYS[1], 'owner', 'state', 'mro')
+if not box[1] then return {} end
+if box[1] ~= ARGV[1] then return refuse('FORBIDDEN') end
+if box[2] == 'TERMINATED' then return {} end
+local pending = redis.call('HVALS', KEYS[3])
+redis.call('DEL', KEYS[2], KEYS[3])
+if box[3] then
+  for _, class in ipairs(cjson.decode(box[3])) do
+    redis.call('ZREM', ARGV[3] .. class, ARGV[4])
+  end
+end
+redis.call('HSET', KEYS[1], 'state', 'TERMINATED')
+redis.call('HDEL', KEYS[1], 'mro', 'class')
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return pending
+`
+
+/**
+ * Append a message to its destination's queue, track request/response pairs,
+ * and wake one waiter on any instance.
+ * KEYS[1] destination hash · KEYS[2] destination queue · KEYS[3] destination pending hash
+ * KEYS[4] source hash · KEYS[5] source pending hash · KEYS[6] source outgoing counter
+ * ARGV[1] '1' when a client calls ('' for Switchboard itself) · ARGV[2] client · ARGV[3] groups
+ * ARGV[4] kind (request | response) · ARGV[5] tag · ARGV[6] PendingRequest JSON · ARGV[7] message text
+ * ARGV[8] idle expiry ms · ARGV[9] wake channel · ARGV[10] destination mailbox key (the channel payload)
+ */
+export const PUT_MESSAGE = `${PRELUDE}
+local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
+if ARGV[1] == '1' then
+  if dest[1] and not can_access(dest[1], dest[2], ARGV[2], ARGV[3]) then return refuse('FORBIDDEN') end
+  local source_owner = redis.call('HGET', KEYS[4], 'owner')
+  if source_owner and source_owner ~= ARGV[2] then return refuse('FORBIDDEN') end
+end
+if not dest[1] then return refuse('UNKNOWN') end
+if dest[3] == 'TERMINATED' then return refuse('TERMINATED') end
+if ARGV[4] == 'request' then
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+  redis.call('INCR', KEYS[6])
+  redis.call('PEXPIRE', KEYS[6], ARGV[8])
+elseif redis.call('HDEL', KEYS[5], ARGV[5]) == 1 then
+  redis.call('HINCRBY', KEYS[4], 'completed', 1)
+end
+redis.call('RPUSH', KEYS[2], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+redis.call('PUBLISH', ARGV[9], ARGV[10])
+return 1
+`
+
+/**
+ * Pop the next message, or nothing. Idempotent per take id: ioredis re-sends
+ * a command whose reply was lost with a dropped connection, and the re-sent
+ * call must return the message the first one popped instead of popping (and
+ * losing) another.
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] taken (per take id)
+ * ARGV[1] client · ARGV[2] groups · ARGV[3] now (ms) · ARGV[4] idle expiry ms · ARGV[5] taken expiry ms
+ * Returns the message text, or nil when the queue is empty.
+ */
+export const TAKE_MESSAGE = `${PRELUDE}
+local already = redis.call('GET', KEYS[4])
+if already then return already end
+local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
+if box[1] and not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
+if not box[1] then return refuse('UNKNOWN') end
+if box[3] == 'TERMINATED' then return refuse('TERMINATED') end
+redis.call('HSET', KEYS[1], 'active', ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+local message = redis.call('LPOP', KEYS[2])
+if not message then return nil end
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[4], message, 'PX', ARGV[5])
+return message
+`
+
+/**
+ * Put a message back at the head of an active mailbox's queue and wake one waiter.
+ * KEYS[1] mailbox hash · KEYS[2] queue
+ * ARGV[1] message text · ARGV[2] idle expiry ms · ARGV[3] wake channel · ARGV[4] mailbox key
+ * Returns 1 when restored, 0 when the mailbox is missing or terminated.
+ */
+export const RESTORE_MESSAGE = `
+if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
+redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+`
+
+/**
+ * Uids of the active agents in one class index that the caller may access.
+ * Index entries whose mailbox expired while idle are removed on the way.
+ * The mailbox hashes are reached by name (ARGV[5] .. uid), so this script
+ * needs a single Redis, not a cluster.
+ * KEYS[1] discover index of the class
+ * ARGV[1] client · ARGV[2] groups · ARGV[3] '1' to match only the first MRO class · ARGV[4] class · ARGV[5] agent mailbox prefix
+ * Returns uids in creation order.
+ */
+export const DISCOVER_AGENTS = `${PRELUDE}
+local found = {}
+for _, uid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local box = redis.call('HMGET', ARGV[5] .. uid, 'owner', 'shares', 'state', 'class')
+  if not box[1] or box[3] ~= 'ACTIVE' then
+    redis.call('ZREM', KEYS[1], uid)
+  elseif (ARGV[3] ~= '1' or box[4] == ARGV[4]) and can_access(box[1], box[2], ARGV[1], ARGV[2]) then
+    found[#found + 1] = uid
+  end
+end
+return found
+`
+
+/**
+ * Last activity of a mailbox.
+ * KEYS[1] mailbox hash · ARGV[1] client · ARGV[2] groups
+ * Returns the epoch ms of the last activity, or nil if none yet.
+ */
+export const MAILBOX_HEARTBEAT = `${PRELUDE}
+local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'active')
+if not box[1] then return refuse('UNKNOWN') end
+if not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
+return box[3]
+`
+
+/**
+ * Record activity of an active mailbox (a send from it); missing and terminated ones are left alone.
+ * KEYS[1] mailbox hash · ARGV[1] now (ms) · ARGV[2] idle expiry ms
+ */
+export const TOUCH_MAILBOX = `
+if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
+redis.call('HSET', KEYS[1], 'active', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+`
+
+/**
+ * The raw counters behind Academy's stats.
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] outgoing counter
+ * ARGV[1] client · ARGV[2] groups
+ * Returns { pending, queued, completed, outgoing }.
+ */
+export const MAILBOX_STATS = `${PRELUDE}
+local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'completed')
+if box[1] and not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
+local outgoing = tonumber(redis.call('GET', KEYS[4]) or '0')
+if not box[1] then return { 0, 0, 0, outgoing } end
+return { redis.call('HLEN', KEYS[3]), redis.call('LLEN', KEYS[2]), tonumber(box[3] or '0'), outgoing }
+`
+
+/**
+ * Share, unshare or list the groups of an active mailbox; owner only, and
+ * only into a group the owner is in. Shares are a JSON array in the hash,
+ * in the order they were added.
+ * KEYS[1] mailbox hash
+ * ARGV[1] client · ARGV[2] groups · ARGV[3] share | unshare | list · ARGV[4] group ('' to list)
+ * Returns the groups after the change.
+ */
+export const SHARE_MAILBOX = `${PRELUDE}
+local box = redis.call('HMGET', KEYS[1], 'owner', 'state', 'shares')
+if not box[1] then return refuse('UNKNOWN') end
+if box[2] == 'TERMINATED' then return refuse('TERMINATED') end
+if box[1] ~= ARGV[1] then return refuse('FORBIDDEN') end
+local shares = {}
+if box[3] then shares = cjson.decode(box[3]) end
+if ARGV[3] == 'list' then return shares end
+local position = nil
+for index, shared in ipairs(shares) do
+  if shared == ARGV[4] then position = index end
+end
+if ARGV[3] == 'share' then
+  local member = false
+  for _, group in ipairs(cjson.decode(ARGV[2])) do
+    if group == ARGV[4] then member = true end
+  end
+  if not member then return refuse('FORBIDDEN') end
+  if not position then shares[#shares + 1] = ARGV[4] end
+elseif position then
+  table.remove(shares, position)
+end
+if #shares == 0 then
+  redis.call('HDEL', KEYS[1], 'shares')
+else
+  redis.call('HSET', KEYS[1], 'shares', cjson.encode(shares))
+end
+return shares
+`

@@ -1,0 +1,174 @@
+/**
+ * The Lua scripts of workers and jobs: capacity and job moves are
+ * compare-and-set, so two instances can never take one slot or move one job
+ * twice. Every field of a worker or job hash holds the field's JSON, so a
+ * script compares JSON text (`"available"`, `null`, `true`) and writes JSON back.
+ */
+
+/** Reads a hash as a flat field/value list, and encodes a list of ids (an empty Lua table would encode as `{}`). */
+const PRELUDE = `
+local function encode_ids(ids)
+  if #ids == 0 then return '[]' end
+  return cjson.encode(ids)
+end
+local function without(ids, id)
+  local kept = {}
+  for _, value in ipairs(ids) do
+    if value ~= id then kept[#kept + 1] = value end
+  end
+  return kept
+end
+local function contains(ids, id)
+  for _, value in ipairs(ids) do
+    if value == id then return true end
+  end
+  return false
+end
+`
+
+/**
+ * Insert a worker, or take over its registration keeping jobs, reserved and draining.
+ * KEYS[1] worker hash · KEYS[2] worker index (sorted by registration) · KEYS[3] sequence counter
+ * ARGV[1] worker id · ARGV[2..] field, JSON value pairs of the new record
+ * Returns the previous hash as a flat list (empty when new).
+ */
+export const UPSERT_WORKER = `
+local previous = redis.call('HGETALL', KEYS[1])
+local kept = { jobs = true, reserved = true, draining = true }
+for i = 2, #ARGV, 2 do
+  if #previous == 0 or not kept[ARGV[i]] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+if #previous == 0 then
+  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+end
+return previous
+`
+
+/**
+ * Patch a worker only while it is held by the given connection.
+ * KEYS[1] worker hash · ARGV[1] connection as JSON (null: only while disconnected) · ARGV[2..] field, JSON value pairs
+ * Returns the new hash as a flat list, or an empty list when missing or held by another connection.
+ */
+export const UPDATE_WORKER = `
+if redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return {} end
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+return redis.call('HGETALL', KEYS[1])
+`
+
+/**
+ * Set the drain flag of a known worker.
+ * KEYS[1] worker hash · ARGV[1] 'true' | 'false'
+ * Returns the new hash as a flat list, or an empty list when unknown.
+ */
+export const SET_DRAINING = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+redis.call('HSET', KEYS[1], 'draining', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+`
+
+/**
+ * Remove a worker only while it is held by the given connection.
+ * KEYS[1] worker hash · KEYS[2] worker index · ARGV[1] connection as JSON · ARGV[2] worker id
+ * Returns the removed hash as a flat list, or an empty list.
+ */
+export const DELETE_WORKER = `
+if redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return {} end
+local removed = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[2])
+return removed
+`
+
+/**
+ * Reserve a slot for a job when the worker is connected, available, not
+ * draining, does not hold the job, and has room: n = jobs + reserved,
+ * n < maxProcesses and n / maxProcesses < loadThreshold.
+ * KEYS[1] worker hash · ARGV[1] job id
+ * Returns 1 when reserved, 0 otherwise.
+ */
+export const RESERVE_SLOT = `${PRELUDE}
+local worker = redis.call('HMGET', KEYS[1], 'connection', 'draining', 'status', 'jobs', 'reserved', 'maxProcesses', 'loadThreshold')
+if not worker[1] or worker[1] == 'null' or worker[2] == 'true' or worker[3] ~= '"available"' then return 0 end
+local jobs = cjson.decode(worker[4])
+local reserved = cjson.decode(worker[5])
+if contains(jobs, ARGV[1]) or contains(reserved, ARGV[1]) then return 0 end
+local held = #jobs + #reserved
+local max = tonumber(worker[6])
+if held >= max or held / max >= tonumber(worker[7]) then return 0 end
+reserved[#reserved + 1] = ARGV[1]
+redis.call('HSET', KEYS[1], 'reserved', encode_ids(reserved))
+return 1
+`
+
+/**
+ * Turn a reservation into an assignment.
+ * KEYS[1] worker hash · ARGV[1] job id
+ * Returns 1 when assigned, 0 when there is no such reservation.
+ */
+export const ASSIGN_SLOT = `${PRELUDE}
+local worker = redis.call('HMGET', KEYS[1], 'jobs', 'reserved')
+if not worker[1] then return 0 end
+local reserved = cjson.decode(worker[2])
+if not contains(reserved, ARGV[1]) then return 0 end
+local jobs = cjson.decode(worker[1])
+jobs[#jobs + 1] = ARGV[1]
+redis.call('HSET', KEYS[1], 'jobs', encode_ids(jobs), 'reserved', encode_ids(without(reserved, ARGV[1])))
+return 1
+`
+
+/**
+ * Drop a reservation and an assignment of a job.
+ * KEYS[1] worker hash · ARGV[1] job id
+ */
+export const RELEASE_SLOT = `${PRELUDE}
+local worker = redis.call('HMGET', KEYS[1], 'jobs', 'reserved')
+if not worker[1] then return 0 end
+redis.call('HSET', KEYS[1], 'jobs', encode_ids(without(cjson.decode(worker[1]), ARGV[1])), 'reserved', encode_ids(without(cjson.decode(worker[2]), ARGV[1])))
+return 1
+`
+
+/**
+ * Store a job (replacing one with the same id) and index it by creation.
+ * KEYS[1] job hash · KEYS[2] job index (a set of ids) · KEYS[3] sequence counter
+ * ARGV[1] job id · ARGV[2..] field, JSON value pairs
+ */
+export const CREATE_JOB = `
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('HSET', KEYS[1], 'seq', redis.call('INCR', KEYS[3]))
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+`
+
+/**
+ * Move a job if it is in one of the expected states (and held by the expected
+ * worker), appending the event to its history.
+ * KEYS[1] job hash
+ * ARGV[1] JSON array of the states it may be in · ARGV[2] new state · ARGV[3] '1' to check the holder · ARGV[4] expected holder as JSON
+ * ARGV[5] '1' to set the holder · ARGV[6] new holder as JSON · ARGV[7] now (ms) · ARGV[8] reason, or '' for none
+ * Returns the new hash as a flat list, or an empty list when unknown or not matching.
+ */
+export const TRANSITION_JOB = `
+local job = redis.call('HMGET', KEYS[1], 'state', 'workerId', 'history')
+if not job[1] then return {} end
+local allowed = false
+for _, state in ipairs(cjson.decode(ARGV[1])) do
+  if cjson.encode(state) == job[1] then allowed = true end
+end
+if not allowed then return {} end
+if ARGV[3] == '1' and job[2] ~= ARGV[4] then return {} end
+local holder = job[2]
+if ARGV[5] == '1' then holder = ARGV[6] end
+local event = '{"state":' .. cjson.encode(ARGV[2]) .. ',"at":' .. ARGV[7]
+if holder ~= 'null' then event = event .. ',"workerId":' .. holder end
+if ARGV[8] ~= '' then event = event .. ',"reason":' .. cjson.encode(ARGV[8]) end
+event = event .. '}'
+local history = job[3]
+if history == '[]' then history = '[' .. event .. ']' else history = string.sub(history, 1, -2) .. ',' .. event .. ']' end
+redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[2]), 'workerId', holder, 'updatedAt', ARGV[7], 'history', history)
+return redis.call('HGETALL', KEYS[1])
+`

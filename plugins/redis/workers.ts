@@ -1,0 +1,160 @@
+/** Workers and jobs in Redis: every record a hash of JSON fields, every capacity or job move one Lua script. */
+import type { JobFilter, JobRecord, JobTransition, WorkerPatch, WorkerRecord, WorkerStore } from '../../src/backend/workers'
+import { script, storeError, type RedisConnection } from './connection'
+import type { RedisKeys } from './keys'
+import * as lua from './scripts/workers'
+
+const SCRIPTS = {
+  upsert: script(lua.UPSERT_WORKER),
+  update: script(lua.UPDATE_WORKER),
+  setDraining: script(lua.SET_DRAINING),
+  delete: script(lua.DELETE_WORKER),
+  reserve: script(lua.RESERVE_SLOT),
+  assign: script(lua.ASSIGN_SLOT),
+  release: script(lua.RELEASE_SLOT),
+  createJob: script(lua.CREATE_JOB),
+  transition: script(lua.TRANSITION_JOB),
+}
+
+/** A record as alternating field names and JSON values, the way the scripts take it. */
+export function toFields(record: object): string[] {
+  const fields: string[] = []
+  for (const [field, value] of Object.entries(record)) if (value !== undefined) fields.push(field, JSON.stringify(value))
+  return fields
+}
+
+/** The record a hash holds (as a flat list or an object of JSON fields), or null when empty. */
+export function fromFields<T>(hash: string[] | Record<string, string>, skip: readonly string[] = []): T | null {
+  const entries = Array.isArray(hash) ? pairs(hash) : Object.entries(hash)
+  if (entries.length === 0) return null
+  const record: Record<string, unknown> = {}
+  for (const [field, value] of entries) if (!skip.includes(field)) record[field] = JSON.parse(value)
+  return record as T
+}
+
+function pairs(flat: string[]): [string, string][] {
+  const entries: [string, string][] = []
+  for (let i = 0; i + 1 < flat.length; i += 2) entries.push([flat[i]!, flat[i + 1]!])
+  return entries
+}
+
+export class RedisWorkers implements WorkerStore {
+  constructor(
+    private readonly connection: RedisConnection,
+    private readonly keys: RedisKeys,
+  ) {}
+
+  private async read(keys: string[]): Promise<Record<string, string>[]> {
+    if (keys.length === 0) return []
+    try {
+      const pipeline = this.connection.command.pipeline()
+      for (const key of keys) pipeline.hgetall(key)
+      const results = (await pipeline.exec()) ?? []
+      return results.map(([error, hash]) => {
+        if (error) throw error
+        return hash as Record<string, string>
+      })
+    } catch (error) {
+      throw storeError(error)
+    }
+  }
+
+  async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
+    const previous = (await this.connection.run(SCRIPTS.upsert, [this.keys.worker(worker.id), this.keys.workers(), this.keys.sequence()], [worker.id, ...toFields(worker)])) as string[]
+    return fromFields<WorkerRecord>(previous)
+  }
+
+  async getWorker(id: string): Promise<WorkerRecord | null> {
+    const [hash] = await this.read([this.keys.worker(id)])
+    return fromFields<WorkerRecord>(hash!)
+  }
+
+  async listWorkers(agentName?: string): Promise<WorkerRecord[]> {
+    let ids: string[]
+    try {
+      ids = await this.connection.command.zrange(this.keys.workers(), '0', '-1')
+    } catch (error) {
+      throw storeError(error)
+    }
+    const hashes = await this.read(ids.map((id) => this.keys.worker(id)))
+    return hashes
+      .map((hash) => fromFields<WorkerRecord>(hash))
+      .filter((worker): worker is WorkerRecord => worker !== null && (agentName === undefined || worker.agentName === agentName))
+  }
+
+  async updateWorker(id: string, connection: string | null, patch: WorkerPatch): Promise<WorkerRecord | null> {
+    const hash = (await this.connection.run(SCRIPTS.update, [this.keys.worker(id)], [JSON.stringify(connection), ...toFields(patch)])) as string[]
+    return fromFields<WorkerRecord>(hash)
+  }
+
+  async setDraining(id: string, draining: boolean): Promise<WorkerRecord | null> {
+    const hash = (await this.connection.run(SCRIPTS.setDraining, [this.keys.worker(id)], [JSON.stringify(draining)])) as string[]
+    return fromFields<WorkerRecord>(hash)
+  }
+
+  async deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null> {
+    const hash = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(id), this.keys.workers()], [JSON.stringify(connection), id])) as string[]
+    return fromFields<WorkerRecord>(hash)
+  }
+
+  async reserveSlot(workerId: string, jobId: string): Promise<boolean> {
+    return (await this.connection.run(SCRIPTS.reserve, [this.keys.worker(workerId)], [jobId])) === 1
+  }
+
+  async assignSlot(workerId: string, jobId: string): Promise<boolean> {
+    return (await this.connection.run(SCRIPTS.assign, [this.keys.worker(workerId)], [jobId])) === 1
+  }
+
+  async releaseSlot(workerId: string, jobId: string): Promise<void> {
+    await this.connection.run(SCRIPTS.release, [this.keys.worker(workerId)], [jobId])
+  }
+
+  async createJob(job: JobRecord): Promise<void> {
+    await this.connection.run(SCRIPTS.createJob, [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence()], [job.id, ...toFields(job)])
+  }
+
+  async getJob(id: string): Promise<JobRecord | null> {
+    const [hash] = await this.read([this.keys.job(id)])
+    return fromFields<JobRecord>(hash!, ['seq'])
+  }
+
+  async listJobs(filter: JobFilter): Promise<JobRecord[]> {
+    let ids: string[]
+    try {
+      ids = await this.connection.command.smembers(this.keys.jobs())
+    } catch (error) {
+      throw storeError(error)
+    }
+    const found: { job: JobRecord; seq: number }[] = []
+    for (const hash of await this.read(ids.map((id) => this.keys.job(id)))) {
+      const job = fromFields<JobRecord>(hash, ['seq'])
+      if (!job) continue
+      if (filter.agentName !== undefined && job.agentName !== filter.agentName) continue
+      if (filter.state !== undefined && job.state !== filter.state) continue
+      if (filter.workerId !== undefined && job.workerId !== filter.workerId) continue
+      if (filter.owner !== undefined && job.owner !== filter.owner) continue
+      found.push({ job, seq: Number(hash.seq) })
+    }
+    // Newest first; later insertions win ties on createdAt.
+    found.sort((a, b) => b.job.createdAt - a.job.createdAt || b.seq - a.seq)
+    return found.slice(0, filter.limit ?? found.length).map((entry) => entry.job)
+  }
+
+  async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
+    const hash = (await this.connection.run(
+      SCRIPTS.transition,
+      [this.keys.job(id)],
+      [
+        JSON.stringify(transition.from),
+        transition.to,
+        transition.heldBy !== undefined ? '1' : '',
+        JSON.stringify(transition.heldBy ?? null),
+        transition.workerId !== undefined ? '1' : '',
+        JSON.stringify(transition.workerId ?? null),
+        Date.now(),
+        transition.reason ?? '',
+      ],
+    )) as string[]
+    return fromFields<JobRecord>(hash, ['seq'])
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * A real Redis for tests: REDIS_URL if set, else a Redis answering on
+ * 127.0.0.1:6379, else a `redis-server` started on a free port for this test
+ * process. Without any, Redis tests are skipped with the reason printed —
+ * except under CI=true, where a missing Redis fails the run.
+ */
+import net from 'node:net'
+import Redis from 'ioredis'
+
+export interface TestRedis {
+  /** The URL to use, or null when no Redis can be had. */
+  url: string | null
+  /** Why there is none (printed once). */
+  reason: string | null
+}
+
+/** Whether something at host:port answers a Redis PING. */
+function answersPing(host: string, port: number, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port })
+    const done = (answer: boolean) => {
+      clearTimeout(timer)
+      socket.destroy()
+      resolve(answer)
+    }
+    const timer = setTimeout(() => done(false), timeoutMs)
+    socket.on('connect', () => socket.write('PING\r\n'))
+    socket.on('data', (data) => done(data.toString().startsWith('+PONG')))
+    socket.on('error', () => done(false))
+  })
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.on('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** Starts a throwaway redis-server (no persistence) that dies with this process. */
+async function startRedisServer(binary: string): Promise<string | null> {
+  const port = await freePort()
+  const child = Bun.spawn([binary, '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' })
+  process.on('exit', () => child.kill())
+  for (let attempt = 0; attempt < 100; attempt++) {
+    if (await answersPing('127.0.0.1', port)) return `redis://127.0.0.1:${port}`
+    await Bun.sleep(50)
+  }
+  child.kill()
+  return null
+}
+
+async function locate(): Promise<TestRedis> {
+  if (process.env.REDIS_URL) return { url: process.env.REDIS_URL, reason: null }
+  if (await answersPing('127.0.0.1', 6379)) return { url: 'redis://127.0.0.1:6379', reason: null }
+  const binary = Bun.which('redis-server')
+  if (!binary) return { url: null, reason: 'no REDIS_URL, nothing answers on 127.0.0.1:6379, and no redis-server binary on PATH' }
+  const url = await startRedisServer(binary)
+  return url ? { url, reason: null } : { url: null, reason: `${binary} did not start` }
+}
+
+let located: Promise<TestRedis> | null = null
+
+/** The Redis tests use, found once per process. Throws under CI=true when there is none; otherwise prints why Redis tests are skipped. */
+export function testRedis(): Promise<TestRedis> {
+  located ??= locate().then((found) => {
+    if (found.url === null) {
+      if (process.env.CI === 'true') throw new Error(`Redis tests cannot run under CI: ${found.reason}`)
+      console.warn(`Skipping Redis tests: ${found.reason}`)
+    }
+    return found
+  })
+  return located
+}
+
+/** A random key prefix for one backend or test. */
+export function randomPrefix(): string {
+  return `sbtest-${crypto.randomUUID()}`
+}
+
+/** Deletes every key under `prefix` (tests only: it scans the keyspace). */
+export async function deleteKeys(url: string, prefix: string): Promise<number> {
+  const client = new Redis(url, { lazyConnect: true })
+  await client.connect()
+  let deleted = 0
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) deleted += await client.unlink(...keys)
+    } while (cursor !== '0')
+  } finally {
+    await client.quit()
+  }
+  return deleted
+}
