@@ -1,0 +1,53 @@
+/**
+ * Footprint: size of the compiled binary, resident memory once idle after
+ * start, and time from exec to the first successful /healthz.
+ */
+import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { BUN, ROOT, round, rssMiB, startChild, summarize, table, writeResult } from './lib'
+
+const dir = mkdtempSync(join(tmpdir(), 'switchboard-footprint-'))
+const binary = join(dir, 'switchboard')
+const build = Bun.spawnSync([BUN, 'build', join(ROOT, 'src/main.ts'), '--compile', '--minify', '--outfile', binary])
+if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr}`)
+const sizeMiB = round(statSync(binary).size / 2 ** 20, 1)
+
+/** Exec → first 200 from /healthz, polling every millisecond. */
+async function timeToReady(): Promise<number> {
+  const port = 20000 + Math.floor(Math.random() * 20000)
+  const started = performance.now()
+  const child = Bun.spawn([binary, '--port', String(port), '--log-level', 'error'], { stdout: 'ignore', stderr: 'ignore' })
+  try {
+    for (;;) {
+      try {
+        const response = await fetch(`http://127.0.0.1:${port}/healthz`)
+        if (response.status === 200) return performance.now() - started
+      } catch {}
+      if (performance.now() - started > 10_000) throw new Error('binary did not become ready in 10 s')
+      await Bun.sleep(1)
+    }
+  } finally {
+    child.kill('SIGKILL')
+    await child.exited
+  }
+}
+
+const readiness = summarize(await Promise.all(Array.from({ length: 5 }, (_, i) => Bun.sleep(i * 400).then(timeToReady))))
+const server = await startChild([binary, '--port', '0', '--log-level', 'error'])
+await fetch(`${server.url}/healthz`)
+await Bun.sleep(1000)
+const idleRss = rssMiB(server.pid)
+await server.stop()
+rmSync(dir, { recursive: true, force: true })
+
+const markdown = table(
+  ['measure', 'value', 'target'],
+  [
+    ['binary size', `${sizeMiB} MiB`, '—'],
+    ['idle RSS after start', `${idleRss} MiB`, '≤ 60 MB'],
+    ['exec → first /healthz (p50 of 5)', `${round(readiness.p50, 1)} ms`, '≤ 200 ms'],
+  ],
+)
+console.log(`\nFootprint (compiled binary, memory backend)\n\n${markdown}\n`)
+writeResult('footprint', { binaryMiB: sizeMiB, idleRssMiB: idleRss, readyMs: readiness, markdown })

@@ -1,0 +1,51 @@
+/**
+ * `bun run bench`: runs every benchmark one after another (each bounded in
+ * time), then writes bench/RESULTS.md from what they printed; each script
+ * also writes its JSON to bench/results/. Every figure sits next to a
+ * baseline measured in the same run.
+ */
+import { writeFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { BUN, ROOT, hasWrk, machine } from './lib'
+
+const SCRIPTS: [string, string, number][] = [
+  ['Footprint', 'bench/footprint.ts', 60],
+  ['Framework ceiling', 'bench/ceiling.ts', 60],
+  ['Exchange round trip', 'bench/exchange.ts', 120],
+  ['Dispatch', 'bench/dispatch.ts', 60],
+  ['A2A proxy', 'bench/a2a.ts', 90],
+  ['Scale', 'bench/scale.ts', 90],
+]
+
+const only = process.argv.slice(2)
+const sections: string[] = []
+const started = Date.now()
+for (const [title, script, limitSeconds] of SCRIPTS) {
+  if (only.length > 0 && !only.some((name) => script.includes(name))) continue
+  console.log(`\n=== ${title} (${script}) ===`)
+  const child = Bun.spawn([BUN, script], { cwd: ROOT, stdout: 'pipe', stderr: 'inherit', env: process.env })
+  const timer = setTimeout(() => child.kill('SIGKILL'), limitSeconds * 1000)
+  let output = ''
+  for await (const chunk of child.stdout as ReadableStream<Uint8Array>) {
+    const text = new TextDecoder().decode(chunk)
+    output += text
+    process.stdout.write(text)
+  }
+  const code = await child.exited
+  clearTimeout(timer)
+  const tables = output.split('\n').filter((line) => line.startsWith('|') || line === '').join('\n').replace(/\n{3,}/g, '\n\n').trim()
+  sections.push(`## ${title}\n\n\`${script}\`${code === 0 ? '' : ` — did not finish (exit ${code})`}\n\n${tables}`)
+}
+
+const host = machine()
+const header = [
+  '# Switchboard benchmark results',
+  '',
+  `Produced by \`bun run bench\` on ${new Date().toISOString().slice(0, 10)}: ${host.cores} cores (${host.cpu}), ${host.memoryGiB} GiB, ${host.platform}, Bun ${host.bun}.`,
+  `Throughput load generator: ${hasWrk ? 'wrk (1 thread)' : 'Bun client'}; latency clients are Bun processes on the same machine. Whole run: ${Math.round((Date.now() - started) / 1000)} s.`,
+  'Every figure is measured in the same run as its baseline; compare ratios, not absolute numbers, across machines.',
+]
+if (only.length === 0) {
+  writeFileSync(resolve(ROOT, 'bench/RESULTS.md'), `${header.join('\n')}\n\n${sections.join('\n\n')}\n`)
+  console.log('\nwrote bench/RESULTS.md')
+}
