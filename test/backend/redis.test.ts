@@ -1,10 +1,145 @@
-import { describe } from 'bun:test'
+import { afterEach, describe, expect, it } from 'bun:test'
+import Redis from 'ioredis'
+import type { Backend, Client, EntityId } from '../../src/backend/index'
+import { PluginError } from '../../src/backend/index'
+import { RedisKeys } from '../../plugins/redis/keys'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
-import { testRedis } from '../support/redis'
+import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
 
 const redis = await testRedis()
 
+const client: Client = { id: 'owner', groups: [] }
+const agent = (): EntityId => ({ uid: crypto.randomUUID(), name: null, role: 'agent' })
+const message = (dest: EntityId) => {
+  const src = agent()
+  const raw = JSON.stringify({ header: { src, dest, tag: crypto.randomUUID(), label: null, kind: 'request', protocol_version: '1' }, body: { kind: 'ping-request' } })
+  return { raw, src, dest, tag: crypto.randomUUID(), label: null, kind: 'request' as const }
+}
+
 describe.skipIf(redis.url === null)('redis backend', () => {
   testBackend(() => makeBackend('redis'))
+
+  describe('redis specifics', () => {
+    const opened: { backend: Backend; prefix: string }[] = []
+    let inspector: Redis | null = null
+    const inspect = async () => {
+      inspector ??= new Redis(redis.url!)
+      return inspector
+    }
+    /** A backend on its own prefix, with overrides; closed and cleaned after the test. */
+    const open = async (options: Record<string, unknown> = {}) => {
+      const prefix = randomPrefix()
+      const backend = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix, ...options })
+      opened.push({ backend, prefix })
+      return { backend, keys: new RedisKeys(prefix), prefix }
+    }
+    afterEach(async () => {
+      for (const { backend, prefix } of opened.splice(0)) {
+        await backend.close()
+        await deleteKeys(redis.url!, prefix)
+      }
+      await inspector?.quit()
+      inspector = null
+    })
+
+    it('refuses to start with a clear message when Redis cannot be reached', async () => {
+      const failure = await makeBackend('redis', { redis_url: 'redis://127.0.0.1:1', redis_prefix: randomPrefix() }).catch((error: unknown) => error)
+      expect(failure).toBeInstanceOf(PluginError)
+      expect((failure as Error).message).toContain('cannot reach Redis at redis://127.0.0.1:1')
+    })
+
+    it('keeps every key under its prefix', async () => {
+      const { backend, prefix } = await open()
+      const id = agent()
+      await backend.mailboxes.create(client, id, ['mod.A'])
+      await backend.mailboxes.put(client, message(id))
+      const keys: string[] = []
+      const db = await inspect()
+      let cursor = '0'
+      do {
+        const [next, found] = await db.scan(cursor, 'MATCH', `*${id.uid}*`, 'COUNT', 1000)
+        cursor = next
+        keys.push(...found)
+      } while (cursor !== '0')
+      expect(keys.length).toBeGreaterThanOrEqual(3)
+      for (const key of keys) expect(key.startsWith(`${prefix}:`)).toBe(true)
+    })
+
+    it('expires an idle mailbox with its queue and drops it from discovery', async () => {
+      const { backend, keys } = await open({ mailbox_expiration_d: 1 / 86_400 })
+      const id = agent()
+      await backend.mailboxes.create(client, id, ['mod.Idle'])
+      await backend.mailboxes.put(client, message(id))
+      const db = await inspect()
+      for (const key of [keys.mailbox(id), keys.queue(id)]) {
+        const ttl = await db.pttl(key)
+        expect(ttl).toBeGreaterThan(0)
+        expect(ttl).toBeLessThanOrEqual(1000)
+      }
+      for (let i = 0; i < 50 && (await backend.mailboxes.status(client, id)) !== 'MISSING'; i++) await Bun.sleep(100)
+      expect(await backend.mailboxes.status(client, id)).toBe('MISSING')
+      expect(await db.exists(keys.queue(id))).toBe(0)
+      expect(await backend.mailboxes.discover(client, 'mod.Idle', false)).toEqual([])
+      expect(await db.zcard(keys.discover('mod.Idle'))).toBe(0)
+    })
+
+    it('keeps a gravestone for gravestone_expiration_d and drops the queue at once', async () => {
+      const { backend, keys } = await open({ gravestone_expiration_d: 2, mailbox_expiration_d: 1 })
+      const id = agent()
+      await backend.mailboxes.create(client, id, null)
+      await backend.mailboxes.put(client, message(id))
+      const db = await inspect()
+      expect(await db.pttl(keys.queue(id))).toBeGreaterThan(86_400_000 - 60_000)
+      await backend.mailboxes.terminate(client, id)
+      const ttl = await db.pttl(keys.mailbox(id))
+      expect(ttl).toBeGreaterThan(86_400_000)
+      expect(ttl).toBeLessThanOrEqual(2 * 86_400_000)
+      expect(await db.exists(keys.queue(id))).toBe(0)
+      expect(await backend.mailboxes.status(client, id)).toBe('TERMINATED')
+    })
+
+    it('discovers through its class index, never by scanning the keyspace', async () => {
+      const { backend, keys, prefix } = await open()
+      const kind = `mod.Scan${crypto.randomUUID().slice(0, 8)}`
+      const ids = Array.from({ length: 20 }, agent)
+      for (const id of ids) await backend.mailboxes.create(client, id, [kind])
+      const monitor = await (await inspect()).monitor()
+      const seen: string[][] = []
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args.some((arg) => arg.includes(prefix))) seen.push(args)
+      })
+      await Bun.sleep(50)
+      expect(await backend.mailboxes.discover(client, kind, true)).toEqual(ids.map((id) => id.uid))
+      await Bun.sleep(100)
+      monitor.disconnect()
+      const commands = seen.map((args) => args[0]!.toLowerCase())
+      expect(seen.some((args) => args[0]!.toLowerCase() === 'zrange' && args[1] === keys.discover(kind))).toBe(true)
+      expect(commands).not.toContain('scan')
+      expect(commands).not.toContain('keys')
+    })
+
+    it('serves 10,000 waiting receivers over two connections and wakes the right ones', async () => {
+      const { backend, prefix } = await open()
+      const mailboxes = Array.from({ length: 1000 }, agent)
+      await Promise.all(mailboxes.map((id) => backend.mailboxes.create(client, id, null)))
+      const deadline = Date.now() + 30_000
+      const delivered: string[] = []
+      for (let i = 0; i < 10_000; i++) {
+        backend.mailboxes.take(client, mailboxes[i % 1000]!, { deadline }).then(
+          (result) => void (result !== null && delivered.push(result)),
+          () => {},
+        )
+      }
+      const db = await inspect()
+      // Let every take reach Redis once and go to sleep.
+      await Bun.sleep(1000)
+      const connections = ((await db.client('LIST')) as string).split('\n').filter((line) => line.includes(`name=switchboard:${prefix}:`))
+      expect(connections).toHaveLength(2)
+      const sent = mailboxes.map((id) => message(id))
+      await Promise.all(sent.map((envelope) => backend.mailboxes.put(client, envelope)))
+      for (let i = 0; i < 300 && delivered.length < sent.length; i++) await Bun.sleep(50)
+      expect(delivered.sort()).toEqual(sent.map((envelope) => envelope.raw).sort())
+    }, 60_000)
+  })
 })
