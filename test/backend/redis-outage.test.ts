@@ -1,0 +1,176 @@
+/**
+ * A Switchboard whose Redis connection drops: killed by Redis (CLIENT KILL),
+ * or cut off for a while (a TCP relay between Switchboard and Redis stops
+ * passing traffic). It reconnects, reports not-ready meanwhile, loses no
+ * acknowledged message, and its waiting receivers carry on.
+ */
+import { afterEach, describe, expect, it } from 'bun:test'
+import net from 'node:net'
+import Redis from 'ioredis'
+import { createApp } from '../../src/app'
+import type { Client, EntityId } from '../../src/backend/index'
+import { serve } from '../../src/server'
+import { RedisKeys } from '../../plugins/redis/keys'
+import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { logger, makeBackend } from '../support/backend'
+import { rawRequest } from '../support/http'
+import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
+
+const redis = await testRedis()
+
+/** A TCP relay to Redis that can stop passing replies, or drop and refuse every connection. */
+async function startRelay(target: URL) {
+  let mode: 'pass' | 'swallow-replies' | 'refuse' = 'pass'
+  const sockets = new Set<net.Socket>()
+  const server = net.createServer((downstream) => {
+    if (mode === 'refuse') return void downstream.destroy()
+    const upstream = net.connect(Number(target.port || 6379), target.hostname)
+    sockets.add(downstream).add(upstream)
+    downstream.on('data', (chunk) => upstream.write(chunk))
+    upstream.on('data', (chunk) => {
+      if (mode === 'pass') downstream.write(chunk)
+    })
+    const end = () => {
+      downstream.destroy()
+      upstream.destroy()
+      sockets.delete(downstream)
+      sockets.delete(upstream)
+    }
+    downstream.on('close', end).on('error', end)
+    upstream.on('close', end).on('error', end)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as net.AddressInfo
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    /** Keep forwarding commands but drop every reply. */
+    swallowReplies: () => void (mode = 'swallow-replies'),
+    /** Drop every connection and refuse new ones. */
+    cut() {
+      mode = 'refuse'
+      for (const socket of sockets) socket.destroy()
+    },
+    /** Drop every connection, then let reconnects through again. */
+    dropAll() {
+      for (const socket of sockets) socket.destroy()
+      mode = 'pass'
+    },
+    restore: () => void (mode = 'pass'),
+    close: () => new Promise<void>((resolve) => {
+      for (const socket of sockets) socket.destroy()
+      server.close(() => resolve())
+    }),
+  }
+}
+
+async function startInstance(url: string, prefix: string) {
+  const backend = await makeBackend('redis', { redis_url: url, redis_prefix: prefix })
+  const app = createApp({ backend, config: { log_level: 'silent' }, logger })
+  const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 24 })
+  return {
+    app,
+    backend,
+    url: server.url,
+    async close() {
+      await server.stop()
+      await app.decorator.switchboard.close()
+    },
+  }
+}
+
+/** Polls until `check` holds (generous limit: reconnects back off up to 2 s). */
+async function eventually(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
+  const until = Date.now() + timeoutMs
+  while (Date.now() < until) {
+    if (await check()) return true
+    await Bun.sleep(50)
+  }
+  return false
+}
+
+const readiness = async (url: string) => (await fetch(`${url}/readyz`)).status
+
+describe.skipIf(redis.url === null)('redis connection loss', () => {
+  const cleanup: (() => Promise<void>)[] = []
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step()
+  })
+
+  async function setup(throughRelay: boolean) {
+    const prefix = randomPrefix()
+    cleanup.push(() => deleteKeys(redis.url!, prefix))
+    const relay = throughRelay ? await startRelay(new URL(redis.url!)) : null
+    if (relay) cleanup.push(() => relay.close())
+    const a = await startInstance(relay?.url ?? redis.url!, prefix)
+    cleanup.push(() => a.close())
+    const b = await startInstance(redis.url!, prefix)
+    cleanup.push(() => b.close())
+    const admin = new Redis(redis.url!)
+    cleanup.push(async () => void (await admin.quit()))
+    const user = userId()
+    const agent = agentId()
+    for (const id of [user, agent]) expect((await rawRequest(`${b.url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    return { prefix, relay, a, b, admin, user, agent }
+  }
+
+  it('survives CLIENT KILL of both its connections: waiters resume and no message is lost', async () => {
+    const { prefix, a, b, admin, user, agent } = await setup(false)
+    const queued = messageJson(user, agent)
+    expect((await rawRequest(`${b.url}/message`, { method: 'PUT', body: bodies.send(queued) })).status).toBe(200)
+    const list = (await admin.client('LIST')) as string
+    const ids = list.split('\n').filter((line) => line.includes(`name=switchboard:${prefix}:`)).map((line) => /\bid=(\d+)/.exec(line)![1]!)
+    expect(ids.length).toBe(4)
+    // Instance A's two connections are the first two opened.
+    const aIds = ids.sort((x, y) => Number(x) - Number(y)).slice(0, 2)
+    const receiving = rawRequest(`${a.url}/message`, { method: 'GET', body: bodies.receive(agent, 20) })
+    expect(JSON.parse((await receiving).text)).toEqual({ message: queued })
+    const waiting = rawRequest(`${a.url}/message`, { method: 'GET', body: bodies.receive(agent, 20) })
+    await Bun.sleep(100)
+    for (const id of aIds) expect(await admin.client('KILL', 'ID', id)).toBe(1)
+    const sent = messageJson(user, agent)
+    expect((await rawRequest(`${b.url}/message`, { method: 'PUT', body: bodies.send(sent) })).status).toBe(200)
+    const received = await waiting
+    expect(received.status).toBe(200)
+    expect(JSON.parse(received.text)).toEqual({ message: sent })
+    expect(await eventually(async () => (await readiness(a.url)) === 200)).toBe(true)
+    const reconnected = ((await admin.client('LIST')) as string).split('\n').filter((line) => line.includes(`name=switchboard:${prefix}:`))
+    expect(reconnected).toHaveLength(4)
+  })
+
+  it('reports not ready while Redis is unreachable, then wakes its waiters for what arrived meanwhile', async () => {
+    const { relay, a, b, user, agent } = await setup(true)
+    expect(await readiness(a.url)).toBe(200)
+    const waiting = rawRequest(`${a.url}/message`, { method: 'GET', body: bodies.receive(agent, 30) })
+    await Bun.sleep(100)
+    relay!.cut()
+    expect(await eventually(async () => (await readiness(a.url)) === 503)).toBe(true)
+    // Sent through B while A is cut off: A misses the wake-up.
+    const sent = messageJson(user, agent)
+    expect((await rawRequest(`${b.url}/message`, { method: 'PUT', body: bodies.send(sent) })).status).toBe(200)
+    expect(await eventually(async () => (await readiness(a.url)) === 503, 300)).toBe(true)
+    relay!.restore()
+    expect(await eventually(async () => (await readiness(a.url)) === 200)).toBe(true)
+    const received = await waiting
+    expect(received.status).toBe(200)
+    expect(JSON.parse(received.text)).toEqual({ message: sent })
+  })
+
+  it('returns the popped message, not the next one, when the reply to a take is lost with the connection', async () => {
+    const { prefix, relay, a, b, user, agent } = await setup(true)
+    const first = messageJson(user, agent)
+    const second = messageJson(user, agent)
+    for (const message of [first, second]) expect((await rawRequest(`${b.url}/message`, { method: 'PUT', body: bodies.send(message) })).status).toBe(200)
+    const keys = new RedisKeys(prefix)
+    const admin = new Redis(redis.url!)
+    cleanup.push(async () => void (await admin.quit()))
+    const mailbox: EntityId = agent
+    const caller: Client = { id: '', groups: [] }
+    relay!.swallowReplies()
+    const taking = a.backend.mailboxes.take(caller, mailbox, { deadline: Date.now() + 20_000 })
+    // The pop ran in Redis; its reply is gone.
+    expect(await eventually(async () => (await admin.llen(keys.queue(mailbox))) === 1)).toBe(true)
+    relay!.dropAll()
+    expect(await taking).toBe(first)
+    expect(await a.backend.mailboxes.take(caller, mailbox, { deadline: Date.now() + 5000 })).toBe(second)
+  })
+})
