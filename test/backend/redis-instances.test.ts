@@ -80,7 +80,7 @@ describe.skipIf(redis.url === null)('two instances sharing one Redis', () => {
     expect(stream.status).toBe(200)
     const messages = Array.from({ length: 5 }, () => messageJson(user, agent))
     for (const message of messages) expect((await rawRequest(`${a.url}/message`, { method: 'PUT', body: bodies.send(message) })).status).toBe(200)
-    await stream.waitFor(messages[4]!.slice(-40))
+    await stream.waitFor(JSON.parse(messages[4]!).header.tag)
     stream.close()
     expect(sseData(stream.received())).toEqual(messages)
   })

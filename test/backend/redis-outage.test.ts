@@ -98,7 +98,7 @@ describe.skipIf(redis.url === null)('redis connection loss', () => {
 
   async function setup(throughRelay: boolean) {
     const prefix = randomPrefix()
-    cleanup.push(() => deleteKeys(redis.url!, prefix))
+    cleanup.push(async () => void (await deleteKeys(redis.url!, prefix)))
     const relay = throughRelay ? await startRelay(new URL(redis.url!)) : null
     if (relay) cleanup.push(() => relay.close())
     const a = await startInstance(relay?.url ?? redis.url!, prefix)
