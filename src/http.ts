@@ -71,8 +71,9 @@ export function nativeError(code: unknown, error: unknown, logger: Logger): Resp
   }
   if (code === 'NOT_FOUND') return errorResponse(404, 'NOT_FOUND', 'No such route')
   if (code === 'VALIDATION') {
-    const issue = (error as { valueError?: { path?: string; message?: string } }).valueError
-    return errorResponse(400, 'BAD_REQUEST', issue?.message ? `${issue.path ?? ''} ${issue.message}`.trim() : 'Request does not match its schema')
+    // Elysia puts the first valibot issue of a query, params or body schema in `valueError`.
+    const issue = (error as { valueError?: v.BaseIssue<unknown> }).valueError
+    return errorResponse(400, 'BAD_REQUEST', issue?.message ? describeIssue([issue]) : 'Request does not match its schema')
   }
   if (code === 'PARSE') return errorResponse(400, 'BAD_REQUEST', 'Request body could not be parsed')
   if (code === 'INVALID_COOKIE_SIGNATURE') return errorResponse(400, 'BAD_REQUEST', 'Invalid cookie')

@@ -39,16 +39,27 @@ export interface RunningServer {
 
 const jsonError = (status: number, code: string, message: string) => JSON.stringify({ error: { code, message } })
 
-/** Reads the whole body, or null once it exceeds `limit` bytes. */
-async function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer | null> {
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of request) {
-    size += (chunk as Buffer).length
-    if (size > limit) return null
-    chunks.push(chunk as Buffer)
-  }
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+const EMPTY = Buffer.alloc(0)
+
+/** Reads the whole body, or null once it exceeds `limit` bytes. A request that declares no body is not read at all. */
+function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer | null> {
+  if (request.headers['content-length'] === undefined && request.headers['transfer-encoding'] === undefined) return Promise.resolve(EMPTY)
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    request.on('data', (chunk: Buffer) => {
+      size += chunk.length
+      if (size > limit) {
+        request.removeAllListeners('data')
+        request.resume()
+        resolve(null)
+        return
+      }
+      chunks.push(chunk)
+    })
+    request.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
+    request.on('error', reject)
+  })
 }
 
 function toHeaders(raw: string[]): Headers {
