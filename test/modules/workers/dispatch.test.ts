@@ -340,10 +340,11 @@ describe('under load', () => {
       const counts = server!.app.decorator.workerService.pending()
       return counts.answers === 0 && counts.asks === 0
     }, 5000, 'no pending questions')
+    // Completions are sent without waiting for them; count slots once they have all been handled.
+    await eventually(async () => (await request('GET', '/jobs?state=completed&limit=9999')).body.jobs.length === 500, 5000, 'half the jobs completed')
     const { body } = await request('GET', '/workers')
     for (const worker of body.workers) expect(worker.reserved).toBe(0)
     const assigned = body.workers.reduce((sum: number, worker: Json) => sum + worker.jobs.length, 0)
-    await eventually(async () => (await request('GET', '/jobs?state=completed&limit=9999')).body.jobs.length === 500, 5000, 'half the jobs completed')
     expect(assigned).toBe(500)
     await eventually(() => assignmentsByJob(workers).size === 1000, 5000, 'every assignment delivered')
     const byJob = assignmentsByJob(workers)
