@@ -1,4 +1,4 @@
-import type { JobFilter, JobRecord, JobTransition, WorkerPatch, WorkerRecord, WorkerStore } from '../../src/backend/workers'
+import { applyTransition, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 const clone = <T>(value: T): T => structuredClone(value)
 
@@ -99,18 +99,7 @@ export class MemoryWorkers implements WorkerStore {
 
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
     const job = this.jobs.get(id)
-    if (!job || !transition.from.includes(job.state)) return null
-    if (transition.heldBy !== undefined && job.workerId !== transition.heldBy) return null
-    const at = Date.now()
-    if (transition.workerId !== undefined) job.workerId = transition.workerId
-    job.state = transition.to
-    job.updatedAt = at
-    job.history.push({
-      state: transition.to,
-      at,
-      ...(job.workerId !== null ? { workerId: job.workerId } : {}),
-      ...(transition.reason !== undefined ? { reason: transition.reason } : {}),
-    })
+    if (!job || !applyTransition(job, transition)) return null
     return clone(job)
   }
 }

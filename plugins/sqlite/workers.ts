@@ -1,6 +1,6 @@
 /** Workers and jobs in SQLite; every compare-and-set is one transaction. */
 import type { Database, Statement } from 'bun:sqlite'
-import type { JobFilter, JobRecord, JobTransition, WorkerPatch, WorkerRecord, WorkerStore } from '../../src/backend/workers'
+import { applyTransition, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 type Row<T> = Statement<T, (string | number | null)[]>
 
@@ -102,18 +102,7 @@ export class SqliteWorkers implements WorkerStore {
 
     this.transitionTx = db.transaction((id: string, transition: JobTransition) => {
       const job = this.readJob(id)
-      if (!job || !transition.from.includes(job.state)) return null
-      if (transition.heldBy !== undefined && job.workerId !== transition.heldBy) return null
-      const at = Date.now()
-      if (transition.workerId !== undefined) job.workerId = transition.workerId
-      job.state = transition.to
-      job.updatedAt = at
-      job.history.push({
-        state: transition.to,
-        at,
-        ...(job.workerId !== null ? { workerId: job.workerId } : {}),
-        ...(transition.reason !== undefined ? { reason: transition.reason } : {}),
-      })
+      if (!job || !applyTransition(job, transition)) return null
       this.saveJob(job)
       return job
     })

@@ -76,6 +76,27 @@ export interface JobTransition {
 }
 
 /**
+ * Applies a transition to a job record in place, if the job is in one of
+ * `from` (and held by `heldBy` when given); records the history event.
+ * Returns false, changing nothing, when the job is not eligible. Plugins that
+ * hold the record in their own process share this one rule.
+ */
+export function applyTransition(job: JobRecord, transition: JobTransition, at = Date.now()): boolean {
+  if (!transition.from.includes(job.state)) return false
+  if (transition.heldBy !== undefined && job.workerId !== transition.heldBy) return false
+  if (transition.workerId !== undefined) job.workerId = transition.workerId
+  job.state = transition.to
+  job.updatedAt = at
+  job.history.push({
+    state: transition.to,
+    at,
+    ...(job.workerId !== null ? { workerId: job.workerId } : {}),
+    ...(transition.reason !== undefined ? { reason: transition.reason } : {}),
+  })
+  return true
+}
+
+/**
  * Worker and job storage. Capacity and job transitions are compare-and-set,
  * so two instances can never assign one slot or one job twice.
  */
