@@ -94,7 +94,8 @@ export class MemoryAgents implements AgentStore {
     let log = this.activity.get(workspaceId)
     if (!log) this.activity.set(workspaceId, (log = { first: 0, entries: [] }))
     log.entries.push(activity)
-    if (log.entries.length > ACTIVITY_KEPT) {
+    // Trim in bulk once the log holds twice what is kept, so an append stays O(1) on average.
+    if (log.entries.length >= 2 * ACTIVITY_KEPT) {
       const dropped = log.entries.length - ACTIVITY_KEPT
       log.entries.splice(0, dropped)
       log.first += dropped
@@ -102,19 +103,21 @@ export class MemoryAgents implements AgentStore {
   }
 
   async recordActivity(activity: ActivityRecord): Promise<void> {
-    const stored = clone(activity)
+    const stored = Object.freeze({ ...activity })
     this.append(activity.target, stored)
     if (activity.source !== null && activity.source !== activity.target) this.append(activity.source, stored)
   }
 
   async listActivity(workspaceId: string, limit: number, cursor: string | null): Promise<ActivityPage> {
     const log = this.activity.get(workspaceId) ?? { first: 0, entries: [] }
+    // Only the newest ACTIVITY_KEPT entries are visible, even while the log holds more before a trim.
+    const visible = Math.max(0, log.entries.length - ACTIVITY_KEPT)
     // A cursor is the sequence number just past the next entry to return (exclusive end).
     const last = log.first + log.entries.length
     const parsed = cursor === null ? last : Number.parseInt(cursor, 10)
     const end = Math.min(last, Number.isFinite(parsed) ? parsed : last) - log.first
-    const start = Math.max(0, end - limit)
-    const items = log.entries.slice(start, Math.max(start, end)).reverse().map(clone)
-    return { items, next: start > 0 ? String(start + log.first) : null }
+    const start = Math.max(visible, end - limit)
+    const items = log.entries.slice(start, Math.max(start, end)).reverse()
+    return { items, next: start > visible ? String(start + log.first) : null }
   }
 }
