@@ -98,7 +98,7 @@ export function createApp(options: CreateAppOptions) {
     },
     logger,
   )
-  const workerEndpoint = workerSockets({ service: workers, auth, logger, pingSeconds: config.worker_ping_s })
+  const workerEndpoint = workerSockets({ service: workers, auth, logger, pingSeconds: config.worker_ping_s, maxFrameBytes: config.max_ws_frame_kb * 1024 })
   runtime.upgrades.set('/agent', (request, socket, head) => workerEndpoint.handleUpgrade(request, socket, head))
   runtime.onClose.push(async () => {
     await workers.stop()

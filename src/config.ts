@@ -50,6 +50,10 @@ export const ConfigSchema = v.object({
   a2a_idle_timeout_s: v.optional(positive('Longest silence inside a streamed agent response.'), 300),
   a2a_max_duration_s: v.optional(positive('Absolute ceiling of one proxied call.'), 3600),
   a2a_body_limit_kb: v.optional(integer(1, 1048576, 'Largest proxied request body, in KiB.'), 16384),
+  rate_limit_per_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Requests per second per caller (token client, or remote address when anonymous); 0 turns rate limiting off.')), 0),
+  rate_limit_burst: v.optional(integer(1, 1000000, 'Requests a caller may make at once before rate_limit_per_s applies (token bucket size).'), 200),
+  max_waiting_per_client: v.optional(integer(0, 1000000, 'Open long-polls plus listen streams per client; 0 means no limit.'), 1000),
+  max_ws_frame_kb: v.optional(integer(1, 1048576, 'Largest WebSocket frame a worker may send on /agent, in KiB.'), 1024),
   backend_options: v.optional(v.record(v.string(), v.unknown()), {}),
 })
 

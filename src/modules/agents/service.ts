@@ -66,7 +66,9 @@ export class AgentsService {
   }
 
   /** Validates a workspace id from a path, header or body; the canonical lower-case form. */
-  parseId(raw: string, what = 'workspace id'): string {
+  parseId(raw: string | null, what = 'workspace id'): string {
+    // Elysia hands over a path parameter that is not valid percent-encoded UTF-8 as null.
+    if (typeof raw !== 'string') throw new BadRequestError(`${what} is not valid percent-encoded UTF-8`)
     const parsed = v.safeParse(WorkspaceId, raw)
     if (!parsed.success) throw new BadRequestError(`${what} "${raw.slice(0, 100)}" is not a UUID`)
     return parsed.output

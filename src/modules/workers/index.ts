@@ -213,6 +213,8 @@ export interface WorkerSocketsOptions {
   logger: Logger
   /** Seconds between WebSocket pings; a worker that misses two is dropped. */
   pingSeconds: number
+  /** Largest frame a worker may send, in bytes; a larger one closes its socket with 1009. */
+  maxFrameBytes: number
 }
 
 /** Refuses an upgrade with a plain HTTP status. */
@@ -223,7 +225,7 @@ function refuseUpgrade(socket: Duplex, status: number, text: string): void {
 /** The `/agent` WebSocket endpoint: bearer auth at the upgrade, `register` first, then frames in order, per socket. */
 export function workerSockets(options: WorkerSocketsOptions) {
   const { service, auth, logger } = options
-  const server = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 })
+  const server = new WebSocketServer({ noServer: true, maxPayload: options.maxFrameBytes })
 
   const attach = (ws: WebSocket, owner: Client, headerToken: string) => {
     let session: WorkerSession | null = null
