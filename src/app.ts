@@ -12,6 +12,7 @@ import { resolveConfig, type Config } from './config'
 import { docs } from './docs'
 import { nativeError } from './http'
 import { createLogger, type Logger } from './logger'
+import { RateLimiter, rateLimitHook, WaitingLimit, callerKey } from './limits'
 import { agentsModule } from './modules/agents/index'
 import { AgentsService } from './modules/agents/service'
 import { AgentUrlGuard } from './modules/agents/ssrf'
@@ -105,8 +106,12 @@ export function createApp(options: CreateAppOptions) {
     await workerEndpoint.close()
   })
 
+  const rateLimiter = config.rate_limit_per_s > 0 ? new RateLimiter({ perSecond: config.rate_limit_per_s, burst: config.rate_limit_burst }) : null
+  const waitingLimit = new WaitingLimit(config.max_waiting_per_client)
+
   return new Elysia({ name: 'switchboard' })
     .decorate('switchboard', runtime)
+    .onRequest(rateLimiter ? rateLimitHook(rateLimiter, auth) : () => undefined)
     .use(
       exchangeModule({
         service: exchange,
@@ -114,6 +119,7 @@ export function createApp(options: CreateAppOptions) {
         logger,
         bodyLimitBytes: config.max_body_kb * 1024,
         pingSeconds: config.sse_ping_s,
+        admitWaiting: (request) => waitingLimit.enter(callerKey(request, auth)),
         onWaiting: (kind, delta) => {
           runtime.waiting[kind] += delta
         },

@@ -10,6 +10,7 @@ import https from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
+import { remoteAddresses } from './limits'
 
 /** Takes over an upgrade request for one path (e.g. a `ws` WebSocketServer's handleUpgrade). */
 export type UpgradeHandler = (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void
@@ -100,9 +101,9 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     let response: Response
     try {
       const hasBody = body.length > 0 && req.method !== 'HEAD'
-      response = await app.handle(
-        new Request(url, { method: req.method, headers: toHeaders(req.rawHeaders), body: hasBody ? (body as unknown as BodyInit) : undefined, signal: gone.signal }),
-      )
+      const request = new Request(url, { method: req.method, headers: toHeaders(req.rawHeaders), body: hasBody ? (body as unknown as BodyInit) : undefined, signal: gone.signal })
+      remoteAddresses.set(request, req.socket.remoteAddress ?? '')
+      response = await app.handle(request)
     } catch (error) {
       const invalid = error instanceof TypeError
       if (!invalid) runtime.logger.error('request failed before routing', { error: String(error) })

@@ -7,7 +7,7 @@ import { Elysia } from 'elysia'
 import type * as v from 'valibot'
 import type { Authenticator } from '../../auth'
 import type { Client, EntityId } from '../../backend/mailboxes'
-import { AppError } from '../../errors'
+import { AppError, TooManyRequestsError } from '../../errors'
 import { documentedBody, readJsonBody } from '../../http'
 import type { Logger } from '../../logger'
 import * as model from './model'
@@ -21,6 +21,8 @@ export interface ExchangeModuleOptions {
   bodyLimitBytes: number
   /** Seconds between keep-alive comments on an idle listen stream. */
   pingSeconds: number
+  /** Admits one more long-poll or listen stream for the caller: a release function, or null when it holds too many. */
+  admitWaiting?: (request: Request) => (() => void) | null
   /** Counts open long-polls and listen streams (for metrics and shutdown). */
   onWaiting?: (kind: 'poll' | 'stream', delta: 1 | -1) => void
 }
@@ -31,6 +33,7 @@ const encoder = new TextEncoder()
 
 /** Renders an error as Academy's server does: text/plain, its status, its words. */
 function academyError(error: unknown, logger: Logger): Response {
+  if (error instanceof TooManyRequestsError) return new Response(error.message, { status: 429, headers: { ...TEXT, 'retry-after': String(Math.ceil(error.retryAfterSeconds)) } })
   if (error instanceof AppError) return new Response(error.message, { status: error.status, headers: TEXT })
   logger.error('unexpected error in exchange route', { error: String((error as Error)?.stack ?? error) })
   return new Response('Internal Server Error', { status: 500, headers: TEXT })
@@ -48,6 +51,13 @@ export function exchangeModule(options: ExchangeModuleOptions) {
   const read = <S extends v.GenericSchema>(request: Request, schema: S) => readJsonBody(request, schema, bodyLimitBytes, FIELD)
   const mailboxOf = (raw: string): EntityId => service.parseEntityId('mailbox', raw)
   const client = (request: Request): Client => auth.fromHeader(request.headers.get('authorization'))
+  /** Takes a waiting slot for the caller (a no-op release when no limit is set), or refuses with 429. */
+  const admit = (request: Request): (() => void) => {
+    if (!options.admitWaiting) return () => {}
+    const release = options.admitWaiting(request)
+    if (release === null) throw new TooManyRequestsError('Too many open long-polls and listen streams for this client (max_waiting_per_client)', 1)
+    return release
+  }
   const counted = async <T>(kind: 'poll' | 'stream', work: () => Promise<T>): Promise<T> => {
     options.onWaiting?.(kind, 1)
     try {
@@ -58,7 +68,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
   }
 
   /** An SSE stream of the mailbox's messages; a message whose write is not confirmed goes back to the head. */
-  const listenStream = (caller: Client, id: EntityId, timeoutSeconds: number): ReadableStream<Uint8Array> => {
+  const listenStream = (caller: Client, id: EntityId, timeoutSeconds: number, release: () => void): ReadableStream<Uint8Array> => {
     const stop = new AbortController()
     let unconfirmed: string | null = null
     let idleDeadline = Date.now() + timeoutSeconds * 1000
@@ -68,6 +78,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
     const finish = () => {
       if (!open) return
       open = false
+      release()
       options.onWaiting?.('stream', -1)
     }
     const giveBack = (message: string) =>
@@ -181,8 +192,12 @@ export function exchangeModule(options: ExchangeModuleOptions) {
         const body = await read(request, model.ReceiveBody)
         const id = mailboxOf(body.mailbox)
         const timeout = service.timeoutSeconds(body.timeout)
-        const message = await counted('poll', () => service.receive(caller, id, timeout, request.signal))
-        return { message }
+        const release = admit(request)
+        try {
+          return { message: await counted('poll', () => service.receive(caller, id, timeout, request.signal)) }
+        } finally {
+          release()
+        }
       },
       {
         parse: 'none',
@@ -200,7 +215,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
         const status = await service.status(caller, id)
         if (status === 'MISSING') return new Response('Unknown mailbox ID', { status: 404, headers: TEXT })
         if (status === 'TERMINATED') return new Response('Mailbox was closed', { status: 419, headers: TEXT })
-        return new Response(listenStream(caller, id, timeout), {
+        return new Response(listenStream(caller, id, timeout, admit(request)), {
           status: 200,
           headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' },
         })
