@@ -314,7 +314,8 @@ export class A2AProxy {
               return
             }
             const message = cause === 'idle' ? `agent stream was silent for ${seconds(idleMs)}` : cause === 'max' ? `call exceeded the ceiling of ${seconds(maxMs)}` : 'agent closed the stream abruptly'
-            const event = encoder.encode(`data: ${rpcErrorBody(rpcId, -32603, message)}\n\n`)
+            // The agent may have stopped inside an event: the blank lines end whatever it left open, so ours stands alone.
+            const event = encoder.encode(`\n\ndata: ${rpcErrorBody(rpcId, -32603, message)}\n\n`)
             bytes += event.length
             controller.enqueue(event)
             controller.close()

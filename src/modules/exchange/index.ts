@@ -39,6 +39,19 @@ function academyError(error: unknown, logger: Logger): Response {
   return new Response('Internal Server Error', { status: 500, headers: TEXT })
 }
 
+/**
+ * One SSE event carrying `message`. JSON may hold raw line breaks between
+ * tokens; each line gets its own `data:` field, so a line break can neither
+ * end the event early nor start a field of its own (the client joins the
+ * lines back with \n, which JSON reads as the same whitespace).
+ */
+function sseEvent(message: string): string {
+  return `${message
+    .split(/\r\n|\r|\n/)
+    .map((line) => `data: ${line}`)
+    .join('\r\n')}\r\n\r\n`
+}
+
 const errorResponses = {
   400: model.ErrorText,
   401: model.ErrorText,
@@ -117,7 +130,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
             if (message !== null) {
               unconfirmed = message
               idleDeadline = Date.now() + timeoutSeconds * 1000
-              controller.enqueue(encoder.encode(`data: ${message}\r\n\r\n`))
+              controller.enqueue(encoder.encode(sseEvent(message)))
               return
             }
             if (Date.now() < idleDeadline) {
