@@ -10,9 +10,11 @@ import type { Backend } from './backend/index'
 import { createAuthenticator, type Authenticator } from './auth'
 import { resolveConfig, type Config } from './config'
 import { docs } from './docs'
+import { NotFoundError } from './errors'
 import { nativeError } from './http'
 import { createLogger, type Logger } from './logger'
 import { RateLimiter, rateLimitHook, WaitingLimit, callerKey } from './limits'
+import { PROMETHEUS_CONTENT_TYPE } from './metrics'
 import { agentsModule } from './modules/agents/index'
 import { AgentsService } from './modules/agents/service'
 import { AgentUrlGuard } from './modules/agents/ssrf'
@@ -20,6 +22,7 @@ import { exchangeModule } from './modules/exchange/index'
 import { ExchangeService } from './modules/exchange/service'
 import { workerSockets, workersModule } from './modules/workers/index'
 import { WorkerService } from './modules/workers/service'
+import { collectRuntimeGauges, createSwitchboardMetrics, type SwitchboardMetrics } from './observability'
 import type { UpgradeHandler } from './server'
 import { VERSION } from './version'
 
@@ -40,6 +43,10 @@ export interface SwitchboardRuntime {
   readonly upgrades: Map<string, UpgradeHandler>
   /** Open long-polls and event streams, by kind. */
   readonly waiting: { poll: number; stream: number }
+  /** Request counters, latency and the gauges read at each scrape of /metrics. */
+  readonly metrics: SwitchboardMetrics
+  /** Set once shutdown starts: /readyz answers 503 so balancers stop sending traffic. */
+  draining: boolean
   /** Work to run when the app shuts down (close sockets, stop timers), newest first. */
   readonly onClose: (() => Promise<void> | void)[]
   /** Stop modules, then close the backend. */
@@ -59,6 +66,8 @@ export function createApp(options: CreateAppOptions) {
     auth,
     upgrades: new Map(),
     waiting: { poll: 0, stream: 0 },
+    metrics: createSwitchboardMetrics(),
+    draining: false,
     onClose: [],
     async close() {
       for (const step of [...runtime.onClose].reverse()) {
@@ -71,6 +80,8 @@ export function createApp(options: CreateAppOptions) {
       await backend.close()
     },
   }
+
+  collectRuntimeGauges(runtime.metrics, runtime)
 
   const exchange = new ExchangeService(
     backend.mailboxes,
@@ -151,13 +162,39 @@ export function createApp(options: CreateAppOptions) {
     .get(
       '/readyz',
       async ({ set }) => {
+        if (runtime.draining) {
+          set.status = 503
+          return { status: 'draining', backend: backend.name }
+        }
         const ready = await backend.ready().catch(() => false)
         set.status = ready ? 200 : 503
         return { status: ready ? 'ready' : 'not ready', backend: backend.name }
       },
       {
-        detail: { tags: ['operations'], summary: 'The backend is reachable' },
+        detail: { tags: ['operations'], summary: 'Ready for traffic: the backend is reachable and shutdown has not started (503 otherwise)' },
         response: { 200: v.object({ status: v.string(), backend: v.string() }), 503: v.object({ status: v.string(), backend: v.string() }) },
+      },
+    )
+    .get(
+      '/metrics',
+      async ({ request }) => {
+        if (config.metrics === 'off') throw new NotFoundError('metrics are off (--metrics)')
+        if (config.metrics === 'admin') await agents.authenticateAdmin(request.headers.get('authorization'))
+        const { text, failures } = await runtime.metrics.registry.render()
+        for (const failure of failures) logger.warn('a metrics collector failed; its gauges are left out of this scrape', { error: String(failure) })
+        return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } })
+      },
+      {
+        detail: {
+          tags: ['operations'],
+          summary: 'Metrics in the Prometheus text format (setting metrics: on, off = 404, admin = admin bearer token)',
+          responses: {
+            200: { description: 'Prometheus text format 0.0.4', content: { [PROMETHEUS_CONTENT_TYPE]: { schema: { type: 'string' } } } },
+            401: { description: 'metrics = admin and no bearer token' },
+            403: { description: 'metrics = admin and not the admin token' },
+            404: { description: 'metrics = off' },
+          },
+        },
       },
     )
 }

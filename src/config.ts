@@ -54,6 +54,9 @@ export const ConfigSchema = v.object({
   rate_limit_burst: v.optional(integer(1, 1000000, 'Requests a caller may make at once before rate_limit_per_s applies (token bucket size).'), 200),
   max_waiting_per_client: v.optional(integer(0, 1000000, 'Open long-polls plus listen streams per client; 0 means no limit.'), 1000),
   max_ws_frame_kb: v.optional(integer(1, 1048576, 'Largest WebSocket frame a worker may send on /agent, in KiB.'), 1024),
+  metrics: v.optional(choice(['on', 'off', 'admin'], 'GET /metrics in the Prometheus text format; admin: only with the admin_token as bearer token.'), 'on'),
+  shutdown_timeout_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Seconds in-flight requests (A2A calls) get to finish after SIGTERM/SIGINT.')), 10),
+  cors_origins: v.optional(v.pipe(v.string(), v.description('Browser origins allowed by CORS: a comma-separated list, *, or empty (CORS off).')), ''),
   backend_options: v.optional(v.record(v.string(), v.unknown()), {}),
 })
 
@@ -220,6 +223,9 @@ export function resolveConfig(...sources: Record<string, unknown>[]): Config {
   }
   if (Boolean(parsed.output.tls_cert) !== Boolean(parsed.output.tls_key)) {
     throw new ConfigError('invalid setting "tls_cert"/"tls_key": give both or neither')
+  }
+  if (parsed.output.metrics === 'admin' && !parsed.output.admin_token) {
+    throw new ConfigError('invalid setting "metrics" (--metrics / SWITCHBOARD_METRICS): admin needs admin_token')
   }
   if (parsed.output.auth === 'token' && !parsed.output.tokens_file) {
     throw new ConfigError('invalid setting "tokens_file" (--tokens-file / SWITCHBOARD_TOKENS_FILE): required when auth = "token"')

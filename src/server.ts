@@ -11,6 +11,8 @@ import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
 import { remoteAddresses } from './limits'
+import { corsPolicy } from './cors'
+import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
 
 /** Takes over an upgrade request for one path (e.g. a `ws` WebSocketServer's handleUpgrade). */
 export type UpgradeHandler = (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void
@@ -18,6 +20,8 @@ export type UpgradeHandler = (request: http.IncomingMessage, socket: Duplex, hea
 export interface ServableApp {
   handle(request: Request): Promise<Response>
   decorator: { switchboard: SwitchboardRuntime }
+  /** The route templates, to label metrics and logs by route rather than raw path. */
+  routes: readonly { method: string; path: string }[]
 }
 
 export interface ServeOptions {
@@ -34,13 +38,23 @@ export interface RunningServer {
   readonly host: string
   /** Base URL, e.g. http://127.0.0.1:8700 */
   readonly url: string
-  /** Stop accepting, end open streams, close idle connections. */
+  /**
+   * Stop accepting and report not ready; long-polls get their timeout answer
+   * and event streams end at once, A2A calls get up to shutdown_timeout_s.
+   */
   stop(): Promise<void>
 }
 
 const jsonError = (status: number, code: string, message: string) => JSON.stringify({ error: { code, message } })
 
 const EMPTY = Buffer.alloc(0)
+
+/** A request being answered: its route template, the signal its handler sees, and whether its client went away. */
+interface InFlight {
+  readonly route: string
+  readonly abort: AbortController
+  clientGone: boolean
+}
 
 /** Reads the whole body, or null once it exceeds `limit` bytes. A request that declares no body is not read at all. */
 function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer | null> {
@@ -71,10 +85,52 @@ function toHeaders(raw: string[]): Headers {
 
 export async function serve(app: ServableApp, options: ServeOptions): Promise<RunningServer> {
   const runtime = app.decorator.switchboard
-  const streams = new Set<ReadableStreamDefaultReader<Uint8Array>>()
+  const observer = observeRequests(runtime, app.routes)
+  const cors = corsPolicy(runtime.config.cors_origins)
+  const inFlight = new Set<InFlight>()
+  let onIdle: (() => void) | null = null
   const scheme = options.tlsCert ? 'https' : 'http'
 
   const onRequest = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const startedAt = performance.now()
+    const requestId = requestIdOf(req.headers['x-request-id'])
+    res.setHeader('x-request-id', requestId)
+    const method = req.method ?? 'GET'
+    const target = req.url ?? '/'
+    const query = target.indexOf('?')
+    const route = observer.routeOf(method, query === -1 ? target : target.slice(0, query))
+    const entry: InFlight = { route, abort: new AbortController(), clientGone: false }
+    inFlight.add(entry)
+    try {
+      if (cors !== null && typeof req.headers.origin === 'string') {
+        const preflight = method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined
+        if (cors.apply(req.headers.origin, res) && preflight) {
+          res.writeHead(204, { 'content-length': '0' })
+          res.end()
+          return
+        }
+      }
+      if (runtime.draining) {
+        res.setHeader('connection', 'close')
+        // Shutdown has begun: a new long-poll or stream answers at once; an A2A call still gets the deadline.
+        if (route !== A2A_ROUTE) entry.abort.abort()
+      }
+      await respond(req, res, entry, target)
+    } finally {
+      inFlight.delete(entry)
+      if (inFlight.size === 0) onIdle?.()
+      observer.finish({
+        method,
+        route,
+        status: entry.clientGone && !res.headersSent ? 499 : res.statusCode,
+        startedAt,
+        requestId,
+        authorization: req.headers.authorization,
+      })
+    }
+  }
+
+  const respond = async (req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, target: string) => {
     const declared = Number(req.headers['content-length'] ?? 0)
     if (declared > options.bodyLimitBytes) {
       res.writeHead(413, { 'content-type': 'application/json', connection: 'close' })
@@ -93,15 +149,17 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       res.end(jsonError(413, 'PAYLOAD_TOO_LARGE', `request body is larger than the limit of ${options.bodyLimitBytes} bytes`))
       return
     }
-    const gone = new AbortController()
     res.on('close', () => {
-      if (!res.writableFinished) gone.abort()
+      if (!res.writableFinished) {
+        entry.clientGone = true
+        entry.abort.abort()
+      }
     })
-    const url = `${scheme}://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`
+    const url = `${scheme}://${req.headers.host ?? 'localhost'}${target}`
     let response: Response
     try {
       const hasBody = body.length > 0 && req.method !== 'HEAD'
-      const request = new Request(url, { method: req.method, headers: toHeaders(req.rawHeaders), body: hasBody ? (body as unknown as BodyInit) : undefined, signal: gone.signal })
+      const request = new Request(url, { method: req.method, headers: toHeaders(req.rawHeaders), body: hasBody ? (body as unknown as BodyInit) : undefined, signal: entry.abort.signal })
       remoteAddresses.set(request, req.socket.remoteAddress ?? '')
       response = await app.handle(request)
     } catch (error) {
@@ -113,8 +171,21 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       }
       return
     }
-    await writeResponse(response, res, gone.signal, streams)
+    await writeResponse(response, res, entry)
   }
+
+  /** Resolves once no request is in flight, or after `ms`. */
+  const settled = (ms: number) =>
+    new Promise<void>((resolve) => {
+      if (inFlight.size === 0) return resolve()
+      const done = () => {
+        clearTimeout(timer)
+        onIdle = null
+        resolve()
+      }
+      const timer = setTimeout(done, ms)
+      onIdle = done
+    })
 
   const server = options.tlsCert
     ? https.createServer({ cert: readFileSync(options.tlsCert), key: readFileSync(options.tlsKey!) }, onRequest)
@@ -123,6 +194,10 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '/').split('?')[0]!
     const handler = runtime.upgrades.get(path)
+    if (runtime.draining) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
+      return
+    }
     if (!handler) {
       socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
       return
@@ -149,10 +224,15 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     host: options.host,
     url: `${scheme}://${hostForUrl}:${port}`,
     async stop() {
+      runtime.draining = true
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
-      for (const reader of streams) await reader.cancel().catch(() => {})
       server.closeIdleConnections?.()
-      const timer = setTimeout(() => server.closeAllConnections?.(), 2000)
+      for (const entry of inFlight) if (entry.route !== A2A_ROUTE) entry.abort.abort()
+      await settled(runtime.config.shutdown_timeout_s * 1000)
+      for (const entry of inFlight) entry.abort.abort()
+      await settled(1000)
+      server.closeIdleConnections?.()
+      const timer = setTimeout(() => server.closeAllConnections?.(), 1000)
       await closed
       clearTimeout(timer)
     },
@@ -160,7 +240,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
 }
 
 /** Writes a web Response to a node response; event streams are relayed chunk by chunk as they come. */
-async function writeResponse(response: Response, res: http.ServerResponse, gone: AbortSignal, streams: Set<ReadableStreamDefaultReader<Uint8Array>>): Promise<void> {
+async function writeResponse(response: Response, res: http.ServerResponse, entry: InFlight): Promise<void> {
   const headers: Record<string, string | string[]> = {}
   response.headers.forEach((value, key) => {
     if (key === 'set-cookie') return
@@ -180,18 +260,22 @@ async function writeResponse(response: Response, res: http.ServerResponse, gone:
   res.writeHead(response.status, headers)
   res.flushHeaders()
   const reader = response.body!.getReader()
-  streams.add(reader)
+  // Aborted when the client leaves or shutdown ends the stream: the pending read then reports done.
   const stop = () => void reader.cancel().catch(() => {})
-  gone.addEventListener('abort', stop, { once: true })
+  const gone = entry.abort.signal
+  const dropped = new Promise<boolean>((resolve) => res.once('close', () => resolve(false)))
+  if (gone.aborted) stop()
+  else gone.addEventListener('abort', stop, { once: true })
   try {
     for (;;) {
       const { done, value } = await reader.read()
       if (done) break
-      if (res.destroyed || gone.aborted) {
+      if (res.destroyed || entry.clientGone) {
         await reader.cancel().catch(() => {})
         return
       }
-      const written = await new Promise<boolean>((resolve) => res.write(value, (error) => resolve(!error)))
+      // A write to a socket the client has dropped may never call back: the close settles it instead.
+      const written = await Promise.race([new Promise<boolean>((resolve) => res.write(value, (error) => resolve(!error))), dropped])
       if (!written || res.destroyed) {
         await reader.cancel().catch(() => {})
         return
@@ -202,6 +286,5 @@ async function writeResponse(response: Response, res: http.ServerResponse, gone:
     res.destroy()
   } finally {
     gone.removeEventListener('abort', stop)
-    streams.delete(reader)
   }
 }

@@ -1,0 +1,169 @@
+/**
+ * A small metrics registry rendered in the Prometheus text format (0.0.4):
+ * counters, gauges and histograms with fixed buckets. Label sets are kept
+ * in maps keyed by their joined values, so recording costs one lookup.
+ */
+export type Labels = Record<string, string>
+
+const escapeLabel = (value: string) => value.replaceAll('\\', '\\\\').replaceAll('"', '\\"').replaceAll('\n', '\\n')
+const formatValue = (value: number) => (Number.isFinite(value) ? String(value) : value > 0 ? '+Inf' : value < 0 ? '-Inf' : 'NaN')
+
+abstract class Metric {
+  abstract readonly type: 'counter' | 'gauge' | 'histogram'
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly labelNames: readonly string[],
+  ) {}
+
+  protected keyOf(labels: Labels): string {
+    if (this.labelNames.length === 1) return labels[this.labelNames[0]!] ?? ''
+    return this.labelNames.map((name) => labels[name] ?? '').join('\u0000')
+  }
+
+  protected renderLabels(labels: Labels, extra?: [string, string]): string {
+    const pairs = this.labelNames.map((name) => `${name}="${escapeLabel(labels[name] ?? '')}"`)
+    if (extra) pairs.push(`${extra[0]}="${escapeLabel(extra[1])}"`)
+    return pairs.length === 0 ? '' : `{${pairs.join(',')}}`
+  }
+
+  /** The sample lines of this metric (without HELP and TYPE). */
+  abstract samples(): string[]
+
+  render(): string {
+    return [`# HELP ${this.name} ${this.help.replaceAll('\\', '\\\\').replaceAll('\n', '\\n')}`, `# TYPE ${this.name} ${this.type}`, ...this.samples()].join('\n')
+  }
+}
+
+/** A value that only goes up (reset on restart). */
+export class Counter extends Metric {
+  readonly type = 'counter'
+  private readonly values = new Map<string, { labels: Labels; value: number }>()
+
+  inc(labels: Labels = {}, by = 1): void {
+    const key = this.keyOf(labels)
+    const entry = this.values.get(key)
+    if (entry) entry.value += by
+    else this.values.set(key, { labels: { ...labels }, value: by })
+  }
+
+  /** The current value of one label set (0 when never incremented). */
+  get(labels: Labels = {}): number {
+    return this.values.get(this.keyOf(labels))?.value ?? 0
+  }
+
+  samples(): string[] {
+    return [...this.values.values()].map((entry) => `${this.name}${this.renderLabels(entry.labels)} ${formatValue(entry.value)}`)
+  }
+}
+
+/** A value that goes up and down; gauges read at scrape time are `reset` and `set` by a collector. */
+export class Gauge extends Metric {
+  readonly type = 'gauge'
+  private readonly values = new Map<string, { labels: Labels; value: number }>()
+
+  set(labels: Labels, value: number): void {
+    this.values.set(this.keyOf(labels), { labels: { ...labels }, value })
+  }
+
+  reset(): void {
+    this.values.clear()
+  }
+
+  samples(): string[] {
+    return [...this.values.values()].map((entry) => `${this.name}${this.renderLabels(entry.labels)} ${formatValue(entry.value)}`)
+  }
+}
+
+/** Observations counted into fixed, cumulative buckets (upper bounds, `+Inf` implied). */
+export class Histogram extends Metric {
+  readonly type = 'histogram'
+  private readonly series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>()
+
+  constructor(name: string, help: string, labelNames: readonly string[], readonly buckets: readonly number[]) {
+    super(name, help, labelNames)
+    if (buckets.some((bound, index) => index > 0 && bound <= buckets[index - 1]!)) throw new Error(`histogram ${name}: buckets must increase`)
+  }
+
+  observe(labels: Labels, value: number): void {
+    const key = this.keyOf(labels)
+    let entry = this.series.get(key)
+    if (!entry) {
+      entry = { labels: { ...labels }, counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 }
+      this.series.set(key, entry)
+    }
+    // Counts are stored per bucket and made cumulative when rendered.
+    let index = 0
+    while (index < this.buckets.length && value > this.buckets[index]!) index++
+    if (index < this.buckets.length) entry.counts[index]!++
+    entry.sum += value
+    entry.count++
+  }
+
+  samples(): string[] {
+    const lines: string[] = []
+    for (const entry of this.series.values()) {
+      let cumulative = 0
+      this.buckets.forEach((bound, index) => {
+        cumulative += entry.counts[index]!
+        lines.push(`${this.name}_bucket${this.renderLabels(entry.labels, ['le', formatValue(bound)])} ${cumulative}`)
+      })
+      lines.push(`${this.name}_bucket${this.renderLabels(entry.labels, ['le', '+Inf'])} ${entry.count}`)
+      lines.push(`${this.name}_sum${this.renderLabels(entry.labels)} ${formatValue(entry.sum)}`)
+      lines.push(`${this.name}_count${this.renderLabels(entry.labels)} ${entry.count}`)
+    }
+    return lines
+  }
+}
+
+/** Refreshes gauges right before a scrape; a collector that throws leaves its gauges empty for that scrape. */
+export type Collector = () => Promise<void> | void
+
+export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8'
+
+/** The metrics of one process, in registration order. */
+export class MetricsRegistry {
+  private readonly metrics: Metric[] = []
+  private readonly collectors: { gauges: Gauge[]; collect: Collector }[] = []
+
+  counter(name: string, help: string, labelNames: readonly string[] = []): Counter {
+    return this.add(new Counter(name, help, labelNames))
+  }
+
+  gauge(name: string, help: string, labelNames: readonly string[] = []): Gauge {
+    return this.add(new Gauge(name, help, labelNames))
+  }
+
+  histogram(name: string, help: string, labelNames: readonly string[], buckets: readonly number[]): Histogram {
+    return this.add(new Histogram(name, help, labelNames, buckets))
+  }
+
+  /** Runs `collect` before each scrape; `gauges` are the ones it sets (cleared first). */
+  collect(gauges: Gauge[], collect: Collector): void {
+    this.collectors.push({ gauges, collect })
+  }
+
+  /** Runs the collectors, then renders every metric; resolves with the collectors' failures too. */
+  async render(): Promise<{ text: string; failures: unknown[] }> {
+    const failures: unknown[] = []
+    await Promise.all(
+      this.collectors.map(async ({ gauges, collect }) => {
+        for (const gauge of gauges) gauge.reset()
+        try {
+          await collect()
+        } catch (error) {
+          for (const gauge of gauges) gauge.reset()
+          failures.push(error)
+        }
+      }),
+    )
+    return { text: this.metrics.map((metric) => metric.render()).join('\n') + '\n', failures }
+  }
+
+  private add<M extends Metric>(metric: M): M {
+    if (this.metrics.some((existing) => existing.name === metric.name)) throw new Error(`metric ${metric.name} is registered twice`)
+    this.metrics.push(metric)
+    return metric
+  }
+}

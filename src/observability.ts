@@ -1,0 +1,160 @@
+/**
+ * What operators see of each request: a request id (accepted from
+ * `X-Request-Id` or generated), one JSON log line, and the request metrics.
+ * The serving layer calls `observeRequests` once and records every response
+ * through it, errors and event streams included.
+ */
+import { randomUUID } from 'node:crypto'
+import type { SwitchboardRuntime } from './app'
+import type { Backend } from './backend/index'
+import type { JobState } from './backend/workers'
+import { MetricsRegistry, type Counter, type Histogram } from './metrics'
+
+/** The route template of the A2A proxy, whose calls are counted by outcome and left to finish on shutdown. */
+export const A2A_ROUTE = '/workspaces/:id/a2a'
+/** The label of a request that matched no route (raw paths would make the label set unbounded). */
+export const UNMATCHED_ROUTE = 'unmatched'
+
+const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/
+
+/** The caller's `X-Request-Id` when it is 1-128 characters of [A-Za-z0-9._-], else a new one. */
+export function requestIdOf(header: string | string[] | undefined): string {
+  return typeof header === 'string' && REQUEST_ID.test(header) ? header : randomUUID()
+}
+
+export interface SwitchboardMetrics {
+  readonly registry: MetricsRegistry
+  readonly requests: Counter
+  readonly duration: Histogram
+  readonly serverErrors: Counter
+  readonly a2aCalls: Counter
+}
+
+/** Seconds; from a cached read to a long-poll that runs to its full minute. */
+const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]
+const ACTIVE_JOB_STATES: readonly JobState[] = ['pending', 'assigned', 'running', 'reassigning']
+
+/** The registry and the metrics every Switchboard records; gauges read from the runtime are added by `collectRuntimeGauges`. */
+export function createSwitchboardMetrics(): SwitchboardMetrics {
+  const registry = new MetricsRegistry()
+  return {
+    registry,
+    requests: registry.counter('switchboard_http_requests_total', 'HTTP requests answered, by method, route template and status.', ['method', 'route', 'status']),
+    duration: registry.histogram('switchboard_http_request_duration_seconds', 'Time to answer a request (an event stream counts until it ends), by route template.', ['route'], DURATION_BUCKETS),
+    serverErrors: registry.counter('switchboard_server_errors_total', 'Responses with a 5xx status (503: a backend, worker or agent was unavailable), by status.', ['status']),
+    a2aCalls: registry.counter('switchboard_a2a_calls_total', 'A2A proxy calls by outcome: ok, rejected (4xx), agent_error (502), unavailable (503), timeout (504), error.', ['outcome']),
+  }
+}
+
+/** Gauges read when scraped: open long-polls and streams, connected workers and their slots, active jobs. */
+export function collectRuntimeGauges(metrics: SwitchboardMetrics, runtime: { readonly waiting: { poll: number; stream: number }; readonly backend: Backend }): void {
+  const { registry } = metrics
+  const waiting = registry.gauge('switchboard_waiting_receivers', 'Receivers waiting on this instance: long-polls (poll) and event streams (stream).', ['kind'])
+  registry.collect([waiting], () => {
+    waiting.set({ kind: 'poll' }, runtime.waiting.poll)
+    waiting.set({ kind: 'stream' }, runtime.waiting.stream)
+  })
+  const connected = registry.gauge('switchboard_workers_connected', 'Workers with an open socket, by agent name (every instance sharing the backend).', ['agent_name'])
+  const slotsUsed = registry.gauge('switchboard_worker_slots_used', 'Jobs held or reserved by connected workers, by agent name.', ['agent_name'])
+  const slotsTotal = registry.gauge('switchboard_worker_slots', 'Job capacity (max processes) of connected workers, by agent name.', ['agent_name'])
+  registry.collect([connected, slotsUsed, slotsTotal], async () => {
+    const byName = new Map<string, { workers: number; used: number; total: number }>()
+    for (const worker of await runtime.backend.workers.listWorkers()) {
+      if (worker.connection === null) continue
+      const entry = byName.get(worker.agentName) ?? { workers: 0, used: 0, total: 0 }
+      entry.workers++
+      entry.used += worker.jobs.length + worker.reserved.length
+      entry.total += worker.maxProcesses
+      byName.set(worker.agentName, entry)
+    }
+    for (const [name, entry] of byName) {
+      connected.set({ agent_name: name }, entry.workers)
+      slotsUsed.set({ agent_name: name }, entry.used)
+      slotsTotal.set({ agent_name: name }, entry.total)
+    }
+  })
+  // Finished jobs are kept for their history and only grow, so only the active states are counted.
+  const jobs = registry.gauge('switchboard_jobs', 'Jobs in an active state (pending, assigned, running, reassigning).', ['state'])
+  registry.collect([jobs], async () => {
+    const counts = await Promise.all(ACTIVE_JOB_STATES.map((state) => runtime.backend.workers.listJobs({ state })))
+    ACTIVE_JOB_STATES.forEach((state, index) => jobs.set({ state }, counts[index]!.length))
+  })
+}
+
+/** Matches a request to its route template: static paths by one map lookup, parametric ones by pattern. */
+export function routeMatcher(routes: readonly { method: string; path: string }[]): (method: string, pathname: string) => string {
+  const exact = new Map<string, string>()
+  const patterns: { method: string; pattern: RegExp; path: string }[] = []
+  for (const route of routes) {
+    if (!route.path.includes(':') && !route.path.includes('*')) {
+      exact.set(`${route.method} ${route.path}`, route.path)
+      continue
+    }
+    const source = route.path
+      .split('/')
+      .map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .join('/')
+    patterns.push({ method: route.method, pattern: new RegExp(`^${source}$`), path: route.path })
+  }
+  return (method, pathname) => {
+    const lookup = method === 'HEAD' ? 'GET' : method
+    const found = exact.get(`${lookup} ${pathname}`)
+    if (found !== undefined) return found
+    for (const candidate of patterns) if (candidate.method === lookup && candidate.pattern.test(pathname)) return candidate.path
+    return UNMATCHED_ROUTE
+  }
+}
+
+function a2aOutcome(status: number): string {
+  if (status < 400) return 'ok'
+  if (status < 500) return 'rejected'
+  if (status === 502) return 'agent_error'
+  if (status === 503) return 'unavailable'
+  if (status === 504) return 'timeout'
+  return 'error'
+}
+
+export interface FinishedRequest {
+  method: string
+  route: string
+  status: number
+  /** `performance.now()` when the request arrived. */
+  startedAt: number
+  requestId: string
+  authorization: string | undefined
+}
+
+/** Records finished requests into the runtime's metrics and, when the level allows, one `info` line each. */
+export function observeRequests(runtime: SwitchboardRuntime, routes: readonly { method: string; path: string }[]) {
+  const { metrics, logger, auth } = runtime
+  const logging = logger.enabled('info')
+  const clientOf = (authorization: string | undefined): string | undefined => {
+    if (!auth.enabled || !authorization) return undefined
+    try {
+      return auth.fromToken(authorization.startsWith('Bearer ') ? authorization.slice(7) : authorization).id
+    } catch {
+      return undefined
+    }
+  }
+  return {
+    routeOf: routeMatcher(routes),
+    finish(request: FinishedRequest): void {
+      const seconds = (performance.now() - request.startedAt) / 1000
+      const status = String(request.status)
+      metrics.requests.inc({ method: request.method, route: request.route, status })
+      metrics.duration.observe({ route: request.route }, seconds)
+      if (request.status >= 500) metrics.serverErrors.inc({ status })
+      if (request.route === A2A_ROUTE) metrics.a2aCalls.inc({ outcome: a2aOutcome(request.status) })
+      if (!logging) return
+      const client = clientOf(request.authorization)
+      logger.info('request', {
+        method: request.method,
+        route: request.route,
+        status: request.status,
+        duration_ms: Math.round(seconds * 100000) / 100,
+        ...(client !== undefined ? { client } : {}),
+        request_id: request.requestId,
+      })
+    },
+  }
+}

@@ -1,0 +1,109 @@
+import { afterEach, describe, expect, it } from 'bun:test'
+import { call, makeApp, type TestApp } from '../support/app'
+import { TestWorker } from '../modules/workers/worker'
+import { agentId, bodies } from '../support/academy'
+import { openStream, rawRequest } from '../support/http'
+import { startLoggedServer, type LoggedServer } from './support'
+
+let running: LoggedServer | null = null
+let app: TestApp | null = null
+const workers: TestWorker[] = []
+afterEach(async () => {
+  for (const worker of workers.splice(0)) await worker.close()
+  await running?.close()
+  running = null
+  await app?.decorator.switchboard.close()
+  app = null
+})
+
+/** The value of one sample line, e.g. `switchboard_jobs{state="running"}`; undefined when absent. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((candidate) => candidate.startsWith(`${series} `))
+  return line === undefined ? undefined : Number(line.slice(series.length + 1))
+}
+
+const scrape = async (url: string, headers: Record<string, string> = {}) => (await fetch(`${url}/metrics`, { headers })).text()
+
+describe('GET /metrics', () => {
+  it('counts requests by route template and status, with a latency histogram per route', async () => {
+    running = await startLoggedServer({ log_level: 'warn' })
+    await fetch(`${running.url}/workers/one`)
+    await fetch(`${running.url}/workers/two`)
+    await fetch(`${running.url}/healthz`)
+    const response = await fetch(`${running.url}/metrics`)
+    expect(response.headers.get('content-type')).toBe('text/plain; version=0.0.4; charset=utf-8')
+    const text = await response.text()
+    expect(sample(text, 'switchboard_http_requests_total{method="GET",route="/workers/:id",status="404"}')).toBe(2)
+    expect(sample(text, 'switchboard_http_requests_total{method="GET",route="/healthz",status="200"}')).toBe(1)
+    expect(text).not.toContain('/workers/one')
+    expect(sample(text, 'switchboard_http_request_duration_seconds_count{route="/workers/:id"}')).toBe(2)
+    expect(sample(text, 'switchboard_http_request_duration_seconds_bucket{route="/workers/:id",le="+Inf"}')).toBe(2)
+    expect(text).toContain('# TYPE switchboard_http_request_duration_seconds histogram')
+  })
+
+  it('shows open event streams, connected workers with their slots, and active jobs', async () => {
+    running = await startLoggedServer({ log_level: 'warn' })
+    const agent = agentId()
+    await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(agent) })
+    const stream = await openStream(`${running.url}/mailbox/listen`, { body: bodies.receive(agent, 10) })
+    await stream.waitFor('retry')
+    workers.push(await TestWorker.connect(running.url, { agentName: 'voice-agent', maxProcesses: 4, autoRun: true }))
+    const job = await fetch(`${running.url}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ agent_name: 'voice-agent', room_id: 'room-1' }) })
+    expect(job.status).toBe(201)
+    let text = ''
+    for (let attempt = 0; attempt < 50; attempt++) {
+      text = await scrape(running.url)
+      if (sample(text, 'switchboard_jobs{state="running"}') === 1) break
+      await Bun.sleep(20)
+    }
+    expect(sample(text, 'switchboard_waiting_receivers{kind="stream"}')).toBe(1)
+    expect(sample(text, 'switchboard_waiting_receivers{kind="poll"}')).toBe(0)
+    expect(sample(text, 'switchboard_workers_connected{agent_name="voice-agent"}')).toBe(1)
+    expect(sample(text, 'switchboard_worker_slots{agent_name="voice-agent"}')).toBe(4)
+    expect(sample(text, 'switchboard_worker_slots_used{agent_name="voice-agent"}')).toBe(1)
+    expect(sample(text, 'switchboard_jobs{state="running"}')).toBe(1)
+    expect(sample(text, 'switchboard_jobs{state="pending"}')).toBe(0)
+    stream.close()
+  })
+
+  it('counts 5xx answers as server errors and A2A calls by outcome', async () => {
+    running = await startLoggedServer({ log_level: 'warn', dispatch_timeout_ms: 50 })
+    const noWorker = await fetch(`${running.url}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ agent_name: 'nobody', room_id: 'r' }) })
+    expect(noWorker.status).toBe(503)
+    const unknownAgent = await fetch(`${running.url}/workspaces/ws-missing/a2a`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'message/send', params: {} }),
+    })
+    expect(unknownAgent.status).toBeGreaterThanOrEqual(400)
+    expect(unknownAgent.status).toBeLessThan(500)
+    const text = await scrape(running.url)
+    expect(sample(text, 'switchboard_server_errors_total{status="503"}')).toBe(1)
+    expect(sample(text, 'switchboard_a2a_calls_total{outcome="rejected"}')).toBe(1)
+  })
+
+  it('answers 404 when metrics are off', async () => {
+    app = await makeApp({ metrics: 'off' })
+    expect((await call(app, 'GET', '/metrics')).status).toBe(404)
+  })
+
+  it('answers only the admin bearer token when metrics are admin-only', async () => {
+    app = await makeApp({ metrics: 'admin', admin_token: 'operator-secret' })
+    expect((await call(app, 'GET', '/metrics')).status).toBe(401)
+    expect((await call(app, 'GET', '/metrics', undefined, { authorization: 'Bearer wrong' })).status).toBe(401)
+    const allowed = await call(app, 'GET', '/metrics', undefined, { authorization: 'Bearer operator-secret' })
+    expect(allowed.status).toBe(200)
+    expect(await allowed.text()).toContain('# TYPE switchboard_http_requests_total counter')
+  })
+
+  it('refuses to start with metrics = admin and no admin token', async () => {
+    await expect(makeApp({ metrics: 'admin' })).rejects.toThrow('admin needs admin_token')
+  })
+
+  it('is documented in the OpenAPI document under operations', async () => {
+    app = await makeApp()
+    const document = (await (await call(app, 'GET', '/swagger/json')).json()) as { paths: Record<string, Record<string, { tags?: string[] }>> }
+    expect(document.paths['/metrics']?.get?.tags).toEqual(['operations'])
+    expect(document.paths['/readyz']?.get?.tags).toEqual(['operations'])
+  })
+})

@@ -1,0 +1,41 @@
+/** A real server whose log lines are kept, for the operations tests. */
+import { createApp } from '../../src/app'
+import type { Config } from '../../src/config'
+import { createLogger } from '../../src/logger'
+import { serve, type RunningServer } from '../../src/server'
+import { makeTestBackend } from '../support/backend'
+
+export interface LoggedServer {
+  app: ReturnType<typeof createApp>
+  server: RunningServer
+  url: string
+  /** Every log line so far, parsed. */
+  lines: Record<string, unknown>[]
+  close(): Promise<void>
+}
+
+export async function startLoggedServer(config: Partial<Config> = {}): Promise<LoggedServer> {
+  const lines: Record<string, unknown>[] = []
+  const logger = createLogger(config.log_level ?? 'info', (line) => lines.push(JSON.parse(line)))
+  const app = createApp({ backend: await makeTestBackend(), config: { log_level: 'info', ...config }, logger })
+  const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1024 * 1024 })
+  return {
+    app,
+    server,
+    url: server.url,
+    lines,
+    async close() {
+      await server.stop()
+      await app.decorator.switchboard.close()
+    },
+  }
+}
+
+/** Waits until `check` holds, polling every 10 ms for up to `ms`. */
+export async function eventually(check: () => boolean, ms = 3000): Promise<void> {
+  const until = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > until) throw new Error('condition not met in time')
+    await Bun.sleep(10)
+  }
+}
