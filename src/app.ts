@@ -47,9 +47,13 @@ export interface SwitchboardRuntime {
   readonly metrics: SwitchboardMetrics
   /** Set once shutdown starts: /readyz answers 503 so balancers stop sending traffic. */
   draining: boolean
+  /** Work to run as soon as shutdown starts, while HTTP requests still finish (close worker sockets). */
+  readonly onDrain: (() => Promise<void> | void)[]
+  /** Starts shutdown: reports not ready and runs the onDrain steps (once). */
+  drain(): Promise<void>
   /** Work to run when the app shuts down (close sockets, stop timers), newest first. */
   readonly onClose: (() => Promise<void> | void)[]
-  /** Stop modules, then close the backend. */
+  /** Drain if not done yet, stop modules, then close the backend. */
   close(): Promise<void>
 }
 
@@ -68,17 +72,29 @@ export function createApp(options: CreateAppOptions) {
     waiting: { poll: 0, stream: 0 },
     metrics: createSwitchboardMetrics(),
     draining: false,
+    onDrain: [],
+    async drain() {
+      if (drained) return drained
+      runtime.draining = true
+      drained = runSteps(runtime.onDrain)
+      return drained
+    },
     onClose: [],
     async close() {
-      for (const step of [...runtime.onClose].reverse()) {
-        try {
-          await step()
-        } catch (error) {
-          logger.error('error while closing', { error: String(error) })
-        }
-      }
+      await runtime.drain()
+      await runSteps(runtime.onClose)
       await backend.close()
     },
+  }
+  let drained: Promise<void> | null = null
+  async function runSteps(steps: (() => Promise<void> | void)[]): Promise<void> {
+    for (const step of [...steps].reverse()) {
+      try {
+        await step()
+      } catch (error) {
+        logger.error('error while closing', { error: String(error) })
+      }
+    }
   }
 
   collectRuntimeGauges(runtime.metrics, runtime)
@@ -112,7 +128,7 @@ export function createApp(options: CreateAppOptions) {
   )
   const workerEndpoint = workerSockets({ service: workers, auth, logger, pingSeconds: config.worker_ping_s, maxFrameBytes: config.max_ws_frame_kb * 1024 })
   runtime.upgrades.set('/agent', (request, socket, head) => workerEndpoint.handleUpgrade(request, socket, head))
-  runtime.onClose.push(async () => {
+  runtime.onDrain.push(async () => {
     await workers.stop()
     await workerEndpoint.close()
   })

@@ -227,10 +227,13 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       runtime.draining = true
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeIdleConnections?.()
+      // WebSocket endpoints close while HTTP requests finish: upgraded sockets would otherwise be cut without a close frame.
+      const socketsClosed = runtime.drain()
       for (const entry of inFlight) if (entry.route !== A2A_ROUTE) entry.abort.abort()
       await settled(runtime.config.shutdown_timeout_s * 1000)
       for (const entry of inFlight) entry.abort.abort()
       await settled(1000)
+      await socketsClosed
       server.closeIdleConnections?.()
       const timer = setTimeout(() => server.closeAllConnections?.(), 1000)
       await closed

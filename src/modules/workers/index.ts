@@ -312,9 +312,26 @@ export function workerSockets(options: WorkerSocketsOptions) {
       const token = header.startsWith('Bearer ') ? header.slice(7) : ''
       server.handleUpgrade(request, socket, head, (ws) => attach(ws, owner, token))
     },
-    /** Closes every worker socket and the endpoint. */
+    /**
+     * Closes every worker socket with 1001 (going away; VideoSDK has no frame
+     * for shutdown, so the close code is how a worker learns to reconnect
+     * elsewhere), then the endpoint. Sockets that do not finish the closing
+     * handshake within a second are dropped.
+     */
     async close(): Promise<void> {
-      for (const client of server.clients) client.terminate()
+      const closing = [...server.clients].map(
+        (client) =>
+          new Promise<void>((resolve) => {
+            if (client.readyState === WebSocket.CLOSED) return resolve()
+            client.once('close', () => resolve())
+            if (client.readyState === WebSocket.OPEN) client.close(1001, 'server shutting down')
+          }),
+      )
+      const timer = setTimeout(() => {
+        for (const client of server.clients) client.terminate()
+      }, 1000)
+      await Promise.all(closing)
+      clearTimeout(timer)
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
