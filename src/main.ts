@@ -7,6 +7,26 @@ import { createLogger } from './logger'
 import { serve } from './server'
 import { VERSION } from './version'
 
+/**
+ * Log lines written together once per turn of the event loop: one line per
+ * request at info level would otherwise cost one write call each. Whatever
+ * is pending is written before the process exits.
+ */
+function batchedStderr(): (line: string) => void {
+  let pending = ''
+  const flush = () => {
+    if (pending === '') return
+    const text = pending
+    pending = ''
+    process.stderr.write(text)
+  }
+  process.on('exit', flush)
+  return (line) => {
+    if (pending === '') setImmediate(flush)
+    pending += line
+  }
+}
+
 async function main(): Promise<number> {
   let loaded: Awaited<ReturnType<typeof loadConfig>>
   try {
@@ -27,7 +47,7 @@ async function main(): Promise<number> {
     return 0
   }
   const { config } = loaded
-  const logger = createLogger(config.log_level)
+  const logger = createLogger(config.log_level, batchedStderr())
   let app: ReturnType<typeof createApp>
   try {
     const plugin = await loadPlugin(config.backend)

@@ -17,9 +17,11 @@ abstract class Metric {
     readonly labelNames: readonly string[],
   ) {}
 
+  // On the request path: plain concatenation, no intermediate array.
   protected keyOf(labels: Labels): string {
-    if (this.labelNames.length === 1) return labels[this.labelNames[0]!] ?? ''
-    return this.labelNames.map((name) => labels[name] ?? '').join('\u0000')
+    let key = ''
+    for (const name of this.labelNames) key += (labels[name] ?? '') + '\u0000'
+    return key
   }
 
   protected renderLabels(labels: Labels, extra?: [string, string]): string {
