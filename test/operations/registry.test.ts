@@ -1,0 +1,41 @@
+import { describe, expect, it } from 'bun:test'
+import { MetricsRegistry } from '../../src/metrics'
+
+describe('the metrics registry', () => {
+  it('renders histogram buckets cumulatively with +Inf, sum and count', async () => {
+    const registry = new MetricsRegistry()
+    const histogram = registry.histogram('op_seconds', 'Time.', ['op'], [0.1, 1])
+    for (const value of [0.05, 0.5, 0.5, 3]) histogram.observe({ op: 'read' }, value)
+    const { text } = await registry.render()
+    expect(text).toContain('op_seconds_bucket{op="read",le="0.1"} 1\nop_seconds_bucket{op="read",le="1"} 3\nop_seconds_bucket{op="read",le="+Inf"} 4\n')
+    expect(text).toContain('op_seconds_sum{op="read"} 4.05\nop_seconds_count{op="read"} 4')
+  })
+
+  it('escapes backslashes, quotes and line breaks in label values', async () => {
+    const registry = new MetricsRegistry()
+    registry.counter('odd_total', 'Odd labels.', ['name']).inc({ name: 'a"b\\c\nd' })
+    expect((await registry.render()).text).toContain('odd_total{name="a\\"b\\\\c\\nd"} 1')
+  })
+
+  it('leaves out the gauges of a collector that fails and reports the failure', async () => {
+    const registry = new MetricsRegistry()
+    const gauge = registry.gauge('backend_things', 'Things.', ['kind'])
+    let fail = false
+    registry.collect([gauge], () => {
+      gauge.set({ kind: 'a' }, 1)
+      if (fail) throw new Error('backend down')
+    })
+    expect((await registry.render()).text).toContain('backend_things{kind="a"} 1')
+    fail = true
+    const { text, failures } = await registry.render()
+    expect(text).not.toContain('backend_things{')
+    expect(String(failures[0])).toContain('backend down')
+  })
+
+  it('refuses a metric name registered twice and buckets that do not increase', () => {
+    const registry = new MetricsRegistry()
+    registry.counter('twice_total', 'Once.')
+    expect(() => registry.counter('twice_total', 'Twice.')).toThrow('registered twice')
+    expect(() => registry.histogram('bad_seconds', 'Bad.', [], [1, 1])).toThrow('buckets must increase')
+  })
+})
