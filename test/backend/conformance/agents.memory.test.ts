@@ -1,4 +1,0 @@
-import { agentStoreCases } from './agents'
-import { makeBackend } from '../../support/backend'
-
-agentStoreCases(() => makeBackend('memory'))

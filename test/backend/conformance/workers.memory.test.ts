@@ -1,4 +1,0 @@
-import { workerStoreCases } from './workers'
-import { makeBackend } from '../../support/backend'
-
-workerStoreCases(() => makeBackend('memory'))
