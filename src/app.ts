@@ -101,7 +101,11 @@ export function createApp(options: CreateAppOptions) {
 
   const exchange = new ExchangeService(
     backend.mailboxes,
-    { listenTimeout: config.listen_timeout, messageSizeLimitBytes: config.message_size_limit_kb * 1024 },
+    {
+      listenTimeout: config.listen_timeout,
+      messageSizeLimitBytes: config.message_size_limit_kb * 1024,
+      onEvent: (event) => runtime.metrics.exchangeEvents.inc({ event }),
+    },
     logger,
   )
 

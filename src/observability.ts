@@ -28,6 +28,7 @@ export interface SwitchboardMetrics {
   readonly duration: Histogram
   readonly serverErrors: Counter
   readonly a2aCalls: Counter
+  readonly exchangeEvents: Counter
 }
 
 /** Seconds; from a cached read to a long-poll that runs to its full minute. */
@@ -43,6 +44,7 @@ export function createSwitchboardMetrics(): SwitchboardMetrics {
     duration: registry.histogram('switchboard_http_request_duration_seconds', 'Time to answer a request (an event stream counts until it ends), by route template.', ['route'], DURATION_BUCKETS),
     serverErrors: registry.counter('switchboard_server_errors_total', 'Responses with a 5xx status (503: a backend, worker or agent was unavailable), by status.', ['status']),
     a2aCalls: registry.counter('switchboard_a2a_calls_total', 'A2A proxy calls by outcome: ok, rejected (4xx), agent_error (502), unavailable (503), timeout (504), error.', ['outcome']),
+    exchangeEvents: registry.counter('switchboard_exchange_events_total', 'Exchange events on this instance: mailboxes created and terminated, messages sent, delivered and returned to their mailbox after a failed stream write.', ['event']),
   }
 }
 

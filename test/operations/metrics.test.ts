@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { call, makeApp, type TestApp } from '../support/app'
 import { TestWorker } from '../modules/workers/worker'
-import { agentId, bodies } from '../support/academy'
+import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { openStream, rawRequest } from '../support/http'
 import { startLoggedServer, type LoggedServer } from './support'
 
@@ -25,6 +25,22 @@ function sample(text: string, series: string): number | undefined {
 const scrape = async (url: string, headers: Record<string, string> = {}) => (await fetch(`${url}/metrics`, { headers })).text()
 
 describe('GET /metrics', () => {
+  it('counts exchange events: mailboxes created and terminated, messages sent and delivered', async () => {
+    app = await makeApp()
+    const [user, agent] = [userId(), agentId()]
+    await call(app, 'POST', '/mailbox', bodies.create(user))
+    await call(app, 'POST', '/mailbox', bodies.create(agent))
+    await call(app, 'PUT', '/message', bodies.send(messageJson(user, agent)))
+    await call(app, 'PUT', '/message', bodies.send(messageJson(user, agent)))
+    await call(app, 'GET', '/message', bodies.receive(agent, 1))
+    await call(app, 'DELETE', '/mailbox', bodies.mailbox(agent))
+    const text = await (await call(app, 'GET', '/metrics')).text()
+    expect(sample(text, 'switchboard_exchange_events_total{event="created"}')).toBe(2)
+    expect(sample(text, 'switchboard_exchange_events_total{event="sent"}')).toBe(2)
+    expect(sample(text, 'switchboard_exchange_events_total{event="delivered"}')).toBe(1)
+    expect(sample(text, 'switchboard_exchange_events_total{event="terminated"}')).toBe(1)
+  })
+
   it('counts requests by route template and status, with a latency histogram per route', async () => {
     running = await startLoggedServer({ log_level: 'warn' })
     await fetch(`${running.url}/workers/one`)

@@ -7,10 +7,14 @@ import { EntityIdSchema, MessageSchema } from './model'
 
 const FIELD = 'Missing or invalid field: '
 
+export type ExchangeEvent = 'created' | 'terminated' | 'sent' | 'delivered' | 'returned'
+
 export interface ExchangeOptions {
   /** Longest wait a receiver may ask for, in seconds. */
   listenTimeout: number
   messageSizeLimitBytes: number
+  /** Told of each exchange event (metrics). */
+  onEvent?: (event: ExchangeEvent) => void
 }
 
 /** Serialises an EntityId the way Academy (pydantic) does: uid, name, role. */
@@ -72,9 +76,10 @@ export class ExchangeService {
     return timeout
   }
 
-  createMailbox(client: Client, id: EntityId, agent: string | null | undefined): Promise<void> {
+  async createMailbox(client: Client, id: EntityId, agent: string | null | undefined): Promise<void> {
     const mro = agent ? agent.split(',') : null
-    return this.store.create(client, id, mro)
+    await this.store.create(client, id, mro)
+    this.options.onEvent?.('created')
   }
 
   status(client: Client, id: EntityId): Promise<MailboxStatus> {
@@ -84,6 +89,7 @@ export class ExchangeService {
   /** Terminates a mailbox and answers every request still pending to it. */
   async terminate(client: Client, id: EntityId): Promise<void> {
     const pending = await this.store.terminate(client, id)
+    this.options.onEvent?.('terminated')
     for (const request of pending) {
       try {
         await this.store.put(null, terminatedReply(request))
@@ -97,6 +103,7 @@ export class ExchangeService {
 
   async send(client: Client, message: Envelope): Promise<void> {
     await this.store.put(client, message)
+    this.options.onEvent?.('sent')
     await this.store.touch(message.src)
   }
 
@@ -104,17 +111,21 @@ export class ExchangeService {
   async receive(client: Client, id: EntityId, timeoutSeconds: number, signal?: AbortSignal): Promise<string> {
     const message = await this.store.take(client, id, { deadline: Date.now() + timeoutSeconds * 1000, signal })
     if (message === null) throw new RequestTimeoutError()
+    this.options.onEvent?.('delivered')
     return message
   }
 
   /** One step of a listen stream: a message, or null when `deadline` or `signal` came first. */
-  next(client: Client, id: EntityId, deadline: number, signal: AbortSignal): Promise<string | null> {
-    return this.store.take(client, id, { deadline, signal })
+  async next(client: Client, id: EntityId, deadline: number, signal: AbortSignal): Promise<string | null> {
+    const message = await this.store.take(client, id, { deadline, signal })
+    if (message !== null) this.options.onEvent?.('delivered')
+    return message
   }
 
   /** Returns a message whose delivery failed to the head of its mailbox. */
-  giveBack(id: EntityId, message: string): Promise<void> {
-    return this.store.restore(id, message)
+  async giveBack(id: EntityId, message: string): Promise<void> {
+    await this.store.restore(id, message)
+    this.options.onEvent?.('returned')
   }
 
   discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
