@@ -107,10 +107,10 @@ export async function load(concurrency: number, durationMs: number, operation: (
 export const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1024 })
 
 /** One request over node:http with keep-alive (any method may carry a body, as Academy's client sends). */
-export function request(url: string, method: string, body?: string): Promise<{ status: number; text: string }> {
+export function request(url: string, method: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
   return new Promise((resolvePromise, reject) => {
     const payload = body === undefined ? undefined : Buffer.from(body)
-    const req = http.request(url, { method, agent: keepAlive, headers: payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {} }, (res) => {
+    const req = http.request(url, { method, agent: keepAlive, headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...headers } }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))

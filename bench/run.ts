@@ -14,7 +14,8 @@ const SCRIPTS: [string, string, number][] = [
   ['Exchange round trip', 'bench/exchange.ts', 120],
   ['Dispatch', 'bench/dispatch.ts', 60],
   ['A2A proxy', 'bench/a2a.ts', 90],
-  ['Scale', 'bench/scale.ts', 90],
+  ['Scale', 'bench/scale.ts', 120],
+  ['Soak', 'bench/soak.ts', 90],
 ]
 
 const only = process.argv.slice(2)

@@ -1,0 +1,104 @@
+/**
+ * Soak: churns mailboxes, listeners, workers and A2A proxy calls against one
+ * Switchboard process for SOAK_SECONDS (default 30), then compares its
+ * resident memory and open file descriptors with those after warm-up.
+ * Exits non-zero when growth passes the stated bound. The memory backend
+ * keeps what each round leaves by design (two gravestones, a job with its
+ * history, a disconnected worker record until its grace ends), so memory is
+ * bounded per round; connections and file descriptors must not grow at all.
+ */
+import { readdirSync } from 'node:fs'
+import { TestWorker } from '../test/modules/workers/worker'
+import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
+import { keepAlive, listen, request, rssMiB, startSwitchboard, table, writeResult } from './lib'
+
+const SECONDS = Number(process.env.SOAK_SECONDS ?? 20)
+const ADMIN = 'soak-admin-token'
+/** Growth allowed: kept records per round (about 9 KiB measured), and no descriptor growth beyond noise. */
+const BOUND = { kibPerRound: 12, fds: 10 }
+
+const openFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length
+
+const agent = Bun.serve({
+  hostname: '127.0.0.1',
+  port: 0,
+  async fetch(req) {
+    const body = (await req.json()) as { id: unknown }
+    return Response.json({ jsonrpc: '2.0', id: body.id, result: { kind: 'message', role: 'agent', messageId: crypto.randomUUID(), parts: [{ kind: 'text', text: 'ok' }] } })
+  },
+})
+const server = await startSwitchboard(['--admin-token', ADMIN, '--allow-private-agent-urls'])
+
+async function admin(path: string, body: unknown, token = ADMIN): Promise<Record<string, string>> {
+  const response = await request(`${server.url}${path}`, 'POST', JSON.stringify(body), { authorization: `Bearer ${token}` })
+  if (response.status >= 300) throw new Error(`${path}: ${response.status} ${response.text}`)
+  return JSON.parse(response.text) as Record<string, string>
+}
+const parent = await admin('/workspaces', { name: 'soak' })
+const caller = await admin('/workspaces', { name: 'caller', parent_id: parent.id })
+const target = await admin('/workspaces', { name: 'target', parent_id: parent.id })
+await admin('/registry/register', { id: target.id, url: `http://127.0.0.1:${agent.port}/`, agent_card: { name: 'soak' } }, target.auth_token)
+const a2aBody = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'message/send', params: { message: { role: 'user', messageId: crypto.randomUUID(), parts: [{ kind: 'text', text: 'hi' }] } } })
+
+const counts = { mailboxes: 0, messages: 0, listeners: 0, workers: 0, jobs: 0, a2a: 0 }
+
+/** One round of every kind of churn, each resource opened and closed again. */
+async function churn(): Promise<void> {
+  const [user, agentId] = [newUser(), newAgent()]
+  await request(`${server.url}/mailbox`, 'POST', mailboxBody(user))
+  await request(`${server.url}/mailbox`, 'POST', mailboxBody(agentId))
+  counts.mailboxes += 2
+  const inbox = await listen(`${server.url}/mailbox/listen`, listenBody(agentId))
+  counts.listeners++
+  for (let i = 0; i < 5; i++) {
+    await request(`${server.url}/message`, 'PUT', sendBody(user, agentId, 'request', 1024))
+    await inbox.next()
+    counts.messages++
+  }
+  inbox.close()
+  await request(`${server.url}/mailbox`, 'DELETE', mailboxBody(agentId))
+  await request(`${server.url}/mailbox`, 'DELETE', mailboxBody(user))
+
+  const worker = await TestWorker.connect(server.url, { agentName: 'soak', maxProcesses: 2, loadThreshold: 1 })
+  counts.workers++
+  const job = await request(`${server.url}/jobs`, 'POST', JSON.stringify({ agent_name: 'soak', room_id: 'soak-room' }))
+  if (job.status !== 201) throw new Error(`job: ${job.status} ${job.text}`)
+  worker.update((JSON.parse(job.text) as { id: string }).id, 'completed')
+  counts.jobs++
+  await worker.close()
+
+  const call = await request(`${server.url}/workspaces/${target.id}/a2a`, 'POST', a2aBody, { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! })
+  if (call.status !== 200) throw new Error(`a2a: ${call.status} ${call.text}`)
+  counts.a2a++
+}
+
+for (let i = 0; i < 20; i++) await churn()
+await Bun.sleep(2000)
+const start = { rss: rssMiB(server.pid), fds: openFds(server.pid) }
+const end = Date.now() + SECONDS * 1000
+let rounds = 0
+while (Date.now() < end) {
+  await churn()
+  rounds++
+}
+await Bun.sleep(3000)
+const finish = { rss: rssMiB(server.pid), fds: openFds(server.pid) }
+keepAlive.destroy()
+await server.stop()
+agent.stop(true)
+
+const rssGrowth = Math.round((finish.rss - start.rss) * 10) / 10
+const fdGrowth = finish.fds - start.fds
+const perRound = Math.round(((finish.rss - start.rss) * 1024 * 10) / Math.max(1, rounds)) / 10
+const within = perRound <= BOUND.kibPerRound && fdGrowth <= BOUND.fds
+const markdown = table(
+  ['measure', 'after warm-up', `after ${SECONDS} s of churn`, 'growth', 'bound'],
+  [
+    ['RSS', `${start.rss} MiB`, `${finish.rss} MiB`, `${rssGrowth} MiB (${perRound} KiB per round)`, `≤ ${BOUND.kibPerRound} KiB per round`],
+    ['open file descriptors', start.fds, finish.fds, fdGrowth, `≤ ${BOUND.fds}`],
+  ],
+)
+const done = `${rounds} rounds: ${counts.mailboxes} mailboxes, ${counts.messages} messages, ${counts.listeners} listeners, ${counts.workers} worker connections, ${counts.jobs} jobs, ${counts.a2a} A2A calls`
+console.log(`\nSoak (memory backend): ${done}; ${within ? 'within' : 'OUTSIDE'} the bound\n\n${markdown}\n`)
+writeResult('soak', { seconds: SECONDS, rounds, counts, start, finish, kibPerRound: perRound, bound: BOUND, within, markdown })
+process.exit(within ? 0 : 1)
