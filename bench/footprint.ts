@@ -3,6 +3,7 @@
  * start, and time from exec to the first successful /healthz.
  */
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { BUN, ROOT, round, rssMiB, startChild, summarize, table, writeResult } from './lib'
@@ -15,11 +16,12 @@ const sizeMiB = round(statSync(binary).size / 2 ** 20, 1)
 
 /** Exec → first 200 from /healthz, polling every millisecond. */
 async function timeToReady(): Promise<number> {
-  const port = 20000 + Math.floor(Math.random() * 20000)
+  const port = await freePort()
   const started = performance.now()
   const child = Bun.spawn([binary, '--port', String(port), '--log-level', 'error'], { stdout: 'ignore', stderr: 'ignore' })
   try {
     for (;;) {
+      if (child.exitCode !== null) throw new Error(`binary exited with ${child.exitCode} before it was ready`)
       try {
         const response = await fetch(`http://127.0.0.1:${port}/healthz`)
         if (response.status === 200) return performance.now() - started
@@ -33,7 +35,26 @@ async function timeToReady(): Promise<number> {
   }
 }
 
-const readiness = summarize(await Promise.all(Array.from({ length: 5 }, (_, i) => Bun.sleep(i * 400).then(timeToReady))))
+/** A port nothing listens on right now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer()
+    probe.on('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as AddressInfo
+      probe.close(() => resolve(port))
+    })
+  })
+}
+
+/** Runs `measure` `times` times, one after another. */
+async function sequentially(times: number, measure: () => Promise<number>): Promise<number[]> {
+  const samples: number[] = []
+  for (let i = 0; i < times; i++) samples.push(await measure())
+  return samples
+}
+
+const readiness = summarize(await sequentially(5, timeToReady))
 const server = await startChild([binary, '--port', '0', '--log-level', 'error'])
 await fetch(`${server.url}/healthz`)
 await Bun.sleep(1000)
