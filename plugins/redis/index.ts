@@ -4,6 +4,12 @@
  * two connections however many receivers wait: one for commands and Lua
  * scripts, one for pub/sub (wake-ups, terminations, the event bus).
  *
+ * Lost data: a marker key is written when the store is first used; if it is
+ * gone after a reconnect, Redis restarted without persistence (or was
+ * flushed). The instance logs that at error level and goes on from the empty
+ * store, whose every record is gone alike (no half-state), waking its
+ * waiters so they find their mailboxes missing.
+ *
  * Expiry: a mailbox with no activity (create, put, take, send) for
  * `mailbox_expiration_d` days disappears with its queue; a terminated
  * mailbox is remembered for `gravestone_expiration_d` days.
@@ -31,8 +37,22 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   const keys = new RedisKeys(options.redis_prefix)
   const waiters = new Waiters()
   let connection: RedisConnection
+  let marked = false
+  /** Writes the store marker if absent; reports when an already-marked store has lost it. */
+  const checkStoreMarker = async () => {
+    const created = await connection.command.set(keys.storeMarker(), crypto.randomUUID(), 'NX')
+    if (created === 'OK' && marked) {
+      context.logger.error('Redis lost the data of this store (restarted without persistence, or flushed): serving from an empty store', { prefix: options.redis_prefix, url: options.redis_url })
+    }
+    marked = true
+  }
+  const onReconnected = () => {
+    wakeAll(waiters)
+    if (marked) void checkStoreMarker().catch((error) => context.logger.warn('could not check the Redis store marker', { error: (error as Error).message }))
+  }
   try {
-    connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, () => wakeAll(waiters), mailboxChannels(keys, waiters))
+    connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters))
+    await checkStoreMarker()
   } catch (error) {
     throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
   }

@@ -13,6 +13,11 @@ export class RedisKeys {
     return `${this.prefix}:${parts.join(':')}`
   }
 
+  /** String: the id of this store's data, written once; its absence after a reconnect means Redis lost the data. */
+  storeMarker(): string {
+    return this.key('store')
+  }
+
   /** Hash: owner, state, class, mro, seq, shares, active, completed. */
   mailbox(id: EntityId): string {
     return this.key('mailbox', mailboxKey(id))

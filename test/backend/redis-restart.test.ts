@@ -1,0 +1,104 @@
+/**
+ * A private Redis (never the shared one) restarted with persistence off:
+ * the instance reports not-ready while Redis is down, says clearly that the
+ * data is gone once it is back, and serves a consistent empty store.
+ */
+import { afterAll, describe, expect, it } from 'bun:test'
+import net from 'node:net'
+import { createApp } from '../../src/app'
+import { createBackend, loadPlugin } from '../../src/backend/index'
+import { createLogger } from '../../src/logger'
+import { serve, type RunningServer } from '../../src/server'
+import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { rawRequest } from '../support/http'
+
+const binary = Bun.which('redis-server')
+if (!binary) {
+  if (process.env.CI === 'true') throw new Error('the Redis restart test needs redis-server on PATH')
+  console.warn('skipping the Redis restart test: no redis-server binary on PATH')
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer()
+    probe.on('error', reject)
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo
+      probe.close(() => resolve(port))
+    })
+  })
+}
+
+/** Starts redis-server without persistence on `port` and waits until it answers. */
+async function startRedis(port: number): Promise<ReturnType<typeof Bun.spawn>> {
+  const child = Bun.spawn([binary!, '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' })
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const up = await new Promise<boolean>((resolve) => {
+      const socket = net.connect({ host: '127.0.0.1', port }, () => {
+        socket.destroy()
+        resolve(true)
+      })
+      socket.on('error', () => resolve(false))
+    })
+    if (up) return child
+    await Bun.sleep(50)
+  }
+  child.kill('SIGKILL')
+  throw new Error('redis-server did not start')
+}
+
+async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
+    await Bun.sleep(50)
+  }
+}
+
+describe.skipIf(!binary)('a Redis restarted without persistence', () => {
+  let redis: ReturnType<typeof Bun.spawn> | null = null
+  let server: RunningServer | null = null
+  let closeApp: (() => Promise<void>) | null = null
+  afterAll(async () => {
+    await server?.stop()
+    await closeApp?.()
+    redis?.kill('SIGKILL')
+  })
+
+  it('is reported, and the instance goes on from a consistent empty store', async () => {
+    const port = await freePort()
+    redis = await startRedis(port)
+    const lines: string[] = []
+    const logger = createLogger('warn', (line) => lines.push(line))
+    const backend = await createBackend(await loadPlugin('redis'), { redis_url: `redis://127.0.0.1:${port}`, redis_prefix: 'restart' }, { logger })
+    const app = createApp({ backend, config: { log_level: 'warn' }, logger })
+    closeApp = () => app.decorator.switchboard.close()
+    server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 20 })
+    const url = server.url
+
+    const [user, agent] = [userId(), agentId()]
+    for (const id of [user, agent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    expect((await rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) })).status).toBe(200)
+
+    redis.kill('SIGKILL')
+    await redis.exited
+    await eventually(async () => (await rawRequest(`${url}/readyz`)).status === 503, 5000, '/readyz not ready while Redis is down')
+    const during = await rawRequest(`${url}/mailbox`, { body: bodies.mailbox(agent) })
+    expect(during.status).toBeLessThan(600)
+
+    redis = await startRedis(port)
+    await eventually(async () => (await rawRequest(`${url}/readyz`)).status === 200, 10_000, '/readyz ready after Redis is back')
+    await eventually(async () => lines.some((line) => line.includes('Redis lost the data of this store')), 5000, 'the loss reported in the log')
+
+    const old = await rawRequest(`${url}/mailbox`, { body: bodies.mailbox(agent) })
+    expect([old.status, old.text]).toEqual([200, '{"status":"MISSING"}'])
+    const stats = await rawRequest(`${url}/mailbox/stats`, { body: bodies.mailbox(agent) })
+    expect(JSON.parse(stats.text)).toEqual({ incoming: 0, outgoing: 0, completed: 0, in_progress: 0, queued: 0 })
+    const [newUser, newAgent] = [userId(), agentId()]
+    for (const id of [newUser, newAgent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    const message = messageJson(newUser, newAgent)
+    expect((await rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(message) })).status).toBe(200)
+    const received = await rawRequest(`${url}/message`, { body: bodies.receive(newAgent, 5) })
+    expect(JSON.parse(received.text)).toEqual({ message })
+  }, 30_000)
+})
