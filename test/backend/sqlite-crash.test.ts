@@ -100,6 +100,64 @@ describe('the sqlite backend under kill -9', () => {
     expect(received.length - acknowledged.length).toBeLessThanOrEqual(3)
   }, 30_000)
 
+  it('loses nothing under a steady send and receive load killed three times; repeats only what was handed out within the window', async () => {
+    const db = join(dir, 'mixed.db')
+    const [sender, receiver] = [userId(), agentId()]
+    let server = await start(db)
+    await createMailboxes(server.url, sender, receiver)
+    const acknowledged: number[] = []
+    const received: { n: number; at: number }[] = []
+    const killedAt: number[] = []
+    let next = 0
+    for (let round = 0; round < 3; round++) {
+      if (round > 0) server = await start(db)
+      const target = server
+      const killer = setTimeout(() => {
+        killedAt.push(Date.now())
+        target.process.kill('SIGKILL')
+      }, 300 + Math.floor(Math.random() * 300))
+      const sending = (async () => {
+        try {
+          for (;;) {
+            const n = next++
+            await send(target.url, numbered(sender, receiver, n))
+            acknowledged.push(n)
+          }
+        } catch {
+          // The server is gone.
+        }
+      })()
+      const receiving = (async () => {
+        try {
+          for (;;) {
+            const n = await receive(target.url, receiver)
+            if (n !== null) received.push({ n, at: Date.now() })
+          }
+        } catch {
+          // The server is gone.
+        }
+      })()
+      await Promise.all([sending, receiving])
+      clearTimeout(killer)
+      await target.process.exited
+      running = null
+    }
+    server = await start(db)
+    const after = await receiveAll(server.url, receiver)
+    const all = [...received.map((entry) => entry.n), ...after]
+    const seen = new Set(all)
+    expect(acknowledged.length).toBeGreaterThan(10)
+    expect(acknowledged.filter((n) => !seen.has(n))).toEqual([])
+    // A repeat is allowed only for a message handed out within the redelivery window (1 s) before a kill.
+    const handedOutNearKill = new Set(received.filter((entry) => killedAt.some((at) => at - entry.at <= 1100 && at >= entry.at)).map((entry) => entry.n))
+    const counts = new Map<number, number>()
+    for (const n of all) counts.set(n, (counts.get(n) ?? 0) + 1)
+    for (const [n, count] of counts) if (count > 1) expect(handedOutNearKill.has(n)).toBe(true)
+    // First deliveries come in the order sent.
+    const firsts = all.filter((n, index) => all.indexOf(n) === index)
+    for (let i = 1; i < firsts.length; i++) expect(firsts[i]!).toBeGreaterThan(firsts[i - 1]!)
+  }, 30_000)
+
   it('delivers again, first and in order, what was handed to receivers within the redelivery window before the kill', async () => {
     const db = join(dir, 'window.db')
     const [sender, receiver] = [userId(), agentId()]
