@@ -37,18 +37,25 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   const keys = new RedisKeys(options.redis_prefix)
   const waiters = new Waiters()
   let connection: RedisConnection
-  let marked = false
-  /** Writes the store marker if absent; reports when an already-marked store has lost it. */
+  /** The marker's value this instance last saw; null before the first check. */
+  let marker: string | null = null
+  /**
+   * Writes the store marker if absent, then reads it; reports when the store
+   * this instance knew has lost it: absent (this instance writes it anew) or
+   * replaced (another instance sharing the prefix got there first).
+   */
   const checkStoreMarker = async () => {
-    const created = await connection.command.set(keys.storeMarker(), crypto.randomUUID(), 'NX')
-    if (created === 'OK' && marked) {
+    const fresh = crypto.randomUUID()
+    const created = (await connection.command.set(keys.storeMarker(), fresh, 'NX')) === 'OK'
+    const current = created ? fresh : await connection.command.get(keys.storeMarker())
+    if (marker !== null && current !== marker) {
       context.logger.error('Redis lost the data of this store (restarted without persistence, or flushed): serving from an empty store', { prefix: options.redis_prefix, url: options.redis_url })
     }
-    marked = true
+    marker = current
   }
   const onReconnected = () => {
     wakeAll(waiters)
-    if (marked) void checkStoreMarker().catch((error) => context.logger.warn('could not check the Redis store marker', { error: (error as Error).message }))
+    if (marker !== null) void checkStoreMarker().catch((error) => context.logger.warn('could not check the Redis store marker', { error: (error as Error).message }))
   }
   try {
     connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters))

@@ -59,9 +59,11 @@ describe.skipIf(!binary)('a Redis restarted without persistence', () => {
   let redis: ReturnType<typeof Bun.spawn> | null = null
   let server: RunningServer | null = null
   let closeApp: (() => Promise<void>) | null = null
+  let closeOther: (() => Promise<void>) | null = null
   afterAll(async () => {
     await server?.stop()
     await closeApp?.()
+    await closeOther?.()
     redis?.kill('SIGKILL')
   })
 
@@ -75,6 +77,10 @@ describe.skipIf(!binary)('a Redis restarted without persistence', () => {
     closeApp = () => app.decorator.switchboard.close()
     server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 20 })
     const url = server.url
+    // A second instance on the same store: it must notice too, though the first may write the new marker before it looks.
+    const otherLines: string[] = []
+    const other = await createBackend(await loadPlugin('redis'), { redis_url: `redis://127.0.0.1:${port}`, redis_prefix: 'restart' }, { logger: createLogger('warn', (line) => otherLines.push(line)) })
+    closeOther = () => other.close()
 
     const [user, agent] = [userId(), agentId()]
     for (const id of [user, agent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
@@ -89,6 +95,8 @@ describe.skipIf(!binary)('a Redis restarted without persistence', () => {
     redis = await startRedis(port)
     await eventually(async () => (await rawRequest(`${url}/readyz`)).status === 200, 10_000, '/readyz ready after Redis is back')
     await eventually(async () => lines.some((line) => line.includes('Redis lost the data of this store')), 5000, 'the loss reported in the log')
+    await eventually(async () => otherLines.some((line) => line.includes('Redis lost the data of this store')), 5000, 'the loss reported by the second instance')
+    expect(lines.filter((line) => line.includes('Redis lost the data of this store'))).toHaveLength(1)
 
     const old = await rawRequest(`${url}/mailbox`, { body: bodies.mailbox(agent) })
     expect([old.status, old.text]).toEqual([200, '{"status":"MISSING"}'])
