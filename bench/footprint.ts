@@ -3,9 +3,9 @@
  * start, and time from exec to the first successful /healthz.
  */
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
-import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePort } from '../test/support/wait'
 import { BUN, ROOT, round, rssMiB, startChild, summarize, table, writeResult } from './lib'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-footprint-'))
@@ -33,18 +33,6 @@ async function timeToReady(): Promise<number> {
     child.kill('SIGKILL')
     await child.exited
   }
-}
-
-/** A port nothing listens on right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer()
-    probe.on('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
 }
 
 /** Runs `measure` `times` times, one after another. */

@@ -15,6 +15,7 @@ import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { logger, makeBackend } from '../support/backend'
 import { rawRequest } from '../support/http'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
+import { eventually } from '../support/wait'
 
 const redis = await testRedis()
 
@@ -78,16 +79,6 @@ async function startInstance(url: string, prefix: string) {
   }
 }
 
-/** Polls until `check` holds (generous limit: reconnects back off up to 2 s). */
-async function eventually(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<boolean> {
-  const until = Date.now() + timeoutMs
-  while (Date.now() < until) {
-    if (await check()) return true
-    await Bun.sleep(50)
-  }
-  return false
-}
-
 const readiness = async (url: string) => (await fetch(`${url}/readyz`)).status
 
 describe.skipIf(redis.url === null)('redis connection loss', () => {
@@ -132,7 +123,7 @@ describe.skipIf(redis.url === null)('redis connection loss', () => {
     const received = await waiting
     expect(received.status).toBe(200)
     expect(JSON.parse(received.text)).toEqual({ message: sent })
-    expect(await eventually(async () => (await readiness(a.url)) === 200)).toBe(true)
+    await eventually(async () => (await readiness(a.url)) === 200, 10_000, '/readyz ready')
     const reconnected = ((await admin.client('LIST')) as string).split('\n').filter((line) => line.includes(`name=switchboard:${prefix}:`))
     expect(reconnected).toHaveLength(4)
   })
@@ -143,13 +134,13 @@ describe.skipIf(redis.url === null)('redis connection loss', () => {
     const waiting = rawRequest(`${a.url}/message`, { method: 'GET', body: bodies.receive(agent, 30) })
     await Bun.sleep(100)
     relay!.cut()
-    expect(await eventually(async () => (await readiness(a.url)) === 503)).toBe(true)
+    await eventually(async () => (await readiness(a.url)) === 503, 10_000, '/readyz not ready')
     // Sent through B while A is cut off: A misses the wake-up.
     const sent = messageJson(user, agent)
     expect((await rawRequest(`${b.url}/message`, { method: 'PUT', body: bodies.send(sent) })).status).toBe(200)
-    expect(await eventually(async () => (await readiness(a.url)) === 503, 300)).toBe(true)
+    await eventually(async () => (await readiness(a.url)) === 503, 300, '/readyz not ready')
     relay!.restore()
-    expect(await eventually(async () => (await readiness(a.url)) === 200)).toBe(true)
+    await eventually(async () => (await readiness(a.url)) === 200, 10_000, '/readyz ready')
     const received = await waiting
     expect(received.status).toBe(200)
     expect(JSON.parse(received.text)).toEqual({ message: sent })
@@ -168,7 +159,7 @@ describe.skipIf(redis.url === null)('redis connection loss', () => {
     relay!.swallowReplies()
     const taking = a.backend.mailboxes.take(caller, mailbox, { deadline: Date.now() + 20_000 })
     // The pop ran in Redis; its reply is gone.
-    expect(await eventually(async () => (await admin.llen(keys.queue(mailbox))) === 1)).toBe(true)
+    await eventually(async () => (await admin.llen(keys.queue(mailbox))) === 1, 10_000, 'the message queued')
     relay!.dropAll()
     expect(await taking).toBe(first)
     expect(await a.backend.mailboxes.take(caller, mailbox, { deadline: Date.now() + 5000 })).toBe(second)

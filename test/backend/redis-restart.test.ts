@@ -4,13 +4,14 @@
  * data is gone once it is back, and serves a consistent empty store.
  */
 import { afterAll, describe, expect, it } from 'bun:test'
-import net from 'node:net'
 import { createApp } from '../../src/app'
 import { createBackend, loadPlugin } from '../../src/backend/index'
 import { createLogger } from '../../src/logger'
 import { serve, type RunningServer } from '../../src/server'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { rawRequest } from '../support/http'
+import { spawnRedisServer } from '../support/redis'
+import { eventually, freePort } from '../support/wait'
 
 const binary = Bun.which('redis-server')
 if (!binary) {
@@ -18,45 +19,14 @@ if (!binary) {
   console.warn('skipping the Redis restart test: no redis-server binary on PATH')
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = net.createServer()
-    probe.on('error', reject)
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo
-      probe.close(() => resolve(port))
-    })
-  })
-}
-
-/** Starts redis-server without persistence on `port` and waits until it answers. */
-async function startRedis(port: number): Promise<ReturnType<typeof Bun.spawn>> {
-  const child = Bun.spawn([binary!, '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' })
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const up = await new Promise<boolean>((resolve) => {
-      const socket = net.connect({ host: '127.0.0.1', port }, () => {
-        socket.destroy()
-        resolve(true)
-      })
-      socket.on('error', () => resolve(false))
-    })
-    if (up) return child
-    await Bun.sleep(50)
-  }
-  child.kill('SIGKILL')
-  throw new Error('redis-server did not start')
-}
-
-async function eventually(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
-    await Bun.sleep(50)
-  }
-}
-
 describe.skipIf(!binary)('a Redis restarted without persistence', () => {
   let redis: ReturnType<typeof Bun.spawn> | null = null
+  /** Starts the private Redis on `port`, without persistence. */
+  const startRedis = async (port: number) => {
+    const started = await spawnRedisServer(binary!, port)
+    if (!started) throw new Error('redis-server did not start')
+    return started.process
+  }
   let server: RunningServer | null = null
   let closeApp: (() => Promise<void>) | null = null
   let closeOther: (() => Promise<void>) | null = null

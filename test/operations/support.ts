@@ -30,12 +30,3 @@ export async function startLoggedServer(config: Partial<Config> = {}): Promise<L
     },
   }
 }
-
-/** Waits until `check` holds, polling every 10 ms for up to `ms`. */
-export async function eventually(check: () => boolean, ms = 3000): Promise<void> {
-  const until = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > until) throw new Error('condition not met in time')
-    await Bun.sleep(10)
-  }
-}

@@ -6,6 +6,7 @@
  */
 import net from 'node:net'
 import Redis from 'ioredis'
+import { freePort } from './wait'
 
 export interface TestRedis {
   /** The URL to use, or null when no Redis can be had. */
@@ -30,24 +31,13 @@ function answersPing(host: string, port: number, timeoutMs = 500): Promise<boole
   })
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.on('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
-  })
-}
-
-/** Starts a throwaway redis-server (no persistence) that dies with this process. */
-async function startRedisServer(binary: string): Promise<string | null> {
-  const port = await freePort()
-  const child = Bun.spawn([binary, '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' })
+/** Starts redis-server without persistence on `port` (a free one by default); resolves once it answers PING, or null. */
+export async function spawnRedisServer(binary: string, port?: number): Promise<{ url: string; port: number; process: ReturnType<typeof Bun.spawn> } | null> {
+  const chosen = port ?? (await freePort())
+  const child = Bun.spawn([binary, '--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' })
   process.on('exit', () => child.kill())
   for (let attempt = 0; attempt < 100; attempt++) {
-    if (await answersPing('127.0.0.1', port)) return `redis://127.0.0.1:${port}`
+    if (await answersPing('127.0.0.1', chosen)) return { url: `redis://127.0.0.1:${chosen}`, port: chosen, process: child }
     await Bun.sleep(50)
   }
   child.kill()
@@ -59,8 +49,8 @@ async function locate(): Promise<TestRedis> {
   if (await answersPing('127.0.0.1', 6379)) return { url: 'redis://127.0.0.1:6379', reason: null }
   const binary = Bun.which('redis-server')
   if (!binary) return { url: null, reason: 'no REDIS_URL, nothing answers on 127.0.0.1:6379, and no redis-server binary on PATH' }
-  const url = await startRedisServer(binary)
-  return url ? { url, reason: null } : { url: null, reason: `${binary} did not start` }
+  const started = await spawnRedisServer(binary)
+  return started ? { url: started.url, reason: null } : { url: null, reason: `${binary} did not start` }
 }
 
 let located: Promise<TestRedis> | null = null

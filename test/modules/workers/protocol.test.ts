@@ -5,7 +5,8 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import WebSocket from 'ws'
 import { startServer, writeTokensFile, type TestServer } from '../../support/app'
-import { eventually, TestWorker } from './worker'
+import { eventually } from '../../support/wait'
+import { TestWorker } from './worker'
 
 let server: TestServer | null = null
 const workers: TestWorker[] = []

@@ -12,7 +12,8 @@ import { createApp } from '../../../src/app'
 import { BUILT_IN_BACKENDS, type Backend } from '../../../src/backend/index'
 import { serve, type RunningServer } from '../../../src/server'
 import { logger, makeBackend } from '../../support/backend'
-import { eventually, TestWorker } from './worker'
+import { eventually } from '../../support/wait'
+import { TestWorker } from './worker'
 
 interface Instance {
   app: ReturnType<typeof createApp>

@@ -196,12 +196,3 @@ export class TestWorker {
     for (const listener of [...this.listeners]) listener()
   }
 }
-
-/** Waits until `condition` holds, checking every few milliseconds (for state changed by the server in the background). */
-export async function eventually(condition: () => boolean | Promise<boolean>, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what} did not hold within ${timeoutMs} ms`)
-    await Bun.sleep(5)
-  }
-}
