@@ -140,9 +140,10 @@ export function createApp(options: CreateAppOptions) {
   const rateLimiter = config.rate_limit_per_s > 0 ? new RateLimiter({ perSecond: config.rate_limit_per_s, burst: config.rate_limit_burst }) : null
   const waitingLimit = new WaitingLimit(config.max_waiting_per_client)
 
-  return new Elysia({ name: 'switchboard' })
-    .decorate('switchboard', runtime)
-    .onRequest(rateLimiter ? rateLimitHook(rateLimiter, auth) : () => undefined)
+  const base = new Elysia({ name: 'switchboard' }).decorate('switchboard', runtime)
+  // Global hook, added only when limiting is on: an empty hook still costs every request a call.
+  if (rateLimiter) base.onRequest(rateLimitHook(rateLimiter, auth))
+  return base
     .use(
       exchangeModule({
         service: exchange,
@@ -165,6 +166,7 @@ export function createApp(options: CreateAppOptions) {
         bodyLimitBytes: config.max_body_kb * 1024,
         a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
         publicUrl: config.public_url,
+        onCallEnded: (outcome) => runtime.metrics.a2aCalls.inc({ outcome }),
         timeouts: {
           connectMs: config.a2a_connect_timeout_ms,
           headerMs: config.a2a_header_timeout_s * 1000,

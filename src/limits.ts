@@ -8,10 +8,11 @@ import type { Authenticator } from './auth'
 import { rpcErrorBody } from './modules/agents/proxy'
 
 /**
- * The remote address of each request, set by the serving layer: requests
- * reach `app.handle` as plain web Requests, which carry no socket.
+ * The socket of each request, set by the serving layer: requests reach
+ * `app.handle` as plain web Requests, which carry no address. The address is
+ * read only when a limit needs it.
  */
-export const remoteAddresses = new WeakMap<Request, string>()
+export const remoteSockets = new WeakMap<Request, { readonly remoteAddress?: string }>()
 
 /**
  * Who a request counts against: its tokens-file client, else its remote
@@ -29,7 +30,7 @@ export function callerKey(request: Request, auth: Authenticator): string {
       // An unknown token is counted by address, below.
     }
   }
-  return `address:${remoteAddresses.get(request) ?? 'unknown'}`
+  return `address:${remoteSockets.get(request)?.remoteAddress ?? 'unknown'}`
 }
 
 export interface RateLimitOptions {

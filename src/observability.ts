@@ -43,7 +43,7 @@ export function createSwitchboardMetrics(): SwitchboardMetrics {
     requests: registry.counter('switchboard_http_requests_total', 'HTTP requests answered, by method, route template and status.', ['method', 'route', 'status']),
     duration: registry.histogram('switchboard_http_request_duration_seconds', 'Time to answer a request (an event stream counts until it ends), by route template.', ['route'], DURATION_BUCKETS),
     serverErrors: registry.counter('switchboard_server_errors_total', 'Responses with a 5xx status (503: a backend, worker or agent was unavailable), by status.', ['status']),
-    a2aCalls: registry.counter('switchboard_a2a_calls_total', 'A2A proxy calls by outcome: ok, rejected (4xx), agent_error (502), unavailable (503), timeout (504), error.', ['outcome']),
+    a2aCalls: registry.counter('switchboard_a2a_calls_total', 'A2A calls that reached the proxy, by how they ended: ok, rejected (4xx), agent_error (5xx from the agent, or a stream it broke off), unavailable (503), timeout (504, or a stream gone silent or past its ceiling), caller_gone, error.', ['outcome']),
     exchangeEvents: registry.counter('switchboard_exchange_events_total', 'Exchange events on this instance: mailboxes created and terminated, messages sent, delivered and returned to their mailbox after a failed stream write.', ['event']),
   }
 }
@@ -107,15 +107,6 @@ export function routeMatcher(routes: readonly { method: string; path: string }[]
   }
 }
 
-function a2aOutcome(status: number): string {
-  if (status < 400) return 'ok'
-  if (status < 500) return 'rejected'
-  if (status === 502) return 'agent_error'
-  if (status === 503) return 'unavailable'
-  if (status === 504) return 'timeout'
-  return 'error'
-}
-
 export interface FinishedRequest {
   method: string
   route: string
@@ -146,7 +137,6 @@ export function observeRequests(runtime: SwitchboardRuntime, routes: readonly { 
       metrics.requests.inc({ method: request.method, route: request.route, status })
       metrics.duration.observe({ route: request.route }, seconds)
       if (request.status >= 500) metrics.serverErrors.inc({ status })
-      if (request.route === A2A_ROUTE) metrics.a2aCalls.inc({ outcome: a2aOutcome(request.status) })
       if (!logging) return
       const client = clientOf(request.authorization)
       logger.info('request', {

@@ -10,7 +10,7 @@ import https from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
-import { remoteAddresses } from './limits'
+import { remoteSockets } from './limits'
 import { corsPolicy } from './cors'
 import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
 
@@ -77,10 +77,14 @@ function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer 
   })
 }
 
-function toHeaders(raw: string[]): Headers {
-  const headers = new Headers()
-  for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!)
-  return headers
+/** The request's headers as a plain record: node:http has already lower-cased the names and joined repeated values. */
+function headersOf(headers: http.IncomingHttpHeaders): Record<string, string> {
+  const record: Record<string, string> = {}
+  for (const name in headers) {
+    const value = headers[name]
+    if (value !== undefined) record[name] = typeof value === 'string' ? value : value.join(', ')
+  }
+  return record
 }
 
 export async function serve(app: ServableApp, options: ServeOptions): Promise<RunningServer> {
@@ -157,8 +161,8 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     let response: Response
     try {
       const hasBody = body.length > 0 && req.method !== 'HEAD'
-      const request = new Request(url, { method: req.method, headers: toHeaders(req.rawHeaders), body: hasBody ? (body as unknown as BodyInit) : undefined, signal: entry.abort.signal })
-      remoteAddresses.set(request, req.socket.remoteAddress ?? '')
+      const request = new Request(url, { method: req.method, headers: headersOf(req.headers), body: hasBody ? (body as unknown as BodyInit) : undefined, signal: entry.abort.signal })
+      remoteSockets.set(request, req.socket)
       response = await app.handle(request)
     } catch (error) {
       const invalid = error instanceof TypeError
@@ -253,12 +257,9 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
 /** Writes a web Response to a node response; event streams are relayed chunk by chunk as they come. */
 async function writeResponse(response: Response, res: http.ServerResponse, entry: InFlight): Promise<void> {
   const headers: Record<string, string | string[]> = {}
-  response.headers.forEach((value, key) => {
-    if (key === 'set-cookie') return
-    headers[key] = value
-  })
-  const cookies = response.headers.getSetCookie()
-  if (cookies.length > 0) headers['set-cookie'] = cookies
+  for (const [key, value] of response.headers) headers[key] = value
+  // A record holds one value per name: every Set-Cookie must stay a line of its own.
+  if (headers['set-cookie'] !== undefined) headers['set-cookie'] = response.headers.getSetCookie()
   const streaming = response.body !== null && (response.headers.get('content-type') ?? '').includes('text/event-stream')
   if (!streaming) {
     const payload = response.body === null ? null : Buffer.from(await response.arrayBuffer())

@@ -12,7 +12,7 @@ import { AppError, GoneError, PayloadTooLargeError } from '../../errors'
 import { documentedBody, errorResponse, ErrorBody, parseWith, readJsonBody } from '../../http'
 import type { Logger } from '../../logger'
 import * as model from './model'
-import { A2AProxy, normaliseRpcRequest, rpcErrorBody, RpcRequestError, type ProxyTimeouts, type RpcCall } from './proxy'
+import { A2AProxy, normaliseRpcRequest, outcomeOfStatus, rpcErrorBody, RpcRequestError, type CallOutcome, type ProxyTimeouts, type RpcCall } from './proxy'
 import type { AgentsService, Caller } from './service'
 import type { AgentUrlGuard } from './ssrf'
 
@@ -25,6 +25,8 @@ export interface AgentsModuleOptions {
   /** Largest proxied request body, in bytes. */
   a2aBodyLimitBytes: number
   timeouts: ProxyTimeouts
+  /** Told once how each proxied call ended (for metrics). */
+  onCallEnded?: (outcome: CallOutcome) => void
   /** Base URL callers reach Switchboard at (agent cards and proxy URLs point there); default: the request's origin. */
   publicUrl?: string
 }
@@ -132,6 +134,12 @@ export function agentsModule(options: AgentsModuleOptions) {
     let caller: Caller | null = null
     let targetId: string | null = null
     let requestBytes = 0
+    let counted = false
+    const count = (outcome: CallOutcome) => {
+      if (counted) return
+      counted = true
+      options.onCallEnded?.(outcome)
+    }
     const record = (status: number, responseBytes: number, error: string | null) => {
       if (caller === null || targetId === null) return
       return service.recordCall({
@@ -171,6 +179,7 @@ export function agentsModule(options: AgentsModuleOptions) {
       }
       let outcome: Promise<void> | undefined
       const response = await proxy.forward({ url, call, headers, signal: request.signal }, (ended) => {
+        count(ended.outcome)
         outcome = record(ended.status, ended.responseBytes, ended.error)
       })
       // A whole answer is recorded before it is returned; a stream is recorded when it ends.
@@ -178,6 +187,7 @@ export function agentsModule(options: AgentsModuleOptions) {
       return response
     } catch (error) {
       const response = proxyError(error, rpcId, logger)
+      count(outcomeOfStatus(response.status))
       if (!(error instanceof AppError && error.status === 499)) await record(response.status, 0, error instanceof Error ? error.message : String(error))
       return response
     }

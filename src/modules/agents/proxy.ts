@@ -126,11 +126,32 @@ export interface ForwardRequest {
   signal: AbortSignal
 }
 
-/** How a forwarded call ended, for the activity record. */
+/**
+ * How a proxied call ended, for metrics: ok; rejected (4xx: refused by
+ * Switchboard or by the agent); agent_error (the agent failed: 5xx, refused
+ * URL, or a stream it broke off after its 200); unavailable (no agent to
+ * reach); timeout (no answer in time, or a stream that went silent or hit
+ * the ceiling); caller_gone (the caller left first); error (anything else).
+ */
+export type CallOutcome = 'ok' | 'rejected' | 'agent_error' | 'unavailable' | 'timeout' | 'caller_gone' | 'error'
+
+/** The outcome of a call that ended with an HTTP status (a whole answer, or an error before any answer). */
+export function outcomeOfStatus(status: number): CallOutcome {
+  if (status === 499) return 'caller_gone'
+  if (status < 400) return 'ok'
+  if (status < 500) return 'rejected'
+  if (status === 503) return 'unavailable'
+  if (status === 504) return 'timeout'
+  if (status === 502 || status < 600) return 'agent_error'
+  return 'error'
+}
+
+/** How a forwarded call ended, for the activity record and metrics. */
 export interface ForwardOutcome {
   status: number
   responseBytes: number
   error: string | null
+  outcome: CallOutcome
 }
 
 type AbortCause = 'connect' | 'headers' | 'idle' | 'max' | 'caller'
@@ -200,7 +221,7 @@ export class A2AProxy {
       onDone(outcome)
     }
     const fail = (error: AppError): never => {
-      finish({ status: error.status, responseBytes: 0, error: error.message })
+      finish({ status: error.status, responseBytes: 0, error: error.message, outcome: outcomeOfStatus(error.status) })
       throw error
     }
 
@@ -228,7 +249,7 @@ export class A2AProxy {
     }
     const contentType = response.headers.get('content-type') ?? ''
     if (response.ok && response.body !== null && contentType.includes('text/event-stream')) {
-      return new Response(this.relayStream(response.body, request.call.id, abort, causeOf, (bytes, error) => finish({ status: response.status, responseBytes: bytes, error })), {
+      return new Response(this.relayStream(response.body, request.call.id, abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome })), {
         status: response.status,
         headers,
       })
@@ -244,10 +265,10 @@ export class A2AProxy {
       const text = decoder.decode(body.subarray(0, 200)).trim()
       const message = `agent answered HTTP ${response.status}${text ? `: ${text}` : ''}`
       const wrapped = encoder.encode(rpcErrorBody(request.call.id, -32603, message, { status: response.status }))
-      finish({ status: response.status, responseBytes: wrapped.length, error: message })
+      finish({ status: response.status, responseBytes: wrapped.length, error: message, outcome: outcomeOfStatus(response.status) })
       return new Response(wrapped, { status: response.status, headers: { 'content-type': 'application/json' } })
     }
-    finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null })
+    finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null, outcome: outcomeOfStatus(response.status) })
     return new Response(body, { status: response.status, headers })
   }
 
@@ -294,7 +315,7 @@ export class A2AProxy {
     rpcId: unknown,
     abort: (cause: AbortCause) => void,
     causeOf: () => AbortCause | null,
-    done: (bytes: number, error: string | null) => void,
+    done: (bytes: number, error: string | null, outcome: CallOutcome) => void,
   ): ReadableStream<Uint8Array> {
     const reader = body.getReader()
     let bytes = 0
@@ -310,7 +331,7 @@ export class A2AProxy {
           } catch {
             const cause = causeOf()
             if (cause === 'caller') {
-              done(bytes, 'caller went away')
+              done(bytes, 'caller went away', 'caller_gone')
               return
             }
             const message = cause === 'idle' ? `agent stream was silent for ${seconds(idleMs)}` : cause === 'max' ? `call exceeded the ceiling of ${seconds(maxMs)}` : 'agent closed the stream abruptly'
@@ -319,14 +340,15 @@ export class A2AProxy {
             bytes += event.length
             controller.enqueue(event)
             controller.close()
-            done(bytes, message)
+            // The caller saw a 200: only this tells that the stream failed.
+            done(bytes, message, cause === 'idle' || cause === 'max' ? 'timeout' : 'agent_error')
             return
           } finally {
             clearTimeout(idle)
           }
           if (result.done) {
             controller.close()
-            done(bytes, null)
+            done(bytes, null, 'ok')
             return
           }
           bytes += result.value.length
@@ -335,7 +357,7 @@ export class A2AProxy {
         cancel() {
           abort('caller')
           void reader.cancel().catch(() => {})
-          done(bytes, 'caller went away')
+          done(bytes, 'caller went away', 'caller_gone')
         },
       },
       { highWaterMark: 0 },

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { openStream, sseData } from '../../support/http'
+import { eventually } from '../../support/wait'
 import { ADMIN_TOKEN, closedPort, messageSend, startPlainAgent, startRegistry, type PlainAgent, type Registry, type Workspace } from './support'
 
 interface RpcAnswer {
@@ -260,5 +261,64 @@ describe('agent URLs and SSRF', () => {
       await registry.close()
       await agent.close()
     }
+  })
+})
+
+describe('A2A call outcomes in /metrics', () => {
+  let registry: Registry
+  let agent: PlainAgent
+  let caller: Workspace
+  let target: Workspace
+  beforeAll(async () => {
+    registry = await startRegistry({ a2a_idle_timeout_s: 0.3 })
+    agent = await startPlainAgent()
+    const parent = await registry.createWorkspace('parent')
+    caller = await registry.createWorkspace('caller', parent.id)
+    target = await registry.createWorkspace('target', parent.id)
+    for (const workspace of [parent, caller, target]) await registry.register(workspace, agent.url)
+  })
+  afterAll(async () => {
+    await registry.close()
+    await agent.close()
+  })
+
+  const outcomes = async () => {
+    const text = await (await fetch(`${registry.url}/metrics`)).text()
+    const counts: Record<string, number> = {}
+    for (const match of text.matchAll(/^switchboard_a2a_calls_total\{outcome="([a-z_]+)"\} (\d+)$/gm)) counts[match[1]!] = Number(match[2])
+    return counts
+  }
+  const stream = (text: string) =>
+    openStream(`${registry.url}/workspaces/${target.id}/a2a`, { method: 'POST', headers: { authorization: `Bearer ${caller.token}` }, body: JSON.stringify(messageSend(text, 'message/stream')) })
+
+  it('counts a stream by how it ended, not by the 200 its caller saw first', async () => {
+    const send = (text: string) => registry.request('POST', `/workspaces/${target.id}/a2a`, { token: caller.token, body: messageSend(text) })
+    expect((await send('echo:fine')).status).toBe(200)
+    expect((await send('http:500')).status).toBe(500)
+    expect((await registry.request('POST', '/workspaces/ws-nobody/a2a', { token: caller.token, body: messageSend('echo:x') })).status).toBe(400)
+
+    const complete = await stream('stream:2:10')
+    await complete.ended
+    expect(complete.status).toBe(200)
+
+    const broken = await stream('break')
+    await broken.ended
+    expect(broken.status).toBe(200)
+    expect(sseData(broken.received()).at(-1)).toContain('agent closed the stream abruptly')
+
+    const silent = await stream('stall')
+    await silent.ended
+    expect(silent.status).toBe(200)
+
+    const left = await stream('stream:50:100')
+    await left.waitFor('"index":0', 3000)
+    left.close()
+
+    let counts: Record<string, number> = {}
+    await eventually(async () => {
+      counts = await outcomes()
+      return counts.caller_gone === 1
+    }, 5000, 'the left stream counted')
+    expect(counts).toEqual({ ok: 2, agent_error: 2, rejected: 1, timeout: 1, caller_gone: 1 })
   })
 })

@@ -70,7 +70,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
  * `echo:<text>` answers `<text>`; `sleep:<ms>` waits before answering;
  * `http:<status>` answers that status with a text body; `stream:<n>:<ms>`
  * (on message/stream) sends n events `ms` apart; `stall` sends one event and
- * then nothing; anything else is echoed with the caller's id.
+ * then nothing; `break` sends one event and then cuts the connection;
+ * anything else is echoed with the caller's id.
  */
 export async function startPlainAgent(): Promise<PlainAgent> {
   const calls: ReceivedCall[] = []
@@ -105,6 +106,10 @@ export async function startPlainAgent(): Promise<PlainAgent> {
       const event = (i: number) => `data: ${JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { kind: 'status-update', index: i, sentAt: Date.now(), final: false } })}\n\n`
       if (text === 'stall') {
         res.write(event(0))
+        return
+      }
+      if (text === 'break') {
+        res.write(event(0), () => res.socket?.destroy())
         return
       }
       const [, count, gap] = text.split(':')
