@@ -1,24 +1,42 @@
 /**
  * The `memory` backend: zero setup, one process, nothing survives a restart.
+ *
+ * Retention is bounded so a long-running process does not grow: mailboxes
+ * expire as in the redis backend (`mailbox_expiration_d` of idleness,
+ * gravestones after `gravestone_expiration_d`), and only the newest
+ * `finished_jobs_kept` finished jobs are kept for their history.
  */
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
+import { retentionMs } from '../../src/backend/mailboxes'
+import { ConfigSchema } from '../../src/config'
 import { MemoryMailboxes } from './mailboxes'
 import { MemoryWorkers } from './workers'
 import { MemoryAgents } from './agents'
 
 export const DRIVER_NAME = 'memory'
 
-const plugin: BackendPlugin<Record<string, never>> = {
+const MemoryOptionsSchema = v.object({
+  mailbox_expiration_d: ConfigSchema.entries.mailbox_expiration_d,
+  gravestone_expiration_d: ConfigSchema.entries.gravestone_expiration_d,
+  /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
+  finished_jobs_kept: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000_000)), 10_000),
+})
+
+export type MemoryOptions = v.InferOutput<typeof MemoryOptionsSchema>
+
+const plugin: BackendPlugin<MemoryOptions> = {
   name: DRIVER_NAME,
-  options: v.object({}),
-  create(): Backend {
-    const mailboxes = new MemoryMailboxes()
+  options: MemoryOptionsSchema,
+  create(input): Backend {
+    // Parsed again because plugins that wrap this one may call create() with their own options, or none.
+    const options = v.parse(MemoryOptionsSchema, input)
+    const mailboxes = new MemoryMailboxes({ idleMs: retentionMs(options.mailbox_expiration_d), gravestoneMs: retentionMs(options.gravestone_expiration_d) })
     return {
       name: DRIVER_NAME,
       mailboxes,
-      workers: new MemoryWorkers(),
+      workers: new MemoryWorkers({ finishedJobsKept: options.finished_jobs_kept }),
       agents: new MemoryAgents(),
       events: new LocalEventBus(),
       ready: async () => true,

@@ -1,4 +1,4 @@
-import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
+import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
 import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
@@ -15,17 +15,71 @@ interface Mailbox {
   /** Requests put into this mailbox and not yet answered, by tag. */
   pending: Map<string, PendingRequest>
   completed: number
+  /** Epoch ms of the last take or touch; null before any. */
+  lastActive: number | null
+  /** Epoch ms from which the mailbox is gone: idle expiry while active, the end of the gravestone once terminated. */
+  expiresAt: number
 }
 
-/** Mailboxes in plain maps; every operation is one synchronous step, so it is atomic. */
+/** Requests sent from a mailbox key (kept even when the sender has no mailbox here), forgotten after the idle expiry like a mailbox. */
+interface Outgoing {
+  count: number
+  expiresAt: number
+}
+
+export interface MemoryExpiry {
+  /** Milliseconds an idle mailbox (queue, pending requests, record) is kept. */
+  idleMs: number
+  /** Milliseconds a terminated mailbox is remembered. */
+  gravestoneMs: number
+}
+
+/** Longest pause between two sweeps of expired mailboxes, so memory is given back within a minute whatever the retention. */
+const MAX_SWEEP_INTERVAL_MS = 60_000
+
+/**
+ * Mailboxes in plain maps; every operation is one synchronous step, so it is
+ * atomic. Expiry follows the redis backend: a mailbox with no activity
+ * (create, put, take, restore, send) for the idle expiry disappears with its
+ * queue, and a gravestone is remembered for the gravestone expiry. An expired
+ * mailbox is gone the moment it expires (every read checks); an unref'd timer
+ * sweeps the maps so that the memory is given back too.
+ */
 export class MemoryMailboxes implements MailboxStore {
   private readonly boxes = new Map<string, Mailbox>()
-  private readonly lastActive = new Map<string, number>()
-  private readonly outgoing = new Map<string, number>()
+  private readonly outgoing = new Map<string, Outgoing>()
   readonly waiters = new Waiters()
+  /** Active mailboxes and the messages queued in them, kept up to date by every change so a scrape costs nothing. */
+  private activeCount = 0
+  private queuedCount = 0
+  private readonly sweeper: ReturnType<typeof setInterval>
+
+  constructor(private readonly expiry: MemoryExpiry) {
+    const interval = Math.min(MAX_SWEEP_INTERVAL_MS, Math.max(10, Math.min(expiry.idleMs, expiry.gravestoneMs) / 4))
+    this.sweeper = setInterval(() => this.sweep(Date.now()), interval)
+    this.sweeper.unref()
+  }
 
   private get(id: EntityId): Mailbox | undefined {
-    return this.boxes.get(mailboxKey(id))
+    const key = mailboxKey(id)
+    const box = this.boxes.get(key)
+    if (box === undefined || box.expiresAt > Date.now()) return box
+    this.remove(key, box)
+    return undefined
+  }
+
+  /** Forgets an expired mailbox, and its messages with it. */
+  private remove(key: string, box: Mailbox): void {
+    this.boxes.delete(key)
+    if (box.terminated) return
+    this.activeCount--
+    this.queuedCount -= box.queue.length - box.head
+  }
+
+  /** Drops every mailbox and outgoing count whose time is up. */
+  private sweep(now: number): void {
+    for (const [key, box] of this.boxes) if (box.expiresAt <= now) this.remove(key, box)
+    for (const [key, outgoing] of this.outgoing) if (outgoing.expiresAt <= now) this.outgoing.delete(key)
   }
 
   private accessible(client: Client, id: EntityId): Mailbox | undefined {
@@ -37,6 +91,7 @@ export class MemoryMailboxes implements MailboxStore {
   async create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void> {
     const box = this.accessible(client, id)
     if (box) return
+    this.activeCount++
     this.boxes.set(mailboxKey(id), {
       id,
       owner: client.id,
@@ -47,6 +102,8 @@ export class MemoryMailboxes implements MailboxStore {
       shares: new Set(),
       pending: new Map(),
       completed: 0,
+      lastActive: null,
+      expiresAt: Date.now() + this.expiry.idleMs,
     })
   }
 
@@ -62,6 +119,9 @@ export class MemoryMailboxes implements MailboxStore {
     if (!isOwner(client, box.owner)) throw new ForbiddenError()
     if (box.terminated) return []
     box.terminated = true
+    box.expiresAt = Date.now() + this.expiry.gravestoneMs
+    this.activeCount--
+    this.queuedCount -= box.queue.length - box.head
     box.queue = []
     box.head = 0
     box.mro = null
@@ -80,15 +140,20 @@ export class MemoryMailboxes implements MailboxStore {
     }
     if (!box) throw new UnknownMailboxError()
     if (box.terminated) throw new MailboxTerminatedError()
+    const now = Date.now()
     if (message.kind === 'request') {
       box.pending.set(message.tag, { src: message.src, dest: message.dest, tag: message.tag, label: message.label })
       const source = mailboxKey(message.src)
-      this.outgoing.set(source, (this.outgoing.get(source) ?? 0) + 1)
+      const sent = this.outgoing.get(source)
+      const count = sent !== undefined && sent.expiresAt > now ? sent.count + 1 : 1
+      this.outgoing.set(source, { count, expiresAt: now + this.expiry.idleMs })
     } else {
       const answered = this.get(message.src)
       if (answered?.pending.delete(message.tag)) answered.completed++
     }
     box.queue.push(message.raw)
+    box.expiresAt = now + this.expiry.idleMs
+    this.queuedCount++
     this.waiters.notify(mailboxKey(message.dest))
   }
 
@@ -98,10 +163,13 @@ export class MemoryMailboxes implements MailboxStore {
       const box = this.accessible(client, id)
       if (!box) throw new UnknownMailboxError()
       if (box.terminated) throw new MailboxTerminatedError()
-      this.lastActive.set(key, Date.now())
+      const now = Date.now()
+      box.lastActive = now
+      box.expiresAt = now + this.expiry.idleMs
       if (box.head >= box.queue.length) return null
       const message = box.queue[box.head]!
       box.head++
+      this.queuedCount--
       if (box.head > 1024 && box.head * 2 > box.queue.length) {
         box.queue = box.queue.slice(box.head)
         box.head = 0
@@ -115,13 +183,16 @@ export class MemoryMailboxes implements MailboxStore {
     if (!box || box.terminated) return
     if (box.head > 0) box.queue[--box.head] = raw
     else box.queue.unshift(raw)
+    box.expiresAt = Date.now() + this.expiry.idleMs
+    this.queuedCount++
     this.waiters.notify(mailboxKey(id))
   }
 
   async discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
     const found: string[] = []
+    const now = Date.now()
     for (const box of this.boxes.values()) {
-      if (box.terminated || !box.mro || box.id.role !== 'agent') continue
+      if (box.terminated || !box.mro || box.id.role !== 'agent' || box.expiresAt <= now) continue
       if (!canAccess(client, box.owner, box.shares)) continue
       if (matchesAgent(box.mro, agent, allowSubclasses)) found.push(box.id.uid)
     }
@@ -129,19 +200,23 @@ export class MemoryMailboxes implements MailboxStore {
   }
 
   async heartbeat(client: Client, id: EntityId): Promise<number | null> {
-    if (!this.accessible(client, id)) throw new UnknownMailboxError()
-    const at = this.lastActive.get(mailboxKey(id))
-    return at === undefined ? null : (Date.now() - at) / 1000
+    const box = this.accessible(client, id)
+    if (!box) throw new UnknownMailboxError()
+    return box.lastActive === null ? null : (Date.now() - box.lastActive) / 1000
   }
 
   async touch(id: EntityId): Promise<void> {
-    const key = mailboxKey(id)
-    if (this.boxes.has(key)) this.lastActive.set(key, Date.now())
+    const box = this.get(id)
+    if (!box) return
+    const now = Date.now()
+    box.lastActive = now
+    if (!box.terminated) box.expiresAt = now + this.expiry.idleMs
   }
 
   async stats(client: Client, id: EntityId): Promise<MailboxStats> {
     const box = this.accessible(client, id)
-    const outgoing = this.outgoing.get(mailboxKey(id)) ?? 0
+    const sent = this.outgoing.get(mailboxKey(id))
+    const outgoing = sent !== undefined && sent.expiresAt > Date.now() ? sent.count : 0
     if (!box) return mailboxStats(0, 0, 0, outgoing)
     return mailboxStats(box.pending.size, box.queue.length - box.head, box.completed, outgoing)
   }
@@ -168,8 +243,14 @@ export class MemoryMailboxes implements MailboxStore {
     return [...this.owned(client, id).shares]
   }
 
-  /** Wake every waiter with an error; used when the backend closes. */
+  async counts(): Promise<MailboxCounts> {
+    // Expired mailboxes leave the counts when the sweep drops them (within a quarter of the retention, at most a minute).
+    return { mailboxes: this.activeCount, queued: this.queuedCount }
+  }
+
+  /** Wake every waiter with an error and stop sweeping; used when the backend closes. */
   close(): void {
+    clearInterval(this.sweeper)
     this.waiters.failAll(() => new MailboxTerminatedError())
   }
 }

@@ -1,11 +1,36 @@
-import { applyTransition, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 const clone = <T>(value: T): T => structuredClone(value)
 
-/** Workers and jobs in plain maps; each operation is one synchronous step, hence atomic. */
+export interface MemoryWorkersOptions {
+  /** Finished jobs kept for their history; beyond it, the one that finished longest ago is dropped. */
+  finishedJobsKept: number
+}
+
+/**
+ * Workers and jobs in plain maps; each operation is one synchronous step,
+ * hence atomic. Finished jobs are bounded: each job that finishes pushes out
+ * the oldest finished one past `finishedJobsKept`, so the cost is one step per
+ * finish and jobs still running are never dropped.
+ */
 export class MemoryWorkers implements WorkerStore {
   private readonly workers = new Map<string, WorkerRecord>()
   private readonly jobs = new Map<string, JobRecord>()
+  /** Ids of finished jobs, in the order they finished (a Set keeps insertion order). */
+  private readonly finished = new Set<string>()
+
+  constructor(private readonly options: MemoryWorkersOptions) {}
+
+  /** Keeps `finished` in step with a job's new state, dropping the oldest finished job when over the bound. */
+  private noteState(job: JobRecord): void {
+    this.finished.delete(job.id)
+    if (!FINISHED_JOB_STATES.includes(job.state)) return
+    this.finished.add(job.id)
+    if (this.finished.size <= this.options.finishedJobsKept) return
+    const oldest = this.finished.values().next().value!
+    this.finished.delete(oldest)
+    this.jobs.delete(oldest)
+  }
 
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
     const previous = this.workers.get(worker.id) ?? null
@@ -75,7 +100,9 @@ export class MemoryWorkers implements WorkerStore {
   }
 
   async createJob(job: JobRecord): Promise<void> {
-    this.jobs.set(job.id, clone(job))
+    const stored = clone(job)
+    this.jobs.set(job.id, stored)
+    this.noteState(stored)
   }
 
   async getJob(id: string): Promise<JobRecord | null> {
@@ -100,6 +127,7 @@ export class MemoryWorkers implements WorkerStore {
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
     const job = this.jobs.get(id)
     if (!job || !applyTransition(job, transition)) return null
+    this.noteState(job)
     return clone(job)
   }
 }

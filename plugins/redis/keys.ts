@@ -23,6 +23,11 @@ export class RedisKeys {
     return this.key('mailbox', mailboxKey(id))
   }
 
+  /** Prefix of every mailbox hash; scripts append a mailbox key (the counts sweep walks an index of mailbox keys). */
+  mailboxPrefix(): string {
+    return this.key('mailbox', '')
+  }
+
   /** Prefix of agent mailbox hashes; scripts append a uid (discover walks an index of uids). */
   agentMailboxPrefix(): string {
     return this.key('mailbox', 'agent', '')
@@ -51,6 +56,21 @@ export class RedisKeys {
   /** Sorted set of the agents whose MRO holds `className`. */
   discover(className: string): string {
     return this.discoverPrefix() + className
+  }
+
+  /** Sorted set of the active mailboxes' keys, scored by the epoch ms at which each one's hash expires (the counts' index). */
+  activeMailboxes(): string {
+    return this.key('active')
+  }
+
+  /** Hash mailbox key → queue length as last seen by a script, for the active mailboxes with messages queued. */
+  queuedBy(): string {
+    return this.key('queued')
+  }
+
+  /** Counter: the sum of `queuedBy`, i.e. the messages queued in active mailboxes. */
+  queuedTotal(): string {
+    return this.key('queued-total')
   }
 
   /** Counter giving every mailbox its creation order. */

@@ -6,8 +6,8 @@
  * then races the others through the atomic pop.
  */
 import { randomUUID } from 'node:crypto'
-import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
-import { mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
+import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
+import { mailboxKey, mailboxStats, retentionMs } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { MailboxTerminatedError } from '../../src/errors'
 import { script, type RedisConnection } from './connection'
@@ -26,12 +26,14 @@ const SCRIPTS = {
   touch: script(lua.TOUCH_MAILBOX),
   stats: script(lua.MAILBOX_STATS),
   share: script(lua.SHARE_MAILBOX),
+  counts: script(lua.COUNT_MAILBOXES),
 }
 
 /** How long a popped message stays recoverable by a re-sent take; far longer than any reconnect that keeps the reply pending. */
 const TAKEN_EXPIRY_MS = 60_000
 
-const DAY_MS = 86_400_000
+/** Index entries one counts call settles at most, so a scrape after many expiries never blocks Redis for long. */
+const SWEEP_BATCH = 1000
 
 export interface MailboxExpiry {
   /** Days an idle mailbox (queue, pending requests, record) is kept. */
@@ -39,8 +41,6 @@ export interface MailboxExpiry {
   /** Days a terminated mailbox is remembered. */
   gravestoneDays: number
 }
-
-const days = (value: number) => Math.max(1, Math.round(value * DAY_MS))
 
 /** The pub/sub channels mailboxes listen on, and what each does to this instance's waiters. */
 export function mailboxChannels(keys: RedisKeys, waiters: Waiters): Record<string, (payload: string) => void> {
@@ -68,13 +68,22 @@ export class RedisMailboxes implements MailboxStore {
     private readonly waiters: Waiters,
     expiry: MailboxExpiry,
   ) {
-    this.idleMs = days(expiry.mailboxDays)
-    this.gravestoneMs = days(expiry.gravestoneDays)
+    this.idleMs = retentionMs(expiry.mailboxDays)
+    this.gravestoneMs = retentionMs(expiry.gravestoneDays)
+  }
+
+  /** The keys of the counts' bookkeeping, as the scripts take them. */
+  private countKeys(): string[] {
+    return [this.keys.activeMailboxes(), this.keys.queuedBy(), this.keys.queuedTotal()]
   }
 
   async create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void> {
     const classes = id.role === 'agent' && mro && mro.length > 0 ? JSON.stringify(mro) : ''
-    await this.connection.run(SCRIPTS.create, [this.keys.mailbox(id), this.keys.sequence()], [client.id, groups(client), classes, this.idleMs, this.keys.discoverPrefix(), id.uid])
+    await this.connection.run(
+      SCRIPTS.create,
+      [this.keys.mailbox(id), this.keys.sequence(), ...this.countKeys()],
+      [client.id, groups(client), classes, this.idleMs, this.keys.discoverPrefix(), id.uid, mailboxKey(id), this.keys.mailboxPrefix()],
+    )
   }
 
   async status(client: Client, id: EntityId): Promise<MailboxStatus> {
@@ -84,7 +93,7 @@ export class RedisMailboxes implements MailboxStore {
   async terminate(client: Client, id: EntityId): Promise<PendingRequest[]> {
     const pending = (await this.connection.run(
       SCRIPTS.terminate,
-      [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)],
+      [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id), ...this.countKeys()],
       [client.id, this.gravestoneMs, this.keys.discoverPrefix(), id.uid, this.keys.terminatedChannel(), mailboxKey(id)],
     )) as string[]
     return pending.map((json) => JSON.parse(json) as PendingRequest)
@@ -95,17 +104,22 @@ export class RedisMailboxes implements MailboxStore {
     const pending: PendingRequest = { src, dest, tag: message.tag, label: message.label }
     await this.connection.run(
       SCRIPTS.put,
-      [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src)],
+      [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src), ...this.countKeys()],
       [client ? '1' : '', client?.id ?? '', client ? groups(client) : '[]', message.kind, message.tag, JSON.stringify(pending), message.raw, this.idleMs, this.keys.wakeChannel(), mailboxKey(dest)],
     )
   }
 
   async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {
-    const keys = [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)]
+    const key = mailboxKey(id)
+    const [box, queue, pending] = [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)]
     const clientGroups = groups(client)
-    return takeOrWait(this.waiters, mailboxKey(id), options, async () => {
+    return takeOrWait(this.waiters, key, options, async () => {
       const taken = this.keys.taken(`${this.instance}:${++this.takes}`)
-      const message = (await this.connection.run(SCRIPTS.take, [...keys, taken], [client.id, clientGroups, Date.now(), this.idleMs, TAKEN_EXPIRY_MS])) as string | null
+      const message = (await this.connection.run(
+        SCRIPTS.take,
+        [box, queue, pending, taken, ...this.countKeys()],
+        [client.id, clientGroups, Date.now(), this.idleMs, TAKEN_EXPIRY_MS, key],
+      )) as string | null
       // The reply arrived, so the safety copy for a re-sent take is no longer needed.
       if (message !== null) void this.connection.command.unlink(taken).catch(() => {})
       return message
@@ -113,7 +127,7 @@ export class RedisMailboxes implements MailboxStore {
   }
 
   async restore(id: EntityId, raw: string): Promise<void> {
-    await this.connection.run(SCRIPTS.restore, [this.keys.mailbox(id), this.keys.queue(id)], [raw, this.idleMs, this.keys.wakeChannel(), mailboxKey(id)])
+    await this.connection.run(SCRIPTS.restore, [this.keys.mailbox(id), this.keys.queue(id), ...this.countKeys()], [raw, this.idleMs, this.keys.wakeChannel(), mailboxKey(id)])
   }
 
   async discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
@@ -126,7 +140,7 @@ export class RedisMailboxes implements MailboxStore {
   }
 
   async touch(id: EntityId): Promise<void> {
-    await this.connection.run(SCRIPTS.touch, [this.keys.mailbox(id)], [Date.now(), this.idleMs])
+    await this.connection.run(SCRIPTS.touch, [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id), ...this.countKeys()], [Date.now(), this.idleMs, mailboxKey(id)])
   }
 
   async stats(client: Client, id: EntityId): Promise<MailboxStats> {
@@ -148,6 +162,13 @@ export class RedisMailboxes implements MailboxStore {
 
   async shares(client: Client, id: EntityId): Promise<string[]> {
     return (await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'list', ''])) as string[]
+  }
+
+  async counts(): Promise<MailboxCounts> {
+    for (;;) {
+      const [mailboxes, queued, more] = (await this.connection.run(SCRIPTS.counts, this.countKeys(), [this.keys.mailboxPrefix(), this.idleMs, SWEEP_BATCH])) as [number, number, number]
+      if (more === 0) return { mailboxes, queued }
+    }
   }
 
   /** Wake every waiter with an error; used when the backend closes. */

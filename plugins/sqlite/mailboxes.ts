@@ -8,9 +8,14 @@
  * the redelivery window has passed. A process that dies inside that window
  * leaves the mark behind, and the next start returns such messages to the
  * head of their queues, in their original order.
+ *
+ * The counts (active mailboxes, queued messages) are read from the file once
+ * at open and then kept in memory, moved by each committed change: the file
+ * belongs to this one process (it holds the lock), so nobody else changes
+ * them, and a scrape costs no query.
  */
 import type { Database, Statement } from 'bun:sqlite'
-import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
+import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
 import { canAccess, isOwner, mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
@@ -39,6 +44,7 @@ export class SqliteMailboxes implements MailboxStore {
   /** Deliveries in the order they were handed out (so also by `takenAt`). */
   private deliveries: Delivery[] = []
   private settleTimer: ReturnType<typeof setTimeout> | null = null
+  private readonly current: MailboxCounts
 
   private readonly statements: {
     mailbox: Row<MailboxRow>
@@ -68,13 +74,14 @@ export class SqliteMailboxes implements MailboxStore {
     discover: Row<{ id: number; uid: string; owner: string }>
     countQueued: Row<{ count: number }>
     countPending: Row<{ count: number }>
+    counts: Row<MailboxCounts>
     insertShare: Row<never>
     deleteShare: Row<never>
     settle: Row<never>
   }
 
-  private readonly createTx: (client: Client, id: EntityId, mro: readonly string[] | null) => void
-  private readonly terminateTx: (client: Client, id: EntityId) => PendingRequest[]
+  private readonly createTx: (client: Client, id: EntityId, mro: readonly string[] | null) => boolean
+  private readonly terminateTx: (client: Client, id: EntityId) => { pending: PendingRequest[]; dropped: number } | null
   private readonly putTx: (client: Client | null, message: Envelope) => void
   private readonly takeTx: (client: Client, id: EntityId) => string | null
   private readonly restoreTx: (id: EntityId, raw: string) => boolean
@@ -121,29 +128,32 @@ export class SqliteMailboxes implements MailboxStore {
       ),
       countQueued: prepare('SELECT COUNT(*) AS count FROM messages WHERE mailbox_id = ? AND taken_at IS NULL'),
       countPending: prepare('SELECT COUNT(*) AS count FROM pending_requests WHERE mailbox_id = ?'),
+      // Handed-out messages (taken_at set) are no longer queued.
+      counts: prepare('SELECT (SELECT COUNT(*) FROM mailboxes WHERE terminated = 0) AS mailboxes, (SELECT COUNT(*) FROM messages WHERE taken_at IS NULL) AS queued'),
       insertShare: prepare('INSERT OR IGNORE INTO mailbox_shares (mailbox_id, group_id) VALUES (?, ?)'),
       deleteShare: prepare('DELETE FROM mailbox_shares WHERE mailbox_id = ? AND group_id = ?'),
       settle: prepare('DELETE FROM messages WHERE id = ? AND taken_at = ?'),
     }
 
     this.createTx = db.transaction((client: Client, id: EntityId, mro: readonly string[] | null) => {
-      if (this.accessible(client, id)) return
+      if (this.accessible(client, id)) return false
       const { lastInsertRowid } = this.statements.insertMailbox.run(id.role, id.uid, client.id)
-      if (id.role !== 'agent' || !mro) return
-      mro.forEach((name, position) => this.statements.insertClass.run(name, Number(lastInsertRowid), position))
+      if (id.role === 'agent' && mro) mro.forEach((name, position) => this.statements.insertClass.run(name, Number(lastInsertRowid), position))
+      return true
     })
 
     this.terminateTx = db.transaction((client: Client, id: EntityId) => {
       const box = this.row(id)
-      if (!box) return []
+      if (!box) return null
       if (!isOwner(client, box.owner)) throw new ForbiddenError()
-      if (box.terminated) return []
+      if (box.terminated) return null
       const pending = this.statements.pending.all(box.id).map((row) => JSON.parse(row.request) as PendingRequest)
+      const dropped = this.statements.countQueued.get(box.id)!.count
       this.statements.terminate.run(box.id)
       this.statements.deleteMessages.run(box.id)
       this.statements.deleteClasses.run(box.id)
       this.statements.deletePendingOf.run(box.id)
-      return pending
+      return { pending, dropped }
     })
 
     this.putTx = db.transaction((client: Client | null, message: Envelope) => {
@@ -217,6 +227,7 @@ export class SqliteMailboxes implements MailboxStore {
     // Messages handed out by a process that died are delivered again, at the head of their queues.
     const returned = db.run('UPDATE messages SET taken_at = NULL WHERE taken_at IS NOT NULL').changes
     if (returned > 0) logger.info('returned unsettled deliveries to their mailboxes', { count: returned })
+    this.current = this.statements.counts.get()!
   }
 
   private row(id: EntityId): MailboxRow | null {
@@ -249,7 +260,7 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void> {
-    this.createTx(client, id, mro)
+    if (this.createTx(client, id, mro)) this.current.mailboxes++
   }
 
   async status(client: Client, id: EntityId): Promise<MailboxStatus> {
@@ -259,24 +270,34 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async terminate(client: Client, id: EntityId): Promise<PendingRequest[]> {
-    const pending = this.terminateTx(client, id)
+    const terminated = this.terminateTx(client, id)
     this.waiters.fail(mailboxKey(id), () => new MailboxTerminatedError())
-    return pending
+    if (!terminated) return []
+    this.current.mailboxes--
+    this.current.queued -= terminated.dropped
+    return terminated.pending
   }
 
   async put(client: Client | null, message: Envelope): Promise<void> {
     this.putTx(client, message)
+    this.current.queued++
     this.waiters.notify(mailboxKey(message.dest))
   }
 
   async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {
-    const message = await takeOrWait(this.waiters, mailboxKey(id), options, () => this.takeTx(client, id))
+    const message = await takeOrWait(this.waiters, mailboxKey(id), options, () => {
+      const taken = this.takeTx(client, id)
+      if (taken !== null) this.current.queued--
+      return taken
+    })
     if (message !== null) this.scheduleSettle()
     return message
   }
 
   async restore(id: EntityId, raw: string): Promise<void> {
-    if (this.restoreTx(id, raw)) this.waiters.notify(mailboxKey(id))
+    if (!this.restoreTx(id, raw)) return
+    this.current.queued++
+    this.waiters.notify(mailboxKey(id))
   }
 
   async discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
@@ -311,6 +332,10 @@ export class SqliteMailboxes implements MailboxStore {
 
   async shares(client: Client, id: EntityId): Promise<string[]> {
     return this.sharesOf(this.owned(client, id).id)
+  }
+
+  async counts(): Promise<MailboxCounts> {
+    return { ...this.current }
   }
 
   /** Deletes the deliveries handed out at or before `cutoff` (epoch ms): they can no longer come back. */

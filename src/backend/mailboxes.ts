@@ -44,6 +44,14 @@ export interface MailboxStats {
   queued: number
 }
 
+/** Mailboxes and messages across the whole store (every instance sharing it). */
+export interface MailboxCounts {
+  /** ACTIVE mailboxes; gravestones are not counted. */
+  mailboxes: number
+  /** Messages waiting in active mailboxes' queues (taken ones no longer count; restored ones count again). */
+  queued: number
+}
+
 export interface TakeOptions {
   /** Epoch milliseconds after which `take` gives up and resolves `null`. */
   deadline: number
@@ -82,6 +90,15 @@ export interface MailboxStore {
   share(client: Client, id: EntityId, group: string): Promise<void>
   unshare(client: Client, id: EntityId, group: string): Promise<void>
   shares(client: Client, id: EntityId): Promise<string[]>
+  /** How many mailboxes are ACTIVE and how many messages wait in them, across the store; read at each scrape of /metrics, so it must not walk the keyspace. */
+  counts(): Promise<MailboxCounts>
+}
+
+const DAY_MS = 86_400_000
+
+/** A retention in days (`mailbox_expiration_d`, `gravestone_expiration_d`) in whole milliseconds, at least 1. */
+export function retentionMs(days: number): number {
+  return Math.max(1, Math.round(days * DAY_MS))
 }
 
 /** The key a mailbox is stored under: role and uid, so an agent and a user with one uid never collide. */

@@ -33,6 +33,9 @@ export type WorkerPatch = Partial<Pick<WorkerRecord, 'status' | 'reportedLoad' |
 
 export type JobState = 'pending' | 'assigned' | 'running' | 'completed' | 'failed' | 'cancelled' | 'reassigning'
 
+/** The states a job ends in; a job in one of them is kept only for its history. */
+export const FINISHED_JOB_STATES: readonly JobState[] = ['completed', 'failed', 'cancelled']
+
 export interface JobEvent {
   state: JobState
   at: number

@@ -6,6 +6,7 @@ import { RedisKeys } from '../../plugins/redis/keys'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
+import { eventually } from '../support/wait'
 
 const redis = await testRedis()
 
@@ -117,6 +118,71 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(seen.some((args) => args[0]!.toLowerCase() === 'zrange' && args[1] === keys.discover(kind))).toBe(true)
       expect(commands).not.toContain('scan')
       expect(commands).not.toContain('keys')
+    })
+
+    it('counts across instances from its own bookkeeping, never by scanning the keyspace', async () => {
+      const { backend: first, prefix } = await open()
+      const second = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
+      opened.push({ backend: second, prefix })
+      const [sender, receiver] = [agent(), agent()]
+      await first.mailboxes.create(client, sender, null)
+      await second.mailboxes.create(client, receiver, null)
+      await first.mailboxes.put(client, message(receiver))
+      await second.mailboxes.put(client, message(receiver))
+      const monitor = await (await inspect()).monitor()
+      const seen: string[] = []
+      monitor.on('monitor', (_time: string, args: string[]) => void seen.push(args[0]!.toLowerCase()))
+      await Bun.sleep(50)
+      expect(await first.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 2 })
+      expect(await second.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 2 })
+      await Bun.sleep(100)
+      monitor.disconnect()
+      expect(seen).toContain('evalsha')
+      expect(seen).not.toContain('scan')
+      expect(seen).not.toContain('keys')
+    })
+
+    it('takes an idle mailbox that expired out of the counts, with its queue, and leaves no bookkeeping behind', async () => {
+      const { backend, keys } = await open({ mailbox_expiration_d: 1 / 86_400 })
+      const [sender, idle] = [agent(), agent()]
+      await backend.mailboxes.create(client, sender, null)
+      await backend.mailboxes.create(client, idle, null)
+      await backend.mailboxes.put(client, message(idle))
+      await backend.mailboxes.put(client, message(idle))
+      expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 2 })
+      const db = await inspect()
+      // Expiry leaves no trace a script sees: nothing but the counts' own sweep may notice it.
+      await eventually(async () => (await db.exists(keys.mailbox(idle))) === 0, 5000, 'the mailbox expired')
+      expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 0, queued: 0 })
+      expect(await db.zcard(keys.activeMailboxes())).toBe(0)
+      expect(await db.hlen(keys.queuedBy())).toBe(0)
+      expect(await db.get(keys.queuedTotal())).toBe('0')
+    })
+
+    it('settles expired index entries on create, so the index stays bounded when nobody scrapes', async () => {
+      const { backend, keys } = await open({ mailbox_expiration_d: 0.5 / 86_400 })
+      const expiring = Array.from({ length: 5 }, agent)
+      for (const id of expiring) await backend.mailboxes.create(client, id, null)
+      const db = await inspect()
+      expect(await db.zcard(keys.activeMailboxes())).toBe(5)
+      await eventually(async () => (await db.exists(...expiring.map((id) => keys.mailbox(id)))) === 0, 5000, 'the mailboxes expired')
+      await backend.mailboxes.create(client, agent(), null)
+      expect(await db.zcard(keys.activeMailboxes())).toBe(1)
+    })
+
+    it('keeps the queue of a mailbox that only sends for as long as the mailbox', async () => {
+      const { backend } = await open({ mailbox_expiration_d: 0.5 / 86_400 })
+      const receiver = agent()
+      await backend.mailboxes.create(client, receiver, null)
+      const kept = message(receiver)
+      await backend.mailboxes.put(client, kept)
+      const until = Date.now() + 1200
+      while (Date.now() < until) {
+        await backend.mailboxes.touch(receiver)
+        await Bun.sleep(100)
+      }
+      expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 1, queued: 1 })
+      expect(await backend.mailboxes.take(client, receiver, { deadline: Date.now() + 1000 })).toBe(kept.raw)
     })
 
     it('serves 10,000 waiting receivers over two connections and wakes the right ones', async () => {

@@ -76,6 +76,24 @@ describe('the sqlite backend on one file', () => {
     expect(textOf(await backend.mailboxes.take(owner, receiver, soon()))).toBe('three')
   })
 
+  it('reads its counts from the file when it opens, then keeps them with every change', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    const [sender, receiver, closed] = [user(), agent(), agent()]
+    let backend = await open(file, { redelivery_window_ms: 60_000 })
+    for (const id of [sender, receiver, closed]) await backend.mailboxes.create(owner, id, null)
+    for (const text of ['one', 'two', 'three']) await backend.mailboxes.put(owner, envelope(sender, receiver, text))
+    await backend.mailboxes.put(owner, envelope(sender, closed, 'dropped'))
+    await backend.mailboxes.terminate(owner, closed)
+    expect(textOf(await backend.mailboxes.take(owner, receiver, soon()))).toBe('one')
+    expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 2 })
+    await backend.close()
+
+    backend = await open(file)
+    expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 2 })
+    await backend.mailboxes.put(owner, envelope(sender, receiver, 'four'))
+    expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 3 })
+  })
+
   it('does not deliver again after a clean stop what it handed out before', async () => {
     const file = join(dir, `${randomUUID()}.db`)
     const [sender, receiver] = [user(), agent()]

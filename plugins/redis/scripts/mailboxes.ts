@@ -7,6 +7,9 @@
  * A script refuses with an error reply `SWITCHBOARD:<CODE>` (FORBIDDEN,
  * UNKNOWN, TERMINATED); src/errors.ts classes are chosen from the code.
  * "client" and "groups" are the caller's id and its groups as a JSON array.
+ *
+ * The counts behind the mailbox and queued-message gauges are kept by the
+ * scripts that change them (COUNTING below), never by walking the keyspace.
  */
 
 /** Academy's access rule (no owner, the owner, or a member of a shared group) and error helpers. */
@@ -28,19 +31,75 @@ end
 `
 
 /**
+ * Bookkeeping of the counts (active mailboxes, messages queued in them). The
+ * counts' keys come as a table { active index, queued-by hash, queued total }:
+ * the index holds each active mailbox's key scored by the time its hash
+ * expires, the hash its queue length as last seen, the total their sum. A
+ * mailbox that expires while idle leaves no trace a script could see, so its
+ * index entry is settled when its time is due (`sweep`): by every scrape
+ * and, a few at a time, by every create, which keeps the index bounded even
+ * with nobody scraping. Mailboxes written by a Switchboard without counts join
+ * them at their next put, take, restore or send.
+ */
+const COUNTING = `
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+local function track(counts, key, deadline, length)
+  redis.call('ZADD', counts[1], deadline, key)
+  local before = tonumber(redis.call('HGET', counts[2], key) or '0')
+  if length == before then return end
+  if length == 0 then
+    redis.call('HDEL', counts[2], key)
+  else
+    redis.call('HSET', counts[2], key, length)
+  end
+  redis.call('INCRBY', counts[3], length - before)
+end
+local function untrack(counts, key)
+  redis.call('ZREM', counts[1], key)
+  local before = tonumber(redis.call('HGET', counts[2], key) or '0')
+  if before == 0 then return end
+  redis.call('HDEL', counts[2], key)
+  redis.call('DECRBY', counts[3], before)
+end
+local function sweep(counts, mailbox_prefix, now, idle, limit)
+  local due = redis.call('ZRANGEBYSCORE', counts[1], '-inf', now, 'LIMIT', 0, limit)
+  for _, key in ipairs(due) do
+    local box = mailbox_prefix .. key
+    if redis.call('HGET', box, 'state') == 'ACTIVE' then
+      local ttl = redis.call('PTTL', box)
+      if ttl < 0 then ttl = idle end
+      redis.call('ZADD', counts[1], now + ttl, key)
+    else
+      untrack(counts, key)
+    end
+  end
+  return #due
+end
+`
+
+/** Index entries a create settles on its way, at most. */
+const SWEEP_ON_CREATE = 20
+
+/**
  * Create a mailbox if absent; the creator owns it. An existing mailbox (even
  * a gravestone) is left as it is, after an access check.
- * KEYS[1] mailbox hash · KEYS[2] sequence counter
+ * KEYS[1] mailbox hash · KEYS[2] sequence counter · KEYS[3..5] counts (active index, queued-by hash, queued total)
  * ARGV[1] client · ARGV[2] groups · ARGV[3] MRO as a JSON array, or '' (users, agents without one)
- * ARGV[4] idle expiry ms · ARGV[5] discover index prefix · ARGV[6] uid
+ * ARGV[4] idle expiry ms · ARGV[5] discover index prefix · ARGV[6] uid · ARGV[7] mailbox key · ARGV[8] mailbox hash prefix
  * Returns 1 when created, 0 when it existed.
  */
-export const CREATE_MAILBOX = `${PRELUDE}
+export const CREATE_MAILBOX = `${PRELUDE}${COUNTING}
 local existing = redis.call('HMGET', KEYS[1], 'owner', 'shares')
 if existing[1] then
   if not can_access(existing[1], existing[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
   return 0
 end
+local counts = { KEYS[3], KEYS[4], KEYS[5] }
+local now = now_ms()
+sweep(counts, ARGV[8], now, tonumber(ARGV[4]), ${SWEEP_ON_CREATE})
 local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'state', 'ACTIVE', 'seq', seq)
 if ARGV[3] ~= '' then
@@ -51,6 +110,7 @@ if ARGV[3] ~= '' then
   end
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+track(counts, ARGV[7], now + tonumber(ARGV[4]), 0)
 return 1
 `
 
@@ -69,12 +129,12 @@ return box[3]
 /**
  * Turn a mailbox into a gravestone: drop its queue and pending requests,
  * remove it from discovery, and tell every instance to fail its waiters.
- * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4..6] counts
  * ARGV[1] client · ARGV[2] gravestone expiry ms · ARGV[3] discover index prefix · ARGV[4] uid
  * ARGV[5] terminated channel · ARGV[6] mailbox key (the channel payload)
  * Returns the PendingRequest JSON of every request still pending (empty when missing or already terminated).
  */
-export const TERMINATE_MAILBOX = `${PRELUDE}
+export const TERMINATE_MAILBOX = `${PRELUDE}${COUNTING}
 local box = redis.call('HMGET', KEYS[1], 'owner', 'state', 'mro')
 if not box[1] then return {} end
 if box[1] ~= ARGV[1] then return refuse('FORBIDDEN') end
@@ -89,6 +149,7 @@ end
 redis.call('HSET', KEYS[1], 'state', 'TERMINATED')
 redis.call('HDEL', KEYS[1], 'mro', 'class')
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+untrack({ KEYS[4], KEYS[5], KEYS[6] }, ARGV[6])
 redis.call('PUBLISH', ARGV[5], ARGV[6])
 return pending
 `
@@ -97,12 +158,12 @@ return pending
  * Append a message to its destination's queue, track request/response pairs,
  * and wake one waiter on any instance.
  * KEYS[1] destination hash · KEYS[2] destination queue · KEYS[3] destination pending hash
- * KEYS[4] source hash · KEYS[5] source pending hash · KEYS[6] source outgoing counter
+ * KEYS[4] source hash · KEYS[5] source pending hash · KEYS[6] source outgoing counter · KEYS[7..9] counts
  * ARGV[1] '1' when a client calls ('' for Switchboard itself) · ARGV[2] client · ARGV[3] groups
  * ARGV[4] kind (request | response) · ARGV[5] tag · ARGV[6] PendingRequest JSON · ARGV[7] message text
  * ARGV[8] idle expiry ms · ARGV[9] wake channel · ARGV[10] destination mailbox key (the channel payload)
  */
-export const PUT_MESSAGE = `${PRELUDE}
+export const PUT_MESSAGE = `${PRELUDE}${COUNTING}
 local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
 if ARGV[1] == '1' then
   if dest[1] and not can_access(dest[1], dest[2], ARGV[2], ARGV[3]) then return refuse('FORBIDDEN') end
@@ -119,9 +180,10 @@ if ARGV[4] == 'request' then
 elseif redis.call('HDEL', KEYS[5], ARGV[5]) == 1 then
   redis.call('HINCRBY', KEYS[4], 'completed', 1)
 end
-redis.call('RPUSH', KEYS[2], ARGV[7])
+local length = redis.call('RPUSH', KEYS[2], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
+track({ KEYS[7], KEYS[8], KEYS[9] }, ARGV[10], now_ms() + tonumber(ARGV[8]), length)
 redis.call('PUBLISH', ARGV[9], ARGV[10])
 return 1
 `
@@ -131,11 +193,11 @@ return 1
  * a command whose reply was lost with a dropped connection, and the re-sent
  * call must return the message the first one popped instead of popping (and
  * losing) another.
- * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] taken (per take id)
- * ARGV[1] client · ARGV[2] groups · ARGV[3] now (ms) · ARGV[4] idle expiry ms · ARGV[5] taken expiry ms
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] taken (per take id) · KEYS[5..7] counts
+ * ARGV[1] client · ARGV[2] groups · ARGV[3] now (ms) · ARGV[4] idle expiry ms · ARGV[5] taken expiry ms · ARGV[6] mailbox key
  * Returns the message text, or nil when the queue is empty.
  */
-export const TAKE_MESSAGE = `${PRELUDE}
+export const TAKE_MESSAGE = `${PRELUDE}${COUNTING}
 local already = redis.call('GET', KEYS[4])
 if already then return already end
 local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
@@ -146,6 +208,7 @@ redis.call('HSET', KEYS[1], 'active', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 local message = redis.call('LPOP', KEYS[2])
+track({ KEYS[5], KEYS[6], KEYS[7] }, ARGV[6], now_ms() + tonumber(ARGV[4]), redis.call('LLEN', KEYS[2]))
 if not message then return nil end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[4], message, 'PX', ARGV[5])
@@ -154,14 +217,16 @@ return message
 
 /**
  * Put a message back at the head of an active mailbox's queue and wake one waiter.
- * KEYS[1] mailbox hash · KEYS[2] queue
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3..5] counts
  * ARGV[1] message text · ARGV[2] idle expiry ms · ARGV[3] wake channel · ARGV[4] mailbox key
  * Returns 1 when restored, 0 when the mailbox is missing or terminated.
  */
-export const RESTORE_MESSAGE = `
+export const RESTORE_MESSAGE = `${COUNTING}
 if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
-redis.call('LPUSH', KEYS[2], ARGV[1])
+local length = redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+track({ KEYS[3], KEYS[4], KEYS[5] }, ARGV[4], now_ms() + tonumber(ARGV[2]), length)
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 `
@@ -202,13 +267,34 @@ return box[3]
 
 /**
  * Record activity of an active mailbox (a send from it); missing and terminated ones are left alone.
- * KEYS[1] mailbox hash · ARGV[1] now (ms) · ARGV[2] idle expiry ms
+ * The queue and pending requests are kept as long as the mailbox they belong to.
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4..6] counts
+ * ARGV[1] now (ms) · ARGV[2] idle expiry ms · ARGV[3] mailbox key
  */
-export const TOUCH_MAILBOX = `
+export const TOUCH_MAILBOX = `${COUNTING}
 if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
 redis.call('HSET', KEYS[1], 'active', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+track({ KEYS[4], KEYS[5], KEYS[6] }, ARGV[3], now_ms() + tonumber(ARGV[2]), redis.call('LLEN', KEYS[2]))
 return 1
+`
+
+/**
+ * Active mailboxes and the messages queued in them, across the store. Settles
+ * up to ARGV[3] index entries that have come due first; the caller calls again
+ * while the third value says more may be due.
+ * KEYS[1..3] counts (active index, queued-by hash, queued total)
+ * ARGV[1] mailbox hash prefix · ARGV[2] idle expiry ms · ARGV[3] most entries to settle
+ * Returns { active mailboxes, queued messages, 1 when more entries may be due else 0 }.
+ */
+export const COUNT_MAILBOXES = `${COUNTING}
+local limit = tonumber(ARGV[3])
+local settled = sweep({ KEYS[1], KEYS[2], KEYS[3] }, ARGV[1], now_ms(), tonumber(ARGV[2]), limit)
+local more = 0
+if settled == limit then more = 1 end
+return { redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[3]) or '0'), more }
 `
 
 /**

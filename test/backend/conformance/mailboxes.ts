@@ -523,6 +523,62 @@ export function mailboxStoreCases(makeBackend: () => Promise<Backend>): void {
       })
     })
 
+    describe('counts', () => {
+      it('counts active mailboxes once each, and neither gravestones nor refused creates', async () => {
+        const store = await open()
+        expect(await store.counts()).toEqual({ mailboxes: 0, queued: 0 })
+        const [first, second, closed] = [agent(), user(), agent()]
+        await store.create(alice, first, ['mod.A'])
+        await store.create(alice, first, ['mod.A'])
+        await store.create(bob, second, null)
+        await store.create(alice, closed, null)
+        expect(await store.counts()).toEqual({ mailboxes: 3, queued: 0 })
+        await store.terminate(alice, closed)
+        await store.create(alice, closed, null)
+        expect(await rejection(store.create(carol, first, null))).toBeInstanceOf(ForbiddenError)
+        expect(await store.counts()).toEqual({ mailboxes: 2, queued: 0 })
+      })
+
+      it('follows the queue through put, take, restore and refused puts', async () => {
+        const store = await open()
+        const sender = agent()
+        const id = agent()
+        await store.create(alice, sender, null)
+        await store.create(alice, id, null)
+        const sent = Array.from({ length: 3 }, (_, i) => envelope(sender, id, { text: `m${i}` }))
+        for (const message of sent) await store.put(alice, message)
+        await store.put(alice, envelope(id, sender))
+        expect(await store.counts()).toEqual({ mailboxes: 2, queued: 4 })
+        const taken = await store.take(alice, id, soon())
+        expect(taken).toBe(sent[0]!.raw)
+        expect(await store.counts()).toEqual({ mailboxes: 2, queued: 3 })
+        await store.restore(id, taken!)
+        expect(await store.counts()).toEqual({ mailboxes: 2, queued: 4 })
+        expect(await rejection(store.put(alice, envelope(sender, agent())))).toBeInstanceOf(UnknownMailboxError)
+        expect(await rejection(store.put(carol, envelope(sender, id)))).toBeInstanceOf(ForbiddenError)
+        for (let i = 0; i < sent.length; i++) await store.take(alice, id, soon())
+        expect(await store.take(alice, id, { deadline: Date.now() + 20 })).toBeNull()
+        expect(await store.counts()).toEqual({ mailboxes: 2, queued: 1 })
+      })
+
+      it('drops a terminated mailbox and its queued messages from the counts, once', async () => {
+        const store = await open()
+        const sender = agent()
+        const id = agent()
+        await store.create(alice, sender, null)
+        await store.create(alice, id, null)
+        for (let i = 0; i < 3; i++) await store.put(alice, envelope(sender, id))
+        await store.put(alice, envelope(id, sender))
+        expect(await store.counts()).toEqual({ mailboxes: 2, queued: 4 })
+        await store.terminate(alice, id)
+        expect(await store.counts()).toEqual({ mailboxes: 1, queued: 1 })
+        await store.terminate(alice, id)
+        await store.restore(id, 'lost')
+        expect(await rejection(store.put(alice, envelope(sender, id)))).toBeInstanceOf(MailboxTerminatedError)
+        expect(await store.counts()).toEqual({ mailboxes: 1, queued: 1 })
+      })
+    })
+
     describe('close', () => {
       it('wakes waiting takers when the backend closes', async () => {
         const store = await open()
