@@ -48,7 +48,7 @@ export function createSwitchboardMetrics(): SwitchboardMetrics {
   }
 }
 
-/** Gauges read when scraped: open long-polls and streams, connected workers and their slots, active jobs. */
+/** Gauges read when scraped: open long-polls and streams, connected workers and their slots, mailboxes and queued messages, active jobs. */
 export function collectRuntimeGauges(metrics: SwitchboardMetrics, runtime: { readonly waiting: { poll: number; stream: number }; readonly backend: Backend }): void {
   const { registry } = metrics
   const waiting = registry.gauge('switchboard_waiting_receivers', 'Receivers waiting on this instance: long-polls (poll) and event streams (stream).', ['kind'])
@@ -74,6 +74,13 @@ export function collectRuntimeGauges(metrics: SwitchboardMetrics, runtime: { rea
       slotsUsed.set({ agent_name: name }, entry.used)
       slotsTotal.set({ agent_name: name }, entry.total)
     }
+  })
+  const mailboxes = registry.gauge('switchboard_mailboxes', 'Mailboxes in the store by state: active (every instance sharing the backend; gravestones are not counted).', ['state'])
+  const queued = registry.gauge('switchboard_messages_queued', 'Messages waiting in active mailboxes, not yet received (every instance sharing the backend).')
+  registry.collect([mailboxes, queued], async () => {
+    const counts = await runtime.backend.mailboxes.counts()
+    mailboxes.set({ state: 'active' }, counts.mailboxes)
+    queued.set({}, counts.queued)
   })
   // Finished jobs are kept for their history and only grow, so only the active states are counted.
   const jobs = registry.gauge('switchboard_jobs', 'Jobs in an active state (pending, assigned, running, reassigning).', ['state'])

@@ -4,6 +4,11 @@ import { TestWorker } from '../modules/workers/worker'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { openStream, rawRequest } from '../support/http'
 import { startLoggedServer, type LoggedServer } from './support'
+import { createApp } from '../../src/app'
+import { logger, makeBackend } from '../support/backend'
+import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
+
+const redis = await testRedis()
 
 let running: LoggedServer | null = null
 let app: TestApp | null = null
@@ -39,6 +44,46 @@ describe('GET /metrics', () => {
     expect(sample(text, 'switchboard_exchange_events_total{event="sent"}')).toBe(2)
     expect(sample(text, 'switchboard_exchange_events_total{event="delivered"}')).toBe(1)
     expect(sample(text, 'switchboard_exchange_events_total{event="terminated"}')).toBe(1)
+  })
+
+  it('reports the active mailboxes and the messages queued in them, read from the backend', async () => {
+    app = await makeApp()
+    const [user, busy, closed] = [userId(), agentId(), agentId()]
+    for (const id of [user, busy, closed]) await call(app, 'POST', '/mailbox', bodies.create(id))
+    let text = await (await call(app, 'GET', '/metrics')).text()
+    expect(text).toContain('# TYPE switchboard_mailboxes gauge')
+    expect(sample(text, 'switchboard_mailboxes{state="active"}')).toBe(3)
+    expect(sample(text, 'switchboard_messages_queued')).toBe(0)
+    for (let i = 0; i < 3; i++) await call(app, 'PUT', '/message', bodies.send(messageJson(user, busy)))
+    // Responses, so that terminating the mailbox sends no auto-replies back.
+    for (let i = 0; i < 2; i++) await call(app, 'PUT', '/message', bodies.send(messageJson(user, closed, { kind: 'response' })))
+    expect(sample(await (await call(app, 'GET', '/metrics')).text(), 'switchboard_messages_queued')).toBe(5)
+    expect((await call(app, 'GET', '/message', bodies.receive(busy, 1))).status).toBe(200)
+    await call(app, 'DELETE', '/mailbox', bodies.mailbox(closed))
+    text = await (await call(app, 'GET', '/metrics')).text()
+    expect(sample(text, 'switchboard_mailboxes{state="active"}')).toBe(2)
+    expect(sample(text, 'switchboard_messages_queued')).toBe(2)
+  })
+
+  it.skipIf(redis.url === null)('reports the same mailbox and queue counts on every instance sharing a Redis', async () => {
+    const prefix = randomPrefix()
+    const instances = await Promise.all([0, 1].map(async () => createApp({ backend: await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix }), config: { log_level: 'silent' }, logger })))
+    try {
+      const [first, second] = instances as [TestApp, TestApp]
+      const [user, agent] = [userId(), agentId()]
+      await call(first, 'POST', '/mailbox', bodies.create(user))
+      await call(second, 'POST', '/mailbox', bodies.create(agent))
+      await call(first, 'PUT', '/message', bodies.send(messageJson(user, agent)))
+      await call(second, 'PUT', '/message', bodies.send(messageJson(user, agent)))
+      for (const instance of instances) {
+        const text = await (await call(instance, 'GET', '/metrics')).text()
+        expect(sample(text, 'switchboard_mailboxes{state="active"}')).toBe(2)
+        expect(sample(text, 'switchboard_messages_queued')).toBe(2)
+      }
+    } finally {
+      for (const instance of instances) await instance.decorator.switchboard.close()
+      await deleteKeys(redis.url!, prefix)
+    }
   })
 
   it('counts requests by route template and status, with a latency histogram per route', async () => {
