@@ -4,7 +4,6 @@
  * the tokens file names the client and its groups.
  */
 import { readFileSync } from 'node:fs'
-import { createHash } from 'node:crypto'
 import type { Client } from './backend/mailboxes'
 import type { Config } from './config'
 import { ConfigError } from './config'
@@ -12,7 +11,8 @@ import { InvalidTokenError, UnauthorizedError } from './errors'
 
 export const ANONYMOUS: Client = Object.freeze({ id: '', groups: Object.freeze([]) as readonly string[] })
 
-export const sha256 = (value: string) => createHash('sha256').update(value).digest('hex')
+/** Hex SHA-256 of a token (Bun's one-shot hasher: a token is hashed on every authenticated request). */
+export const sha256 = (value: string): string => Bun.SHA256.hash(value, 'hex')
 
 export interface Authenticator {
   readonly enabled: boolean

@@ -93,9 +93,10 @@ export class AgentsService {
     return match[1]!
   }
 
-  private isAdminToken(token: string): boolean {
+  /** Whether a token's digest is the admin token's. */
+  private isAdminDigest(digest: string): boolean {
     if (this.adminDigest === null) return false
-    return timingSafeEqual(Buffer.from(sha256(token), 'hex'), this.adminDigest)
+    return timingSafeEqual(Buffer.from(digest, 'hex'), this.adminDigest)
   }
 
   /**
@@ -105,9 +106,10 @@ export class AgentsService {
   async authenticate(authorization: string | null, workspaceHeader: string | null): Promise<Caller> {
     const token = this.bearer(authorization)
     if (token === null) throw new UnauthorizedError('missing Authorization: Bearer <workspace token>')
-    if (this.isAdminToken(token)) return { kind: 'admin' }
+    const digest = sha256(token)
+    if (this.isAdminDigest(digest)) return { kind: 'admin' }
     const claimed = workspaceHeader === null || workspaceHeader.trim() === '' ? null : this.parseId(workspaceHeader, 'X-Workspace-ID')
-    const owner = await this.stored(() => this.store.workspaceOfToken(sha256(token)))
+    const owner = await this.stored(() => this.store.workspaceOfToken(digest))
     if (owner === null) throw new UnauthorizedError('bearer token is not valid (unknown or revoked)')
     if (claimed !== null && claimed !== owner) throw new UnauthorizedError(`X-Workspace-ID ${claimed} does not match the workspace of the bearer token`)
     return { kind: 'workspace', id: owner }
