@@ -48,7 +48,7 @@ export function createSwitchboardMetrics(): SwitchboardMetrics {
   }
 }
 
-/** Gauges read when scraped: open long-polls and streams, connected workers and their slots, mailboxes and queued messages, active jobs. */
+/** Gauges read when scraped: open long-polls and streams, connected workers and their slots, mailboxes and queued messages, active jobs; and the backend's failures. */
 export function collectRuntimeGauges(metrics: SwitchboardMetrics, runtime: { readonly waiting: { poll: number; stream: number }; readonly backend: Backend }): void {
   const { registry } = metrics
   const waiting = registry.gauge('switchboard_waiting_receivers', 'Receivers waiting on this instance: long-polls (poll) and event streams (stream).', ['kind'])
@@ -81,6 +81,14 @@ export function collectRuntimeGauges(metrics: SwitchboardMetrics, runtime: { rea
     const counts = await runtime.backend.mailboxes.counts()
     mailboxes.set({ state: 'active' }, counts.mailboxes)
     queued.set({}, counts.queued)
+  })
+  // The backend keeps the tally (src/backend/index.ts, createBackend); the counter catches up with it at each scrape.
+  const backendErrors = registry.counter('switchboard_backend_errors_total', 'Backend store operations that failed other than by refusing the caller: unavailable (the store could not be reached), error (any other fault).', ['kind'])
+  const failureKinds = ['unavailable', 'error'] as const
+  for (const kind of failureKinds) backendErrors.inc({ kind }, 0)
+  registry.collect([], () => {
+    const failures = runtime.backend.failures
+    if (failures) for (const kind of failureKinds) backendErrors.inc({ kind }, failures[kind] - backendErrors.get({ kind }))
   })
   // Finished jobs are kept for their history and only grow, so only the active states are counted.
   const jobs = registry.gauge('switchboard_jobs', 'Jobs in an active state (pending, assigned, running, reassigning).', ['state'])

@@ -40,6 +40,16 @@ export interface Backend {
   ready(): Promise<boolean>
   /** Flush and release everything; waiters are woken. */
   close(): Promise<void>
+  /** Store failures so far, kept by `createBackend` (a plugin leaves it out). */
+  readonly failures?: BackendFailures
+}
+
+/** Store operations that failed other than by refusing the caller, by kind (only ever go up). */
+export interface BackendFailures {
+  /** UnavailableError: the store could not be reached (connection lost, Redis down). */
+  unavailable: number
+  /** Anything else that is not a client error: an error Redis or SQLite replied with, a closed database, a bug. */
+  error: number
 }
 
 export interface PluginContext {
@@ -171,6 +181,58 @@ export async function loadPlugin(spec: string): Promise<BackendPlugin> {
   return exported as BackendPlugin
 }
 
+/** The kind of store failure `error` is, or null for an ordinary refusal of the caller (an AppError below 500). */
+function failureKind(error: unknown): keyof BackendFailures | null {
+  if (error instanceof errors.UnavailableError) return 'unavailable'
+  if (errors.isAppError(error) && error.status < 500) return null
+  return 'error'
+}
+
+/**
+ * The backend as Switchboard uses it: every contract method of each store
+ * counts its failures into `failures` and rethrows them unchanged. This is
+ * the one place every store call passes, whoever makes it (requests,
+ * background timers, scrapes); the cost is one extra call and promise per
+ * operation (about 50 ns on the memory backend's cheapest call, not
+ * measurable on an exchange round trip through the app).
+ * Each wrapped store inherits from the plugin's own, so anything else the
+ * plugin exposes on it stays reachable.
+ */
+function countingFailures(backend: Backend): Backend {
+  const failures: BackendFailures = { unavailable: 0, error: 0 }
+  const fail = (error: unknown): never => {
+    const kind = failureKind(error)
+    if (kind !== null) failures[kind]++
+    throw error
+  }
+  const wrap = <Store extends object>(store: Store, methods: readonly string[]): Store => {
+    const wrapped = Object.create(store) as Record<string, unknown>
+    for (const name of methods) {
+      const method = (store as Record<string, (...args: unknown[]) => unknown>)[name]!
+      wrapped[name] = (...args: unknown[]) => {
+        let result: unknown
+        try {
+          result = method.apply(store, args)
+        } catch (error) {
+          fail(error)
+        }
+        return result instanceof Promise ? result.catch(fail) : result
+      }
+    }
+    return wrapped as Store
+  }
+  return {
+    name: backend.name,
+    mailboxes: wrap(backend.mailboxes, STORE_METHODS.mailboxes),
+    workers: wrap(backend.workers, STORE_METHODS.workers),
+    agents: wrap(backend.agents, STORE_METHODS.agents),
+    events: wrap(backend.events, STORE_METHODS.events),
+    ready: () => backend.ready(),
+    close: () => backend.close(),
+    failures,
+  }
+}
+
 /** Validates the options, creates the backend and checks it is complete. */
 export async function createBackend(plugin: BackendPlugin, input: Record<string, unknown>, context: PluginContext): Promise<Backend> {
   const parsed = v.safeParse(plugin.options, input)
@@ -185,5 +247,5 @@ export async function createBackend(plugin: BackendPlugin, input: Record<string,
     await (backend as Partial<Backend>)?.close?.()
     throw new PluginError(`backend plugin "${plugin.name}" created a backend that lacks: ${problems.join(', ')}`)
   }
-  return backend
+  return countingFailures(backend)
 }

@@ -81,6 +81,13 @@ async function startInstance(url: string, prefix: string) {
 
 const readiness = async (url: string) => (await fetch(`${url}/readyz`)).status
 
+/** The value of `switchboard_backend_errors_total{kind}` in one scrape of /metrics. */
+async function backendErrors(url: string, kind: 'unavailable' | 'error'): Promise<number> {
+  const series = `switchboard_backend_errors_total{kind="${kind}"} `
+  const line = (await (await fetch(`${url}/metrics`)).text()).split('\n').find((candidate) => candidate.startsWith(series))
+  return line === undefined ? Number.NaN : Number(line.slice(series.length))
+}
+
 describe.skipIf(redis.url === null)('redis connection loss', () => {
   const cleanup: (() => Promise<void>)[] = []
   afterEach(async () => {
@@ -164,4 +171,24 @@ describe.skipIf(redis.url === null)('redis connection loss', () => {
     expect(await taking).toBe(first)
     expect(await a.backend.mailboxes.take(caller, mailbox, { deadline: Date.now() + 5000 })).toBe(second)
   })
+
+  it('counts the store failures while Redis is cut off, per instance, and not the callers\' mistakes', async () => {
+    const { relay, a, b, user, agent } = await setup(true)
+    const stranger = messageJson(user, agentId())
+    expect((await rawRequest(`${a.url}/message`, { method: 'PUT', body: bodies.send(stranger) })).status).toBe(404)
+    expect(await backendErrors(a.url, 'unavailable')).toBe(0)
+    expect(await backendErrors(a.url, 'error')).toBe(0)
+    relay!.cut()
+    const refused = await rawRequest(`${a.url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) })
+    expect(refused.status).toBe(503)
+    relay!.restore()
+    await eventually(async () => (await readiness(a.url)) === 200, 10_000, '/readyz ready')
+    const counted = await backendErrors(a.url, 'unavailable')
+    expect(counted).toBeGreaterThanOrEqual(1)
+    expect((await rawRequest(`${a.url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) })).status).toBe(200)
+    // A counter: it keeps what it counted once Redis is back; nothing else failed, and the other instance saw nothing.
+    expect(await backendErrors(a.url, 'unavailable')).toBe(counted)
+    expect(await backendErrors(a.url, 'error')).toBe(0)
+    expect(await backendErrors(b.url, 'unavailable')).toBe(0)
+  }, 20_000)
 })

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Backend, Client, EntityId, Envelope } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
+import { AppError, UnknownMailboxError } from '../../src/errors'
 import { SCHEMA_VERSION } from '../../plugins/sqlite/database'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
@@ -200,6 +201,18 @@ describe('the sqlite backend on one file', () => {
   it('refuses an unknown synchronous level, naming the option', async () => {
     const message = await refusal(open(join(dir, `${randomUUID()}.db`), { synchronous: 'sometimes' }))
     expect(message).toContain('"synchronous"')
+  })
+
+  it('counts the failures of a closed database and passes on its own error unchanged, but not the refusals of callers', async () => {
+    const backend = await open(join(dir, `${randomUUID()}.db`))
+    expect(await backend.mailboxes.heartbeat(owner, agent()).catch((error: unknown) => error)).toBeInstanceOf(UnknownMailboxError)
+    expect(backend.failures).toEqual({ unavailable: 0, error: 0 })
+    await backend.close()
+    const failure = await backend.mailboxes.status(owner, agent()).catch((error: unknown) => error)
+    expect(failure).not.toBeInstanceOf(AppError)
+    expect((failure as Error).message).toBe('Database has closed')
+    await backend.workers.getJob('job').catch(() => {})
+    expect(backend.failures).toEqual({ unavailable: 0, error: 2 })
   })
 
   it('reports not ready once closed', async () => {

@@ -86,6 +86,22 @@ describe('GET /metrics', () => {
     }
   })
 
+  it('counts failures of a store closed under it as backend errors, and refusals of the caller not at all', async () => {
+    const backend = await makeBackend('sqlite')
+    app = createApp({ backend, config: { log_level: 'silent' }, logger })
+    const [user, agent] = [userId(), agentId()]
+    await call(app, 'POST', '/mailbox', bodies.create(user))
+    expect((await call(app, 'PUT', '/message', bodies.send(messageJson(user, agent)))).status).toBe(404)
+    let text = await (await call(app, 'GET', '/metrics')).text()
+    expect(sample(text, 'switchboard_backend_errors_total{kind="error"}')).toBe(0)
+    expect(sample(text, 'switchboard_backend_errors_total{kind="unavailable"}')).toBe(0)
+    await backend.close()
+    expect((await call(app, 'POST', '/mailbox', bodies.create(agent))).status).toBe(500)
+    text = await (await call(app, 'GET', '/metrics')).text()
+    expect(sample(text, 'switchboard_backend_errors_total{kind="error"}')).toBeGreaterThanOrEqual(1)
+    expect(sample(text, 'switchboard_backend_errors_total{kind="unavailable"}')).toBe(0)
+  })
+
   it('counts requests by route template and status, with a latency histogram per route', async () => {
     running = await startLoggedServer({ log_level: 'warn' })
     await fetch(`${running.url}/workers/one`)
