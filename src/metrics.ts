@@ -146,17 +146,28 @@ export class MetricsRegistry {
     this.collectors.push({ gauges, collect })
   }
 
-  /** Runs the collectors, then renders every metric; resolves with the collectors' failures too. */
-  async render(): Promise<{ text: string; failures: unknown[] }> {
+  /**
+   * Runs the collectors side by side, then renders every metric; resolves
+   * with the collectors' failures too. A collector still running after
+   * `timeLimitMs` (a backend that does not answer) counts as failed, so a
+   * scrape answers well within Prometheus' own 10 s scrape timeout.
+   */
+  async render(timeLimitMs = 2000): Promise<{ text: string; failures: unknown[] }> {
     const failures: unknown[] = []
     await Promise.all(
       this.collectors.map(async ({ gauges, collect }) => {
         for (const gauge of gauges) gauge.reset()
+        let timer: ReturnType<typeof setTimeout> | undefined
+        const late = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`a metrics collector took longer than ${timeLimitMs} ms`)), timeLimitMs)
+        })
         try {
-          await collect()
+          await Promise.race([collect(), late])
         } catch (error) {
           for (const gauge of gauges) gauge.reset()
           failures.push(error)
+        } finally {
+          clearTimeout(timer)
         }
       }),
     )

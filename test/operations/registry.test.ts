@@ -32,6 +32,20 @@ describe('the metrics registry', () => {
     expect(String(failures[0])).toContain('backend down')
   })
 
+  it('leaves out the gauges of a collector that does not finish within the time limit', async () => {
+    const registry = new MetricsRegistry()
+    const slow = registry.gauge('slow_things', 'Slow.')
+    const quick = registry.gauge('quick_things', 'Quick.')
+    registry.collect([slow], () => new Promise<void>(() => slow.set({}, 1)))
+    registry.collect([quick], () => quick.set({}, 2))
+    const started = performance.now()
+    const { text, failures } = await registry.render(100)
+    expect(performance.now() - started).toBeLessThan(1000)
+    expect(text).not.toMatch(/^slow_things /m)
+    expect(text).toContain('quick_things 2')
+    expect(String(failures[0])).toContain('took longer than 100 ms')
+  })
+
   it('refuses a metric name registered twice and buckets that do not increase', () => {
     const registry = new MetricsRegistry()
     registry.counter('twice_total', 'Once.')
