@@ -2,6 +2,9 @@ import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type JobRecord, t
 
 const clone = <T>(value: T): T => structuredClone(value)
 
+/** A worker record is flat but for three lists of strings: copying those is all a caller's copy needs (a dispatch reads every worker of its agent name). */
+const copyWorker = (worker: WorkerRecord): WorkerRecord => ({ ...worker, jobs: [...worker.jobs], reserved: [...worker.reserved], capabilities: [...worker.capabilities] })
+
 export interface MemoryWorkersOptions {
   /** Finished jobs kept for their history; beyond it, the one that finished longest ago is dropped. */
   finishedJobsKept: number
@@ -15,6 +18,8 @@ export interface MemoryWorkersOptions {
  */
 export class MemoryWorkers implements WorkerStore {
   private readonly workers = new Map<string, WorkerRecord>()
+  /** Worker ids by agent name, so listing one agent's workers does not walk every worker. */
+  private readonly byAgent = new Map<string, Set<string>>()
   private readonly jobs = new Map<string, JobRecord>()
   /** Ids of finished jobs, in the order they finished (a Set keeps insertion order). */
   private readonly finished = new Set<string>()
@@ -32,46 +37,62 @@ export class MemoryWorkers implements WorkerStore {
     this.jobs.delete(oldest)
   }
 
+  private index(worker: WorkerRecord): void {
+    let ids = this.byAgent.get(worker.agentName)
+    if (!ids) this.byAgent.set(worker.agentName, (ids = new Set()))
+    ids.add(worker.id)
+  }
+
+  private unindex(worker: WorkerRecord): void {
+    const ids = this.byAgent.get(worker.agentName)
+    ids?.delete(worker.id)
+    if (ids?.size === 0) this.byAgent.delete(worker.agentName)
+  }
+
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
     const previous = this.workers.get(worker.id) ?? null
-    const next = clone(worker)
+    const next = copyWorker(worker)
     if (previous) {
       next.jobs = [...previous.jobs]
       next.reserved = [...previous.reserved]
       next.draining = previous.draining
+      this.unindex(previous)
     }
     this.workers.set(worker.id, next)
-    return previous ? clone(previous) : null
+    this.index(next)
+    return previous ? copyWorker(previous) : null
   }
 
   async getWorker(id: string): Promise<WorkerRecord | null> {
     const worker = this.workers.get(id)
-    return worker ? clone(worker) : null
+    return worker ? copyWorker(worker) : null
   }
 
   async listWorkers(agentName?: string): Promise<WorkerRecord[]> {
-    return [...this.workers.values()].filter((worker) => agentName === undefined || worker.agentName === agentName).map(clone)
+    if (agentName === undefined) return [...this.workers.values()].map(copyWorker)
+    return [...(this.byAgent.get(agentName) ?? [])].map((id) => copyWorker(this.workers.get(id)!))
   }
 
   async updateWorker(id: string, connection: string | null, patch: WorkerPatch): Promise<WorkerRecord | null> {
     const worker = this.workers.get(id)
     if (!worker || worker.connection !== connection) return null
     Object.assign(worker, clone(patch))
-    return clone(worker)
+    return copyWorker(worker)
   }
 
   async setDraining(id: string, draining: boolean): Promise<WorkerRecord | null> {
     const worker = this.workers.get(id)
     if (!worker) return null
     worker.draining = draining
-    return clone(worker)
+    return copyWorker(worker)
   }
 
   async deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null> {
     const worker = this.workers.get(id)
     if (!worker || worker.connection !== connection) return null
     this.workers.delete(id)
-    return clone(worker)
+    this.unindex(worker)
+    return copyWorker(worker)
   }
 
   async reserveSlot(workerId: string, jobId: string): Promise<boolean> {

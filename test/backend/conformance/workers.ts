@@ -79,6 +79,33 @@ export function workerStoreCases(makeBackend: () => Promise<Backend>): void {
         expect(await store.listWorkers('c')).toEqual([])
       })
 
+      it('lists a worker under its new agent name once it registers under another, and under none once deleted', async () => {
+        const store = await open()
+        const first = worker({ agentName: 'a' })
+        await store.upsertWorker(first)
+        const moved = worker({ id: first.id, agentName: 'b' })
+        await store.upsertWorker(moved)
+        expect(await store.listWorkers('a')).toEqual([])
+        expect((await store.listWorkers('b')).map((w) => w.id)).toEqual([first.id])
+        await store.deleteWorker(first.id, moved.connection)
+        expect(await store.listWorkers('b')).toEqual([])
+        expect(await store.listWorkers()).toEqual([])
+      })
+
+      it('hands out copies: changing a returned worker changes nothing stored', async () => {
+        const store = await open()
+        const stored = worker()
+        await store.upsertWorker(stored)
+        const [listed] = await store.listWorkers(stored.agentName)
+        listed!.capabilities.push('changed')
+        listed!.jobs.push('not-a-job')
+        listed!.status = 'offline'
+        const again = (await store.getWorker(stored.id))!
+        expect(again.capabilities).toEqual(stored.capabilities)
+        expect(again.jobs).toEqual([])
+        expect(again.status).toBe('available')
+      })
+
       it('keeps jobs, reservations and the drain flag when a registration is superseded', async () => {
         const store = await open()
         const first = worker()
