@@ -1,7 +1,9 @@
 /**
  * Framework ceiling: a bare Bun.serve and a bare node:http server (the layer
- * Switchboard serves through) answering a fixed body, against Switchboard's
- * /healthz and PUT /message — how much of the ceiling our logic keeps.
+ * Switchboard serves through) answering a fixed body, Switchboard's serving
+ * layer in front of an app answering a fixed body (the floor every route pays),
+ * against Switchboard's /healthz and PUT /message — how much of the ceiling
+ * our logic keeps.
  * Load comes from wrk (one thread) when installed, else from a Bun client.
  */
 import { newAgent, newUser, mailboxBody, sendBody } from './academy'
@@ -25,6 +27,7 @@ const rows: { target: string; result: LoadResult }[] = []
 for (const [name, script] of [
   ['bare Bun.serve, fixed body', 'bench/baselines/bun-serve.ts'],
   ['bare node:http under Bun, fixed body', 'bench/baselines/node-http.ts'],
+  ["Switchboard's serving layer, app answering a fixed body", 'bench/baselines/serving-floor.ts'],
 ] as const) {
   const server = await startChild([BUN, script])
   rows.push({ target: name, result: await measure(`${server.url}/`, 'GET') })
