@@ -6,9 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
-import { createApp } from '../../src/app'
-import { serve } from '../../src/server'
-import { logger, makeBackend } from '../support/backend'
+import { makeBackend } from '../support/backend'
+import { serveBackend } from '../support/app'
 import { openStream, rawRequest, sseData } from '../support/http'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
 
@@ -16,17 +15,7 @@ const redis = await testRedis()
 
 /** One Switchboard on a real port, on the redis backend with the given key prefix. */
 async function startInstance(prefix: string) {
-  const backend = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
-  const app = createApp({ backend, config: { log_level: 'silent' }, logger })
-  const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 24 })
-  return {
-    app,
-    url: server.url,
-    async close() {
-      await server.stop()
-      await app.decorator.switchboard.close()
-    },
-  }
+  return serveBackend(await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix }))
 }
 
 type Instance = Awaited<ReturnType<typeof startInstance>>

@@ -7,12 +7,11 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import net from 'node:net'
 import Redis from 'ioredis'
-import { createApp } from '../../src/app'
 import type { Client, EntityId } from '../../src/backend/index'
-import { serve } from '../../src/server'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
-import { logger, makeBackend } from '../support/backend'
+import { makeBackend } from '../support/backend'
+import { serveBackend } from '../support/app'
 import { rawRequest } from '../support/http'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
 import { eventually } from '../support/wait'
@@ -66,17 +65,7 @@ async function startRelay(target: URL) {
 
 async function startInstance(url: string, prefix: string) {
   const backend = await makeBackend('redis', { redis_url: url, redis_prefix: prefix })
-  const app = createApp({ backend, config: { log_level: 'silent' }, logger })
-  const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 24 })
-  return {
-    app,
-    backend,
-    url: server.url,
-    async close() {
-      await server.stop()
-      await app.decorator.switchboard.close()
-    },
-  }
+  return { ...(await serveBackend(backend)), backend }
 }
 
 const readiness = async (url: string) => (await fetch(`${url}/readyz`)).status

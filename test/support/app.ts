@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { createApp } from '../../src/app'
 import type { Config } from '../../src/config'
 import { serve, type RunningServer } from '../../src/server'
+import type { Backend } from '../../src/backend/index'
 import { logger, makeTestBackend } from './backend'
 
 export type TestApp = ReturnType<typeof createApp>
@@ -36,7 +37,15 @@ export interface TestServer {
 }
 
 export async function startServer(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}): Promise<TestServer> {
-  const app = await makeApp(config, backendOptions)
+  return serveApp(await makeApp(config, backendOptions), config)
+}
+
+/** Switchboard on a real port over a backend the test made itself (e.g. several instances sharing one Redis). */
+export async function serveBackend(backend: Backend, config: Partial<Config> = {}): Promise<TestServer> {
+  return serveApp(createApp({ backend, config: { log_level: 'silent', ...config }, logger }), config)
+}
+
+async function serveApp(app: TestApp, config: Partial<Config>): Promise<TestServer> {
   const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: (config.max_body_kb ?? 16384) * 1024 })
   return {
     app,
