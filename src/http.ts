@@ -4,6 +4,8 @@ import { toJsonSchema } from '@valibot/to-json-schema'
 import { AppError, BadRequestError, PayloadTooLargeError } from './errors'
 import type { Logger } from './logger'
 
+const BLANK = /^\s*$/
+
 /** Describes the first valibot issue as `path: message`. */
 export function describeIssue(issues: readonly v.BaseIssue<unknown>[]): string {
   const issue = issues[0]!
@@ -24,8 +26,9 @@ export async function readJsonBody<S extends v.GenericSchema>(request: Request, 
   } catch {
     throw new BadRequestError(`${prefix}request body could not be read`)
   }
-  if (Buffer.byteLength(text) > limitBytes) throw new PayloadTooLargeError(`${prefix}request body is larger than the limit of ${limitBytes} bytes`)
-  if (text.trim() === '') throw new BadRequestError(`${prefix}request body is empty; expected a JSON object`)
+  // A UTF-8 byte is at most one UTF-16 unit, a unit at most three bytes: only a long text needs counting.
+  if (text.length * 3 > limitBytes && Buffer.byteLength(text) > limitBytes) throw new PayloadTooLargeError(`${prefix}request body is larger than the limit of ${limitBytes} bytes`)
+  if (BLANK.test(text)) throw new BadRequestError(`${prefix}request body is empty; expected a JSON object`)
   let data: unknown
   try {
     data = JSON.parse(text)

@@ -6,13 +6,7 @@
  */
 import type { Authenticator } from './auth'
 import { rpcErrorBody } from './modules/agents/proxy'
-
-/**
- * The socket of each request, set by the serving layer: requests reach
- * `app.handle` as plain web Requests, which carry no address. The address is
- * read only when a limit needs it.
- */
-export const remoteSockets = new WeakMap<Request, { readonly remoteAddress?: string }>()
+import { remoteAddressOf } from './served'
 
 /**
  * Who a request counts against: its tokens-file client, else its remote
@@ -30,7 +24,7 @@ export function callerKey(request: Request, auth: Authenticator): string {
       // An unknown token is counted by address, below.
     }
   }
-  return `address:${remoteSockets.get(request)?.remoteAddress ?? 'unknown'}`
+  return `address:${remoteAddressOf(request) ?? 'unknown'}`
 }
 
 export interface RateLimitOptions {

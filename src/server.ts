@@ -10,7 +10,7 @@ import https from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
-import { remoteSockets } from './limits'
+import { servedRequests, type ServedRequest } from './served'
 import { corsPolicy } from './cors'
 import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
 
@@ -48,12 +48,41 @@ export interface RunningServer {
 const jsonError = (status: number, code: string, message: string) => JSON.stringify({ error: { code, message } })
 
 const EMPTY = Buffer.alloc(0)
+const ABORTED = AbortSignal.abort()
 
-/** A request being answered: its route template, the signal its handler sees, and whether its client went away. */
-interface InFlight {
-  readonly route: string
-  readonly abort: AbortController
-  clientGone: boolean
+/**
+ * A request being answered: its route template, its caller's socket, and
+ * whether the caller went away. The abort signal handlers see is made only
+ * when one asks for it (a long-poll, a stream, an A2A call): most requests
+ * never do.
+ */
+export class InFlight implements ServedRequest {
+  clientGone = false
+  private controller: AbortController | null = null
+  private aborted = false
+
+  constructor(
+    readonly route: string,
+    readonly requestId: string,
+    private readonly socket: { readonly remoteAddress?: string },
+  ) {}
+
+  get remoteAddress(): string | undefined {
+    return this.socket.remoteAddress
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      if (this.aborted) return ABORTED
+      this.controller = new AbortController()
+    }
+    return this.controller.signal
+  }
+
+  abort(): void {
+    this.aborted = true
+    this.controller?.abort()
+  }
 }
 
 /** Reads the whole body, or null once it exceeds `limit` bytes. A request that declares no body is not read at all. */
@@ -101,18 +130,17 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   const onRequest = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const startedAt = performance.now()
     const requestId = requestIdOf(req.headers['x-request-id'])
-    res.setHeader('x-request-id', requestId)
     const method = req.method ?? 'GET'
     const target = req.url ?? '/'
     const query = target.indexOf('?')
     const route = observer.routeOf(method, query === -1 ? target : target.slice(0, query))
-    const entry: InFlight = { route, abort: new AbortController(), clientGone: false }
+    const entry = new InFlight(route, requestId, req.socket)
     inFlight.add(entry)
     try {
       if (cors !== null && typeof req.headers.origin === 'string') {
         const preflight = method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined
         if (cors.apply(req.headers.origin, res) && preflight) {
-          res.writeHead(204, { 'content-length': '0' })
+          res.writeHead(204, { 'content-length': '0', 'x-request-id': requestId })
           res.end()
           return
         }
@@ -120,7 +148,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       if (runtime.draining) {
         res.setHeader('connection', 'close')
         // Shutdown has begun: a new long-poll or stream answers at once; an A2A call still gets the deadline.
-        if (route !== A2A_ROUTE) entry.abort.abort()
+        if (route !== A2A_ROUTE) entry.abort()
       }
       await respond(req, res, entry, target)
     } finally {
@@ -140,7 +168,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   const respond = async (req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, target: string) => {
     const declared = Number(req.headers['content-length'] ?? 0)
     if (declared > options.bodyLimitBytes) {
-      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' })
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close', 'x-request-id': entry.requestId })
       res.end(jsonError(413, 'PAYLOAD_TOO_LARGE', `request body of ${declared} bytes is larger than the limit of ${options.bodyLimitBytes} bytes`))
       return
     }
@@ -152,7 +180,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       return
     }
     if (body === null) {
-      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' })
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close', 'x-request-id': entry.requestId })
       res.end(jsonError(413, 'PAYLOAD_TOO_LARGE', `request body is larger than the limit of ${options.bodyLimitBytes} bytes`))
       return
     }
@@ -161,14 +189,14 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     let response: Response
     try {
       const hasBody = body.length > 0 && req.method !== 'HEAD'
-      const request = new Request(url, { method: req.method, headers: headersOf(req.headers), body: hasBody ? (body as unknown as BodyInit) : undefined, signal: entry.abort.signal })
-      remoteSockets.set(request, req.socket)
+      const request = new Request(url, { method: req.method, headers: headersOf(req.headers), body: hasBody ? (body as unknown as BodyInit) : undefined })
+      servedRequests.set(request, entry)
       response = await app.handle(request)
     } catch (error) {
       const invalid = error instanceof TypeError
       if (!invalid) runtime.logger.error('request failed before routing', { error: String(error) })
       if (!res.headersSent && !res.destroyed) {
-        res.writeHead(invalid ? 400 : 500, { 'content-type': 'application/json' })
+        res.writeHead(invalid ? 400 : 500, { 'content-type': 'application/json', 'x-request-id': entry.requestId })
         res.end(invalid ? jsonError(400, 'BAD_REQUEST', 'Malformed request') : jsonError(500, 'INTERNAL', 'Internal Server Error'))
       }
       return
@@ -199,7 +227,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       if (!entry) return
       answering.delete(socket)
       entry.clientGone = true
-      entry.abort.abort()
+      entry.abort()
     })
   })
 
@@ -241,9 +269,9 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       server.closeIdleConnections?.()
       // WebSocket endpoints close while HTTP requests finish: upgraded sockets would otherwise be cut without a close frame.
       const socketsClosed = runtime.drain()
-      for (const entry of inFlight) if (entry.route !== A2A_ROUTE) entry.abort.abort()
+      for (const entry of inFlight) if (entry.route !== A2A_ROUTE) entry.abort()
       await settled(runtime.config.shutdown_timeout_s * 1000)
-      for (const entry of inFlight) entry.abort.abort()
+      for (const entry of inFlight) entry.abort()
       await settled(1000)
       await socketsClosed
       server.closeIdleConnections?.()
@@ -256,13 +284,13 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
 
 /** Writes a web Response to a node response; event streams are relayed chunk by chunk as they come. */
 async function writeResponse(response: Response, res: http.ServerResponse, entry: InFlight): Promise<void> {
-  const headers: Record<string, string | string[]> = {}
-  for (const [key, value] of response.headers) headers[key] = value
-  // A record holds one value per name: every Set-Cookie must stay a line of its own.
-  if (headers['set-cookie'] !== undefined) headers['set-cookie'] = response.headers.getSetCookie()
-  const streaming = response.body !== null && (response.headers.get('content-type') ?? '').includes('text/event-stream')
+  // One record, every Set-Cookie kept a line of its own (as an array).
+  const headers: Record<string, string | string[]> = response.headers.toJSON()
+  headers['x-request-id'] = entry.requestId
+  const type = headers['content-type']
+  const streaming = response.body !== null && typeof type === 'string' && type.includes('text/event-stream')
   if (!streaming) {
-    const payload = response.body === null ? null : Buffer.from(await response.arrayBuffer())
+    const payload = response.body === null ? null : await response.bytes()
     if (res.destroyed) return
     if (payload !== null) headers['content-length'] = String(payload.length)
     res.writeHead(response.status, headers)
@@ -274,7 +302,7 @@ async function writeResponse(response: Response, res: http.ServerResponse, entry
   const reader = response.body!.getReader()
   // Aborted when the client leaves or shutdown ends the stream: the pending read then reports done.
   const stop = () => void reader.cancel().catch(() => {})
-  const gone = entry.abort.signal
+  const gone = entry.signal
   const dropped = new Promise<boolean>((resolve) => res.once('close', () => resolve(false)))
   if (gone.aborted) stop()
   else gone.addEventListener('abort', stop, { once: true })

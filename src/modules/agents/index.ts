@@ -11,6 +11,7 @@ import type { WorkspaceRecord } from '../../backend/agents'
 import { AppError, GoneError, PayloadTooLargeError } from '../../errors'
 import { documentedBody, errorResponse, ErrorBody, parseWith, readJsonBody } from '../../http'
 import type { Logger } from '../../logger'
+import { callerSignal } from '../../served'
 import * as model from './model'
 import { A2AProxy, normaliseRpcRequest, outcomeOfStatus, rpcErrorBody, RpcRequestError, type CallOutcome, type ProxyTimeouts, type RpcCall } from './proxy'
 import type { AgentsService, Caller } from './service'
@@ -178,7 +179,7 @@ export function agentsModule(options: AgentsModuleOptions) {
         if (value !== null) headers[name] = value
       }
       let outcome: Promise<void> | undefined
-      const response = await proxy.forward({ url, call, headers, signal: request.signal }, (ended) => {
+      const response = await proxy.forward({ url, call, headers, signal: callerSignal(request) }, (ended) => {
         count(ended.outcome)
         outcome = record(ended.status, ended.responseBytes, ended.error)
       })

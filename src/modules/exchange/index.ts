@@ -10,6 +10,7 @@ import type { Client, EntityId } from '../../backend/mailboxes'
 import { AppError, TooManyRequestsError } from '../../errors'
 import { documentedBody, readJsonBody } from '../../http'
 import type { Logger } from '../../logger'
+import { callerSignal } from '../../served'
 import * as model from './model'
 import type { ExchangeService } from './service'
 
@@ -207,7 +208,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
         const timeout = service.timeoutSeconds(body.timeout)
         const release = admit(request)
         try {
-          return { message: await counted('poll', () => service.receive(caller, id, timeout, request.signal)) }
+          return { message: await counted('poll', () => service.receive(caller, id, timeout, callerSignal(request))) }
         } finally {
           release()
         }

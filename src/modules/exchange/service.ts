@@ -52,9 +52,11 @@ export class ExchangeService {
 
   /** Parses a double-encoded message, keeping its exact text. */
   parseMessage(raw: string): Envelope {
-    const size = Buffer.byteLength(raw)
-    if (size > this.options.messageSizeLimitBytes) {
-      throw new PayloadTooLargeError(`Message of size ${size} larger than limit ${this.options.messageSizeLimitBytes}.`)
+    const limit = this.options.messageSizeLimitBytes
+    // Counting bytes scans the text: only one that could be over the limit is counted (≤ 3 bytes per UTF-16 unit).
+    if (raw.length * 3 > limit) {
+      const size = Buffer.byteLength(raw)
+      if (size > limit) throw new PayloadTooLargeError(`Message of size ${size} larger than limit ${limit}.`)
     }
     let data: unknown
     try {

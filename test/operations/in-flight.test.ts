@@ -1,0 +1,43 @@
+/**
+ * The serving layer's record of a request: the abort signal handlers see is
+ * made only when one asks, and is aborted whether it was asked for before or
+ * after the request ended (caller gone, or shutdown).
+ */
+import { describe, expect, it } from 'bun:test'
+import { InFlight } from '../../src/server'
+import { callerSignal, remoteAddressOf, servedRequests } from '../../src/served'
+
+const socket = { remoteAddress: '192.0.2.7' }
+
+describe('a request in flight', () => {
+  it('aborts a signal asked for before the caller went away', () => {
+    const entry = new InFlight('/message', 'id-1', socket)
+    const signal = entry.signal
+    expect(signal.aborted).toBe(false)
+    entry.abort()
+    expect(signal.aborted).toBe(true)
+    expect(entry.signal).toBe(signal)
+  })
+
+  it('hands an aborted signal to a handler that asks only after the request was ended', () => {
+    const entry = new InFlight('/message', 'id-2', socket)
+    entry.abort()
+    expect(entry.signal.aborted).toBe(true)
+  })
+
+  it('gives handlers the served signal and address, and falls back to the request itself in-process', () => {
+    const served = new Request('http://127.0.0.1/message')
+    const entry = new InFlight('/message', 'id-3', socket)
+    servedRequests.set(served, entry)
+    expect(remoteAddressOf(served)).toBe('192.0.2.7')
+    const signal = callerSignal(served)
+    entry.abort()
+    expect(signal.aborted).toBe(true)
+
+    const own = new AbortController()
+    const inProcess = new Request('http://127.0.0.1/message', { signal: own.signal })
+    expect(remoteAddressOf(inProcess)).toBeUndefined()
+    own.abort()
+    expect(callerSignal(inProcess).aborted).toBe(true)
+  })
+})
