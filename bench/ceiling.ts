@@ -31,23 +31,32 @@ const [user, agent] = [newUser(), newAgent()]
 const putBody = sendBody(user, agent, 'request', 1024)
 const send = (url: string, kind: Kind) => (kind === 'GET' ? measure(url, 'GET') : measure(url, 'PUT', putBody))
 
+// Interference on a shared machine only ever slows a run down: each figure is the best of ROUNDS,
+// and every round starts each server afresh (so PUT /message starts with an empty mailbox each time).
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
 const rows: { target: string; kind: Kind; result: LoadResult }[] = []
-for (const [name, script] of [
-  ['bare Bun.serve, fixed body', 'bench/baselines/bun-serve.ts'],
-  ['bare node:http under Bun, fixed body', 'bench/baselines/node-http.ts'],
-  ["Switchboard's serving layer, app answering a fixed body", 'bench/baselines/serving-floor.ts'],
-] as const) {
-  const server = await startChild([BUN, script])
-  for (const kind of ['GET', 'PUT 1 KB'] as const) rows.push({ target: name, kind, result: await send(`${server.url}/`, kind) })
-  await server.stop()
+const keep = (target: string, kind: Kind, result: LoadResult) => {
+  const row = rows.find((candidate) => candidate.target === target && candidate.kind === kind)
+  if (!row) rows.push({ target, kind, result })
+  else if (result.perSecond > row.result.perSecond) row.result = result
 }
-
-const switchboard = await startSwitchboard()
-rows.push({ target: 'Switchboard GET /healthz', kind: 'GET', result: await send(`${switchboard.url}/healthz`, 'GET') })
-await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(user))
-await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(agent))
-rows.push({ target: 'Switchboard PUT /message (memory)', kind: 'PUT 1 KB', result: await send(`${switchboard.url}/message`, 'PUT 1 KB') })
-await switchboard.stop()
+for (let round = 0; round < ROUNDS; round++) {
+  for (const [name, script] of [
+    ['bare Bun.serve, fixed body', 'bench/baselines/bun-serve.ts'],
+    ['bare node:http under Bun, fixed body', 'bench/baselines/node-http.ts'],
+    ["Switchboard's serving layer, app answering a fixed body", 'bench/baselines/serving-floor.ts'],
+  ] as const) {
+    const server = await startChild([BUN, script])
+    for (const kind of ['GET', 'PUT 1 KB'] as const) keep(name, kind, await send(`${server.url}/`, kind))
+    await server.stop()
+  }
+  const switchboard = await startSwitchboard()
+  keep('Switchboard GET /healthz', 'GET', await send(`${switchboard.url}/healthz`, 'GET'))
+  await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(user))
+  await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(agent))
+  keep('Switchboard PUT /message (memory)', 'PUT 1 KB', await send(`${switchboard.url}/message`, 'PUT 1 KB'))
+  await switchboard.stop()
+}
 
 // Each row against the bare servers answering the same request: the ratio is what the route keeps of its ceiling.
 const ceiling = (name: string, kind: Kind) => rows.find((row) => row.target === name && row.kind === kind)!.result.perSecond
@@ -65,5 +74,5 @@ const markdown = table(
   ]),
 )
 const generator = hasWrk ? 'wrk, 1 thread' : 'Bun node:http client (install wrk for server-bound figures)'
-console.log(`\nFramework ceiling (${CONNECTIONS} keep-alive connections, ${SECONDS} s each, ${generator}; ratios against the bare servers answering the same request)\n\n${markdown}\n`)
-writeResult('ceiling', { connections: CONNECTIONS, seconds: SECONDS, generator, rows, markdown })
+console.log(`\nFramework ceiling (${CONNECTIONS} keep-alive connections, ${SECONDS} s each, best of ${ROUNDS} rounds, ${generator}; ratios against the bare servers answering the same request)\n\n${markdown}\n`)
+writeResult('ceiling', { connections: CONNECTIONS, seconds: SECONDS, rounds: ROUNDS, generator, rows, markdown })
