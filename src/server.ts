@@ -48,7 +48,6 @@ export interface RunningServer {
 const jsonError = (status: number, code: string, message: string) => JSON.stringify({ error: { code, message } })
 
 const EMPTY = Buffer.alloc(0)
-const ABORTED = AbortSignal.abort()
 
 /**
  * A request being answered: its route template, its caller's socket, and
@@ -73,8 +72,9 @@ export class InFlight implements ServedRequest {
 
   get signal(): AbortSignal {
     if (this.controller === null) {
-      if (this.aborted) return ABORTED
       this.controller = new AbortController()
+      // Asked for only after the request was ended (shutdown began first): aborted from the start.
+      if (this.aborted) this.controller.abort()
     }
     return this.controller.signal
   }
