@@ -59,6 +59,26 @@ async function receiveAll(url: string, mailbox: Id): Promise<number[]> {
   return received
 }
 
+/** Sends numbered messages back to back until the server is gone, recording each acknowledged number. */
+async function sendUntilGone(url: string, src: Id, dest: Id, numbers: { next: number }, acknowledged: number[]): Promise<void> {
+  try {
+    for (;;) {
+      const n = numbers.next++
+      await send(url, numbered(src, dest, n))
+      acknowledged.push(n)
+    }
+  } catch {
+    // The connection broke: the server is gone.
+  }
+}
+
+/** After a round's kill: the kill timer cleared and the process gone. */
+async function roundEnded(server: RunningProcess, killer: Timer): Promise<void> {
+  clearTimeout(killer)
+  await server.process.exited
+  running = null
+}
+
 async function createMailboxes(url: string, ...ids: Id[]): Promise<void> {
   for (const id of ids) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
 }
@@ -70,24 +90,14 @@ describe('the sqlite backend under kill -9', () => {
     let server = await start(db)
     await createMailboxes(server.url, sender, receiver)
     const acknowledged: number[] = []
-    let next = 0
+    const numbers = { next: 0 }
     for (let round = 0; round < 3; round++) {
       if (round > 0) server = await start(db)
       const target = server
-      // Kill while a send is in flight: the loop below never pauses between sends.
+      // Kill while a send is in flight: the sends never pause between messages.
       const killer = setTimeout(() => target.process.kill('SIGKILL'), 150 + Math.floor(Math.random() * 250))
-      try {
-        for (;;) {
-          const n = next++
-          await send(target.url, numbered(sender, receiver, n))
-          acknowledged.push(n)
-        }
-      } catch {
-        // The connection broke: the server is gone.
-      }
-      clearTimeout(killer)
-      await target.process.exited
-      running = null
+      await sendUntilGone(target.url, sender, receiver, numbers, acknowledged)
+      await roundEnded(target, killer)
     }
     expect(acknowledged.length).toBeGreaterThan(10)
 
@@ -108,7 +118,7 @@ describe('the sqlite backend under kill -9', () => {
     const acknowledged: number[] = []
     const received: { n: number; at: number }[] = []
     const killedAt: number[] = []
-    let next = 0
+    const numbers = { next: 0 }
     for (let round = 0; round < 3; round++) {
       if (round > 0) server = await start(db)
       const target = server
@@ -116,17 +126,7 @@ describe('the sqlite backend under kill -9', () => {
         killedAt.push(Date.now())
         target.process.kill('SIGKILL')
       }, 300 + Math.floor(Math.random() * 300))
-      const sending = (async () => {
-        try {
-          for (;;) {
-            const n = next++
-            await send(target.url, numbered(sender, receiver, n))
-            acknowledged.push(n)
-          }
-        } catch {
-          // The server is gone.
-        }
-      })()
+      const sending = sendUntilGone(target.url, sender, receiver, numbers, acknowledged)
       const receiving = (async () => {
         try {
           for (;;) {
@@ -138,9 +138,7 @@ describe('the sqlite backend under kill -9', () => {
         }
       })()
       await Promise.all([sending, receiving])
-      clearTimeout(killer)
-      await target.process.exited
-      running = null
+      await roundEnded(target, killer)
     }
     server = await start(db)
     const after = await receiveAll(server.url, receiver)
