@@ -106,6 +106,17 @@ function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer 
   })
 }
 
+/**
+ * The host part of the URL the app sees. Elysia finds the path as the first
+ * '/' from the URL's 12th character on, so a Host shorter than four
+ * characters ("api", "db" behind a proxy on port 80) would hide the path and
+ * route every request to 404: such a host is replaced here. Handlers that
+ * need the caller's host read the Host header, which is passed unchanged.
+ */
+function routableHost(host: string | undefined): string {
+  return host !== undefined && host.length >= 4 ? host : 'localhost'
+}
+
 /** The request's headers as a plain record: node:http has already lower-cased the names and joined repeated values. */
 function headersOf(headers: http.IncomingHttpHeaders): Record<string, string> {
   const record: Record<string, string> = {}
@@ -185,7 +196,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       return
     }
     answering.set(req.socket, entry)
-    const url = `${scheme}://${req.headers.host ?? 'localhost'}${target}`
+    const url = `${scheme}://${routableHost(req.headers.host)}${target}`
     let response: Response
     try {
       const hasBody = body.length > 0 && req.method !== 'HEAD'
@@ -288,13 +299,15 @@ async function writeResponse(response: Response, res: http.ServerResponse, entry
   const headers: Record<string, string | string[]> = response.headers.toJSON()
   headers['x-request-id'] = entry.requestId
   const type = headers['content-type']
-  const streaming = response.body !== null && typeof type === 'string' && type.includes('text/event-stream')
+  // Reading `response.body` makes a ReadableStream for any body: only an event stream is relayed through one.
+  const streaming = typeof type === 'string' && type.includes('text/event-stream') && response.body !== null
   if (!streaming) {
-    const payload = response.body === null ? null : await response.bytes()
+    const payload = await response.bytes()
     if (res.destroyed) return
-    if (payload !== null) headers['content-length'] = String(payload.length)
+    // 204 and 304 carry no body, so no length either; node:http then sends none.
+    if (payload.length > 0 || (response.status !== 204 && response.status !== 304)) headers['content-length'] = String(payload.length)
     res.writeHead(response.status, headers)
-    res.end(payload ?? undefined)
+    res.end(payload.length > 0 ? payload : undefined)
     return
   }
   res.writeHead(response.status, headers)

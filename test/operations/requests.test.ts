@@ -59,6 +59,30 @@ describe('request ids and request logs', () => {
     expect(JSON.stringify(running.lines)).not.toContain('s3cret')
   })
 
+  it('routes requests whose Host header is one to three characters long', async () => {
+    running = await startLoggedServer()
+    for (const host of ['a', 'db', 'api', 'a:1']) {
+      const response = await rawRequest(`${running.url}/healthz`, { headers: { host } })
+      expect(`${host} ${response.status}`).toBe(`${host} 200`)
+    }
+    const agent = agentId()
+    const created = await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(agent), headers: { host: 'hub' } })
+    expect(created.status).toBe(200)
+    const status = await rawRequest(`${running.url}/mailbox`, { body: bodies.mailbox(agent), headers: { host: 'hub' } })
+    expect(JSON.parse(status.text)).toEqual({ status: 'ACTIVE' })
+  })
+
+  it('gives every whole answer its length, an empty one included', async () => {
+    running = await startLoggedServer()
+    const agent = agentId()
+    const created = await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(agent) })
+    expect(created.status).toBe(200)
+    expect(created.text).toBe('')
+    expect(created.headers['content-length']).toBe('0')
+    const health = await rawRequest(`${running.url}/healthz`)
+    expect(health.headers['content-length']).toBe(String(Buffer.byteLength(health.text)))
+  })
+
   it('builds no request line when the log level is above info', async () => {
     running = await startLoggedServer({ log_level: 'warn' })
     await fetch(`${running.url}/healthz`)

@@ -88,7 +88,20 @@ export function agentsModule(options: AgentsModuleOptions) {
   const { service, logger, urls } = options
   const proxy = new A2AProxy(options.timeouts)
   const read = <S extends v.GenericSchema>(request: Request, schema: S) => readJsonBody(request, schema, options.bodyLimitBytes)
-  const baseUrl = (request: Request) => (options.publicUrl ?? new URL(request.url).origin).replace(/\/+$/, '')
+  const baseUrl = (request: Request) => {
+    if (options.publicUrl) return options.publicUrl.replace(/\/+$/, '')
+    // The Host header, not the request URL: the serving layer stands in for a host too short to route by.
+    const url = new URL(request.url)
+    const host = request.headers.get('host')
+    if (host !== null) {
+      try {
+        return new URL(`${url.protocol}//${host}`).origin
+      } catch {
+        // Not a host: the URL's own origin below.
+      }
+    }
+    return url.origin
+  }
   const proxyUrlOf = (request: Request, id: string) => `${baseUrl(request)}/workspaces/${id}/a2a`
   const callerOf = (request: Request): Promise<Caller> => service.authenticate(request.headers.get('authorization'), request.headers.get('x-workspace-id'))
 

@@ -3,6 +3,7 @@ import { createApp } from '../../../src/app'
 import type { Backend } from '../../../src/backend/index'
 import { serve } from '../../../src/server'
 import { logger, makeTestBackend } from '../../support/backend'
+import { rawRequest } from '../../support/http'
 import { ADMIN_TOKEN, startRegistry, type Registry, type Workspace } from './support'
 
 const AGENT_URL = 'http://127.0.0.1:9/'
@@ -216,6 +217,14 @@ describe('discovery and the hierarchy', () => {
     const body = (await (await discover('a', 'b')).json()) as Record<string, unknown>
     expect(body).toMatchObject({ id: tree.b!.id, name: 'beta', role: 'reviewer', url: AGENT_URL, parent_id: tree.root1!.id, status: 'online' })
     expect(body.proxy_url).toBe(`${registry.url}/workspaces/${tree.b!.id}/a2a`)
+  })
+
+  it('builds the proxy URL from a Host header too short to route by (a proxy on port 80 named "api")', async () => {
+    const response = await rawRequest(`${registry.url}/registry/discover/${tree.b!.id}`, {
+      headers: { host: 'api', authorization: `Bearer ${tree.a!.token}`, 'x-workspace-id': tree.a!.id },
+    })
+    expect(response.status).toBe(200)
+    expect((JSON.parse(response.text) as { proxy_url: string }).proxy_url).toBe(`http://api/workspaces/${tree.b!.id}/a2a`)
   })
 
   it('lists peers as siblings, parent and children, without removed ones or itself', async () => {
