@@ -15,6 +15,7 @@ import { nativeError } from './http'
 import { createLogger, type Logger } from './logger'
 import { RateLimiter, rateLimitHook, WaitingLimit, callerKey } from './limits'
 import { PROMETHEUS_CONTENT_TYPE } from './metrics'
+import type { PlainRoutes } from './plain'
 import { agentsModule } from './modules/agents/index'
 import { AgentsService } from './modules/agents/service'
 import { AgentUrlGuard } from './modules/agents/ssrf'
@@ -41,6 +42,11 @@ export interface SwitchboardRuntime {
   readonly auth: Authenticator
   /** WebSocket endpoints by path, handled by the serving layer's upgrade event. */
   readonly upgrades: Map<string, UpgradeHandler>
+  /**
+   * Routes the serving layer calls without building a web Request (src/plain.ts), by
+   * `METHOD /path`. They skip the app's global hooks, so it is left empty when there are any.
+   */
+  readonly plainRoutes: PlainRoutes
   /** Open long-polls and event streams, by kind. */
   readonly waiting: { poll: number; stream: number }
   /** Request counters, latency and the gauges read at each scrape of /metrics. */
@@ -69,6 +75,7 @@ export function createApp(options: CreateAppOptions) {
     logger,
     auth,
     upgrades: new Map(),
+    plainRoutes: new Map(),
     waiting: { poll: 0, stream: 0 },
     metrics: createSwitchboardMetrics(),
     draining: false,
@@ -151,7 +158,9 @@ export function createApp(options: CreateAppOptions) {
         logger,
         bodyLimitBytes: config.max_body_kb * 1024,
         pingSeconds: config.sse_ping_s,
-        admitWaiting: (request) => waitingLimit.enter(callerKey(request, auth)),
+        // The rate limit is the app's one global hook: with it on, every request goes through the app.
+        plainRoutes: rateLimiter ? undefined : runtime.plainRoutes,
+        admitWaiting: (request) => waitingLimit.enter(callerKey(request.header('authorization'), request.remoteAddress, auth)),
         onWaiting: (kind, delta) => {
           runtime.waiting[kind] += delta
         },

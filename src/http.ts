@@ -26,6 +26,11 @@ export async function readJsonBody<S extends v.GenericSchema>(request: Request, 
   } catch {
     throw new BadRequestError(`${prefix}request body could not be read`)
   }
+  return parseJsonText(text, schema, limitBytes, prefix)
+}
+
+/** Parses and validates a JSON object body already read as text. */
+export function parseJsonText<S extends v.GenericSchema>(text: string, schema: S, limitBytes: number, prefix = ''): v.InferOutput<S> {
   // A UTF-8 byte is at most one UTF-16 unit, a unit at most three bytes: only a long text needs counting.
   if (text.length * 3 > limitBytes && Buffer.byteLength(text) > limitBytes) throw new PayloadTooLargeError(`${prefix}request body is larger than the limit of ${limitBytes} bytes`)
   if (BLANK.test(text)) throw new BadRequestError(`${prefix}request body is empty; expected a JSON object`)

@@ -13,8 +13,8 @@ import { remoteAddressOf } from './served'
  * address (anonymous callers, and tokens the tokens file does not know,
  * such as workspace tokens — so inventing tokens buys no fresh bucket).
  */
-export function callerKey(request: Request, auth: Authenticator): string {
-  const header = request.headers.get('authorization')?.trim()
+export function callerKey(authorization: string | null | undefined, remoteAddress: string | undefined, auth: Authenticator): string {
+  const header = authorization?.trim()
   if (auth.enabled && header) {
     // VideoSDK sends the bare token; everyone else a Bearer token.
     const token = header.startsWith('Bearer ') ? header.slice(7).trim() : header
@@ -24,7 +24,7 @@ export function callerKey(request: Request, auth: Authenticator): string {
       // An unknown token is counted by address, below.
     }
   }
-  return `address:${remoteAddressOf(request) ?? 'unknown'}`
+  return `address:${remoteAddress ?? 'unknown'}`
 }
 
 export interface RateLimitOptions {
@@ -152,7 +152,7 @@ export function rateLimitHook(limiter: RateLimiter, auth: Authenticator) {
   return ({ request, set }: { request: Request; set: { headers: Record<string, string | number> } }): Response | undefined => {
     const path = new URL(request.url).pathname
     if (UNLIMITED_PATHS.has(path)) return undefined
-    const decision = limiter.take(callerKey(request, auth))
+    const decision = limiter.take(callerKey(request.headers.get('authorization'), remoteAddressOf(request), auth))
     const headers = rateLimitHeaders(decision)
     Object.assign(set.headers, headers)
     if (decision.allowed) return undefined

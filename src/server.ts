@@ -3,13 +3,16 @@
  * Bun.serve drops; node:http (as Bun implements it) delivers them. So each
  * request is read here, turned into a web Request (any method may carry a
  * body) and given to `app.handle`; WebSocket upgrades go to the handlers the
- * modules registered by path.
+ * modules registered by path. A route the app also offers as a plain route
+ * (src/plain.ts: the exchange's) is called directly with the headers and
+ * body, without the web Request, the router or a web Response in between.
  */
 import http from 'node:http'
 import https from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
+import type { PlainReply, PlainRequest } from './plain'
 import { servedRequests, type ServedRequest } from './served'
 import { corsPolicy } from './cors'
 import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
@@ -48,6 +51,8 @@ export interface RunningServer {
 const jsonError = (status: number, code: string, message: string) => JSON.stringify({ error: { code, message } })
 
 const EMPTY = Buffer.alloc(0)
+// As Request.text() decodes a body: UTF-8, a leading byte order mark kept.
+const utf8 = new TextDecoder('utf-8', { ignoreBOM: true })
 
 /**
  * A request being answered: its route template, its caller's socket, and
@@ -161,7 +166,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
         // Shutdown has begun: a new long-poll or stream answers at once; an A2A call still gets the deadline.
         if (route !== A2A_ROUTE) entry.abort()
       }
-      await respond(req, res, entry, target)
+      await respond(req, res, entry, target, query === -1 ? target : target.slice(0, query))
     } finally {
       inFlight.delete(entry)
       if (inFlight.size === 0) onIdle?.()
@@ -176,7 +181,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     }
   }
 
-  const respond = async (req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, target: string) => {
+  const respond = async (req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, target: string, path: string) => {
     const declared = Number(req.headers['content-length'] ?? 0)
     if (declared > options.bodyLimitBytes) {
       res.writeHead(413, { 'content-type': 'application/json', connection: 'close', 'x-request-id': entry.requestId })
@@ -196,6 +201,20 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       return
     }
     answering.set(req.socket, entry)
+    const plain = runtime.plainRoutes.get(`${req.method} ${path}`)
+    if (plain !== undefined) {
+      let reply: PlainReply | Response
+      try {
+        reply = await plain(plainRequest(req, body, entry))
+      } catch (error) {
+        runtime.logger.error('plain route failed', { error: String((error as Error)?.stack ?? error) })
+        reply = { status: 500, headers: { 'content-type': 'application/json' }, body: jsonError(500, 'INTERNAL', 'Internal Server Error') }
+      }
+      if (reply instanceof Response) await writeResponse(reply, res, entry)
+      else writeReply(reply, res, entry)
+      if (answering.get(req.socket) === entry) answering.delete(req.socket)
+      return
+    }
     const url = `${scheme}://${routableHost(req.headers.host)}${target}`
     let response: Response
     try {
@@ -291,6 +310,32 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       clearTimeout(timer)
     },
   }
+}
+
+/** What a plain route sees of a node request: its headers, its body as text, and the served request's signal and address. */
+function plainRequest(req: http.IncomingMessage, body: Buffer, entry: InFlight): PlainRequest {
+  const headers = req.headers
+  return {
+    header(name) {
+      const value = headers[name]
+      return typeof value === 'object' ? value.join(', ') : value
+    },
+    body: body.length === 0 ? '' : utf8.decode(body),
+    get signal() {
+      return entry.signal
+    },
+    get remoteAddress() {
+      return entry.remoteAddress
+    },
+  }
+}
+
+/** Writes a plain route's reply: its headers, the request id and the body's length. */
+function writeReply(reply: PlainReply, res: http.ServerResponse, entry: InFlight): void {
+  if (res.destroyed) return
+  const body = reply.body ?? ''
+  res.writeHead(reply.status, { ...reply.headers, 'content-length': String(Buffer.byteLength(body)), 'x-request-id': entry.requestId })
+  res.end(body === '' ? undefined : body)
 }
 
 /** Writes a web Response to a node response; event streams are relayed chunk by chunk as they come. */

@@ -1,16 +1,18 @@
 /**
  * The exchange's routes: Academy's HTTP wire protocol. Bodies are read from
  * every method (Academy sends JSON on GET and DELETE); errors are text/plain
- * with the status and words of Academy's own server.
+ * with the status and words of Academy's own server. Each route is a plain
+ * route (src/plain.ts): the serving layer calls it directly, and the Elysia
+ * route that wraps it documents it and answers `app.handle`.
  */
 import { Elysia } from 'elysia'
 import type * as v from 'valibot'
 import type { Authenticator } from '../../auth'
 import type { Client, EntityId } from '../../backend/mailboxes'
 import { AppError, TooManyRequestsError } from '../../errors'
-import { documentedBody, readJsonBody } from '../../http'
+import { documentedBody, parseJsonText } from '../../http'
 import type { Logger } from '../../logger'
-import { callerSignal } from '../../served'
+import { jsonReply, plainHandler, toResponse, type PlainReply, type PlainRequest, type PlainRoute, type PlainRoutes } from '../../plain'
 import * as model from './model'
 import type { ExchangeService } from './service'
 
@@ -23,9 +25,11 @@ export interface ExchangeModuleOptions {
   /** Seconds between keep-alive comments on an idle listen stream. */
   pingSeconds: number
   /** Admits one more long-poll or listen stream for the caller: a release function, or null when it holds too many. */
-  admitWaiting?: (request: Request) => (() => void) | null
+  admitWaiting?: (request: PlainRequest) => (() => void) | null
   /** Counts open long-polls and listen streams (for metrics and shutdown). */
   onWaiting?: (kind: 'poll' | 'stream', delta: 1 | -1) => void
+  /** Filled with the module's plain routes, for the serving layer to call directly (src/plain.ts). */
+  plainRoutes?: PlainRoutes
 }
 
 const FIELD = 'Missing or invalid field: '
@@ -33,11 +37,11 @@ const TEXT = { 'content-type': 'text/plain; charset=utf-8' }
 const encoder = new TextEncoder()
 
 /** Renders an error as Academy's server does: text/plain, its status, its words. */
-function academyError(error: unknown, logger: Logger): Response {
-  if (error instanceof TooManyRequestsError) return new Response(error.message, { status: 429, headers: { ...TEXT, 'retry-after': String(Math.ceil(error.retryAfterSeconds)) } })
-  if (error instanceof AppError) return new Response(error.message, { status: error.status, headers: TEXT })
+function academyError(error: unknown, logger: Logger): PlainReply {
+  if (error instanceof TooManyRequestsError) return { status: 429, headers: { ...TEXT, 'retry-after': String(Math.ceil(error.retryAfterSeconds)) }, body: error.message }
+  if (error instanceof AppError) return { status: error.status, headers: TEXT, body: error.message }
   logger.error('unexpected error in exchange route', { error: String((error as Error)?.stack ?? error) })
-  return new Response('Internal Server Error', { status: 500, headers: TEXT })
+  return { status: 500, headers: TEXT, body: 'Internal Server Error' }
 }
 
 /**
@@ -62,11 +66,11 @@ const errorResponses = {
 
 export function exchangeModule(options: ExchangeModuleOptions) {
   const { service, auth, logger, bodyLimitBytes } = options
-  const read = <S extends v.GenericSchema>(request: Request, schema: S) => readJsonBody(request, schema, bodyLimitBytes, FIELD)
+  const read = <S extends v.GenericSchema>(request: PlainRequest, schema: S) => parseJsonText(request.body, schema, bodyLimitBytes, FIELD)
   const mailboxOf = (raw: string): EntityId => service.parseEntityId('mailbox', raw)
-  const client = (request: Request): Client => auth.fromHeader(request.headers.get('authorization'))
+  const client = (request: PlainRequest): Client => auth.fromHeader(request.header('authorization'))
   /** Takes a waiting slot for the caller (a no-op release when no limit is set), or refuses with 429. */
-  const admit = (request: Request): (() => void) => {
+  const admit = (request: PlainRequest): (() => void) => {
     if (!options.admitWaiting) return () => {}
     const release = options.admitWaiting(request)
     if (release === null) throw new TooManyRequestsError('Too many open long-polls and listen streams for this client (max_waiting_per_client)', 1)
@@ -154,152 +158,171 @@ export function exchangeModule(options: ExchangeModuleOptions) {
     )
   }
 
+  const OK: PlainReply = { status: 200 }
+  /** A route's work, with every error rendered as Academy's server renders it. */
+  const route =
+    (work: (request: PlainRequest) => Promise<PlainReply | Response>): PlainRoute =>
+    async (request) => {
+      try {
+        return await work(request)
+      } catch (error) {
+        return academyError(error, logger)
+      }
+    }
+
+  const routes = {
+    createMailbox: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.CreateMailboxBody)
+      await service.createMailbox(caller, mailboxOf(body.mailbox), body.agent)
+      return OK
+    }),
+    terminate: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.MailboxBody)
+      await service.terminate(caller, mailboxOf(body.mailbox))
+      return OK
+    }),
+    status: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.MailboxBody)
+      return jsonReply({ status: await service.status(caller, mailboxOf(body.mailbox)) })
+    }),
+    send: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.SendBody)
+      await service.send(caller, service.parseMessage(body.message))
+      return OK
+    }),
+    receive: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.ReceiveBody)
+      const id = mailboxOf(body.mailbox)
+      const timeout = service.timeoutSeconds(body.timeout)
+      const release = admit(request)
+      try {
+        return jsonReply({ message: await counted('poll', () => service.receive(caller, id, timeout, request.signal)) })
+      } finally {
+        release()
+      }
+    }),
+    listen: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.ReceiveBody)
+      const id = mailboxOf(body.mailbox)
+      const timeout = service.timeoutSeconds(body.timeout)
+      const status = await service.status(caller, id)
+      if (status === 'MISSING') return { status: 404, headers: TEXT, body: 'Unknown mailbox ID' }
+      if (status === 'TERMINATED') return { status: 419, headers: TEXT, body: 'Mailbox was closed' }
+      return new Response(listenStream(caller, id, timeout, admit(request)), {
+        status: 200,
+        headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' },
+      })
+    }),
+    discover: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.DiscoverBody)
+      const ids = await service.discover(caller, body.agent, body.allow_subclasses)
+      return jsonReply({ agent_ids: ids.join(',') })
+    }),
+    heartbeat: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.MailboxBody)
+      return jsonReply({ heartbeat: await service.heartbeat(caller, mailboxOf(body.mailbox)) })
+    }),
+    stats: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.MailboxBody)
+      return jsonReply(await service.stats(caller, mailboxOf(body.mailbox)))
+    }),
+    share: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.ShareBody)
+      await service.share(caller, mailboxOf(body.mailbox), body.group_id)
+      return OK
+    }),
+    shares: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.MailboxBody)
+      return jsonReply({ group_ids: await service.shares(caller, mailboxOf(body.mailbox)) })
+    }),
+    unshare: route(async (request) => {
+      const caller = client(request)
+      const body = read(request, model.ShareBody)
+      await service.unshare(caller, mailboxOf(body.mailbox), body.group_id)
+      return OK
+    }),
+  }
+  const plain = (method: string, path: string, handler: PlainRoute) => {
+    options.plainRoutes?.set(`${method} ${path}`, handler)
+    return plainHandler(handler)
+  }
+
   return new Elysia({ name: 'switchboard/exchange', detail: { tags: ['exchange'] } })
-    .onError(({ error }) => academyError(error, logger))
-    .post(
-      '/mailbox',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.CreateMailboxBody)
-        await service.createMailbox(caller, mailboxOf(body.mailbox), body.agent)
-        return new Response(null, { status: 200 })
+    .onError(({ error }) => toResponse(academyError(error, logger)))
+    .post('/mailbox', plain('POST', '/mailbox', routes.createMailbox), {
+      parse: 'none',
+      detail: { summary: 'Create a mailbox (idempotent)', requestBody: documentedBody(model.CreateMailboxBody) },
+      response: errorResponses,
+    })
+    .delete('/mailbox', plain('DELETE', '/mailbox', routes.terminate), {
+      parse: 'none',
+      detail: { summary: 'Terminate a mailbox: gravestone, waiters woken, pending requests answered', requestBody: documentedBody(model.MailboxBody) },
+      response: errorResponses,
+    })
+    .get('/mailbox', plain('GET', '/mailbox', routes.status), {
+      parse: 'none',
+      detail: { summary: 'Mailbox status', requestBody: documentedBody(model.MailboxBody) },
+      response: { 200: model.StatusResponse, ...errorResponses },
+    })
+    .put('/message', plain('PUT', '/message', routes.send), {
+      parse: 'none',
+      detail: { summary: 'Send a message to its destination mailbox', requestBody: documentedBody(model.SendBody) },
+      response: { ...errorResponses, 413: model.ErrorText, 419: model.ErrorText },
+    })
+    .get('/message', plain('GET', '/message', routes.receive), {
+      parse: 'none',
+      detail: { summary: 'Receive the next message (long-poll)', requestBody: documentedBody(model.ReceiveBody) },
+      response: { 200: model.MessageResponse, ...errorResponses, 408: model.ErrorText, 419: model.ErrorText },
+    })
+    .get('/mailbox/listen', plain('GET', '/mailbox/listen', routes.listen), {
+      parse: 'none',
+      detail: {
+        summary: 'Listen for messages as server-sent events',
+        description: 'Each message is one `data:` event. The stream ends after `timeout` seconds without a message, or when the mailbox is terminated.',
+        requestBody: documentedBody(model.ReceiveBody),
+        responses: { 200: { description: 'text/event-stream of messages', content: { 'text/event-stream': { schema: { type: 'string' } } } } },
       },
-      { parse: 'none', detail: { summary: 'Create a mailbox (idempotent)', requestBody: documentedBody(model.CreateMailboxBody) }, response: errorResponses },
-    )
-    .delete(
-      '/mailbox',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.MailboxBody)
-        await service.terminate(caller, mailboxOf(body.mailbox))
-        return new Response(null, { status: 200 })
-      },
-      { parse: 'none', detail: { summary: 'Terminate a mailbox: gravestone, waiters woken, pending requests answered', requestBody: documentedBody(model.MailboxBody) }, response: errorResponses },
-    )
-    .get(
-      '/mailbox',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.MailboxBody)
-        return { status: await service.status(caller, mailboxOf(body.mailbox)) }
-      },
-      { parse: 'none', detail: { summary: 'Mailbox status', requestBody: documentedBody(model.MailboxBody) }, response: { 200: model.StatusResponse, ...errorResponses } },
-    )
-    .put(
-      '/message',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.SendBody)
-        await service.send(caller, service.parseMessage(body.message))
-        return new Response(null, { status: 200 })
-      },
-      {
-        parse: 'none',
-        detail: { summary: 'Send a message to its destination mailbox', requestBody: documentedBody(model.SendBody) },
-        response: { ...errorResponses, 413: model.ErrorText, 419: model.ErrorText },
-      },
-    )
-    .get(
-      '/message',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.ReceiveBody)
-        const id = mailboxOf(body.mailbox)
-        const timeout = service.timeoutSeconds(body.timeout)
-        const release = admit(request)
-        try {
-          return { message: await counted('poll', () => service.receive(caller, id, timeout, callerSignal(request))) }
-        } finally {
-          release()
-        }
-      },
-      {
-        parse: 'none',
-        detail: { summary: 'Receive the next message (long-poll)', requestBody: documentedBody(model.ReceiveBody) },
-        response: { 200: model.MessageResponse, ...errorResponses, 408: model.ErrorText, 419: model.ErrorText },
-      },
-    )
-    .get(
-      '/mailbox/listen',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.ReceiveBody)
-        const id = mailboxOf(body.mailbox)
-        const timeout = service.timeoutSeconds(body.timeout)
-        const status = await service.status(caller, id)
-        if (status === 'MISSING') return new Response('Unknown mailbox ID', { status: 404, headers: TEXT })
-        if (status === 'TERMINATED') return new Response('Mailbox was closed', { status: 419, headers: TEXT })
-        return new Response(listenStream(caller, id, timeout, admit(request)), {
-          status: 200,
-          headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' },
-        })
-      },
-      {
-        parse: 'none',
-        detail: {
-          summary: 'Listen for messages as server-sent events',
-          description: 'Each message is one `data:` event. The stream ends after `timeout` seconds without a message, or when the mailbox is terminated.',
-          requestBody: documentedBody(model.ReceiveBody),
-          responses: { 200: { description: 'text/event-stream of messages', content: { 'text/event-stream': { schema: { type: 'string' } } } } },
-        },
-        response: { ...errorResponses, 419: model.ErrorText },
-      },
-    )
-    .get(
-      '/discover',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.DiscoverBody)
-        const ids = await service.discover(caller, body.agent, body.allow_subclasses)
-        return { agent_ids: ids.join(',') }
-      },
-      { parse: 'none', detail: { summary: 'Find agent mailboxes by class', requestBody: documentedBody(model.DiscoverBody) }, response: { 200: model.DiscoverResponse, ...errorResponses } },
-    )
-    .get(
-      '/mailbox/heartbeat',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.MailboxBody)
-        return { heartbeat: await service.heartbeat(caller, mailboxOf(body.mailbox)) }
-      },
-      { parse: 'none', detail: { summary: 'Seconds since the mailbox was last active', requestBody: documentedBody(model.MailboxBody) }, response: { 200: model.HeartbeatResponse, ...errorResponses } },
-    )
-    .get(
-      '/mailbox/stats',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.MailboxBody)
-        return service.stats(caller, mailboxOf(body.mailbox))
-      },
-      { parse: 'none', detail: { summary: 'Request counters of a mailbox', requestBody: documentedBody(model.MailboxBody) }, response: { 200: model.StatsResponse, ...errorResponses } },
-    )
-    .post(
-      '/mailbox/share',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.ShareBody)
-        await service.share(caller, mailboxOf(body.mailbox), body.group_id)
-        return new Response(null, { status: 200 })
-      },
-      { parse: 'none', detail: { summary: 'Share a mailbox with a group the owner is in', requestBody: documentedBody(model.ShareBody) }, response: { ...errorResponses, 419: model.ErrorText } },
-    )
-    .get(
-      '/mailbox/share',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.MailboxBody)
-        return { group_ids: await service.shares(caller, mailboxOf(body.mailbox)) }
-      },
-      { parse: 'none', detail: { summary: 'Groups a mailbox is shared with', requestBody: documentedBody(model.MailboxBody) }, response: { 200: model.GroupsResponse, ...errorResponses, 419: model.ErrorText } },
-    )
-    .delete(
-      '/mailbox/share',
-      async ({ request }) => {
-        const caller = client(request)
-        const body = await read(request, model.ShareBody)
-        await service.unshare(caller, mailboxOf(body.mailbox), body.group_id)
-        return new Response(null, { status: 200 })
-      },
-      { parse: 'none', detail: { summary: 'Stop sharing a mailbox with a group', requestBody: documentedBody(model.ShareBody) }, response: { ...errorResponses, 419: model.ErrorText } },
-    )
+      response: { ...errorResponses, 419: model.ErrorText },
+    })
+    .get('/discover', plain('GET', '/discover', routes.discover), {
+      parse: 'none',
+      detail: { summary: 'Find agent mailboxes by class', requestBody: documentedBody(model.DiscoverBody) },
+      response: { 200: model.DiscoverResponse, ...errorResponses },
+    })
+    .get('/mailbox/heartbeat', plain('GET', '/mailbox/heartbeat', routes.heartbeat), {
+      parse: 'none',
+      detail: { summary: 'Seconds since the mailbox was last active', requestBody: documentedBody(model.MailboxBody) },
+      response: { 200: model.HeartbeatResponse, ...errorResponses },
+    })
+    .get('/mailbox/stats', plain('GET', '/mailbox/stats', routes.stats), {
+      parse: 'none',
+      detail: { summary: 'Request counters of a mailbox', requestBody: documentedBody(model.MailboxBody) },
+      response: { 200: model.StatsResponse, ...errorResponses },
+    })
+    .post('/mailbox/share', plain('POST', '/mailbox/share', routes.share), {
+      parse: 'none',
+      detail: { summary: 'Share a mailbox with a group the owner is in', requestBody: documentedBody(model.ShareBody) },
+      response: { ...errorResponses, 419: model.ErrorText },
+    })
+    .get('/mailbox/share', plain('GET', '/mailbox/share', routes.shares), {
+      parse: 'none',
+      detail: { summary: 'Groups a mailbox is shared with', requestBody: documentedBody(model.MailboxBody) },
+      response: { 200: model.GroupsResponse, ...errorResponses, 419: model.ErrorText },
+    })
+    .delete('/mailbox/share', plain('DELETE', '/mailbox/share', routes.unshare), {
+      parse: 'none',
+      detail: { summary: 'Stop sharing a mailbox with a group', requestBody: documentedBody(model.ShareBody) },
+      response: { ...errorResponses, 419: model.ErrorText },
+    })
 }

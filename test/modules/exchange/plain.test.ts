@@ -1,0 +1,165 @@
+/**
+ * The exchange's routes are plain routes (src/plain.ts): a real server calls
+ * them straight from node:http, `app.handle` through their Elysia wrappers.
+ * Both ways in must answer byte for byte alike, errors included.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import { agentId, bodies, messageJson, userId } from '../../support/academy'
+import { call, makeApp, startServer, writeTokensFile, type TestServer } from '../../support/app'
+import { rawRequest } from '../../support/http'
+
+interface Answer {
+  status: number
+  type: string | null
+  body: string
+}
+
+const EXCHANGE_ROUTES = [
+  'POST /mailbox',
+  'DELETE /mailbox',
+  'GET /mailbox',
+  'PUT /message',
+  'GET /message',
+  'GET /mailbox/listen',
+  'GET /discover',
+  'GET /mailbox/heartbeat',
+  'GET /mailbox/stats',
+  'POST /mailbox/share',
+  'GET /mailbox/share',
+  'DELETE /mailbox/share',
+]
+
+describe('plain exchange routes', () => {
+  let running: TestServer
+  const alice = { authorization: 'Bearer alice-token' }
+  const bob = { authorization: 'Bearer bob-token' }
+
+  beforeAll(async () => {
+    const tokens = writeTokensFile([
+      { token: 'alice-token', client: 'alice', groups: ['team'] },
+      { token: 'bob-token', client: 'bob' },
+    ])
+    running = await startServer({ auth: 'token', tokens_file: tokens, listen_timeout: 5 })
+  })
+  afterAll(() => running?.close())
+
+  const overSocket = async (method: string, path: string, body: string | undefined, headers: Record<string, string>): Promise<Answer> => {
+    const response = await rawRequest(`${running.url}${path}`, { method, body, headers })
+    return { status: response.status, type: (response.headers['content-type'] as string | undefined) ?? null, body: response.text }
+  }
+  const inProcess = async (method: string, path: string, body: string | undefined, headers: Record<string, string>): Promise<Answer> => {
+    const response = await call(running.app, method, path, body, headers)
+    return { status: response.status, type: response.headers.get('content-type'), body: await response.text() }
+  }
+
+  it('are offered for every exchange route the app documents, and only those', () => {
+    const offered = [...running.app.decorator.switchboard.plainRoutes.keys()].sort()
+    expect(offered).toEqual([...EXCHANGE_ROUTES].sort())
+    const documented = new Set(running.app.routes.map((route) => `${route.method} ${route.path}`))
+    for (const route of offered) expect(documented.has(route)).toBe(true)
+  })
+
+  it('are not offered when the rate limit (a global hook of the app) is on', async () => {
+    const limited = await makeApp({ rate_limit_per_s: 10 })
+    expect(limited.decorator.switchboard.plainRoutes.size).toBe(0)
+  })
+
+  it('answer over a socket as app.handle does: successes, refusals and malformed input', async () => {
+    const owner = agentId('owned')
+    const stranger = agentId()
+    const user = userId()
+    expect((await overSocket('POST', '/mailbox', bodies.create(owner, ['mod.Owned', 'academy.agent.Agent']), alice)).status).toBe(200)
+    expect((await overSocket('POST', '/mailbox', bodies.create(user), alice)).status).toBe(200)
+    // Two equal messages, so each way in receives the same one.
+    const message = messageJson(user, owner)
+    for (let i = 0; i < 2; i++) expect((await overSocket('PUT', '/message', bodies.send(message), alice)).status).toBe(200)
+
+    const cases: [string, string, string | undefined, Record<string, string>][] = [
+      ['POST', '/mailbox', bodies.create(owner), alice],
+      ['GET', '/mailbox', bodies.mailbox(owner), alice],
+      ['GET', '/mailbox', bodies.mailbox(stranger), alice],
+      ['GET', '/mailbox', bodies.mailbox(owner), bob],
+      ['GET', '/mailbox', bodies.mailbox(owner), {}],
+      ['GET', '/mailbox', bodies.mailbox(owner), { authorization: 'Bearer nobody' }],
+      ['GET', '/mailbox', undefined, alice],
+      ['GET', '/mailbox', '   ', alice],
+      ['GET', '/mailbox', '{"mailbox": ', alice],
+      ['GET', '/mailbox', '{"mailbox": "not json"}', alice],
+      ['GET', '/mailbox', '[1, 2]', alice],
+      ['GET', '/mailbox', `\uFEFF${bodies.mailbox(owner)}`, alice],
+      ['GET', '/message', bodies.receive(owner, 5), alice],
+      ['GET', '/message', bodies.receive(owner, 0), alice],
+      ['GET', '/message', bodies.receive(owner, null), alice],
+      ['GET', '/message', bodies.receive(owner, 61), alice],
+      ['GET', '/message', bodies.receive(stranger, 1), alice],
+      ['GET', '/mailbox/listen', bodies.receive(stranger, 1), alice],
+      ['PUT', '/message', bodies.send('{"header": {}}'), alice],
+      ['PUT', '/message', bodies.send(messageJson(user, stranger)), alice],
+      ['PUT', '/message', JSON.stringify({ message: 7 }), alice],
+      ['GET', '/discover', bodies.discover('academy.agent.Agent', true), alice],
+      ['GET', '/discover', bodies.discover('mod.Owned', false), alice],
+      ['GET', '/discover', JSON.stringify({ agent: 'x' }), alice],
+      ['GET', '/mailbox/heartbeat', bodies.mailbox(stranger), alice],
+      ['GET', '/mailbox/stats', bodies.mailbox(owner), alice],
+      ['GET', '/mailbox/stats', bodies.mailbox(stranger), alice],
+      ['POST', '/mailbox/share', bodies.share(owner, 'team'), alice],
+      ['POST', '/mailbox/share', bodies.share(owner, 'elsewhere'), alice],
+      ['POST', '/mailbox/share', bodies.share(owner, 'team'), bob],
+      ['GET', '/mailbox/share', bodies.mailbox(owner), alice],
+      ['DELETE', '/mailbox/share', bodies.share(owner, 'elsewhere'), alice],
+      ['DELETE', '/mailbox', bodies.mailbox(stranger), alice],
+    ]
+    for (const [method, path, body, headers] of cases) {
+      const label = `${method} ${path} ${body ?? '(no body)'} ${headers.authorization ?? '(no token)'}`
+      const socket = await overSocket(method, path, body, headers)
+      const handled = await inProcess(method, path, body, headers)
+      expect({ label, ...socket }).toEqual({ label, ...handled })
+    }
+  })
+
+  it('answer a terminated mailbox alike, then report it TERMINATED both ways', async () => {
+    const doomed = agentId()
+    expect((await overSocket('POST', '/mailbox', bodies.create(doomed), alice)).status).toBe(200)
+    expect((await overSocket('DELETE', '/mailbox', bodies.mailbox(doomed), alice)).status).toBe(200)
+    expect(JSON.parse((await overSocket('GET', '/mailbox', bodies.mailbox(doomed), alice)).body)).toEqual({ status: 'TERMINATED' })
+    for (const [method, path, body] of [
+      ['GET', '/mailbox', bodies.mailbox(doomed)],
+      ['GET', '/message', bodies.receive(doomed, 1)],
+      ['GET', '/mailbox/listen', bodies.receive(doomed, 1)],
+      ['PUT', '/message', bodies.send(messageJson(userId(), doomed))],
+    ] as const) {
+      const socket = await overSocket(method, path, body, alice)
+      expect(socket).toEqual(await inProcess(method, path, body, alice))
+      expect(socket.status).toBe(path === '/mailbox' ? 200 : 419)
+    }
+  })
+
+  it('keep the request id and the body length on a plain answer', async () => {
+    const response = await rawRequest(`${running.url}/mailbox`, { body: bodies.mailbox(agentId()), headers: { ...alice, 'x-request-id': 'plain-1' } })
+    expect(response.headers['x-request-id']).toBe('plain-1')
+    expect(response.headers['content-length']).toBe(String(Buffer.byteLength(response.text)))
+    expect(JSON.parse(response.text)).toEqual({ status: 'MISSING' })
+  })
+})
+
+describe('the serving layer and plain routes', () => {
+  it('calls a plain route with the headers, the body text and the caller signal, and writes its reply', async () => {
+    const running = await startServer()
+    try {
+      const seen: { header: string | undefined; body: string; aborted: boolean }[] = []
+      running.app.decorator.switchboard.plainRoutes.set('GET /mailbox/stats', async (request) => {
+        seen.push({ header: request.header('x-probe'), body: request.body, aborted: request.signal.aborted })
+        return { status: 207, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'from the plain route ✓' }
+      })
+      const response = await rawRequest(`${running.url}/mailbox/stats?ignored=1`, { body: '{"a": "ü"}', headers: { 'x-probe': 'yes' } })
+      expect(response.status).toBe(207)
+      expect(response.text).toBe('from the plain route ✓')
+      expect(response.headers['content-length']).toBe(String(Buffer.byteLength('from the plain route ✓')))
+      expect(seen).toEqual([{ header: 'yes', body: '{"a": "ü"}', aborted: false }])
+      // HEAD is not a plain route: the app answers it.
+      expect((await rawRequest(`${running.url}/mailbox/stats`, { method: 'HEAD' })).status).not.toBe(207)
+    } finally {
+      await running.close()
+    }
+  })
+})
