@@ -1,9 +1,10 @@
 /**
  * Framework ceiling: a bare Bun.serve and a bare node:http server (the layer
  * Switchboard serves through) answering a fixed body, Switchboard's serving
- * layer in front of an app answering a fixed body (the floor every route pays),
- * against Switchboard's /healthz and PUT /message — how much of the ceiling
- * our logic keeps. Each request kind (a GET without a body, Academy's PUT of a
+ * layer in front of an app answering a fixed body (the floor every route
+ * through the app pays) and calling a plain route answering a fixed body (the
+ * floor of the exchange's routes, src/plain.ts), against Switchboard's
+ * /healthz and PUT /message — how much of the ceiling our logic keeps. Each request kind (a GET without a body, Academy's PUT of a
  * 1 KB message) is sent to the bare servers too, so every ratio compares a
  * route with the ceiling for the same request.
  * Load comes from wrk (one thread) when installed, else from a Bun client.
@@ -45,6 +46,7 @@ for (let round = 0; round < ROUNDS; round++) {
     ['bare Bun.serve, fixed body', 'bench/baselines/bun-serve.ts'],
     ['bare node:http under Bun, fixed body', 'bench/baselines/node-http.ts'],
     ["Switchboard's serving layer, app answering a fixed body", 'bench/baselines/serving-floor.ts'],
+    ["Switchboard's serving layer, plain route answering a fixed body", 'bench/baselines/plain-floor.ts'],
   ] as const) {
     const server = await startChild([BUN, script])
     for (const kind of ['GET', 'PUT 1 KB'] as const) keep(name, kind, await send(`${server.url}/`, kind))

@@ -1,0 +1,23 @@
+/**
+ * Baseline: Switchboard's serving layer (src/server.ts: node:http, request
+ * ids, metrics) calling a plain route (src/plain.ts) that answers a fixed
+ * body, as it calls the exchange's routes. The gap between this and bare
+ * node:http is what the serving layer costs a plain route; the gap between
+ * this and PUT /message is the exchange's own work.
+ */
+import { createApp } from '../../src/app'
+import { createBackend, loadPlugin } from '../../src/backend/index'
+import { createLogger } from '../../src/logger'
+import { JSON_TYPE } from '../../src/plain'
+import { serve } from '../../src/server'
+
+const logger = createLogger('error')
+const app = createApp({ backend: await createBackend(await loadPlugin('memory'), {}, { logger }), config: { log_level: 'error' }, logger })
+const fixed = async () => ({ status: 200, headers: { 'content-type': JSON_TYPE }, body: '{"status":"ok"}' })
+for (const method of ['GET', 'PUT']) app.decorator.switchboard.plainRoutes.set(`${method} /`, fixed)
+const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 16 << 20 })
+console.log(`listening on ${server.url}`)
+process.on('SIGTERM', async () => {
+  await server.stop()
+  process.exit(0)
+})
