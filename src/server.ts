@@ -12,7 +12,7 @@ import https from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
-import type { PlainReply, PlainRequest } from './plain'
+import type { PlainReply, PlainRequest, PlainRoute } from './plain'
 import { servedRequests, type ServedRequest } from './served'
 import { corsPolicy } from './cors'
 import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
@@ -202,19 +202,25 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     }
     answering.set(req.socket, entry)
     const plain = runtime.plainRoutes.get(`${req.method} ${path}`)
-    if (plain !== undefined) {
-      let reply: PlainReply | Response
-      try {
-        reply = await plain(plainRequest(req, body, entry))
-      } catch (error) {
-        runtime.logger.error('plain route failed', { error: String((error as Error)?.stack ?? error) })
-        reply = { status: 500, headers: { 'content-type': 'application/json' }, body: jsonError(500, 'INTERNAL', 'Internal Server Error') }
-      }
-      if (reply instanceof Response) await writeResponse(reply, res, entry)
-      else writeReply(reply, res, entry)
-      if (answering.get(req.socket) === entry) answering.delete(req.socket)
-      return
+    await (plain === undefined ? throughApp(req, res, entry, target, body) : throughPlainRoute(plain, req, res, entry, body))
+    if (answering.get(req.socket) === entry) answering.delete(req.socket)
+  }
+
+  /** Answers through a plain route: its reply is written as it is, a web Response (a stream) relayed. */
+  const throughPlainRoute = async (plain: PlainRoute, req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, body: Buffer) => {
+    let reply: PlainReply | Response
+    try {
+      reply = await plain(plainRequest(req, body, entry))
+    } catch (error) {
+      runtime.logger.error('plain route failed', { error: String((error as Error)?.stack ?? error) })
+      reply = { status: 500, headers: { 'content-type': 'application/json' }, body: jsonError(500, 'INTERNAL', 'Internal Server Error') }
     }
+    if (reply instanceof Response) await writeResponse(reply, res, entry)
+    else writeReply(reply, res, entry)
+  }
+
+  /** Answers through the app: the request as a web Request to `app.handle`, its Response written back. */
+  const throughApp = async (req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, target: string, body: Buffer) => {
     const url = `${scheme}://${routableHost(req.headers.host)}${target}`
     let response: Response
     try {
@@ -232,7 +238,6 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       return
     }
     await writeResponse(response, res, entry)
-    if (answering.get(req.socket) === entry) answering.delete(req.socket)
   }
 
   /** Resolves once no request is in flight, or after `ms`. */
