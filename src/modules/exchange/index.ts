@@ -253,76 +253,67 @@ export function exchangeModule(options: ExchangeModuleOptions) {
       return OK
     }),
   }
-  const plain = (method: string, path: string, handler: PlainRoute) => {
+  const exchange = new Elysia({ name: 'switchboard/exchange', detail: { tags: ['exchange'] } }).onError(({ error }) => toResponse(academyError(error, logger)))
+  /**
+   * Adds a route: a plain route for the serving layer, wrapped as the Elysia route that documents it
+   * and answers app.handle (the body is the plain route's to read, so Elysia parses none).
+   */
+  const offer = (method: 'GET' | 'POST' | 'PUT' | 'DELETE', path: string, handler: PlainRoute, hook: Record<string, unknown>) => {
     options.plainRoutes?.set(`${method} ${path}`, handler)
-    return plainHandler(handler)
+    exchange.route(method, path, plainHandler(handler), { parse: 'none', ...hook } as never)
   }
-
-  return new Elysia({ name: 'switchboard/exchange', detail: { tags: ['exchange'] } })
-    .onError(({ error }) => toResponse(academyError(error, logger)))
-    .post('/mailbox', plain('POST', '/mailbox', routes.createMailbox), {
-      parse: 'none',
-      detail: { summary: 'Create a mailbox (idempotent)', requestBody: documentedBody(model.CreateMailboxBody) },
-      response: errorResponses,
-    })
-    .delete('/mailbox', plain('DELETE', '/mailbox', routes.terminate), {
-      parse: 'none',
-      detail: { summary: 'Terminate a mailbox: gravestone, waiters woken, pending requests answered', requestBody: documentedBody(model.MailboxBody) },
-      response: errorResponses,
-    })
-    .get('/mailbox', plain('GET', '/mailbox', routes.status), {
-      parse: 'none',
-      detail: { summary: 'Mailbox status', requestBody: documentedBody(model.MailboxBody) },
-      response: { 200: model.StatusResponse, ...errorResponses },
-    })
-    .put('/message', plain('PUT', '/message', routes.send), {
-      parse: 'none',
-      detail: { summary: 'Send a message to its destination mailbox', requestBody: documentedBody(model.SendBody) },
-      response: { ...errorResponses, 413: model.ErrorText, 419: model.ErrorText },
-    })
-    .get('/message', plain('GET', '/message', routes.receive), {
-      parse: 'none',
-      detail: { summary: 'Receive the next message (long-poll)', requestBody: documentedBody(model.ReceiveBody) },
-      response: { 200: model.MessageResponse, ...errorResponses, 408: model.ErrorText, 419: model.ErrorText },
-    })
-    .get('/mailbox/listen', plain('GET', '/mailbox/listen', routes.listen), {
-      parse: 'none',
-      detail: {
-        summary: 'Listen for messages as server-sent events',
-        description: 'Each message is one `data:` event. The stream ends after `timeout` seconds without a message, or when the mailbox is terminated.',
-        requestBody: documentedBody(model.ReceiveBody),
-        responses: { 200: { description: 'text/event-stream of messages', content: { 'text/event-stream': { schema: { type: 'string' } } } } },
-      },
-      response: { ...errorResponses, 419: model.ErrorText },
-    })
-    .get('/discover', plain('GET', '/discover', routes.discover), {
-      parse: 'none',
-      detail: { summary: 'Find agent mailboxes by class', requestBody: documentedBody(model.DiscoverBody) },
-      response: { 200: model.DiscoverResponse, ...errorResponses },
-    })
-    .get('/mailbox/heartbeat', plain('GET', '/mailbox/heartbeat', routes.heartbeat), {
-      parse: 'none',
-      detail: { summary: 'Seconds since the mailbox was last active', requestBody: documentedBody(model.MailboxBody) },
-      response: { 200: model.HeartbeatResponse, ...errorResponses },
-    })
-    .get('/mailbox/stats', plain('GET', '/mailbox/stats', routes.stats), {
-      parse: 'none',
-      detail: { summary: 'Request counters of a mailbox', requestBody: documentedBody(model.MailboxBody) },
-      response: { 200: model.StatsResponse, ...errorResponses },
-    })
-    .post('/mailbox/share', plain('POST', '/mailbox/share', routes.share), {
-      parse: 'none',
-      detail: { summary: 'Share a mailbox with a group the owner is in', requestBody: documentedBody(model.ShareBody) },
-      response: { ...errorResponses, 419: model.ErrorText },
-    })
-    .get('/mailbox/share', plain('GET', '/mailbox/share', routes.shares), {
-      parse: 'none',
-      detail: { summary: 'Groups a mailbox is shared with', requestBody: documentedBody(model.MailboxBody) },
-      response: { 200: model.GroupsResponse, ...errorResponses, 419: model.ErrorText },
-    })
-    .delete('/mailbox/share', plain('DELETE', '/mailbox/share', routes.unshare), {
-      parse: 'none',
-      detail: { summary: 'Stop sharing a mailbox with a group', requestBody: documentedBody(model.ShareBody) },
-      response: { ...errorResponses, 419: model.ErrorText },
-    })
+  offer('POST', '/mailbox', routes.createMailbox, {
+    detail: { summary: 'Create a mailbox (idempotent)', requestBody: documentedBody(model.CreateMailboxBody) },
+    response: errorResponses,
+  })
+  offer('DELETE', '/mailbox', routes.terminate, {
+    detail: { summary: 'Terminate a mailbox: gravestone, waiters woken, pending requests answered', requestBody: documentedBody(model.MailboxBody) },
+    response: errorResponses,
+  })
+  offer('GET', '/mailbox', routes.status, {
+    detail: { summary: 'Mailbox status', requestBody: documentedBody(model.MailboxBody) },
+    response: { 200: model.StatusResponse, ...errorResponses },
+  })
+  offer('PUT', '/message', routes.send, {
+    detail: { summary: 'Send a message to its destination mailbox', requestBody: documentedBody(model.SendBody) },
+    response: { ...errorResponses, 413: model.ErrorText, 419: model.ErrorText },
+  })
+  offer('GET', '/message', routes.receive, {
+    detail: { summary: 'Receive the next message (long-poll)', requestBody: documentedBody(model.ReceiveBody) },
+    response: { 200: model.MessageResponse, ...errorResponses, 408: model.ErrorText, 419: model.ErrorText },
+  })
+  offer('GET', '/mailbox/listen', routes.listen, {
+    detail: {
+      summary: 'Listen for messages as server-sent events',
+      description: 'Each message is one `data:` event. The stream ends after `timeout` seconds without a message, or when the mailbox is terminated.',
+      requestBody: documentedBody(model.ReceiveBody),
+      responses: { 200: { description: 'text/event-stream of messages', content: { 'text/event-stream': { schema: { type: 'string' } } } } },
+    },
+    response: { ...errorResponses, 419: model.ErrorText },
+  })
+  offer('GET', '/discover', routes.discover, {
+    detail: { summary: 'Find agent mailboxes by class', requestBody: documentedBody(model.DiscoverBody) },
+    response: { 200: model.DiscoverResponse, ...errorResponses },
+  })
+  offer('GET', '/mailbox/heartbeat', routes.heartbeat, {
+    detail: { summary: 'Seconds since the mailbox was last active', requestBody: documentedBody(model.MailboxBody) },
+    response: { 200: model.HeartbeatResponse, ...errorResponses },
+  })
+  offer('GET', '/mailbox/stats', routes.stats, {
+    detail: { summary: 'Request counters of a mailbox', requestBody: documentedBody(model.MailboxBody) },
+    response: { 200: model.StatsResponse, ...errorResponses },
+  })
+  offer('POST', '/mailbox/share', routes.share, {
+    detail: { summary: 'Share a mailbox with a group the owner is in', requestBody: documentedBody(model.ShareBody) },
+    response: { ...errorResponses, 419: model.ErrorText },
+  })
+  offer('GET', '/mailbox/share', routes.shares, {
+    detail: { summary: 'Groups a mailbox is shared with', requestBody: documentedBody(model.MailboxBody) },
+    response: { 200: model.GroupsResponse, ...errorResponses, 419: model.ErrorText },
+  })
+  offer('DELETE', '/mailbox/share', routes.unshare, {
+    detail: { summary: 'Stop sharing a mailbox with a group', requestBody: documentedBody(model.ShareBody) },
+    response: { ...errorResponses, 419: model.ErrorText },
+  })
+  return exchange
 }
