@@ -1,9 +1,11 @@
 /**
- * A2A proxy overhead: the same `message/send` sent straight to an agent and
- * through Switchboard's proxy, in one run, at 1 and 64 concurrent callers
- * with 1 KiB and 64 KiB messages; then time-to-first-event of a
- * `message/stream` both ways. The agent and Switchboard run as separate
- * processes; the callers run here.
+ * A2A proxy overhead: the same `message/send` sent straight to an agent,
+ * through a bare forwarder on the same stack (bench/baselines/forwarder.ts:
+ * what the extra hop alone costs), and through Switchboard's proxy, in one
+ * run, at 1 and 64 concurrent callers with 1 KiB and 64 KiB messages; then
+ * time-to-first-event of a `message/stream` direct and through the proxy.
+ * The agent, the forwarder and Switchboard run as separate processes; the
+ * callers run here.
  *
  *   bun bench/a2a.ts            (writes bench/results/a2a.json)
  *   bun bench/a2a.ts --agent    (only the echo agent, for manual runs)
@@ -70,6 +72,7 @@ async function timeToFirstEvent(url: string, headers: Record<string, string>): P
 async function main(): Promise<void> {
   const agent = await startChild([BUN, 'bench/a2a.ts', '--agent'])
   const switchboard = await startSwitchboard(['--admin-token', ADMIN, '--allow-private-agent-urls'])
+  const forwarder = await startChild([BUN, 'bench/baselines/forwarder.ts', agent.url])
   try {
     const parent = await admin(switchboard.url, '/workspaces', { name: 'bench' })
     const caller = await admin(switchboard.url, '/workspaces', { name: 'caller', parent_id: parent.id })
@@ -77,6 +80,7 @@ async function main(): Promise<void> {
     await admin(switchboard.url, '/registry/register', { id: target.id, url: agent.url, agent_card: { name: 'echo', url: agent.url } }, target.auth_token)
     const routes = {
       direct: { url: agent.url, headers: {} as Record<string, string> },
+      forwarder: { url: `${forwarder.url}/`, headers: {} as Record<string, string> },
       proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a`, headers: { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! } },
     }
 
@@ -95,40 +99,63 @@ async function main(): Promise<void> {
           measured[mode] = await load(concurrency, RUN_MS, send)
         }
         const direct = measured.direct!
+        const bare = measured.forwarder!
         const proxied = measured.proxied!
         rows.push({
           body: `${size / 1024} KiB`,
           concurrency,
           direct_rps: direct.perSecond,
+          forwarder_rps: bare.perSecond,
           proxied_rps: proxied.perSecond,
           throughput_ratio: round(proxied.perSecond / direct.perSecond, 2),
+          forwarder_ratio: round(bare.perSecond / direct.perSecond, 2),
+          of_forwarder: round(proxied.perSecond / bare.perSecond, 2),
           direct_p50_ms: direct.latency.p50,
+          forwarder_p50_ms: bare.latency.p50,
           proxied_p50_ms: proxied.latency.p50,
           added_p50_ms: round(proxied.latency.p50 - direct.latency.p50),
+          forwarder_added_p50_ms: round(bare.latency.p50 - direct.latency.p50),
           direct_p99_ms: direct.latency.p99,
           proxied_p99_ms: proxied.latency.p99,
           added_p99_ms: round(proxied.latency.p99 - direct.latency.p99),
-          errors: direct.errors + proxied.errors,
+          errors: direct.errors + bare.errors + proxied.errors,
         })
       }
     }
 
     const streaming: Record<string, unknown> = {}
-    for (const [mode, route] of Object.entries(routes)) {
+    // The bare forwarder reads a whole answer before relaying it, so it has no time to first event.
+    for (const mode of ['direct', 'proxied'] as const) {
+      const route = routes[mode]
       const samples: number[] = []
       for (let i = 0; i < STREAM_SAMPLES; i++) samples.push(await timeToFirstEvent(route.url, route.headers))
       streaming[mode] = summarize(samples)
     }
 
     const markdown = table(
-      ['body', 'callers', 'direct req/s', 'proxied req/s', 'proxied ÷ direct', 'p50 ms direct → proxied (added)', 'p99 ms direct → proxied (added)', 'errors'],
+      [
+        'body',
+        'callers',
+        'direct req/s',
+        'bare forwarder req/s',
+        'proxied req/s',
+        'forwarder ÷ direct',
+        'proxied ÷ direct',
+        'proxied ÷ forwarder',
+        'p50 ms direct → proxied (added; forwarder adds)',
+        'p99 ms direct → proxied (added)',
+        'errors',
+      ],
       rows.map((row) => [
         row.body as string,
         row.concurrency as number,
         row.direct_rps as number,
+        row.forwarder_rps as number,
         row.proxied_rps as number,
+        `${row.forwarder_ratio}×`,
         `${row.throughput_ratio}×`,
-        `${row.direct_p50_ms} → ${row.proxied_p50_ms} (+${row.added_p50_ms})`,
+        `${row.of_forwarder}×`,
+        `${row.direct_p50_ms} → ${row.proxied_p50_ms} (+${row.added_p50_ms}; +${row.forwarder_added_p50_ms})`,
         `${row.direct_p99_ms} → ${row.proxied_p99_ms} (+${row.added_p99_ms})`,
         row.errors as number,
       ]),
@@ -138,9 +165,10 @@ async function main(): Promise<void> {
       ['direct', first.direct.p50, first.direct.p99],
       ['through the proxy', first.proxied.p50, first.proxied.p99],
     ])
-    console.log(`\nA2A message/send, direct vs through the proxy (memory backend, ${RUN_MS / 1000} s per row; agentgateway publishes 0.31–0.33× at saturation)\n\n${markdown}\n\n${streamMarkdown}\n`)
+    console.log(`\nA2A message/send, direct vs through a bare forwarder (node:http + fetch, no checks) vs through the proxy (memory backend, ${RUN_MS / 1000} s per row; agentgateway publishes 0.31–0.33× at saturation)\n\n${markdown}\n\n${streamMarkdown}\n`)
     writeResult('a2a', { runMs: RUN_MS, backend: 'memory', send: rows, streamTimeToFirstEventMs: streaming, markdown: `${markdown}\n\n${streamMarkdown}` })
   } finally {
+    await forwarder.stop()
     await switchboard.stop()
     await agent.stop()
   }
