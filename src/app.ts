@@ -176,6 +176,7 @@ export function createApp(options: CreateAppOptions) {
         a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
         publicUrl: config.public_url,
         onCallEnded: (outcome) => runtime.metrics.a2aCalls.inc({ outcome }),
+        plainRoutes: rateLimiter ? undefined : runtime.plainRoutes,
         timeouts: {
           connectMs: config.a2a_connect_timeout_ms,
           headerMs: config.a2a_header_timeout_s * 1000,

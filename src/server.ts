@@ -12,7 +12,7 @@ import https from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
-import type { PlainReply, PlainRequest, PlainRoute } from './plain'
+import { bodyText, paramsOf, type PlainReply, type PlainRequest, type PlainRoute } from './plain'
 import { servedRequests, type ServedRequest } from './served'
 import { corsPolicy } from './cors'
 import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
@@ -51,8 +51,6 @@ export interface RunningServer {
 const jsonError = (status: number, code: string, message: string) => JSON.stringify({ error: { code, message } })
 
 const EMPTY = Buffer.alloc(0)
-// As Request.text() decodes a body: UTF-8, a leading byte order mark kept.
-const utf8 = new TextDecoder('utf-8', { ignoreBOM: true })
 
 /**
  * A request being answered: its route template, its caller's socket, and
@@ -201,16 +199,16 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       return
     }
     answering.set(req.socket, entry)
-    const plain = runtime.plainRoutes.get(`${req.method} ${path}`)
-    await (plain === undefined ? throughApp(req, res, entry, target, body) : throughPlainRoute(plain, req, res, entry, body))
+    const plain = runtime.plainRoutes.get(`${req.method} ${entry.route}`)
+    await (plain === undefined ? throughApp(req, res, entry, target, body) : throughPlainRoute(plain, req, res, entry, body, path))
     if (answering.get(req.socket) === entry) answering.delete(req.socket)
   }
 
   /** Answers through a plain route: its reply is written as it is, a web Response (a stream) relayed. */
-  const throughPlainRoute = async (plain: PlainRoute, req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, body: Buffer) => {
+  const throughPlainRoute = async (plain: PlainRoute, req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, body: Buffer, path: string) => {
     let reply: PlainReply | Response
     try {
-      reply = await plain(plainRequest(req, body, entry))
+      reply = await plain(plainRequest(req, body, paramsOf(entry.route, path), entry))
     } catch (error) {
       runtime.logger.error('plain route failed', { error: String((error as Error)?.stack ?? error) })
       reply = { status: 500, headers: { 'content-type': 'application/json' }, body: jsonError(500, 'INTERNAL', 'Internal Server Error') }
@@ -317,15 +315,21 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   }
 }
 
-/** What a plain route sees of a node request: its headers, its body as text, and the served request's signal and address. */
-function plainRequest(req: http.IncomingMessage, body: Buffer, entry: InFlight): PlainRequest {
+/** What a plain route sees of a node request: its headers, path parameters and body, and the served request's signal and address. */
+function plainRequest(req: http.IncomingMessage, body: Buffer, params: Record<string, string | null>, entry: InFlight): PlainRequest {
   const headers = req.headers
+  let text: string | null = null
   return {
     header(name) {
       const value = headers[name]
       return typeof value === 'object' ? value.join(', ') : value
     },
-    body: body.length === 0 ? '' : utf8.decode(body),
+    params,
+    bytes: body,
+    get body() {
+      text ??= bodyText(body)
+      return text
+    },
     get signal() {
       return entry.signal
     },
@@ -339,8 +343,9 @@ function plainRequest(req: http.IncomingMessage, body: Buffer, entry: InFlight):
 function writeReply(reply: PlainReply, res: http.ServerResponse, entry: InFlight): void {
   if (res.destroyed) return
   const body = reply.body ?? ''
-  res.writeHead(reply.status, { ...reply.headers, 'content-length': String(Buffer.byteLength(body)), 'x-request-id': entry.requestId })
-  res.end(body === '' ? undefined : body)
+  const length = typeof body === 'string' ? Buffer.byteLength(body) : body.length
+  res.writeHead(reply.status, { ...reply.headers, 'content-length': String(length), 'x-request-id': entry.requestId })
+  res.end(length === 0 ? undefined : body)
 }
 
 /** Writes a web Response to a node response; event streams are relayed chunk by chunk as they come. */

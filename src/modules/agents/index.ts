@@ -11,7 +11,8 @@ import type { WorkspaceRecord } from '../../backend/agents'
 import { AppError, GoneError, PayloadTooLargeError } from '../../errors'
 import { documentedBody, errorResponse, ErrorBody, parseWith, readJsonBody } from '../../http'
 import type { Logger } from '../../logger'
-import { callerSignal } from '../../served'
+import { A2A_ROUTE } from '../../observability'
+import { plainHandler, type PlainReply, type PlainRequest, type PlainRoute, type PlainRoutes } from '../../plain'
 import * as model from './model'
 import { A2AProxy, normaliseRpcRequest, outcomeOfStatus, rpcErrorBody, RpcRequestError, type CallOutcome, type ProxyTimeouts, type RpcCall } from './proxy'
 import type { AgentsService, Caller } from './service'
@@ -30,6 +31,8 @@ export interface AgentsModuleOptions {
   onCallEnded?: (outcome: CallOutcome) => void
   /** Base URL callers reach Switchboard at (agent cards and proxy URLs point there); default: the request's origin. */
   publicUrl?: string
+  /** Filled with the module's plain routes (the A2A proxy), for the serving layer to call directly (src/plain.ts). */
+  plainRoutes?: PlainRoutes
 }
 
 /** Header carrying the target's inbound secret on every proxied call, so an agent can refuse calls that bypass Switchboard. */
@@ -53,17 +56,17 @@ function registryError(error: unknown, logger: Logger): Response {
 }
 
 /** Renders a proxy error as a JSON-RPC error with the HTTP status of what went wrong. */
-function proxyError(error: unknown, rpcId: unknown, logger: Logger): Response {
+function proxyError(error: unknown, rpcId: unknown, logger: Logger): PlainReply {
   if (!(error instanceof AppError)) {
     logger.error('unexpected error in the A2A proxy', { error: String((error as Error)?.stack ?? error) })
-    return new Response(rpcErrorBody(rpcId, -32603, 'Internal Server Error'), { status: 500, headers: JSON_HEADERS })
+    return { status: 500, headers: { ...JSON_HEADERS }, body: rpcErrorBody(rpcId, -32603, 'Internal Server Error') }
   }
   const code = error instanceof RpcRequestError ? error.rpcCode : error.status < 500 ? -32600 : -32603
   const id = error instanceof RpcRequestError && error.rpcId !== null ? error.rpcId : rpcId
   const headers: Record<string, string> = { ...JSON_HEADERS }
   const retry = (error as { retryAfterSeconds?: number }).retryAfterSeconds
   if (retry !== undefined) headers['retry-after'] = String(Math.ceil(retry))
-  return new Response(rpcErrorBody(id, code, error.message, { status: error.status, code: error.code, ...error.details }), { status: error.status, headers })
+  return { status: error.status, headers, body: rpcErrorBody(id, code, error.message, { status: error.status, code: error.code, ...error.details }) }
 }
 
 /** The card with every JSON-RPC endpoint pointing at the proxy; interfaces the proxy cannot carry (gRPC, REST) are left out. */
@@ -130,18 +133,18 @@ export function agentsModule(options: AgentsModuleOptions) {
 
   const errors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody, 410: model.RemovedBody, 503: ErrorBody }
 
-  /** Reads the proxied body within its own limit. */
-  const readA2ABody = async (request: Request): Promise<Uint8Array<ArrayBuffer>> => {
+  /** Checks the proxied body against its own limit. */
+  const a2aBody = (request: PlainRequest): Uint8Array<ArrayBuffer> => {
     const limit = options.a2aBodyLimitBytes
-    const declared = Number(request.headers.get('content-length') ?? 0)
+    const declared = Number(request.header('content-length') ?? 0)
     if (declared > limit) throw new PayloadTooLargeError(`request body of ${declared} bytes is larger than the A2A limit of ${limit} bytes (a2a_body_limit_kb)`)
-    const bytes = new Uint8Array(await request.arrayBuffer())
+    const { bytes } = request
     if (bytes.length > limit) throw new PayloadTooLargeError(`request body of ${bytes.length} bytes is larger than the A2A limit of ${limit} bytes (a2a_body_limit_kb)`)
-    return bytes
+    return bytes as Uint8Array<ArrayBuffer>
   }
 
   /** POST /workspaces/:id/a2a: checks, forwards, relays, records. */
-  const forwardA2A = async (request: Request, rawId: string): Promise<Response> => {
+  const forwardA2A: PlainRoute = async (request) => {
     const started = performance.now()
     let rpcId: unknown = null
     let call: RpcCall | null = null
@@ -170,10 +173,10 @@ export function agentsModule(options: AgentsModuleOptions) {
       })
     }
     try {
-      targetId = service.parseId(rawId)
-      const bytes = await readA2ABody(request)
+      targetId = service.parseId(request.params.id ?? null)
+      const bytes = a2aBody(request)
       requestBytes = bytes.length
-      caller = await callerOf(request)
+      caller = await service.authenticate(request.header('authorization') ?? null, request.header('x-workspace-id') ?? null)
       call = normaliseRpcRequest(bytes)
       rpcId = call.id
       const target = await service.discover(caller, targetId)
@@ -188,11 +191,11 @@ export function agentsModule(options: AgentsModuleOptions) {
       }
       if (caller.kind === 'workspace') headers['x-workspace-id'] = caller.id
       for (const name of ['a2a-version', 'a2a-extensions']) {
-        const value = request.headers.get(name)
-        if (value !== null) headers[name] = value
+        const value = request.header(name)
+        if (value !== undefined) headers[name] = value
       }
       let outcome: Promise<void> | undefined
-      const response = await proxy.forward({ url, call, headers, signal: callerSignal(request) }, (ended) => {
+      const response = await proxy.forward({ url, call, headers, signal: request.signal }, (ended) => {
         count(ended.outcome)
         outcome = record(ended.status, ended.responseBytes, ended.error)
       })
@@ -206,6 +209,9 @@ export function agentsModule(options: AgentsModuleOptions) {
       return response
     }
   }
+
+  // The proxy is a plain route: the serving layer calls it without building a web Request (src/plain.ts).
+  options.plainRoutes?.set(`POST ${A2A_ROUTE}`, forwardA2A)
 
   return new Elysia({ name: 'switchboard/agents', detail: { tags: ['agents'] } })
     .onError(({ error }) => registryError(error, logger))
@@ -305,7 +311,7 @@ export function agentsModule(options: AgentsModuleOptions) {
         },
       },
     )
-    .post('/workspaces/:id/a2a', ({ request, params }) => forwardA2A(request, params.id), {
+    .post(A2A_ROUTE, plainHandler(forwardA2A), {
       parse: 'none',
       detail: {
         summary: 'Call an agent through the proxy (A2A JSON-RPC; streams relayed as server-sent events)',

@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto'
 import { connect } from 'node:net'
 import { AppError, BadRequestError, GatewayTimeoutError, UnavailableError } from '../../errors'
+import type { PlainReply } from '../../plain'
 
 /** Methods whose `params.message` is normalised (v0.3 and v1.0 names). */
 const MESSAGE_METHODS = new Set(['message/send', 'message/stream', 'SendMessage', 'SendStreamingMessage'])
@@ -189,7 +190,7 @@ export class A2AProxy {
    * the agent's headers arrive (a stream keeps flowing after that); `onDone`
    * is told how the call ended, once.
    */
-  async forward(request: ForwardRequest, onDone: (outcome: ForwardOutcome) => void): Promise<Response> {
+  async forward(request: ForwardRequest, onDone: (outcome: ForwardOutcome) => void): Promise<PlainReply | Response> {
     const { timeouts } = this
     const upstream = new AbortController()
     const abort = (cause: AbortCause) => {
@@ -242,10 +243,10 @@ export class A2AProxy {
       clearTimeout(connectTimer)
     }
 
-    const headers = new Headers()
+    const headers: Record<string, string> = {}
     for (const name of RELAYED_HEADERS) {
       const value = response.headers.get(name)
-      if (value !== null) headers.set(name, value)
+      if (value !== null) headers[name] = value
     }
     const contentType = response.headers.get('content-type') ?? ''
     if (response.ok && response.body !== null && contentType.includes('text/event-stream')) {
@@ -266,10 +267,10 @@ export class A2AProxy {
       const message = `agent answered HTTP ${response.status}${text ? `: ${text}` : ''}`
       const wrapped = encoder.encode(rpcErrorBody(request.call.id, -32603, message, { status: response.status }))
       finish({ status: response.status, responseBytes: wrapped.length, error: message, outcome: outcomeOfStatus(response.status) })
-      return new Response(wrapped, { status: response.status, headers: { 'content-type': 'application/json' } })
+      return { status: response.status, headers: { 'content-type': 'application/json' }, body: wrapped }
     }
     finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null, outcome: outcomeOfStatus(response.status) })
-    return new Response(body, { status: response.status, headers })
+    return { status: response.status, headers, body }
   }
 
   private isJson(body: Uint8Array<ArrayBuffer>): boolean {
@@ -287,17 +288,18 @@ export class A2AProxy {
     const reader = response.body.getReader()
     const chunks: Uint8Array<ArrayBuffer>[] = []
     let size = 0
-    for (;;) {
-      const idle = setTimeout(() => abort('idle'), this.timeouts.idleMs)
-      let result: Awaited<ReturnType<typeof reader.read>>
-      try {
-        result = await reader.read()
-      } finally {
-        clearTimeout(idle)
+    // One timer for the whole read, pushed back by every chunk.
+    const idle = setTimeout(() => abort('idle'), this.timeouts.idleMs)
+    try {
+      for (;;) {
+        const result = await reader.read()
+        if (result.done) break
+        idle.refresh()
+        chunks.push(result.value)
+        size += result.value.length
       }
-      if (result.done) break
-      chunks.push(result.value)
-      size += result.value.length
+    } finally {
+      clearTimeout(idle)
     }
     if (chunks.length === 1) return chunks[0]!
     const whole = new Uint8Array(size)

@@ -33,6 +33,40 @@ describe('the A2A proxy', () => {
   const send = (from: Workspace, to: Workspace, body: unknown, headers: Record<string, string> = {}) =>
     registry.request('POST', `/workspaces/${to.id}/a2a`, { token: from.token, body, headers })
 
+  it('answers alike over a socket (the plain route) and through app.handle (its Elysia wrapper)', async () => {
+    const message = { jsonrpc: '2.0', id: 'same-id', method: 'message/send', params: { message: { role: 'user', messageId: 'same-message', parts: [{ kind: 'text', text: 'echo:both ways' }] } } }
+    const asCaller = { authorization: `Bearer ${caller.token}` }
+    const cases: [string, string, Record<string, string>][] = [
+      [target.id, JSON.stringify(message), asCaller],
+      [target.id, JSON.stringify(message), { ...asCaller, 'x-workspace-id': caller.id, 'a2a-version': '0.3' }],
+      [target.id, JSON.stringify({ id: 'bare-id', method: 'message/send', params: { message: { role: 'user', messageId: 'm', parts: [{ kind: 'text', text: 'echo:bare' }] } } }), asCaller],
+      [target.id, JSON.stringify({ ...message, params: { message: { role: 'user', parts: [] } } }).replace(/"messageId":"[^"]+",?/, ''), asCaller],
+      [target.id, JSON.stringify({ ...message, params: { message: { role: 'user' } } }), asCaller],
+      [target.id, '{"jsonrpc": "2.0", ', asCaller],
+      [target.id, '[1, 2]', asCaller],
+      [target.id, JSON.stringify(message), {}],
+      [target.id, JSON.stringify(message), { ...asCaller, 'x-workspace-id': stranger.id }],
+      [target.id, JSON.stringify(message), { authorization: `Bearer ${stranger.token}` }],
+      [target.id, JSON.stringify({ ...message, params: { message: { ...message.params.message, parts: [{ kind: 'text', text: 'http:500' }] } } }), asCaller],
+      ['not-a-workspace', JSON.stringify(message), asCaller],
+      ['%E0%A4%A', JSON.stringify(message), asCaller],
+      [crypto.randomUUID(), JSON.stringify(message), asCaller],
+    ]
+    // The agent gives each answer a fresh messageId, and fills one for a message without: everything else must match.
+    const answer = async (response: Response) => ({
+      status: response.status,
+      type: response.headers.get('content-type'),
+      retry: response.headers.get('retry-after'),
+      body: (await response.text()).replace(/"messageId":"[^"]+"/g, '"messageId":"…"'),
+    })
+    for (const [id, body, headers] of cases) {
+      const init = { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body }
+      const socket = await answer(await fetch(`${registry.url}/workspaces/${id}/a2a`, init))
+      const handled = await answer(await registry.app.handle(new Request(`http://localhost/workspaces/${id}/a2a`, init)))
+      expect({ id, body, ...socket }).toEqual({ id, body, ...handled })
+    }
+  })
+
   it('forwards message/send and returns the agent\'s answer', async () => {
     const response = await send(caller, target, messageSend('echo:hello there'))
     expect(response.status).toBe(200)
@@ -128,6 +162,24 @@ describe('the A2A proxy', () => {
     expect(response.status).toBe(504)
     expect(response.headers.get('retry-after')).not.toBeNull()
     expect(Date.now() - started).toBeLessThan(3500)
+  })
+
+  it('waits for an answer whose pieces keep coming, however long it takes in all', async () => {
+    // Four pieces 0.4 s apart: 1.2 s in all, past a2a_idle_timeout_s (1 s), never silent for 1 s.
+    const started = Date.now()
+    const response = await send(caller, target, messageSend('drip:4:400'))
+    expect(response.status).toBe(200)
+    expect(((await response.json()) as RpcAnswer).result!.parts[0]!.text).toBe('dripped')
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1100)
+  })
+
+  it('answers 504 when an answer stops arriving for a2a_idle_timeout_s', async () => {
+    const started = Date.now()
+    const response = await send(caller, target, messageSend('stallbody'))
+    expect(response.status).toBe(504)
+    const answer = (await response.json()) as RpcAnswer
+    expect(answer.error!.message).toContain('silent')
+    expect(Date.now() - started).toBeLessThan(3000)
   })
 
   it('relays streamed events as they arrive, before the stream ends', async () => {

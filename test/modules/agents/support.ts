@@ -68,6 +68,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 /**
  * A plain JSON-RPC agent on node:http. The first text part steers it:
  * `echo:<text>` answers `<text>`; `sleep:<ms>` waits before answering;
+ * `drip:<n>:<ms>` sends its answer in n pieces ms apart; `stallbody` sends
+ * its headers and the start of a body, then nothing;
  * `http:<status>` answers that status with a text body; `stream:<n>:<ms>`
  * (on message/stream) sends n events `ms` apart; `stall` sends one event and
  * then nothing; `break` sends one event and then cuts the connection;
@@ -94,6 +96,25 @@ export async function startPlainAgent(): Promise<PlainAgent> {
     if (text.startsWith('sleep:')) {
       await sleep(Number(text.slice(6)))
       if (!res.destroyed) reply('slept')
+      return
+    }
+    if (text.startsWith('drip:')) {
+      // drip:<n>:<ms>: the JSON answer in n pieces, ms apart.
+      const [, pieces, gap] = text.split(':')
+      const answer = JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { kind: 'message', role: 'agent', messageId: crypto.randomUUID(), parts: [{ kind: 'text', text: 'dripped' }] } })
+      const size = Math.ceil(answer.length / Number(pieces))
+      res.writeHead(200, { 'content-type': 'application/json' })
+      for (let offset = 0; offset < answer.length; offset += size) {
+        if (offset > 0) await sleep(Number(gap))
+        if (res.destroyed) return
+        res.write(answer.slice(offset, offset + size))
+      }
+      res.end()
+      return
+    }
+    if (text === 'stallbody') {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.write('{"jsonrpc": "2.0", ')
       return
     }
     if (text.startsWith('http:')) {

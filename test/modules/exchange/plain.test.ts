@@ -28,6 +28,8 @@ const EXCHANGE_ROUTES = [
   'GET /mailbox/share',
   'DELETE /mailbox/share',
 ]
+/** The A2A proxy is a plain route too; test/modules/agents/proxy.test.ts compares its answers both ways. */
+const PLAIN_ROUTES = [...EXCHANGE_ROUTES, 'POST /workspaces/:id/a2a']
 
 describe('plain exchange routes', () => {
   let running: TestServer
@@ -52,9 +54,9 @@ describe('plain exchange routes', () => {
     return { status: response.status, type: response.headers.get('content-type'), body: await response.text() }
   }
 
-  it('are offered for every exchange route the app documents, and only those', () => {
+  it('are offered for every exchange route and the A2A proxy, each a route the app documents', () => {
     const offered = [...running.app.decorator.switchboard.plainRoutes.keys()].sort()
-    expect(offered).toEqual([...EXCHANGE_ROUTES].sort())
+    expect(offered).toEqual([...PLAIN_ROUTES].sort())
     const documented = new Set(running.app.routes.map((route) => `${route.method} ${route.path}`))
     for (const route of offered) expect(documented.has(route)).toBe(true)
   })
