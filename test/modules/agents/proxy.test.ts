@@ -59,11 +59,11 @@ describe('the A2A proxy', () => {
       retry: response.headers.get('retry-after'),
       body: (await response.text()).replace(/"messageId":"[^"]+"/g, '"messageId":"…"'),
     })
-    for (const [id, body, headers] of cases) {
-      const init = { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body }
+    for (const [id, sent, headers] of cases) {
+      const init = { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: sent }
       const socket = await answer(await fetch(`${registry.url}/workspaces/${id}/a2a`, init))
       const handled = await answer(await registry.app.handle(new Request(`http://localhost/workspaces/${id}/a2a`, init)))
-      expect({ id, body, ...socket }).toEqual({ id, body, ...handled })
+      expect({ id, sent, ...socket }).toEqual({ id, sent, ...handled })
     }
   })
 
