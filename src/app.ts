@@ -44,7 +44,7 @@ export interface SwitchboardRuntime {
   readonly upgrades: Map<string, UpgradeHandler>
   /**
    * Routes the serving layer calls without building a web Request (src/plain.ts), by
-   * `METHOD /path`. They skip the app's global hooks, so it is left empty when there are any.
+   * `METHOD /route/template`. They skip the app's global hooks, so it is left empty when there are any.
    */
   readonly plainRoutes: PlainRoutes
   /** Open long-polls and event streams, by kind. */
@@ -147,6 +147,8 @@ export function createApp(options: CreateAppOptions) {
   const rateLimiter = config.rate_limit_per_s > 0 ? new RateLimiter({ perSecond: config.rate_limit_per_s, burst: config.rate_limit_burst }) : null
   const waitingLimit = new WaitingLimit(config.max_waiting_per_client)
 
+  // Plain routes skip the app's hooks, and the rate limit is its one global hook: with it on, every request goes through the app.
+  const plainRoutes = rateLimiter ? undefined : runtime.plainRoutes
   const base = new Elysia({ name: 'switchboard' }).decorate('switchboard', runtime)
   // Global hook, added only when limiting is on: an empty hook still costs every request a call.
   if (rateLimiter) base.onRequest(rateLimitHook(rateLimiter, auth))
@@ -158,8 +160,7 @@ export function createApp(options: CreateAppOptions) {
         logger,
         bodyLimitBytes: config.max_body_kb * 1024,
         pingSeconds: config.sse_ping_s,
-        // The rate limit is the app's one global hook: with it on, every request goes through the app.
-        plainRoutes: rateLimiter ? undefined : runtime.plainRoutes,
+        plainRoutes,
         admitWaiting: (request) => waitingLimit.enter(callerKey(request.header('authorization'), request.remoteAddress, auth)),
         onWaiting: (kind, delta) => {
           runtime.waiting[kind] += delta
@@ -176,7 +177,7 @@ export function createApp(options: CreateAppOptions) {
         a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
         publicUrl: config.public_url,
         onCallEnded: (outcome) => runtime.metrics.a2aCalls.inc({ outcome }),
-        plainRoutes: rateLimiter ? undefined : runtime.plainRoutes,
+        plainRoutes,
         timeouts: {
           connectMs: config.a2a_connect_timeout_ms,
           headerMs: config.a2a_header_timeout_s * 1000,

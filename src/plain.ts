@@ -1,17 +1,18 @@
 /**
- * Plain routes: a route written as a function of the request's headers and
- * body text that answers a status, headers and a body (or, for a stream, a
- * web Response). The serving layer calls it straight from node:http, with no
- * web Request built, no router run and no web Response read back: for a
- * small exchange call that bridge costs more than the call's own work.
- * `app.handle` reaches the same function through the Elysia route that wraps
- * it (`plainHandler`) and documents it, so both ways in answer alike.
+ * Plain routes: a route written as a function of the request's headers, path
+ * parameters and body that answers a status, headers and a body (or, for a
+ * stream, a web Response). The serving layer calls it straight from
+ * node:http, with no web Request built, no router run and no web Response
+ * read back: for an exchange call or a proxied A2A call that bridge costs a
+ * large share of the call. `app.handle` reaches the same function through
+ * the Elysia route that wraps it (`plainHandler`) and documents it, so both
+ * ways in answer alike.
  *
  * A plain route skips the app's global hooks, so the app offers its plain
  * routes to the serving layer only when it has none (rate limiting off).
  */
 import { BadRequestError } from './errors'
-import { callerSignal, remoteAddressOf } from './served'
+import { servedOf, type ServedRequest } from './served'
 
 export interface PlainRequest {
   /** A request header by its lower-case name (repeated ones joined with ", "). */
@@ -41,13 +42,38 @@ export type PlainRoutes = Map<string, PlainRoute>
 
 const utf8 = new TextDecoder('utf-8', { ignoreBOM: true })
 
-/** Decodes a body as Request.text() does. */
-export const bodyText = (bytes: Uint8Array): string => (bytes.length === 0 ? '' : utf8.decode(bytes))
+/** A request as a plain route sees it, over what the caller sent and what serving it knows (signal, address); the body is decoded once, when read. */
+export class ReceivedRequest implements PlainRequest {
+  private text: string | null = null
+
+  constructor(
+    readonly header: (name: string) => string | undefined,
+    readonly params: Readonly<Record<string, string | null>>,
+    readonly bytes: Uint8Array,
+    private readonly served: ServedRequest,
+  ) {}
+
+  get body(): string {
+    // Decoded as Request.text() does: UTF-8, a leading byte order mark kept.
+    this.text ??= this.bytes.length === 0 ? '' : utf8.decode(this.bytes)
+    return this.text
+  }
+
+  get signal(): AbortSignal {
+    return this.served.signal
+  }
+
+  get remoteAddress(): string | undefined {
+    return this.served.remoteAddress
+  }
+}
+
+const NO_PARAMS: Readonly<Record<string, string | null>> = Object.freeze({})
 
 /** The values of a template's `:name` segments in a path that matched it, percent-decoded (null when not valid). */
-export function paramsOf(template: string, path: string): Record<string, string | null> {
+export function paramsOf(template: string, path: string): Readonly<Record<string, string | null>> {
+  if (!template.includes(':')) return NO_PARAMS
   const params: Record<string, string | null> = {}
-  if (!template.includes(':')) return params
   const names = template.split('/')
   const values = path.split('/')
   names.forEach((name, index) => {
@@ -82,21 +108,6 @@ export function plainHandler(route: PlainRoute) {
     } catch {
       throw new BadRequestError('request body could not be read')
     }
-    let text: string | null = null
-    return toResponse(
-      await route({
-        header: (name) => request.headers.get(name) ?? undefined,
-        params: params ?? {},
-        bytes,
-        get body() {
-          text ??= bodyText(bytes)
-          return text
-        },
-        get signal() {
-          return callerSignal(request)
-        },
-        remoteAddress: remoteAddressOf(request),
-      }),
-    )
+    return toResponse(await route(new ReceivedRequest((name) => request.headers.get(name) ?? undefined, params ?? NO_PARAMS, bytes, servedOf(request))))
   }
 }

@@ -14,9 +14,9 @@ export interface ServedRequest {
 
 export const servedRequests = new WeakMap<Request, ServedRequest>()
 
-/** Aborted when the request's caller goes away (the request's own signal for in-process requests). */
-export function callerSignal(request: Request): AbortSignal {
-  return servedRequests.get(request)?.signal ?? request.signal
+/** What serving knows of a request: the serving layer's record, or for an in-process request its own signal and no address. */
+export function servedOf(request: Request): ServedRequest {
+  return servedRequests.get(request) ?? { signal: request.signal, remoteAddress: undefined }
 }
 
 /** The caller's address, when the request came in over a socket. */

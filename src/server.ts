@@ -4,15 +4,16 @@
  * request is read here, turned into a web Request (any method may carry a
  * body) and given to `app.handle`; WebSocket upgrades go to the handlers the
  * modules registered by path. A route the app also offers as a plain route
- * (src/plain.ts: the exchange's) is called directly with the headers and
- * body, without the web Request, the router or a web Response in between.
+ * (src/plain.ts: the exchange's and the A2A proxy) is called directly with
+ * the headers, path parameters and body, without the web Request, the router
+ * or a web Response in between.
  */
 import http from 'node:http'
 import https from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
-import { bodyText, paramsOf, type PlainReply, type PlainRequest, type PlainRoute } from './plain'
+import { paramsOf, ReceivedRequest, type PlainReply, type PlainRoute } from './plain'
 import { servedRequests, type ServedRequest } from './served'
 import { corsPolicy } from './cors'
 import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
@@ -208,7 +209,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   const throughPlainRoute = async (plain: PlainRoute, req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, body: Buffer, path: string) => {
     let reply: PlainReply | Response
     try {
-      reply = await plain(plainRequest(req, body, paramsOf(entry.route, path), entry))
+      reply = await plain(new ReceivedRequest((name) => headerOf(req.headers, name), paramsOf(entry.route, path), body, entry))
     } catch (error) {
       runtime.logger.error('plain route failed', { error: String((error as Error)?.stack ?? error) })
       reply = { status: 500, headers: { 'content-type': 'application/json' }, body: jsonError(500, 'INTERNAL', 'Internal Server Error') }
@@ -315,28 +316,10 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   }
 }
 
-/** What a plain route sees of a node request: its headers, path parameters and body, and the served request's signal and address. */
-function plainRequest(req: http.IncomingMessage, body: Buffer, params: Record<string, string | null>, entry: InFlight): PlainRequest {
-  const headers = req.headers
-  let text: string | null = null
-  return {
-    header(name) {
-      const value = headers[name]
-      return typeof value === 'object' ? value.join(', ') : value
-    },
-    params,
-    bytes: body,
-    get body() {
-      text ??= bodyText(body)
-      return text
-    },
-    get signal() {
-      return entry.signal
-    },
-    get remoteAddress() {
-      return entry.remoteAddress
-    },
-  }
+/** A request header as plain routes read it: node:http has lower-cased the names; repeated values are joined. */
+function headerOf(headers: http.IncomingHttpHeaders, name: string): string | undefined {
+  const value = headers[name]
+  return typeof value === 'object' ? value.join(', ') : value
 }
 
 /** Writes a plain route's reply: its headers, the request id and the body's length. */

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'bun:test'
 import { InFlight } from '../../src/server'
-import { callerSignal, remoteAddressOf, servedRequests } from '../../src/served'
+import { remoteAddressOf, servedOf, servedRequests } from '../../src/served'
 
 const socket = { remoteAddress: '192.0.2.7' }
 
@@ -30,7 +30,7 @@ describe('a request in flight', () => {
     const entry = new InFlight('/message', 'id-3', socket)
     servedRequests.set(served, entry)
     expect(remoteAddressOf(served)).toBe('192.0.2.7')
-    const signal = callerSignal(served)
+    const signal = servedOf(served).signal
     entry.abort()
     expect(signal.aborted).toBe(true)
 
@@ -38,6 +38,6 @@ describe('a request in flight', () => {
     const inProcess = new Request('http://127.0.0.1/message', { signal: own.signal })
     expect(remoteAddressOf(inProcess)).toBeUndefined()
     own.abort()
-    expect(callerSignal(inProcess).aborted).toBe(true)
+    expect(servedOf(inProcess).signal.aborted).toBe(true)
   })
 })

@@ -59,7 +59,7 @@ function registryError(error: unknown, logger: Logger): Response {
 function proxyError(error: unknown, rpcId: unknown, logger: Logger): PlainReply {
   if (!(error instanceof AppError)) {
     logger.error('unexpected error in the A2A proxy', { error: String((error as Error)?.stack ?? error) })
-    return { status: 500, headers: { ...JSON_HEADERS }, body: rpcErrorBody(rpcId, -32603, 'Internal Server Error') }
+    return { status: 500, headers: JSON_HEADERS, body: rpcErrorBody(rpcId, -32603, 'Internal Server Error') }
   }
   const code = error instanceof RpcRequestError ? error.rpcCode : error.status < 500 ? -32600 : -32603
   const id = error instanceof RpcRequestError && error.rpcId !== null ? error.rpcId : rpcId
