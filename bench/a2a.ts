@@ -5,12 +5,14 @@
  * run, at 1 and 64 concurrent callers with 1 KiB and 64 KiB messages; then
  * time-to-first-event of a `message/stream` direct and through the proxy.
  * The agent, the forwarder and Switchboard run as separate processes; the
- * callers run here.
+ * callers run here. Each row also gives the CPU time per call of the process
+ * in the middle (forwarder, proxy) and of the agent called direct, read from
+ * /proc: their own cost, whatever share of the cores the callers took.
  *
  *   bun bench/a2a.ts            (writes bench/results/a2a.json)
  *   bun bench/a2a.ts --agent    (only the echo agent, for manual runs)
  */
-import { BUN, load, round, startChild, startSwitchboard, summarize, table, writeResult, type LoadResult } from './lib'
+import { BUN, costPerRequest, load, round, startChild, startSwitchboard, summarize, table, writeResult, type LoadResult, type ServerCost } from './lib'
 
 const RUN_MS = Number(process.env.A2A_BENCH_RUN_MS ?? 2500)
 const WARMUP_MS = 400
@@ -79,9 +81,10 @@ async function main(): Promise<void> {
     const target = await admin(switchboard.url, '/workspaces', { name: 'target', parent_id: parent.id })
     await admin(switchboard.url, '/registry/register', { id: target.id, url: agent.url, agent_card: { name: 'echo', url: agent.url } }, target.auth_token)
     const routes = {
-      direct: { url: agent.url, headers: {} as Record<string, string> },
-      forwarder: { url: `${forwarder.url}/`, headers: {} as Record<string, string> },
-      proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a`, headers: { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! } },
+      // `pid`: the process whose CPU per call is charged (the agent's own when called direct).
+      direct: { url: agent.url, headers: {} as Record<string, string>, pid: agent.pid },
+      forwarder: { url: `${forwarder.url}/`, headers: {} as Record<string, string>, pid: forwarder.pid },
+      proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a`, headers: { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! }, pid: switchboard.pid },
     }
 
     const rows: Record<string, unknown>[] = []
@@ -89,6 +92,7 @@ async function main(): Promise<void> {
       const body = messageSend('x'.repeat(size))
       for (const concurrency of [1, 64]) {
         const measured: Record<string, LoadResult> = {}
+        const costs: Record<string, ServerCost> = {}
         for (const [mode, route] of Object.entries(routes)) {
           const send = async () => {
             const response = await fetch(route.url, { method: 'POST', headers: { ...route.headers, 'content-type': 'application/json' }, body })
@@ -96,7 +100,9 @@ async function main(): Promise<void> {
             await response.arrayBuffer()
           }
           await load(concurrency, WARMUP_MS, send)
-          measured[mode] = await load(concurrency, RUN_MS, send)
+          const { result, cost } = await costPerRequest(route.pid, () => load(concurrency, RUN_MS, send), (run) => run.requests)
+          measured[mode] = result
+          costs[mode] = cost
         }
         const direct = measured.direct!
         const bare = measured.forwarder!
@@ -118,6 +124,9 @@ async function main(): Promise<void> {
           direct_p99_ms: direct.latency.p99,
           proxied_p99_ms: proxied.latency.p99,
           added_p99_ms: round(proxied.latency.p99 - direct.latency.p99),
+          agent_cpu_us: costs.direct!.cpuUsPerRequest,
+          forwarder_cpu_us: costs.forwarder!.cpuUsPerRequest,
+          proxy_cpu_us: costs.proxied!.cpuUsPerRequest,
           errors: direct.errors + bare.errors + proxied.errors,
         })
       }
@@ -144,6 +153,7 @@ async function main(): Promise<void> {
         'proxied ÷ forwarder',
         'p50 ms direct → proxied (added; forwarder adds)',
         'p99 ms direct → proxied (added)',
+        'CPU µs/call: agent, forwarder, proxy',
         'errors',
       ],
       rows.map((row) => [
@@ -157,6 +167,7 @@ async function main(): Promise<void> {
         `${row.of_forwarder}×`,
         `${row.direct_p50_ms} → ${row.proxied_p50_ms} (+${row.added_p50_ms}; +${row.forwarder_added_p50_ms})`,
         `${row.direct_p99_ms} → ${row.proxied_p99_ms} (+${row.added_p99_ms})`,
+        [row.agent_cpu_us, row.forwarder_cpu_us, row.proxy_cpu_us].map((value) => value ?? '—').join(', '),
         row.errors as number,
       ]),
     )

@@ -8,38 +8,50 @@
  * 1 KB message) is sent to the bare servers too, so every ratio compares a
  * route with the ceiling for the same request.
  * Load comes from wrk (one thread) when installed, else from a Bun client.
+ * Beside req/s, each row gives the CPU time (user + system) and minor page
+ * faults the server process spent per request over the measured run, read
+ * from /proc: the server's own cost, whatever share of the two cores the
+ * load generator took in that run.
  */
 import { newAgent, newUser, mailboxBody, sendBody } from './academy'
-import { BUN, hasWrk, load, request, startChild, startSwitchboard, table, wrk, writeResult, type LoadResult } from './lib'
+import { BUN, costPerRequest, hasWrk, load, request, startChild, startSwitchboard, table, wrk, writeResult, type ChildServer, type LoadResult, type ServerCost } from './lib'
 
 const CONNECTIONS = 50
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3)
 
-async function measure(url: string, method: string, body?: string): Promise<LoadResult> {
-  if (hasWrk) {
-    await wrk(url, { method, body, connections: CONNECTIONS, seconds: 1 })
-    return wrk(url, { method, body, connections: CONNECTIONS, seconds: SECONDS })
+/** A measured run: the load's figures and what the server process spent per request over it. */
+interface Measured {
+  result: LoadResult
+  cost: ServerCost
+}
+
+async function measure(server: ChildServer, path: string, method: string, body?: string): Promise<Measured> {
+  const url = `${server.url}${path}`
+  const run = async (): Promise<LoadResult> => {
+    if (hasWrk) return wrk(url, { method, body, connections: CONNECTIONS, seconds: SECONDS })
+    return load(CONNECTIONS, SECONDS * 1000, async () => {
+      const response = await request(url, method, body)
+      if (response.status !== 200) throw new Error(`status ${response.status}`)
+    })
   }
-  return load(CONNECTIONS, SECONDS * 1000, async () => {
-    const response = await request(url, method, body)
-    if (response.status !== 200) throw new Error(`status ${response.status}`)
-  })
+  if (hasWrk) await wrk(url, { method, body, connections: CONNECTIONS, seconds: 1 })
+  return costPerRequest(server.pid, run, (result) => result.requests)
 }
 
 /** Two requests: a GET without a body (against /healthz) and Academy's PUT of a 1 KB message (against PUT /message). */
 type Kind = 'GET' | 'PUT 1 KB'
 const [user, agent] = [newUser(), newAgent()]
 const putBody = sendBody(user, agent, 'request', 1024)
-const send = (url: string, kind: Kind) => (kind === 'GET' ? measure(url, 'GET') : measure(url, 'PUT', putBody))
+const send = (server: ChildServer, path: string, kind: Kind) => (kind === 'GET' ? measure(server, path, 'GET') : measure(server, path, 'PUT', putBody))
 
 // Interference on a shared machine only ever slows a run down: each figure is the best of ROUNDS,
 // and every round starts each server afresh (so PUT /message starts with an empty mailbox each time).
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
-const rows: { target: string; kind: Kind; result: LoadResult }[] = []
-const keep = (target: string, kind: Kind, result: LoadResult) => {
+const rows: ({ target: string; kind: Kind } & Measured)[] = []
+const keep = (target: string, kind: Kind, { result, cost }: Measured) => {
   const row = rows.find((candidate) => candidate.target === target && candidate.kind === kind)
-  if (!row) rows.push({ target, kind, result })
-  else if (result.perSecond > row.result.perSecond) row.result = result
+  if (!row) rows.push({ target, kind, result, cost })
+  else if (result.perSecond > row.result.perSecond) Object.assign(row, { result, cost })
 }
 for (let round = 0; round < ROUNDS; round++) {
   for (const [name, script] of [
@@ -49,27 +61,37 @@ for (let round = 0; round < ROUNDS; round++) {
     ["Switchboard's serving layer, plain route answering a fixed body", 'bench/baselines/plain-floor.ts'],
   ] as const) {
     const server = await startChild([BUN, script])
-    for (const kind of ['GET', 'PUT 1 KB'] as const) keep(name, kind, await send(`${server.url}/`, kind))
+    for (const kind of ['GET', 'PUT 1 KB'] as const) keep(name, kind, await send(server, '/', kind))
     await server.stop()
   }
   const switchboard = await startSwitchboard()
-  keep('Switchboard GET /healthz', 'GET', await send(`${switchboard.url}/healthz`, 'GET'))
+  keep('Switchboard GET /healthz', 'GET', await send(switchboard, '/healthz', 'GET'))
   await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(user))
   await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(agent))
-  keep('Switchboard PUT /message (memory)', 'PUT 1 KB', await send(`${switchboard.url}/message`, 'PUT 1 KB'))
+  keep('Switchboard PUT /message (memory)', 'PUT 1 KB', await send(switchboard, '/message', 'PUT 1 KB'))
   await switchboard.stop()
 }
 
 // Each row against the bare servers answering the same request: the ratio is what the route keeps of its ceiling.
-const ceiling = (name: string, kind: Kind) => rows.find((row) => row.target === name && row.kind === kind)!.result.perSecond
+const NODE = 'bare node:http under Bun, fixed body'
+const ceiling = (name: string, kind: Kind) => rows.find((row) => row.target === name && row.kind === kind)!
+// Server CPU per request does not depend on how the two cores were shared with the load generator in that run:
+// node:http's CPU per request over the row's is the throughput ratio the row would reach if the server alone were the limit.
+const cpuRatio = (cost: ServerCost, kind: Kind) => {
+  const node = ceiling(NODE, kind).cost.cpuUsPerRequest
+  return cost.cpuUsPerRequest === null || node === null ? '—' : (node / cost.cpuUsPerRequest).toFixed(2)
+}
 const markdown = table(
-  ['target', 'request', 'req/s', '× Bun.serve', '× node:http', 'p50 ms', 'p99 ms', 'errors'],
-  rows.map(({ target, kind, result }) => [
+  ['target', 'request', 'req/s', '× Bun.serve', '× node:http', 'server CPU µs/req', '× node:http by CPU', 'page faults/req', 'p50 ms', 'p99 ms', 'errors'],
+  rows.map(({ target, kind, result, cost }) => [
     target,
     kind,
     result.perSecond,
-    (result.perSecond / ceiling('bare Bun.serve, fixed body', kind)).toFixed(2),
-    (result.perSecond / ceiling('bare node:http under Bun, fixed body', kind)).toFixed(2),
+    (result.perSecond / ceiling('bare Bun.serve, fixed body', kind).result.perSecond).toFixed(2),
+    (result.perSecond / ceiling(NODE, kind).result.perSecond).toFixed(2),
+    cost.cpuUsPerRequest ?? '—',
+    cpuRatio(cost, kind),
+    cost.faultsPerRequest ?? '—',
     result.latency.p50,
     result.latency.p99,
     result.errors,

@@ -36,6 +36,44 @@ export function rssMiB(pid: number): number {
   return match ? round(Number(match[1]) / 1024, 1) : Number.NaN
 }
 
+/** Clock ticks per second of /proc/<pid>/stat times (USER_HZ; 100 on Linux unless getconf says otherwise). */
+const TICKS_PER_SECOND = (() => {
+  const answer = Bun.which('getconf') ? Bun.spawnSync(['getconf', 'CLK_TCK']).stdout.toString().trim() : ''
+  return Number(answer) > 0 ? Number(answer) : 100
+})()
+
+/** CPU time (user + system) a process has used so far and its minor page faults (Linux /proc); null elsewhere. */
+export function processUsage(pid: number): { cpuMs: number; minorFaults: number } | null {
+  let stat: string
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  } catch {
+    return null
+  }
+  // Fields after the parenthesised command name: state is the first, minflt the 8th, utime and stime the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return { cpuMs: ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND, minorFaults: Number(fields[7]) }
+}
+
+/** What a server process spent per request over a measured run: CPU microseconds and minor page faults (null where /proc is missing). */
+export interface ServerCost {
+  cpuUsPerRequest: number | null
+  faultsPerRequest: number | null
+}
+
+/** Runs `work` (which reports how many requests it made) and charges the server process's CPU time and page faults to those requests. */
+export async function costPerRequest<T>(pid: number, work: () => Promise<T>, requestsOf: (result: T) => number): Promise<{ result: T; cost: ServerCost }> {
+  const before = processUsage(pid)
+  const result = await work()
+  const after = processUsage(pid)
+  const requests = requestsOf(result)
+  if (before === null || after === null || requests === 0) return { result, cost: { cpuUsPerRequest: null, faultsPerRequest: null } }
+  return {
+    result,
+    cost: { cpuUsPerRequest: round(((after.cpuMs - before.cpuMs) * 1000) / requests, 1), faultsPerRequest: round((after.minorFaults - before.minorFaults) / requests, 2) },
+  }
+}
+
 export interface ChildServer {
   url: string
   pid: number
