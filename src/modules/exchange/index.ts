@@ -170,6 +170,13 @@ export function exchangeModule(options: ExchangeModuleOptions) {
       }
     }
 
+  /** A route whose body names one mailbox (`{"mailbox": ...}`): `work` gets the caller and that mailbox. */
+  const onMailbox = (work: (caller: Client, id: EntityId) => Promise<PlainReply>): PlainRoute =>
+    route(async (request) => {
+      const caller = client(request)
+      return work(caller, mailboxOf(read(request, model.MailboxBody).mailbox))
+    })
+
   const routes = {
     createMailbox: route(async (request) => {
       const caller = client(request)
@@ -177,17 +184,11 @@ export function exchangeModule(options: ExchangeModuleOptions) {
       await service.createMailbox(caller, mailboxOf(body.mailbox), body.agent)
       return OK
     }),
-    terminate: route(async (request) => {
-      const caller = client(request)
-      const body = read(request, model.MailboxBody)
-      await service.terminate(caller, mailboxOf(body.mailbox))
+    terminate: onMailbox(async (caller, id) => {
+      await service.terminate(caller, id)
       return OK
     }),
-    status: route(async (request) => {
-      const caller = client(request)
-      const body = read(request, model.MailboxBody)
-      return jsonReply({ status: await service.status(caller, mailboxOf(body.mailbox)) })
-    }),
+    status: onMailbox(async (caller, id) => jsonReply({ status: await service.status(caller, id) })),
     send: route(async (request) => {
       const caller = client(request)
       const body = read(request, model.SendBody)
@@ -225,27 +226,15 @@ export function exchangeModule(options: ExchangeModuleOptions) {
       const ids = await service.discover(caller, body.agent, body.allow_subclasses)
       return jsonReply({ agent_ids: ids.join(',') })
     }),
-    heartbeat: route(async (request) => {
-      const caller = client(request)
-      const body = read(request, model.MailboxBody)
-      return jsonReply({ heartbeat: await service.heartbeat(caller, mailboxOf(body.mailbox)) })
-    }),
-    stats: route(async (request) => {
-      const caller = client(request)
-      const body = read(request, model.MailboxBody)
-      return jsonReply(await service.stats(caller, mailboxOf(body.mailbox)))
-    }),
+    heartbeat: onMailbox(async (caller, id) => jsonReply({ heartbeat: await service.heartbeat(caller, id) })),
+    stats: onMailbox(async (caller, id) => jsonReply(await service.stats(caller, id))),
     share: route(async (request) => {
       const caller = client(request)
       const body = read(request, model.ShareBody)
       await service.share(caller, mailboxOf(body.mailbox), body.group_id)
       return OK
     }),
-    shares: route(async (request) => {
-      const caller = client(request)
-      const body = read(request, model.MailboxBody)
-      return jsonReply({ group_ids: await service.shares(caller, mailboxOf(body.mailbox)) })
-    }),
+    shares: onMailbox(async (caller, id) => jsonReply({ group_ids: await service.shares(caller, id) })),
     unshare: route(async (request) => {
       const caller = client(request)
       const body = read(request, model.ShareBody)
