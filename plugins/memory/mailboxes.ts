@@ -61,7 +61,11 @@ export class MemoryMailboxes implements MailboxStore {
   }
 
   private get(id: EntityId): Mailbox | undefined {
-    const key = mailboxKey(id)
+    return this.at(mailboxKey(id))
+  }
+
+  /** The live mailbox stored under `key` (see mailboxKey); an expired one is forgotten here. */
+  private at(key: string): Mailbox | undefined {
     const box = this.boxes.get(key)
     if (box === undefined || box.expiresAt > Date.now()) return box
     this.remove(key, box)
@@ -132,10 +136,13 @@ export class MemoryMailboxes implements MailboxStore {
   }
 
   async put(client: Client | null, message: Envelope): Promise<void> {
-    const box = this.get(message.dest)
+    // Each key is built once: a send looks both mailboxes up more than once.
+    const destKey = mailboxKey(message.dest)
+    const srcKey = mailboxKey(message.src)
+    const box = this.at(destKey)
     if (client) {
       if (box && !canAccess(client, box.owner, box.shares)) throw new ForbiddenError()
-      const source = this.get(message.src)
+      const source = this.at(srcKey)
       if (source && !isOwner(client, source.owner)) throw new ForbiddenError()
     }
     if (!box) throw new UnknownMailboxError()
@@ -143,18 +150,17 @@ export class MemoryMailboxes implements MailboxStore {
     const now = Date.now()
     if (message.kind === 'request') {
       box.pending.set(message.tag, { src: message.src, dest: message.dest, tag: message.tag, label: message.label })
-      const source = mailboxKey(message.src)
-      const sent = this.outgoing.get(source)
+      const sent = this.outgoing.get(srcKey)
       const count = sent !== undefined && sent.expiresAt > now ? sent.count + 1 : 1
-      this.outgoing.set(source, { count, expiresAt: now + this.expiry.idleMs })
+      this.outgoing.set(srcKey, { count, expiresAt: now + this.expiry.idleMs })
     } else {
-      const answered = this.get(message.src)
+      const answered = this.at(srcKey)
       if (answered?.pending.delete(message.tag)) answered.completed++
     }
     box.queue.push(message.raw)
     box.expiresAt = now + this.expiry.idleMs
     this.queuedCount++
-    this.waiters.notify(mailboxKey(message.dest))
+    this.waiters.notify(destKey)
   }
 
   async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {

@@ -1,5 +1,6 @@
 /** Valibot schemas of the exchange: Academy's wire shapes. */
 import * as v from 'valibot'
+import type { EntityId } from '../../backend/mailboxes'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
@@ -27,6 +28,40 @@ export const MessageSchema = v.object({
   // Only `kind` is checked; the message is stored as sent, so the rest of the body is not copied.
   body: v.object({ kind: v.string() }),
 })
+
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+const isCanonicalUuid = (value: unknown): value is string => typeof value === 'string' && value.length === 36 && CANONICAL_UUID.test(value)
+
+/**
+ * An EntityId exactly as Academy writes it (lower-case uid, name and role
+ * present, no other key), or null for anything else. For such a value
+ * EntityIdSchema gives back the same fields, so callers try this first and
+ * leave every other value (and its error message) to the schema: every
+ * exchange call names mailboxes, and this check costs a fraction of the
+ * schema's.
+ */
+export function canonicalEntityId(data: unknown): EntityId | null {
+  if (!isObject(data)) return null
+  const { uid, name, role } = data
+  if (!isCanonicalUuid(uid) || (name !== null && typeof name !== 'string') || (role !== 'agent' && role !== 'user')) return null
+  let keys = 0
+  for (const _ in data) keys++
+  return keys === 3 ? { uid, name, role } : null
+}
+
+/** The header MessageSchema would give a Message exactly as Academy writes it (see canonicalEntityId), or null for anything else. */
+export function canonicalMessageHeader(data: unknown): v.InferOutput<typeof HeaderSchema> | null {
+  if (!isObject(data) || !isObject(data.body) || typeof data.body.kind !== 'string' || !isObject(data.header)) return null
+  const { src, dest, tag, label, kind, protocol_version } = data.header
+  if (!isCanonicalUuid(tag) || (label !== null && !isCanonicalUuid(label)) || (kind !== 'request' && kind !== 'response')) return null
+  if (protocol_version !== undefined && typeof protocol_version !== 'string') return null
+  const source = canonicalEntityId(src)
+  const destination = source && canonicalEntityId(dest)
+  if (!destination) return null
+  return protocol_version === undefined ? { src: source, dest: destination, tag, label, kind } : { src: source, dest: destination, tag, label, kind, protocol_version }
+}
 
 const MailboxField = v.pipe(v.string(), v.description('JSON of an EntityId: {"uid": "<uuid>", "name": null, "role": "agent" | "user"}'))
 const Timeout = v.pipe(v.nullable(v.number()), v.description('Seconds to wait, 0 < timeout <= listen_timeout (default: listen_timeout)'))

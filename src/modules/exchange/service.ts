@@ -3,7 +3,7 @@ import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxSt
 import { BadRequestError, MailboxTerminatedError, PayloadTooLargeError, RequestTimeoutError, UnknownMailboxError } from '../../errors'
 import { parseWith } from '../../http'
 import type { Logger } from '../../logger'
-import { EntityIdSchema, MessageSchema } from './model'
+import { canonicalEntityId, canonicalMessageHeader, EntityIdSchema, MessageSchema } from './model'
 
 const FIELD = 'Missing or invalid field: '
 
@@ -47,7 +47,7 @@ export class ExchangeService {
     } catch {
       throw new BadRequestError(`${FIELD}${field} is not a JSON-encoded EntityId`)
     }
-    return parseWith(EntityIdSchema, data, `${FIELD}${field}.`)
+    return canonicalEntityId(data) ?? parseWith(EntityIdSchema, data, `${FIELD}${field}.`)
   }
 
   /** Parses a double-encoded message, keeping its exact text. */
@@ -64,7 +64,7 @@ export class ExchangeService {
     } catch {
       throw new BadRequestError(`${FIELD}message is not a JSON-encoded Message`)
     }
-    const { header } = parseWith(MessageSchema, data, `${FIELD}message.`)
+    const header = canonicalMessageHeader(data) ?? parseWith(MessageSchema, data, `${FIELD}message.`).header
     return { raw, src: header.src, dest: header.dest, tag: header.tag, label: header.label, kind: header.kind }
   }
 

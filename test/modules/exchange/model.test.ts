@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'bun:test'
+import * as v from 'valibot'
+import { canonicalEntityId, canonicalMessageHeader, EntityIdSchema, MessageSchema } from '../../../src/modules/exchange/model'
+
+const UID = '0b6c1f7e-4d2a-4c1e-9f3b-2a7d5e8c9b10'
+const TAG = '5f0e3d2c-1b4a-4987-8a6b-7c5d4e3f2a10'
+const agent = { uid: UID, name: null, role: 'agent' as const }
+const user = { uid: '9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d', name: 'alice', role: 'user' }
+const message = (header: Record<string, unknown>, body: unknown = { kind: 'action-request', action: 'echo' }) => ({
+  header: { src: user, dest: agent, tag: TAG, label: null, kind: 'request', protocol_version: '1', ...header },
+  body,
+})
+
+/** The schema's header for `data`, or null where the schema refuses it. */
+const schemaHeader = (data: unknown) => {
+  const parsed = v.safeParse(MessageSchema, data)
+  return parsed.success ? parsed.output.header : null
+}
+
+describe('the canonical message check', () => {
+  it('accepts a message as Academy writes it and gives the header the schema gives', () => {
+    for (const data of [message({}), message({ kind: 'response', label: TAG }), message({ protocol_version: undefined })]) {
+      const header = canonicalMessageHeader(JSON.parse(JSON.stringify(data)))
+      expect(header).not.toBeNull()
+      expect(header).toEqual(schemaHeader(JSON.parse(JSON.stringify(data)))!)
+    }
+  })
+
+  it('leaves everything else to the schema, which then decides and words the error', () => {
+    const others: unknown[] = [
+      null,
+      [],
+      'text',
+      { header: message({}).header },
+      message({}, { action: 'echo' }),
+      message({}, { kind: 7 }),
+      message({ tag: TAG.toUpperCase() }),
+      message({ tag: 'not-a-uuid' }),
+      message({ label: undefined }),
+      message({ label: 'x' }),
+      message({ kind: 'event' }),
+      message({ protocol_version: 2 }),
+      message({ src: { uid: UID.toUpperCase(), name: null, role: 'agent' } }),
+      message({ src: { uid: UID, name: null } }),
+      message({ src: { uid: UID, role: 'agent' } }),
+      message({ dest: { uid: UID, name: null, role: 'agent', extra: true } }),
+      message({ dest: { uid: UID, name: 3, role: 'agent' } }),
+      message({ dest: { uid: UID, name: null, role: 'robot' } }),
+      JSON.parse(`{"header":{"src":${JSON.stringify(user)},"dest":{"uid":"${UID}","name":null,"role":"agent","__proto__":1},"tag":"${TAG}","label":null,"kind":"request"},"body":{"kind":"k"}}`),
+    ]
+    for (const data of others) expect(canonicalMessageHeader(data)).toBeNull()
+    // Some of them the schema still accepts (a missing label or role has a default; an upper-case UUID is lowered):
+    expect(schemaHeader(message({ tag: TAG.toUpperCase() }))?.tag).toBe(TAG)
+    expect(schemaHeader(message({ src: { uid: UID, name: null } }))?.src).toEqual(agent)
+    expect(schemaHeader(message({ kind: 'event' }))).toBeNull()
+  })
+
+  it('accepts an EntityId as Academy writes it, as the schema does, and nothing looser', () => {
+    for (const id of [agent, user]) expect(canonicalEntityId(JSON.parse(JSON.stringify(id)))).toEqual(v.parse(EntityIdSchema, id))
+    for (const id of [{ uid: UID, name: null }, { uid: UID.toUpperCase(), name: null, role: 'agent' }, { ...agent, extra: 1 }, { ...agent, name: undefined }, [UID], null]) {
+      expect(canonicalEntityId(id)).toBeNull()
+    }
+  })
+})
