@@ -5,12 +5,13 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { buildCommand } from '../test/support/process'
 import { freePort } from '../test/support/wait'
-import { BUN, ROOT, round, rssMiB, startChild, summarize, table, writeResult } from './lib'
+import { ROOT, round, rssMiB, startChild, summarize, table, writeResult } from './lib'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-footprint-'))
 const binary = join(dir, 'switchboard')
-const build = Bun.spawnSync([BUN, 'build', join(ROOT, 'src/main.ts'), '--compile', '--minify', '--outfile', binary])
+const build = Bun.spawnSync(await buildCommand(binary), { cwd: ROOT })
 if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr}`)
 const sizeMiB = round(statSync(binary).size / 2 ** 20, 1)
 

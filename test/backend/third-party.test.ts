@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { rawRequest } from '../support/http'
-import { BUN, ROOT, runToEnd, startProcess, type RunningProcess } from '../support/process'
+import { BUN, buildCommand, ROOT, runToEnd, startProcess, type RunningProcess } from '../support/process'
 
 const FIXTURES = join(ROOT, 'test/fixtures/plugins')
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-plugins-'))
@@ -16,7 +16,7 @@ const binary = join(dir, 'switchboard')
 const started: RunningProcess[] = []
 
 beforeAll(async () => {
-  const build = await runToEnd([BUN, 'build', join(ROOT, 'src/main.ts'), '--compile', '--minify', '--outfile', binary])
+  const build = await runToEnd(await buildCommand(binary))
   if (build.code !== 0) throw new Error(`build failed: ${build.stderr}`)
   // Outside the project, as a third party's plugin would be.
   for (const fixture of ['renamed-memory.ts', 'incomplete-backend.ts', 'imports-a-package.ts']) copyFileSync(join(FIXTURES, fixture), join(dir, fixture))

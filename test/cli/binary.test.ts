@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { rawRequest } from '../support/http'
-import { BUN, ROOT, runToEnd, startProcess, type RunningProcess } from '../support/process'
+import { buildCommand, runToEnd, startProcess, type RunningProcess } from '../support/process'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-binary-'))
 const binary = join(dir, 'switchboard')
 let running: RunningProcess
 
 beforeAll(async () => {
-  const build = await runToEnd([BUN, 'build', join(ROOT, 'src/main.ts'), '--compile', '--minify', '--outfile', binary])
+  const build = await runToEnd(await buildCommand(binary))
   if (build.code !== 0) throw new Error(`build failed: ${build.stderr}`)
   // Run from an empty folder: the binary must need no node_modules.
   running = await startProcess([binary, '--port', '0', '--log-level', 'warn'], {}, { cwd: dir })

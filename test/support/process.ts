@@ -47,6 +47,20 @@ export async function startProcess(command: string[], env: Record<string, string
   }
 }
 
+/**
+ * The command `npm run build` runs (package.json's `build` script), writing
+ * the binary to `outfile` instead of dist/: tests and benchmarks build the
+ * binary users build.
+ */
+export async function buildCommand(outfile: string): Promise<string[]> {
+  const { scripts } = (await Bun.file(resolve(ROOT, 'package.json')).json()) as { scripts: { build: string } }
+  const words = scripts.build.split(/\s+/)
+  const at = words.indexOf('--outfile')
+  if (words[0] !== 'bun' || at === -1) throw new Error(`package.json's build script is not "bun build ... --outfile <path>": ${scripts.build}`)
+  words[at + 1] = outfile
+  return [BUN, ...words.slice(1).map((word) => (word.endsWith('.ts') ? resolve(ROOT, word) : word))]
+}
+
 /** Runs a command to completion and returns its exit code and output. */
 export async function runToEnd(command: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = Bun.spawn(command, { cwd: ROOT, env: { ...process.env, ...env }, stdout: 'pipe', stderr: 'pipe' })
