@@ -31,9 +31,22 @@ export function machine() {
 
 /** Resident memory of a process in MiB (Linux). */
 export function rssMiB(pid: number): number {
+  return rssParts(pid).total
+}
+
+/**
+ * Resident memory in MiB, whole and split: `anonymous` is the process's own
+ * (heap, stacks), `file` the pages of files it maps, the executable's own
+ * code and embedded data among them (clean pages the kernel can drop and
+ * reread, shared by every process running the same binary).
+ */
+export function rssParts(pid: number): { total: number; anonymous: number; file: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const match = /VmRSS:\s+(\d+) kB/.exec(status)
-  return match ? round(Number(match[1]) / 1024, 1) : Number.NaN
+  const field = (name: string) => {
+    const match = new RegExp(`${name}:\\s+(\\d+) kB`).exec(status)
+    return match ? round(Number(match[1]) / 1024, 1) : Number.NaN
+  }
+  return { total: field('VmRSS'), anonymous: field('RssAnon'), file: field('RssFile') }
 }
 
 /** Clock ticks per second of /proc/<pid>/stat times (USER_HZ; 100 on Linux unless getconf says otherwise). */
