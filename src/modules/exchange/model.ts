@@ -29,7 +29,8 @@ export const MessageSchema = v.object({
   body: v.object({ kind: v.string() }),
 })
 
-const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+/** A UUID as Academy writes it: UUID's pattern, lower case only. */
+const CANONICAL_UUID = new RegExp(UUID.source)
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
 const isCanonicalUuid = (value: unknown): value is string => typeof value === 'string' && value.length === 36 && CANONICAL_UUID.test(value)
