@@ -1,6 +1,9 @@
 /**
  * Footprint: size of the compiled binary, resident memory once idle after
- * start, and time from exec to the first successful /healthz.
+ * start, and time from exec to the first successful /healthz; beside it, the
+ * same binary built without `--bytecode` (the baseline for what compiling the
+ * code ahead buys and costs). Starts of the two alternate, so both see the
+ * same machine.
  */
 import { mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -10,13 +13,23 @@ import { freePort } from '../test/support/wait'
 import { ROOT, round, rssParts, startChild, summarize, table, writeResult } from './lib'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-footprint-'))
-const binary = join(dir, 'switchboard')
-const build = Bun.spawnSync(await buildCommand(binary), { cwd: ROOT })
-if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr}`)
-const sizeMiB = round(statSync(binary).size / 2 ** 20, 1)
+
+/** Builds with package.json's build script into `name`, optionally without one of its flags. */
+async function build(name: string, without?: string): Promise<string> {
+  const binary = join(dir, name)
+  const command = (await buildCommand(binary)).filter((word) => word !== without)
+  const built = Bun.spawnSync(command, { cwd: ROOT })
+  if (built.exitCode !== 0) throw new Error(`build failed: ${built.stderr}`)
+  return binary
+}
+
+const builds = [
+  { name: 'switchboard (npm run build)', binary: await build('switchboard') },
+  { name: 'the same without --bytecode', binary: await build('switchboard-source', '--bytecode') },
+]
 
 /** Exec → first 200 from /healthz, polling every millisecond. */
-async function timeToReady(): Promise<number> {
+async function timeToReady(binary: string): Promise<number> {
   const port = await freePort()
   const started = performance.now()
   const child = Bun.spawn([binary, '--port', String(port), '--log-level', 'error'], { stdout: 'ignore', stderr: 'ignore' })
@@ -36,28 +49,41 @@ async function timeToReady(): Promise<number> {
   }
 }
 
-/** Runs `measure` `times` times, one after another. */
-async function sequentially(times: number, measure: () => Promise<number>): Promise<number[]> {
-  const samples: number[] = []
-  for (let i = 0; i < times; i++) samples.push(await measure())
-  return samples
+/** Resident memory of a started binary after its first /healthz and a second of idling. */
+async function idleRss(binary: string) {
+  const server = await startChild([binary, '--port', '0', '--log-level', 'error'])
+  await fetch(`${server.url}/healthz`)
+  await Bun.sleep(1000)
+  const rss = rssParts(server.pid)
+  await server.stop()
+  return rss
 }
 
-const readiness = summarize(await sequentially(5, timeToReady))
-const server = await startChild([binary, '--port', '0', '--log-level', 'error'])
-await fetch(`${server.url}/healthz`)
-await Bun.sleep(1000)
-const idleRss = rssParts(server.pid)
-await server.stop()
+const STARTS = 5
+const samples = builds.map(() => [] as number[])
+for (let round = 0; round < STARTS; round++) for (const [index, { binary }] of builds.entries()) samples[index]!.push(await timeToReady(binary))
+const measured = []
+for (const [index, { name, binary }] of builds.entries()) {
+  measured.push({ name, sizeMiB: round(statSync(binary).size / 2 ** 20, 1), rss: await idleRss(binary), readyMs: summarize(samples[index]!) })
+}
 rmSync(dir, { recursive: true, force: true })
 
+const [shipped, source] = measured as [(typeof measured)[0], (typeof measured)[0]]
 const markdown = table(
-  ['measure', 'value', 'target'],
+  ['measure', shipped.name, source.name, 'target'],
   [
-    ['binary size', `${sizeMiB} MiB`, '—'],
-    ['idle RSS after start', `${idleRss.total} MiB (anonymous ${idleRss.anonymous}, file-backed ${idleRss.file})`, '≤ 60 MB'],
-    ['exec → first /healthz (p50 of 5)', `${round(readiness.p50, 1)} ms`, '≤ 200 ms'],
+    ['binary size', `${shipped.sizeMiB} MiB`, `${source.sizeMiB} MiB`, '—'],
+    ['idle RSS after start', ...[shipped, source].map(({ rss }) => `${rss.total} MiB = ${round((rss.total * 2 ** 20) / 1e6, 1)} MB (anonymous ${rss.anonymous}, file-backed ${rss.file})`), '≤ 60 MB'],
+    [`exec → first /healthz (p50 of ${STARTS})`, `${round(shipped.readyMs.p50, 1)} ms`, `${round(source.readyMs.p50, 1)} ms`, '≤ 200 ms'],
   ],
 )
 console.log(`\nFootprint (compiled binary, memory backend)\n\n${markdown}\n`)
-writeResult('footprint', { binaryMiB: sizeMiB, idleRssMiB: idleRss.total, idleRssAnonymousMiB: idleRss.anonymous, idleRssFileMiB: idleRss.file, readyMs: readiness, markdown })
+writeResult('footprint', {
+  binaryMiB: shipped.sizeMiB,
+  idleRssMiB: shipped.rss.total,
+  idleRssAnonymousMiB: shipped.rss.anonymous,
+  idleRssFileMiB: shipped.rss.file,
+  readyMs: shipped.readyMs,
+  withoutBytecode: { binaryMiB: source.sizeMiB, idleRssMiB: source.rss.total, readyMs: source.readyMs },
+  markdown,
+})
