@@ -47,11 +47,14 @@ const send = (server: ChildServer, path: string, kind: Kind) => (kind === 'GET' 
 // Interference on a shared machine only ever slows a run down: each figure is the best of ROUNDS,
 // and every round starts each server afresh (so PUT /message starts with an empty mailbox each time).
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2)
-const rows: ({ target: string; kind: Kind } & Measured)[] = []
+const rows: ({ target: string; kind: Kind; rounds: ServerCost[] } & Measured)[] = []
 const keep = (target: string, kind: Kind, { result, cost }: Measured) => {
   const row = rows.find((candidate) => candidate.target === target && candidate.kind === kind)
-  if (!row) rows.push({ target, kind, result, cost })
-  else if (result.perSecond > row.result.perSecond) Object.assign(row, { result, cost })
+  if (!row) rows.push({ target, kind, result, cost, rounds: [cost] })
+  else {
+    row.rounds.push(cost)
+    if (result.perSecond > row.result.perSecond) Object.assign(row, { result, cost })
+  }
 }
 for (let round = 0; round < ROUNDS; round++) {
   for (const [name, script] of [
@@ -81,9 +84,18 @@ const cpuRatio = (cost: ServerCost, kind: Kind) => {
   const node = ceiling(NODE, kind).cost.cpuUsPerRequest
   return cost.cpuUsPerRequest === null || node === null ? '—' : (node / cost.cpuUsPerRequest).toFixed(2)
 }
+// The same ratio round by round, each against node:http in that round: how far one run's figure can be trusted on this machine.
+const cpuRatioByRound = (rounds: ServerCost[], kind: Kind) => {
+  const node = ceiling(NODE, kind).rounds
+  const ratios = rounds.map((cost, round) => {
+    const base = node[round]?.cpuUsPerRequest
+    return cost.cpuUsPerRequest === null || base === undefined || base === null ? null : base / cost.cpuUsPerRequest
+  })
+  return ratios.some((ratio) => ratio === null) ? '—' : ratios.map((ratio) => ratio!.toFixed(2)).join(', ')
+}
 const markdown = table(
-  ['target', 'request', 'req/s', '× Bun.serve', '× node:http', 'server CPU µs/req', '× node:http by CPU', 'page faults/req', 'p50 ms', 'p99 ms', 'errors'],
-  rows.map(({ target, kind, result, cost }) => [
+  ['target', 'request', 'req/s', '× Bun.serve', '× node:http', 'server CPU µs/req', '× node:http by CPU', '× node:http by CPU, each round', 'page faults/req', 'p50 ms', 'p99 ms', 'errors'],
+  rows.map(({ target, kind, result, cost, rounds }) => [
     target,
     kind,
     result.perSecond,
@@ -91,6 +103,7 @@ const markdown = table(
     (result.perSecond / ceiling(NODE, kind).result.perSecond).toFixed(2),
     cost.cpuUsPerRequest ?? '—',
     cpuRatio(cost, kind),
+    cpuRatioByRound(rounds, kind),
     cost.faultsPerRequest ?? '—',
     result.latency.p50,
     result.latency.p99,
