@@ -68,7 +68,7 @@ for (const [index, { name, binary }] of builds.entries()) {
 }
 rmSync(dir, { recursive: true, force: true })
 
-const [shipped, source] = measured as [(typeof measured)[0], (typeof measured)[0]]
+const [shipped, source] = [measured[0]!, measured[1]!]
 const markdown = table(
   ['measure', shipped.name, source.name, 'target'],
   [
