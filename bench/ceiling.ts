@@ -80,18 +80,13 @@ const NODE = 'bare node:http under Bun, fixed body'
 const ceiling = (name: string, kind: Kind) => rows.find((row) => row.target === name && row.kind === kind)!
 // Server CPU per request does not depend on how the two cores were shared with the load generator in that run:
 // node:http's CPU per request over the row's is the throughput ratio the row would reach if the server alone were the limit.
-const cpuRatio = (cost: ServerCost, kind: Kind) => {
-  const node = ceiling(NODE, kind).cost.cpuUsPerRequest
-  return cost.cpuUsPerRequest === null || node === null ? '—' : (node / cost.cpuUsPerRequest).toFixed(2)
-}
+const cpuRatio = (node: ServerCost | undefined, cost: ServerCost): string =>
+  node?.cpuUsPerRequest == null || cost.cpuUsPerRequest === null ? '—' : (node.cpuUsPerRequest / cost.cpuUsPerRequest).toFixed(2)
 // The same ratio round by round, each against node:http in that round: how far one run's figure can be trusted on this machine.
 const cpuRatioByRound = (rounds: ServerCost[], kind: Kind) => {
   const node = ceiling(NODE, kind).rounds
-  const ratios = rounds.map((cost, round) => {
-    const base = node[round]?.cpuUsPerRequest
-    return cost.cpuUsPerRequest === null || base === undefined || base === null ? null : base / cost.cpuUsPerRequest
-  })
-  return ratios.some((ratio) => ratio === null) ? '—' : ratios.map((ratio) => ratio!.toFixed(2)).join(', ')
+  const ratios = rounds.map((cost, round) => cpuRatio(node[round], cost))
+  return ratios.includes('—') ? '—' : ratios.join(', ')
 }
 const markdown = table(
   ['target', 'request', 'req/s', '× Bun.serve', '× node:http', 'server CPU µs/req', '× node:http by CPU', '× node:http by CPU, each round', 'page faults/req', 'p50 ms', 'p99 ms', 'errors'],
@@ -102,7 +97,7 @@ const markdown = table(
     (result.perSecond / ceiling('bare Bun.serve, fixed body', kind).result.perSecond).toFixed(2),
     (result.perSecond / ceiling(NODE, kind).result.perSecond).toFixed(2),
     cost.cpuUsPerRequest ?? '—',
-    cpuRatio(cost, kind),
+    cpuRatio(ceiling(NODE, kind).cost, cost),
     cpuRatioByRound(rounds, kind),
     cost.faultsPerRequest ?? '—',
     result.latency.p50,
