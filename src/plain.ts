@@ -25,6 +25,8 @@ export interface PlainRequest {
   readonly body: string
   /** Aborted when the caller goes away or shutdown ends the request; read it only to wait. */
   readonly signal: AbortSignal
+  /** Calls `listener` once when the caller goes away or shutdown ends the request; cheaper than `signal`. Returns the function that stops listening. */
+  onGone(listener: () => void): () => void
   readonly remoteAddress: string | undefined
 }
 
@@ -61,6 +63,10 @@ export class ReceivedRequest implements PlainRequest {
 
   get signal(): AbortSignal {
     return this.served.signal
+  }
+
+  onGone(listener: () => void): () => void {
+    return this.served.onGone(listener)
   }
 
   get remoteAddress(): string | undefined {

@@ -10,13 +10,29 @@ export interface ServedRequest {
   readonly remoteAddress: string | undefined
   /** Aborted when the caller goes away, or when shutdown ends the request. */
   readonly signal: AbortSignal
+  /**
+   * Calls `listener` once when the caller goes away or shutdown ends the
+   * request (at once when that already happened), without the cost of an
+   * abort signal; the function returned stops listening.
+   */
+  onGone(listener: () => void): () => void
 }
 
 export const servedRequests = new WeakMap<Request, ServedRequest>()
 
 /** What serving knows of a request: the serving layer's record, or for an in-process request its own signal and no address. */
 export function servedOf(request: Request): ServedRequest {
-  return servedRequests.get(request) ?? { signal: request.signal, remoteAddress: undefined }
+  return servedRequests.get(request) ?? { signal: request.signal, remoteAddress: undefined, onGone: (listener) => onAbort(request.signal, listener) }
+}
+
+/** Calls `listener` once when `signal` aborts (at once when it already has); returns the function that stops listening. */
+export function onAbort(signal: AbortSignal, listener: () => void): () => void {
+  if (signal.aborted) {
+    listener()
+    return () => {}
+  }
+  signal.addEventListener('abort', listener, { once: true })
+  return () => signal.removeEventListener('abort', listener)
 }
 
 /** The caller's address, when the request came in over a socket. */

@@ -56,12 +56,13 @@ const EMPTY = Buffer.alloc(0)
 /**
  * A request being answered: its route template, its caller's socket, and
  * whether the caller went away. The abort signal handlers see is made only
- * when one asks for it (a long-poll, a stream, an A2A call): most requests
- * never do.
+ * when one asks for it (a long-poll, a stream): most requests never do, and
+ * an A2A call listens with `onGone`, which needs no signal at all.
  */
 export class InFlight implements ServedRequest {
   clientGone = false
   private controller: AbortController | null = null
+  private listeners: (() => void)[] | null = null
   private aborted = false
 
   constructor(
@@ -83,9 +84,25 @@ export class InFlight implements ServedRequest {
     return this.controller.signal
   }
 
+  onGone(listener: () => void): () => void {
+    if (this.aborted) {
+      listener()
+      return () => {}
+    }
+    ;(this.listeners ??= []).push(listener)
+    return () => {
+      const at = this.listeners?.indexOf(listener) ?? -1
+      if (at !== -1) this.listeners!.splice(at, 1)
+    }
+  }
+
   abort(): void {
+    if (this.aborted) return
     this.aborted = true
     this.controller?.abort()
+    const listeners = this.listeners
+    this.listeners = null
+    if (listeners !== null) for (const listener of listeners) listener()
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * The serving layer's record of a request: the abort signal handlers see is
  * made only when one asks, and is aborted whether it was asked for before or
- * after the request ended (caller gone, or shutdown).
+ * after the request ended (caller gone, or shutdown); `onGone` listeners are
+ * told once, the same way, without a signal.
  */
 import { describe, expect, it } from 'bun:test'
 import { InFlight } from '../../src/server'
@@ -39,5 +40,32 @@ describe('a request in flight', () => {
     expect(remoteAddressOf(inProcess)).toBeUndefined()
     own.abort()
     expect(servedOf(inProcess).signal.aborted).toBe(true)
+  })
+
+  it('tells each onGone listener once, at once when the request already ended, and never after it stopped listening', () => {
+    const entry = new InFlight('/workspaces/:id/a2a', 'id-4', socket)
+    const told: string[] = []
+    entry.onGone(() => told.push('first'))
+    const stop = entry.onGone(() => told.push('stopped'))
+    entry.onGone(() => told.push('second'))
+    stop()
+    entry.abort()
+    entry.abort()
+    expect(told).toEqual(['first', 'second'])
+    entry.onGone(() => told.push('late'))
+    expect(told).toEqual(['first', 'second', 'late'])
+  })
+
+  it('tells onGone listeners of an in-process request through its own signal', () => {
+    const own = new AbortController()
+    const request = new Request('http://127.0.0.1/workspaces', { signal: own.signal })
+    const told: string[] = []
+    servedOf(request).onGone(() => told.push('kept'))
+    const stop = servedOf(request).onGone(() => told.push('stopped'))
+    stop()
+    own.abort()
+    expect(told).toEqual(['kept'])
+    servedOf(request).onGone(() => told.push('late'))
+    expect(told).toEqual(['kept', 'late'])
   })
 })

@@ -195,7 +195,7 @@ export function agentsModule(options: AgentsModuleOptions) {
         if (value !== undefined) headers[name] = value
       }
       let outcome: Promise<void> | undefined
-      const response = await proxy.forward({ url, call, headers, signal: request.signal }, (ended) => {
+      const response = await proxy.forward({ url, call, headers, onGone: (listener) => request.onGone(listener) }, (ended) => {
         count(ended.outcome)
         outcome = record(ended.status, ended.responseBytes, ended.error)
       })

@@ -123,8 +123,8 @@ export interface ForwardRequest {
   call: RpcCall
   /** Headers for the agent: caller id, inbound secret, A2A version and extensions. */
   headers: Record<string, string>
-  /** Aborts when the caller goes away. */
-  signal: AbortSignal
+  /** Calls its listener when the caller goes away; returns the function that stops listening. */
+  onGone(listener: () => void): () => void
 }
 
 /**
@@ -197,9 +197,7 @@ export class A2AProxy {
       if (!upstream.signal.aborted) upstream.abort(new Aborted(cause))
     }
     const causeOf = (): AbortCause | null => (upstream.signal.reason instanceof Aborted ? upstream.signal.reason.stage : null)
-    const onCallerGone = () => abort('caller')
-    if (request.signal.aborted) abort('caller')
-    request.signal.addEventListener('abort', onCallerGone, { once: true })
+    const stopListening = request.onGone(() => abort('caller'))
     const maxTimer = setTimeout(() => abort('max'), timeouts.maxMs)
     const headerTimer = setTimeout(() => abort('headers'), timeouts.headerMs)
     let headersArrived = false
@@ -218,7 +216,7 @@ export class A2AProxy {
       clearTimeout(maxTimer)
       clearTimeout(headerTimer)
       clearTimeout(connectTimer)
-      request.signal.removeEventListener('abort', onCallerGone)
+      stopListening()
       onDone(outcome)
     }
     const fail = (error: AppError): never => {
