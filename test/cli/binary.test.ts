@@ -4,15 +4,18 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { rawRequest } from '../support/http'
-import { buildCommand, runToEnd, startProcess, type RunningProcess } from '../support/process'
+import { BUN, buildCommand, runToEnd, startProcess, type RunningProcess } from '../support/process'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-binary-'))
 const binary = join(dir, 'switchboard')
 let running: RunningProcess
+let buildOutput = ''
 
 beforeAll(async () => {
-  const build = await runToEnd(await buildCommand(binary))
+  // The build starts the binary once to record its startup order; settings in the environment must not reach that run.
+  const build = await runToEnd(await buildCommand(binary), { SWITCHBOARD_PORT: '1', SWITCHBOARD_BACKEND: 'no-such-backend' })
   if (build.code !== 0) throw new Error(`build failed: ${build.stderr}`)
+  buildOutput = build.stdout
   // Run from an empty folder: the binary must need no node_modules.
   running = await startProcess([binary, '--port', '0', '--log-level', 'warn'], {}, { cwd: dir })
 }, 60_000)
@@ -25,6 +28,17 @@ afterAll(() => {
 describe('the compiled binary', () => {
   it('is one self-contained file', () => {
     expect(statSync(binary).size).toBeGreaterThan(1_000_000)
+  })
+
+  it('has its bytecode laid out in the order a start runs it, recorded by a start of the first build', () => {
+    expect(buildOutput).toContain(`laid the bytecode out in startup order: ${binary}`)
+  })
+
+  it('is built by a script that refuses an argument it does not know, saying which', async () => {
+    const refused = await runToEnd([BUN, 'src/build.ts', '--outfile', join(dir, 'never'), '--fast'])
+    expect(refused.code).toBe(1)
+    expect(refused.stderr).toContain('unknown argument "--fast"')
+    expect(refused.stderr).toContain('usage: bun src/build.ts')
   })
 
   it('answers /healthz, an exchange round trip and /swagger/json, then stops on SIGTERM with exit 0', async () => {
