@@ -1,10 +1,11 @@
 /**
  * A2A proxy overhead: the same `message/send` sent straight to an agent,
- * through a bare forwarder on the same stack (bench/baselines/forwarder.ts:
- * what the extra hop alone costs), and through Switchboard's proxy, in one
- * run, at 1 and 64 concurrent callers with 1 KiB and 64 KiB messages; then
+ * through two bare forwarders (bench/baselines/forwarder.ts: what the extra
+ * hop alone costs, served by node:http as Switchboard is, and by Bun.serve,
+ * Bun's fastest server), and through Switchboard's proxy, in one run, at 1
+ * and 64 concurrent callers with 1 KiB and 64 KiB messages; then
  * time-to-first-event of a `message/stream` direct and through the proxy.
- * The agent, the forwarder and Switchboard run as separate processes; the
+ * The agent, the forwarders and Switchboard run as separate processes; the
  * callers run here. Each row also gives the CPU time per call of the process
  * in the middle (forwarder, proxy) and of the agent called direct, read from
  * /proc: their own cost, whatever share of the cores the callers took.
@@ -75,6 +76,7 @@ async function main(): Promise<void> {
   const agent = await startChild([BUN, 'bench/a2a.ts', '--agent'])
   const switchboard = await startSwitchboard(['--admin-token', ADMIN, '--allow-private-agent-urls'])
   const forwarder = await startChild([BUN, 'bench/baselines/forwarder.ts', agent.url])
+  const bunForwarder = await startChild([BUN, 'bench/baselines/forwarder.ts', agent.url, '--bun-serve'])
   try {
     const parent = await admin(switchboard.url, '/workspaces', { name: 'bench' })
     const caller = await admin(switchboard.url, '/workspaces', { name: 'caller', parent_id: parent.id })
@@ -84,6 +86,7 @@ async function main(): Promise<void> {
       // `pid`: the process whose CPU per call is charged (the agent's own when called direct).
       direct: { url: agent.url, headers: {} as Record<string, string>, pid: agent.pid },
       forwarder: { url: `${forwarder.url}/`, headers: {} as Record<string, string>, pid: forwarder.pid },
+      bunForwarder: { url: `${bunForwarder.url}/`, headers: {} as Record<string, string>, pid: bunForwarder.pid },
       proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a`, headers: { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! }, pid: switchboard.pid },
     }
 
@@ -106,15 +109,18 @@ async function main(): Promise<void> {
         }
         const direct = measured.direct!
         const bare = measured.forwarder!
+        const bunBare = measured.bunForwarder!
         const proxied = measured.proxied!
         rows.push({
           body: `${size / 1024} KiB`,
           concurrency,
           direct_rps: direct.perSecond,
           forwarder_rps: bare.perSecond,
+          bun_forwarder_rps: bunBare.perSecond,
           proxied_rps: proxied.perSecond,
           throughput_ratio: round(proxied.perSecond / direct.perSecond, 2),
           forwarder_ratio: round(bare.perSecond / direct.perSecond, 2),
+          bun_forwarder_ratio: round(bunBare.perSecond / direct.perSecond, 2),
           of_forwarder: round(proxied.perSecond / bare.perSecond, 2),
           direct_p50_ms: direct.latency.p50,
           forwarder_p50_ms: bare.latency.p50,
@@ -126,14 +132,15 @@ async function main(): Promise<void> {
           added_p99_ms: round(proxied.latency.p99 - direct.latency.p99),
           agent_cpu_us: costs.direct!.cpuUsPerRequest,
           forwarder_cpu_us: costs.forwarder!.cpuUsPerRequest,
+          bun_forwarder_cpu_us: costs.bunForwarder!.cpuUsPerRequest,
           proxy_cpu_us: costs.proxied!.cpuUsPerRequest,
-          errors: direct.errors + bare.errors + proxied.errors,
+          errors: direct.errors + bare.errors + bunBare.errors + proxied.errors,
         })
       }
     }
 
     const streaming: Record<string, unknown> = {}
-    // The bare forwarder reads a whole answer before relaying it, so it has no time to first event.
+    // The bare forwarders read a whole answer before relaying it, so they have no time to first event.
     for (const mode of ['direct', 'proxied'] as const) {
       const route = routes[mode]
       const samples: number[] = []
@@ -146,28 +153,28 @@ async function main(): Promise<void> {
         'body',
         'callers',
         'direct req/s',
-        'bare forwarder req/s',
+        'bare forwarder, node:http: req/s (÷ direct)',
+        'bare forwarder, Bun.serve: req/s (÷ direct)',
         'proxied req/s',
-        'forwarder ÷ direct',
         'proxied ÷ direct',
-        'proxied ÷ forwarder',
-        'p50 ms direct → proxied (added; forwarder adds)',
+        'proxied ÷ node:http forwarder',
+        'p50 ms direct → proxied (added; node:http forwarder adds)',
         'p99 ms direct → proxied (added)',
-        'CPU µs/call: agent, forwarder, proxy',
+        'CPU µs/call: agent, node:http forwarder, Bun.serve forwarder, proxy',
         'errors',
       ],
       rows.map((row) => [
         row.body as string,
         row.concurrency as number,
         row.direct_rps as number,
-        row.forwarder_rps as number,
+        `${row.forwarder_rps} (${row.forwarder_ratio}×)`,
+        `${row.bun_forwarder_rps} (${row.bun_forwarder_ratio}×)`,
         row.proxied_rps as number,
-        `${row.forwarder_ratio}×`,
         `${row.throughput_ratio}×`,
         `${row.of_forwarder}×`,
         `${row.direct_p50_ms} → ${row.proxied_p50_ms} (+${row.added_p50_ms}; +${row.forwarder_added_p50_ms})`,
         `${row.direct_p99_ms} → ${row.proxied_p99_ms} (+${row.added_p99_ms})`,
-        [row.agent_cpu_us, row.forwarder_cpu_us, row.proxy_cpu_us].map((value) => value ?? '—').join(', '),
+        [row.agent_cpu_us, row.forwarder_cpu_us, row.bun_forwarder_cpu_us, row.proxy_cpu_us].map((value) => value ?? '—').join(', '),
         row.errors as number,
       ]),
     )
@@ -176,10 +183,11 @@ async function main(): Promise<void> {
       ['direct', first.direct.p50, first.direct.p99],
       ['through the proxy', first.proxied.p50, first.proxied.p99],
     ])
-    console.log(`\nA2A message/send, direct vs through a bare forwarder (node:http + fetch, no checks) vs through the proxy (memory backend, ${RUN_MS / 1000} s per row; agentgateway publishes 0.31–0.33× at saturation)\n\n${markdown}\n\n${streamMarkdown}\n`)
+    console.log(`\nA2A message/send, direct vs through bare forwarders (node:http or Bun.serve + fetch, no checks) vs through the proxy (memory backend, ${RUN_MS / 1000} s per row; agentgateway publishes 0.31–0.33× at saturation)\n\n${markdown}\n\n${streamMarkdown}\n`)
     writeResult('a2a', { runMs: RUN_MS, backend: 'memory', send: rows, streamTimeToFirstEventMs: streaming, markdown: `${markdown}\n\n${streamMarkdown}` })
   } finally {
     await forwarder.stop()
+    await bunForwarder.stop()
     await switchboard.stop()
     await agent.stop()
   }
