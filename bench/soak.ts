@@ -103,13 +103,14 @@ async function churn(): Promise<void> {
   counts.a2a++
 }
 
-/** Runs rounds at the pace until `until`; returns how many ran. */
-async function churnUntil(until: number): Promise<number> {
+/** Runs rounds at the pace until `until`, calling `afterRound` after each; returns how many ran. */
+async function churnUntil(until: number, afterRound: (now: number) => void = () => {}): Promise<number> {
   const from = Date.now()
   let done = 0
   while (Date.now() < until) {
     await churn()
     done++
+    afterRound(Date.now())
     if (RATE > 0) {
       const due = from + (done * 1000) / RATE
       if (due > Date.now()) await Bun.sleep(due - Date.now())
@@ -123,27 +124,17 @@ const warmupRounds = await churnUntil(Date.now() + WARMUP_SECONDS * 1000)
 await Bun.sleep(2000)
 const start = { rss: rssMiB(server.pid), fds: openFds(server.pid) }
 const began = Date.now()
-const end = began + SECONDS * 1000
-/** RSS samples by the run's quarter they fall in (0–3). */
+/** RSS samples by the run's quarter they fall in (0–3), one every half second. */
 const quarters: number[][] = [[], [], [], []]
 let nextSample = began
 let halfFds = start.fds
-let rounds = 0
-while (Date.now() < end) {
-  await churn()
-  rounds++
-  const now = Date.now()
-  if (now >= nextSample) {
-    const quarter = Math.min(3, Math.floor(((now - began) * 4) / (SECONDS * 1000)))
-    quarters[quarter]!.push(rssMiB(server.pid))
-    if (quarter === 1) halfFds = openFds(server.pid)
-    nextSample = now + 500
-  }
-  if (RATE > 0) {
-    const due = began + (rounds * 1000) / RATE
-    if (due > Date.now()) await Bun.sleep(due - Date.now())
-  }
-}
+const rounds = await churnUntil(began + SECONDS * 1000, (now) => {
+  if (now < nextSample) return
+  const quarter = Math.min(3, Math.floor(((now - began) * 4) / (SECONDS * 1000)))
+  quarters[quarter]!.push(rssMiB(server.pid))
+  if (quarter === 1) halfFds = openFds(server.pid)
+  nextSample = now + 500
+})
 await Bun.sleep(3000)
 const median = (values: number[]) => {
   const sorted = [...values].sort((a, b) => a - b)
