@@ -89,7 +89,9 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'switchboard-build-'))
   try {
     const orderFile = join(dir, 'startup.order')
-    await recordStartupOrder(outfile, orderFile)
+    await recordStartupOrder(outfile, orderFile).catch((error: Error) => {
+      throw new Error(`could not record the startup order: ${error.message} (bun src/build.ts --no-order builds without it)`)
+    })
     compile(outfile, true, orderFile)
     process.stdout.write(`laid the bytecode out in startup order: ${outfile}\n`)
   } finally {
