@@ -56,8 +56,8 @@ const EMPTY = Buffer.alloc(0)
 /**
  * A request being answered: its route template, its caller's socket, and
  * whether the caller went away. The abort signal handlers see is made only
- * when one asks for it (a long-poll, a stream): most requests never do, and
- * an A2A call listens with `onGone`, which needs no signal at all.
+ * when one asks for it (a long-poll): most requests never do, and a relayed
+ * event stream or an A2A call listens with `onGone`, which needs no signal.
  */
 export class InFlight implements ServedRequest {
   clientGone = false
@@ -368,12 +368,9 @@ async function writeResponse(response: Response, res: http.ServerResponse, entry
   res.writeHead(response.status, headers)
   res.flushHeaders()
   const reader = response.body!.getReader()
-  // Aborted when the client leaves or shutdown ends the stream: the pending read then reports done.
-  const stop = () => void reader.cancel().catch(() => {})
-  const gone = entry.signal
+  // Told when the client leaves or shutdown ends the stream: the pending read then reports done.
+  const stopListening = entry.onGone(() => void reader.cancel().catch(() => {}))
   const dropped = new Promise<boolean>((resolve) => res.once('close', () => resolve(false)))
-  if (gone.aborted) stop()
-  else gone.addEventListener('abort', stop, { once: true })
   try {
     for (;;) {
       const { done, value } = await reader.read()
@@ -393,6 +390,6 @@ async function writeResponse(response: Response, res: http.ServerResponse, entry
   } catch {
     res.destroy()
   } finally {
-    gone.removeEventListener('abort', stop)
+    stopListening()
   }
 }
