@@ -9,11 +9,15 @@
  * callers run here. Each row also gives the CPU time per call of the process
  * in the middle (forwarder, proxy) and of the agent called direct, read from
  * /proc: their own cost, whatever share of the cores the callers took.
+ * At 64 callers a second table adds up the CPU a call costs on the whole
+ * machine (the callers here, the agent, the process in the middle): with
+ * everything sharing two cores, direct's total over a route's total is about
+ * the throughput ratio that route can reach.
  *
  *   bun bench/a2a.ts            (writes bench/results/a2a.json)
  *   bun bench/a2a.ts --agent    (only the echo agent, for manual runs)
  */
-import { BUN, costPerRequest, load, round, startChild, startSwitchboard, summarize, table, writeResult, type LoadResult, type ServerCost } from './lib'
+import { BUN, costPerRequest, load, processUsage, round, startChild, startSwitchboard, summarize, table, writeResult, type LoadResult, type ServerCost } from './lib'
 
 const RUN_MS = Number(process.env.A2A_BENCH_RUN_MS ?? 2500)
 const WARMUP_MS = 400
@@ -44,6 +48,33 @@ function runAgent(): void {
     },
   })
   process.stdout.write(`agent listening on http://127.0.0.1:${server.port}/\n`)
+}
+
+/** CPU milliseconds so far of the callers (this process), the agent and the process in the middle (none when called direct). */
+interface CpuReading {
+  callers: number
+  agent: number
+  middle: number
+}
+
+/** CPU per call, in microseconds, of each process on the machine a call goes through, and their sum. */
+interface CallCpu extends CpuReading {
+  total: number
+}
+
+function cpuOf(middlePid: number, agentPid: number): CpuReading | null {
+  const callers = processUsage(process.pid)
+  const agent = processUsage(agentPid)
+  const middle = middlePid === agentPid ? { cpuMs: 0 } : processUsage(middlePid)
+  if (callers === null || agent === null || middle === null) return null
+  return { callers: callers.cpuMs, agent: agent.cpuMs, middle: middle.cpuMs }
+}
+
+function perCall(before: CpuReading | null, after: CpuReading | null, calls: number): CallCpu | null {
+  if (before === null || after === null || calls === 0) return null
+  const us = (key: keyof CpuReading) => round(((after[key] - before[key]) * 1000) / calls, 1)
+  const [callers, agent, middle] = [us('callers'), us('agent'), us('middle')]
+  return { callers, agent, middle, total: round(callers + agent + middle, 1) }
 }
 
 const messageSend = (text: string, method = 'message/send') =>
@@ -96,6 +127,7 @@ async function main(): Promise<void> {
       for (const concurrency of [1, 64]) {
         const measured: Record<string, LoadResult> = {}
         const costs: Record<string, ServerCost> = {}
+        const shares: Record<string, CallCpu | null> = {}
         for (const [mode, route] of Object.entries(routes)) {
           const send = async () => {
             const response = await fetch(route.url, { method: 'POST', headers: { ...route.headers, 'content-type': 'application/json' }, body })
@@ -103,9 +135,11 @@ async function main(): Promise<void> {
             await response.arrayBuffer()
           }
           await load(concurrency, WARMUP_MS, send)
+          const before = cpuOf(route.pid, agent.pid)
           const { result, cost } = await costPerRequest(route.pid, () => load(concurrency, RUN_MS, send), (run) => run.requests)
           measured[mode] = result
           costs[mode] = cost
+          shares[mode] = perCall(before, cpuOf(route.pid, agent.pid), result.requests)
         }
         const direct = measured.direct!
         const bare = measured.forwarder!
@@ -134,6 +168,8 @@ async function main(): Promise<void> {
           forwarder_cpu_us: costs.forwarder!.cpuUsPerRequest,
           bun_forwarder_cpu_us: costs.bunForwarder!.cpuUsPerRequest,
           proxy_cpu_us: costs.proxied!.cpuUsPerRequest,
+          machine_cpu_us: shares,
+          measured_ratios: { forwarder: round(bare.perSecond / direct.perSecond, 2), bunForwarder: round(bunBare.perSecond / direct.perSecond, 2), proxied: round(proxied.perSecond / direct.perSecond, 2) },
           errors: direct.errors + bare.errors + bunBare.errors + proxied.errors,
         })
       }
@@ -178,13 +214,39 @@ async function main(): Promise<void> {
         row.errors as number,
       ]),
     )
+    // At saturation the callers, the agent and the process in the middle share the two cores: throughput is about
+    // the cores over the CPU a call costs on the whole machine, so direct's total over a route's total bounds its ratio.
+    const MODES = [
+      ['direct', 'direct'],
+      ['forwarder', 'bare forwarder, node:http'],
+      ['bunForwarder', 'bare forwarder, Bun.serve'],
+      ['proxied', 'proxy'],
+    ] as const
+    const cpuRows: (string | number)[][] = []
+    for (const row of rows.filter((candidate) => candidate.concurrency === 64)) {
+      const shares = row.machine_cpu_us as Record<string, CallCpu | null>
+      const ratios = row.measured_ratios as Record<string, number>
+      const direct = shares.direct
+      for (const [mode, label] of MODES) {
+        const share = shares[mode]
+        if (!share || !direct) continue
+        cpuRows.push([
+          row.body as string,
+          label,
+          `${share.callers} + ${share.agent} + ${share.middle || '—'} = ${share.total}`,
+          mode === 'direct' ? '1×' : `${round(direct.total / share.total, 2)}×`,
+          mode === 'direct' ? '1×' : `${ratios[mode]}×`,
+        ])
+      }
+    }
+    const cpuMarkdown = table(['body (64 callers)', 'route', 'CPU µs per call on the machine: callers + agent + middle = total', "direct's total ÷ this total", 'measured req/s ÷ direct'], cpuRows)
     const first = streaming as Record<'direct' | 'proxied', { p50: number; p99: number }>
     const streamMarkdown = table(['message/stream', 'time to first event p50 ms', 'p99 ms'], [
       ['direct', first.direct.p50, first.direct.p99],
       ['through the proxy', first.proxied.p50, first.proxied.p99],
     ])
-    console.log(`\nA2A message/send, direct vs through bare forwarders (node:http or Bun.serve + fetch, no checks) vs through the proxy (memory backend, ${RUN_MS / 1000} s per row; agentgateway publishes 0.31–0.33× at saturation)\n\n${markdown}\n\n${streamMarkdown}\n`)
-    writeResult('a2a', { runMs: RUN_MS, backend: 'memory', send: rows, streamTimeToFirstEventMs: streaming, markdown: `${markdown}\n\n${streamMarkdown}` })
+    console.log(`\nA2A message/send, direct vs through bare forwarders (node:http or Bun.serve + fetch, no checks) vs through the proxy (memory backend, ${RUN_MS / 1000} s per row; agentgateway publishes 0.31–0.33× at saturation)\n\n${markdown}\n\n${cpuMarkdown}\n\n${streamMarkdown}\n`)
+    writeResult('a2a', { runMs: RUN_MS, backend: 'memory', send: rows, streamTimeToFirstEventMs: streaming, markdown: `${markdown}\n\n${cpuMarkdown}\n\n${streamMarkdown}` })
   } finally {
     await forwarder.stop()
     await bunForwarder.stop()
