@@ -215,7 +215,7 @@ async function main(): Promise<void> {
       ]),
     )
     // At saturation the callers, the agent and the process in the middle share the two cores: throughput is about
-    // the cores over the CPU a call costs on the whole machine, so direct's total over a route's total bounds its ratio.
+    // the cores over the CPU a call costs on the whole machine, so direct's total over a route's total is about its ratio.
     const MODES = [
       ['direct', 'direct'],
       ['forwarder', 'bare forwarder, node:http'],
