@@ -6,18 +6,18 @@
  * and 64 concurrent callers with 1 KiB and 64 KiB messages; then
  * time-to-first-event of a `message/stream` direct and through the proxy.
  * The agent, the forwarders and Switchboard run as separate processes; the
- * callers run here. Each row also gives the CPU time per call of the process
- * in the middle (forwarder, proxy) and of the agent called direct, read from
- * /proc: their own cost, whatever share of the cores the callers took.
- * At 64 callers a second table adds up the CPU a call costs on the whole
- * machine (the callers here, the agent, the process in the middle): with
- * everything sharing two cores, direct's total over a route's total is about
- * the throughput ratio that route can reach.
+ * callers run here. Over each measured run the CPU time of the callers (this
+ * process), the agent and the process in the middle is read from /proc. Each
+ * row gives the middle's (forwarder, proxy) and the agent's called direct per
+ * call: their own cost, whatever share of the cores the callers took. At 64
+ * callers a second table adds the three up, the CPU a call costs on the
+ * whole machine: with everything sharing two cores, direct's total over a
+ * route's total is about the throughput ratio that route can reach.
  *
  *   bun bench/a2a.ts            (writes bench/results/a2a.json)
  *   bun bench/a2a.ts --agent    (only the echo agent, for manual runs)
  */
-import { BUN, costPerRequest, load, processUsage, round, startChild, startSwitchboard, summarize, table, writeResult, type LoadResult, type ServerCost } from './lib'
+import { BUN, load, processUsage, round, startChild, startSwitchboard, summarize, table, writeResult, type LoadResult } from './lib'
 
 const RUN_MS = Number(process.env.A2A_BENCH_RUN_MS ?? 2500)
 const WARMUP_MS = 400
@@ -126,7 +126,6 @@ async function main(): Promise<void> {
       const body = messageSend('x'.repeat(size))
       for (const concurrency of [1, 64]) {
         const measured: Record<string, LoadResult> = {}
-        const costs: Record<string, ServerCost> = {}
         const shares: Record<string, CallCpu | null> = {}
         for (const [mode, route] of Object.entries(routes)) {
           const send = async () => {
@@ -136,9 +135,8 @@ async function main(): Promise<void> {
           }
           await load(concurrency, WARMUP_MS, send)
           const before = cpuOf(route.pid, agent.pid)
-          const { result, cost } = await costPerRequest(route.pid, () => load(concurrency, RUN_MS, send), (run) => run.requests)
+          const result = await load(concurrency, RUN_MS, send)
           measured[mode] = result
-          costs[mode] = cost
           shares[mode] = perCall(before, cpuOf(route.pid, agent.pid), result.requests)
         }
         const direct = measured.direct!
@@ -164,12 +162,11 @@ async function main(): Promise<void> {
           direct_p99_ms: direct.latency.p99,
           proxied_p99_ms: proxied.latency.p99,
           added_p99_ms: round(proxied.latency.p99 - direct.latency.p99),
-          agent_cpu_us: costs.direct!.cpuUsPerRequest,
-          forwarder_cpu_us: costs.forwarder!.cpuUsPerRequest,
-          bun_forwarder_cpu_us: costs.bunForwarder!.cpuUsPerRequest,
-          proxy_cpu_us: costs.proxied!.cpuUsPerRequest,
+          agent_cpu_us: shares.direct?.agent ?? null,
+          forwarder_cpu_us: shares.forwarder?.middle ?? null,
+          bun_forwarder_cpu_us: shares.bunForwarder?.middle ?? null,
+          proxy_cpu_us: shares.proxied?.middle ?? null,
           machine_cpu_us: shares,
-          measured_ratios: { forwarder: round(bare.perSecond / direct.perSecond, 2), bunForwarder: round(bunBare.perSecond / direct.perSecond, 2), proxied: round(proxied.perSecond / direct.perSecond, 2) },
           errors: direct.errors + bare.errors + bunBare.errors + proxied.errors,
         })
       }
@@ -216,26 +213,26 @@ async function main(): Promise<void> {
     )
     // At saturation the callers, the agent and the process in the middle share the two cores: throughput is about
     // the cores over the CPU a call costs on the whole machine, so direct's total over a route's total is about its ratio.
+    // Each route with the row field holding its measured req/s ÷ direct.
     const MODES = [
-      ['direct', 'direct'],
-      ['forwarder', 'bare forwarder, node:http'],
-      ['bunForwarder', 'bare forwarder, Bun.serve'],
-      ['proxied', 'proxy'],
+      ['direct', 'direct', null],
+      ['forwarder', 'bare forwarder, node:http', 'forwarder_ratio'],
+      ['bunForwarder', 'bare forwarder, Bun.serve', 'bun_forwarder_ratio'],
+      ['proxied', 'proxy', 'throughput_ratio'],
     ] as const
     const cpuRows: (string | number)[][] = []
     for (const row of rows.filter((candidate) => candidate.concurrency === 64)) {
       const shares = row.machine_cpu_us as Record<string, CallCpu | null>
-      const ratios = row.measured_ratios as Record<string, number>
       const direct = shares.direct
-      for (const [mode, label] of MODES) {
+      for (const [mode, label, ratio] of MODES) {
         const share = shares[mode]
         if (!share || !direct) continue
         cpuRows.push([
           row.body as string,
           label,
           `${share.callers} + ${share.agent} + ${share.middle || '—'} = ${share.total}`,
-          mode === 'direct' ? '1×' : `${round(direct.total / share.total, 2)}×`,
-          mode === 'direct' ? '1×' : `${ratios[mode]}×`,
+          ratio === null ? '1×' : `${round(direct.total / share.total, 2)}×`,
+          ratio === null ? '1×' : `${row[ratio]}×`,
         ])
       }
     }
