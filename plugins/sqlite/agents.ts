@@ -1,5 +1,6 @@
-/** Workspaces, token digests and activity in SQLite; every operation is one transaction. */
+/** Workspaces, token digests and activity in SQLite; every write is one transaction, committed with the other writes of its turn (GroupCommit). */
 import type { Database, Statement } from 'bun:sqlite'
+import type { GroupCommit } from './commit'
 import type { ActivityPage, ActivityRecord, AgentStore, WorkspacePatch, WorkspaceRecord } from '../../src/backend/agents'
 
 /** Activity kept per workspace; older calls are dropped first. */
@@ -29,7 +30,10 @@ export class SqliteAgents implements AgentStore {
   private readonly rotateTx: (id: string, tokenHash: string) => boolean
   private readonly recordTx: (activity: ActivityRecord) => void
 
-  constructor(db: Database) {
+  constructor(
+    db: Database,
+    private readonly writes: GroupCommit,
+  ) {
     const prepare = <T>(sql: string) => db.prepare(sql) as Row<T>
     this.statements = {
       workspace: prepare('SELECT record FROM workspaces WHERE id = ?'),
@@ -97,7 +101,7 @@ export class SqliteAgents implements AgentStore {
   }
 
   async createWorkspace(workspace: WorkspaceRecord, tokenHash: string): Promise<boolean> {
-    return this.createTx(workspace, tokenHash)
+    return this.writes.run(() => this.createTx(workspace, tokenHash))
   }
 
   async getWorkspace(id: string): Promise<WorkspaceRecord | null> {
@@ -113,15 +117,15 @@ export class SqliteAgents implements AgentStore {
   }
 
   async updateWorkspace(id: string, patch: WorkspacePatch): Promise<WorkspaceRecord | null> {
-    return this.updateTx(id, patch)
+    return this.writes.run(() => this.updateTx(id, patch))
   }
 
   async removeWorkspace(id: string, at: number): Promise<WorkspaceRecord | null> {
-    return this.removeTx(id, at)
+    return this.writes.run(() => this.removeTx(id, at))
   }
 
   async rotateToken(id: string, tokenHash: string): Promise<boolean> {
-    return this.rotateTx(id, tokenHash)
+    return this.writes.run(() => this.rotateTx(id, tokenHash))
   }
 
   async workspaceOfToken(tokenHash: string): Promise<string | null> {
@@ -133,7 +137,7 @@ export class SqliteAgents implements AgentStore {
   }
 
   async recordActivity(activity: ActivityRecord): Promise<void> {
-    this.recordTx(activity)
+    await this.writes.run(() => this.recordTx(activity))
   }
 
   async listActivity(workspaceId: string, limit: number, cursor: string | null): Promise<ActivityPage> {

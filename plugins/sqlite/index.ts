@@ -6,6 +6,7 @@
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
+import { GroupCommit } from './commit'
 import { openDatabase } from './database'
 import { SqliteMailboxes } from './mailboxes'
 import { SqliteWorkers } from './workers'
@@ -29,13 +30,15 @@ const plugin: BackendPlugin<SqliteOptions> = {
   options: SqliteOptions,
   create(options, { logger }): Backend {
     const db = openDatabase({ path: options.db, synchronous: options.synchronous })
-    const mailboxes = new SqliteMailboxes(db, options.redelivery_window_ms, logger)
+    // One group commit for the three stores: the writes of one turn share a commit, whatever they change.
+    const writes = new GroupCommit(db)
+    const mailboxes = new SqliteMailboxes(db, writes, options.redelivery_window_ms, logger)
     let closed = false
     return {
       name: DRIVER_NAME,
       mailboxes,
-      workers: new SqliteWorkers(db),
-      agents: new SqliteAgents(db),
+      workers: new SqliteWorkers(db, writes),
+      agents: new SqliteAgents(db, writes),
       events: new LocalEventBus(),
       async ready() {
         if (closed) return false
@@ -48,6 +51,8 @@ const plugin: BackendPlugin<SqliteOptions> = {
       async close() {
         if (closed) return
         closed = true
+        // Writes still queued are committed before the file closes.
+        writes.flush()
         mailboxes.close()
         db.close(true)
       },

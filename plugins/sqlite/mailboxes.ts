@@ -1,7 +1,8 @@
 /**
- * Mailboxes in SQLite. Each operation is one transaction over prepared
- * statements; receivers wait in-process (Waiters), woken by `put`, never by
- * polling the file.
+ * Mailboxes in SQLite. Each write is one transaction function over prepared
+ * statements, committed with the other writes of the same turn of the event
+ * loop (GroupCommit: one sync to disk for all of them); receivers wait
+ * in-process (Waiters), woken by `put`, never by polling the file.
  *
  * Delivery is at-least-once across crashes: `take` marks a message as handed
  * out instead of deleting it, and the mark is settled (the row deleted) once
@@ -18,6 +19,7 @@ import type { Database, Statement } from 'bun:sqlite'
 import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
 import { canAccess, isOwner, mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
+import type { GroupCommit } from './commit'
 import { ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/logger'
 
@@ -92,6 +94,7 @@ export class SqliteMailboxes implements MailboxStore {
 
   constructor(
     db: Database,
+    private readonly writes: GroupCommit,
     /** How long a handed-out message stays redeliverable after a crash, in milliseconds. */
     private readonly redeliveryWindowMs: number,
     private readonly logger: Logger,
@@ -260,7 +263,7 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void> {
-    if (this.createTx(client, id, mro)) this.current.mailboxes++
+    if (await this.writes.run(() => this.createTx(client, id, mro))) this.current.mailboxes++
   }
 
   async status(client: Client, id: EntityId): Promise<MailboxStatus> {
@@ -270,7 +273,7 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async terminate(client: Client, id: EntityId): Promise<PendingRequest[]> {
-    const terminated = this.terminateTx(client, id)
+    const terminated = await this.writes.run(() => this.terminateTx(client, id))
     this.waiters.fail(mailboxKey(id), () => new MailboxTerminatedError())
     if (!terminated) return []
     this.current.mailboxes--
@@ -279,14 +282,14 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async put(client: Client | null, message: Envelope): Promise<void> {
-    this.putTx(client, message)
+    await this.writes.run(() => this.putTx(client, message))
     this.current.queued++
     this.waiters.notify(mailboxKey(message.dest))
   }
 
   async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {
-    const message = await takeOrWait(this.waiters, mailboxKey(id), options, () => {
-      const taken = this.takeTx(client, id)
+    const message = await takeOrWait(this.waiters, mailboxKey(id), options, async () => {
+      const taken = await this.writes.run(() => this.takeTx(client, id))
       if (taken !== null) this.current.queued--
       return taken
     })
@@ -295,7 +298,7 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async restore(id: EntityId, raw: string): Promise<void> {
-    if (!this.restoreTx(id, raw)) return
+    if (!(await this.writes.run(() => this.restoreTx(id, raw)))) return
     this.current.queued++
     this.waiters.notify(mailboxKey(id))
   }
@@ -315,7 +318,7 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async touch(id: EntityId): Promise<void> {
-    this.statements.touch.run(Date.now(), id.role, id.uid)
+    await this.writes.run(() => this.statements.touch.run(Date.now(), id.role, id.uid))
   }
 
   async stats(client: Client, id: EntityId): Promise<MailboxStats> {
@@ -323,11 +326,11 @@ export class SqliteMailboxes implements MailboxStore {
   }
 
   async share(client: Client, id: EntityId, group: string): Promise<void> {
-    this.shareTx(client, id, group)
+    await this.writes.run(() => this.shareTx(client, id, group))
   }
 
   async unshare(client: Client, id: EntityId, group: string): Promise<void> {
-    this.unshareTx(client, id, group)
+    await this.writes.run(() => this.unshareTx(client, id, group))
   }
 
   async shares(client: Client, id: EntityId): Promise<string[]> {

@@ -1,5 +1,6 @@
-/** Workers and jobs in SQLite; every compare-and-set is one transaction. */
+/** Workers and jobs in SQLite; every compare-and-set is one transaction, committed with the other writes of its turn (GroupCommit). */
 import type { Database, Statement } from 'bun:sqlite'
+import type { GroupCommit } from './commit'
 import { applyTransition, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 type Row<T> = Statement<T, (string | number | null)[]>
@@ -24,7 +25,10 @@ export class SqliteWorkers implements WorkerStore {
   private readonly releaseTx: (workerId: string, jobId: string) => void
   private readonly transitionTx: (id: string, transition: JobTransition) => JobRecord | null
 
-  constructor(private readonly db: Database) {
+  constructor(
+    private readonly db: Database,
+    private readonly writes: GroupCommit,
+  ) {
     const prepare = <T>(sql: string) => db.prepare(sql) as Row<T>
     this.statements = {
       worker: prepare('SELECT record FROM workers WHERE id = ?'),
@@ -127,7 +131,7 @@ export class SqliteWorkers implements WorkerStore {
   }
 
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
-    return this.upsertTx(worker)
+    return this.writes.run(() => this.upsertTx(worker))
   }
 
   async getWorker(id: string): Promise<WorkerRecord | null> {
@@ -140,31 +144,31 @@ export class SqliteWorkers implements WorkerStore {
   }
 
   async updateWorker(id: string, connection: string | null, patch: WorkerPatch): Promise<WorkerRecord | null> {
-    return this.updateTx(id, connection, patch)
+    return this.writes.run(() => this.updateTx(id, connection, patch))
   }
 
   async setDraining(id: string, draining: boolean): Promise<WorkerRecord | null> {
-    return this.drainTx(id, draining)
+    return this.writes.run(() => this.drainTx(id, draining))
   }
 
   async deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null> {
-    return this.deleteTx(id, connection)
+    return this.writes.run(() => this.deleteTx(id, connection))
   }
 
   async reserveSlot(workerId: string, jobId: string): Promise<boolean> {
-    return this.reserveTx(workerId, jobId)
+    return this.writes.run(() => this.reserveTx(workerId, jobId))
   }
 
   async assignSlot(workerId: string, jobId: string): Promise<boolean> {
-    return this.assignTx(workerId, jobId)
+    return this.writes.run(() => this.assignTx(workerId, jobId))
   }
 
   async releaseSlot(workerId: string, jobId: string): Promise<void> {
-    this.releaseTx(workerId, jobId)
+    await this.writes.run(() => this.releaseTx(workerId, jobId))
   }
 
   async createJob(job: JobRecord): Promise<void> {
-    this.saveJob(job)
+    await this.writes.run(() => this.saveJob(job))
   }
 
   async getJob(id: string): Promise<JobRecord | null> {
@@ -192,6 +196,6 @@ export class SqliteWorkers implements WorkerStore {
   }
 
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
-    return this.transitionTx(id, transition)
+    return this.writes.run(() => this.transitionTx(id, transition))
   }
 }

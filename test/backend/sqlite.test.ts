@@ -215,6 +215,48 @@ describe('the sqlite backend on one file', () => {
     expect(backend.failures).toEqual({ unavailable: 0, error: 2 })
   })
 
+  it('stores concurrent sends together yet refuses each bad one alone, and keeps every queue in order', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    let backend = await open(file)
+    const [sender, first, second] = [user(), agent(), agent()]
+    for (const id of [sender, first, second]) await backend.mailboxes.create(owner, id, null)
+    const nowhere = agent()
+    const sends = Array.from({ length: 60 }, (_, index) => {
+      const dest = index % 3 === 0 ? first : index % 3 === 1 ? second : nowhere
+      return backend.mailboxes.put(owner, envelope(sender, dest, `m${index}`)).then(
+        () => 'stored',
+        (error: unknown) => error,
+      )
+    })
+    const outcomes = await Promise.all(sends)
+    outcomes.forEach((outcome, index) => {
+      if (index % 3 === 2) expect(outcome).toBeInstanceOf(UnknownMailboxError)
+      else expect(outcome).toBe('stored')
+    })
+    expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 3, queued: 40 })
+    await backend.close()
+    backend = await open(file)
+    for (const [id, offset] of [[first, 0], [second, 1]] as const) {
+      const texts: (string | null)[] = []
+      for (let index = 0; index < 20; index++) texts.push(textOf(await backend.mailboxes.take(owner, id, soon())))
+      expect(texts).toEqual(Array.from({ length: 20 }, (_, index) => `m${index * 3 + offset}`))
+    }
+    expect((await backend.mailboxes.stats(owner, first)).incoming).toBe(20)
+  })
+
+  it('commits a send still queued when it closes, before the file closes', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    let backend = await open(file)
+    const [sender, receiver] = [user(), agent()]
+    await backend.mailboxes.create(owner, sender, null)
+    await backend.mailboxes.create(owner, receiver, null)
+    const sent = backend.mailboxes.put(owner, envelope(sender, receiver, 'last words'))
+    await backend.close()
+    await sent
+    backend = await open(file)
+    expect(textOf(await backend.mailboxes.take(owner, receiver, soon()))).toBe('last words')
+  })
+
   it('reports not ready once closed', async () => {
     const backend = await open(join(dir, `${randomUUID()}.db`))
     expect(await backend.ready()).toBe(true)
