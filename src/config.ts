@@ -55,6 +55,14 @@ export const ConfigSchema = v.object({
   max_waiting_per_client: v.optional(integer(0, 1000000, 'Open long-polls plus listen streams per client; 0 means no limit.'), 1000),
   max_ws_frame_kb: v.optional(integer(1, 1048576, 'Largest WebSocket frame a worker may send on /agent, in KiB.'), 1024),
   metrics: v.optional(choice(['on', 'off', 'admin'], 'GET /metrics in the Prometheus text format; admin: only with the admin_token as bearer token.'), 'on'),
+  connection_idle_timeout_s: v.optional(
+    v.pipe(
+      v.number(),
+      v.minValue(0),
+      v.description('Seconds a connection may stay silent while no request on it is being answered (between requests, or a request whose body stopped arriving) before it is closed; 0 never closes one for that.'),
+    ),
+    75,
+  ),
   shutdown_timeout_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Seconds in-flight requests (A2A calls) get to finish after SIGTERM/SIGINT.')), 10),
   cors_origins: v.optional(v.pipe(v.string(), v.description('Browser origins allowed by CORS: a comma-separated list, *, or empty (CORS off).')), ''),
   backend_options: v.optional(v.record(v.string(), v.unknown()), {}),

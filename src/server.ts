@@ -106,13 +106,17 @@ export class InFlight implements ServedRequest {
   }
 }
 
-/** Reads the whole body, or null once it exceeds `limit` bytes. A request that declares no body is not read at all. */
-function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer | null> {
+/**
+ * Reads the whole body, or null once it exceeds `limit` bytes; `heard` is told of the socket each chunk came on.
+ * A request that declares no body is not read at all.
+ */
+function readBody(request: http.IncomingMessage, limit: number, heard: ((socket: Duplex) => void) | null): Promise<Buffer | null> {
   if (request.headers['content-length'] === undefined && request.headers['transfer-encoding'] === undefined) return Promise.resolve(EMPTY)
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
     request.on('data', (chunk: Buffer) => {
+      heard?.(request.socket)
       size += chunk.length
       if (size > limit) {
         request.removeAllListeners('data')
@@ -158,6 +162,15 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   const answering = new WeakMap<object, InFlight>()
   let onIdle: (() => void) | null = null
   const scheme = options.tlsCert ? 'https' : 'http'
+  // When each open connection was last heard from or answered on (upgraded ones are the WebSocket endpoints' own).
+  // One that is silent for connection_idle_timeout_s while none of its requests is being answered is closed: an idle
+  // keep-alive connection, a client gone without a word, or a body that stopped arriving would otherwise hold it forever.
+  const lastHeard = new Map<Duplex, number>()
+  const idleTimeoutMs = runtime.config.connection_idle_timeout_s * 1000
+  /** Notes that `socket` was heard from or answered on (a closed or upgraded one is not tracked again). */
+  const heard = (socket: Duplex) => {
+    if (lastHeard.has(socket)) lastHeard.set(socket, Date.now())
+  }
 
   const onRequest = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const startedAt = performance.now()
@@ -168,6 +181,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     const route = observer.routeOf(method, query === -1 ? target : target.slice(0, query))
     const entry = new InFlight(route, requestId, req.socket)
     inFlight.add(entry)
+    heard(req.socket)
     try {
       if (cors !== null && typeof req.headers.origin === 'string') {
         const preflight = method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined
@@ -184,6 +198,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       }
       await respond(req, res, entry, target, query === -1 ? target : target.slice(0, query))
     } finally {
+      heard(req.socket)
       inFlight.delete(entry)
       if (inFlight.size === 0) onIdle?.()
       observer.finish({
@@ -206,7 +221,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     }
     let body: Buffer | null
     try {
-      body = await readBody(req, options.bodyLimitBytes)
+      body = await readBody(req, options.bodyLimitBytes, idleTimeoutMs > 0 ? heard : null)
     } catch {
       res.destroy()
       return
@@ -273,7 +288,9 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     ? https.createServer({ cert: readFileSync(options.tlsCert), key: readFileSync(options.tlsKey!) }, onRequest)
     : http.createServer(onRequest)
   server.on(options.tlsCert ? 'secureConnection' : 'connection', (socket: Duplex) => {
+    if (idleTimeoutMs > 0) lastHeard.set(socket, Date.now())
     socket.once('close', () => {
+      lastHeard.delete(socket)
       const entry = answering.get(socket)
       if (!entry) return
       answering.delete(socket)
@@ -283,6 +300,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   })
 
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    lastHeard.delete(socket)
     const path = (req.url ?? '/').split('?')[0]!
     const handler = runtime.upgrades.get(path)
     if (runtime.draining) {
@@ -307,6 +325,17 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       resolve()
     })
   })
+  const sweeper =
+    idleTimeoutMs > 0
+      ? setInterval(
+          () => {
+            const silentSince = Date.now() - idleTimeoutMs
+            for (const [socket, at] of lastHeard) if (at < silentSince && !answering.has(socket)) socket.destroy()
+          },
+          Math.min(idleTimeoutMs / 2, 5000),
+        )
+      : null
+  sweeper?.unref()
   const address = server.address()
   const port = typeof address === 'object' && address ? address.port : options.port
   const hostForUrl = options.host.includes(':') ? `[${options.host}]` : options.host === '0.0.0.0' ? '127.0.0.1' : options.host
@@ -316,6 +345,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     url: `${scheme}://${hostForUrl}:${port}`,
     async stop() {
       runtime.draining = true
+      if (sweeper !== null) clearInterval(sweeper)
       const closed = new Promise<void>((resolve) => server.close(() => resolve()))
       server.closeIdleConnections?.()
       // WebSocket endpoints close while HTTP requests finish: upgraded sockets would otherwise be cut without a close frame.

@@ -1,0 +1,124 @@
+/**
+ * Connections that stay silent while none of their requests is being
+ * answered are closed after connection_idle_timeout_s: an idle keep-alive
+ * connection, one that never sent a request, one whose body stopped
+ * arriving. Requests being answered (long-polls, event streams) and
+ * upgraded WebSocket connections are never cut for it.
+ */
+import { afterEach, describe, expect, it } from 'bun:test'
+import net from 'node:net'
+import { agentId, bodies } from '../support/academy'
+import { TestWorker } from '../modules/workers/worker'
+import { startLoggedServer, type LoggedServer } from './support'
+
+/** A raw connection to the server: what it received, and when (ms after opening) the server closed it. */
+function connect(url: string) {
+  const { port } = new URL(url)
+  const opened = Date.now()
+  const socket = net.connect(Number(port), '127.0.0.1')
+  let received = ''
+  socket.on('data', (chunk: Buffer) => (received += chunk.toString()))
+  socket.on('error', () => {})
+  const closed = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - opened)))
+  const connected = new Promise<void>((resolve) => socket.once('connect', () => resolve()))
+  return { socket, closed, connected, received: () => received }
+}
+
+/** Resolves with the close time, or 'open' if the connection is still open after `ms`. */
+const closedWithin = (closed: Promise<number>, ms: number) => Promise.race([closed, Bun.sleep(ms).then(() => 'open' as const)])
+
+const get = (path: string) => `GET ${path} HTTP/1.1\r\nHost: localhost\r\n\r\n`
+
+describe('idle connections', () => {
+  let running: LoggedServer | null = null
+  const start = async (seconds: number) => (running = await startLoggedServer({ log_level: 'error', connection_idle_timeout_s: seconds }))
+  afterEach(async () => {
+    await running?.close()
+    running = null
+  })
+
+  it('closes a keep-alive connection once it has been silent for the timeout after its last answer', async () => {
+    const { url } = await start(1)
+    const connection = connect(url)
+    await connection.connected
+    // Requests every 400 ms keep it open past the timeout.
+    for (let index = 0; index < 5; index++) {
+      connection.socket.write(get('/healthz'))
+      await Bun.sleep(400)
+    }
+    expect(connection.received().match(/HTTP\/1\.1 200/g)?.length).toBe(5)
+    expect(connection.socket.destroyed).toBe(false)
+    const closedAt = await closedWithin(connection.closed, 3000)
+    expect(closedAt).not.toBe('open')
+    // The last answer went out at about 1.6 s, then at least the 1 s timeout of silence.
+    expect(closedAt as number).toBeGreaterThanOrEqual(2500)
+  })
+
+  it('closes a connection that never sends a request, and one whose body stopped arriving', async () => {
+    const { url } = await start(1)
+    const silent = connect(url)
+    const stalled = connect(url)
+    await stalled.connected
+    stalled.socket.write('PUT /message HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"mess')
+    const [silentAt, stalledAt] = await Promise.all([closedWithin(silent.closed, 3000), closedWithin(stalled.closed, 3000)])
+    expect(silentAt).not.toBe('open')
+    expect(stalledAt).not.toBe('open')
+    expect(stalledAt as number).toBeGreaterThanOrEqual(1000)
+    expect(stalled.received()).toBe('')
+  })
+
+  it('never cuts a request being answered: a long-poll and an event stream outlast the timeout and are answered', async () => {
+    const { url } = await start(1)
+    const [sender, receiver, listener] = [agentId(), agentId(), agentId()]
+    for (const id of [sender, receiver, listener]) await fetch(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })
+
+    const poll = connect(url)
+    await poll.connected
+    const receive = bodies.receive(receiver, 2.5)
+    poll.socket.write(`GET /message HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(receive)}\r\n\r\n${receive}`)
+
+    const stream = connect(url)
+    await stream.connected
+    const listen = bodies.receive(listener, 10)
+    stream.socket.write(`GET /mailbox/listen HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(listen)}\r\n\r\n${listen}`)
+
+    // Nothing is written on either for longer than the timeout (the stream's first ping is 15 s away).
+    expect(await closedWithin(poll.closed, 2000)).toBe('open')
+    expect(stream.socket.destroyed).toBe(false)
+    expect(stream.received()).toMatch(/^HTTP\/1\.1 200[\s\S]*retry: 0/)
+    const message = JSON.stringify({ header: { src: sender, dest: listener, tag: crypto.randomUUID(), label: null, kind: 'request', protocol_version: '1' }, body: { kind: 'ping-request' } })
+    expect((await fetch(`${url}/message`, { method: 'PUT', body: bodies.send(message) })).status).toBe(200)
+    await Bun.sleep(200)
+    expect(stream.received()).toContain('ping-request')
+    stream.socket.destroy()
+
+    // The long-poll gets its own timeout answer at 2.5 s, not a closed connection.
+    await Bun.sleep(1000)
+    expect(poll.received()).toMatch(/^HTTP\/1\.1 408/)
+  })
+
+  it('leaves an upgraded WebSocket worker connection alone however long it is silent', async () => {
+    const { url } = await start(1)
+    const worker = await TestWorker.connect(url)
+    await Bun.sleep(2500)
+    expect(worker.isOpen).toBe(true)
+    const dispatched = await fetch(`${url}/v2/agent/dispatch`, {
+      method: 'POST',
+      headers: { authorization: 'worker-token', 'content-type': 'application/json' },
+      body: JSON.stringify({ meetingId: 'room-1', agentId: 'voice-agent' }),
+    })
+    expect(dispatched.status).toBe(200)
+    await worker.waitFor((frame) => frame.type === 'job_assignment')
+    await worker.close()
+  })
+
+  it('keeps silent connections open when the timeout is 0', async () => {
+    const { url } = await start(0)
+    const connection = connect(url)
+    await connection.connected
+    connection.socket.write(get('/healthz'))
+    expect(await closedWithin(connection.closed, 2000)).toBe('open')
+    expect(connection.received()).toMatch(/^HTTP\/1\.1 200/)
+    connection.socket.destroy()
+  })
+})
