@@ -19,9 +19,9 @@ import type { Database, Statement } from 'bun:sqlite'
 import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
 import { canAccess, isOwner, mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
-import type { GroupCommit } from './commit'
 import { ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/logger'
+import type { GroupCommit } from './commit'
 
 interface MailboxRow {
   id: number
