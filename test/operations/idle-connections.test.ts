@@ -9,6 +9,7 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import net from 'node:net'
 import { agentId, bodies } from '../support/academy'
 import { TestWorker } from '../modules/workers/worker'
+import { openStream, rawRequest } from '../support/http'
 import { startLoggedServer, type LoggedServer } from './support'
 
 /** A raw connection to the server: what it received, and when (ms after opening) the server closed it. */
@@ -71,30 +72,19 @@ describe('idle connections', () => {
     const { url } = await start(1)
     const [sender, receiver, listener] = [agentId(), agentId(), agentId()]
     for (const id of [sender, receiver, listener]) await fetch(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })
-
-    const poll = connect(url)
-    await poll.connected
-    const receive = bodies.receive(receiver, 2.5)
-    poll.socket.write(`GET /message HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(receive)}\r\n\r\n${receive}`)
-
-    const stream = connect(url)
-    await stream.connected
-    const listen = bodies.receive(listener, 10)
-    stream.socket.write(`GET /mailbox/listen HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(listen)}\r\n\r\n${listen}`)
+    const poll = rawRequest(`${url}/message`, { body: bodies.receive(receiver, 2.5) })
+    const stream = await openStream(`${url}/mailbox/listen`, { body: bodies.receive(listener, 10) })
+    expect(stream.status).toBe(200)
 
     // Nothing is written on either for longer than the timeout (the stream's first ping is 15 s away).
-    expect(await closedWithin(poll.closed, 2000)).toBe('open')
-    expect(stream.socket.destroyed).toBe(false)
-    expect(stream.received()).toMatch(/^HTTP\/1\.1 200[\s\S]*retry: 0/)
+    expect(await closedWithin(stream.ended.then(() => 0), 2000)).toBe('open')
     const message = JSON.stringify({ header: { src: sender, dest: listener, tag: crypto.randomUUID(), label: null, kind: 'request', protocol_version: '1' }, body: { kind: 'ping-request' } })
     expect((await fetch(`${url}/message`, { method: 'PUT', body: bodies.send(message) })).status).toBe(200)
-    await Bun.sleep(200)
-    expect(stream.received()).toContain('ping-request')
-    stream.socket.destroy()
+    await stream.waitFor('ping-request')
+    stream.close()
 
     // The long-poll gets its own timeout answer at 2.5 s, not a closed connection.
-    await Bun.sleep(1000)
-    expect(poll.received()).toMatch(/^HTTP\/1\.1 408/)
+    expect((await poll).status).toBe(408)
   })
 
   it('leaves an upgraded WebSocket worker connection alone however long it is silent', async () => {
