@@ -55,6 +55,7 @@ export const ConfigSchema = v.object({
   max_waiting_per_client: v.optional(integer(0, 1000000, 'Open long-polls plus listen streams per client; 0 means no limit.'), 1000),
   max_ws_frame_kb: v.optional(integer(1, 1048576, 'Largest WebSocket frame a worker may send on /agent, in KiB.'), 1024),
   metrics: v.optional(choice(['on', 'off', 'admin'], 'GET /metrics in the Prometheus text format; admin: only with the admin_token as bearer token.'), 'on'),
+  max_connections: v.optional(integer(0, 1000000, 'Open connections (HTTP and worker WebSockets together) beyond which a new one is closed at once; 0 means no limit.'), 0),
   connection_idle_timeout_s: v.optional(
     v.pipe(
       v.number(),

@@ -287,6 +287,8 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   const server = options.tlsCert
     ? https.createServer({ cert: readFileSync(options.tlsCert), key: readFileSync(options.tlsKey!) }, onRequest)
     : http.createServer(onRequest)
+  // Past the limit, node:http closes a new connection as soon as it is accepted: the ones open keep being served.
+  if (runtime.config.max_connections > 0) server.maxConnections = runtime.config.max_connections
   server.on(options.tlsCert ? 'secureConnection' : 'connection', (socket: Duplex) => {
     if (idleTimeoutMs > 0) lastHeard.set(socket, Date.now())
     socket.once('close', () => {

@@ -3,7 +3,9 @@
  * answered are closed after connection_idle_timeout_s: an idle keep-alive
  * connection, one that never sent a request, one whose body stopped
  * arriving. Requests being answered (long-polls, event streams) and
- * upgraded WebSocket connections are never cut for it.
+ * upgraded WebSocket connections are never cut for it. Past
+ * max_connections, a new connection is closed at once while the open ones
+ * keep being served.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import net from 'node:net'
@@ -110,5 +112,44 @@ describe('idle connections', () => {
     expect(await closedWithin(connection.closed, 2000)).toBe('open')
     expect(connection.received()).toMatch(/^HTTP\/1\.1 200/)
     connection.socket.destroy()
+  })
+})
+
+describe('the connection limit', () => {
+  let running: LoggedServer | null = null
+  afterEach(async () => {
+    await running?.close()
+    running = null
+  })
+
+  it('closes a connection past max_connections at once, counting worker WebSockets, and takes new ones again when one leaves', async () => {
+    running = await startLoggedServer({ log_level: 'error', max_connections: 2 })
+    const { url } = running
+    const worker = await TestWorker.connect(url)
+    const kept = connect(url)
+    await kept.connected
+    kept.socket.write(get('/healthz'))
+    await Bun.sleep(200)
+    expect(kept.received()).toMatch(/^HTTP\/1\.1 200/)
+
+    const refused = connect(url)
+    refused.socket.write(get('/healthz'))
+    expect(await closedWithin(refused.closed, 2000)).not.toBe('open')
+    expect(refused.received()).toBe('')
+
+    // The open ones are still served.
+    kept.socket.write(get('/healthz'))
+    await Bun.sleep(200)
+    expect(kept.received().match(/HTTP\/1\.1 200/g)?.length).toBe(2)
+    expect(worker.isOpen).toBe(true)
+
+    await worker.close()
+    await Bun.sleep(200)
+    const later = connect(url)
+    later.socket.write(get('/healthz'))
+    await Bun.sleep(300)
+    expect(later.received()).toMatch(/^HTTP\/1\.1 200/)
+    later.socket.destroy()
+    kept.socket.destroy()
   })
 })
