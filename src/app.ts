@@ -49,6 +49,8 @@ export interface SwitchboardRuntime {
   readonly plainRoutes: PlainRoutes
   /** Open long-polls and event streams, by kind. */
   readonly waiting: { poll: number; stream: number }
+  /** Client connections the serving layer has open (HTTP, event streams, worker WebSockets). */
+  connections: number
   /** Request counters, latency and the gauges read at each scrape of /metrics. */
   readonly metrics: SwitchboardMetrics
   /** Set once shutdown starts: /readyz answers 503 so balancers stop sending traffic. */
@@ -77,6 +79,7 @@ export function createApp(options: CreateAppOptions) {
     upgrades: new Map(),
     plainRoutes: new Map(),
     waiting: { poll: 0, stream: 0 },
+    connections: 0,
     metrics: createSwitchboardMetrics(),
     draining: false,
     onDrain: [],

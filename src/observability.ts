@@ -48,9 +48,14 @@ export function createSwitchboardMetrics(): SwitchboardMetrics {
   }
 }
 
-/** Gauges read when scraped: open long-polls and streams, connected workers and their slots, mailboxes and queued messages, active jobs; and the backend's failures. */
-export function collectRuntimeGauges(metrics: SwitchboardMetrics, runtime: { readonly waiting: { poll: number; stream: number }; readonly backend: Backend }): void {
+/** Gauges read when scraped: open connections, long-polls and streams, connected workers and their slots, mailboxes and queued messages, active jobs; and the backend's failures. */
+export function collectRuntimeGauges(
+  metrics: SwitchboardMetrics,
+  runtime: { readonly waiting: { poll: number; stream: number }; readonly connections: number; readonly backend: Backend },
+): void {
   const { registry } = metrics
+  const connections = registry.gauge('switchboard_open_connections', 'Client connections open on this instance: HTTP, event streams and worker WebSockets (see max_connections).')
+  registry.collect([connections], () => connections.set({}, runtime.connections))
   const waiting = registry.gauge('switchboard_waiting_receivers', 'Receivers waiting on this instance: long-polls (poll) and event streams (stream).', ['kind'])
   registry.collect([waiting], () => {
     waiting.set({ kind: 'poll' }, runtime.waiting.poll)

@@ -290,8 +290,10 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   // Past the limit, node:http closes a new connection as soon as it is accepted: the ones open keep being served.
   if (runtime.config.max_connections > 0) server.maxConnections = runtime.config.max_connections
   server.on(options.tlsCert ? 'secureConnection' : 'connection', (socket: Duplex) => {
+    runtime.connections++
     if (idleTimeoutMs > 0) lastHeard.set(socket, Date.now())
     socket.once('close', () => {
+      runtime.connections--
       lastHeard.delete(socket)
       const entry = answering.get(socket)
       if (!entry) return

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'bun:test'
+import net from 'node:net'
 import { call, makeApp, type TestApp } from '../support/app'
 import { TestWorker } from '../modules/workers/worker'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
@@ -141,6 +142,37 @@ describe('GET /metrics', () => {
     expect(sample(text, 'switchboard_jobs{state="running"}')).toBe(1)
     expect(sample(text, 'switchboard_jobs{state="pending"}')).toBe(0)
     stream.close()
+  })
+
+  it('counts the connections open on the instance, worker WebSockets included, and drops closed ones', async () => {
+    running = await startLoggedServer({ log_level: 'warn' })
+    const { port } = running.server
+    /** Scrapes over a connection of its own, closed after the answer: it counts itself. */
+    const connections = async () => {
+      const socket = net.connect(port, '127.0.0.1')
+      let text = ''
+      socket.on('data', (chunk: Buffer) => (text += chunk.toString()))
+      socket.write('GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n')
+      await new Promise((resolve) => socket.on('close', resolve))
+      return sample(text.slice(text.indexOf('\r\n\r\n') + 4), 'switchboard_open_connections')
+    }
+    expect(await connections()).toBe(1)
+    const idle = [net.connect(port, '127.0.0.1'), net.connect(port, '127.0.0.1')]
+    await Promise.all(idle.map((socket) => new Promise((resolve) => socket.once('connect', resolve))))
+    const worker = await TestWorker.connect(running.url)
+    /** The count once it reaches `expected`, or the last one read after a second. */
+    const settlesAt = async (expected: number) => {
+      let count = await connections()
+      for (let attempt = 0; attempt < 50 && count !== expected; attempt++) {
+        await Bun.sleep(20)
+        count = await connections()
+      }
+      return count
+    }
+    expect(await settlesAt(4)).toBe(4)
+    for (const socket of idle) socket.destroy()
+    await worker.close()
+    expect(await settlesAt(1)).toBe(1)
   })
 
   it('counts 5xx answers as server errors and A2A calls by outcome', async () => {
