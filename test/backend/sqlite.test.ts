@@ -215,7 +215,7 @@ describe('the sqlite backend on one file', () => {
     expect(backend.failures).toEqual({ unavailable: 0, error: 2 })
   })
 
-  it('stores concurrent sends together yet refuses each bad one alone, and keeps every queue in order', async () => {
+  it('refuses each bad send among concurrent ones alone, stores the rest, and keeps every queue in order across a restart', async () => {
     const file = join(dir, `${randomUUID()}.db`)
     let backend = await open(file)
     const [sender, first, second] = [user(), agent(), agent()]

@@ -8,6 +8,7 @@ import { startLoggedServer, type LoggedServer } from './support'
 import { createApp } from '../../src/app'
 import { logger, makeBackend } from '../support/backend'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
+import { eventually } from '../support/wait'
 
 const redis = await testRedis()
 
@@ -160,19 +161,10 @@ describe('GET /metrics', () => {
     const idle = [net.connect(port, '127.0.0.1'), net.connect(port, '127.0.0.1')]
     await Promise.all(idle.map((socket) => new Promise((resolve) => socket.once('connect', resolve))))
     const worker = await TestWorker.connect(running.url)
-    /** The count once it reaches `expected`, or the last one read after a second. */
-    const settlesAt = async (expected: number) => {
-      let count = await connections()
-      for (let attempt = 0; attempt < 50 && count !== expected; attempt++) {
-        await Bun.sleep(20)
-        count = await connections()
-      }
-      return count
-    }
-    expect(await settlesAt(4)).toBe(4)
+    await eventually(async () => (await connections()) === 4, 2000, 'four open connections (two idle sockets, a worker, the scrape)')
     for (const socket of idle) socket.destroy()
     await worker.close()
-    expect(await settlesAt(1)).toBe(1)
+    await eventually(async () => (await connections()) === 1, 2000, 'only the scrape\'s own connection')
   })
 
   it('counts 5xx answers as server errors and A2A calls by outcome', async () => {
