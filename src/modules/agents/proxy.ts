@@ -199,23 +199,26 @@ export class A2AProxy {
     const causeOf = (): AbortCause | null => (upstream.signal.reason instanceof Aborted ? upstream.signal.reason.stage : null)
     const stopListening = request.onGone(() => abort('caller'))
     const maxTimer = setTimeout(() => abort('max'), timeouts.maxMs)
-    const headerTimer = setTimeout(() => abort('headers'), timeouts.headerMs)
     let headersArrived = false
     // fetch reports no connection phase, so a slow call is checked with a
     // probe: an agent that cannot even be connected to fails fast, one that
-    // is merely thinking keeps its full header budget.
-    const connectTimer = setTimeout(() => {
+    // is merely thinking keeps its full header budget. One timer covers the
+    // wait for headers: at connectMs it starts the probe and is set again
+    // for the rest of headerMs.
+    const headersDue = () => abort('headers')
+    const probe = () => {
+      headerTimer = setTimeout(headersDue, timeouts.headerMs - timeouts.connectMs)
       void canConnect(request.url, timeouts.connectMs).then((reachable) => {
         if (!reachable && !headersArrived) abort('connect')
       })
-    }, timeouts.connectMs)
+    }
+    let headerTimer = timeouts.connectMs < timeouts.headerMs ? setTimeout(probe, timeouts.connectMs) : setTimeout(headersDue, timeouts.headerMs)
     let finished = false
     const finish = (outcome: ForwardOutcome) => {
       if (finished) return
       finished = true
       clearTimeout(maxTimer)
       clearTimeout(headerTimer)
-      clearTimeout(connectTimer)
       stopListening()
       onDone(outcome)
     }
@@ -238,7 +241,6 @@ export class A2AProxy {
     } finally {
       headersArrived = true
       clearTimeout(headerTimer)
-      clearTimeout(connectTimer)
     }
 
     const headers: Record<string, string> = {}

@@ -89,20 +89,17 @@ export class AgentUrlRefusedError extends BadRequestError {}
 /** Checks agent URLs, resolving hostnames; a host's verdict is reused briefly so a busy proxy does not resolve on every call. */
 export class AgentUrlGuard {
   private readonly verdicts = new Map<string, { until: number; refusal: string | null }>()
+  /** Well-formed URLs already parsed, by their text: the proxy checks the same few URLs on every call. */
+  private readonly parsed = new Map<string, { url: URL; host: string }>()
 
   constructor(private readonly policy: AgentUrlPolicy) {}
 
-  /** Parses and checks an agent URL; throws AgentUrlRefusedError with the reason when it may not be called. */
+  /**
+   * Parses and checks an agent URL; throws AgentUrlRefusedError with the reason when it may not be called.
+   * The URL returned may be handed to other callers of the same text: read it, never change it.
+   */
   async check(raw: string): Promise<URL> {
-    let url: URL
-    try {
-      url = new URL(raw)
-    } catch {
-      throw new AgentUrlRefusedError(`agent url "${raw}" is not a valid absolute URL`)
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new AgentUrlRefusedError(`agent url "${raw}" must use http or https, not ${url.protocol.replace(':', '')}`)
-    if (url.username !== '' || url.password !== '') throw new AgentUrlRefusedError(`agent url "${raw}" must not carry credentials`)
-    const host = url.hostname.replace(/^\[|\]$/g, '')
+    const { url, host } = this.parsed.get(raw) ?? this.parse(raw)
     const cached = this.verdicts.get(host)
     const now = Date.now()
     let refusal: string | null
@@ -115,6 +112,22 @@ export class AgentUrlGuard {
     }
     if (refusal !== null) throw new AgentUrlRefusedError(`agent url "${raw}" is not allowed: ${refusal}`)
     return url
+  }
+
+  /** Parses a URL that is well-formed, http(s) and without credentials, and remembers it; throws the refusal otherwise. */
+  private parse(raw: string): { url: URL; host: string } {
+    let url: URL
+    try {
+      url = new URL(raw)
+    } catch {
+      throw new AgentUrlRefusedError(`agent url "${raw}" is not a valid absolute URL`)
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new AgentUrlRefusedError(`agent url "${raw}" must use http or https, not ${url.protocol.replace(':', '')}`)
+    if (url.username !== '' || url.password !== '') throw new AgentUrlRefusedError(`agent url "${raw}" must not carry credentials`)
+    const entry = { url, host: url.hostname.replace(/^\[|\]$/g, '') }
+    if (this.parsed.size >= 10_000) this.parsed.clear()
+    this.parsed.set(raw, entry)
+    return entry
   }
 
   private async refusalFor(host: string): Promise<string | null> {

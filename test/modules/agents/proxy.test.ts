@@ -296,6 +296,30 @@ describe('agent URLs and SSRF', () => {
     }
   })
 
+  it('forwards each call to the URL stored at that moment, and refuses a bad URL every time it is sent', async () => {
+    const registry = await startRegistry({ allow_private_agent_urls: true })
+    const [first, second] = [await startPlainAgent(), await startPlainAgent()]
+    try {
+      const parent = await registry.createWorkspace('p')
+      const from = await registry.createWorkspace('from', parent.id)
+      const to = await registry.createWorkspace('to', parent.id)
+      await registry.register(to, first.url)
+      expect((await registry.request('POST', `/workspaces/${to.id}/a2a`, { token: from.token, body: messageSend('echo:one') })).status).toBe(200)
+      await registry.register(to, second.url)
+      expect((await registry.request('POST', `/workspaces/${to.id}/a2a`, { token: from.token, body: messageSend('echo:two') })).status).toBe(200)
+      expect([first.calls.length, second.calls.length]).toEqual([1, 1])
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const response = await registry.request('POST', '/registry/register', { token: to.token, body: { id: to.id, url: 'http://user:pw@127.0.0.1:9/', agent_card: {} } })
+        expect(response.status).toBe(400)
+        expect(await response.text()).toContain('credentials')
+      }
+    } finally {
+      await registry.close()
+      await first.close()
+      await second.close()
+    }
+  })
+
   it('checks the stored URL again before every forward', async () => {
     const registry = await startRegistry({ allow_private_agent_urls: false })
     const agent = await startPlainAgent()
@@ -317,37 +341,22 @@ describe('agent URLs and SSRF', () => {
 })
 
 describe('A2A call outcomes in /metrics', () => {
-  let registry: Registry
-  let agent: PlainAgent
-  let caller: Workspace
-  let target: Workspace
-  beforeAll(async () => {
-    registry = await startRegistry({ a2a_idle_timeout_s: 0.3 })
-    agent = await startPlainAgent()
-    const parent = await registry.createWorkspace('parent')
-    caller = await registry.createWorkspace('caller', parent.id)
-    target = await registry.createWorkspace('target', parent.id)
-    for (const workspace of [parent, caller, target]) await registry.register(workspace, agent.url)
-  })
-  afterAll(async () => {
-    await registry.close()
-    await agent.close()
-  })
+  const siblings = siblingsOnOneAgent({ a2a_idle_timeout_s: 0.3 })
 
   const outcomes = async () => {
-    const text = await (await fetch(`${registry.url}/metrics`)).text()
+    const text = await (await fetch(`${siblings.registry.url}/metrics`)).text()
     const counts: Record<string, number> = {}
     for (const match of text.matchAll(/^switchboard_a2a_calls_total\{outcome="([a-z_]+)"\} (\d+)$/gm)) counts[match[1]!] = Number(match[2])
     return counts
   }
   const stream = (text: string) =>
-    openStream(`${registry.url}/workspaces/${target.id}/a2a`, { method: 'POST', headers: { authorization: `Bearer ${caller.token}` }, body: JSON.stringify(messageSend(text, 'message/stream')) })
+    openStream(`${siblings.registry.url}/workspaces/${siblings.target.id}/a2a`, { method: 'POST', headers: { authorization: `Bearer ${siblings.caller.token}` }, body: JSON.stringify(messageSend(text, 'message/stream')) })
 
   it('counts a stream by how it ended, not by the 200 its caller saw first', async () => {
-    const send = (text: string) => registry.request('POST', `/workspaces/${target.id}/a2a`, { token: caller.token, body: messageSend(text) })
+    const send = (text: string) => siblings.registry.request('POST', `/workspaces/${siblings.target.id}/a2a`, { token: siblings.caller.token, body: messageSend(text) })
     expect((await send('echo:fine')).status).toBe(200)
     expect((await send('http:500')).status).toBe(500)
-    expect((await registry.request('POST', '/workspaces/ws-nobody/a2a', { token: caller.token, body: messageSend('echo:x') })).status).toBe(400)
+    expect((await siblings.registry.request('POST', '/workspaces/ws-nobody/a2a', { token: siblings.caller.token, body: messageSend('echo:x') })).status).toBe(400)
 
     const complete = await stream('stream:2:10')
     await complete.ended
@@ -374,3 +383,43 @@ describe('A2A call outcomes in /metrics', () => {
     expect(counts).toEqual({ ok: 2, agent_error: 2, rejected: 1, timeout: 1, caller_gone: 1 })
   })
 })
+
+describe('the A2A proxy with a connect timeout shorter than the header timeout', () => {
+  const siblings = siblingsOnOneAgent({ a2a_connect_timeout_ms: 200, a2a_header_timeout_s: 1 })
+  const send = (text: string) => siblings.registry.request('POST', `/workspaces/${siblings.target.id}/a2a`, { token: siblings.caller.token, body: messageSend(text) })
+
+  it('lets an agent that was reached think past the connect timeout, within the header timeout', async () => {
+    const started = Date.now()
+    const response = await send('sleep:600')
+    expect(response.status).toBe(200)
+    expect(Date.now() - started).toBeGreaterThanOrEqual(600)
+  })
+
+  it('still answers 504 at the header timeout once the connect probe found the agent', async () => {
+    const started = Date.now()
+    const response = await send('sleep:4000')
+    expect(response.status).toBe(504)
+    expect(((await response.json()) as RpcAnswer).error!.message).toContain('did not answer within 1 s')
+    const elapsed = Date.now() - started
+    expect(elapsed).toBeGreaterThanOrEqual(900)
+    expect(elapsed).toBeLessThan(2500)
+  })
+})
+
+/** For the describe block it is called in: a registry with `config`, one plain agent, and two sibling workspaces (caller, target) registered to it. */
+function siblingsOnOneAgent(config: Parameters<typeof startRegistry>[0]) {
+  const siblings = {} as { registry: Registry; agent: PlainAgent; caller: Workspace; target: Workspace }
+  beforeAll(async () => {
+    siblings.registry = await startRegistry(config)
+    siblings.agent = await startPlainAgent()
+    const parent = await siblings.registry.createWorkspace('parent')
+    siblings.caller = await siblings.registry.createWorkspace('caller', parent.id)
+    siblings.target = await siblings.registry.createWorkspace('target', parent.id)
+    for (const workspace of [parent, siblings.caller, siblings.target]) await siblings.registry.register(workspace, siblings.agent.url)
+  })
+  afterAll(async () => {
+    await siblings.registry.close()
+    await siblings.agent.close()
+  })
+  return siblings
+}
