@@ -5,6 +5,8 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
 /** A workspace id: a UUID, in its canonical lower-case form. */
 export const WorkspaceId = v.pipe(v.string(), v.trim(), v.regex(UUID, 'must be a UUID'), v.toLowerCase())
+/** A workspace id exactly as WorkspaceId outputs it (UUID's pattern, lower case only, nothing around it): its own result. */
+export const CANONICAL_WORKSPACE_ID = new RegExp(UUID.source)
 
 const Name = v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(200, 'must be at most 200 characters'))
 const AgentCard = v.pipe(v.record(v.string(), v.unknown()), v.description('The agent\'s A2A agent card (v0.3 or v1.0)'))

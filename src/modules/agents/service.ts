@@ -9,11 +9,8 @@ import { sha256 } from '../../auth'
 import type { ActivityPage, ActivityRecord, AgentStore, WorkspacePatch, WorkspaceRecord, WorkspaceStatus } from '../../backend/agents'
 import { AppError, BadRequestError, ConflictError, ForbiddenError, GoneError, NotFoundError, UnauthorizedError, UnavailableError } from '../../errors'
 import type { Logger } from '../../logger'
-import { WorkspaceId } from './model'
+import { CANONICAL_WORKSPACE_ID, WorkspaceId } from './model'
 import type { AgentUrlGuard } from './ssrf'
-
-/** A workspace id as WorkspaceId outputs it: a lower-case UUID, nothing around it. */
-const CANONICAL_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 /** Who is calling: the operator (admin token) or one workspace (its own token). */
 export type Caller = { kind: 'admin' } | { kind: 'workspace'; id: string }
@@ -73,7 +70,7 @@ export class AgentsService {
     // Elysia hands over a path parameter that is not valid percent-encoded UTF-8 as null.
     if (typeof raw !== 'string') throw new BadRequestError(`${what} is not valid percent-encoded UTF-8`)
     // An id already in its canonical form (the usual case) is its own result; any other goes through the schema.
-    if (CANONICAL_ID.test(raw)) return raw
+    if (CANONICAL_WORKSPACE_ID.test(raw)) return raw
     const parsed = v.safeParse(WorkspaceId, raw)
     if (!parsed.success) throw new BadRequestError(`${what} "${raw.slice(0, 100)}" is not a UUID`)
     return parsed.output
