@@ -86,6 +86,9 @@ export interface AgentUrlPolicy {
 /** Thrown when an agent URL may not be called; the message says why. */
 export class AgentUrlRefusedError extends BadRequestError {}
 
+/** How many parsed agent URLs are kept: one per agent in use is what the proxy needs. */
+const PARSED_URLS_KEPT = 1000
+
 /** Checks agent URLs, resolving hostnames; a host's verdict is reused briefly so a busy proxy does not resolve on every call. */
 export class AgentUrlGuard {
   private readonly verdicts = new Map<string, { until: number; refusal: string | null }>()
@@ -125,7 +128,8 @@ export class AgentUrlGuard {
     if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new AgentUrlRefusedError(`agent url "${raw}" must use http or https, not ${url.protocol.replace(':', '')}`)
     if (url.username !== '' || url.password !== '') throw new AgentUrlRefusedError(`agent url "${raw}" must not carry credentials`)
     const entry = { url, host: url.hostname.replace(/^\[|\]$/g, '') }
-    if (this.parsed.size >= 10_000) this.parsed.clear()
+    // Bounded: URLs are up to 2 KiB each, and a registering workspace chooses them.
+    if (this.parsed.size >= PARSED_URLS_KEPT) this.parsed.clear()
     this.parsed.set(raw, entry)
     return entry
   }
