@@ -14,7 +14,7 @@ import { NotFoundError } from './errors'
 import { nativeError } from './http'
 import { createLogger, type Logger } from './logger'
 import { RateLimiter, rateLimitHook, WaitingLimit, callerKey } from './limits'
-import { PROMETHEUS_CONTENT_TYPE } from './metrics'
+import { memoized, PROMETHEUS_CONTENT_TYPE } from './metrics'
 import type { PlainRoutes } from './plain'
 import { agentsModule } from './modules/agents/index'
 import { AgentsService } from './modules/agents/service'
@@ -108,13 +108,16 @@ export function createApp(options: CreateAppOptions) {
   }
 
   collectRuntimeGauges(runtime.metrics, runtime)
+  // Counted on every send and every proxied call: each label's series is looked up once.
+  const exchangeEventsOf = memoized((event: string) => runtime.metrics.exchangeEvents.series({ event }))
+  const a2aCallsOf = memoized((outcome: string) => runtime.metrics.a2aCalls.series({ outcome }))
 
   const exchange = new ExchangeService(
     backend.mailboxes,
     {
       listenTimeout: config.listen_timeout,
       messageSizeLimitBytes: config.message_size_limit_kb * 1024,
-      onEvent: (event) => runtime.metrics.exchangeEvents.inc({ event }),
+      onEvent: (event) => exchangeEventsOf(event).inc(),
     },
     logger,
   )
@@ -179,7 +182,7 @@ export function createApp(options: CreateAppOptions) {
         bodyLimitBytes: config.max_body_kb * 1024,
         a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
         publicUrl: config.public_url,
-        onCallEnded: (outcome) => runtime.metrics.a2aCalls.inc({ outcome }),
+        onCallEnded: (outcome) => a2aCallsOf(outcome).inc(),
         plainRoutes,
         timeouts: {
           connectMs: config.a2a_connect_timeout_ms,

@@ -1,9 +1,20 @@
 /**
  * A small metrics registry rendered in the Prometheus text format (0.0.4):
  * counters, gauges and histograms with fixed buckets. Label sets are kept
- * in maps keyed by their joined values, so recording costs one lookup.
+ * in maps keyed by their joined values, so recording costs one lookup, and
+ * none through a series a caller keeps (`series(labels)`).
  */
 export type Labels = Record<string, string>
+
+/** `make` kept per key: each key's value is made on first use and returned from then on (for series recorded again and again). */
+export function memoized<K, V>(make: (key: K) => V): (key: K) => V {
+  const made = new Map<K, V>()
+  return (key) => {
+    let value = made.get(key)
+    if (value === undefined) made.set(key, (value = make(key)))
+    return value
+  }
+}
 
 const escapeLabel = (value: string) => value.replaceAll('\\', '\\\\').replaceAll('"', '\\"').replaceAll('\n', '\\n')
 const formatValue = (value: number) => (Number.isFinite(value) ? String(value) : value > 0 ? '+Inf' : value < 0 ? '-Inf' : 'NaN')
@@ -38,16 +49,35 @@ abstract class Metric {
   }
 }
 
+/** One label set of a counter: a caller that records the same labels again and again keeps it and skips the lookup. */
+export class CounterSeries {
+  value = 0
+
+  constructor(readonly labels: Labels) {}
+
+  inc(by = 1): void {
+    this.value += by
+  }
+}
+
 /** A value that only goes up (reset on restart). */
 export class Counter extends Metric {
   readonly type = 'counter'
-  private readonly values = new Map<string, { labels: Labels; value: number }>()
+  private readonly values = new Map<string, CounterSeries>()
 
   inc(labels: Labels = {}, by = 1): void {
+    this.series(labels).inc(by)
+  }
+
+  /** The series of one label set, made (at 0) when first asked for. */
+  series(labels: Labels = {}): CounterSeries {
     const key = this.keyOf(labels)
-    const entry = this.values.get(key)
-    if (entry) entry.value += by
-    else this.values.set(key, { labels: { ...labels }, value: by })
+    let entry = this.values.get(key)
+    if (!entry) {
+      entry = new CounterSeries({ ...labels })
+      this.values.set(key, entry)
+    }
+    return entry
   }
 
   /** The current value of one label set (0 when never incremented). */
@@ -78,10 +108,34 @@ export class Gauge extends Metric {
   }
 }
 
+/** One label set of a histogram; like CounterSeries, kept by a caller that observes the same labels again and again. */
+export class HistogramSeries {
+  /** Per bucket, not cumulative (made so when rendered); a value above every bound is counted only in `count`. */
+  readonly counts: number[]
+  sum = 0
+  count = 0
+
+  constructor(
+    readonly labels: Labels,
+    private readonly buckets: readonly number[],
+  ) {
+    this.counts = new Array<number>(buckets.length).fill(0)
+  }
+
+  observe(value: number): void {
+    const { buckets } = this
+    let index = 0
+    while (index < buckets.length && value > buckets[index]!) index++
+    if (index < buckets.length) this.counts[index]!++
+    this.sum += value
+    this.count++
+  }
+}
+
 /** Observations counted into fixed, cumulative buckets (upper bounds, `+Inf` implied). */
 export class Histogram extends Metric {
   readonly type = 'histogram'
-  private readonly series = new Map<string, { labels: Labels; counts: number[]; sum: number; count: number }>()
+  private readonly values = new Map<string, HistogramSeries>()
 
   constructor(name: string, help: string, labelNames: readonly string[], readonly buckets: readonly number[]) {
     super(name, help, labelNames)
@@ -89,23 +143,23 @@ export class Histogram extends Metric {
   }
 
   observe(labels: Labels, value: number): void {
+    this.series(labels).observe(value)
+  }
+
+  /** The series of one label set, made (empty) when first asked for. */
+  series(labels: Labels): HistogramSeries {
     const key = this.keyOf(labels)
-    let entry = this.series.get(key)
+    let entry = this.values.get(key)
     if (!entry) {
-      entry = { labels: { ...labels }, counts: new Array<number>(this.buckets.length).fill(0), sum: 0, count: 0 }
-      this.series.set(key, entry)
+      entry = new HistogramSeries({ ...labels }, this.buckets)
+      this.values.set(key, entry)
     }
-    // Counts are stored per bucket and made cumulative when rendered.
-    let index = 0
-    while (index < this.buckets.length && value > this.buckets[index]!) index++
-    if (index < this.buckets.length) entry.counts[index]!++
-    entry.sum += value
-    entry.count++
+    return entry
   }
 
   samples(): string[] {
     const lines: string[] = []
-    for (const entry of this.series.values()) {
+    for (const entry of this.values.values()) {
       let cumulative = 0
       this.buckets.forEach((bound, index) => {
         cumulative += entry.counts[index]!

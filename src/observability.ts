@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto'
 import type { SwitchboardRuntime } from './app'
 import type { Backend } from './backend/index'
 import type { JobState } from './backend/workers'
-import { MetricsRegistry, type Counter, type Histogram } from './metrics'
+import { memoized, MetricsRegistry, type Counter, type Histogram } from './metrics'
 
 /** The route template of the A2A proxy, whose calls are counted by outcome and left to finish on shutdown. */
 export const A2A_ROUTE = '/workspaces/:id/a2a'
@@ -149,14 +149,17 @@ export function observeRequests(runtime: SwitchboardRuntime, routes: readonly { 
       return undefined
     }
   }
+  // The series each finished request is recorded into, kept by route, method and status: these are the same
+  // few values again and again (route templates, node:http's methods, statuses), so finding one builds no key.
+  const requestsOf = memoized((route: string) => memoized((method: string) => memoized((status: number) => metrics.requests.series({ method, route, status: String(status) }))))
+  const durationOf = memoized((route: string) => metrics.duration.series({ route }))
   return {
     routeOf: routeMatcher(routes),
     finish(request: FinishedRequest): void {
       const seconds = (performance.now() - request.startedAt) / 1000
-      const status = String(request.status)
-      metrics.requests.inc({ method: request.method, route: request.route, status })
-      metrics.duration.observe({ route: request.route }, seconds)
-      if (request.status >= 500) metrics.serverErrors.inc({ status })
+      requestsOf(request.route)(request.method)(request.status).inc()
+      durationOf(request.route).observe(seconds)
+      if (request.status >= 500) metrics.serverErrors.inc({ status: String(request.status) })
       if (!logging) return
       const client = clientOf(request.authorization)
       logger.info('request', {

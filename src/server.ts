@@ -53,6 +53,17 @@ const jsonError = (status: number, code: string, message: string) => JSON.string
 
 const EMPTY = Buffer.alloc(0)
 
+/** Set on a connection each time it is heard from or answered on; the idle sweep reads and clears it. */
+const HEARD = Symbol('heard')
+/** The request a connection is being answered for, if any. */
+const ANSWERING = Symbol('answering')
+
+/** A client connection, with what the serving layer keeps on it: two property writes per request, no lookups. */
+interface Connection extends Duplex {
+  [HEARD]?: boolean
+  [ANSWERING]?: InFlight
+}
+
 /**
  * A request being answered: its route template, its caller's socket, and
  * whether the caller went away. The abort signal handlers see is made only
@@ -157,19 +168,20 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   const observer = observeRequests(runtime, app.routes)
   const cors = corsPolicy(runtime.config.cors_origins)
   const inFlight = new Set<InFlight>()
-  // The request each connection is being answered for. A client that drops is seen through one
-  // close listener per connection: a listener per response costs a fifth of a small request's time.
-  const answering = new WeakMap<object, InFlight>()
+  // A client that drops is seen through one close listener per connection, which aborts the request the
+  // connection is being answered for (socket[ANSWERING]): a listener per response costs a fifth of a small request's time.
   let onIdle: (() => void) | null = null
   const scheme = options.tlsCert ? 'https' : 'http'
-  // When each open connection was last heard from or answered on (upgraded ones are the WebSocket endpoints' own).
-  // One that is silent for connection_idle_timeout_s while none of its requests is being answered is closed: an idle
-  // keep-alive connection, a client gone without a word, or a body that stopped arriving would otherwise hold it forever.
-  const lastHeard = new Map<Duplex, number>()
+  // Each open connection (upgraded ones are the WebSocket endpoints' own) and when the idle sweep last found it
+  // heard from or answered on. One that is silent for connection_idle_timeout_s while none of its requests is being
+  // answered is closed: an idle keep-alive connection, a client gone without a word, or a body that stopped arriving
+  // would otherwise hold it forever. A request only flags its connection (socket[HEARD]); each sweep turns the flag
+  // into the sweep's time, so a connection is closed after the timeout of silence and at most one sweep interval more.
+  const lastHeard = new Map<Connection, number>()
   const idleTimeoutMs = runtime.config.connection_idle_timeout_s * 1000
-  /** Notes that `socket` was heard from or answered on (a closed or upgraded one is not tracked again). */
-  const heard = (socket: Duplex) => {
-    if (lastHeard.has(socket)) lastHeard.set(socket, Date.now())
+  /** Notes that `socket` was heard from or answered on. */
+  const heard = (socket: Connection) => {
+    socket[HEARD] = true
   }
 
   const onRequest = async (req: http.IncomingMessage, res: http.ServerResponse) => {
@@ -231,10 +243,11 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       res.end(jsonError(413, 'PAYLOAD_TOO_LARGE', `request body is larger than the limit of ${options.bodyLimitBytes} bytes`))
       return
     }
-    answering.set(req.socket, entry)
+    const connection: Connection = req.socket
+    connection[ANSWERING] = entry
     const plain = runtime.plainRoutes.get(`${req.method} ${entry.route}`)
     await (plain === undefined ? throughApp(req, res, entry, target, body) : throughPlainRoute(plain, req, res, entry, body, path))
-    if (answering.get(req.socket) === entry) answering.delete(req.socket)
+    if (connection[ANSWERING] === entry) connection[ANSWERING] = undefined
   }
 
   /** Answers through a plain route: its reply is written as it is, a web Response (a stream) relayed. */
@@ -289,21 +302,21 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     : http.createServer(onRequest)
   // Past the limit, node:http closes a new connection as soon as it is accepted: the ones open keep being served.
   if (runtime.config.max_connections > 0) server.maxConnections = runtime.config.max_connections
-  server.on(options.tlsCert ? 'secureConnection' : 'connection', (socket: Duplex) => {
+  server.on(options.tlsCert ? 'secureConnection' : 'connection', (socket: Connection) => {
     runtime.connections++
     if (idleTimeoutMs > 0) lastHeard.set(socket, Date.now())
     socket.once('close', () => {
       runtime.connections--
       lastHeard.delete(socket)
-      const entry = answering.get(socket)
+      const entry = socket[ANSWERING]
       if (!entry) return
-      answering.delete(socket)
+      socket[ANSWERING] = undefined
       entry.clientGone = true
       entry.abort()
     })
   })
 
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+  server.on('upgrade', (req: http.IncomingMessage, socket: Connection, head: Buffer) => {
     lastHeard.delete(socket)
     const path = (req.url ?? '/').split('?')[0]!
     const handler = runtime.upgrades.get(path)
@@ -333,8 +346,13 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     idleTimeoutMs > 0
       ? setInterval(
           () => {
-            const silentSince = Date.now() - idleTimeoutMs
-            for (const [socket, at] of lastHeard) if (at < silentSince && !answering.has(socket)) socket.destroy()
+            const now = Date.now()
+            for (const [socket, at] of lastHeard) {
+              if (socket[HEARD]) {
+                socket[HEARD] = false
+                lastHeard.set(socket, now)
+              } else if (now - at >= idleTimeoutMs && socket[ANSWERING] === undefined) socket.destroy()
+            }
           },
           Math.min(idleTimeoutMs / 2, 5000),
         )

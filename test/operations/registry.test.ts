@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'bun:test'
-import { MetricsRegistry } from '../../src/metrics'
+import { memoized, MetricsRegistry } from '../../src/metrics'
 
 describe('the metrics registry', () => {
   it('renders histogram buckets cumulatively with +Inf, sum and count', async () => {
@@ -9,6 +9,35 @@ describe('the metrics registry', () => {
     const { text } = await registry.render()
     expect(text).toContain('op_seconds_bucket{op="read",le="0.1"} 1\nop_seconds_bucket{op="read",le="1"} 3\nop_seconds_bucket{op="read",le="+Inf"} 4\n')
     expect(text).toContain('op_seconds_sum{op="read"} 4.05\nop_seconds_count{op="read"} 4')
+  })
+
+  it('records through a kept series exactly as through labels: one sample per label set, counts added up', async () => {
+    const registry = new MetricsRegistry()
+    const counter = registry.counter('calls_total', 'Calls.', ['route', 'status'])
+    const series = counter.series({ route: '/a', status: '200' })
+    expect(counter.series({ route: '/a', status: '200' })).toBe(series)
+    series.inc()
+    counter.inc({ route: '/a', status: '200' }, 2)
+    counter.series({ route: '/a', status: '404' }).inc()
+    expect(counter.get({ route: '/a', status: '200' })).toBe(3)
+    const histogram = registry.histogram('wait_seconds', 'Wait.', ['route'], [1])
+    histogram.series({ route: '/a' }).observe(0.5)
+    histogram.observe({ route: '/a' }, 2)
+    const { text } = await registry.render()
+    expect(text.match(/^calls_total\{.*$/gm)).toEqual(['calls_total{route="/a",status="200"} 3', 'calls_total{route="/a",status="404"} 1'])
+    expect(text).toContain('wait_seconds_bucket{route="/a",le="1"} 1\nwait_seconds_bucket{route="/a",le="+Inf"} 2\nwait_seconds_sum{route="/a"} 2.5\nwait_seconds_count{route="/a"} 2')
+  })
+
+  it('memoized makes each key\'s value once and returns it from then on', () => {
+    const made: string[] = []
+    const lengthOf = memoized((key: string) => {
+      made.push(key)
+      return { length: key.length }
+    })
+    const first = lengthOf('abc')
+    expect(lengthOf('abc')).toBe(first)
+    expect(lengthOf('de').length).toBe(2)
+    expect(made).toEqual(['abc', 'de'])
   })
 
   it('escapes backslashes, quotes and line breaks in label values', async () => {
