@@ -64,10 +64,10 @@ export class MemoryMailboxes implements MailboxStore {
     return this.at(mailboxKey(id))
   }
 
-  /** The live mailbox stored under `key` (see mailboxKey); an expired one is forgotten here. */
-  private at(key: string): Mailbox | undefined {
+  /** The live mailbox stored under `key` (see mailboxKey) at `now`; an expired one is forgotten here. */
+  private at(key: string, now = Date.now()): Mailbox | undefined {
     const box = this.boxes.get(key)
-    if (box === undefined || box.expiresAt > Date.now()) return box
+    if (box === undefined || box.expiresAt > now) return box
     this.remove(key, box)
     return undefined
   }
@@ -139,22 +139,24 @@ export class MemoryMailboxes implements MailboxStore {
     // Each key is built once: a send looks both mailboxes up more than once.
     const destKey = mailboxKey(message.dest)
     const srcKey = mailboxKey(message.src)
-    const box = this.at(destKey)
+    const now = Date.now()
+    const box = this.at(destKey, now)
     if (client) {
       if (box && !canAccess(client, box.owner, box.shares)) throw new ForbiddenError()
-      const source = this.at(srcKey)
+      const source = this.at(srcKey, now)
       if (source && !isOwner(client, source.owner)) throw new ForbiddenError()
     }
     if (!box) throw new UnknownMailboxError()
     if (box.terminated) throw new MailboxTerminatedError()
-    const now = Date.now()
     if (message.kind === 'request') {
       box.pending.set(message.tag, { src: message.src, dest: message.dest, tag: message.tag, label: message.label })
       const sent = this.outgoing.get(srcKey)
-      const count = sent !== undefined && sent.expiresAt > now ? sent.count + 1 : 1
-      this.outgoing.set(srcKey, { count, expiresAt: now + this.expiry.idleMs })
+      if (sent !== undefined && sent.expiresAt > now) {
+        sent.count++
+        sent.expiresAt = now + this.expiry.idleMs
+      } else this.outgoing.set(srcKey, { count: 1, expiresAt: now + this.expiry.idleMs })
     } else {
-      const answered = this.at(srcKey)
+      const answered = this.at(srcKey, now)
       if (answered?.pending.delete(message.tag)) answered.completed++
     }
     box.queue.push(message.raw)

@@ -66,7 +66,8 @@ const errorResponses = {
 
 export function exchangeModule(options: ExchangeModuleOptions) {
   const { service, auth, logger, bodyLimitBytes } = options
-  const read = <S extends v.GenericSchema>(request: PlainRequest, schema: S) => parseJsonText(request.body, schema, bodyLimitBytes, FIELD)
+  const read = <S extends v.GenericSchema>(request: PlainRequest, schema: S, quick?: (data: unknown) => v.InferOutput<S> | null) =>
+    parseJsonText(request.body, schema, bodyLimitBytes, FIELD, quick)
   const mailboxOf = (raw: string): EntityId => service.parseEntityId('mailbox', raw)
   const client = (request: PlainRequest): Client => auth.fromHeader(request.header('authorization'))
   /** Takes a waiting slot for the caller (a no-op release when no limit is set), or refuses with 429. */
@@ -174,7 +175,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
   const onMailbox = (work: (caller: Client, id: EntityId) => Promise<PlainReply>): PlainRoute =>
     route(async (request) => {
       const caller = client(request)
-      return work(caller, mailboxOf(read(request, model.MailboxBody).mailbox))
+      return work(caller, mailboxOf(read(request, model.MailboxBody, model.quickMailboxBody).mailbox))
     })
 
   const routes = {
@@ -191,13 +192,13 @@ export function exchangeModule(options: ExchangeModuleOptions) {
     status: onMailbox(async (caller, id) => jsonReply({ status: await service.status(caller, id) })),
     send: route(async (request) => {
       const caller = client(request)
-      const body = read(request, model.SendBody)
+      const body = read(request, model.SendBody, model.quickSendBody)
       await service.send(caller, service.parseMessage(body.message))
       return OK
     }),
     receive: route(async (request) => {
       const caller = client(request)
-      const body = read(request, model.ReceiveBody)
+      const body = read(request, model.ReceiveBody, model.quickReceiveBody)
       const id = mailboxOf(body.mailbox)
       const timeout = service.timeoutSeconds(body.timeout)
       const release = admit(request)
@@ -209,7 +210,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
     }),
     listen: route(async (request) => {
       const caller = client(request)
-      const body = read(request, model.ReceiveBody)
+      const body = read(request, model.ReceiveBody, model.quickReceiveBody)
       const id = mailboxOf(body.mailbox)
       const timeout = service.timeoutSeconds(body.timeout)
       const status = await service.status(caller, id)

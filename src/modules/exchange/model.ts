@@ -74,6 +74,21 @@ export const CreateMailboxBody = v.object({
 export const MailboxBody = v.object({ mailbox: MailboxField })
 export const SendBody = v.object({ message: v.pipe(v.string(), v.description('JSON of an Academy Message')) })
 export const ReceiveBody = v.object({ mailbox: MailboxField, timeout: v.optional(Timeout) })
+
+/*
+ * What SendBody, MailboxBody and ReceiveBody give for a body of the shape
+ * Academy sends, or null for anything else, which the schema then reads: the
+ * bodies of every send and receive, checked for a fraction of the schema's
+ * cost (as canonicalEntityId is).
+ */
+export const quickSendBody = (data: unknown): v.InferOutput<typeof SendBody> | null => (isObject(data) && typeof data.message === 'string' ? { message: data.message } : null)
+export const quickMailboxBody = (data: unknown): v.InferOutput<typeof MailboxBody> | null => (isObject(data) && typeof data.mailbox === 'string' ? { mailbox: data.mailbox } : null)
+export function quickReceiveBody(data: unknown): v.InferOutput<typeof ReceiveBody> | null {
+  if (!isObject(data) || typeof data.mailbox !== 'string') return null
+  const { mailbox, timeout } = data
+  if (timeout === undefined) return { mailbox }
+  return timeout === null || typeof timeout === 'number' ? { mailbox, timeout } : null
+}
 export const DiscoverBody = v.object({ agent: v.pipe(v.string(), v.description('Fully qualified agent class')), allow_subclasses: v.boolean() })
 export const ShareBody = v.object({ mailbox: MailboxField, group_id: v.pipe(v.string(), v.minLength(1)) })
 
