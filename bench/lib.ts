@@ -93,12 +93,12 @@ export interface ChildServer {
   stop(): Promise<void>
 }
 
-/** Starts a process that prints `listening on <url>` and resolves once it does. */
-export async function startChild(command: string[], env: Record<string, string> = {}): Promise<ChildServer> {
+/** Starts a process that prints `listening on <url>` and resolves once it does (within `startupMs`). */
+export async function startChild(command: string[], env: Record<string, string> = {}, startupMs = 20_000): Promise<ChildServer> {
   const child = Bun.spawn(command, { cwd: ROOT, env: { ...process.env, ...env }, stdout: 'pipe', stderr: 'inherit' })
   const reader = (child.stdout as ReadableStream<Uint8Array>).getReader()
   let text = ''
-  const deadline = Date.now() + 20_000
+  const deadline = Date.now() + startupMs
   while (!/listening on (\S+)/.test(text)) {
     if (Date.now() > deadline) throw new Error(`no startup line from ${command.join(' ')}: ${text}`)
     const { value, done } = await reader.read()
