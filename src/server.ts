@@ -58,7 +58,7 @@ const HEARD = Symbol('heard')
 /** The request a connection is being answered for, if any. */
 const ANSWERING = Symbol('answering')
 
-/** A client connection, with what the serving layer keeps on it: two property writes per request, no lookups. */
+/** A client connection, with what the serving layer keeps on it: a request costs a few property writes, no map lookups. */
 interface Connection extends Duplex {
   [HEARD]?: boolean
   [ANSWERING]?: InFlight
