@@ -17,10 +17,11 @@ import { RateLimiter, rateLimitHook, WaitingLimit, callerKey } from './limits'
 import { memoized, PROMETHEUS_CONTENT_TYPE } from './metrics'
 import type { PlainRoutes } from './plain'
 import { agentsModule } from './modules/agents/index'
+import type { CallOutcome } from './modules/agents/proxy'
 import { AgentsService } from './modules/agents/service'
 import { AgentUrlGuard } from './modules/agents/ssrf'
 import { exchangeModule } from './modules/exchange/index'
-import { ExchangeService } from './modules/exchange/service'
+import { ExchangeService, type ExchangeEvent } from './modules/exchange/service'
 import { workerSockets, workersModule } from './modules/workers/index'
 import { WorkerService } from './modules/workers/service'
 import { collectRuntimeGauges, createSwitchboardMetrics, type SwitchboardMetrics } from './observability'
@@ -108,9 +109,9 @@ export function createApp(options: CreateAppOptions) {
   }
 
   collectRuntimeGauges(runtime.metrics, runtime)
-  // Counted on every send and every proxied call: each label's series is looked up once.
-  const exchangeEventsOf = memoized((event: string) => runtime.metrics.exchangeEvents.series({ event }))
-  const a2aCallsOf = memoized((outcome: string) => runtime.metrics.a2aCalls.series({ outcome }))
+  // Counted on every send and every proxied call: each label's series (a handful: the unions below) is looked up once.
+  const exchangeEventsOf = memoized((event: ExchangeEvent) => runtime.metrics.exchangeEvents.series({ event }))
+  const a2aCallsOf = memoized((outcome: CallOutcome) => runtime.metrics.a2aCalls.series({ outcome }))
 
   const exchange = new ExchangeService(
     backend.mailboxes,
