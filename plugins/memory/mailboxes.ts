@@ -15,7 +15,7 @@ interface Mailbox {
   /** Requests put into this mailbox and not yet answered, by tag. */
   pending: Map<string, PendingRequest>
   completed: number
-  /** Epoch ms of the last take or touch; null before any. */
+  /** Epoch ms of the last take, or of a client's put from it; null before any. */
   lastActive: number | null
   /** Epoch ms from which the mailbox is gone: idle expiry while active, the end of the gravestone once terminated. */
   expiresAt: number
@@ -141,13 +141,15 @@ export class MemoryMailboxes implements MailboxStore {
     const srcKey = mailboxKey(message.src)
     const now = Date.now()
     const box = this.at(destKey, now)
+    const source = client ? this.at(srcKey, now) : undefined
     if (client) {
       if (box && !canAccess(client, box.owner, box.shares)) throw new ForbiddenError()
-      const source = this.at(srcKey, now)
       if (source && !isOwner(client, source.owner)) throw new ForbiddenError()
     }
     if (!box) throw new UnknownMailboxError()
     if (box.terminated) throw new MailboxTerminatedError()
+    // A client's send is activity of the mailbox it comes from.
+    if (source) this.markActive(source, now)
     if (message.kind === 'request') {
       box.pending.set(message.tag, { src: message.src, dest: message.dest, tag: message.tag, label: message.label })
       const sent = this.outgoing.get(srcKey)
@@ -213,10 +215,7 @@ export class MemoryMailboxes implements MailboxStore {
     return box.lastActive === null ? null : (Date.now() - box.lastActive) / 1000
   }
 
-  async touch(id: EntityId): Promise<void> {
-    const box = this.get(id)
-    if (!box) return
-    const now = Date.now()
+  private markActive(box: Mailbox, now: number): void {
     box.lastActive = now
     if (!box.terminated) box.expiresAt = now + this.expiry.idleMs
   }

@@ -23,7 +23,6 @@ const SCRIPTS = {
   restore: script(lua.RESTORE_MESSAGE),
   discover: script(lua.DISCOVER_AGENTS),
   heartbeat: script(lua.MAILBOX_HEARTBEAT),
-  touch: script(lua.TOUCH_MAILBOX),
   stats: script(lua.MAILBOX_STATS),
   share: script(lua.SHARE_MAILBOX),
   counts: script(lua.COUNT_MAILBOXES),
@@ -104,8 +103,21 @@ export class RedisMailboxes implements MailboxStore {
     const pending: PendingRequest = { src, dest, tag: message.tag, label: message.label }
     await this.connection.run(
       SCRIPTS.put,
-      [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src), ...this.countKeys()],
-      [client ? '1' : '', client?.id ?? '', client ? groups(client) : '[]', message.kind, message.tag, JSON.stringify(pending), message.raw, this.idleMs, this.keys.wakeChannel(), mailboxKey(dest)],
+      [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src), ...this.countKeys(), this.keys.queue(src)],
+      [
+        client ? '1' : '',
+        client?.id ?? '',
+        client ? groups(client) : '[]',
+        message.kind,
+        message.tag,
+        JSON.stringify(pending),
+        message.raw,
+        this.idleMs,
+        this.keys.wakeChannel(),
+        mailboxKey(dest),
+        Date.now(),
+        mailboxKey(src),
+      ],
     )
   }
 
@@ -139,9 +151,6 @@ export class RedisMailboxes implements MailboxStore {
     return at === null ? null : Math.max(0, Date.now() - Number(at)) / 1000
   }
 
-  async touch(id: EntityId): Promise<void> {
-    await this.connection.run(SCRIPTS.touch, [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id), ...this.countKeys()], [Date.now(), this.idleMs, mailboxKey(id)])
-  }
 
   async stats(client: Client, id: EntityId): Promise<MailboxStats> {
     const [pending, queued, completed, outgoing] = (await this.connection.run(

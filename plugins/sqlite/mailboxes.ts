@@ -68,7 +68,6 @@ export class SqliteMailboxes implements MailboxStore {
     nextQueued: Row<{ id: number; raw: string }>
     markTaken: Row<never>
     setLastActive: Row<never>
-    touch: Row<never>
     findDelivery: Row<{ id: number }>
     requeueAtHead: Row<never>
     insertAtHead: Row<never>
@@ -120,7 +119,6 @@ export class SqliteMailboxes implements MailboxStore {
       nextQueued: prepare('SELECT id, raw FROM messages WHERE mailbox_id = ? AND taken_at IS NULL ORDER BY position LIMIT 1'),
       markTaken: prepare('UPDATE messages SET taken_at = ? WHERE id = ?'),
       setLastActive: prepare('UPDATE mailboxes SET last_active = ? WHERE id = ?'),
-      touch: prepare('UPDATE mailboxes SET last_active = ? WHERE role = ? AND uid = ?'),
       findDelivery: prepare('SELECT id FROM messages WHERE mailbox_id = ? AND taken_at IS NOT NULL AND raw = ? ORDER BY position DESC LIMIT 1'),
       requeueAtHead: prepare('UPDATE messages SET taken_at = NULL, position = ? WHERE id = ?'),
       insertAtHead: prepare('INSERT INTO messages (mailbox_id, position, raw) VALUES (?, ?, ?)'),
@@ -161,13 +159,15 @@ export class SqliteMailboxes implements MailboxStore {
 
     this.putTx = db.transaction((client: Client | null, message: Envelope) => {
       const box = this.row(message.dest)
+      const source = client ? this.row(message.src) : undefined
       if (client) {
         if (box && !this.mayAccess(client, box)) throw new ForbiddenError()
-        const source = this.row(message.src)
         if (source && !isOwner(client, source.owner)) throw new ForbiddenError()
       }
       if (!box) throw new UnknownMailboxError()
       if (box.terminated) throw new MailboxTerminatedError()
+      // A client's send is activity of the mailbox it comes from.
+      if (source) this.statements.setLastActive.run(Date.now(), source.id)
       if (message.kind === 'request') {
         const request: PendingRequest = { src: message.src, dest: message.dest, tag: message.tag, label: message.label }
         this.statements.upsertPending.run(box.id, message.tag, JSON.stringify(request))
@@ -315,10 +315,6 @@ export class SqliteMailboxes implements MailboxStore {
     const box = this.accessible(client, id)
     if (!box) throw new UnknownMailboxError()
     return box.last_active === null ? null : (Date.now() - box.last_active) / 1000
-  }
-
-  async touch(id: EntityId): Promise<void> {
-    await this.writes.run(() => this.statements.touch.run(Date.now(), id.role, id.uid))
   }
 
   async stats(client: Client, id: EntityId): Promise<MailboxStats> {

@@ -94,7 +94,7 @@ const BUILT_IN: Record<string, () => Promise<{ default: unknown }>> = {
 export const BUILT_IN_BACKENDS = Object.keys(BUILT_IN)
 
 const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events', readonly string[]> = {
-  mailboxes: ['create', 'status', 'terminate', 'put', 'take', 'restore', 'discover', 'heartbeat', 'touch', 'stats', 'share', 'unshare', 'shares', 'counts'],
+  mailboxes: ['create', 'status', 'terminate', 'put', 'take', 'restore', 'discover', 'heartbeat', 'stats', 'share', 'unshare', 'shares', 'counts'],
   workers: ['upsertWorker', 'getWorker', 'listWorkers', 'updateWorker', 'setDraining', 'deleteWorker', 'reserveSlot', 'releaseSlot', 'assignSlot', 'createJob', 'getJob', 'listJobs', 'transitionJob'],
   agents: ['createWorkspace', 'getWorkspace', 'listWorkspaces', 'listChildren', 'updateWorkspace', 'removeWorkspace', 'rotateToken', 'workspaceOfToken', 'hasToken', 'recordActivity', 'listActivity'],
   events: ['publish', 'subscribe'],

@@ -74,7 +74,10 @@ export interface MailboxStore {
    * still pending to it so the caller can answer them. Missing → returns [].
    */
   terminate(client: Client, id: EntityId): Promise<PendingRequest[]>
-  /** Append to the destination's queue, or hand straight to its first waiter. Tracks request/response pairs for stats. */
+  /**
+   * Append to the destination's queue, or hand straight to its first waiter. Tracks request/response pairs for stats.
+   * A client's put is also activity of the source mailbox (see heartbeat), when it exists; Switchboard's own (client null) is not.
+   */
   put(client: Client | null, message: Envelope): Promise<void>
   /** Take the next message, or wait until one arrives, the deadline passes (→ null) or the signal aborts (→ null). Each message goes to exactly one taker. */
   take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null>
@@ -82,10 +85,8 @@ export interface MailboxStore {
   restore(id: EntityId, raw: string): Promise<void>
   /** Uids of ACTIVE agent mailboxes the client may access whose MRO matches, in creation order. */
   discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]>
-  /** Seconds since the mailbox was last active, null if never; UnknownMailboxError if missing. */
+  /** Seconds since the mailbox was last active (its last take, or a client's put from it), null if never; UnknownMailboxError if missing. */
   heartbeat(client: Client, id: EntityId): Promise<number | null>
-  /** Record activity of a mailbox (a send from it). Missing mailboxes are ignored. */
-  touch(id: EntityId): Promise<void>
   stats(client: Client, id: EntityId): Promise<MailboxStats>
   share(client: Client, id: EntityId, group: string): Promise<void>
   unshare(client: Client, id: EntityId, group: string): Promise<void>

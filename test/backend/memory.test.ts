@@ -65,9 +65,10 @@ describe('memory retention', () => {
     await mailboxes.put(owner, kept)
     const until = Date.now() + 1200
     while (Date.now() < until) {
-      // The receiver sends (a touch) and the sender receives: each one's activity keeps it.
-      await mailboxes.touch(receiver)
-      expect(await mailboxes.take(owner, sender, { deadline: Date.now() + 100 })).toBeNull()
+      // The receiver sends and the sender receives: each one's activity keeps it.
+      const reply = envelope(receiver, sender)
+      await mailboxes.put(owner, reply)
+      expect(await mailboxes.take(owner, sender, { deadline: Date.now() + 100 })).toBe(reply.raw)
     }
     expect(await mailboxes.status(owner, receiver)).toBe('ACTIVE')
     expect(await mailboxes.status(owner, sender)).toBe('ACTIVE')

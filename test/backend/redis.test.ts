@@ -172,16 +172,19 @@ describe.skipIf(redis.url === null)('redis backend', () => {
 
     it('keeps the queue of a mailbox that only sends for as long as the mailbox', async () => {
       const { backend } = await open({ mailbox_expiration_d: 0.5 / 86_400 })
-      const receiver = agent()
+      const [receiver, peer] = [agent(), agent()]
       await backend.mailboxes.create(client, receiver, null)
+      await backend.mailboxes.create(client, peer, null)
       const kept = message(receiver)
       await backend.mailboxes.put(client, kept)
       const until = Date.now() + 1200
       while (Date.now() < until) {
-        await backend.mailboxes.touch(receiver)
+        // The receiver only sends; the peer takes what it sent, which keeps the peer.
+        await backend.mailboxes.put(client, { ...message(peer), src: receiver })
+        expect(await backend.mailboxes.take(client, peer, { deadline: Date.now() + 1000 })).not.toBeNull()
         await Bun.sleep(100)
       }
-      expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 1, queued: 1 })
+      expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 1 })
       expect(await backend.mailboxes.take(client, receiver, { deadline: Date.now() + 1000 })).toBe(kept.raw)
     })
 

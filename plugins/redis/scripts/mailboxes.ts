@@ -156,12 +156,15 @@ return pending
 
 /**
  * Append a message to its destination's queue, track request/response pairs,
- * and wake one waiter on any instance.
+ * record a client's send as activity of an active source mailbox (its queue
+ * and pending requests kept as long as it), and wake one waiter on any instance.
  * KEYS[1] destination hash · KEYS[2] destination queue · KEYS[3] destination pending hash
  * KEYS[4] source hash · KEYS[5] source pending hash · KEYS[6] source outgoing counter · KEYS[7..9] counts
+ * KEYS[10] source queue
  * ARGV[1] '1' when a client calls ('' for Switchboard itself) · ARGV[2] client · ARGV[3] groups
  * ARGV[4] kind (request | response) · ARGV[5] tag · ARGV[6] PendingRequest JSON · ARGV[7] message text
  * ARGV[8] idle expiry ms · ARGV[9] wake channel · ARGV[10] destination mailbox key (the channel payload)
+ * ARGV[11] now (ms) · ARGV[12] source mailbox key
  */
 export const PUT_MESSAGE = `${PRELUDE}${COUNTING}
 local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
@@ -183,7 +186,15 @@ end
 local length = redis.call('RPUSH', KEYS[2], ARGV[7])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
-track({ KEYS[7], KEYS[8], KEYS[9] }, ARGV[10], now_ms() + tonumber(ARGV[8]), length)
+local deadline = now_ms() + tonumber(ARGV[8])
+track({ KEYS[7], KEYS[8], KEYS[9] }, ARGV[10], deadline, length)
+if ARGV[1] == '1' and redis.call('HGET', KEYS[4], 'state') == 'ACTIVE' then
+  redis.call('HSET', KEYS[4], 'active', ARGV[11])
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
+  redis.call('PEXPIRE', KEYS[10], ARGV[8])
+  redis.call('PEXPIRE', KEYS[5], ARGV[8])
+  track({ KEYS[7], KEYS[8], KEYS[9] }, ARGV[12], deadline, redis.call('LLEN', KEYS[10]))
+end
 redis.call('PUBLISH', ARGV[9], ARGV[10])
 return 1
 `
@@ -263,22 +274,6 @@ local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'active')
 if not box[1] then return refuse('UNKNOWN') end
 if not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
 return box[3]
-`
-
-/**
- * Record activity of an active mailbox (a send from it); missing and terminated ones are left alone.
- * The queue and pending requests are kept as long as the mailbox they belong to.
- * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4..6] counts
- * ARGV[1] now (ms) · ARGV[2] idle expiry ms · ARGV[3] mailbox key
- */
-export const TOUCH_MAILBOX = `${COUNTING}
-if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
-redis.call('HSET', KEYS[1], 'active', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-track({ KEYS[4], KEYS[5], KEYS[6] }, ARGV[3], now_ms() + tonumber(ARGV[2]), redis.call('LLEN', KEYS[2]))
-return 1
 `
 
 /**

@@ -106,7 +106,6 @@ export class ExchangeService {
   async send(client: Client, message: Envelope): Promise<void> {
     await this.store.put(client, message)
     this.options.onEvent?.('sent')
-    await this.store.touch(message.src)
   }
 
   /** Long-poll receive: the next message, or RequestTimeoutError when none came in time. */

@@ -397,29 +397,60 @@ export function mailboxStoreCases(makeBackend: () => Promise<Backend>): void {
       })
     })
 
-    describe('heartbeat and touch', () => {
-      it('reports null before any activity and the seconds since the last take or touch after', async () => {
+    describe('heartbeat and the activity of a send', () => {
+      it('reports null before any activity and the seconds since the last take or send from it after', async () => {
         const store = await open()
-        const id = agent()
+        const [id, peer] = [agent(), agent()]
         await store.create(alice, id, null)
+        await store.create(alice, peer, null)
         expect(await store.heartbeat(alice, id)).toBeNull()
-        await store.touch(id)
-        const afterTouch = await store.heartbeat(alice, id)
-        expect(afterTouch).not.toBeNull()
-        expect(afterTouch!).toBeGreaterThanOrEqual(0)
-        expect(afterTouch!).toBeLessThan(5)
+        await store.put(alice, envelope(id, peer))
+        const afterSend = await store.heartbeat(alice, id)
+        expect(afterSend).not.toBeNull()
+        expect(afterSend!).toBeGreaterThanOrEqual(0)
+        expect(afterSend!).toBeLessThan(5)
+        // Receiving a message is not activity of the mailbox it came from.
+        expect(await store.heartbeat(alice, peer)).toBeNull()
         await Bun.sleep(120)
         expect((await store.heartbeat(alice, id))!).toBeGreaterThanOrEqual(0.1)
         expect(await store.take(alice, id, { deadline: Date.now() + 10 })).toBeNull()
         expect((await store.heartbeat(alice, id))!).toBeLessThan(0.1)
       })
 
-      it('refuses an unknown mailbox with UnknownMailboxError and ignores touching one', async () => {
+      it('counts only a send that was stored, and only a client\'s', async () => {
         const store = await open()
-        const id = agent()
-        await store.touch(id)
+        const [id, peer, gone] = [agent(), agent(), agent()]
+        for (const box of [id, peer, gone]) await store.create(alice, box, null)
+        await store.terminate(alice, gone)
+        expect(await rejection(store.put(alice, envelope(id, agent())))).toBeInstanceOf(UnknownMailboxError)
+        expect(await rejection(store.put(alice, envelope(id, gone)))).toBeInstanceOf(MailboxTerminatedError)
+        expect(await rejection(store.put(bob, envelope(id, peer)))).toBeInstanceOf(ForbiddenError)
+        // Switchboard's own messages (the answers a terminated mailbox gives) are not a send of the mailbox they name.
+        await store.put(null, envelope(id, peer, { kind: 'response' }))
+        expect(await store.heartbeat(alice, id)).toBeNull()
+        await store.put(alice, envelope(id, peer))
+        expect(await store.heartbeat(alice, id)).not.toBeNull()
+      })
+
+      it('refuses an unknown mailbox with UnknownMailboxError, and a send from one leaves it unknown', async () => {
+        const store = await open()
+        const [id, peer] = [agent(), agent()]
+        await store.create(alice, peer, null)
+        await store.put(alice, envelope(id, peer))
         expect(await rejection(store.heartbeat(alice, id))).toBeInstanceOf(UnknownMailboxError)
         expect(await store.status(alice, id)).toBe('MISSING')
+        expect(await store.take(alice, peer, soon())).not.toBeNull()
+      })
+
+      it('leaves a terminated mailbox terminated when a message still names it as the sender', async () => {
+        const store = await open()
+        const [id, peer] = [agent(), agent()]
+        await store.create(alice, id, null)
+        await store.create(alice, peer, null)
+        await store.terminate(alice, id)
+        await store.put(alice, envelope(id, peer))
+        expect(await store.status(alice, id)).toBe('TERMINATED')
+        expect(await store.counts()).toEqual({ mailboxes: 1, queued: 1 })
       })
 
       it('refuses a caller who may not access the mailbox', async () => {
