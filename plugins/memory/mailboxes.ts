@@ -158,7 +158,7 @@ export class MemoryMailboxes implements MailboxStore {
         sent.expiresAt = now + this.expiry.idleMs
       } else this.outgoing.set(srcKey, { count: 1, expiresAt: now + this.expiry.idleMs })
     } else {
-      const answered = this.at(srcKey, now)
+      const answered = source ?? this.at(srcKey, now)
       if (answered?.pending.delete(message.tag)) answered.completed++
     }
     box.queue.push(message.raw)

@@ -151,7 +151,6 @@ export class RedisMailboxes implements MailboxStore {
     return at === null ? null : Math.max(0, Date.now() - Number(at)) / 1000
   }
 
-
   async stats(client: Client, id: EntityId): Promise<MailboxStats> {
     const [pending, queued, completed, outgoing] = (await this.connection.run(
       SCRIPTS.stats,

@@ -173,7 +173,7 @@ export class SqliteMailboxes implements MailboxStore {
         this.statements.upsertPending.run(box.id, message.tag, JSON.stringify(request))
         this.statements.countOutgoing.run(mailboxKey(message.src))
       } else {
-        const answered = this.row(message.src)
+        const answered = source ?? this.row(message.src)
         if (answered && this.statements.deletePending.run(answered.id, message.tag).changes > 0) this.statements.countCompleted.run(answered.id)
       }
       this.statements.insertMessage.run(box.id, box.tail, message.raw)
