@@ -5,6 +5,8 @@
  * Bun's fastest server), and through Switchboard's proxy, in one run, at 1
  * and 64 concurrent callers with 1 KiB and 64 KiB messages; then
  * time-to-first-event of a `message/stream` direct and through the proxy.
+ * Every route is first called by 64 callers for a while, so that no row
+ * (the first is at one caller) pays for the servers' JIT compiling the path.
  * The agent, the forwarders and Switchboard run as separate processes; the
  * callers run here. Over each measured run the CPU time of the callers (this
  * process), the agent and the process in the middle is read from /proc. Each
@@ -21,6 +23,8 @@ import { BUN, load, processUsage, round, startChild, startSwitchboard, summarize
 
 const RUN_MS = Number(process.env.A2A_BENCH_RUN_MS ?? 2500)
 const WARMUP_MS = 400
+/** Before any row, each route is called this long by 64 callers with each body: the servers' JIT has then compiled the call's path, and the first row measured (one caller) is not charged for it. */
+const JIT_WARMUP_MS = 1500
 const STREAM_SAMPLES = 40
 const ADMIN = 'bench-admin-token'
 
@@ -121,18 +125,23 @@ async function main(): Promise<void> {
       proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a`, headers: { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! }, pid: switchboard.pid },
     }
 
+    /** One call of `body` along `route`, which must answer 200. */
+    const sender = (route: (typeof routes)['direct'], body: string) => async () => {
+      const response = await fetch(route.url, { method: 'POST', headers: { ...route.headers, 'content-type': 'application/json' }, body })
+      if (response.status !== 200) throw new Error(`HTTP ${response.status}`)
+      await response.arrayBuffer()
+    }
+    const sizes = [1024, 65536]
+    for (const route of Object.values(routes)) for (const size of sizes) await load(64, JIT_WARMUP_MS / sizes.length, sender(route, messageSend('x'.repeat(size))))
+
     const rows: Record<string, unknown>[] = []
-    for (const size of [1024, 65536]) {
+    for (const size of sizes) {
       const body = messageSend('x'.repeat(size))
       for (const concurrency of [1, 64]) {
         const measured: Record<string, LoadResult> = {}
         const shares: Record<string, CallCpu | null> = {}
         for (const [mode, route] of Object.entries(routes)) {
-          const send = async () => {
-            const response = await fetch(route.url, { method: 'POST', headers: { ...route.headers, 'content-type': 'application/json' }, body })
-            if (response.status !== 200) throw new Error(`HTTP ${response.status}`)
-            await response.arrayBuffer()
-          }
+          const send = sender(route, body)
           await load(concurrency, WARMUP_MS, send)
           const before = cpuOf(route.pid, agent.pid)
           const result = await load(concurrency, RUN_MS, send)
