@@ -11,7 +11,9 @@
  * Beside req/s, each row gives the CPU time (user + system) and minor page
  * faults the server process spent per request over the measured run, read
  * from /proc: the server's own cost, whatever share of the two cores the
- * load generator took in that run.
+ * load generator took in that run. Then the target's ratio, PUT /message
+ * against bare node:http, once more in alternating pairs of short runs with
+ * both servers up, which a machine whose speed drifts moves less.
  */
 import { newAgent, newUser, mailboxBody, sendBody } from './academy'
 import { BUN, costPerRequest, hasWrk, load, request, startChild, startSwitchboard, table, wrk, writeResult, type ChildServer, type LoadResult, type ServerCost } from './lib'
@@ -25,17 +27,20 @@ interface Measured {
   cost: ServerCost
 }
 
+/** Loads `url` for `seconds` from CONNECTIONS keep-alive connections. */
+async function run(url: string, method: string, body: string | undefined, seconds: number): Promise<LoadResult> {
+  if (hasWrk) return wrk(url, { method, body, connections: CONNECTIONS, seconds })
+  return load(CONNECTIONS, seconds * 1000, async () => {
+    const response = await request(url, method, body)
+    if (response.status !== 200) throw new Error(`status ${response.status}`)
+  })
+}
+
+/** A measured run of `server`, after a second of warm-up when wrk drives it. */
 async function measure(server: ChildServer, path: string, method: string, body?: string): Promise<Measured> {
   const url = `${server.url}${path}`
-  const run = async (): Promise<LoadResult> => {
-    if (hasWrk) return wrk(url, { method, body, connections: CONNECTIONS, seconds: SECONDS })
-    return load(CONNECTIONS, SECONDS * 1000, async () => {
-      const response = await request(url, method, body)
-      if (response.status !== 200) throw new Error(`status ${response.status}`)
-    })
-  }
-  if (hasWrk) await wrk(url, { method, body, connections: CONNECTIONS, seconds: 1 })
-  return costPerRequest(server.pid, run, (result) => result.requests)
+  if (hasWrk) await run(url, method, body, 1)
+  return costPerRequest(server.pid, () => run(url, method, body, SECONDS), (result) => result.requests)
 }
 
 /** Two requests: a GET without a body (against /healthz) and Academy's PUT of a 1 KB message (against PUT /message). */
@@ -75,6 +80,69 @@ for (let round = 0; round < ROUNDS; round++) {
   await switchboard.stop()
 }
 
+// The target's ratio once more, in alternating pairs: bare node:http and PUT /message run side by side and take
+// turns (which goes first alternates), so a change in the machine between two measurements moves both sides of a
+// pair alike; the rounds above measure them about 20 s apart.
+const PAIRS = Number(process.env.BENCH_PAIRS ?? 4)
+const PAIR_SECONDS = 1
+const pairs: { bare: Measured; route: Measured; byRequests: number; byCpu: number | null }[] = []
+{
+  const bare = await startChild([BUN, 'bench/baselines/node-http.ts'])
+  const switchboard = await startSwitchboard()
+  await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(user))
+  await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(agent))
+  const sides = [
+    { server: bare, url: `${bare.url}/` },
+    { server: switchboard, url: `${switchboard.url}/message` },
+  ] as const
+  const turn = ({ server, url }: (typeof sides)[number]) => costPerRequest(server.pid, () => run(url, 'PUT', putBody, PAIR_SECONDS), (result) => result.requests)
+  for (const side of sides) await run(side.url, 'PUT', putBody, 1)
+  for (let pair = 0; pair < PAIRS; pair++) {
+    const [first, second] = pair % 2 === 0 ? sides : [sides[1], sides[0]]
+    const [a, b] = [await turn(first), await turn(second)]
+    const [node, route] = pair % 2 === 0 ? [a, b] : [b, a]
+    const cpu = node.cost.cpuUsPerRequest !== null && route.cost.cpuUsPerRequest ? node.cost.cpuUsPerRequest / route.cost.cpuUsPerRequest : null
+    pairs.push({ bare: node, route, byRequests: route.result.perSecond / node.result.perSecond, byCpu: cpu })
+  }
+  await switchboard.stop()
+  await bare.stop()
+}
+const median = (values: number[]) => {
+  const sorted = [...values].sort((x, y) => x - y)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+}
+const cpuRatios = pairs.flatMap((pair) => (pair.byCpu === null ? [] : [pair.byCpu]))
+const paired = {
+  pairs: PAIRS,
+  seconds: PAIR_SECONDS,
+  byRequests: { median: median(pairs.map((pair) => pair.byRequests)), min: Math.min(...pairs.map((pair) => pair.byRequests)), max: Math.max(...pairs.map((pair) => pair.byRequests)) },
+  byCpu: cpuRatios.length === 0 ? null : { median: median(cpuRatios), min: Math.min(...cpuRatios), max: Math.max(...cpuRatios) },
+}
+const pairedMarkdown = table(
+  ['PUT /message ÷ bare node:http, alternating pairs', 'node:http req/s', 'PUT /message req/s', 'ratio by req/s', 'node:http CPU µs/req', 'PUT /message CPU µs/req', 'ratio by CPU'],
+  [
+    ...pairs.map((pair, index) => [
+      `pair ${index + 1} (${PAIR_SECONDS} s each, ${index % 2 === 0 ? 'node:http' : 'PUT /message'} first)`,
+      pair.bare.result.perSecond,
+      pair.route.result.perSecond,
+      pair.byRequests.toFixed(2),
+      pair.bare.cost.cpuUsPerRequest ?? '—',
+      pair.route.cost.cpuUsPerRequest ?? '—',
+      pair.byCpu === null ? '—' : pair.byCpu.toFixed(2),
+    ]),
+    [
+      `median of ${PAIRS} (range)`,
+      '',
+      '',
+      `${paired.byRequests.median.toFixed(2)} (${paired.byRequests.min.toFixed(2)}–${paired.byRequests.max.toFixed(2)})`,
+      '',
+      '',
+      paired.byCpu === null ? '—' : `${paired.byCpu.median.toFixed(2)} (${paired.byCpu.min.toFixed(2)}–${paired.byCpu.max.toFixed(2)})`,
+    ],
+  ],
+)
+
 // Each row against the bare servers answering the same request: the ratio is what the route keeps of its ceiling.
 const NODE = 'bare node:http under Bun, fixed body'
 const ceiling = (name: string, kind: Kind) => rows.find((row) => row.target === name && row.kind === kind)!
@@ -107,4 +175,5 @@ const markdown = table(
 )
 const generator = hasWrk ? 'wrk, 1 thread' : 'Bun node:http client (install wrk for server-bound figures)'
 console.log(`\nFramework ceiling (${CONNECTIONS} keep-alive connections, ${SECONDS} s each, best of ${ROUNDS} rounds, ${generator}; ratios against the bare servers answering the same request)\n\n${markdown}\n`)
-writeResult('ceiling', { connections: CONNECTIONS, seconds: SECONDS, rounds: ROUNDS, generator, rows, markdown })
+console.log(`PUT /message against bare node:http in ${PAIRS} alternating pairs of ${PAIR_SECONDS} s, both servers running side by side\n\n${pairedMarkdown}\n`)
+writeResult('ceiling', { connections: CONNECTIONS, seconds: SECONDS, rounds: ROUNDS, generator, rows, markdown, paired: { ...paired, rows: pairs, markdown: pairedMarkdown } })

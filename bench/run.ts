@@ -10,7 +10,7 @@ import { BUN, ROOT, hasWrk, machine } from './lib'
 
 const SCRIPTS: [string, string, number][] = [
   ['Footprint', 'bench/footprint.ts', 60],
-  ['Framework ceiling', 'bench/ceiling.ts', 120],
+  ['Framework ceiling', 'bench/ceiling.ts', 150],
   ['Exchange round trip', 'bench/exchange.ts', 120],
   ['Dispatch', 'bench/dispatch.ts', 60],
   ['A2A proxy', 'bench/a2a.ts', 90],
