@@ -91,34 +91,41 @@ const pairs: { bare: Measured; route: Measured; byRequests: number; byCpu: numbe
   const switchboard = await startSwitchboard()
   await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(user))
   await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(agent))
-  const sides = [
-    { server: bare, url: `${bare.url}/` },
-    { server: switchboard, url: `${switchboard.url}/message` },
-  ] as const
-  const turn = ({ server, url }: (typeof sides)[number]) => costPerRequest(server.pid, () => run(url, 'PUT', putBody, PAIR_SECONDS), (result) => result.requests)
-  for (const side of sides) await run(side.url, 'PUT', putBody, 1)
+  const turn = (server: ChildServer, url: string) => costPerRequest(server.pid, () => run(url, 'PUT', putBody, PAIR_SECONDS), (result) => result.requests)
+  const turnOfBare = () => turn(bare, `${bare.url}/`)
+  const turnOfRoute = () => turn(switchboard, `${switchboard.url}/message`)
+  await run(`${bare.url}/`, 'PUT', putBody, 1)
+  await run(`${switchboard.url}/message`, 'PUT', putBody, 1)
   for (let pair = 0; pair < PAIRS; pair++) {
-    const [first, second] = pair % 2 === 0 ? sides : [sides[1], sides[0]]
-    const [a, b] = [await turn(first), await turn(second)]
-    const [node, route] = pair % 2 === 0 ? [a, b] : [b, a]
-    const cpu = node.cost.cpuUsPerRequest !== null && route.cost.cpuUsPerRequest ? node.cost.cpuUsPerRequest / route.cost.cpuUsPerRequest : null
-    pairs.push({ bare: node, route, byRequests: route.result.perSecond / node.result.perSecond, byCpu: cpu })
+    let node: Measured
+    let route: Measured
+    if (pair % 2 === 0) {
+      node = await turnOfBare()
+      route = await turnOfRoute()
+    } else {
+      route = await turnOfRoute()
+      node = await turnOfBare()
+    }
+    const [nodeCpu, routeCpu] = [node.cost.cpuUsPerRequest, route.cost.cpuUsPerRequest]
+    pairs.push({ bare: node, route, byRequests: route.result.perSecond / node.result.perSecond, byCpu: nodeCpu !== null && routeCpu !== null && routeCpu > 0 ? nodeCpu / routeCpu : null })
   }
   await switchboard.stop()
   await bare.stop()
 }
-const median = (values: number[]) => {
+/** The median of `values` and their range. */
+function spread(values: number[]): { median: number; min: number; max: number } | null {
+  if (values.length === 0) return null
   const sorted = [...values].sort((x, y) => x - y)
   const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2
+  return { median: sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2, min: sorted[0]!, max: sorted[sorted.length - 1]! }
 }
-const cpuRatios = pairs.flatMap((pair) => (pair.byCpu === null ? [] : [pair.byCpu]))
 const paired = {
   pairs: PAIRS,
   seconds: PAIR_SECONDS,
-  byRequests: { median: median(pairs.map((pair) => pair.byRequests)), min: Math.min(...pairs.map((pair) => pair.byRequests)), max: Math.max(...pairs.map((pair) => pair.byRequests)) },
-  byCpu: cpuRatios.length === 0 ? null : { median: median(cpuRatios), min: Math.min(...cpuRatios), max: Math.max(...cpuRatios) },
+  byRequests: spread(pairs.map((pair) => pair.byRequests)),
+  byCpu: spread(pairs.flatMap((pair) => (pair.byCpu === null ? [] : [pair.byCpu]))),
 }
+const ofSpread = (figure: ReturnType<typeof spread>) => (figure === null ? '—' : `${figure.median.toFixed(2)} (${figure.min.toFixed(2)}–${figure.max.toFixed(2)})`)
 const pairedMarkdown = table(
   ['PUT /message ÷ bare node:http, alternating pairs', 'node:http req/s', 'PUT /message req/s', 'ratio by req/s', 'node:http CPU µs/req', 'PUT /message CPU µs/req', 'ratio by CPU'],
   [
@@ -131,15 +138,7 @@ const pairedMarkdown = table(
       pair.route.cost.cpuUsPerRequest ?? '—',
       pair.byCpu === null ? '—' : pair.byCpu.toFixed(2),
     ]),
-    [
-      `median of ${PAIRS} (range)`,
-      '',
-      '',
-      `${paired.byRequests.median.toFixed(2)} (${paired.byRequests.min.toFixed(2)}–${paired.byRequests.max.toFixed(2)})`,
-      '',
-      '',
-      paired.byCpu === null ? '—' : `${paired.byCpu.median.toFixed(2)} (${paired.byCpu.min.toFixed(2)}–${paired.byCpu.max.toFixed(2)})`,
-    ],
+    [`median of ${PAIRS} (range)`, '', '', ofSpread(paired.byRequests), '', '', ofSpread(paired.byCpu)],
   ],
 )
 
