@@ -82,7 +82,7 @@ for (let round = 0; round < ROUNDS; round++) {
 
 // The target's ratio once more, in alternating pairs: bare node:http and PUT /message run side by side and take
 // turns (which goes first alternates), so a change in the machine between two measurements moves both sides of a
-// pair alike; the rounds above measure them about 20 s apart.
+// pair alike; the rounds above measure them about 25 s apart (five other 4 s runs lie between).
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 4)
 const PAIR_SECONDS = 1
 const pairs: { bare: Measured; route: Measured; byRequests: number; byCpu: number | null }[] = []
@@ -91,11 +91,12 @@ const pairs: { bare: Measured; route: Measured; byRequests: number; byCpu: numbe
   const switchboard = await startSwitchboard()
   await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(user))
   await request(`${switchboard.url}/mailbox`, 'POST', mailboxBody(agent))
+  const [bareUrl, routeUrl] = [`${bare.url}/`, `${switchboard.url}/message`]
   const turn = (server: ChildServer, url: string) => costPerRequest(server.pid, () => run(url, 'PUT', putBody, PAIR_SECONDS), (result) => result.requests)
-  const turnOfBare = () => turn(bare, `${bare.url}/`)
-  const turnOfRoute = () => turn(switchboard, `${switchboard.url}/message`)
-  await run(`${bare.url}/`, 'PUT', putBody, 1)
-  await run(`${switchboard.url}/message`, 'PUT', putBody, 1)
+  const turnOfBare = () => turn(bare, bareUrl)
+  const turnOfRoute = () => turn(switchboard, routeUrl)
+  await run(bareUrl, 'PUT', putBody, 1)
+  await run(routeUrl, 'PUT', putBody, 1)
   for (let pair = 0; pair < PAIRS; pair++) {
     let node: Measured
     let route: Measured

@@ -12,8 +12,7 @@ const redis = await testRedis()
 
 const client: Client = { id: 'owner', groups: [] }
 const agent = (): EntityId => ({ uid: crypto.randomUUID(), name: null, role: 'agent' })
-const message = (dest: EntityId) => {
-  const src = agent()
+const message = (dest: EntityId, src: EntityId = agent()) => {
   const raw = JSON.stringify({ header: { src, dest, tag: crypto.randomUUID(), label: null, kind: 'request', protocol_version: '1' }, body: { kind: 'ping-request' } })
   return { raw, src, dest, tag: crypto.randomUUID(), label: null, kind: 'request' as const }
 }
@@ -180,7 +179,7 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       const until = Date.now() + 1200
       while (Date.now() < until) {
         // The receiver only sends; the peer takes what it sent, which keeps the peer.
-        await backend.mailboxes.put(client, { ...message(peer), src: receiver })
+        await backend.mailboxes.put(client, message(peer, receiver))
         expect(await backend.mailboxes.take(client, peer, { deadline: Date.now() + 1000 })).not.toBeNull()
         await Bun.sleep(100)
       }
