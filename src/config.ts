@@ -47,7 +47,7 @@ export const ConfigSchema = v.object({
   heartbeat_ttl_s: v.optional(positive('Seconds without a heartbeat before an agent counts as offline.'), 180),
   a2a_connect_timeout_ms: v.optional(integer(1, 600000, 'Connect timeout towards agents.'), 5000),
   a2a_header_timeout_s: v.optional(positive('Longest wait for an agent\'s response headers.'), 180),
-  a2a_idle_timeout_s: v.optional(positive('Longest silence inside a streamed agent response.'), 300),
+  a2a_idle_timeout_s: v.optional(positive('Longest silence inside an agent response body; a body of declared length must arrive whole within it.'), 300),
   a2a_max_duration_s: v.optional(positive('Absolute ceiling of one proxied call.'), 3600),
   a2a_body_limit_kb: v.optional(integer(1, 1048576, 'Largest proxied request body, in KiB.'), 16384),
   rate_limit_per_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Requests per second per caller (token client, or remote address when anonymous); 0 turns rate limiting off.')), 0),

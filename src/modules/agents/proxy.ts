@@ -4,6 +4,9 @@
  * chunk as they arrive; every other answer is read whole. Each stage has its
  * own deadline (connect, response headers, silence inside the body, the
  * whole call), and a dead or slow agent gets the caller a fast JSON error.
+ * A body of declared length must arrive whole within the silence deadline
+ * of its headers; a body sent in pieces may take longer, as long as it is
+ * never silent that long.
  */
 import { randomUUID } from 'node:crypto'
 import { connect } from 'node:net'
@@ -112,7 +115,7 @@ export interface ProxyTimeouts {
   connectMs: number
   /** How long until the agent's response headers. */
   headerMs: number
-  /** Longest silence while the response body arrives. */
+  /** Longest silence while the response body arrives (a body of declared length: longest wait for all of it after the headers). */
   idleMs: number
   /** Ceiling of the whole call. */
   maxMs: number
@@ -155,7 +158,7 @@ export interface ForwardOutcome {
   outcome: CallOutcome
 }
 
-type AbortCause = 'connect' | 'headers' | 'idle' | 'max' | 'caller'
+type AbortCause = 'connect' | 'headers' | 'idle' | 'body' | 'max' | 'caller'
 
 class Aborted extends Error {
   constructor(readonly stage: AbortCause) {
@@ -249,7 +252,9 @@ export class A2AProxy {
       if (value !== null) headers[name] = value
     }
     const contentType = response.headers.get('content-type') ?? ''
-    if (response.ok && response.body !== null && contentType.includes('text/event-stream')) {
+    // The body is touched only once the answer is known to be a stream: reading `response.body` makes a web
+    // stream of it, which an answer read whole does not need.
+    if (contentType.includes('text/event-stream') && response.ok && response.body !== null) {
       return new Response(this.relayStream(response.body, request.call.id, abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome })), {
         status: response.status,
         headers,
@@ -258,7 +263,7 @@ export class A2AProxy {
 
     let body: Uint8Array<ArrayBuffer>
     try {
-      body = await this.readWhole(response, abort)
+      body = response.headers.has('content-length') ? await this.readDeclared(response, abort) : await this.readWhole(response, abort)
     } catch (error) {
       return fail(this.failureDuring(causeOf(), error))
     }
@@ -282,7 +287,21 @@ export class A2AProxy {
     }
   }
 
-  /** Reads a whole response body, aborting after `idleMs` without a chunk. */
+  /**
+   * Reads a body of declared length, which must arrive whole within `idleMs`
+   * of the headers: its sender had it all before it sent them, so its bytes
+   * follow at once (and usually came with the headers).
+   */
+  private async readDeclared(response: Response, abort: (cause: AbortCause) => void): Promise<Uint8Array<ArrayBuffer>> {
+    const deadline = setTimeout(() => abort('body'), this.timeouts.idleMs)
+    try {
+      return (await response.bytes()) as Uint8Array<ArrayBuffer>
+    } finally {
+      clearTimeout(deadline)
+    }
+  }
+
+  /** Reads a body sent in pieces (no declared length), aborting after `idleMs` without one. */
   private async readWhole(response: Response, abort: (cause: AbortCause) => void): Promise<Uint8Array<ArrayBuffer>> {
     if (response.body === null) return new Uint8Array(0)
     const reader = response.body.getReader()
@@ -388,6 +407,7 @@ export class A2AProxy {
   /** The error for a call whose body stopped arriving. */
   private failureDuring(cause: AbortCause | null, error: unknown): AppError {
     if (cause === 'idle') return new GatewayTimeoutError(`agent response was silent for ${seconds(this.timeouts.idleMs)}`, 5)
+    if (cause === 'body') return new GatewayTimeoutError(`agent response of declared length did not arrive whole within ${seconds(this.timeouts.idleMs)} of its headers`, 5)
     if (cause === null) {
       const code = (error as { code?: string })?.code
       return new AppError(502, 'BAD_GATEWAY', `agent response broke off${code ? ` (${code})` : ''}`)

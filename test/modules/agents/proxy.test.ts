@@ -182,6 +182,36 @@ describe('the A2A proxy', () => {
     expect(Date.now() - started).toBeLessThan(3000)
   })
 
+  it('waits for an answer of declared length whose pieces all arrive within a2a_idle_timeout_s', async () => {
+    // Three pieces 0.3 s apart: 0.6 s in all, under a2a_idle_timeout_s (1 s).
+    const response = await send(caller, target, messageSend('dripsized:3:300'))
+    expect(response.status).toBe(200)
+    expect(((await response.json()) as RpcAnswer).result!.parts[0]!.text).toBe('dripped')
+  })
+
+  it('answers 504 when an answer of declared length is not whole a2a_idle_timeout_s after its headers', async () => {
+    // Four pieces 0.4 s apart, never silent for 1 s, but 1.2 s in all: a body of declared length gets one deadline.
+    const started = Date.now()
+    const response = await send(caller, target, messageSend('dripsized:4:400'))
+    expect(response.status).toBe(504)
+    expect(((await response.json()) as RpcAnswer).error!.message).toBe('agent response of declared length did not arrive whole within 1 s of its headers')
+    expect(Date.now() - started).toBeLessThan(3000)
+  })
+
+  it('answers 504 when an answer of declared length stops arriving', async () => {
+    const started = Date.now()
+    const response = await send(caller, target, messageSend('stallsized'))
+    expect(response.status).toBe(504)
+    expect(((await response.json()) as RpcAnswer).error!.message).toContain('did not arrive whole')
+    expect(Date.now() - started).toBeLessThan(3000)
+  })
+
+  it('answers 502 when the agent closes the connection before an answer of declared length is whole', async () => {
+    const response = await send(caller, target, messageSend('cutsized'))
+    expect(response.status).toBe(502)
+    expect(((await response.json()) as RpcAnswer).error!.message).toContain('agent response broke off')
+  })
+
   it('relays streamed events as they arrive, before the stream ends', async () => {
     const stream = await openStream(`${registry.url}/workspaces/${target.id}/a2a`, {
       method: 'POST',

@@ -69,7 +69,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
  * A plain JSON-RPC agent on node:http. The first text part steers it:
  * `echo:<text>` answers `<text>`; `sleep:<ms>` waits before answering;
  * `drip:<n>:<ms>` sends its answer in n pieces ms apart; `stallbody` sends
- * its headers and the start of a body, then nothing;
+ * its headers and the start of a body, then nothing; `dripsized:<n>:<ms>`
+ * and `stallsized` do the same with the answer's length declared
+ * (Content-Length) instead of sending it in chunks; `cutsized` declares a
+ * length and closes the connection before it is reached;
  * `http:<status>` answers that status with a text body; `stream:<n>:<ms>`
  * (on message/stream) sends n events `ms` apart; `stall` sends one event and
  * then nothing; `break` sends one event and then cuts the connection;
@@ -98,12 +101,12 @@ export async function startPlainAgent(): Promise<PlainAgent> {
       if (!res.destroyed) reply('slept')
       return
     }
-    if (text.startsWith('drip:')) {
-      // drip:<n>:<ms>: the JSON answer in n pieces, ms apart.
-      const [, pieces, gap] = text.split(':')
+    if (text.startsWith('drip:') || text.startsWith('dripsized:')) {
+      // drip:<n>:<ms>: the JSON answer in n pieces, ms apart (dripsized: with its length declared).
+      const [kind, pieces, gap] = text.split(':')
       const answer = JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { kind: 'message', role: 'agent', messageId: crypto.randomUUID(), parts: [{ kind: 'text', text: 'dripped' }] } })
       const size = Math.ceil(answer.length / Number(pieces))
-      res.writeHead(200, { 'content-type': 'application/json' })
+      res.writeHead(200, kind === 'dripsized' ? { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(answer)) } : { 'content-type': 'application/json' })
       for (let offset = 0; offset < answer.length; offset += size) {
         if (offset > 0) await sleep(Number(gap))
         if (res.destroyed) return
@@ -112,9 +115,10 @@ export async function startPlainAgent(): Promise<PlainAgent> {
       res.end()
       return
     }
-    if (text === 'stallbody') {
-      res.writeHead(200, { 'content-type': 'application/json' })
+    if (text === 'stallbody' || text === 'stallsized' || text === 'cutsized') {
+      res.writeHead(200, text === 'stallbody' ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', 'content-length': '400' })
       res.write('{"jsonrpc": "2.0", ')
+      if (text === 'cutsized') setTimeout(() => res.destroy(), 100)
       return
     }
     if (text.startsWith('http:')) {
