@@ -252,8 +252,8 @@ export class A2AProxy {
       if (value !== null) headers[name] = value
     }
     const contentType = response.headers.get('content-type') ?? ''
-    // The body is touched only once the answer is known to be a stream: reading `response.body` makes a web
-    // stream of it, which an answer read whole does not need.
+    // `response.body` is read only for an event stream or an answer sent in pieces: reading it makes a web
+    // stream, which an answer of declared length, read whole, does not need.
     if (contentType.includes('text/event-stream') && response.ok && response.body !== null) {
       return new Response(this.relayStream(response.body, request.call.id, abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome })), {
         status: response.status,
