@@ -105,7 +105,7 @@ for (const [target, command, path, setup] of [
   ['bare node:http under Bun, fixed body', [BUN, 'bench/baselines/node-http.ts'], '/'],
   ["Switchboard's serving layer, plain route answering a fixed body", [BUN, 'bench/baselines/plain-floor.ts'], '/'],
   ['the same, first reading the body as PUT /message does', [BUN, 'bench/baselines/plain-floor.ts', '--reads', 'body'], '/'],
-  ["the same, also parsing the message and checking its header", [BUN, 'bench/baselines/plain-floor.ts', '--reads', 'message'], '/'],
+  ['the same, also parsing the message and checking its header', [BUN, 'bench/baselines/plain-floor.ts', '--reads', 'message'], '/'],
   ['Switchboard PUT /message (memory)', [BUN, 'src/main.ts', '--port', '0', '--log-level', 'error'], '/message', createMailboxes],
 ] as const) {
   console.error(`measuring ${target}`)

@@ -37,7 +37,7 @@ const { config } = app.decorator.switchboard
 const limit = config.max_body_kb * 1024
 const exchange = new ExchangeService(backend.mailboxes, { listenTimeout: 60, messageSizeLimitBytes: config.message_size_limit_kb * 1024 }, logger)
 const answer = { status: 200, headers: { 'content-type': JSON_TYPE }, body: '{"status":"ok"}' }
-const fixed = async (request: PlainRequest) => {
+const route = async (request: PlainRequest) => {
   if (reads === 'nothing') return answer
   try {
     const { message } = parseJsonText(request.body, SendBody, limit, '', quickSendBody)
@@ -50,7 +50,7 @@ const fixed = async (request: PlainRequest) => {
 // The serving layer finds plain routes by the app's route templates, so `/` is made one of them;
 // the plain route answers it, the app's own handler never runs.
 const served = app.get('/', () => 'unused').put('/', () => 'unused')
-for (const method of ['GET', 'PUT']) served.decorator.switchboard.plainRoutes.set(`${method} /`, fixed)
+for (const method of ['GET', 'PUT']) served.decorator.switchboard.plainRoutes.set(`${method} /`, route)
 const server = await serve(served, { host: '127.0.0.1', port: 0, bodyLimitBytes: 16 << 20 })
 console.log(`listening on ${server.url}`)
 process.on('SIGTERM', async () => {
