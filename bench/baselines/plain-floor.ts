@@ -35,7 +35,7 @@ const backend = await createBackend(await loadPlugin('memory'), {}, { logger })
 const app = createApp({ backend, config: { log_level: 'error' }, logger })
 const { config } = app.decorator.switchboard
 const limit = config.max_body_kb * 1024
-const exchange = new ExchangeService(backend.mailboxes, { listenTimeout: 60, messageSizeLimitBytes: config.message_size_limit_kb * 1024 }, logger)
+const exchange = new ExchangeService(backend.mailboxes, { listenTimeout: config.listen_timeout, messageSizeLimitBytes: config.message_size_limit_kb * 1024 }, logger)
 const answer = { status: 200, headers: { 'content-type': JSON_TYPE }, body: '{"status":"ok"}' }
 const route = async (request: PlainRequest) => {
   if (reads === 'nothing') return answer
@@ -51,7 +51,7 @@ const route = async (request: PlainRequest) => {
 // the plain route answers it, the app's own handler never runs.
 const served = app.get('/', () => 'unused').put('/', () => 'unused')
 for (const method of ['GET', 'PUT']) served.decorator.switchboard.plainRoutes.set(`${method} /`, route)
-const server = await serve(served, { host: '127.0.0.1', port: 0, bodyLimitBytes: 16 << 20 })
+const server = await serve(served, { host: '127.0.0.1', port: 0, bodyLimitBytes: limit })
 console.log(`listening on ${server.url}`)
 process.on('SIGTERM', async () => {
   await server.stop()
