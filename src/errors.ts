@@ -89,6 +89,13 @@ export class MailboxTerminatedError extends AppError {
   }
 }
 
+/** The store refused a message because it already holds as many queued messages as it may. */
+export class ExchangeFullError extends AppError {
+  constructor(message: string) {
+    super(507, 'EXCHANGE_FULL', message)
+  }
+}
+
 export class TooManyRequestsError extends AppError {
   constructor(message: string, readonly retryAfterSeconds: number) {
     super(429, 'TOO_MANY_REQUESTS', message)

@@ -4,7 +4,10 @@
  * Retention is bounded so a long-running process does not grow: mailboxes
  * expire as in the redis backend (`mailbox_expiration_d` of idleness,
  * gravestones after `gravestone_expiration_d`), and only the newest
- * `finished_jobs_kept` finished jobs are kept for their history.
+ * `finished_jobs_kept` finished jobs are kept for their history. The
+ * messages waiting in all mailboxes together may take `max_queued_mb`: past
+ * that a send is refused (507) until receivers catch up, so a mailbox nobody
+ * drains cannot grow the process until the host kills it.
  */
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
@@ -22,6 +25,8 @@ const MemoryOptionsSchema = v.object({
   gravestone_expiration_d: ConfigSchema.entries.gravestone_expiration_d,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
   finished_jobs_kept: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000_000)), 10_000),
+  /** MiB of message text all mailboxes together may hold waiting to be received; a send past it is refused with 507. Set in `[backend_options]`. */
+  max_queued_mb: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_048_576)), 512),
 })
 
 export type MemoryOptions = v.InferOutput<typeof MemoryOptionsSchema>
@@ -32,7 +37,10 @@ const plugin: BackendPlugin<MemoryOptions> = {
   create(input): Backend {
     // Parsed again because plugins that wrap this one may call create() with their own options, or none.
     const options = v.parse(MemoryOptionsSchema, input)
-    const mailboxes = new MemoryMailboxes({ idleMs: retentionMs(options.mailbox_expiration_d), gravestoneMs: retentionMs(options.gravestone_expiration_d) })
+    const mailboxes = new MemoryMailboxes(
+      { idleMs: retentionMs(options.mailbox_expiration_d), gravestoneMs: retentionMs(options.gravestone_expiration_d) },
+      options.max_queued_mb * 1024 * 1024,
+    )
     return {
       name: DRIVER_NAME,
       mailboxes,

@@ -1,7 +1,7 @@
 import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
 import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
-import { ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
+import { ExchangeFullError, ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
 
 interface Mailbox {
   id: EntityId
@@ -11,6 +11,8 @@ interface Mailbox {
   /** Messages from `head` on are queued; the consumed prefix is dropped in bulk. */
   queue: string[]
   head: number
+  /** Characters of the messages queued (from `head` on). */
+  size: number
   shares: Set<string>
   /** Requests put into this mailbox and not yet answered, by tag. */
   pending: Map<string, PendingRequest>
@@ -44,6 +46,13 @@ const MAX_SWEEP_INTERVAL_MS = 60_000
  * queue, and a gravestone is remembered for the gravestone expiry. An expired
  * mailbox is gone the moment it expires (every read checks); an unref'd timer
  * sweeps the maps so that the memory is given back too.
+ *
+ * The queued messages of all mailboxes together are bounded by
+ * `maxQueuedSize` characters of their text: a client's send past it is
+ * refused (ExchangeFullError) and changes nothing. What Switchboard puts
+ * itself (the answers to a terminated mailbox's pending requests) and a
+ * message given back to its queue are always taken, so nothing already
+ * accepted is lost.
  */
 export class MemoryMailboxes implements MailboxStore {
   private readonly boxes = new Map<string, Mailbox>()
@@ -52,9 +61,15 @@ export class MemoryMailboxes implements MailboxStore {
   /** Active mailboxes and the messages queued in them, kept up to date by every change so a scrape costs nothing. */
   private activeCount = 0
   private queuedCount = 0
+  /** Characters of all queued messages, held under `maxQueuedSize`. */
+  private queuedSize = 0
   private readonly sweeper: ReturnType<typeof setInterval>
 
-  constructor(private readonly expiry: MemoryExpiry) {
+  constructor(
+    private readonly expiry: MemoryExpiry,
+    /** Characters of message text all mailboxes together may hold queued. */
+    private readonly maxQueuedSize = Number.POSITIVE_INFINITY,
+  ) {
     const interval = Math.min(MAX_SWEEP_INTERVAL_MS, Math.max(10, Math.min(expiry.idleMs, expiry.gravestoneMs) / 4))
     this.sweeper = setInterval(() => this.sweep(Date.now()), interval)
     this.sweeper.unref()
@@ -78,12 +93,20 @@ export class MemoryMailboxes implements MailboxStore {
     if (box.terminated) return
     this.activeCount--
     this.queuedCount -= box.queue.length - box.head
+    this.queuedSize -= box.size
   }
 
   /** Drops every mailbox and outgoing count whose time is up. */
   private sweep(now: number): void {
     for (const [key, box] of this.boxes) if (box.expiresAt <= now) this.remove(key, box)
     for (const [key, outgoing] of this.outgoing) if (outgoing.expiresAt <= now) this.outgoing.delete(key)
+  }
+
+  private full(): ExchangeFullError {
+    const mib = (chars: number) => Math.round((chars / 1048576) * 10) / 10
+    return new ExchangeFullError(
+      `Exchange is full: ${mib(this.queuedSize)} MiB of messages are waiting to be received (limit ${mib(this.maxQueuedSize)} MiB, max_queued_mb of the memory backend); the message was not stored`,
+    )
   }
 
   private accessible(client: Client, id: EntityId): Mailbox | undefined {
@@ -103,6 +126,7 @@ export class MemoryMailboxes implements MailboxStore {
       mro: id.role === 'agent' ? mro : null,
       queue: [],
       head: 0,
+      size: 0,
       shares: new Set(),
       pending: new Map(),
       completed: 0,
@@ -126,8 +150,10 @@ export class MemoryMailboxes implements MailboxStore {
     box.expiresAt = Date.now() + this.expiry.gravestoneMs
     this.activeCount--
     this.queuedCount -= box.queue.length - box.head
+    this.queuedSize -= box.size
     box.queue = []
     box.head = 0
+    box.size = 0
     box.mro = null
     const pending = [...box.pending.values()]
     box.pending.clear()
@@ -148,6 +174,7 @@ export class MemoryMailboxes implements MailboxStore {
     }
     if (!box) throw new UnknownMailboxError()
     if (box.terminated) throw new MailboxTerminatedError()
+    if (client && this.queuedSize + message.raw.length > this.maxQueuedSize) throw this.full()
     // A client's send is activity of the mailbox it comes from.
     if (source) this.markActive(source, now)
     if (message.kind === 'request') {
@@ -162,8 +189,10 @@ export class MemoryMailboxes implements MailboxStore {
       if (answered?.pending.delete(message.tag)) answered.completed++
     }
     box.queue.push(message.raw)
+    box.size += message.raw.length
     box.expiresAt = now + this.expiry.idleMs
     this.queuedCount++
+    this.queuedSize += message.raw.length
     this.waiters.notify(destKey)
   }
 
@@ -179,7 +208,9 @@ export class MemoryMailboxes implements MailboxStore {
       if (box.head >= box.queue.length) return null
       const message = box.queue[box.head]!
       box.head++
+      box.size -= message.length
       this.queuedCount--
+      this.queuedSize -= message.length
       if (box.head > 1024 && box.head * 2 > box.queue.length) {
         box.queue = box.queue.slice(box.head)
         box.head = 0
@@ -193,8 +224,10 @@ export class MemoryMailboxes implements MailboxStore {
     if (!box || box.terminated) return
     if (box.head > 0) box.queue[--box.head] = raw
     else box.queue.unshift(raw)
+    box.size += raw.length
     box.expiresAt = Date.now() + this.expiry.idleMs
     this.queuedCount++
+    this.queuedSize += raw.length
     this.waiters.notify(mailboxKey(id))
   }
 

@@ -2,6 +2,10 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
 import type { Backend, Client, EntityId, Envelope, JobRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
+import { ExchangeFullError } from '../../src/errors'
+import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { serveBackend } from '../support/app'
+import { rawRequest } from '../support/http'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
 import { BUN, runToEnd } from '../support/process'
@@ -15,9 +19,10 @@ const soon = () => ({ deadline: Date.now() + 5000 })
 /** A retention setting in days that lasts `ms` milliseconds. */
 const days = (ms: number) => ms / 86_400_000
 
-function envelope(src: EntityId, dest: EntityId): Envelope {
+/** A request from `src` to `dest`; with `padding`, its body carries that many characters more. */
+function envelope(src: EntityId, dest: EntityId, padding = 0): Envelope {
   const tag = randomUUID()
-  const raw = JSON.stringify({ header: { src, dest, tag, label: null, kind: 'request', protocol_version: '1' }, body: { kind: 'ping-request' } })
+  const raw = JSON.stringify({ header: { src, dest, tag, label: null, kind: 'request', protocol_version: '1' }, body: { kind: 'ping-request', pad: 'x'.repeat(padding) } })
   return { raw, src, dest, tag, label: null, kind: 'request' }
 }
 
@@ -130,5 +135,97 @@ describe('memory retention', () => {
     expect(result.stdout.trim()).toBe('created')
     expect(result.code).toBe(0)
     expect(Date.now() - started).toBeLessThan(10_000)
+  })
+})
+
+describe('memory queue bound (max_queued_mb)', () => {
+  const opened: Backend[] = []
+  afterEach(async () => {
+    for (const backend of opened.splice(0)) await backend.close()
+  })
+  const MIB = 1024 * 1024
+
+  it('refuses a client\'s message past the bound and changes nothing; room comes back as messages leave', async () => {
+    const backend = await makeBackend('memory', { max_queued_mb: 1 })
+    opened.push(backend)
+    const { mailboxes } = backend
+    const [sender, full, other] = [agent(), agent(), agent()]
+    for (const id of [sender, full, other]) await mailboxes.create(owner, id, null)
+    // Three messages of 0.3 MiB fit in 1 MiB, a fourth does not, whichever mailbox it is for.
+    const kept = [0, 1, 2].map(() => envelope(sender, full, 0.3 * MIB))
+    for (const message of kept) await mailboxes.put(owner, message)
+    for (const dest of [full, other]) {
+      const refused = await mailboxes.put(owner, envelope(sender, dest, 0.3 * MIB)).catch((error: unknown) => error)
+      expect(refused).toBeInstanceOf(ExchangeFullError)
+      expect((refused as ExchangeFullError).status).toBe(507)
+      expect((refused as Error).message).toBe('Exchange is full: 0.9 MiB of messages are waiting to be received (limit 1 MiB, max_queued_mb of the memory backend); the message was not stored')
+    }
+    // Nothing of the refused requests was recorded: no pending request, no outgoing count, no message.
+    expect(await mailboxes.counts()).toEqual({ mailboxes: 3, queued: 3 })
+    expect(await mailboxes.stats(owner, full)).toEqual({ incoming: 3, outgoing: 0, completed: 0, in_progress: 0, queued: 3 })
+    expect(await mailboxes.stats(owner, other)).toEqual({ incoming: 0, outgoing: 0, completed: 0, in_progress: 0, queued: 0 })
+    expect((await mailboxes.stats(owner, sender)).outgoing).toBe(3)
+    // A small message still fits; one taken makes room for another large one.
+    await mailboxes.put(owner, envelope(sender, other))
+    expect(await mailboxes.take(owner, full, soon())).toBe(kept[0]!.raw)
+    const next = envelope(sender, other, 0.3 * MIB)
+    await mailboxes.put(owner, next)
+    // Switchboard's own puts and a message given back are never refused: they were accepted once already.
+    await mailboxes.put(null, envelope(other, full, 0.3 * MIB))
+    await mailboxes.restore(full, kept[0]!.raw)
+    expect(await mailboxes.counts()).toEqual({ mailboxes: 3, queued: 6 })
+    expect(await mailboxes.put(owner, envelope(sender, other)).catch((error: unknown) => error)).toBeInstanceOf(ExchangeFullError)
+    // Terminating the mailbox that holds the most gives its room back.
+    await mailboxes.terminate(owner, full)
+    await mailboxes.put(owner, envelope(sender, other, 0.3 * MIB))
+    expect(await mailboxes.counts()).toEqual({ mailboxes: 2, queued: 3 })
+    expect(await mailboxes.take(owner, other, soon())).not.toBeNull()
+  })
+
+  it('gives the room of an expired mailbox back', async () => {
+    const backend = await makeBackend('memory', { max_queued_mb: 1, mailbox_expiration_d: days(300) })
+    opened.push(backend)
+    const { mailboxes } = backend
+    const [sender, idle] = [agent(), agent()]
+    await mailboxes.create(owner, sender, null)
+    await mailboxes.create(owner, idle, null)
+    for (let i = 0; i < 3; i++) await mailboxes.put(owner, envelope(sender, idle, 0.3 * MIB))
+    expect(await mailboxes.put(owner, envelope(sender, idle, 0.3 * MIB)).catch((error: unknown) => error)).toBeInstanceOf(ExchangeFullError)
+    await eventually(async () => (await mailboxes.counts()).mailboxes === 0, 5000, 'both mailboxes expired')
+    const fresh = agent()
+    await mailboxes.create(owner, fresh, null)
+    for (let i = 0; i < 3; i++) await mailboxes.put(owner, envelope(sender, fresh, 0.3 * MIB))
+    expect(await mailboxes.counts()).toEqual({ mailboxes: 1, queued: 3 })
+  })
+
+  it('answers a send past the bound with 507 and its reason in text, and delivers what was accepted', async () => {
+    const backend = await makeBackend('memory', { max_queued_mb: 1 })
+    const server = await serveBackend(backend)
+    try {
+      const [user, agent] = [userId(), agentId()]
+      const send = (padding: number) =>
+        fetch(`${server.url}/message`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: bodies.send(messageJson(user, agent, { body: { kind: 'action-request', pargs: 'x'.repeat(padding) } })) })
+      expect((await fetch(`${server.url}/mailbox`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies.create(agent) })).status).toBe(200)
+      expect((await send(600_000)).status).toBe(200)
+      const refused = await send(600_000)
+      expect(refused.status).toBe(507)
+      expect(refused.headers.get('content-type')).toStartWith('text/plain')
+      expect(await refused.text()).toStartWith('Exchange is full: 0.6 MiB of messages are waiting to be received (limit 1 MiB')
+      // Academy receives with a body on GET, which fetch will not send.
+      const received = await rawRequest(`${server.url}/message`, { method: 'GET', headers: { 'content-type': 'application/json' }, body: bodies.receive(agent, 1) })
+      expect(received.status).toBe(200)
+      expect((JSON.parse(received.text) as { message: string }).message).toContain('x'.repeat(600_000))
+      expect((await send(600_000)).status).toBe(200)
+    } finally {
+      await server.close()
+    }
+  })
+
+  it('refuses a max_queued_mb below 1 or not a whole number, naming the option', async () => {
+    for (const value of [0, 1.5, '64']) {
+      const failure = await makeBackend('memory', { max_queued_mb: value }).catch((error: unknown) => error)
+      expect(failure).toBeInstanceOf(PluginError)
+      expect((failure as Error).message).toContain('"max_queued_mb"')
+    }
   })
 })

@@ -266,7 +266,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
   })
   offer('PUT', '/message', routes.send, {
     detail: { summary: 'Send a message to its destination mailbox', requestBody: documentedBody(model.SendBody) },
-    response: { ...errorResponses, 413: model.ErrorText, 419: model.ErrorText },
+    response: { ...errorResponses, 413: model.ErrorText, 419: model.ErrorText, 507: model.ErrorText },
   })
   offer('GET', '/message', routes.receive, {
     detail: { summary: 'Receive the next message (long-poll)', requestBody: documentedBody(model.ReceiveBody) },
