@@ -13,6 +13,7 @@ import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
 import { retentionMs } from '../../src/backend/mailboxes'
+import { FinishedJobsKeptOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { MemoryMailboxes } from './mailboxes'
 import { MemoryWorkers } from './workers'
@@ -24,7 +25,7 @@ const MemoryOptionsSchema = v.object({
   mailbox_expiration_d: ConfigSchema.entries.mailbox_expiration_d,
   gravestone_expiration_d: ConfigSchema.entries.gravestone_expiration_d,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
-  finished_jobs_kept: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000_000)), 10_000),
+  finished_jobs_kept: FinishedJobsKeptOption,
   /** MiB of message text all mailboxes together may hold waiting to be received; a send past it is refused with 507. Set in `[backend_options]`. */
   max_queued_mb: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_048_576)), 512),
 })

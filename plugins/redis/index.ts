@@ -18,6 +18,7 @@ import * as v from 'valibot'
 import type { Backend, BackendPlugin, PluginContext } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { Waiters } from '../../src/backend/waiters'
+import { FinishedJobsKeptOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { RedisAgents } from './agents'
 import { RedisConnection } from './connection'
@@ -28,7 +29,11 @@ import { RedisWorkers } from './workers'
 
 export const DRIVER_NAME = 'redis'
 
-const RedisOptionsSchema = v.pick(ConfigSchema, ['redis_url', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d'])
+const RedisOptionsSchema = v.object({
+  ...v.pick(ConfigSchema, ['redis_url', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d']).entries,
+  /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
+  finished_jobs_kept: FinishedJobsKeptOption,
+})
 
 export type RedisOptions = v.InferOutput<typeof RedisOptionsSchema>
 
@@ -67,7 +72,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   return {
     name: DRIVER_NAME,
     mailboxes,
-    workers: new RedisWorkers(connection, keys),
+    workers: new RedisWorkers(connection, keys, options.finished_jobs_kept),
     agents: new RedisAgents(connection, keys),
     events: new RedisEventBus(connection, keys),
     async ready() {

@@ -103,6 +103,21 @@ export class RedisKeys {
     return this.key('jobs')
   }
 
+  /** The job hashes' common prefix (a script reaches a finished job it drops by id). */
+  jobPrefix(): string {
+    return this.key('job', '')
+  }
+
+  /** Sorted set of the finished jobs' ids, scored by the order they finished (the oldest past finished_jobs_kept go first). */
+  finishedJobs(): string {
+    return this.key('jobs-finished')
+  }
+
+  /** Counter giving every finished job its place in `finishedJobs`. */
+  finishedSequence(): string {
+    return this.key('jobs-finished-sequence')
+  }
+
   /** Hash of one workspace: each WorkspaceRecord field as JSON. */
   workspace(id: string): string {
     return this.key('workspace', id)

@@ -42,6 +42,8 @@ export class RedisWorkers implements WorkerStore {
   constructor(
     private readonly connection: RedisConnection,
     private readonly keys: RedisKeys,
+    /** Finished jobs kept for their history; beyond it, the one that finished longest ago is dropped. */
+    private readonly finishedJobsKept: number,
   ) {}
 
   private async read(keys: string[]): Promise<Record<string, string>[]> {
@@ -110,7 +112,11 @@ export class RedisWorkers implements WorkerStore {
   }
 
   async createJob(job: JobRecord): Promise<void> {
-    await this.connection.run(SCRIPTS.createJob, [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence()], [job.id, ...toFields(job)])
+    await this.connection.run(
+      SCRIPTS.createJob,
+      [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence(), this.keys.finishedJobs(), this.keys.finishedSequence()],
+      [job.id, this.finishedJobsKept, this.keys.jobPrefix(), ...toFields(job)],
+    )
   }
 
   async getJob(id: string): Promise<JobRecord | null> {
@@ -143,7 +149,7 @@ export class RedisWorkers implements WorkerStore {
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
     const hash = (await this.connection.run(
       SCRIPTS.transition,
-      [this.keys.job(id)],
+      [this.keys.job(id), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs()],
       [
         JSON.stringify(transition.from),
         transition.to,
@@ -153,6 +159,9 @@ export class RedisWorkers implements WorkerStore {
         JSON.stringify(transition.workerId ?? null),
         Date.now(),
         transition.reason ?? '',
+        id,
+        this.finishedJobsKept,
+        this.keys.jobPrefix(),
       ],
     )) as string[]
     return fromFields<JobRecord>(hash, ['seq'])

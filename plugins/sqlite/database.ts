@@ -95,6 +95,15 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX jobs_created ON jobs (created_at, seq);
   `,
+  // 2: finished jobs are numbered in the order they finished, so the oldest past finished_jobs_kept go first;
+  // the ones a file already holds are numbered by the time they last changed.
+  `
+  ALTER TABLE jobs ADD COLUMN finished_seq INTEGER;
+  UPDATE jobs SET finished_seq = numbered.n
+    FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY json_extract(record, '$.updatedAt'), seq) AS n FROM jobs WHERE state IN ('completed', 'failed', 'cancelled')) AS numbered
+    WHERE jobs.seq = numbered.seq;
+  CREATE UNIQUE INDEX jobs_finished ON jobs (finished_seq);
+  `,
 ]
 
 /** The schema version this build writes. */

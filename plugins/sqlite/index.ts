@@ -6,6 +6,7 @@
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
+import { FinishedJobsKeptOption } from '../../src/backend/workers'
 import { GroupCommit } from './commit'
 import { openDatabase } from './database'
 import { SqliteMailboxes } from './mailboxes'
@@ -21,6 +22,8 @@ const SqliteOptions = v.object({
   synchronous: v.optional(v.picklist(['full', 'normal']), 'full'),
   /** How long a message handed to a receiver is kept, to be delivered again if the process dies before the answer is out. */
   redelivery_window_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3_600_000)), 1000),
+  /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. */
+  finished_jobs_kept: FinishedJobsKeptOption,
 })
 
 export type SqliteOptions = v.InferOutput<typeof SqliteOptions>
@@ -37,7 +40,7 @@ const plugin: BackendPlugin<SqliteOptions> = {
     return {
       name: DRIVER_NAME,
       mailboxes,
-      workers: new SqliteWorkers(db, writes),
+      workers: new SqliteWorkers(db, writes, options.finished_jobs_kept),
       agents: new SqliteAgents(db, writes),
       events: new LocalEventBus(),
       async ready() {

@@ -1,7 +1,13 @@
-/** Workers and jobs in SQLite; every compare-and-set is one transaction, committed with the other writes of its turn (GroupCommit). */
+/**
+ * Workers and jobs in SQLite; every compare-and-set is one transaction,
+ * committed with the other writes of its turn (GroupCommit). Finished jobs
+ * are numbered in the order they finished (`finished_seq`), and each one
+ * that finishes deletes those numbered `finishedJobsKept` or more below it:
+ * at most that many are kept, and jobs still running are never dropped.
+ */
 import type { Database, Statement } from 'bun:sqlite'
 import type { GroupCommit } from './commit'
-import { applyTransition, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 type Row<T> = Statement<T, (string | number | null)[]>
 
@@ -14,6 +20,9 @@ export class SqliteWorkers implements WorkerStore {
     deleteWorker: Row<never>
     job: Row<{ record: string }>
     saveJob: Row<never>
+    finishedSeq: Row<{ finished_seq: number | null }>
+    nextFinishedSeq: Row<{ next: number }>
+    dropFinished: Row<never>
   }
 
   private readonly upsertTx: (worker: WorkerRecord) => WorkerRecord | null
@@ -28,6 +37,8 @@ export class SqliteWorkers implements WorkerStore {
   constructor(
     private readonly db: Database,
     private readonly writes: GroupCommit,
+    /** Finished jobs kept for their history; beyond it, the one that finished longest ago is dropped. */
+    private readonly finishedJobsKept: number,
   ) {
     const prepare = <T>(sql: string) => db.prepare(sql) as Row<T>
     this.statements = {
@@ -38,10 +49,13 @@ export class SqliteWorkers implements WorkerStore {
       deleteWorker: prepare('DELETE FROM workers WHERE id = ?'),
       job: prepare('SELECT record FROM jobs WHERE id = ?'),
       saveJob: prepare(
-        'INSERT INTO jobs (id, agent_name, state, worker_id, owner, created_at, record) VALUES (?, ?, ?, ?, ?, ?, ?) ' +
+        'INSERT INTO jobs (id, agent_name, state, worker_id, owner, created_at, finished_seq, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ' +
           'ON CONFLICT (id) DO UPDATE SET agent_name = excluded.agent_name, state = excluded.state, worker_id = excluded.worker_id, ' +
-          'owner = excluded.owner, created_at = excluded.created_at, record = excluded.record',
+          'owner = excluded.owner, created_at = excluded.created_at, finished_seq = excluded.finished_seq, record = excluded.record',
       ),
+      finishedSeq: prepare('SELECT finished_seq FROM jobs WHERE id = ?'),
+      nextFinishedSeq: prepare('SELECT COALESCE(MAX(finished_seq), 0) + 1 AS next FROM jobs'),
+      dropFinished: prepare('DELETE FROM jobs WHERE finished_seq <= ?'),
     }
 
     this.upsertTx = db.transaction((worker: WorkerRecord) => {
@@ -126,8 +140,18 @@ export class SqliteWorkers implements WorkerStore {
     return row ? (JSON.parse(row.record) as JobRecord) : null
   }
 
+  /**
+   * Stores a job. One that has just finished (or is stored finished) takes the next finished number, and the
+   * finished jobs that this pushes past `finishedJobsKept` are deleted in the same transaction.
+   */
   private saveJob(job: JobRecord): void {
-    this.statements.saveJob.run(job.id, job.agentName, job.state, job.workerId, job.owner, job.createdAt, JSON.stringify(job))
+    let finished: number | null = null
+    if (FINISHED_JOB_STATES.includes(job.state)) {
+      // A finished job is never moved again (its state is final), so one already numbered keeps its number.
+      finished = this.statements.finishedSeq.get(job.id)?.finished_seq ?? this.statements.nextFinishedSeq.get()!.next
+    }
+    this.statements.saveJob.run(job.id, job.agentName, job.state, job.workerId, job.owner, job.createdAt, finished, JSON.stringify(job))
+    if (finished !== null) this.statements.dropFinished.run(finished - this.finishedJobsKept)
   }
 
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {

@@ -1,4 +1,5 @@
 /** The workers module's part of the backend contract: workers, their capacity, and jobs. */
+import * as v from 'valibot'
 
 /** `available` and `draining` come from the worker's own status updates; `offline` once it says it is shutting down. */
 export type WorkerStatus = 'available' | 'draining' | 'offline'
@@ -35,6 +36,12 @@ export type JobState = 'pending' | 'assigned' | 'running' | 'completed' | 'faile
 
 /** The states a job ends in; a job in one of them is kept only for its history. */
 export const FINISHED_JOB_STATES: readonly JobState[] = ['completed', 'failed', 'cancelled']
+
+/**
+ * The `finished_jobs_kept` option of every built-in backend (`[backend_options]`): at most this many finished jobs
+ * are kept for their history; each job that finishes past it pushes out the one that finished longest ago.
+ */
+export const FinishedJobsKeptOption = v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000_000)), 10_000)
 
 export interface JobEvent {
   state: JobState

@@ -7,8 +7,8 @@ import { mailboxStoreCases } from './conformance/mailboxes'
 import { workerStoreCases } from './conformance/workers'
 import { agentStoreCases } from './conformance/agents'
 
-/** A factory of fresh, isolated backends (its own key prefix or file). */
-export type MakeBackend = () => Promise<Backend>
+/** A factory of fresh, isolated backends (its own key prefix or file), with the plugin options a case sets (e.g. `finished_jobs_kept`). */
+export type MakeBackend = (options?: Record<string, unknown>) => Promise<Backend>
 
 export function testBackend(makeBackend: MakeBackend): void {
   mailboxStoreCases(makeBackend)

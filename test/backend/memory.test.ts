@@ -11,7 +11,7 @@ import { makeBackend } from '../support/backend'
 import { BUN, runToEnd } from '../support/process'
 import { eventually } from '../support/wait'
 
-testBackend(() => makeBackend('memory'))
+testBackend((options) => makeBackend('memory', options))
 
 const owner: Client = { id: 'owner', groups: [] }
 const agent = (): EntityId => ({ uid: randomUUID(), name: null, role: 'agent' })
@@ -93,27 +93,6 @@ describe('memory retention', () => {
     expect(Date.now() - terminatedAt).toBeGreaterThanOrEqual(390)
     await mailboxes.create(owner, id, null)
     expect(await mailboxes.status(owner, id)).toBe('ACTIVE')
-  })
-
-  it('keeps only the newest finished_jobs_kept finished jobs and never drops one that is still running', async () => {
-    const { workers } = await open({ finished_jobs_kept: 2 })
-    const ids = ['a', 'b', 'c', 'd', 'running']
-    for (const id of ids) await workers.createJob(job(id))
-    await workers.transitionJob('running', { from: ['pending'], to: 'running' })
-    for (const [id, to] of [['a', 'completed'], ['b', 'failed'], ['c', 'cancelled']] as const) {
-      expect(await workers.transitionJob(id, { from: ['pending'], to })).not.toBeNull()
-    }
-    expect(await workers.getJob('a')).toBeNull()
-    expect((await workers.getJob('b'))?.state).toBe('failed')
-    expect((await workers.getJob('c'))?.state).toBe('cancelled')
-    await workers.transitionJob('d', { from: ['pending'], to: 'completed' })
-    expect(await workers.getJob('b')).toBeNull()
-    expect((await workers.listJobs({})).map((kept) => kept.id).sort()).toEqual(['c', 'd', 'running'])
-    expect((await workers.getJob('running'))?.state).toBe('running')
-    // A finished job created as such counts too.
-    await workers.createJob({ ...job('imported'), state: 'completed' })
-    expect(await workers.getJob('c')).toBeNull()
-    expect((await workers.listJobs({})).map((kept) => kept.id).sort()).toEqual(['d', 'imported', 'running'])
   })
 
   it('refuses a finished_jobs_kept below 1, naming the option', async () => {

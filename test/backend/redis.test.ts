@@ -18,7 +18,7 @@ const message = (dest: EntityId, src: EntityId = agent()) => {
 }
 
 describe.skipIf(redis.url === null)('redis backend', () => {
-  testBackend(() => makeBackend('redis'))
+  testBackend((options) => makeBackend('redis', options))
 
   describe('redis specifics', () => {
     const opened: { backend: Backend; prefix: string }[] = []

@@ -4,14 +4,14 @@ import { randomUUID } from 'node:crypto'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import type { Backend, Client, EntityId, Envelope } from '../../src/backend/index'
+import type { Backend, Client, EntityId, Envelope, JobRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { AppError, UnknownMailboxError } from '../../src/errors'
 import { SCHEMA_VERSION } from '../../plugins/sqlite/database'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
 
-testBackend(() => makeBackend('sqlite'))
+testBackend((options) => makeBackend('sqlite', options))
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-sqlite-test-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -165,6 +165,41 @@ describe('the sqlite backend on one file', () => {
     expect((await backend.agents.listActivity(workspace.id, 10, null)).items).toHaveLength(1)
     expect((await backend.workers.getWorker('w1'))?.reserved).toEqual(['job-1'])
     expect((await backend.workers.listJobs({ agentName: 'voice' })).map((job) => job.id)).toEqual(['job-1'])
+  })
+
+  it('numbers the finished jobs of a file from before finished_jobs_kept by when they last changed, and keeps the newest from then on', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    let backend = await open(file)
+    const now = Date.now()
+    const stored = (id: string, state: JobRecord['state'], updatedAt: number): JobRecord => ({
+      id, agentName: 'voice', roomId: 'room', owner: 'tenant', metadata: null, roomOptions: null, state, workerId: null, history: [], createdAt: now, updatedAt,
+    })
+    // Stored out of the order they finished in: `late` finished last, `early` first.
+    for (const job of [stored('late', 'completed', now + 3), stored('early', 'failed', now + 1), stored('middle', 'cancelled', now + 2), stored('open', 'pending', now)]) {
+      await backend.workers.createJob(job)
+    }
+    await backend.close()
+    // The file as a Switchboard before schema version 2 left it: no finished numbers.
+    const db = new Database(file)
+    db.run('DROP INDEX jobs_finished')
+    db.run('ALTER TABLE jobs DROP COLUMN finished_seq')
+    db.run('UPDATE schema_version SET version = 1')
+    db.close()
+
+    backend = await open(file, { finished_jobs_kept: 3 })
+    const ids = async () => (await backend.workers.listJobs({})).map((job) => job.id).sort()
+    expect(await ids()).toEqual(['early', 'late', 'middle', 'open'])
+    await backend.workers.transitionJob('open', { from: ['pending'], to: 'completed' })
+    expect(await ids()).toEqual(['late', 'middle', 'open'])
+    await backend.close()
+    // The numbering goes on across a restart.
+    backend = await open(file, { finished_jobs_kept: 3 })
+    await backend.workers.createJob(stored('next', 'completed', Date.now()))
+    expect(await ids()).toEqual(['late', 'next', 'open'])
+    await backend.close()
+    const migrated = new Database(file, { readonly: true })
+    expect(migrated.query<{ version: number }, []>('SELECT version FROM schema_version').get()?.version).toBe(SCHEMA_VERSION)
+    migrated.close()
   })
 
   it('records the schema version it wrote', async () => {

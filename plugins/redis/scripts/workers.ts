@@ -130,29 +130,58 @@ return 1
 `
 
 /**
- * Store a job (replacing one with the same id) and index it by creation.
- * KEYS[1] job hash · KEYS[2] job index (a set of ids) · KEYS[3] sequence counter
- * ARGV[1] job id · ARGV[2..] field, JSON value pairs
+ * Bookkeeping of finished jobs: each one that finishes takes the next number
+ * in a sorted set, and those it pushes past finished_jobs_kept are deleted
+ * (hash and index entry), oldest first, so jobs still running are never
+ * dropped. `keys` is { finished set, finished counter, job index }.
  */
-export const CREATE_JOB = `
+const FINISHING = `
+local FINISHED = { ['"completed"'] = true, ['"failed"'] = true, ['"cancelled"'] = true }
+local function finished(keys, id, kept, job_prefix)
+  if not redis.call('ZSCORE', keys[1], id) then redis.call('ZADD', keys[1], redis.call('INCR', keys[2]), id) end
+  local over = redis.call('ZCARD', keys[1]) - tonumber(kept)
+  if over <= 0 then return end
+  for _, old in ipairs(redis.call('ZRANGE', keys[1], 0, over - 1)) do
+    redis.call('DEL', job_prefix .. old)
+    redis.call('SREM', keys[3], old)
+  end
+  redis.call('ZREMRANGEBYRANK', keys[1], 0, over - 1)
+end
+`
+
+/**
+ * Store a job (replacing one with the same id) and index it by creation; one
+ * stored finished is counted among the finished jobs (keeping its place if it
+ * was already).
+ * KEYS[1] job hash · KEYS[2] job index (a set of ids) · KEYS[3] sequence counter · KEYS[4] finished set · KEYS[5] finished counter
+ * ARGV[1] job id · ARGV[2] finished jobs kept · ARGV[3] job hash prefix · ARGV[4..] field, JSON value pairs
+ */
+export const CREATE_JOB = `${FINISHING}
 redis.call('DEL', KEYS[1])
-for i = 2, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'seq', redis.call('INCR', KEYS[3]))
 redis.call('SADD', KEYS[2], ARGV[1])
+if FINISHED[redis.call('HGET', KEYS[1], 'state')] then
+  finished({ KEYS[4], KEYS[5], KEYS[2] }, ARGV[1], ARGV[2], ARGV[3])
+else
+  redis.call('ZREM', KEYS[4], ARGV[1])
+end
 return 1
 `
 
 /**
  * Move a job if it is in one of the expected states (and held by the expected
- * worker), appending the event to its history.
- * KEYS[1] job hash
+ * worker), appending the event to its history; a job that finishes is counted
+ * among the finished jobs.
+ * KEYS[1] job hash · KEYS[2] finished set · KEYS[3] finished counter · KEYS[4] job index
  * ARGV[1] JSON array of the states it may be in · ARGV[2] new state · ARGV[3] '1' to check the holder · ARGV[4] expected holder as JSON
  * ARGV[5] '1' to set the holder · ARGV[6] new holder as JSON · ARGV[7] now (ms) · ARGV[8] reason, or '' for none
+ * ARGV[9] job id · ARGV[10] finished jobs kept · ARGV[11] job hash prefix
  * Returns the new hash as a flat list, or an empty list when unknown or not matching.
  */
-export const TRANSITION_JOB = `
+export const TRANSITION_JOB = `${FINISHING}
 local job = redis.call('HMGET', KEYS[1], 'state', 'workerId', 'history')
 if not job[1] then return {} end
 local allowed = false
@@ -170,5 +199,8 @@ event = event .. '}'
 local history = job[3]
 if history == '[]' then history = '[' .. event .. ']' else history = string.sub(history, 1, -2) .. ',' .. event .. ']' end
 redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[2]), 'workerId', holder, 'updatedAt', ARGV[7], 'history', history)
-return redis.call('HGETALL', KEYS[1])
+local hash = redis.call('HGETALL', KEYS[1])
+-- A finished job is never moved again (its state is final): only a job that has just finished joins the finished set.
+if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4] }, ARGV[9], ARGV[10], ARGV[11]) end
+return hash
 `

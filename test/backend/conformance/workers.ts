@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
 import type { Backend, JobRecord, WorkerRecord } from '../../../src/backend/index'
+import type { MakeBackend } from '../conformance'
 
 function worker(overrides: Partial<WorkerRecord> = {}): WorkerRecord {
   return {
@@ -46,10 +47,10 @@ function job(overrides: Partial<JobRecord> = {}): JobRecord {
   }
 }
 
-export function workerStoreCases(makeBackend: () => Promise<Backend>): void {
+export function workerStoreCases(makeBackend: MakeBackend): void {
   describe('WorkerStore', () => {
     let backend: Backend | null = null
-    const open = async () => (backend = await makeBackend()).workers
+    const open = async (options?: Record<string, unknown>) => (backend = await makeBackend(options)).workers
     afterEach(async () => {
       await backend?.close()
       backend = null
@@ -282,6 +283,32 @@ export function workerStoreCases(makeBackend: () => Promise<Backend>): void {
     })
 
     describe('jobs', () => {
+      it('keeps at most finished_jobs_kept finished jobs, the newest, and never drops one that is still running', async () => {
+        const store = await open({ finished_jobs_kept: 2 })
+        const [a, b, c, d, running] = [job(), job(), job(), job(), job()]
+        for (const record of [a, b, c, d, running]) await store.createJob(record)
+        await store.transitionJob(running.id, { from: ['pending'], to: 'running' })
+        for (const [record, to] of [[a, 'completed'], [b, 'failed'], [c, 'cancelled']] as const) {
+          expect(await store.transitionJob(record.id, { from: ['pending'], to })).not.toBeNull()
+        }
+        expect(await store.getJob(a.id)).toBeNull()
+        expect((await store.getJob(b.id))?.state).toBe('failed')
+        expect((await store.getJob(c.id))?.state).toBe('cancelled')
+        await store.transitionJob(d.id, { from: ['pending'], to: 'completed' })
+        expect(await store.getJob(b.id)).toBeNull()
+        const ids = async () => (await store.listJobs({})).map((kept) => kept.id).sort()
+        expect(await ids()).toEqual([c.id, d.id, running.id].sort())
+        expect((await store.getJob(running.id))?.state).toBe('running')
+        // A job stored finished counts too.
+        const imported = job({ state: 'completed' })
+        await store.createJob(imported)
+        expect(await store.getJob(c.id)).toBeNull()
+        expect(await ids()).toEqual([d.id, imported.id, running.id].sort())
+        // A finished job stored again keeps its place: it does not push out the other one kept.
+        await store.createJob({ ...imported, metadata: { again: true } })
+        expect(await ids()).toEqual([d.id, imported.id, running.id].sort())
+      })
+
       it('stores a job and returns it field for field', async () => {
         const store = await open()
         const record = job({ metadata: { topic: 'support', nested: { n: 1 } }, roomOptions: { vision: true } })
