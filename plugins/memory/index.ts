@@ -12,7 +12,7 @@
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
-import { retentionMs } from '../../src/backend/mailboxes'
+import { mailboxRetention } from '../../src/backend/mailboxes'
 import { FinishedJobsKeptOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { MemoryMailboxes } from './mailboxes'
@@ -39,7 +39,7 @@ const plugin: BackendPlugin<MemoryOptions> = {
     // Parsed again because plugins that wrap this one may call create() with their own options, or none.
     const options = v.parse(MemoryOptionsSchema, input)
     const mailboxes = new MemoryMailboxes(
-      { idleMs: retentionMs(options.mailbox_expiration_d), gravestoneMs: retentionMs(options.gravestone_expiration_d) },
+      mailboxRetention(options),
       options.max_queued_mb * 1024 * 1024,
     )
     return {

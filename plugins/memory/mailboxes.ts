@@ -1,4 +1,4 @@
-import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
+import type { Client, EntityId, Envelope, MailboxCounts, MailboxRetention, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
 import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { ExchangeFullError, ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
@@ -29,12 +29,6 @@ interface Outgoing {
   expiresAt: number
 }
 
-export interface MemoryExpiry {
-  /** Milliseconds an idle mailbox (queue, pending requests, record) is kept. */
-  idleMs: number
-  /** Milliseconds a terminated mailbox is remembered. */
-  gravestoneMs: number
-}
 
 /** Longest pause between two sweeps of expired mailboxes, so memory is given back within a minute whatever the retention. */
 const MAX_SWEEP_INTERVAL_MS = 60_000
@@ -66,7 +60,7 @@ export class MemoryMailboxes implements MailboxStore {
   private readonly sweeper: ReturnType<typeof setInterval>
 
   constructor(
-    private readonly expiry: MemoryExpiry,
+    private readonly expiry: MailboxRetention,
     /** Characters of message text all mailboxes together may hold queued. */
     private readonly maxQueuedSize = Number.POSITIVE_INFINITY,
   ) {

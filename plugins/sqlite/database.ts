@@ -12,7 +12,7 @@ export type Synchronous = 'full' | 'normal'
  * Schema migrations, in order: entry `n` moves the schema from version `n` to
  * `n + 1`. Append only; never edit a released entry.
  */
-const MIGRATIONS: readonly string[] = [
+export const MIGRATIONS: readonly string[] = [
   `
   CREATE TABLE mailboxes (
     id INTEGER PRIMARY KEY,                  -- creation order
@@ -95,9 +95,13 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX jobs_created ON jobs (created_at, seq);
   `,
-  // 2: finished jobs are numbered in the order they finished, so the oldest past finished_jobs_kept go first;
-  // the ones a file already holds are numbered by the time they last changed.
+  // 2: retention. Mailboxes and the outgoing counts expire (epoch ms; the rows a file already holds are given
+  // their expiry when it is opened, from the retention settings); finished jobs are numbered in the order they
+  // finished, so the oldest past finished_jobs_kept go first (the ones a file already holds by when they last changed).
   `
+  ALTER TABLE mailboxes ADD COLUMN expires_at INTEGER;
+  CREATE INDEX mailboxes_expiry ON mailboxes (expires_at);
+  ALTER TABLE outgoing_requests ADD COLUMN expires_at INTEGER;
   ALTER TABLE jobs ADD COLUMN finished_seq INTEGER;
   UPDATE jobs SET finished_seq = numbered.n
     FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY json_extract(record, '$.updatedAt'), seq) AS n FROM jobs WHERE state IN ('completed', 'failed', 'cancelled')) AS numbered

@@ -6,7 +6,9 @@
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
+import { mailboxRetention } from '../../src/backend/mailboxes'
 import { FinishedJobsKeptOption } from '../../src/backend/workers'
+import { ConfigSchema } from '../../src/config'
 import { GroupCommit } from './commit'
 import { openDatabase } from './database'
 import { SqliteMailboxes } from './mailboxes'
@@ -22,6 +24,8 @@ const SqliteOptions = v.object({
   synchronous: v.optional(v.picklist(['full', 'normal']), 'full'),
   /** How long a message handed to a receiver is kept, to be delivered again if the process dies before the answer is out. */
   redelivery_window_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3_600_000)), 1000),
+  mailbox_expiration_d: ConfigSchema.entries.mailbox_expiration_d,
+  gravestone_expiration_d: ConfigSchema.entries.gravestone_expiration_d,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. */
   finished_jobs_kept: FinishedJobsKeptOption,
 })
@@ -35,7 +39,7 @@ const plugin: BackendPlugin<SqliteOptions> = {
     const db = openDatabase({ path: options.db, synchronous: options.synchronous })
     // One group commit for the three stores: the writes of one turn share a commit, whatever they change.
     const writes = new GroupCommit(db)
-    const mailboxes = new SqliteMailboxes(db, writes, options.redelivery_window_ms, logger)
+    const mailboxes = new SqliteMailboxes(db, writes, options.redelivery_window_ms, logger, mailboxRetention(options))
     let closed = false
     return {
       name: DRIVER_NAME,

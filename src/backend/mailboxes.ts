@@ -102,6 +102,17 @@ export function retentionMs(days: number): number {
   return Math.max(1, Math.round(days * DAY_MS))
 }
 
+/** How long a mailbox is kept, in milliseconds: idle (queue, pending requests, record), and as a gravestone once terminated. */
+export interface MailboxRetention {
+  idleMs: number
+  gravestoneMs: number
+}
+
+/** The retention settings (`mailbox_expiration_d`, `gravestone_expiration_d`) in milliseconds. */
+export function mailboxRetention(options: { mailbox_expiration_d: number; gravestone_expiration_d: number }): MailboxRetention {
+  return { idleMs: retentionMs(options.mailbox_expiration_d), gravestoneMs: retentionMs(options.gravestone_expiration_d) }
+}
+
 /** The key a mailbox is stored under: role and uid, so an agent and a user with one uid never collide. */
 export function mailboxKey(id: EntityId): string {
   return `${id.role}:${id.uid}`

@@ -1,6 +1,9 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
-import type { Backend, Client, EntityId, Envelope, JobRecord } from '../../src/backend/index'
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Backend, Client, EntityId, Envelope } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { ExchangeFullError } from '../../src/errors'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
@@ -26,86 +29,23 @@ function envelope(src: EntityId, dest: EntityId, padding = 0): Envelope {
   return { raw, src, dest, tag, label: null, kind: 'request' }
 }
 
-function job(id: string): JobRecord {
-  const now = Date.now()
-  return { id, agentName: 'voice', roomId: 'room', owner: 'tenant', metadata: null, roomOptions: null, state: 'pending', workerId: null, history: [], createdAt: now, updatedAt: now }
-}
-
 describe('memory retention', () => {
-  const opened: Backend[] = []
-  const open = async (options: Record<string, unknown>) => {
-    const backend = await makeBackend('memory', options)
-    opened.push(backend)
-    return backend
-  }
-  afterEach(async () => {
-    for (const backend of opened.splice(0)) await backend.close()
-  })
-
-  it('forgets an idle mailbox with its queue after mailbox_expiration_d, and the counts follow without anyone asking for it', async () => {
-    const { mailboxes } = await open({ mailbox_expiration_d: days(300) })
-    const [sender, idle] = [agent(), agent()]
-    await mailboxes.create(owner, sender, null)
-    await mailboxes.create(owner, idle, ['mod.Idle'])
-    await mailboxes.put(owner, envelope(sender, idle))
-    expect(await mailboxes.counts()).toEqual({ mailboxes: 2, queued: 1 })
-    expect(await mailboxes.discover(owner, 'mod.Idle', false)).toEqual([idle.uid])
-    // Only the sweep can bring the counts down: nothing reads either mailbox meanwhile.
-    await eventually(async () => (await mailboxes.counts()).mailboxes === 0, 5000, 'both mailboxes swept')
-    expect(await mailboxes.counts()).toEqual({ mailboxes: 0, queued: 0 })
-    expect(await mailboxes.status(owner, idle)).toBe('MISSING')
-    expect(await mailboxes.discover(owner, 'mod.Idle', false)).toEqual([])
-    expect(await mailboxes.stats(owner, sender)).toEqual({ incoming: 0, outgoing: 0, completed: 0, in_progress: 0, queued: 0 })
-    // A new mailbox under the same id starts empty.
-    await mailboxes.create(owner, idle, null)
-    expect(await mailboxes.take(owner, idle, { deadline: Date.now() + 20 })).toBeNull()
-  })
-
-  it('keeps a mailbox and its queue for as long as it is used, however long past the retention', async () => {
-    const { mailboxes } = await open({ mailbox_expiration_d: days(300) })
-    const [sender, receiver] = [agent(), agent()]
-    await mailboxes.create(owner, sender, null)
-    await mailboxes.create(owner, receiver, null)
-    const kept = envelope(sender, receiver)
-    await mailboxes.put(owner, kept)
-    const until = Date.now() + 1200
-    while (Date.now() < until) {
-      // The receiver sends and the sender receives: each one's activity keeps it.
-      const reply = envelope(receiver, sender)
-      await mailboxes.put(owner, reply)
-      expect(await mailboxes.take(owner, sender, { deadline: Date.now() + 100 })).toBe(reply.raw)
-    }
-    expect(await mailboxes.status(owner, receiver)).toBe('ACTIVE')
-    expect(await mailboxes.status(owner, sender)).toBe('ACTIVE')
-    expect(await mailboxes.take(owner, receiver, soon())).toBe(kept.raw)
-    expect(await mailboxes.counts()).toEqual({ mailboxes: 2, queued: 0 })
-  })
-
-  it('remembers a gravestone for gravestone_expiration_d, then forgets it', async () => {
-    const { mailboxes } = await open({ gravestone_expiration_d: days(400) })
-    const id = agent()
-    await mailboxes.create(owner, id, null)
-    await mailboxes.terminate(owner, id)
-    const terminatedAt = Date.now()
-    expect(await mailboxes.status(owner, id)).toBe('TERMINATED')
-    await mailboxes.create(owner, id, null)
-    await eventually(async () => (await mailboxes.status(owner, id)) === 'MISSING', 5000, 'the gravestone forgotten')
-    expect(Date.now() - terminatedAt).toBeGreaterThanOrEqual(390)
-    await mailboxes.create(owner, id, null)
-    expect(await mailboxes.status(owner, id)).toBe('ACTIVE')
-  })
-
   it('refuses a finished_jobs_kept below 1, naming the option', async () => {
     const failure = await makeBackend('memory', { finished_jobs_kept: 0 }).catch((error: unknown) => error)
     expect(failure).toBeInstanceOf(PluginError)
     expect((failure as Error).message).toContain('"finished_jobs_kept"')
   })
 
-  it('lets the process exit while the sweep timer is armed', async () => {
+  // SQLite sweeps its file on a timer as well.
+  it.each([
+    ['memory', {}],
+    ['sqlite', { db: join(mkdtempSync(join(tmpdir(), 'switchboard-sweep-')), 'sweep.db') }],
+  ])('lets the process exit while the %s sweep timer is armed', async (name, options) => {
     const script = `
       const { createBackend, loadPlugin } = await import('./src/backend/index.ts')
       const { createLogger } = await import('./src/logger.ts')
-      const backend = await createBackend(await loadPlugin('memory'), { mailbox_expiration_d: 1 }, { logger: createLogger('silent') })
+      const options = { mailbox_expiration_d: 1, ...${JSON.stringify(options)} }
+      const backend = await createBackend(await loadPlugin('${name}'), options, { logger: createLogger('silent') })
       await backend.mailboxes.create({ id: 'c', groups: [] }, { uid: 'u', name: null, role: 'agent' }, null)
       console.log('created')
     `

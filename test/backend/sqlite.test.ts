@@ -7,9 +7,10 @@ import { join } from 'node:path'
 import type { Backend, Client, EntityId, Envelope, JobRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { AppError, UnknownMailboxError } from '../../src/errors'
-import { SCHEMA_VERSION } from '../../plugins/sqlite/database'
+import { MIGRATIONS, SCHEMA_VERSION } from '../../plugins/sqlite/database'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
+import { eventually } from '../support/wait'
 
 testBackend((options) => makeBackend('sqlite', options))
 
@@ -20,6 +21,8 @@ const owner: Client = { id: 'owner', groups: ['lab'] }
 const agent = (): EntityId => ({ uid: randomUUID(), name: null, role: 'agent' })
 const user = (): EntityId => ({ uid: randomUUID(), name: null, role: 'user' })
 const soon = () => ({ deadline: Date.now() + 5000 })
+/** A retention setting in days that lasts `ms` milliseconds. */
+const days = (ms: number) => ms / 86_400_000
 
 function envelope(src: EntityId, dest: EntityId, text: string, kind: 'request' | 'response' = 'request', tag: string = randomUUID()): Envelope {
   const raw = JSON.stringify({ header: { src, dest, tag, label: null, kind, protocol_version: '1' }, body: { kind: 'ping-request', text } })
@@ -167,39 +170,77 @@ describe('the sqlite backend on one file', () => {
     expect((await backend.workers.listJobs({ agentName: 'voice' })).map((job) => job.id)).toEqual(['job-1'])
   })
 
-  it('numbers the finished jobs of a file from before finished_jobs_kept by when they last changed, and keeps the newest from then on', async () => {
+  it('brings a file of schema version 1 under retention: its mailboxes expire from the start, its finished jobs are numbered by when they last changed', async () => {
     const file = join(dir, `${randomUUID()}.db`)
-    let backend = await open(file)
     const now = Date.now()
     const stored = (id: string, state: JobRecord['state'], updatedAt: number): JobRecord => ({
       id, agentName: 'voice', roomId: 'room', owner: 'tenant', metadata: null, roomOptions: null, state, workerId: null, history: [], createdAt: now, updatedAt,
     })
+    const [idle, gone] = [agent(), agent()]
+    // The file as a Switchboard of schema version 1 left it.
+    const v1 = new Database(file, { create: true })
+    v1.run(MIGRATIONS[0]!)
+    v1.run('CREATE TABLE schema_version (version INTEGER NOT NULL)')
+    v1.run('INSERT INTO schema_version (version) VALUES (1)')
     // Stored out of the order they finished in: `late` finished last, `early` first.
     for (const job of [stored('late', 'completed', now + 3), stored('early', 'failed', now + 1), stored('middle', 'cancelled', now + 2), stored('open', 'pending', now)]) {
-      await backend.workers.createJob(job)
+      v1.run('INSERT INTO jobs (id, agent_name, state, worker_id, owner, created_at, record) VALUES (?, ?, ?, ?, ?, ?, ?)', [job.id, job.agentName, job.state, null, job.owner, job.createdAt, JSON.stringify(job)])
     }
-    await backend.close()
-    // The file as a Switchboard before schema version 2 left it: no finished numbers.
-    const db = new Database(file)
-    db.run('DROP INDEX jobs_finished')
-    db.run('ALTER TABLE jobs DROP COLUMN finished_seq')
-    db.run('UPDATE schema_version SET version = 1')
-    db.close()
+    v1.run("INSERT INTO mailboxes (role, uid, owner) VALUES ('agent', ?, ?)", [idle.uid, owner.id])
+    v1.run("INSERT INTO messages (mailbox_id, position, raw) VALUES (1, 1, '{}')")
+    v1.run("INSERT INTO mailboxes (role, uid, owner, terminated) VALUES ('agent', ?, ?, 1)", [gone.uid, owner.id])
+    v1.close()
 
-    backend = await open(file, { finished_jobs_kept: 3 })
+    let backend = await open(file, { finished_jobs_kept: 3, mailbox_expiration_d: days(400), gravestone_expiration_d: days(400) })
     const ids = async () => (await backend.workers.listJobs({})).map((job) => job.id).sort()
     expect(await ids()).toEqual(['early', 'late', 'middle', 'open'])
     await backend.workers.transitionJob('open', { from: ['pending'], to: 'completed' })
     expect(await ids()).toEqual(['late', 'middle', 'open'])
+    // The mailboxes it held are counted, then expire as if they had been active when the file was opened.
+    expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 1, queued: 1 })
+    expect(await backend.mailboxes.status(owner, idle)).toBe('ACTIVE')
+    expect(await backend.mailboxes.status(owner, gone)).toBe('TERMINATED')
+    await eventually(async () => (await backend.mailboxes.counts()).mailboxes === 0, 5000, 'the old mailbox expired')
+    expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 0, queued: 0 })
+    expect(await backend.mailboxes.status(owner, idle)).toBe('MISSING')
+    await eventually(async () => (await backend.mailboxes.status(owner, gone)) === 'MISSING', 5000, 'the old gravestone forgotten')
     await backend.close()
-    // The numbering goes on across a restart.
+
+    // The finished numbering goes on across a restart.
     backend = await open(file, { finished_jobs_kept: 3 })
     await backend.workers.createJob(stored('next', 'completed', Date.now()))
     expect(await ids()).toEqual(['late', 'next', 'open'])
     await backend.close()
     const migrated = new Database(file, { readonly: true })
     expect(migrated.query<{ version: number }, []>('SELECT version FROM schema_version').get()?.version).toBe(SCHEMA_VERSION)
+    expect(migrated.query<{ count: number }, []>('SELECT COUNT(*) AS count FROM mailboxes').get()?.count).toBe(0)
+    expect(migrated.query<{ count: number }, []>('SELECT COUNT(*) AS count FROM messages').get()?.count).toBe(0)
     migrated.close()
+  })
+
+  it('lets a mailbox expire while no process has the file: it is gone, and out of the counts, at the next start', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    const retention = { mailbox_expiration_d: days(300) }
+    const [sender, idle, kept] = [user(), agent(), agent()]
+    let backend = await open(file, retention)
+    for (const id of [sender, idle]) await backend.mailboxes.create(owner, id, ['mod.Idle'])
+    await backend.mailboxes.put(owner, envelope(sender, idle, 'waiting'))
+    await backend.close()
+    await Bun.sleep(400)
+
+    backend = await open(file, retention)
+    expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 0, queued: 0 })
+    expect(await backend.mailboxes.status(owner, idle)).toBe('MISSING')
+    expect(await backend.mailboxes.discover(owner, 'mod.Idle', false)).toEqual([])
+    expect(await backend.mailboxes.stats(owner, sender)).toEqual({ incoming: 0, outgoing: 0, completed: 0, in_progress: 0, queued: 0 })
+    // One made now is kept by a longer retention across the next restart.
+    await backend.close()
+    backend = await open(file, { mailbox_expiration_d: 1 })
+    await backend.mailboxes.create(owner, kept, null)
+    await backend.close()
+    backend = await open(file, { mailbox_expiration_d: 1 })
+    expect(await backend.mailboxes.status(owner, kept)).toBe('ACTIVE')
+    await backend.close()
   })
 
   it('records the schema version it wrote', async () => {

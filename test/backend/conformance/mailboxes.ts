@@ -6,6 +6,8 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
 import type { Backend, Client, EntityId, Envelope, MailboxStore } from '../../../src/backend/index'
 import { ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../../src/errors'
+import { eventually } from '../../support/wait'
+import type { MakeBackend } from '../conformance'
 
 const alice: Client = { id: 'alice', groups: ['lab', 'alice-only'] }
 const bob: Client = { id: 'bob', groups: ['lab'] }
@@ -24,6 +26,8 @@ function envelope(src: EntityId, dest: EntityId, options: { kind?: 'request' | '
 }
 
 const soon = (ms = 5000) => ({ deadline: Date.now() + ms })
+/** A retention setting in days that lasts `ms` milliseconds. */
+const days = (ms: number) => ms / 86_400_000
 
 /** Resolves with the rejection of `promise` (fails the test if it resolves). */
 async function rejection(promise: Promise<unknown>): Promise<unknown> {
@@ -42,10 +46,10 @@ async function stillPending(promise: Promise<unknown>, ms = 150): Promise<boolea
   return winner === marker
 }
 
-export function mailboxStoreCases(makeBackend: () => Promise<Backend>): void {
+export function mailboxStoreCases(makeBackend: MakeBackend): void {
   describe('MailboxStore', () => {
     let backend: Backend | null = null
-    const open = async (): Promise<MailboxStore> => (backend = await makeBackend()).mailboxes
+    const open = async (options?: Record<string, unknown>): Promise<MailboxStore> => (backend = await makeBackend(options)).mailboxes
     afterEach(async () => {
       await backend?.close()
       backend = null
@@ -608,6 +612,61 @@ export function mailboxStoreCases(makeBackend: () => Promise<Backend>): void {
         expect(await rejection(store.put(alice, envelope(sender, id)))).toBeInstanceOf(MailboxTerminatedError)
         expect(await store.counts()).toEqual({ mailboxes: 1, queued: 1 })
       })
+    })
+
+    describe('retention', () => {
+    it('forgets an idle mailbox with its queue after mailbox_expiration_d, and the counts follow without anyone asking for it', async () => {
+      const mailboxes = await open({ mailbox_expiration_d: days(300) })
+      const [sender, idle] = [agent(), agent()]
+      await mailboxes.create(alice, sender, null)
+      await mailboxes.create(alice, idle, ['mod.Idle'])
+      await mailboxes.put(alice, envelope(sender, idle))
+      expect(await mailboxes.counts()).toEqual({ mailboxes: 2, queued: 1 })
+      expect(await mailboxes.discover(alice, 'mod.Idle', false)).toEqual([idle.uid])
+      // Only the sweep can bring the counts down: nothing reads either mailbox meanwhile.
+      await eventually(async () => (await mailboxes.counts()).mailboxes === 0, 5000, 'both mailboxes swept')
+      expect(await mailboxes.counts()).toEqual({ mailboxes: 0, queued: 0 })
+      expect(await mailboxes.status(alice, idle)).toBe('MISSING')
+      expect(await mailboxes.discover(alice, 'mod.Idle', false)).toEqual([])
+      expect(await mailboxes.stats(alice, sender)).toEqual({ incoming: 0, outgoing: 0, completed: 0, in_progress: 0, queued: 0 })
+      // A new mailbox under the same id starts empty.
+      await mailboxes.create(alice, idle, null)
+      expect(await mailboxes.take(alice, idle, { deadline: Date.now() + 20 })).toBeNull()
+    })
+
+    it('keeps a mailbox and its queue for as long as it is used, however long past the retention', async () => {
+      const mailboxes = await open({ mailbox_expiration_d: days(300) })
+      const [sender, receiver] = [agent(), agent()]
+      await mailboxes.create(alice, sender, null)
+      await mailboxes.create(alice, receiver, null)
+      const kept = envelope(sender, receiver)
+      await mailboxes.put(alice, kept)
+      const until = Date.now() + 1200
+      while (Date.now() < until) {
+        // The receiver sends and the sender receives: each one's activity keeps it.
+        const reply = envelope(receiver, sender)
+        await mailboxes.put(alice, reply)
+        expect(await mailboxes.take(alice, sender, { deadline: Date.now() + 100 })).toBe(reply.raw)
+      }
+      expect(await mailboxes.status(alice, receiver)).toBe('ACTIVE')
+      expect(await mailboxes.status(alice, sender)).toBe('ACTIVE')
+      expect(await mailboxes.take(alice, receiver, soon())).toBe(kept.raw)
+      expect(await mailboxes.counts()).toEqual({ mailboxes: 2, queued: 0 })
+    })
+
+    it('remembers a gravestone for gravestone_expiration_d, then forgets it', async () => {
+      const mailboxes = await open({ gravestone_expiration_d: days(400) })
+      const id = agent()
+      await mailboxes.create(alice, id, null)
+      await mailboxes.terminate(alice, id)
+      const terminatedAt = Date.now()
+      expect(await mailboxes.status(alice, id)).toBe('TERMINATED')
+      await mailboxes.create(alice, id, null)
+      await eventually(async () => (await mailboxes.status(alice, id)) === 'MISSING', 5000, 'the gravestone forgotten')
+      expect(Date.now() - terminatedAt).toBeGreaterThanOrEqual(390)
+      await mailboxes.create(alice, id, null)
+      expect(await mailboxes.status(alice, id)).toBe('ACTIVE')
+    })
     })
 
     describe('close', () => {
