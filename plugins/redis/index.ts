@@ -42,6 +42,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   const keys = new RedisKeys(options.redis_prefix)
   const waiters = new Waiters()
   let connection: RedisConnection
+  let workers: RedisWorkers
   /** The marker's value this instance last saw; null before the first check. */
   let marker: string | null = null
   /**
@@ -65,6 +66,8 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   try {
     connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters))
     await checkStoreMarker()
+    workers = new RedisWorkers(connection, keys, options.finished_jobs_kept)
+    await workers.countEarlierFinishedJobs()
   } catch (error) {
     throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
   }
@@ -72,7 +75,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   return {
     name: DRIVER_NAME,
     mailboxes,
-    workers: new RedisWorkers(connection, keys, options.finished_jobs_kept),
+    workers,
     agents: new RedisAgents(connection, keys),
     events: new RedisEventBus(connection, keys),
     async ready() {

@@ -118,6 +118,11 @@ export class RedisKeys {
     return this.key('jobs-finished-sequence')
   }
 
+  /** Set once the finished jobs stored before `finishedJobs` existed have been counted into it. */
+  finishedIndexed(): string {
+    return this.key('jobs-finished-indexed')
+  }
+
   /** Hash of one workspace: each WorkspaceRecord field as JSON. */
   workspace(id: string): string {
     return this.key('workspace', id)

@@ -1,5 +1,5 @@
 /** Workers and jobs in Redis: every record a hash of JSON fields, every capacity or job move one Lua script. */
-import type { JobFilter, JobRecord, JobTransition, WorkerPatch, WorkerRecord, WorkerStore } from '../../src/backend/workers'
+import { FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 import { script, storeError, type RedisConnection } from './connection'
 import type { RedisKeys } from './keys'
 import * as lua from './scripts/workers'
@@ -14,7 +14,11 @@ const SCRIPTS = {
   release: script(lua.RELEASE_SLOT),
   createJob: script(lua.CREATE_JOB),
   transition: script(lua.TRANSITION_JOB),
+  trimFinished: script(lua.TRIM_FINISHED_JOBS),
 }
+
+/** Job states as the job hashes hold them (JSON). */
+const FINISHED_STATES = new Set(FINISHED_JOB_STATES.map((state) => JSON.stringify(state)))
 
 /** A record as alternating field names and JSON values, the way the scripts take it. */
 export function toFields(record: object): string[] {
@@ -45,6 +49,45 @@ export class RedisWorkers implements WorkerStore {
     /** Finished jobs kept for their history; beyond it, the one that finished longest ago is dropped. */
     private readonly finishedJobsKept: number,
   ) {}
+
+  /**
+   * Counts the finished jobs a Switchboard without finished_jobs_kept stored (in the job index, not among the
+   * finished), once per store (a key marks it done), then trims the finished set in batches. They are placed
+   * before every job counted already, in the order they last changed, so they are the first to go.
+   */
+  async countEarlierFinishedJobs(): Promise<void> {
+    const { command } = this.connection
+    try {
+      if ((await command.exists(this.keys.finishedIndexed())) === 1) return
+      const found: { id: string; at: number }[] = []
+      let cursor = '0'
+      do {
+        const [next, ids] = await command.sscan(this.keys.jobs(), cursor, 'COUNT', 1000)
+        cursor = next
+        if (ids.length === 0) continue
+        const pipeline = command.pipeline()
+        for (const id of ids) pipeline.hmget(this.keys.job(id), 'state', 'updatedAt').zscore(this.keys.finishedJobs(), id)
+        const results = (await pipeline.exec()) ?? []
+        ids.forEach((id, index) => {
+          const [[readError, fields], [scoreError, score]] = [results[2 * index]!, results[2 * index + 1]!]
+          if (readError || scoreError) throw readError ?? scoreError
+          const [state, at] = fields as (string | null)[]
+          if (score === null && state != null && FINISHED_STATES.has(state)) found.push({ id, at: Number(at ?? 0) })
+        })
+      } while (cursor !== '0')
+      found.sort((a, b) => a.at - b.at || (a.id < b.id ? -1 : 1))
+      // Scores below every counted job's (theirs start at 1).
+      for (let at = 0; at < found.length; at += 1000) {
+        const members = found.slice(at, at + 1000).flatMap((job, offset) => [at + offset - found.length, job.id])
+        await command.zadd(this.keys.finishedJobs(), 'NX', ...members)
+      }
+      await command.set(this.keys.finishedIndexed(), '1')
+    } catch (error) {
+      throw storeError(error)
+    }
+    const keys = [this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs()]
+    while (((await this.connection.run(SCRIPTS.trimFinished, keys, [this.finishedJobsKept, this.keys.jobPrefix()])) as number) > 0);
+  }
 
   private async read(keys: string[]): Promise<Record<string, string>[]> {
     if (keys.length === 0) return []

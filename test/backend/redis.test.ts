@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
-import type { Backend, Client, EntityId } from '../../src/backend/index'
+import type { Backend, Client, EntityId, JobRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { testBackend } from './conformance'
@@ -41,6 +41,33 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       }
       await inspector?.quit()
       inspector = null
+    })
+
+    it('counts the finished jobs stored before finished_jobs_kept at the next start, keeps the newest, and trims a large backlog in batches', async () => {
+      const { backend, keys, prefix } = await open()
+      const now = Date.now()
+      const stored = (id: string, state: JobRecord['state'], updatedAt: number): JobRecord => ({
+        id, agentName: 'voice', roomId: 'room', owner: 'tenant', metadata: null, roomOptions: null, state, workerId: null, history: [], createdAt: now, updatedAt,
+      })
+      // 450 finished jobs, stored newest first so that creation order and finishing order disagree; one still running.
+      for (let i = 449; i >= 0; i--) await backend.workers.createJob(stored(`done-${i}`, 'completed', now + i))
+      await backend.workers.createJob(stored('running', 'running', now))
+      // The store as a Switchboard without finished_jobs_kept left it: jobs and their index, no finished set.
+      const db = await inspect()
+      await db.del(keys.finishedJobs(), keys.finishedSequence(), keys.finishedIndexed())
+
+      const next = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix, finished_jobs_kept: 10 })
+      opened.push({ backend: next, prefix })
+      const ids = async () => (await next.workers.listJobs({})).map((job) => job.id).sort()
+      const newest = (count: number, from: number) => Array.from({ length: count }, (_, i) => `done-${from - i}`)
+      expect(await ids()).toEqual([...newest(10, 449), 'running'].sort())
+      expect(await db.zcard(keys.finishedJobs())).toBe(10)
+      expect(await db.exists(keys.job('done-439'))).toBe(0)
+      // Jobs finishing from now on push out the oldest of those kept.
+      await next.workers.transitionJob('running', { from: ['running'], to: 'failed' })
+      expect(await ids()).toEqual([...newest(9, 449), 'running'].sort())
+      // Counted once per store: a restart finds nothing to count again.
+      expect(await db.get(keys.finishedIndexed())).toBe('1')
     })
 
     it('refuses to start with a clear message when Redis cannot be reached', async () => {

@@ -129,24 +129,42 @@ redis.call('HSET', KEYS[1], 'jobs', encode_ids(without(cjson.decode(worker[1]), 
 return 1
 `
 
+/** Finished jobs one script deletes at most, so that trimming a large backlog never blocks Redis for long. */
+export const TRIM_BATCH = 200
+
 /**
  * Bookkeeping of finished jobs: each one that finishes takes the next number
  * in a sorted set, and those it pushes past finished_jobs_kept are deleted
- * (hash and index entry), oldest first, so jobs still running are never
- * dropped. `keys` is { finished set, finished counter, job index }.
+ * (hash and index entry), oldest first, at most TRIM_BATCH at a time, so
+ * jobs still running are never dropped. `keys` is { finished set, finished
+ * counter, job index }.
  */
 const FINISHING = `
 local FINISHED = { ['"completed"'] = true, ['"failed"'] = true, ['"cancelled"'] = true }
-local function finished(keys, id, kept, job_prefix)
-  if not redis.call('ZSCORE', keys[1], id) then redis.call('ZADD', keys[1], redis.call('INCR', keys[2]), id) end
-  local over = redis.call('ZCARD', keys[1]) - tonumber(kept)
-  if over <= 0 then return end
+local function trim(keys, kept, job_prefix)
+  local over = math.min(redis.call('ZCARD', keys[1]) - tonumber(kept), ${TRIM_BATCH})
+  if over <= 0 then return 0 end
   for _, old in ipairs(redis.call('ZRANGE', keys[1], 0, over - 1)) do
     redis.call('DEL', job_prefix .. old)
     redis.call('SREM', keys[3], old)
   end
   redis.call('ZREMRANGEBYRANK', keys[1], 0, over - 1)
+  return over
 end
+local function finished(keys, id, kept, job_prefix)
+  if not redis.call('ZSCORE', keys[1], id) then redis.call('ZADD', keys[1], redis.call('INCR', keys[2]), id) end
+  trim(keys, kept, job_prefix)
+end
+`
+
+/**
+ * Delete the finished jobs past finished_jobs_kept, oldest first, at most TRIM_BATCH.
+ * KEYS[1] finished set · KEYS[2] finished counter · KEYS[3] job index
+ * ARGV[1] finished jobs kept · ARGV[2] job hash prefix
+ * Returns how many were deleted.
+ */
+export const TRIM_FINISHED_JOBS = `${FINISHING}
+return trim({ KEYS[1], KEYS[2], KEYS[3] }, ARGV[1], ARGV[2])
 `
 
 /**
