@@ -29,7 +29,6 @@ interface Outgoing {
   expiresAt: number
 }
 
-
 /** Longest pause between two sweeps of expired mailboxes, so memory is given back within a minute whatever the retention. */
 const MAX_SWEEP_INTERVAL_MS = 60_000
 

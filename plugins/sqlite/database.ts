@@ -102,6 +102,7 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE mailboxes ADD COLUMN expires_at INTEGER;
   CREATE INDEX mailboxes_expiry ON mailboxes (expires_at);
   ALTER TABLE outgoing_requests ADD COLUMN expires_at INTEGER;
+  CREATE INDEX outgoing_requests_expiry ON outgoing_requests (expires_at);
   ALTER TABLE jobs ADD COLUMN finished_seq INTEGER;
   UPDATE jobs SET finished_seq = numbered.n
     FROM (SELECT seq, ROW_NUMBER() OVER (ORDER BY json_extract(record, '$.updatedAt'), seq) AS n FROM jobs WHERE state IN ('completed', 'failed', 'cancelled')) AS numbered

@@ -130,7 +130,7 @@ return 1
 `
 
 /** Finished jobs one script deletes at most, so that trimming a large backlog never blocks Redis for long. */
-export const TRIM_BATCH = 200
+const TRIM_BATCH = 200
 
 /**
  * Bookkeeping of finished jobs: each one that finishes takes the next number
