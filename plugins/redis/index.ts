@@ -67,7 +67,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters))
     await checkStoreMarker()
     workers = new RedisWorkers(connection, keys, options.finished_jobs_kept)
-    await workers.countEarlierFinishedJobs()
+    await workers.indexEarlierJobs()
   } catch (error) {
     throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
   }

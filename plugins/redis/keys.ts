@@ -103,6 +103,16 @@ export class RedisKeys {
     return this.key('jobs')
   }
 
+  /** Set of the ids of the jobs in one state (`jobsInStatePrefix()` + the state, e.g. `pending`). */
+  jobsInState(state: string): string {
+    return this.key('jobs-state', state)
+  }
+
+  /** The common prefix of the per-state job sets (a script reaches a state's set by the state's name). */
+  jobsInStatePrefix(): string {
+    return this.key('jobs-state', '')
+  }
+
   /** The job hashes' common prefix (a script reaches a finished job it drops by id). */
   jobPrefix(): string {
     return this.key('job', '')
@@ -118,9 +128,9 @@ export class RedisKeys {
     return this.key('jobs-finished-sequence')
   }
 
-  /** Set once the finished jobs stored before `finishedJobs` existed have been counted into it. */
-  finishedIndexed(): string {
-    return this.key('jobs-finished-indexed')
+  /** Set once the jobs stored before the per-state sets and `finishedJobs` existed have been put into them. */
+  jobsIndexed(): string {
+    return this.key('jobs-indexed')
   }
 
   /** Hash of one workspace: each WorkspaceRecord field as JSON. */

@@ -15,6 +15,7 @@ const SCRIPTS = {
   createJob: script(lua.CREATE_JOB),
   transition: script(lua.TRANSITION_JOB),
   trimFinished: script(lua.TRIM_FINISHED_JOBS),
+  indexStates: script(lua.INDEX_JOB_STATES),
 }
 
 /** Job states as the job hashes hold them (JSON). */
@@ -51,20 +52,23 @@ export class RedisWorkers implements WorkerStore {
   ) {}
 
   /**
-   * Counts the finished jobs a Switchboard without finished_jobs_kept stored (in the job index, not among the
-   * finished), once per store (a key marks it done), then trims the finished set in batches. They are placed
-   * before every job counted already, in the order they last changed, so they are the first to go.
+   * Indexes the jobs a Switchboard without per-state sets and finished_jobs_kept stored, once per store (a key
+   * marks it done): each goes into the set of its state, and the finished ones are counted among the finished,
+   * before every job counted already, in the order they last changed, so they are the first to go; the finished
+   * set is then trimmed in batches.
    */
-  async countEarlierFinishedJobs(): Promise<void> {
+  async indexEarlierJobs(): Promise<void> {
     const { command } = this.connection
     try {
-      if ((await command.exists(this.keys.finishedIndexed())) === 1) return
+      if ((await command.exists(this.keys.jobsIndexed())) === 1) return
       const found: { id: string; at: number }[] = []
       let cursor = '0'
       do {
         const [next, ids] = await command.sscan(this.keys.jobs(), cursor, 'COUNT', 1000)
         cursor = next
         if (ids.length === 0) continue
+        // Each job's state is read inside the script, so one that moves meanwhile is put in its new state's set.
+        await this.connection.run(SCRIPTS.indexStates, [], [this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), ...ids])
         const pipeline = command.pipeline()
         for (const id of ids) pipeline.hmget(this.keys.job(id), 'state', 'updatedAt').zscore(this.keys.finishedJobs(), id)
         const results = (await pipeline.exec()) ?? []
@@ -81,12 +85,12 @@ export class RedisWorkers implements WorkerStore {
         const members = found.slice(at, at + 1000).flatMap((job, offset) => [at + offset - found.length, job.id])
         await command.zadd(this.keys.finishedJobs(), 'NX', ...members)
       }
-      await command.set(this.keys.finishedIndexed(), '1')
+      await command.set(this.keys.jobsIndexed(), '1')
     } catch (error) {
       throw storeError(error)
     }
     const keys = [this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs()]
-    while (((await this.connection.run(SCRIPTS.trimFinished, keys, [this.finishedJobsKept, this.keys.jobPrefix()])) as number) > 0);
+    while (((await this.connection.run(SCRIPTS.trimFinished, keys, [this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix()])) as number) > 0);
   }
 
   private async read(keys: string[]): Promise<Record<string, string>[]> {
@@ -158,7 +162,7 @@ export class RedisWorkers implements WorkerStore {
     await this.connection.run(
       SCRIPTS.createJob,
       [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence(), this.keys.finishedJobs(), this.keys.finishedSequence()],
-      [job.id, this.finishedJobsKept, this.keys.jobPrefix(), ...toFields(job)],
+      [job.id, this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), ...toFields(job)],
     )
   }
 
@@ -170,7 +174,8 @@ export class RedisWorkers implements WorkerStore {
   async listJobs(filter: JobFilter): Promise<JobRecord[]> {
     let ids: string[]
     try {
-      ids = await this.connection.command.smembers(this.keys.jobs())
+      // A list of one state reads only the jobs in it (the metrics read each active state's on every scrape).
+      ids = await this.connection.command.smembers(filter.state === undefined ? this.keys.jobs() : this.keys.jobsInState(filter.state))
     } catch (error) {
       throw storeError(error)
     }
@@ -205,6 +210,7 @@ export class RedisWorkers implements WorkerStore {
         id,
         this.finishedJobsKept,
         this.keys.jobPrefix(),
+        this.keys.jobsInStatePrefix(),
       ],
     )) as string[]
     return fromFields<JobRecord>(hash, ['seq'])

@@ -54,7 +54,7 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       await backend.workers.createJob(stored('running', 'running', now))
       // The store as a Switchboard without finished_jobs_kept left it: jobs and their index, no finished set.
       const db = await inspect()
-      await db.del(keys.finishedJobs(), keys.finishedSequence(), keys.finishedIndexed())
+      await db.del(keys.finishedJobs(), keys.finishedSequence(), keys.jobsIndexed(), ...['completed', 'running'].map((state) => keys.jobsInState(state)))
 
       const next = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix, finished_jobs_kept: 10 })
       opened.push({ backend: next, prefix })
@@ -62,12 +62,15 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       const newest = (count: number, from: number) => Array.from({ length: count }, (_, i) => `done-${from - i}`)
       expect(await ids()).toEqual([...newest(10, 449), 'running'].sort())
       expect(await db.zcard(keys.finishedJobs())).toBe(10)
+      // Each is in the set of its state, which the ones dropped have left.
+      expect((await next.workers.listJobs({ state: 'running' })).map((job) => job.id)).toEqual(['running'])
+      expect((await db.smembers(keys.jobsInState('completed'))).sort()).toEqual(newest(10, 449).sort())
       expect(await db.exists(keys.job('done-439'))).toBe(0)
       // Jobs finishing from now on push out the oldest of those kept.
       await next.workers.transitionJob('running', { from: ['running'], to: 'failed' })
       expect(await ids()).toEqual([...newest(9, 449), 'running'].sort())
       // Counted once per store: a restart finds nothing to count again.
-      expect(await db.get(keys.finishedIndexed())).toBe('1')
+      expect(await db.get(keys.jobsIndexed())).toBe('1')
     })
 
     it('refuses to start with a clear message when Redis cannot be reached', async () => {

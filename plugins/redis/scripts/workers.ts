@@ -133,56 +133,77 @@ return 1
 const TRIM_BATCH = 200
 
 /**
- * Bookkeeping of finished jobs: each one that finishes takes the next number
- * in a sorted set, and those it pushes past finished_jobs_kept are deleted
- * (hash and index entry), oldest first, at most TRIM_BATCH at a time, so
- * jobs still running are never dropped. `keys` is { finished set, finished
- * counter, job index }.
+ * Bookkeeping of jobs. Each job's id is in the set of its state (so a list
+ * of one state reads only those jobs); each job that finishes takes the next
+ * number in a sorted set, and those it pushes past finished_jobs_kept are
+ * deleted (hash and index entries), oldest first, at most TRIM_BATCH at a
+ * time, so jobs still running are never dropped. `keys` is { finished set,
+ * finished counter, job index }; `prefixes` is { job hash, state set }.
+ * A state comes as the hashes hold it (JSON: `"pending"`).
  */
-const FINISHING = `
+const BOOKKEEPING = `
 local FINISHED = { ['"completed"'] = true, ['"failed"'] = true, ['"cancelled"'] = true }
-local function trim(keys, kept, job_prefix)
+local function move_state(state_prefix, id, from, to)
+  if from then redis.call('SREM', state_prefix .. cjson.decode(from), id) end
+  if to then redis.call('SADD', state_prefix .. cjson.decode(to), id) end
+end
+local function trim(keys, kept, prefixes)
   local over = math.min(redis.call('ZCARD', keys[1]) - tonumber(kept), ${TRIM_BATCH})
   if over <= 0 then return 0 end
   for _, old in ipairs(redis.call('ZRANGE', keys[1], 0, over - 1)) do
-    redis.call('DEL', job_prefix .. old)
+    move_state(prefixes[2], old, redis.call('HGET', prefixes[1] .. old, 'state'), nil)
+    redis.call('DEL', prefixes[1] .. old)
     redis.call('SREM', keys[3], old)
   end
   redis.call('ZREMRANGEBYRANK', keys[1], 0, over - 1)
   return over
 end
-local function finished(keys, id, kept, job_prefix)
+local function finished(keys, id, kept, prefixes)
   if not redis.call('ZSCORE', keys[1], id) then redis.call('ZADD', keys[1], redis.call('INCR', keys[2]), id) end
-  trim(keys, kept, job_prefix)
+  trim(keys, kept, prefixes)
 end
 `
 
 /**
  * Delete the finished jobs past finished_jobs_kept, oldest first, at most TRIM_BATCH.
  * KEYS[1] finished set · KEYS[2] finished counter · KEYS[3] job index
- * ARGV[1] finished jobs kept · ARGV[2] job hash prefix
+ * ARGV[1] finished jobs kept · ARGV[2] job hash prefix · ARGV[3] state set prefix
  * Returns how many were deleted.
  */
-export const TRIM_FINISHED_JOBS = `${FINISHING}
-return trim({ KEYS[1], KEYS[2], KEYS[3] }, ARGV[1], ARGV[2])
+export const TRIM_FINISHED_JOBS = `${BOOKKEEPING}
+return trim({ KEYS[1], KEYS[2], KEYS[3] }, ARGV[1], { ARGV[2], ARGV[3] })
 `
 
 /**
- * Store a job (replacing one with the same id) and index it by creation; one
- * stored finished is counted among the finished jobs (keeping its place if it
- * was already).
- * KEYS[1] job hash · KEYS[2] job index (a set of ids) · KEYS[3] sequence counter · KEYS[4] finished set · KEYS[5] finished counter
- * ARGV[1] job id · ARGV[2] finished jobs kept · ARGV[3] job hash prefix · ARGV[4..] field, JSON value pairs
+ * Put jobs stored before the per-state sets existed into the set of the state each is in now.
+ * ARGV[1] job hash prefix · ARGV[2] state set prefix · ARGV[3..] job ids
  */
-export const CREATE_JOB = `${FINISHING}
+export const INDEX_JOB_STATES = `${BOOKKEEPING}
+for i = 3, #ARGV do
+  move_state(ARGV[2], ARGV[i], nil, redis.call('HGET', ARGV[1] .. ARGV[i], 'state'))
+end
+return 1
+`
+
+/**
+ * Store a job (replacing one with the same id) and index it by creation and
+ * state; one stored finished is counted among the finished jobs (keeping its
+ * place if it was already).
+ * KEYS[1] job hash · KEYS[2] job index (a set of ids) · KEYS[3] sequence counter · KEYS[4] finished set · KEYS[5] finished counter
+ * ARGV[1] job id · ARGV[2] finished jobs kept · ARGV[3] job hash prefix · ARGV[4] state set prefix · ARGV[5..] field, JSON value pairs
+ */
+export const CREATE_JOB = `${BOOKKEEPING}
+local before = redis.call('HGET', KEYS[1], 'state')
 redis.call('DEL', KEYS[1])
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
 redis.call('HSET', KEYS[1], 'seq', redis.call('INCR', KEYS[3]))
 redis.call('SADD', KEYS[2], ARGV[1])
-if FINISHED[redis.call('HGET', KEYS[1], 'state')] then
-  finished({ KEYS[4], KEYS[5], KEYS[2] }, ARGV[1], ARGV[2], ARGV[3])
+local state = redis.call('HGET', KEYS[1], 'state')
+move_state(ARGV[4], ARGV[1], before, state)
+if FINISHED[state] then
+  finished({ KEYS[4], KEYS[5], KEYS[2] }, ARGV[1], ARGV[2], { ARGV[3], ARGV[4] })
 else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
@@ -196,10 +217,10 @@ return 1
  * KEYS[1] job hash · KEYS[2] finished set · KEYS[3] finished counter · KEYS[4] job index
  * ARGV[1] JSON array of the states it may be in · ARGV[2] new state · ARGV[3] '1' to check the holder · ARGV[4] expected holder as JSON
  * ARGV[5] '1' to set the holder · ARGV[6] new holder as JSON · ARGV[7] now (ms) · ARGV[8] reason, or '' for none
- * ARGV[9] job id · ARGV[10] finished jobs kept · ARGV[11] job hash prefix
+ * ARGV[9] job id · ARGV[10] finished jobs kept · ARGV[11] job hash prefix · ARGV[12] state set prefix
  * Returns the new hash as a flat list, or an empty list when unknown or not matching.
  */
-export const TRANSITION_JOB = `${FINISHING}
+export const TRANSITION_JOB = `${BOOKKEEPING}
 local job = redis.call('HMGET', KEYS[1], 'state', 'workerId', 'history')
 if not job[1] then return {} end
 local allowed = false
@@ -218,7 +239,8 @@ local history = job[3]
 if history == '[]' then history = '[' .. event .. ']' else history = string.sub(history, 1, -2) .. ',' .. event .. ']' end
 redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[2]), 'workerId', holder, 'updatedAt', ARGV[7], 'history', history)
 local hash = redis.call('HGETALL', KEYS[1])
+move_state(ARGV[12], ARGV[9], job[1], cjson.encode(ARGV[2]))
 -- A finished job is never moved again (its state is final): only a job that has just finished joins the finished set.
-if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4] }, ARGV[9], ARGV[10], ARGV[11]) end
+if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4] }, ARGV[9], ARGV[10], { ARGV[11], ARGV[12] }) end
 return hash
 `

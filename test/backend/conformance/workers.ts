@@ -307,6 +307,11 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
         // A finished job stored again keeps its place: it does not push out the other one kept.
         await store.createJob({ ...imported, metadata: { again: true } })
         expect(await ids()).toEqual([d.id, imported.id, running.id].sort())
+        // Lists by state see the same: the dropped ones are in none.
+        expect((await store.listJobs({ state: 'completed' })).map((kept) => kept.id).sort()).toEqual([d.id, imported.id].sort())
+        expect(await store.listJobs({ state: 'failed' })).toEqual([])
+        expect(await store.listJobs({ state: 'cancelled' })).toEqual([])
+        expect((await store.listJobs({ state: 'running' })).map((kept) => kept.id)).toEqual([running.id])
       })
 
       it('stores a job and returns it field for field', async () => {
