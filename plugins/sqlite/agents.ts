@@ -5,6 +5,12 @@ import type { ActivityPage, ActivityRecord, AgentStore, WorkspacePatch, Workspac
 
 /** Activity kept per workspace; older calls are dropped first. */
 const ACTIVITY_KEPT = 10_000
+/**
+ * A workspace's activity is trimmed once every this many of its calls (and at its first call after a start): a
+ * trim walks ACTIVITY_KEPT index entries, which on every call would cost a proxied call more than its record.
+ * Until the next trim a workspace holds up to this many more entries than it shows.
+ */
+const ACTIVITY_TRIM_EVERY = 1000
 
 type Row<T> = Statement<T, (string | number | null)[]>
 
@@ -22,7 +28,11 @@ export class SqliteAgents implements AgentStore {
     insertActivity: Row<never>
     trimActivity: Row<never>
     activityPage: Row<{ seq: number; record: string }>
+    oldestShown: Row<{ seq: number }>
   }
+
+  /** Calls recorded per workspace since its activity was last trimmed. */
+  private readonly sinceTrim = new Map<string, number>()
 
   private readonly createTx: (workspace: WorkspaceRecord, tokenHash: string) => boolean
   private readonly updateTx: (id: string, patch: WorkspacePatch) => WorkspaceRecord | null
@@ -47,7 +57,9 @@ export class SqliteAgents implements AgentStore {
       anyToken: prepare('SELECT 1 AS found FROM workspace_tokens WHERE workspace_id = ? LIMIT 1'),
       insertActivity: prepare('INSERT INTO activity (workspace_id, record) VALUES (?, ?)'),
       trimActivity: prepare(`DELETE FROM activity WHERE workspace_id = ? AND seq <= (SELECT seq FROM activity WHERE workspace_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ${ACTIVITY_KEPT})`),
-      activityPage: prepare('SELECT seq, record FROM activity WHERE workspace_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?'),
+      activityPage: prepare('SELECT seq, record FROM activity WHERE workspace_id = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?'),
+      // The newest entry past the ACTIVITY_KEPT shown (none while a workspace holds no more than that).
+      oldestShown: prepare(`SELECT seq FROM activity WHERE workspace_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ${ACTIVITY_KEPT}`),
     }
 
     this.createTx = db.transaction((workspace: WorkspaceRecord, tokenHash: string) => {
@@ -90,7 +102,13 @@ export class SqliteAgents implements AgentStore {
       const owners = activity.source !== null && activity.source !== activity.target ? [activity.target, activity.source] : [activity.target]
       for (const owner of owners) {
         this.statements.insertActivity.run(owner, record)
+        const calls = this.sinceTrim.get(owner) ?? ACTIVITY_TRIM_EVERY
+        if (calls < ACTIVITY_TRIM_EVERY) {
+          this.sinceTrim.set(owner, calls + 1)
+          continue
+        }
         this.statements.trimActivity.run(owner, owner)
+        this.sinceTrim.set(owner, 1)
       }
     })
   }
@@ -144,7 +162,9 @@ export class SqliteAgents implements AgentStore {
     // A cursor is the sequence number just past the next entry to return (exclusive end).
     const parsed = cursor === null ? Number.NaN : Number.parseInt(cursor, 10)
     const before = Number.isFinite(parsed) ? parsed : Number.MAX_SAFE_INTEGER
-    const rows = this.statements.activityPage.all(workspaceId, before, limit + 1)
+    // Only the newest ACTIVITY_KEPT entries are shown, even while the workspace holds more before a trim.
+    const after = this.statements.oldestShown.get(workspaceId)?.seq ?? 0
+    const rows = this.statements.activityPage.all(workspaceId, before, after, limit + 1)
     const page = rows.slice(0, limit)
     const next = rows.length > limit && page.length > 0 ? String(page[page.length - 1]!.seq) : null
     return { items: page.map((row) => JSON.parse(row.record) as ActivityRecord), next }

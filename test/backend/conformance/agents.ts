@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
-import type { ActivityRecord, Backend, WorkspaceRecord } from '../../../src/backend/index'
+import type { ActivityPage, ActivityRecord, Backend, WorkspaceRecord } from '../../../src/backend/index'
 
 const digest = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
 
@@ -211,6 +211,25 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
       const third = await store.listActivity(target, 3, second.next)
       expect(third.items.map((item) => item.at)).toEqual([0])
       expect(third.next).toBeNull()
+    })
+
+    it('shows only the newest 10,000 calls of a workspace, however many it was sent', async () => {
+      const store = await open()
+      const target = randomUUID()
+      const total = 11_500
+      for (let at = 0; at < total; at += 500) {
+        await Promise.all(Array.from({ length: 500 }, (_, i) => store.recordActivity(activity(null, target, { at: at + i }))))
+      }
+      const shown: number[] = []
+      let cursor: string | null = null
+      do {
+        const page: ActivityPage = await store.listActivity(target, 1000, cursor)
+        shown.push(...page.items.map((item) => item.at))
+        cursor = page.next
+      } while (cursor !== null)
+      expect(shown).toHaveLength(10_000)
+      expect(shown[0]).toBe(total - 1)
+      expect(shown[shown.length - 1]).toBe(total - 10_000)
     })
 
     it('records 100 concurrent calls without losing one', async () => {
