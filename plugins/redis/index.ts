@@ -68,6 +68,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     await checkStoreMarker()
     workers = new RedisWorkers(connection, keys, options.finished_jobs_kept)
     await workers.indexEarlierJobs()
+    await workers.indexEarlierWorkers()
   } catch (error) {
     throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
   }

@@ -93,6 +93,21 @@ export class RedisKeys {
     return this.key('workers')
   }
 
+  /** Sorted set of the ids of the workers of one agent name, by registration order. */
+  workersOf(agentName: string): string {
+    return this.key('workers-of', agentName)
+  }
+
+  /** The common prefix of the agent-name indexes (a script reaches one by the name). */
+  workersOfPrefix(): string {
+    return this.key('workers-of', '')
+  }
+
+  /** The worker hashes' common prefix. */
+  workerPrefix(): string {
+    return this.key('worker', '')
+  }
+
   /** Hash of one job: each JobRecord field as JSON, plus its creation sequence. */
   job(id: string): string {
     return this.key('job', id)
@@ -131,6 +146,11 @@ export class RedisKeys {
   /** Set once the jobs stored before the per-state sets and `finishedJobs` existed have been put into them. */
   jobsIndexed(): string {
     return this.key('jobs-indexed')
+  }
+
+  /** Set once the workers stored before the agent-name indexes existed have been put into them. */
+  workersIndexed(): string {
+    return this.key('workers-indexed')
   }
 
   /** Hash of one workspace: each WorkspaceRecord field as JSON. */

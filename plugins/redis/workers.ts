@@ -16,6 +16,7 @@ const SCRIPTS = {
   transition: script(lua.TRANSITION_JOB),
   trimFinished: script(lua.TRIM_FINISHED_JOBS),
   indexStates: script(lua.INDEX_JOB_STATES),
+  indexNames: script(lua.INDEX_WORKER_NAMES),
 }
 
 /** Job states as the job hashes hold them (JSON). */
@@ -93,6 +94,20 @@ export class RedisWorkers implements WorkerStore {
     while (((await this.connection.run(SCRIPTS.trimFinished, keys, [this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix()])) as number) > 0);
   }
 
+  /** Indexes the workers a Switchboard without agent-name indexes stored under their names, once per store (a key marks it done). */
+  async indexEarlierWorkers(): Promise<void> {
+    try {
+      if ((await this.connection.command.exists(this.keys.workersIndexed())) === 1) return
+      const ids = await this.connection.command.zrange(this.keys.workers(), '0', '-1')
+      for (let at = 0; at < ids.length; at += 1000) {
+        await this.connection.run(SCRIPTS.indexNames, [this.keys.workers()], [this.keys.workerPrefix(), this.keys.workersOfPrefix(), ...ids.slice(at, at + 1000)])
+      }
+      await this.connection.command.set(this.keys.workersIndexed(), '1')
+    } catch (error) {
+      throw storeError(error)
+    }
+  }
+
   private async read(keys: string[]): Promise<Record<string, string>[]> {
     if (keys.length === 0) return []
     try {
@@ -109,7 +124,11 @@ export class RedisWorkers implements WorkerStore {
   }
 
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
-    const previous = (await this.connection.run(SCRIPTS.upsert, [this.keys.worker(worker.id), this.keys.workers(), this.keys.sequence()], [worker.id, ...toFields(worker)])) as string[]
+    const previous = (await this.connection.run(
+      SCRIPTS.upsert,
+      [this.keys.worker(worker.id), this.keys.workers(), this.keys.sequence()],
+      [worker.id, this.keys.workersOfPrefix(), ...toFields(worker)],
+    )) as string[]
     return fromFields<WorkerRecord>(previous)
   }
 
@@ -121,7 +140,8 @@ export class RedisWorkers implements WorkerStore {
   async listWorkers(agentName?: string): Promise<WorkerRecord[]> {
     let ids: string[]
     try {
-      ids = await this.connection.command.zrange(this.keys.workers(), '0', '-1')
+      // A dispatch lists the workers of one agent name: it reads only those.
+      ids = await this.connection.command.zrange(agentName === undefined ? this.keys.workers() : this.keys.workersOf(agentName), '0', '-1')
     } catch (error) {
       throw storeError(error)
     }
@@ -142,7 +162,7 @@ export class RedisWorkers implements WorkerStore {
   }
 
   async deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null> {
-    const hash = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(id), this.keys.workers()], [JSON.stringify(connection), id])) as string[]
+    const hash = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(id), this.keys.workers()], [JSON.stringify(connection), id, this.keys.workersOfPrefix()])) as string[]
     return fromFields<WorkerRecord>(hash)
   }
 

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
-import type { Backend, Client, EntityId, JobRecord } from '../../src/backend/index'
+import type { Backend, Client, EntityId, JobRecord, WorkerRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { testBackend } from './conformance'
@@ -71,6 +71,24 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(await ids()).toEqual([...newest(9, 449), 'running'].sort())
       // Counted once per store: a restart finds nothing to count again.
       expect(await db.get(keys.jobsIndexed())).toBe('1')
+    })
+
+    it('indexes the workers stored before the agent-name indexes at the next start, in registration order', async () => {
+      const { backend, keys, prefix } = await open()
+      const worker = (id: string, agentName: string): WorkerRecord => ({
+        id, agentName, owner: 'tenant', status: 'available', draining: false, maxProcesses: 1, loadThreshold: 1, reportedLoad: 0,
+        jobs: [], reserved: [], instance: 'instance-1', connection: id, capabilities: [], registeredAt: Date.now(), disconnectedAt: null,
+      })
+      for (const [id, name] of [['w1', 'voice'], ['w2', 'chat'], ['w3', 'voice']] as const) await backend.workers.upsertWorker(worker(id, name))
+      const db = await inspect()
+      await db.del(keys.workersOf('voice'), keys.workersOf('chat'), keys.workersIndexed())
+      expect(await backend.workers.listWorkers('voice')).toEqual([])
+
+      const next = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
+      opened.push({ backend: next, prefix })
+      expect((await next.workers.listWorkers('voice')).map((found) => found.id)).toEqual(['w1', 'w3'])
+      expect((await next.workers.listWorkers('chat')).map((found) => found.id)).toEqual(['w2'])
+      expect(await db.get(keys.workersIndexed())).toBe('1')
     })
 
     it('refuses to start with a clear message when Redis cannot be reached', async () => {

@@ -27,21 +27,42 @@ end
 `
 
 /**
- * Insert a worker, or take over its registration keeping jobs, reserved and draining.
+ * Insert a worker, or take over its registration keeping jobs, reserved and
+ * draining. The worker is indexed by registration, and under its agent name
+ * in the same order (a dispatch reads only the workers of one name).
  * KEYS[1] worker hash · KEYS[2] worker index (sorted by registration) · KEYS[3] sequence counter
- * ARGV[1] worker id · ARGV[2..] field, JSON value pairs of the new record
+ * ARGV[1] worker id · ARGV[2] agent-name index prefix · ARGV[3..] field, JSON value pairs of the new record
  * Returns the previous hash as a flat list (empty when new).
  */
 export const UPSERT_WORKER = `
 local previous = redis.call('HGETALL', KEYS[1])
+local name_before = redis.call('HGET', KEYS[1], 'agentName')
 local kept = { jobs = true, reserved = true, draining = true }
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   if #previous == 0 or not kept[ARGV[i]] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
-if #previous == 0 then
-  redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+local order = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not order then
+  order = redis.call('INCR', KEYS[3])
+  redis.call('ZADD', KEYS[2], order, ARGV[1])
 end
+local name = redis.call('HGET', KEYS[1], 'agentName')
+if name_before and name_before ~= name then redis.call('ZREM', ARGV[2] .. cjson.decode(name_before), ARGV[1]) end
+redis.call('ZADD', ARGV[2] .. cjson.decode(name), order, ARGV[1])
 return previous
+`
+
+/**
+ * Index workers stored before the agent-name indexes existed under their names, in registration order.
+ * KEYS[1] worker index · ARGV[1] worker hash prefix · ARGV[2] agent-name index prefix · ARGV[3..] worker ids
+ */
+export const INDEX_WORKER_NAMES = `
+for i = 3, #ARGV do
+  local name = redis.call('HGET', ARGV[1] .. ARGV[i], 'agentName')
+  local order = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if name and order then redis.call('ZADD', ARGV[2] .. cjson.decode(name), order, ARGV[i]) end
+end
+return 1
 `
 
 /**
@@ -70,12 +91,14 @@ return redis.call('HGETALL', KEYS[1])
 
 /**
  * Remove a worker only while it is held by the given connection.
- * KEYS[1] worker hash · KEYS[2] worker index · ARGV[1] connection as JSON · ARGV[2] worker id
+ * KEYS[1] worker hash · KEYS[2] worker index · ARGV[1] connection as JSON · ARGV[2] worker id · ARGV[3] agent-name index prefix
  * Returns the removed hash as a flat list, or an empty list.
  */
 export const DELETE_WORKER = `
 if redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return {} end
 local removed = redis.call('HGETALL', KEYS[1])
+local name = redis.call('HGET', KEYS[1], 'agentName')
+if name then redis.call('ZREM', ARGV[3] .. cjson.decode(name), ARGV[2]) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 return removed
