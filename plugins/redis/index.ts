@@ -12,7 +12,12 @@
  *
  * Expiry: a mailbox with no activity (create, put, take, send) for
  * `mailbox_expiration_d` days disappears with its queue; a terminated
- * mailbox is remembered for `gravestone_expiration_d` days.
+ * mailbox is remembered for `gravestone_expiration_d` days. At most
+ * `finished_jobs_kept` finished jobs are kept.
+ *
+ * Indexes: jobs by state and workers by agent name, so that a dispatch or a
+ * list of one state reads only what it lists. A store written before an
+ * index existed is indexed once, at the first start that knows it.
  */
 import * as v from 'valibot'
 import type { Backend, BackendPlugin, PluginContext } from '../../src/backend/index'
