@@ -199,19 +199,38 @@ export class RedisWorkers implements WorkerStore {
     } catch (error) {
       throw storeError(error)
     }
-    const found: { job: JobRecord; seq: number }[] = []
-    for (const hash of await this.read(ids.map((id) => this.keys.job(id)))) {
-      const job = fromFields<JobRecord>(hash, ['seq'])
-      if (!job) continue
-      if (filter.agentName !== undefined && job.agentName !== filter.agentName) continue
-      if (filter.state !== undefined && job.state !== filter.state) continue
-      if (filter.workerId !== undefined && job.workerId !== filter.workerId) continue
-      if (filter.owner !== undefined && job.owner !== filter.owner) continue
-      found.push({ job, seq: Number(hash.seq) })
+    // First only the fields the filter and the order need; the whole records only of the jobs returned.
+    const FIELDS = ['agentName', 'state', 'workerId', 'owner', 'createdAt', 'seq'] as const
+    const wanted: Record<(typeof FIELDS)[number], string | undefined> = {
+      agentName: filter.agentName === undefined ? undefined : JSON.stringify(filter.agentName),
+      state: filter.state === undefined ? undefined : JSON.stringify(filter.state),
+      workerId: filter.workerId === undefined ? undefined : JSON.stringify(filter.workerId),
+      owner: filter.owner === undefined ? undefined : JSON.stringify(filter.owner),
+      createdAt: undefined,
+      seq: undefined,
+    }
+    const matching: { id: string; createdAt: number; seq: number }[] = []
+    try {
+      const pipeline = this.connection.command.pipeline()
+      for (const id of ids) pipeline.hmget(this.keys.job(id), ...FIELDS)
+      const results = (await pipeline.exec()) ?? []
+      ids.forEach((id, index) => {
+        const [error, values] = results[index]!
+        if (error) throw error
+        const fields = values as (string | null)[]
+        // A job dropped since the index was read has no fields left.
+        if (fields[0] === null) return
+        if (FIELDS.some((field, at) => wanted[field] !== undefined && fields[at] !== wanted[field])) return
+        matching.push({ id, createdAt: Number(fields[4]), seq: Number(fields[5]) })
+      })
+    } catch (error) {
+      throw storeError(error)
     }
     // Newest first; later insertions win ties on createdAt.
-    found.sort((a, b) => b.job.createdAt - a.job.createdAt || b.seq - a.seq)
-    return found.slice(0, filter.limit ?? found.length).map((entry) => entry.job)
+    matching.sort((a, b) => b.createdAt - a.createdAt || b.seq - a.seq)
+    const chosen = matching.slice(0, filter.limit ?? matching.length)
+    const hashes = await this.read(chosen.map((entry) => this.keys.job(entry.id)))
+    return hashes.map((hash) => fromFields<JobRecord>(hash, ['seq'])).filter((job): job is JobRecord => job !== null)
   }
 
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
