@@ -19,6 +19,9 @@ const SCRIPTS = {
   indexNames: script(lua.INDEX_WORKER_NAMES),
 }
 
+/** The fields of a job a list filters and orders by, in the order `listJobs` reads them. */
+const LIST_FIELDS = ['agentName', 'state', 'workerId', 'owner', 'createdAt', 'seq'] as const
+
 /** Job states as the job hashes hold them (JSON). */
 const FINISHED_STATES = new Set(FINISHED_JOB_STATES.map((state) => JSON.stringify(state)))
 
@@ -200,8 +203,7 @@ export class RedisWorkers implements WorkerStore {
       throw storeError(error)
     }
     // First only the fields the filter and the order need; the whole records only of the jobs returned.
-    const FIELDS = ['agentName', 'state', 'workerId', 'owner', 'createdAt', 'seq'] as const
-    const wanted: Record<(typeof FIELDS)[number], string | undefined> = {
+    const wanted: Record<(typeof LIST_FIELDS)[number], string | undefined> = {
       agentName: filter.agentName === undefined ? undefined : JSON.stringify(filter.agentName),
       state: filter.state === undefined ? undefined : JSON.stringify(filter.state),
       workerId: filter.workerId === undefined ? undefined : JSON.stringify(filter.workerId),
@@ -212,7 +214,7 @@ export class RedisWorkers implements WorkerStore {
     const matching: { id: string; createdAt: number; seq: number }[] = []
     try {
       const pipeline = this.connection.command.pipeline()
-      for (const id of ids) pipeline.hmget(this.keys.job(id), ...FIELDS)
+      for (const id of ids) pipeline.hmget(this.keys.job(id), ...LIST_FIELDS)
       const results = (await pipeline.exec()) ?? []
       ids.forEach((id, index) => {
         const [error, values] = results[index]!
@@ -220,7 +222,7 @@ export class RedisWorkers implements WorkerStore {
         const fields = values as (string | null)[]
         // A job dropped since the index was read has no fields left.
         if (fields[0] === null) return
-        if (FIELDS.some((field, at) => wanted[field] !== undefined && fields[at] !== wanted[field])) return
+        if (LIST_FIELDS.some((field, at) => wanted[field] !== undefined && fields[at] !== wanted[field])) return
         matching.push({ id, createdAt: Number(fields[4]), seq: Number(fields[5]) })
       })
     } catch (error) {
