@@ -15,9 +15,10 @@
  * mailbox is remembered for `gravestone_expiration_d` days. At most
  * `finished_jobs_kept` finished jobs are kept.
  *
- * Indexes: jobs by state and workers by agent name, so that a dispatch or a
- * list of one state reads only what it lists. A store written before an
- * index existed is indexed once, at the first start that knows it.
+ * Indexes: jobs by state and by creation, workers by agent name, so that a
+ * dispatch, a list of the newest jobs or a list of one state reads about
+ * what it lists. A store written before an index existed is indexed once,
+ * at the first start that knows it.
  */
 import * as v from 'valibot'
 import type { Backend, BackendPlugin, PluginContext } from '../../src/backend/index'

@@ -118,6 +118,11 @@ export class RedisKeys {
     return this.key('jobs')
   }
 
+  /** Sorted set of every job id, scored by the job's `createdAt` (a list of the newest reads from the top). */
+  jobsByCreation(): string {
+    return this.key('jobs-created')
+  }
+
   /** Set of the ids of the jobs in one state (`jobsInStatePrefix()` + the state, e.g. `pending`). */
   jobsInState(state: string): string {
     return this.key('jobs-state', state)

@@ -15,12 +15,22 @@ const SCRIPTS = {
   createJob: script(lua.CREATE_JOB),
   transition: script(lua.TRANSITION_JOB),
   trimFinished: script(lua.TRIM_FINISHED_JOBS),
-  indexStates: script(lua.INDEX_JOB_STATES),
+  indexJobs: script(lua.INDEX_JOBS),
   indexNames: script(lua.INDEX_WORKER_NAMES),
 }
 
 /** The fields of a job a list filters and orders by, in the order `listJobs` reads them. */
 const LIST_FIELDS = ['agentName', 'state', 'workerId', 'owner', 'createdAt', 'seq'] as const
+
+/** A job a list considers: its id and what the list orders by. */
+interface ListedJob {
+  id: string
+  createdAt: number
+  seq: number
+}
+
+/** Newest first; later insertions win ties on createdAt. */
+const newestFirst = (a: ListedJob, b: ListedJob) => b.createdAt - a.createdAt || b.seq - a.seq
 
 /** Job states as the job hashes hold them (JSON). */
 const FINISHED_STATES = new Set(FINISHED_JOB_STATES.map((state) => JSON.stringify(state)))
@@ -72,7 +82,7 @@ export class RedisWorkers implements WorkerStore {
         cursor = next
         if (ids.length === 0) continue
         // Each job's state is read inside the script, so one that moves meanwhile is put in its new state's set.
-        await this.connection.run(SCRIPTS.indexStates, [], [this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), ...ids])
+        await this.connection.run(SCRIPTS.indexJobs, [this.keys.jobsByCreation()], [this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), ...ids])
         const pipeline = command.pipeline()
         for (const id of ids) pipeline.hmget(this.keys.job(id), 'state', 'updatedAt').zscore(this.keys.finishedJobs(), id)
         const results = (await pipeline.exec()) ?? []
@@ -93,7 +103,7 @@ export class RedisWorkers implements WorkerStore {
     } catch (error) {
       throw storeError(error)
     }
-    const keys = [this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs()]
+    const keys = [this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs(), this.keys.jobsByCreation()]
     while (((await this.connection.run(SCRIPTS.trimFinished, keys, [this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix()])) as number) > 0);
   }
 
@@ -184,7 +194,7 @@ export class RedisWorkers implements WorkerStore {
   async createJob(job: JobRecord): Promise<void> {
     await this.connection.run(
       SCRIPTS.createJob,
-      [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence(), this.keys.finishedJobs(), this.keys.finishedSequence()],
+      [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence(), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobsByCreation()],
       [job.id, this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), ...toFields(job)],
     )
   }
@@ -195,14 +205,8 @@ export class RedisWorkers implements WorkerStore {
   }
 
   async listJobs(filter: JobFilter): Promise<JobRecord[]> {
-    let ids: string[]
-    try {
-      // A list of one state reads only the jobs in it (the metrics read each active state's on every scrape).
-      ids = await this.connection.command.smembers(filter.state === undefined ? this.keys.jobs() : this.keys.jobsInState(filter.state))
-    } catch (error) {
-      throw storeError(error)
-    }
-    // First only the fields the filter and the order need; the whole records only of the jobs returned.
+    const { command } = this.connection
+    // Only the fields the filter and the order need are read of the jobs considered; the whole records only of those returned.
     const wanted: Record<(typeof LIST_FIELDS)[number], string | undefined> = {
       agentName: filter.agentName === undefined ? undefined : JSON.stringify(filter.agentName),
       state: filter.state === undefined ? undefined : JSON.stringify(filter.state),
@@ -211,9 +215,9 @@ export class RedisWorkers implements WorkerStore {
       createdAt: undefined,
       seq: undefined,
     }
-    const matching: { id: string; createdAt: number; seq: number }[] = []
-    try {
-      const pipeline = this.connection.command.pipeline()
+    const matching: ListedJob[] = []
+    const consider = async (ids: string[]) => {
+      const pipeline = command.pipeline()
       for (const id of ids) pipeline.hmget(this.keys.job(id), ...LIST_FIELDS)
       const results = (await pipeline.exec()) ?? []
       ids.forEach((id, index) => {
@@ -225,12 +229,25 @@ export class RedisWorkers implements WorkerStore {
         if (LIST_FIELDS.some((field, at) => wanted[field] !== undefined && fields[at] !== wanted[field])) return
         matching.push({ id, createdAt: Number(fields[4]), seq: Number(fields[5]) })
       })
+    }
+    try {
+      if (filter.state === undefined && filter.limit !== undefined) {
+        // The newest first, a page at a time, until `limit` match and every job left was created before the last of them.
+        const page = Math.max(200, 2 * filter.limit)
+        for (let offset = 0; ; offset += page) {
+          const entries = await command.zrevrange(this.keys.jobsByCreation(), offset, offset + page - 1, 'WITHSCORES')
+          await consider(entries.filter((_, at) => at % 2 === 0))
+          if (entries.length < 2 * page) break
+          if (matching.length >= filter.limit && Number(entries[entries.length - 1]) < matching.sort(newestFirst)[filter.limit - 1]!.createdAt) break
+        }
+      } else {
+        // A list of one state reads only the jobs in it (the metrics read each active state's on every scrape).
+        await consider(await command.smembers(filter.state === undefined ? this.keys.jobs() : this.keys.jobsInState(filter.state)))
+      }
     } catch (error) {
       throw storeError(error)
     }
-    // Newest first; later insertions win ties on createdAt.
-    matching.sort((a, b) => b.createdAt - a.createdAt || b.seq - a.seq)
-    const chosen = matching.slice(0, filter.limit ?? matching.length)
+    const chosen = matching.sort(newestFirst).slice(0, filter.limit ?? matching.length)
     const hashes = await this.read(chosen.map((entry) => this.keys.job(entry.id)))
     return hashes.map((hash) => fromFields<JobRecord>(hash, ['seq'])).filter((job): job is JobRecord => job !== null)
   }
@@ -238,7 +255,7 @@ export class RedisWorkers implements WorkerStore {
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
     const hash = (await this.connection.run(
       SCRIPTS.transition,
-      [this.keys.job(id), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs()],
+      [this.keys.job(id), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs(), this.keys.jobsByCreation()],
       [
         JSON.stringify(transition.from),
         transition.to,

@@ -54,7 +54,7 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       await backend.workers.createJob(stored('running', 'running', now))
       // The store as a Switchboard without finished_jobs_kept left it: jobs and their index, no finished set.
       const db = await inspect()
-      await db.del(keys.finishedJobs(), keys.finishedSequence(), keys.jobsIndexed(), ...['completed', 'running'].map((state) => keys.jobsInState(state)))
+      await db.del(keys.finishedJobs(), keys.finishedSequence(), keys.jobsIndexed(), keys.jobsByCreation(), ...['completed', 'running'].map((state) => keys.jobsInState(state)))
 
       const next = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix, finished_jobs_kept: 10 })
       opened.push({ backend: next, prefix })
@@ -65,6 +65,9 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       // Each is in the set of its state, which the ones dropped have left.
       expect((await next.workers.listJobs({ state: 'running' })).map((job) => job.id)).toEqual(['running'])
       expect((await db.smembers(keys.jobsInState('completed'))).sort()).toEqual(newest(10, 449).sort())
+      // And in the creation index: all were created in one millisecond, so the one stored last comes first.
+      expect((await next.workers.listJobs({ owner: 'tenant', limit: 3 })).map((job) => job.id)).toEqual(['running', 'done-440', 'done-441'])
+      expect(await db.zcard(keys.jobsByCreation())).toBe(11)
       expect(await db.exists(keys.job('done-439'))).toBe(0)
       // Jobs finishing from now on push out the oldest of those kept.
       await next.workers.transitionJob('running', { from: ['running'], to: 'failed' })

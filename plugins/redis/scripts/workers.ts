@@ -161,8 +161,8 @@ const TRIM_BATCH = 200
  * number in a sorted set, and those it pushes past finished_jobs_kept are
  * deleted (hash and index entries), oldest first, at most TRIM_BATCH at a
  * time, so jobs still running are never dropped. `keys` is { finished set,
- * finished counter, job index }; `prefixes` is { job hash, state set }.
- * A state comes as the hashes hold it (JSON: `"pending"`).
+ * finished counter, job index, creation index }; `prefixes` is { job hash,
+ * state set }. A state comes as the hashes hold it (JSON: `"pending"`).
  */
 const BOOKKEEPING = `
 local FINISHED = { ['"completed"'] = true, ['"failed"'] = true, ['"cancelled"'] = true }
@@ -177,6 +177,7 @@ local function trim(keys, kept, prefixes)
     move_state(prefixes[2], old, redis.call('HGET', prefixes[1] .. old, 'state'), nil)
     redis.call('DEL', prefixes[1] .. old)
     redis.call('SREM', keys[3], old)
+    redis.call('ZREM', keys[4], old)
   end
   redis.call('ZREMRANGEBYRANK', keys[1], 0, over - 1)
   return over
@@ -189,21 +190,24 @@ end
 
 /**
  * Delete the finished jobs past finished_jobs_kept, oldest first, at most TRIM_BATCH.
- * KEYS[1] finished set · KEYS[2] finished counter · KEYS[3] job index
+ * KEYS[1] finished set · KEYS[2] finished counter · KEYS[3] job index · KEYS[4] creation index
  * ARGV[1] finished jobs kept · ARGV[2] job hash prefix · ARGV[3] state set prefix
  * Returns how many were deleted.
  */
 export const TRIM_FINISHED_JOBS = `${BOOKKEEPING}
-return trim({ KEYS[1], KEYS[2], KEYS[3] }, ARGV[1], { ARGV[2], ARGV[3] })
+return trim({ KEYS[1], KEYS[2], KEYS[3], KEYS[4] }, ARGV[1], { ARGV[2], ARGV[3] })
 `
 
 /**
- * Put jobs stored before the per-state sets existed into the set of the state each is in now.
- * ARGV[1] job hash prefix · ARGV[2] state set prefix · ARGV[3..] job ids
+ * Put jobs stored before the per-state sets and the creation index existed
+ * into the set of the state each is in now, and into the creation index.
+ * KEYS[1] creation index · ARGV[1] job hash prefix · ARGV[2] state set prefix · ARGV[3..] job ids
  */
-export const INDEX_JOB_STATES = `${BOOKKEEPING}
+export const INDEX_JOBS = `${BOOKKEEPING}
 for i = 3, #ARGV do
-  move_state(ARGV[2], ARGV[i], nil, redis.call('HGET', ARGV[1] .. ARGV[i], 'state'))
+  local job = redis.call('HMGET', ARGV[1] .. ARGV[i], 'state', 'createdAt')
+  move_state(ARGV[2], ARGV[i], nil, job[1])
+  if job[2] then redis.call('ZADD', KEYS[1], tonumber(job[2]), ARGV[i]) end
 end
 return 1
 `
@@ -213,6 +217,7 @@ return 1
  * state; one stored finished is counted among the finished jobs (keeping its
  * place if it was already).
  * KEYS[1] job hash · KEYS[2] job index (a set of ids) · KEYS[3] sequence counter · KEYS[4] finished set · KEYS[5] finished counter
+ * KEYS[6] creation index
  * ARGV[1] job id · ARGV[2] finished jobs kept · ARGV[3] job hash prefix · ARGV[4] state set prefix · ARGV[5..] field, JSON value pairs
  */
 export const CREATE_JOB = `${BOOKKEEPING}
@@ -223,10 +228,11 @@ for i = 5, #ARGV, 2 do
 end
 redis.call('HSET', KEYS[1], 'seq', redis.call('INCR', KEYS[3]))
 redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[6], tonumber(redis.call('HGET', KEYS[1], 'createdAt')), ARGV[1])
 local state = redis.call('HGET', KEYS[1], 'state')
 move_state(ARGV[4], ARGV[1], before, state)
 if FINISHED[state] then
-  finished({ KEYS[4], KEYS[5], KEYS[2] }, ARGV[1], ARGV[2], { ARGV[3], ARGV[4] })
+  finished({ KEYS[4], KEYS[5], KEYS[2], KEYS[6] }, ARGV[1], ARGV[2], { ARGV[3], ARGV[4] })
 else
   redis.call('ZREM', KEYS[4], ARGV[1])
 end
@@ -237,7 +243,7 @@ return 1
  * Move a job if it is in one of the expected states (and held by the expected
  * worker), appending the event to its history; a job that finishes is counted
  * among the finished jobs.
- * KEYS[1] job hash · KEYS[2] finished set · KEYS[3] finished counter · KEYS[4] job index
+ * KEYS[1] job hash · KEYS[2] finished set · KEYS[3] finished counter · KEYS[4] job index · KEYS[5] creation index
  * ARGV[1] JSON array of the states it may be in · ARGV[2] new state · ARGV[3] '1' to check the holder · ARGV[4] expected holder as JSON
  * ARGV[5] '1' to set the holder · ARGV[6] new holder as JSON · ARGV[7] now (ms) · ARGV[8] reason, or '' for none
  * ARGV[9] job id · ARGV[10] finished jobs kept · ARGV[11] job hash prefix · ARGV[12] state set prefix
@@ -264,6 +270,6 @@ redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[2]), 'workerId', holder, 
 local hash = redis.call('HGETALL', KEYS[1])
 move_state(ARGV[12], ARGV[9], job[1], cjson.encode(ARGV[2]))
 -- A finished job is never moved again (its state is final): only a job that has just finished joins the finished set.
-if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4] }, ARGV[9], ARGV[10], { ARGV[11], ARGV[12] }) end
+if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4], KEYS[5] }, ARGV[9], ARGV[10], { ARGV[11], ARGV[12] }) end
 return hash
 `

@@ -388,6 +388,36 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
         expect((await store.getJob(record.id))?.history.length).toBe(2)
       })
 
+      it('lists the newest jobs up to a limit across many, later insertions first among those created in the same millisecond', async () => {
+        const store = await open()
+        const now = Date.now()
+        // 450 jobs in threes created in the same millisecond, stored in an order unrelated to it.
+        const records = Array.from({ length: 450 }, (_, i) => job({ createdAt: now + Math.floor(((i * 7) % 450) / 3), owner: i % 5 === 0 ? 'other' : 'tenant-a' }))
+        for (const record of records) await store.createJob(record)
+        const expected = records
+          .map((record, inserted) => ({ record, inserted }))
+          .sort((a, b) => b.record.createdAt - a.record.createdAt || b.inserted - a.inserted)
+          .map((entry) => entry.record)
+        for (const limit of [1, 3, 250]) expect((await store.listJobs({ limit })).map((found) => found.id)).toEqual(expected.slice(0, limit).map((record) => record.id))
+        const theirs = expected.filter((record) => record.owner === 'tenant-a')
+        expect((await store.listJobs({ owner: 'tenant-a', limit: 100 })).map((found) => found.id)).toEqual(theirs.slice(0, 100).map((record) => record.id))
+        expect((await store.listJobs({ owner: 'other', limit: 500 })).map((found) => found.id)).toEqual(expected.filter((record) => record.owner === 'other').map((record) => record.id))
+        // The few oldest of one owner: a list of them reads past every newer job.
+        const oldest = Array.from({ length: 4 }, (_, i) => job({ createdAt: now - 1000 + i, owner: 'rare' }))
+        for (const record of oldest) await store.createJob(record)
+        expect((await store.listJobs({ owner: 'rare', limit: 3 })).map((found) => found.id)).toEqual([oldest[3]!.id, oldest[2]!.id, oldest[1]!.id])
+      })
+
+      it('among many jobs created in the same millisecond, lists the one stored last first, whatever its id', async () => {
+        const store = await open()
+        const now = Date.now()
+        // Ids that sort the other way from the order they are stored in.
+        const records = Array.from({ length: 260 }, (_, i) => job({ id: `job-${String(259 - i).padStart(3, '0')}`, createdAt: now }))
+        for (const record of records) await store.createJob(record)
+        expect((await store.listJobs({ limit: 2 })).map((found) => found.id)).toEqual(['job-000', 'job-001'])
+        expect((await store.listJobs({ owner: 'tenant-a', limit: 1 })).map((found) => found.id)).toEqual(['job-000'])
+      })
+
       it('lists jobs by every filter, newest first, up to a limit', async () => {
         const store = await open()
         const base = Date.now()
