@@ -6,7 +6,7 @@
  * in the same run, on memory, SQLite and Redis. An operation that reads only
  * what it returns costs about the same on both; one that walks everything
  * kept grows with it. Each figure is the p50 of 30 calls, in-process against
- * the store (no HTTP). About half a minute; not part of `bun run bench`.
+ * the store (no HTTP). About ten seconds; not part of `bun run bench`.
  *
  *   bun bench/stores.ts    (Redis at REDIS_URL, default redis://127.0.0.1:6379; writes bench/results/stores.json)
  */

@@ -19,7 +19,7 @@ const SCRIPTS = {
   indexNames: script(lua.INDEX_WORKER_NAMES),
 }
 
-/** The fields of a job a list filters and orders by, in the order `listJobs` reads them. */
+/** The fields of a job a list reads: first those its filter compares, in JobFilter's order, then those it orders by. */
 const LIST_FIELDS = ['agentName', 'state', 'workerId', 'owner', 'createdAt', 'seq'] as const
 
 /** A job a list considers: its id and what the list orders by. */
@@ -207,27 +207,25 @@ export class RedisWorkers implements WorkerStore {
   async listJobs(filter: JobFilter): Promise<JobRecord[]> {
     const { command } = this.connection
     // Only the fields the filter and the order need are read of the jobs considered; the whole records only of those returned.
-    const wanted: Record<(typeof LIST_FIELDS)[number], string | undefined> = {
-      agentName: filter.agentName === undefined ? undefined : JSON.stringify(filter.agentName),
-      state: filter.state === undefined ? undefined : JSON.stringify(filter.state),
-      workerId: filter.workerId === undefined ? undefined : JSON.stringify(filter.workerId),
-      owner: filter.owner === undefined ? undefined : JSON.stringify(filter.owner),
-      createdAt: undefined,
-      seq: undefined,
-    }
+    // The filter's values as the hashes hold them (JSON), at the positions of LIST_FIELDS.
+    const wanted = [filter.agentName, filter.state, filter.workerId, filter.owner].map((value) => (value === undefined ? undefined : JSON.stringify(value)))
     const matching: ListedJob[] = []
+    // A job created or dropped while the newest are paged through moves the others by one: none is taken twice.
+    const seen = new Set<string>()
     const consider = async (ids: string[]) => {
+      const fresh = ids.filter((id) => !seen.has(id))
       const pipeline = command.pipeline()
-      for (const id of ids) pipeline.hmget(this.keys.job(id), ...LIST_FIELDS)
+      for (const id of fresh) pipeline.hmget(this.keys.job(id), ...LIST_FIELDS)
       const results = (await pipeline.exec()) ?? []
-      ids.forEach((id, index) => {
+      fresh.forEach((id, index) => {
+        seen.add(id)
         const [error, values] = results[index]!
         if (error) throw error
-        const fields = values as (string | null)[]
+        const [agentName, state, workerId, owner, createdAt, seq] = values as (string | null)[]
         // A job dropped since the index was read has no fields left.
-        if (fields[0] === null) return
-        if (LIST_FIELDS.some((field, at) => wanted[field] !== undefined && fields[at] !== wanted[field])) return
-        matching.push({ id, createdAt: Number(fields[4]), seq: Number(fields[5]) })
+        if (agentName === null) return
+        if ([agentName, state, workerId, owner].some((field, at) => wanted[at] !== undefined && field !== wanted[at])) return
+        matching.push({ id, createdAt: Number(createdAt), seq: Number(seq) })
       })
     }
     try {

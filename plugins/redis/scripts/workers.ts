@@ -5,6 +5,8 @@
  * script compares JSON text (`"available"`, `null`, `true`) and writes JSON back.
  */
 
+import { FINISHED_JOB_STATES } from '../../../src/backend/workers'
+
 /** Reads a hash as a flat field/value list, and encodes a list of ids (an empty Lua table would encode as `{}`). */
 const PRELUDE = `
 local function encode_ids(ids)
@@ -165,7 +167,7 @@ const TRIM_BATCH = 200
  * state set }. A state comes as the hashes hold it (JSON: `"pending"`).
  */
 const BOOKKEEPING = `
-local FINISHED = { ['"completed"'] = true, ['"failed"'] = true, ['"cancelled"'] = true }
+local FINISHED = { ${FINISHED_JOB_STATES.map((state) => `['${JSON.stringify(state)}'] = true`).join(', ')} }
 local function move_state(state_prefix, id, from, to)
   if from then redis.call('SREM', state_prefix .. cjson.decode(from), id) end
   if to then redis.call('SADD', state_prefix .. cjson.decode(to), id) end

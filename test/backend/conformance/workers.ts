@@ -408,6 +408,28 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
         expect((await store.listJobs({ owner: 'rare', limit: 3 })).map((found) => found.id)).toEqual([oldest[3]!.id, oldest[2]!.id, oldest[1]!.id])
       })
 
+      it('lists no job twice while newer jobs keep being created', async () => {
+        const store = await open()
+        const now = Date.now()
+        // A sparse owner under many newer jobs: a list of its newest reads past several pages of the others.
+        for (let i = 0; i < 600; i++) await store.createJob(job({ createdAt: now - 10_000 + i, owner: i % 2 === 0 ? 'other' : 'tenant-a' }))
+        let stop = false
+        let created = 0
+        const writer = (async () => {
+          while (!stop) await store.createJob(job({ createdAt: now + created++, owner: 'other' }))
+        })()
+        try {
+          for (let round = 0; round < 20; round++) {
+            const ids = (await store.listJobs({ owner: 'tenant-a', limit: 250 })).map((found) => found.id)
+            expect(ids).toHaveLength(250)
+            expect(new Set(ids).size).toBe(250)
+          }
+        } finally {
+          stop = true
+          await writer
+        }
+      })
+
       it('among many jobs created in the same millisecond, lists the one stored last first, whatever its id', async () => {
         const store = await open()
         const now = Date.now()
