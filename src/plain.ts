@@ -35,6 +35,24 @@ export interface PlainReply {
   /** Header names in lower case. */
   headers?: Record<string, string>
   body?: string | Uint8Array<ArrayBuffer>
+  /** A body written chunk by chunk as it comes (an event stream); `body` is then not read. */
+  stream?: PlainStream
+}
+
+/**
+ * A body a plain route writes as it comes: the serving layer asks for a
+ * chunk, writes it straight to the socket, and asks for the next only once
+ * that write went through, so a stream knows what reached its caller.
+ */
+export interface PlainStream {
+  /** The next chunk, or null when the stream ends. */
+  next(): Promise<string | null>
+  /**
+   * The caller went away, shutdown ended the stream, or a chunk could not
+   * be written. A pending `next` must then settle; what it yields is not
+   * written, so the stream keeps anything it took for that chunk.
+   */
+  cancel(): Promise<void>
 }
 
 export type PlainRoute = (request: PlainRequest) => Promise<PlainReply | Response>
@@ -99,10 +117,32 @@ export const JSON_TYPE = 'application/json;charset=utf-8'
 /** A 200 with a JSON body. */
 export const jsonReply = (value: unknown): PlainReply => ({ status: 200, headers: { 'content-type': JSON_TYPE }, body: JSON.stringify(value) })
 
+const utf8Encoder = new TextEncoder()
+
+/** A plain stream as a web stream: pulled one chunk at a time, so a chunk is asked for once the one before was read. */
+function webStream(stream: PlainStream): ReadableStream<Uint8Array> {
+  let cancelled = false
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        const chunk = await stream.next()
+        if (cancelled) return
+        if (chunk === null) controller.close()
+        else controller.enqueue(utf8Encoder.encode(chunk))
+      },
+      cancel() {
+        cancelled = true
+        return stream.cancel()
+      },
+    },
+    { highWaterMark: 0 },
+  )
+}
+
 /** A reply as a web Response (for `app.handle`). */
 export function toResponse(reply: PlainReply | Response): Response {
   if (reply instanceof Response) return reply
-  return new Response(reply.body ?? null, { status: reply.status, headers: reply.headers })
+  return new Response(reply.stream ? webStream(reply.stream) : (reply.body ?? null), { status: reply.status, headers: reply.headers })
 }
 
 /** Wraps a plain route as an Elysia handler: the same function answers in-process requests. */

@@ -13,7 +13,7 @@ import https from 'node:https'
 import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
-import { paramsOf, ReceivedRequest, type PlainReply, type PlainRoute } from './plain'
+import { paramsOf, ReceivedRequest, type PlainReply, type PlainRoute, type PlainStream } from './plain'
 import { servedRequests, type ServedRequest } from './served'
 import { corsPolicy } from './cors'
 import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
@@ -260,6 +260,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       reply = { status: 500, headers: { 'content-type': 'application/json' }, body: jsonError(500, 'INTERNAL', 'Internal Server Error') }
     }
     if (reply instanceof Response) await writeResponse(reply, res, entry)
+    else if (reply.stream) await writeStream(reply, reply.stream, res, entry)
     else writeReply(reply, res, entry)
   }
 
@@ -398,6 +399,41 @@ function writeReply(reply: PlainReply, res: http.ServerResponse, entry: InFlight
   const length = typeof body === 'string' ? Buffer.byteLength(body) : body.length
   res.writeHead(reply.status, { ...reply.headers, 'content-length': String(length), 'x-request-id': entry.requestId })
   res.end(length === 0 ? undefined : body)
+}
+
+/**
+ * Writes a plain route's stream: its headers and the request id, then each
+ * chunk as the stream gives it, the next asked for once the write went
+ * through. A caller that leaves, or a write that fails, cancels the stream;
+ * the request is done once that cancel is.
+ */
+async function writeStream(reply: PlainReply, stream: PlainStream, res: http.ServerResponse, entry: InFlight): Promise<void> {
+  let cancelled: Promise<void> | null = null
+  const cancel = () => (cancelled ??= stream.cancel().catch(() => {}))
+  // Told when the client leaves or shutdown ends the stream: the pending `next` then settles.
+  const stopListening = entry.onGone(cancel)
+  const dropped = new Promise<boolean>((resolve) => res.once('close', () => resolve(false)))
+  try {
+    if (res.destroyed) return void cancel()
+    res.writeHead(reply.status, { ...reply.headers, 'x-request-id': entry.requestId })
+    res.flushHeaders()
+    for (;;) {
+      const chunk = await stream.next()
+      if (cancelled !== null) return
+      if (chunk === null) break
+      if (res.destroyed || entry.clientGone) return void cancel()
+      // A write to a socket the client has dropped may never call back: the close settles it instead.
+      const written = await Promise.race([new Promise<boolean>((resolve) => res.write(chunk, (error) => resolve(!error))), dropped])
+      if (!written || res.destroyed) return void cancel()
+    }
+    res.end()
+  } catch {
+    cancel()
+    res.destroy()
+  } finally {
+    stopListening()
+    if (cancelled !== null) await cancelled
+  }
 }
 
 /** Writes a web Response to a node response; event streams are relayed chunk by chunk as they come. */

@@ -12,7 +12,7 @@ import type { Client, EntityId } from '../../backend/mailboxes'
 import { AppError, TooManyRequestsError } from '../../errors'
 import { documentedBody, parseJsonText } from '../../http'
 import type { Logger } from '../../logger'
-import { jsonReply, plainHandler, toResponse, type PlainReply, type PlainRequest, type PlainRoute, type PlainRoutes } from '../../plain'
+import { jsonReply, plainHandler, toResponse, type PlainReply, type PlainRequest, type PlainRoute, type PlainRoutes, type PlainStream } from '../../plain'
 import * as model from './model'
 import type { ExchangeService } from './service'
 
@@ -34,7 +34,7 @@ export interface ExchangeModuleOptions {
 
 const FIELD = 'Missing or invalid field: '
 const TEXT = { 'content-type': 'text/plain; charset=utf-8' }
-const encoder = new TextEncoder()
+const EVENT_STREAM = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' }
 
 /** Renders an error as Academy's server does: text/plain, its status, its words. */
 function academyError(error: unknown, logger: Logger): PlainReply {
@@ -87,7 +87,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
   }
 
   /** An SSE stream of the mailbox's messages; a message whose write is not confirmed goes back to the head. */
-  const listenStream = (caller: Client, id: EntityId, timeoutSeconds: number, release: () => void): ReadableStream<Uint8Array> => {
+  const listenStream = (caller: Client, id: EntityId, timeoutSeconds: number, release: () => void): PlainStream => {
     const stop = new AbortController()
     let unconfirmed: string | null = null
     let idleDeadline = Date.now() + timeoutSeconds * 1000
@@ -102,61 +102,52 @@ export function exchangeModule(options: ExchangeModuleOptions) {
     }
     const giveBack = (message: string) =>
       service.giveBack(id, message).catch((error) => logger.error('could not return an undelivered message', { error: String(error) }))
-    return new ReadableStream<Uint8Array>(
-      {
-        async pull(controller) {
-          // Being asked for more means the previous chunk was written.
-          unconfirmed = null
-          if (!started) {
-            started = true
-            controller.enqueue(encoder.encode('retry: 0\r\n\r\n'))
-            return
+    return {
+      async next() {
+        // Being asked for more means the previous chunk was written.
+        unconfirmed = null
+        if (!started) {
+          started = true
+          return 'retry: 0\r\n\r\n'
+        }
+        for (;;) {
+          const now = Date.now()
+          if (stop.signal.aborted) return null
+          if (now >= idleDeadline) {
+            finish()
+            return null
           }
-          for (;;) {
-            const now = Date.now()
-            if (now >= idleDeadline) {
-              finish()
-              controller.close()
-              return
-            }
-            let message: string | null
-            try {
-              message = await service.next(caller, id, Math.min(idleDeadline, now + options.pingSeconds * 1000), stop.signal)
-            } catch (error) {
-              // Terminated (or gone) while listening: the stream just ends, as upstream's does.
-              if (!(error instanceof AppError)) logger.error('listen stream failed', { error: String(error) })
-              finish()
-              controller.close()
-              return
-            }
-            if (stop.signal.aborted) {
-              if (message !== null) await giveBack(message)
-              return
-            }
-            if (message !== null) {
-              unconfirmed = message
-              idleDeadline = Date.now() + timeoutSeconds * 1000
-              controller.enqueue(encoder.encode(sseEvent(message)))
-              return
-            }
-            if (Date.now() < idleDeadline) {
-              controller.enqueue(encoder.encode(': ping\r\n\r\n'))
-              return
-            }
+          let message: string | null
+          try {
+            message = await service.next(caller, id, Math.min(idleDeadline, now + options.pingSeconds * 1000), stop.signal)
+          } catch (error) {
+            // Terminated (or gone) while listening: the stream just ends, as upstream's does.
+            if (!(error instanceof AppError)) logger.error('listen stream failed', { error: String(error) })
+            finish()
+            return null
           }
-        },
-        async cancel() {
-          stop.abort()
-          finish()
-          if (unconfirmed !== null) {
-            const message = unconfirmed
-            unconfirmed = null
-            await giveBack(message)
+          if (stop.signal.aborted) {
+            if (message !== null) await giveBack(message)
+            return null
           }
-        },
+          if (message !== null) {
+            unconfirmed = message
+            idleDeadline = Date.now() + timeoutSeconds * 1000
+            return sseEvent(message)
+          }
+          if (Date.now() < idleDeadline) return ': ping\r\n\r\n'
+        }
       },
-      { highWaterMark: 0 },
-    )
+      async cancel() {
+        stop.abort()
+        finish()
+        if (unconfirmed !== null) {
+          const message = unconfirmed
+          unconfirmed = null
+          await giveBack(message)
+        }
+      },
+    }
   }
 
   const OK: PlainReply = { status: 200 }
@@ -216,10 +207,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
       const status = await service.status(caller, id)
       if (status === 'MISSING') return { status: 404, headers: TEXT, body: 'Unknown mailbox ID' }
       if (status === 'TERMINATED') return { status: 419, headers: TEXT, body: 'Mailbox was closed' }
-      return new Response(listenStream(caller, id, timeout, admit(request)), {
-        status: 200,
-        headers: { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' },
-      })
+      return { status: 200, headers: EVENT_STREAM, stream: listenStream(caller, id, timeout, admit(request)) }
     }),
     discover: route(async (request) => {
       const caller = client(request)

@@ -6,7 +6,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { agentId, bodies, messageJson, userId } from '../../support/academy'
 import { call, makeApp, startServer, writeTokensFile, type TestServer } from '../../support/app'
-import { rawRequest } from '../../support/http'
+import { openStream, rawRequest } from '../../support/http'
+import { eventually } from '../../support/wait'
+import { toResponse, type PlainStream } from '../../../src/plain'
 
 interface Answer {
   status: number
@@ -164,4 +166,71 @@ describe('the serving layer and plain routes', () => {
       await running.close()
     }
   })
+
+  /** A stream of `chunks` that logs each ask, write-confirmation point and cancel, then (if `hold`) waits until cancelled. */
+  const loggedStream = (chunks: string[], log: string[], hold: boolean): PlainStream => {
+    let cancelled: () => void = () => {}
+    const gone = new Promise<null>((resolve) => (cancelled = () => resolve(null)))
+    let at = 0
+    return {
+      async next() {
+        log.push(`next ${at}`)
+        if (at < chunks.length) return chunks[at++]!
+        return hold ? gone : null
+      },
+      async cancel() {
+        log.push(`cancel after ${at}`)
+        cancelled()
+      },
+    }
+  }
+
+  it('writes a plain stream chunk by chunk in order, with no length, alike both ways', async () => {
+    const running = await startServer()
+    try {
+      const chunks = ['retry: 0\r\n\r\n', 'data: ü\r\n\r\n', `data: ${'x'.repeat(100_000)}\r\n\r\n`]
+      const logs: string[][] = []
+      running.app.decorator.switchboard.plainRoutes.set('GET /mailbox/stats', async () => {
+        const log: string[] = []
+        logs.push(log)
+        return { status: 200, headers: { 'content-type': 'text/event-stream' }, stream: loggedStream(chunks, log, false) }
+      })
+      const response = await rawRequest(`${running.url}/mailbox/stats`, { headers: { 'x-request-id': 'stream-1' } })
+      expect(response.status).toBe(200)
+      expect(response.headers['content-type']).toBe('text/event-stream')
+      expect(response.headers['x-request-id']).toBe('stream-1')
+      expect(response.headers['content-length']).toBeUndefined()
+      expect(response.text).toBe(chunks.join(''))
+      expect(logs).toEqual([['next 0', 'next 1', 'next 2', 'next 3']])
+      // app.handle reaches the same stream through a web stream.
+      const route = running.app.decorator.switchboard.plainRoutes.get('GET /mailbox/stats')!
+      const inProcess = toResponse(await route({} as never))
+      expect(await inProcess.text()).toBe(chunks.join(''))
+      expect(logs[1]).toEqual(['next 0', 'next 1', 'next 2', 'next 3'])
+    } finally {
+      await running.close()
+    }
+  })
+
+  it('cancels a plain stream whose caller goes away while it waits for its next chunk', async () => {
+    const running = await startServer()
+    try {
+      const log: string[] = []
+      running.app.decorator.switchboard.plainRoutes.set('GET /mailbox/stats', async () => ({
+        status: 200,
+        headers: { 'content-type': 'text/event-stream' },
+        stream: loggedStream(['retry: 0\r\n\r\n'], log, true),
+      }))
+      const stream = await openStream(`${running.url}/mailbox/stats`)
+      await stream.waitFor('retry: 0')
+      await eventually(() => log.length === 2, 5000, 'the second ask')
+      stream.close()
+      await eventually(() => log.includes('cancel after 1'), 5000, 'the cancel')
+      expect(log).toEqual(['next 0', 'next 1', 'cancel after 1'])
+      await eventually(() => running.app.decorator.switchboard.connections === 0, 5000, 'the connection closed')
+    } finally {
+      await running.close()
+    }
+  })
 })
+
