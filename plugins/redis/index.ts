@@ -30,6 +30,7 @@ import { RedisAgents } from './agents'
 import { RedisConnection } from './connection'
 import { RedisEventBus } from './events'
 import { RedisKeys } from './keys'
+import { Drained } from './drained'
 import { mailboxChannels, RedisMailboxes, wakeAll } from './mailboxes'
 import { RedisWorkers } from './workers'
 
@@ -47,6 +48,7 @@ export type RedisOptions = v.InferOutput<typeof RedisOptionsSchema>
 async function createRedisBackend(options: RedisOptions, context: PluginContext): Promise<Backend> {
   const keys = new RedisKeys(options.redis_prefix)
   const waiters = new Waiters()
+  const drained = new Drained()
   let connection: RedisConnection
   let workers: RedisWorkers
   /** The marker's value this instance last saw; null before the first check. */
@@ -66,11 +68,11 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     marker = current
   }
   const onReconnected = () => {
-    wakeAll(waiters)
+    wakeAll(waiters, drained)
     if (marker !== null) void checkStoreMarker().catch((error) => context.logger.warn('could not check the Redis store marker', { error: (error as Error).message }))
   }
   try {
-    connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters))
+    connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters, drained))
     await checkStoreMarker()
     workers = new RedisWorkers(connection, keys, options.finished_jobs_kept)
     await workers.indexEarlierJobs()
@@ -78,7 +80,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   } catch (error) {
     throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
   }
-  const mailboxes = new RedisMailboxes(connection, keys, waiters, { mailboxDays: options.mailbox_expiration_d, gravestoneDays: options.gravestone_expiration_d })
+  const mailboxes = new RedisMailboxes(connection, keys, waiters, drained, { mailboxDays: options.mailbox_expiration_d, gravestoneDays: options.gravestone_expiration_d })
   return {
     name: DRIVER_NAME,
     mailboxes,

@@ -11,6 +11,7 @@ import { mailboxKey, mailboxStats, retentionMs } from '../../src/backend/mailbox
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { MailboxTerminatedError } from '../../src/errors'
 import { script, type RedisConnection } from './connection'
+import type { Drained } from './drained'
 import type { RedisKeys } from './keys'
 import * as lua from './scripts/mailboxes'
 
@@ -42,15 +43,22 @@ export interface MailboxExpiry {
 }
 
 /** The pub/sub channels mailboxes listen on, and what each does to this instance's waiters. */
-export function mailboxChannels(keys: RedisKeys, waiters: Waiters): Record<string, (payload: string) => void> {
+export function mailboxChannels(keys: RedisKeys, waiters: Waiters, drained: Drained): Record<string, (payload: string) => void> {
   return {
-    [keys.wakeChannel()]: (key) => waiters.notify(key),
-    [keys.terminatedChannel()]: (key) => waiters.fail(key, () => new MailboxTerminatedError()),
+    [keys.wakeChannel()]: (key) => {
+      drained.wake(key)
+      waiters.notify(key)
+    },
+    [keys.terminatedChannel()]: (key) => {
+      drained.wake(key)
+      waiters.fail(key, () => new MailboxTerminatedError())
+    },
   }
 }
 
 /** After a reconnect: wake every local waiter, since wake-ups published meanwhile were lost. */
-export function wakeAll(waiters: Waiters): void {
+export function wakeAll(waiters: Waiters, drained: Drained): void {
+  drained.forget()
   for (const key of [...waiters.keys()]) waiters.notify(key, waiters.count(key))
 }
 
@@ -65,6 +73,7 @@ export class RedisMailboxes implements MailboxStore {
     private readonly connection: RedisConnection,
     private readonly keys: RedisKeys,
     private readonly waiters: Waiters,
+    private readonly drained: Drained,
     expiry: MailboxExpiry,
   ) {
     this.idleMs = retentionMs(expiry.mailboxDays)
@@ -126,15 +135,38 @@ export class RedisMailboxes implements MailboxStore {
     const [box, queue, pending] = [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)]
     const clientGroups = groups(client)
     return takeOrWait(this.waiters, key, options, async () => {
+      // Emptied by this instance's last take, with no wake-up since: waiting is all a take would lead to.
+      if (this.drained.claim(key)) return null
       const taken = this.keys.taken(`${this.instance}:${++this.takes}`)
-      const message = (await this.connection.run(
-        SCRIPTS.take,
-        [box, queue, pending, taken, ...this.countKeys()],
-        [client.id, clientGroups, Date.now(), this.idleMs, TAKEN_EXPIRY_MS, key],
-      )) as string | null
+      const sent = this.drained.sending(key)
+      let reply: [string, number] | null
+      try {
+        reply = (await this.connection.run(
+          SCRIPTS.take,
+          [box, queue, pending, taken, ...this.countKeys()],
+          [client.id, clientGroups, Date.now(), this.idleMs, TAKEN_EXPIRY_MS, key],
+        )) as [string, number] | null
+      } catch (error) {
+        this.drained.taken(key, sent, false)
+        throw error
+      }
+      this.drained.taken(key, sent, reply !== null && reply[1] === 0)
+      if (reply === null) return null
       // The reply arrived, so the safety copy for a re-sent take is no longer needed.
-      if (message !== null) void this.connection.command.unlink(taken).catch(() => {})
-      return message
+      this.unlinkSoon(taken)
+      return reply[0]
+    })
+  }
+
+  /** Safety copies to delete, in one call once this turn of the event loop is done. */
+  private unlinking: string[] = []
+
+  private unlinkSoon(key: string): void {
+    if (this.unlinking.push(key) > 1) return
+    setImmediate(() => {
+      const keys = this.unlinking
+      this.unlinking = []
+      void this.connection.command.unlink(...keys).catch(() => {})
     })
   }
 

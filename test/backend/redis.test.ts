@@ -3,6 +3,10 @@ import Redis from 'ioredis'
 import type { Backend, Client, EntityId, JobRecord, WorkerRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { RedisKeys } from '../../plugins/redis/keys'
+import { Drained } from '../../plugins/redis/drained'
+import { script } from '../../plugins/redis/connection'
+import { TAKE_MESSAGE } from '../../plugins/redis/scripts/mailboxes'
+import { MailboxTerminatedError } from '../../src/errors'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
@@ -238,6 +242,113 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(await backend.mailboxes.take(client, receiver, { deadline: Date.now() + 1000 })).toBe(kept.raw)
     })
 
+    /** Counts the take scripts Redis runs on `queue` while `work` runs (MONITOR sees every command of every client). */
+    const takesDuring = async (queue: string, work: () => Promise<void>): Promise<number> => {
+      const monitor = await new Redis(redis.url!).monitor()
+      const sha = script(TAKE_MESSAGE).sha
+      let takes = 0
+      monitor.on('monitor', (_time: string, args: string[]) => {
+        if (args[0]?.toLowerCase() === 'evalsha' && args[1] === sha && args.includes(queue)) takes++
+      })
+      try {
+        await work()
+        // MONITOR lags the commands it reports a little.
+        await Bun.sleep(100)
+      } finally {
+        monitor.disconnect()
+      }
+      return takes
+    }
+
+    it('waits without asking Redis after taking the last message, until a wake-up says there may be more', async () => {
+      const { backend, keys, prefix } = await open()
+      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
+      opened.push({ backend: other, prefix })
+      const box = agent()
+      await backend.mailboxes.create(client, box, null)
+      const [first, second] = [message(box), message(box)]
+      await backend.mailboxes.put(client, first)
+      // Its wake-up is heard before the take is sent (one heard after might announce a later message, and keeps the mark off).
+      await Bun.sleep(50)
+      expect(await backend.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).toBe(first.raw)
+      let got: string | null = 'not yet'
+      const takes = await takesDuring(keys.queue(box), async () => {
+        // Emptied by the take above: this one waits for its deadline with no take script run.
+        expect(await backend.mailboxes.take(client, box, { deadline: Date.now() + 300 })).toBeNull()
+        // Asks Redis again (the mark is used up), finds nothing, and waits; a put on another instance wakes it.
+        const waiting = backend.mailboxes.take(client, box, { deadline: Date.now() + 5000 })
+        await Bun.sleep(100)
+        const started = Date.now()
+        await other.mailboxes.put(client, second)
+        got = await waiting
+        expect(Date.now() - started).toBeLessThan(1000)
+      })
+      expect(got).toBe(second.raw)
+      // The empty take after the wait, and the one after the wake-up.
+      expect(takes).toBe(2)
+    })
+
+    it('misses no message put on another instance while its take of the last one is answered (300 races)', async () => {
+      const { backend, prefix } = await open()
+      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
+      opened.push({ backend: other, prefix })
+      const box = agent()
+      await backend.mailboxes.create(client, box, null)
+      await backend.mailboxes.put(client, message(box))
+      for (let round = 0; round < 300; round++) {
+        const next = message(box)
+        // The take and the put race: the wake-up may come before or after the take's reply, or the put may land first.
+        const [taken] = await Promise.all([backend.mailboxes.take(client, box, { deadline: Date.now() + 1000 }), other.mailboxes.put(client, next)])
+        expect(taken).not.toBeNull()
+        const started = Date.now()
+        const following = await backend.mailboxes.take(client, box, { deadline: Date.now() + 2000 })
+        if (following !== next.raw) throw new Error(`round ${round}: got ${following === null ? 'nothing' : 'another message'} after ${Date.now() - started} ms`)
+        expect(Date.now() - started).toBeLessThan(1000)
+        await backend.mailboxes.put(client, message(box))
+      }
+    }, 30_000)
+
+    it('ends a wait after the last message at once when another instance terminates the mailbox', async () => {
+      const { backend, prefix } = await open()
+      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
+      opened.push({ backend: other, prefix })
+      const box = agent()
+      await backend.mailboxes.create(client, box, null)
+      await backend.mailboxes.put(client, message(box))
+      await Bun.sleep(50)
+      expect(await backend.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+      await other.mailboxes.terminate(client, box)
+      await Bun.sleep(50)
+      const started = Date.now()
+      const outcome = await backend.mailboxes.take(client, box, { deadline: Date.now() + 5000 }).then(
+        (taken) => taken,
+        (error: unknown) => error,
+      )
+      expect(outcome).toBeInstanceOf(MailboxTerminatedError)
+      expect(Date.now() - started).toBeLessThan(1000)
+    })
+
+    it('asks Redis again after its wake-up connection was cut, since the wake-ups sent meanwhile were lost', async () => {
+      const { backend, prefix } = await open()
+      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
+      opened.push({ backend: other, prefix })
+      const box = agent()
+      await backend.mailboxes.create(client, box, null)
+      await backend.mailboxes.put(client, message(box))
+      await Bun.sleep(50)
+      expect(await backend.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+      const db = await inspect()
+      const lines = ((await db.client('LIST')) as string).split('\n')
+      const events = lines.filter((line) => line.includes(`name=switchboard:${prefix}:events`)).map((line) => /\bid=(\d+)/.exec(line)![1]!)
+      // The first instance's subscriber is the oldest.
+      const first = events.sort((x, y) => Number(x) - Number(y))[0]!
+      expect(await db.client('KILL', 'ID', first)).toBe(1)
+      const missed = message(box)
+      await other.mailboxes.put(client, missed)
+      await eventually(() => backend.ready(), 10_000, 'resubscribed')
+      expect(await backend.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).toBe(missed.raw)
+    })
+
     it('serves 10,000 waiting receivers over two connections and wakes the right ones', async () => {
       const { backend, prefix } = await open()
       const mailboxes = Array.from({ length: 1000 }, agent)
@@ -260,5 +371,56 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       for (let i = 0; i < 300 && delivered.length < sent.length; i++) await Bun.sleep(50)
       expect(delivered.sort()).toEqual(sent.map((envelope) => envelope.raw).sort())
     }, 60_000)
+  })
+})
+
+describe('what a Redis instance knows to be empty', () => {
+  it('marks a mailbox empty when its take popped the last message and no wake-up came since the take was sent', () => {
+    const drained = new Drained()
+    drained.taken('a', drained.sending('a'), true)
+    expect(drained.claim('a')).toBe(true)
+    // Used up: the next take asks Redis.
+    expect(drained.claim('a')).toBe(false)
+    drained.taken('b', drained.sending('b'), false)
+    expect(drained.claim('b')).toBe(false)
+  })
+
+  it('does not mark it when a wake-up came while the take was in flight, even before its reply', () => {
+    const drained = new Drained()
+    const sent = drained.sending('a')
+    drained.wake('a')
+    drained.taken('a', sent, true)
+    expect(drained.claim('a')).toBe(false)
+  })
+
+  it('keeps a wake-up heard during one take from marking a later one, and a wake-up after the reply clears the mark', () => {
+    const drained = new Drained()
+    const early = drained.sending('a')
+    drained.wake('a')
+    const late = drained.sending('a')
+    drained.taken('a', early, true)
+    expect(drained.claim('a')).toBe(false)
+    // Sent after the wake-up: its reply may mark the mailbox.
+    drained.taken('a', late, true)
+    drained.wake('a')
+    expect(drained.claim('a')).toBe(false)
+  })
+
+  it('forgets every mark after a reconnect, and every wake-up during a take in flight counts', () => {
+    const drained = new Drained()
+    drained.taken('a', drained.sending('a'), true)
+    const sent = drained.sending('b')
+    drained.forget()
+    drained.taken('b', sent, true)
+    expect(drained.claim('a')).toBe(false)
+    expect(drained.claim('b')).toBe(false)
+  })
+
+  it('remembers at most its limit of mailboxes, dropping the oldest mark', () => {
+    const drained = new Drained(2)
+    for (const key of ['a', 'b', 'c']) drained.taken(key, drained.sending(key), true)
+    expect(drained.size).toBe(2)
+    expect(drained.claim('a')).toBe(false)
+    expect(drained.claim('c')).toBe(true)
   })
 })

@@ -206,11 +206,11 @@ return 1
  * losing) another.
  * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] taken (per take id) · KEYS[5..7] counts
  * ARGV[1] client · ARGV[2] groups · ARGV[3] now (ms) · ARGV[4] idle expiry ms · ARGV[5] taken expiry ms · ARGV[6] mailbox key
- * Returns the message text, or nil when the queue is empty.
+ * Returns { message text, messages left in the queue } (-1 left when not known: a re-sent take), or nil when the queue is empty.
  */
 export const TAKE_MESSAGE = `${PRELUDE}${COUNTING}
 local already = redis.call('GET', KEYS[4])
-if already then return already end
+if already then return { already, -1 } end
 local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
 if box[1] and not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
 if not box[1] then return refuse('UNKNOWN') end
@@ -219,11 +219,12 @@ redis.call('HSET', KEYS[1], 'active', ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 local message = redis.call('LPOP', KEYS[2])
-track({ KEYS[5], KEYS[6], KEYS[7] }, ARGV[6], now_ms() + tonumber(ARGV[4]), redis.call('LLEN', KEYS[2]))
+local left = message and redis.call('LLEN', KEYS[2]) or 0
+track({ KEYS[5], KEYS[6], KEYS[7] }, ARGV[6], now_ms() + tonumber(ARGV[4]), left)
 if not message then return nil end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('SET', KEYS[4], message, 'PX', ARGV[5])
-return message
+return { message, left }
 `
 
 /**
