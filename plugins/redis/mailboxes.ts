@@ -134,9 +134,10 @@ export class RedisMailboxes implements MailboxStore {
     const key = mailboxKey(id)
     const [box, queue, pending] = [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)]
     const clientGroups = groups(client)
+    const caller = `${client.id}\n${clientGroups}`
     return takeOrWait(this.waiters, key, options, async () => {
-      // Emptied by this instance's last take, with no wake-up since: waiting is all a take would lead to.
-      if (this.drained.claim(key)) return null
+      // Emptied by this caller's last take here, with no wake-up since: waiting is all a take would lead to.
+      if (this.drained.claim(key, caller)) return null
       const taken = this.keys.taken(`${this.instance}:${++this.takes}`)
       const sent = this.drained.sending(key)
       let reply: [string, number] | null
@@ -147,10 +148,10 @@ export class RedisMailboxes implements MailboxStore {
           [client.id, clientGroups, Date.now(), this.idleMs, TAKEN_EXPIRY_MS, key],
         )) as [string, number] | null
       } catch (error) {
-        this.drained.taken(key, sent, false)
+        this.drained.taken(key, sent, false, caller)
         throw error
       }
-      this.drained.taken(key, sent, reply !== null && reply[1] === 0)
+      this.drained.taken(key, sent, reply !== null && reply[1] === 0, caller)
       if (reply === null) return null
       // The reply arrived, so the safety copy for a re-sent take is no longer needed.
       this.unlinkSoon(taken)
@@ -193,15 +194,15 @@ export class RedisMailboxes implements MailboxStore {
   }
 
   async share(client: Client, id: EntityId, group: string): Promise<void> {
-    await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'share', group])
+    await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'share', group, this.keys.wakeChannel(), mailboxKey(id)])
   }
 
   async unshare(client: Client, id: EntityId, group: string): Promise<void> {
-    await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'unshare', group])
+    await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'unshare', group, this.keys.wakeChannel(), mailboxKey(id)])
   }
 
   async shares(client: Client, id: EntityId): Promise<string[]> {
-    return (await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'list', ''])) as string[]
+    return (await this.connection.run(SCRIPTS.share, [this.keys.mailbox(id)], [client.id, groups(client), 'list', '', '', ''])) as string[]
   }
 
   async counts(): Promise<MailboxCounts> {

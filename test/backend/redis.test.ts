@@ -6,7 +6,7 @@ import { RedisKeys } from '../../plugins/redis/keys'
 import { Drained } from '../../plugins/redis/drained'
 import { script } from '../../plugins/redis/connection'
 import { TAKE_MESSAGE } from '../../plugins/redis/scripts/mailboxes'
-import { MailboxTerminatedError } from '../../src/errors'
+import { ForbiddenError, MailboxTerminatedError } from '../../src/errors'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
@@ -328,6 +328,34 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(Date.now() - started).toBeLessThan(1000)
     })
 
+    it('refuses at once, on any instance, a take by a caller whose share was withdrawn or who never had one, after its last message', async () => {
+      const { backend, prefix } = await open()
+      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
+      opened.push({ backend: other, prefix })
+      const alice: Client = { id: 'alice', groups: ['lab'] }
+      const bob: Client = { id: 'bob', groups: ['lab'] }
+      const carol: Client = { id: 'carol', groups: [] }
+      const box = agent()
+      await backend.mailboxes.create(alice, box, null)
+      await backend.mailboxes.share(alice, box, 'lab')
+      await backend.mailboxes.put(alice, message(box))
+      await Bun.sleep(50)
+      expect(await backend.mailboxes.take(bob, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+      const refusal = (taking: Promise<string | null>) => taking.then((taken) => taken, (error: unknown) => error)
+      await other.mailboxes.unshare(alice, box, 'lab')
+      await Bun.sleep(50)
+      let started = Date.now()
+      expect(await refusal(backend.mailboxes.take(bob, box, { deadline: Date.now() + 5000 }))).toBeInstanceOf(ForbiddenError)
+      expect(Date.now() - started).toBeLessThan(1000)
+      // Emptied by its owner: a caller without access is refused, not told to wait.
+      await backend.mailboxes.put(alice, message(box))
+      await Bun.sleep(50)
+      expect(await backend.mailboxes.take(alice, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+      started = Date.now()
+      expect(await refusal(backend.mailboxes.take(carol, box, { deadline: Date.now() + 5000 }))).toBeInstanceOf(ForbiddenError)
+      expect(Date.now() - started).toBeLessThan(1000)
+    })
+
     it('asks Redis again after its wake-up connection was cut, since the wake-ups sent meanwhile were lost', async () => {
       const { backend, prefix } = await open()
       const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
@@ -375,22 +403,24 @@ describe.skipIf(redis.url === null)('redis backend', () => {
 })
 
 describe('what a Redis instance knows to be empty', () => {
-  it('marks a mailbox empty when its take popped the last message and no wake-up came since the take was sent', () => {
+  it('marks a mailbox empty for the caller whose take popped the last message, when no wake-up came since the take was sent', () => {
     const drained = new Drained()
-    drained.taken('a', drained.sending('a'), true)
-    expect(drained.claim('a')).toBe(true)
+    drained.taken('a', drained.sending('a'), true, 'alice')
+    // Another caller asks Redis, which checks its access.
+    expect(drained.claim('a', 'bob')).toBe(false)
+    expect(drained.claim('a', 'alice')).toBe(true)
     // Used up: the next take asks Redis.
-    expect(drained.claim('a')).toBe(false)
-    drained.taken('b', drained.sending('b'), false)
-    expect(drained.claim('b')).toBe(false)
+    expect(drained.claim('a', 'alice')).toBe(false)
+    drained.taken('b', drained.sending('b'), false, 'alice')
+    expect(drained.claim('b', 'alice')).toBe(false)
   })
 
   it('does not mark it when a wake-up came while the take was in flight, even before its reply', () => {
     const drained = new Drained()
     const sent = drained.sending('a')
     drained.wake('a')
-    drained.taken('a', sent, true)
-    expect(drained.claim('a')).toBe(false)
+    drained.taken('a', sent, true, 'alice')
+    expect(drained.claim('a', 'alice')).toBe(false)
   })
 
   it('keeps a wake-up heard during one take from marking a later one, and a wake-up after the reply clears the mark', () => {
@@ -398,29 +428,29 @@ describe('what a Redis instance knows to be empty', () => {
     const early = drained.sending('a')
     drained.wake('a')
     const late = drained.sending('a')
-    drained.taken('a', early, true)
-    expect(drained.claim('a')).toBe(false)
+    drained.taken('a', early, true, 'alice')
+    expect(drained.claim('a', 'alice')).toBe(false)
     // Sent after the wake-up: its reply may mark the mailbox.
-    drained.taken('a', late, true)
+    drained.taken('a', late, true, 'alice')
     drained.wake('a')
-    expect(drained.claim('a')).toBe(false)
+    expect(drained.claim('a', 'alice')).toBe(false)
   })
 
   it('forgets every mark after a reconnect, and every wake-up during a take in flight counts', () => {
     const drained = new Drained()
-    drained.taken('a', drained.sending('a'), true)
+    drained.taken('a', drained.sending('a'), true, 'alice')
     const sent = drained.sending('b')
     drained.forget()
-    drained.taken('b', sent, true)
-    expect(drained.claim('a')).toBe(false)
-    expect(drained.claim('b')).toBe(false)
+    drained.taken('b', sent, true, 'alice')
+    expect(drained.claim('a', 'alice')).toBe(false)
+    expect(drained.claim('b', 'alice')).toBe(false)
   })
 
   it('remembers at most its limit of mailboxes, dropping the oldest mark', () => {
     const drained = new Drained(2)
-    for (const key of ['a', 'b', 'c']) drained.taken(key, drained.sending(key), true)
+    for (const key of ['a', 'b', 'c']) drained.taken(key, drained.sending(key), true, 'alice')
     expect(drained.size).toBe(2)
-    expect(drained.claim('a')).toBe(false)
-    expect(drained.claim('c')).toBe(true)
+    expect(drained.claim('a', 'alice')).toBe(false)
+    expect(drained.claim('c', 'alice')).toBe(true)
   })
 })

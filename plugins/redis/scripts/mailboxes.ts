@@ -310,9 +310,12 @@ return { redis.call('HLEN', KEYS[3]), redis.call('LLEN', KEYS[2]), tonumber(box[
 /**
  * Share, unshare or list the groups of an active mailbox; owner only, and
  * only into a group the owner is in. Shares are a JSON array in the hash,
- * in the order they were added.
+ * in the order they were added. A withdrawn share publishes a wake-up, so
+ * that no instance keeps the mailbox marked empty for a caller who may no
+ * longer take from it (its next take is refused at once).
  * KEYS[1] mailbox hash
  * ARGV[1] client · ARGV[2] groups · ARGV[3] share | unshare | list · ARGV[4] group ('' to list)
+ * ARGV[5] wake channel · ARGV[6] mailbox key (the channel payload)
  * Returns the groups after the change.
  */
 export const SHARE_MAILBOX = `${PRELUDE}
@@ -336,6 +339,7 @@ if ARGV[3] == 'share' then
   if not position then shares[#shares + 1] = ARGV[4] end
 elseif position then
   table.remove(shares, position)
+  redis.call('PUBLISH', ARGV[5], ARGV[6])
 end
 if #shares == 0 then
   redis.call('HDEL', KEYS[1], 'shares')
