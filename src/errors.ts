@@ -96,6 +96,13 @@ export class ExchangeFullError extends AppError {
   }
 }
 
+/** The store is out of room (Redis at its maxmemory, a SQLite database at its size limit or on a full disk): nothing of the write was stored. */
+export class StoreFullError extends AppError {
+  constructor(message: string) {
+    super(507, 'STORE_FULL', message)
+  }
+}
+
 export class TooManyRequestsError extends AppError {
   constructor(message: string, readonly retryAfterSeconds: number) {
     super(429, 'TOO_MANY_REQUESTS', message)

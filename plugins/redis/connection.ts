@@ -6,7 +6,7 @@
  */
 import { createHash } from 'node:crypto'
 import Redis from 'ioredis'
-import { ForbiddenError, MailboxTerminatedError, UnavailableError, UnknownMailboxError } from '../../src/errors'
+import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnavailableError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/logger'
 
 /** A Lua script with its SHA, so it is sent in full only when Redis does not know it yet. */
@@ -30,6 +30,8 @@ export function storeError(error: unknown): Error {
   if (refusal === 'FORBIDDEN') return new ForbiddenError()
   if (refusal === 'UNKNOWN') return new UnknownMailboxError()
   if (refusal === 'TERMINATED') return new MailboxTerminatedError()
+  // Redis at its maxmemory (policy noeviction) refuses a script's first write, so the script stored nothing.
+  if (message.startsWith('OOM ')) return new StoreFullError('Redis is out of memory (its maxmemory is reached): nothing was stored. Take messages, or raise maxmemory')
   // An error Redis replied with is a fault of ours, not an outage.
   if (error instanceof Error && REPLY_ERRORS.has(error.name)) return error
   return new UnavailableError(`Redis is unreachable: ${message}`)

@@ -31,10 +31,10 @@ function answersPing(host: string, port: number, timeoutMs = 500): Promise<boole
   })
 }
 
-/** Starts redis-server without persistence on `port` (a free one by default); resolves once it answers PING, or null. */
-export async function spawnRedisServer(binary: string, port?: number): Promise<{ url: string; port: number; process: ReturnType<typeof Bun.spawn> } | null> {
+/** Starts redis-server without persistence on `port` (a free one by default), with more `settings` flags; resolves once it answers PING, or null. */
+export async function spawnRedisServer(binary: string, port?: number, settings: string[] = []): Promise<{ url: string; port: number; process: ReturnType<typeof Bun.spawn> } | null> {
   const chosen = port ?? (await freePort())
-  const child = Bun.spawn([binary, '--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdout: 'ignore', stderr: 'ignore' })
+  const child = Bun.spawn([binary, '--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...settings], { stdout: 'ignore', stderr: 'ignore' })
   process.on('exit', () => child.kill())
   for (let attempt = 0; attempt < 100; attempt++) {
     if (await answersPing('127.0.0.1', chosen)) return { url: `redis://127.0.0.1:${chosen}`, port: chosen, process: child }

@@ -200,7 +200,7 @@ return 1
 `
 
 /**
- * Pop the next message, or nothing. Idempotent per take id: ioredis re-sends
+ * Pop the next message, or nothing; also when Redis is at its maxmemory. Idempotent per take id: ioredis re-sends
  * a command whose reply was lost with a dropped connection, and the re-sent
  * call must return the message the first one popped instead of popping (and
  * losing) another.
@@ -215,8 +215,10 @@ local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
 if box[1] and not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
 if not box[1] then return refuse('UNKNOWN') end
 if box[3] == 'TERMINATED' then return refuse('TERMINATED') end
-redis.call('HSET', KEYS[1], 'active', ARGV[3])
+-- A write that cannot grow memory comes first: Redis at its maxmemory refuses only a script's first write,
+-- so a take still drains a full Redis.
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('HSET', KEYS[1], 'active', ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
 local message = redis.call('LPOP', KEYS[2])
 local left = message and redis.call('LLEN', KEYS[2]) or 0
@@ -228,16 +230,18 @@ return { message, left }
 `
 
 /**
- * Put a message back at the head of an active mailbox's queue and wake one waiter.
+ * Put a message back at the head of an active mailbox's queue and wake one waiter; also when Redis is at its maxmemory.
  * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3..5] counts
  * ARGV[1] message text · ARGV[2] idle expiry ms · ARGV[3] wake channel · ARGV[4] mailbox key
  * Returns 1 when restored, 0 when the mailbox is missing or terminated.
  */
 export const RESTORE_MESSAGE = `${COUNTING}
 if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
+-- First a write that cannot grow memory: Redis at its maxmemory refuses only a script's first write, and a message
+-- given back must not be lost.
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local length = redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
 track({ KEYS[3], KEYS[4], KEYS[5] }, ARGV[4], now_ms() + tonumber(ARGV[2]), length)
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1

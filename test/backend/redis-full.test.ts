@@ -1,0 +1,104 @@
+/**
+ * A private Redis (never the shared one) at its maxmemory, with the policy
+ * noeviction: a write that would grow it is refused with 507 and the reason,
+ * nothing of it stored; receivers still drain it, and once they have, sends
+ * are accepted again.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import Redis from 'ioredis'
+import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { serveBackend, type TestServer } from '../support/app'
+import { makeBackend } from '../support/backend'
+import { openStream, rawRequest } from '../support/http'
+import { spawnRedisServer } from '../support/redis'
+
+const binary = Bun.which('redis-server')
+if (!binary) {
+  if (process.env.CI === 'true') throw new Error('the full-Redis test needs redis-server on PATH')
+  console.warn('skipping the full-Redis test: no redis-server binary on PATH')
+}
+
+describe.skipIf(!binary)('a Redis at its maxmemory', () => {
+  let redis: Awaited<ReturnType<typeof spawnRedisServer>> = null
+  let running: TestServer
+  const ADMIN = 'admin-secret'
+  beforeAll(async () => {
+    redis = await spawnRedisServer(binary!, undefined, ['--maxmemory', '4mb', '--maxmemory-policy', 'noeviction'])
+    if (!redis) throw new Error('redis-server did not start')
+    const backend = await makeBackend('redis', { redis_url: redis.url, redis_prefix: 'full' })
+    running = await serveBackend(backend, { admin_token: ADMIN })
+  })
+  afterAll(async () => {
+    await running?.close()
+    redis?.process.kill('SIGKILL')
+  })
+
+  it('refuses sends with 507 and the reason, stores nothing of them, and still lets receivers drain it', async () => {
+    const [user, agent] = [userId(), agentId()]
+    for (const id of [user, agent]) expect((await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    const padding = 'x'.repeat(64 * 1024)
+    const accepted: string[] = []
+    let refused: Awaited<ReturnType<typeof rawRequest>> | null = null
+    for (let i = 0; i < 200 && refused === null; i++) {
+      const message = messageJson(user, agent, { body: { kind: 'action-request', action: 'echo', pargs: padding } })
+      const answer = await rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(message) })
+      if (answer.status === 200) accepted.push(message)
+      else refused = answer
+    }
+    expect(refused).not.toBeNull()
+    expect(refused!.status).toBe(507)
+    expect(refused!.headers['content-type']).toStartWith('text/plain')
+    expect(refused!.text).toContain('Redis is out of memory')
+    expect(accepted.length).toBeGreaterThan(5)
+
+    // The refused request left no trace: the counts are those of the accepted ones.
+    const stats = async (id: typeof user) => JSON.parse((await rawRequest(`${running.url}/mailbox/stats`, { body: bodies.mailbox(id) })).text) as Record<string, number>
+    const before = await stats(agent)
+    expect(Object.values(before)).toContain(accepted.length)
+
+    // Held over its maxmemory (a refusal at the edge is transient: the refused command's own bytes count while it waits),
+    // every write that would grow Redis is refused alike, in each surface's own form.
+    const admin = new Redis(redis!.url)
+    await admin.config('SET', 'maxmemory', '64kb')
+    const small = await rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) })
+    expect(small.status).toBe(507)
+    expect(await stats(agent)).toEqual(before)
+    const workspace = await fetch(`${running.url}/workspaces`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'planner', role: 'lead' }) })
+    expect(workspace.status).toBe(507)
+    expect(JSON.stringify(await workspace.json())).toContain('Redis is out of memory')
+
+    // A listener still gets every accepted message, in order, from the full Redis.
+    const stream = await openStream(`${running.url}/mailbox/listen`, { body: bodies.receive(agent, 30) })
+    expect(stream.status).toBe(200)
+    for (const [index, message] of accepted.entries()) await stream.waitFor(`data: ${message}`, 10_000).catch(() => {
+      throw new Error(`message ${index + 1} of ${accepted.length} did not arrive`)
+    })
+    stream.close()
+
+    // Drained, and under its maxmemory again: sends are accepted again.
+    await admin.config('SET', 'maxmemory', '4mb')
+    admin.disconnect()
+    const again = await rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) })
+    expect(again.status).toBe(200)
+  }, 60_000)
+
+  it('takes back a message given back (a listener that went away before it was written) while Redis is over its maxmemory', async () => {
+    const backend = await makeBackend('redis', { redis_url: redis!.url, redis_prefix: 'give-back' })
+    const admin = new Redis(redis!.url)
+    try {
+      const owner = { id: 'owner', groups: [] }
+      const box = { uid: crypto.randomUUID(), name: null, role: 'agent' as const }
+      await backend.mailboxes.create(owner, box, null)
+      const raw = messageJson(userId(), box)
+      await backend.mailboxes.put(owner, { raw, src: box, dest: box, tag: 't', label: null, kind: 'request' })
+      await admin.config('SET', 'maxmemory', '64kb')
+      expect(await backend.mailboxes.take(owner, box, { deadline: Date.now() + 1000 })).toBe(raw)
+      await backend.mailboxes.restore(box, raw)
+      expect(await backend.mailboxes.take(owner, box, { deadline: Date.now() + 1000 })).toBe(raw)
+    } finally {
+      await admin.config('SET', 'maxmemory', '4mb')
+      admin.disconnect()
+      await backend.close()
+    }
+  })
+})
