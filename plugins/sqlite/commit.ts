@@ -3,10 +3,14 @@
  * committed together, in one transaction, so concurrent callers share one
  * sync to disk instead of paying one each. Every write runs in a savepoint
  * of its own: one that throws is rolled back alone and only its caller gets
- * the error. Each caller is answered once the shared commit is done, so a
- * write that resolved is on the file exactly as if it had committed alone.
+ * the error; one that finds the database full makes SQLite roll back the
+ * whole transaction, so every caller in the group gets that error and
+ * nothing of the group is stored. Each caller is answered once the shared
+ * commit is done, so a write that resolved is on the file exactly as if it
+ * had committed alone.
  */
 import type { Database, Statement } from 'bun:sqlite'
+import { writeError } from './database'
 
 interface Queued {
   work: () => unknown
@@ -57,13 +61,16 @@ export class GroupCommit {
           outcomes.push({ ok: true, value: write.work() })
           this.release.run()
         } catch (error) {
+          // SQLite rolled the whole transaction back (a full database): the group fails with this error.
+          if (!this.db.inTransaction) throw error
           this.rollbackTo.run()
           this.release.run()
-          outcomes.push({ ok: false, error })
+          outcomes.push({ ok: false, error: writeError(error) })
         }
       }
       this.commit.run()
-    } catch (error) {
+    } catch (failure) {
+      const error = writeError(failure)
       // Nothing of the group is stored: every caller whose own write had not failed gets the commit's error.
       try {
         if (this.db.inTransaction) this.db.run('ROLLBACK')

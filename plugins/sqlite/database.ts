@@ -1,10 +1,12 @@
 /**
- * Opening the SQLite file: pragmas, the process lock, and the schema with
- * its migrations. Everything else in the plugin receives an open Database.
+ * Opening the SQLite file: pragmas, the process lock, the size limit, and
+ * the schema with its migrations. Everything else in the plugin receives an
+ * open Database.
  */
-import { Database, SQLiteError } from 'bun:sqlite'
+import { Database, SQLiteError, type Statement } from 'bun:sqlite'
 import { resolve } from 'node:path'
 import { PluginError } from '../../src/backend/index'
+import { StoreFullError } from '../../src/errors'
 
 export type Synchronous = 'full' | 'normal'
 
@@ -119,6 +121,47 @@ export const SCHEMA_VERSION = MIGRATIONS.length
 export interface OpenOptions {
   path: string
   synchronous: Synchronous
+  /** max_db_mb: queued messages stop being accepted there, and the file stops growing at `hardLimitBytes` (0: as large as its disk allows). */
+  maxMb?: number
+}
+
+const MIB = 1024 * 1024
+
+/** Where the file stops growing for any write: a quarter past max_db_mb, and at least 8 MiB past it. */
+export function hardLimitBytes(maxMb: number): number {
+  return maxMb * MIB + Math.max((maxMb * MIB) / 4, 8 * MIB)
+}
+
+/** How much of the file is in use (its free pages not counted), against max_db_mb. */
+export class DatabaseSize {
+  private readonly pageCount: Statement<{ page_count: number }, []>
+  private readonly freePages: Statement<{ freelist_count: number }, []>
+  private readonly pageSize: number
+
+  constructor(
+    db: Database,
+    /** The limit in MiB; 0 for none. */
+    readonly maxMb: number,
+  ) {
+    this.pageCount = db.query('PRAGMA page_count')
+    this.freePages = db.query('PRAGMA freelist_count')
+    this.pageSize = db.query<{ page_size: number }, []>('PRAGMA page_size').get()!.page_size
+  }
+
+  /** True when `bytes` more would take the file past max_db_mb. */
+  wouldPass(bytes: number): boolean {
+    if (this.maxMb === 0) return false
+    const used = (this.pageCount.get()!.page_count - this.freePages.get()!.freelist_count) * this.pageSize
+    return used + bytes > this.maxMb * MIB
+  }
+}
+
+/** A write's failure as callers should see it: a full database is the store's 507, not a fault. */
+export function writeError(error: unknown): unknown {
+  if (error instanceof SQLiteError && error.code === 'SQLITE_FULL') {
+    return new StoreFullError('The SQLite database is full (max_db_mb, or no room left on its disk): nothing was stored. Take messages, or give it room')
+  }
+  return error
 }
 
 /** Why opening failed, in words an operator can act on. */
@@ -175,7 +218,11 @@ export function openDatabase(options: OpenOptions): Database {
     db.run('PRAGMA journal_mode = WAL')
     db.run(`PRAGMA synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`)
     migrate(db, path)
-  } catch (error) {
+    if (options.maxMb) {
+      // Room past the limit for what does not queue messages (takes, mailboxes, jobs), so that receivers can always drain it.
+      const pageSize = db.query<{ page_size: number }, []>('PRAGMA page_size').get()!.page_size
+      db.run(`PRAGMA max_page_count = ${Math.ceil(hardLimitBytes(options.maxMb) / pageSize)}`)
+    }  } catch (error) {
     db.close(true)
     if (error instanceof PluginError) throw error
     throw openProblem(path, error)

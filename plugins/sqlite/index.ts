@@ -10,7 +10,7 @@ import { mailboxRetention } from '../../src/backend/mailboxes'
 import { FinishedJobsKeptOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { GroupCommit } from './commit'
-import { openDatabase } from './database'
+import { DatabaseSize, openDatabase } from './database'
 import { SqliteMailboxes } from './mailboxes'
 import { SqliteWorkers } from './workers'
 import { SqliteAgents } from './agents'
@@ -22,6 +22,8 @@ const SqliteOptions = v.object({
   db: v.optional(v.pipe(v.string(), v.minLength(1)), './switchboard.db'),
   /** `full`: a commit is on disk before the 200 (survives power loss); `normal`: survives a crash of the process, not of the host. */
   synchronous: v.optional(v.picklist(['full', 'normal']), 'full'),
+  /** Once the file holds this many MiB, client sends are refused with 507 and nothing of them stored; the rest (takes, mailboxes, jobs) may take it a quarter further, at least 8 MiB (0: as large as its disk allows). */
+  max_db_mb: v.optional(v.pipe(v.number(), v.minValue(0)), 0),
   /** How long a message handed to a receiver is kept, to be delivered again if the process dies before the answer is out. */
   redelivery_window_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3_600_000)), 1000),
   mailbox_expiration_d: ConfigSchema.entries.mailbox_expiration_d,
@@ -36,10 +38,10 @@ const plugin: BackendPlugin<SqliteOptions> = {
   name: DRIVER_NAME,
   options: SqliteOptions,
   create(options, { logger }): Backend {
-    const db = openDatabase({ path: options.db, synchronous: options.synchronous })
+    const db = openDatabase({ path: options.db, synchronous: options.synchronous, maxMb: options.max_db_mb })
     // One group commit for the three stores: the writes of one turn share a commit, whatever they change.
     const writes = new GroupCommit(db)
-    const mailboxes = new SqliteMailboxes(db, writes, options.redelivery_window_ms, logger, mailboxRetention(options))
+    const mailboxes = new SqliteMailboxes(db, writes, options.redelivery_window_ms, logger, mailboxRetention(options), new DatabaseSize(db, options.max_db_mb))
     let closed = false
     return {
       name: DRIVER_NAME,

@@ -26,9 +26,10 @@ import type { Database, Statement } from 'bun:sqlite'
 import type { Client, EntityId, Envelope, MailboxCounts, MailboxRetention, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
 import { canAccess, isOwner, mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
-import { ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
+import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/logger'
 import type { GroupCommit } from './commit'
+import type { DatabaseSize } from './database'
 
 interface MailboxRow {
   id: number
@@ -125,6 +126,8 @@ export class SqliteMailboxes implements MailboxStore {
     private readonly redeliveryWindowMs: number,
     private readonly logger: Logger,
     private readonly expiry: MailboxRetention,
+    /** Client sends are refused once the file holds max_db_mb. */
+    private readonly size: DatabaseSize,
   ) {
     const prepare = <T>(sql: string) => db.prepare(sql) as Row<T>
     this.statements = {
@@ -217,6 +220,10 @@ export class SqliteMailboxes implements MailboxStore {
       }
       if (!box) throw new UnknownMailboxError()
       if (box.terminated) throw new MailboxTerminatedError()
+      // What Switchboard itself sends (answers to the pending requests of a terminated mailbox) is always stored.
+      if (client && this.size.wouldPass(message.raw.length)) {
+        throw new StoreFullError(`The SQLite database holds max_db_mb (${this.size.maxMb} MiB) already: the message was not stored. Take messages, or raise max_db_mb`)
+      }
       const now = Date.now()
       const until = now + this.expiry.idleMs
       // A client's send is activity of the mailbox it comes from.

@@ -6,6 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { GroupCommit } from '../../plugins/sqlite/commit'
+import { StoreFullError } from '../../src/errors'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-commit-test-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
@@ -111,5 +112,22 @@ describe('GroupCommit', () => {
     db.close(true)
     const late = await settled(writes.run(() => add('b')))
     expect(late).toHaveProperty('error')
+  })
+
+  it('fails the whole group with 507 when one write finds the database full, storing nothing of it, and goes on once there is room', async () => {
+    const { db, committed, add } = open()
+    const writes = new GroupCommit(db)
+    await writes.run(() => add('before'))
+    db.run(`PRAGMA max_page_count = ${db.query<{ page_count: number }, []>('PRAGMA page_count').get()!.page_count}`)
+    // SQLite rolls the whole transaction back on a full database: the small write sharing the group goes too.
+    const outcomes = await Promise.all([settled(writes.run(() => add('small'))), settled(writes.run(() => add('x'.repeat(100_000))))])
+    expect(outcomes).toEqual([{ error: expect.stringContaining('The SQLite database is full') }, { error: expect.stringContaining('The SQLite database is full') }])
+    const refused = await writes.run(() => add('y'.repeat(100_000))).catch((error: unknown) => error)
+    expect(refused).toBeInstanceOf(StoreFullError)
+    expect((refused as StoreFullError).status).toBe(507)
+    expect(committed()).toEqual(['before'])
+    db.run('PRAGMA max_page_count = 1000000')
+    await writes.run(() => add('after'))
+    expect(committed()).toEqual(['before', 'after'])
   })
 })
