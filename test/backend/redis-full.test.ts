@@ -9,7 +9,8 @@ import Redis from 'ioredis'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { serveBackend, type TestServer } from '../support/app'
 import { makeBackend } from '../support/backend'
-import { openStream, rawRequest } from '../support/http'
+import { fillUntilRefused, expectAllDelivered, mailboxStats } from '../support/full'
+import { rawRequest } from '../support/http'
 import { spawnRedisServer } from '../support/redis'
 
 const binary = Bun.which('redis-server')
@@ -35,25 +36,15 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
 
   it('refuses sends with 507 and the reason, stores nothing of them, and still lets receivers drain it', async () => {
     const [user, agent] = [userId(), agentId()]
-    for (const id of [user, agent]) expect((await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
-    const padding = 'x'.repeat(64 * 1024)
-    const accepted: string[] = []
-    let refused: Awaited<ReturnType<typeof rawRequest>> | null = null
-    for (let i = 0; i < 200 && refused === null; i++) {
-      const message = messageJson(user, agent, { body: { kind: 'action-request', action: 'echo', pargs: padding } })
-      const answer = await rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(message) })
-      if (answer.status === 200) accepted.push(message)
-      else refused = answer
-    }
-    expect(refused).not.toBeNull()
-    expect(refused!.status).toBe(507)
-    expect(refused!.headers['content-type']).toStartWith('text/plain')
-    expect(refused!.text).toContain('Redis is out of memory')
+    const { accepted, refused } = await fillUntilRefused(running.url, user, agent, 200)
+    expect(refused.status).toBe(507)
+    expect(refused.headers['content-type']).toStartWith('text/plain')
+    expect(refused.text).toContain('Redis is out of memory')
     expect(accepted.length).toBeGreaterThan(5)
 
     // The refused request left no trace: the counts are those of the accepted ones.
-    const stats = async (id: typeof user) => JSON.parse((await rawRequest(`${running.url}/mailbox/stats`, { body: bodies.mailbox(id) })).text) as Record<string, number>
-    const before = await stats(agent)
+    const stats = () => mailboxStats(running.url, agent)
+    const before = await stats()
     expect(Object.values(before)).toContain(accepted.length)
 
     // Held over its maxmemory (a refusal at the edge is transient: the refused command's own bytes count while it waits),
@@ -62,18 +53,13 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
     await admin.config('SET', 'maxmemory', '64kb')
     const small = await rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) })
     expect(small.status).toBe(507)
-    expect(await stats(agent)).toEqual(before)
+    expect(await stats()).toEqual(before)
     const workspace = await fetch(`${running.url}/workspaces`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'planner', role: 'lead' }) })
     expect(workspace.status).toBe(507)
     expect(JSON.stringify(await workspace.json())).toContain('Redis is out of memory')
 
     // A listener still gets every accepted message, in order, from the full Redis.
-    const stream = await openStream(`${running.url}/mailbox/listen`, { body: bodies.receive(agent, 30) })
-    expect(stream.status).toBe(200)
-    for (const [index, message] of accepted.entries()) await stream.waitFor(`data: ${message}`, 10_000).catch(() => {
-      throw new Error(`message ${index + 1} of ${accepted.length} did not arrive`)
-    })
-    stream.close()
+    await expectAllDelivered(running.url, agent, accepted)
 
     // Drained, and under its maxmemory again: sends are accepted again.
     await admin.config('SET', 'maxmemory', '4mb')

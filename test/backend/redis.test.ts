@@ -260,10 +260,24 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       return takes
     }
 
+    /** Two instances on one prefix: the backend under test and another. */
+    const twoInstances = async () => {
+      const mine = await open()
+      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: mine.prefix })
+      opened.push({ backend: other, prefix: mine.prefix })
+      return { ...mine, other }
+    }
+    /** `caller` takes the one message put in `box`, its wake-up heard first (one heard after might announce a later message, and keeps the mark off). */
+    const emptyBy = async (backend: Backend, caller: Client, box: EntityId) => {
+      await backend.mailboxes.put(caller, message(box))
+      await Bun.sleep(50)
+      expect(await backend.mailboxes.take(caller, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+    }
+    /** What a take ends with: its message, or the error it was refused with. */
+    const outcome = (taking: Promise<string | null>) => taking.then((taken) => taken, (error: unknown) => error)
+
     it('waits without asking Redis after taking the last message, until a wake-up says there may be more', async () => {
-      const { backend, keys, prefix } = await open()
-      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
-      opened.push({ backend: other, prefix })
+      const { backend, keys, other } = await twoInstances()
       const box = agent()
       await backend.mailboxes.create(client, box, null)
       const [first, second] = [message(box), message(box)]
@@ -289,9 +303,7 @@ describe.skipIf(redis.url === null)('redis backend', () => {
     })
 
     it('misses no message put on another instance while its take of the last one is answered (300 races)', async () => {
-      const { backend, prefix } = await open()
-      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
-      opened.push({ backend: other, prefix })
+      const { backend, other } = await twoInstances()
       const box = agent()
       await backend.mailboxes.create(client, box, null)
       await backend.mailboxes.put(client, message(box))
@@ -309,62 +321,43 @@ describe.skipIf(redis.url === null)('redis backend', () => {
     }, 30_000)
 
     it('ends a wait after the last message at once when another instance terminates the mailbox', async () => {
-      const { backend, prefix } = await open()
-      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
-      opened.push({ backend: other, prefix })
+      const { backend, other } = await twoInstances()
       const box = agent()
       await backend.mailboxes.create(client, box, null)
-      await backend.mailboxes.put(client, message(box))
-      await Bun.sleep(50)
-      expect(await backend.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+      await emptyBy(backend, client, box)
       await other.mailboxes.terminate(client, box)
       await Bun.sleep(50)
       const started = Date.now()
-      const outcome = await backend.mailboxes.take(client, box, { deadline: Date.now() + 5000 }).then(
-        (taken) => taken,
-        (error: unknown) => error,
-      )
-      expect(outcome).toBeInstanceOf(MailboxTerminatedError)
+      expect(await outcome(backend.mailboxes.take(client, box, { deadline: Date.now() + 5000 }))).toBeInstanceOf(MailboxTerminatedError)
       expect(Date.now() - started).toBeLessThan(1000)
     })
 
     it('refuses at once, on any instance, a take by a caller whose share was withdrawn or who never had one, after its last message', async () => {
-      const { backend, prefix } = await open()
-      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
-      opened.push({ backend: other, prefix })
+      const { backend, other } = await twoInstances()
       const alice: Client = { id: 'alice', groups: ['lab'] }
       const bob: Client = { id: 'bob', groups: ['lab'] }
       const carol: Client = { id: 'carol', groups: [] }
       const box = agent()
       await backend.mailboxes.create(alice, box, null)
       await backend.mailboxes.share(alice, box, 'lab')
-      await backend.mailboxes.put(alice, message(box))
-      await Bun.sleep(50)
-      expect(await backend.mailboxes.take(bob, box, { deadline: Date.now() + 1000 })).not.toBeNull()
-      const refusal = (taking: Promise<string | null>) => taking.then((taken) => taken, (error: unknown) => error)
+      await emptyBy(backend, bob, box)
       await other.mailboxes.unshare(alice, box, 'lab')
       await Bun.sleep(50)
       let started = Date.now()
-      expect(await refusal(backend.mailboxes.take(bob, box, { deadline: Date.now() + 5000 }))).toBeInstanceOf(ForbiddenError)
+      expect(await outcome(backend.mailboxes.take(bob, box, { deadline: Date.now() + 5000 }))).toBeInstanceOf(ForbiddenError)
       expect(Date.now() - started).toBeLessThan(1000)
       // Emptied by its owner: a caller without access is refused, not told to wait.
-      await backend.mailboxes.put(alice, message(box))
-      await Bun.sleep(50)
-      expect(await backend.mailboxes.take(alice, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+      await emptyBy(backend, alice, box)
       started = Date.now()
-      expect(await refusal(backend.mailboxes.take(carol, box, { deadline: Date.now() + 5000 }))).toBeInstanceOf(ForbiddenError)
+      expect(await outcome(backend.mailboxes.take(carol, box, { deadline: Date.now() + 5000 }))).toBeInstanceOf(ForbiddenError)
       expect(Date.now() - started).toBeLessThan(1000)
     })
 
     it('asks Redis again after its wake-up connection was cut, since the wake-ups sent meanwhile were lost', async () => {
-      const { backend, prefix } = await open()
-      const other = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix })
-      opened.push({ backend: other, prefix })
+      const { backend, other, prefix } = await twoInstances()
       const box = agent()
       await backend.mailboxes.create(client, box, null)
-      await backend.mailboxes.put(client, message(box))
-      await Bun.sleep(50)
-      expect(await backend.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+      await emptyBy(backend, client, box)
       const db = await inspect()
       const lines = ((await db.client('LIST')) as string).split('\n')
       const events = lines.filter((line) => line.includes(`name=switchboard:${prefix}:events`)).map((line) => /\bid=(\d+)/.exec(line)![1]!)

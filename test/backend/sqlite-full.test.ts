@@ -4,10 +4,11 @@
  * drain it, and once what they took is settled, sends are accepted again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
-import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { agentId, bodies, userId } from '../support/academy'
 import { serveBackend, type TestServer } from '../support/app'
 import { makeBackend } from '../support/backend'
-import { openStream, rawRequest } from '../support/http'
+import { expectAllDelivered, fillUntilRefused, largeMessage, mailboxStats } from '../support/full'
+import { rawRequest } from '../support/http'
 import { eventually } from '../support/wait'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -23,36 +24,20 @@ describe('a SQLite database at max_db_mb', () => {
 
   it('refuses sends with 507 and the reason, stores nothing of them, and still lets receivers drain it', async () => {
     const [user, agent] = [userId(), agentId()]
-    for (const id of [user, agent]) expect((await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
-    const padding = 'x'.repeat(64 * 1024)
-    const send = (message: string) => rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(message) })
-    const accepted: string[] = []
-    let refused: Awaited<ReturnType<typeof rawRequest>> | null = null
-    for (let i = 0; i < 100 && refused === null; i++) {
-      const message = messageJson(user, agent, { body: { kind: 'action-request', action: 'echo', pargs: padding } })
-      const answer = await send(message)
-      if (answer.status === 200) accepted.push(message)
-      else refused = answer
-    }
-    expect(refused).not.toBeNull()
-    expect(refused!.status).toBe(507)
-    expect(refused!.headers['content-type']).toStartWith('text/plain')
-    expect(refused!.text).toContain('The SQLite database holds max_db_mb (1 MiB) already')
+    const { accepted, refused } = await fillUntilRefused(running.url, user, agent, 100)
+    expect(refused.status).toBe(507)
+    expect(refused.headers['content-type']).toStartWith('text/plain')
+    expect(refused.text).toContain('The SQLite database holds max_db_mb (1 MiB) already')
     expect(accepted.length).toBeGreaterThan(5)
-    const stats = async () => JSON.parse((await rawRequest(`${running.url}/mailbox/stats`, { body: bodies.mailbox(agent) })).text) as Record<string, number>
-    const before = await stats()
+    const before = await mailboxStats(running.url, agent)
     expect(Object.values(before)).toContain(accepted.length)
-    expect((await send(messageJson(user, agent, { body: { kind: 'action-request', action: 'echo', pargs: padding } }))).status).toBe(507)
-    expect(await stats()).toEqual(before)
+    const send = () => rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(largeMessage(user, agent)) })
+    expect((await send()).status).toBe(507)
+    expect(await mailboxStats(running.url, agent)).toEqual(before)
 
-    const stream = await openStream(`${running.url}/mailbox/listen`, { body: bodies.receive(agent, 30) })
-    expect(stream.status).toBe(200)
-    for (const [index, message] of accepted.entries()) await stream.waitFor(`data: ${message}`, 10_000).catch(() => {
-      throw new Error(`message ${index + 1} of ${accepted.length} did not arrive`)
-    })
-    stream.close()
+    await expectAllDelivered(running.url, agent, accepted)
     // What was taken is deleted once settled; its room takes new messages.
-    await eventually(async () => (await send(messageJson(user, agent, { body: { kind: 'action-request', action: 'echo', pargs: padding } }))).status === 200, 5000, 'a send accepted again')
+    await eventually(async () => (await send()).status === 200, 5000, 'a send accepted again')
   }, 60_000)
 })
 
