@@ -419,14 +419,14 @@ async function writeStream(reply: PlainReply, stream: PlainStream, res: http.Ser
     res.flushHeaders()
     for (;;) {
       const chunk = await stream.next()
-      if (cancelled !== null) return
-      if (chunk === null) break
+      // Ended by the stream, or cancelled (shutdown, a caller gone): a response still writable is ended cleanly.
+      if (chunk === null || cancelled !== null) break
       if (res.destroyed || entry.clientGone) return void cancel()
       // A write to a socket the client has dropped may never call back: the close settles it instead.
       const written = await Promise.race([new Promise<boolean>((resolve) => res.write(chunk, (error) => resolve(!error))), dropped])
       if (!written || res.destroyed) return void cancel()
     }
-    res.end()
+    if (!res.destroyed) res.end()
   } catch {
     cancel()
     res.destroy()

@@ -63,7 +63,7 @@ export class Drained {
     for (const key of this.taking.keys()) this.woken.set(key, ++this.clock)
   }
 
-  /** Keys marked empty (for tests and metrics). */
+  /** Keys marked empty (for tests). */
   get size(): number {
     return this.empty.size
   }

@@ -222,7 +222,8 @@ export function openDatabase(options: OpenOptions): Database {
       // Room past the limit for what does not queue messages (takes, mailboxes, jobs), so that receivers can always drain it.
       const pageSize = db.query<{ page_size: number }, []>('PRAGMA page_size').get()!.page_size
       db.run(`PRAGMA max_page_count = ${Math.ceil(hardLimitBytes(options.maxMb) / pageSize)}`)
-    }  } catch (error) {
+    }
+  } catch (error) {
     db.close(true)
     if (error instanceof PluginError) throw error
     throw openProblem(path, error)

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { agentId, bodies, messageJson, userId } from '../../support/academy'
 import { call, makeApp, startServer, writeTokensFile, type TestServer } from '../../support/app'
+import http from 'node:http'
 import { openStream, rawRequest } from '../../support/http'
 import { eventually } from '../../support/wait'
 import { toResponse, type PlainStream } from '../../../src/plain'
@@ -232,5 +233,30 @@ describe('the serving layer and plain routes', () => {
       await running.close()
     }
   })
-})
 
+  it('ends a listen stream cleanly, the response complete, when the server stops', async () => {
+    const running = await startServer({ listen_timeout: 30 })
+    const mailbox = agentId()
+    expect((await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(mailbox) })).status).toBe(200)
+    const body = Buffer.from(bodies.receive(mailbox, 30))
+    let stopped: Promise<void> | null = null
+    const outcome = await new Promise<{ complete: boolean; text: string }>((resolve, reject) => {
+      const request = http.request(`${running.url}/mailbox/listen`, { method: 'GET', headers: { 'content-type': 'application/json', 'content-length': String(body.length) } }, (response) => {
+        let text = ''
+        response.setEncoding('utf8')
+        response.on('data', (chunk: string) => {
+          text += chunk
+          if (text.includes('retry: 0')) stopped ??= running.close()
+        })
+        response.on('end', () => resolve({ complete: response.complete, text }))
+        response.on('close', () => resolve({ complete: response.complete, text }))
+        response.on('error', reject)
+      })
+      request.on('error', reject)
+      request.end(body)
+    })
+    await stopped
+    expect(outcome.text).toBe('retry: 0\r\n\r\n')
+    expect(outcome.complete).toBe(true)
+  })
+})
