@@ -200,10 +200,10 @@ return 1
 `
 
 /**
- * Pop the next message, or nothing; also when Redis is at its maxmemory. Idempotent per take id: ioredis re-sends
- * a command whose reply was lost with a dropped connection, and the re-sent
- * call must return the message the first one popped instead of popping (and
- * losing) another.
+ * Pop the next message, or nothing; also when Redis is at its maxmemory.
+ * Idempotent per take id: ioredis re-sends a command whose reply was lost
+ * with a dropped connection, and the re-sent call must return the message
+ * the first one popped instead of popping (and losing) another.
  * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] taken (per take id) · KEYS[5..7] counts
  * ARGV[1] client · ARGV[2] groups · ARGV[3] now (ms) · ARGV[4] idle expiry ms · ARGV[5] taken expiry ms · ARGV[6] mailbox key
  * Returns { message text, messages left in the queue } (-1 left when not known: a re-sent take), or nil when the queue is empty.
@@ -230,7 +230,8 @@ return { message, left }
 `
 
 /**
- * Put a message back at the head of an active mailbox's queue and wake one waiter; also when Redis is at its maxmemory.
+ * Put a message back at the head of an active mailbox's queue and wake one
+ * waiter; also when Redis is at its maxmemory.
  * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3..5] counts
  * ARGV[1] message text · ARGV[2] idle expiry ms · ARGV[3] wake channel · ARGV[4] mailbox key
  * Returns 1 when restored, 0 when the mailbox is missing or terminated.
