@@ -15,7 +15,7 @@
  * against bare node:http, once more in alternating pairs of short runs with
  * both servers up, which a machine whose speed drifts moves less.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { newAgent, newUser, mailboxBody, sendBody } from './academy'
@@ -54,7 +54,8 @@ const send = (server: ChildServer, path: string, kind: Kind) => (kind === 'GET' 
 
 // PUT /message's mailbox is never drained: the memory backend's bound on queued messages (max_queued_mb, 512 MiB by
 // default) is raised so that a fast machine's ~1 KB messages do not reach it within a run.
-const configFile = join(mkdtempSync(join(tmpdir(), 'switchboard-ceiling-')), 'switchboard.toml')
+const configDir = mkdtempSync(join(tmpdir(), 'switchboard-ceiling-'))
+const configFile = join(configDir, 'switchboard.toml')
 writeFileSync(configFile, '[backend_options]\nmax_queued_mb = 16384\n')
 const startExchange = () => startSwitchboard(['--config', configFile])
 
@@ -186,3 +187,4 @@ const generator = hasWrk ? 'wrk, 1 thread' : 'Bun node:http client (install wrk 
 console.log(`\nFramework ceiling (${CONNECTIONS} keep-alive connections, ${SECONDS} s each, best of ${ROUNDS} rounds, ${generator}; ratios against the bare servers answering the same request)\n\n${markdown}\n`)
 console.log(`PUT /message against bare node:http in ${PAIRS} alternating pairs of ${PAIR_SECONDS} s, both servers running side by side\n\n${pairedMarkdown}\n`)
 writeResult('ceiling', { connections: CONNECTIONS, seconds: SECONDS, rounds: ROUNDS, generator, rows, markdown, paired: { ...paired, rows: pairs, markdown: pairedMarkdown } })
+rmSync(configDir, { recursive: true, force: true })

@@ -1,7 +1,5 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Backend, Client, EntityId, Envelope } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
@@ -10,6 +8,7 @@ import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { serveBackend } from '../support/app'
 import { rawRequest } from '../support/http'
 import { testBackend } from './conformance'
+import { tempDir } from '../support/temp'
 import { makeBackend } from '../support/backend'
 import { BUN, runToEnd } from '../support/process'
 import { eventually } from '../support/wait'
@@ -39,7 +38,7 @@ describe('memory retention', () => {
   // SQLite sweeps its file on a timer as well.
   it.each([
     ['memory', {}],
-    ['sqlite', { db: join(mkdtempSync(join(tmpdir(), 'switchboard-sweep-')), 'sweep.db') }],
+    ['sqlite', { db: join(tempDir('sweep'), 'sweep.db') }],
   ])('lets the process exit while the %s sweep timer is armed', async (name, options) => {
     const script = `
       const { createBackend, loadPlugin } = await import('./src/backend/index.ts')

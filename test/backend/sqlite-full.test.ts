@@ -9,9 +9,8 @@ import { serveBackend, type TestServer } from '../support/app'
 import { makeBackend } from '../support/backend'
 import { expectAllDelivered, fillUntilRefused, largeMessage, mailboxStats } from '../support/full'
 import { rawRequest } from '../support/http'
+import { tempDir } from '../support/temp'
 import { eventually } from '../support/wait'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { DatabaseSize, hardLimitBytes, openDatabase } from '../../plugins/sqlite/database'
 
@@ -45,19 +44,15 @@ describe('the size limit of a SQLite file', () => {
   it('lets the file grow a quarter past max_db_mb, at least 8 MiB, for what does not queue messages', () => {
     expect(hardLimitBytes(1)).toBe(9 * 1024 * 1024)
     expect(hardLimitBytes(100)).toBe(125 * 1024 * 1024)
-    const dir = mkdtempSync(join(tmpdir(), 'switchboard-size-'))
-    try {
-      const db = openDatabase({ path: join(dir, 'limited.db'), synchronous: 'normal', maxMb: 1 })
-      expect(db.query<{ max_page_count: number }, []>('PRAGMA max_page_count').get()!.max_page_count * 4096).toBe(9 * 1024 * 1024)
-      const size = new DatabaseSize(db, 1)
-      expect(size.wouldPass(1000)).toBe(false)
-      expect(size.wouldPass(1024 * 1024)).toBe(true)
-      db.close()
-      const unlimited = openDatabase({ path: join(dir, 'unlimited.db'), synchronous: 'normal' })
-      expect(new DatabaseSize(unlimited, 0).wouldPass(1024 ** 3)).toBe(false)
-      unlimited.close()
-    } finally {
-      rmSync(dir, { recursive: true, force: true })
-    }
+    const dir = tempDir('size')
+    const db = openDatabase({ path: join(dir, 'limited.db'), synchronous: 'normal', maxMb: 1 })
+    expect(db.query<{ max_page_count: number }, []>('PRAGMA max_page_count').get()!.max_page_count * 4096).toBe(9 * 1024 * 1024)
+    const size = new DatabaseSize(db, 1)
+    expect(size.wouldPass(1000)).toBe(false)
+    expect(size.wouldPass(1024 * 1024)).toBe(true)
+    db.close()
+    const unlimited = openDatabase({ path: join(dir, 'unlimited.db'), synchronous: 'normal' })
+    expect(new DatabaseSize(unlimited, 0).wouldPass(1024 ** 3)).toBe(false)
+    unlimited.close()
   })
 })

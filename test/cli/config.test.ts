@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'bun:test'
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { ConfigError, fromFile, helpText, loadConfig, parseArgs, readEnv, resolveConfig, SETTINGS } from '../../src/config'
 import { BUN, runToEnd, startProcess } from '../support/process'
+import { tempDir } from '../support/temp'
 
 const tempFile = (name: string, text: string) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'switchboard-config-')), name)
+  const path = join(tempDir('config'), name)
   writeFileSync(path, text)
   return path
 }

@@ -1,12 +1,12 @@
 /** Builds Switchboard for tests: in-process (`app.handle`) or on a real port. */
-import { mkdtempSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createApp } from '../../src/app'
 import type { Config } from '../../src/config'
 import { serve, type RunningServer } from '../../src/server'
 import type { Backend } from '../../src/backend/index'
 import { logger, makeTestBackend } from './backend'
+import { tempDir } from './temp'
 
 export type TestApp = ReturnType<typeof createApp>
 
@@ -60,7 +60,7 @@ async function serveApp(app: TestApp, config: Partial<Config>): Promise<TestServ
 
 /** Writes a tokens file with the given token → client/groups entries; returns its path. */
 export function writeTokensFile(entries: { token: string; client: string; groups?: string[] }[]): string {
-  const dir = mkdtempSync(join(tmpdir(), 'switchboard-tokens-'))
+  const dir = tempDir('tokens')
   const path = join(dir, 'tokens.toml')
   const toml = entries
     .map((entry) => `[[tokens]]\ntoken = ${JSON.stringify(entry.token)}\nclient = ${JSON.stringify(entry.client)}\ngroups = ${JSON.stringify(entry.groups ?? [])}\n`)

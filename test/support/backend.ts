@@ -6,22 +6,17 @@
 import { createBackend, loadPlugin, type Backend } from '../../src/backend/index'
 import { createLogger } from '../../src/logger'
 import { deleteKeys, randomPrefix, testRedis } from './redis'
+import { tempDir } from './temp'
 import { randomUUID } from 'node:crypto'
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 export const logger = createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent')
 
 let sqliteFiles: string | null = null
 
-/** One temp folder per test process for SQLite files, removed when the process exits. */
+/** One temp folder per test process for SQLite files, removed when the run ends. */
 function sqliteDirectory(): string {
-  if (sqliteFiles === null) {
-    const dir = mkdtempSync(join(tmpdir(), 'switchboard-sqlite-'))
-    process.on('exit', () => rmSync(dir, { recursive: true, force: true }))
-    sqliteFiles = dir
-  }
+  sqliteFiles ??= tempDir('sqlite')
   return sqliteFiles
 }
 
