@@ -6,15 +6,79 @@
  */
 export type WakeReason = 'notified' | 'timeout' | 'aborted'
 
-interface Waiter {
-  settled: WakeReason | 'failed' | null
-  resolve(reason: WakeReason): void
-  reject(error: Error): void
+/** What `catch` needs to keep a wait nobody awaits from reporting an unhandled rejection. */
+const ignore = () => {}
+
+/**
+ * One registered receiver. A class with methods rather than a set of
+ * closures: the deadline timer gets the waiter as its argument and the abort
+ * signal calls its `handleEvent`, so a waiter costs a few objects and no
+ * functions of its own (it lives as long as a listener waits: thousands at once).
+ */
+class Waiter implements Wait {
+  settled: WakeReason | 'failed' | null = null
+  readonly promise: Promise<WakeReason>
+  private fulfil!: (reason: WakeReason) => void
+  private fail!: (error: Error) => void
+  private readonly timer: ReturnType<typeof setTimeout>
+
+  constructor(
+    private readonly room: Waiters,
+    private readonly key: string,
+    private readonly set: Set<Waiter>,
+    deadline: number,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    this.promise = new Promise<WakeReason>((resolve, reject) => {
+      this.fulfil = resolve
+      this.fail = reject
+    })
+    this.promise.catch(ignore)
+    this.timer = setTimeout(Waiter.expire, Math.max(0, deadline - Date.now()), this)
+    set.add(this)
+    if (signal?.aborted) this.resolve('aborted')
+    else signal?.addEventListener('abort', this, { once: true })
+  }
+
+  private static expire(waiter: Waiter): void {
+    waiter.resolve('timeout')
+  }
+
+  /** The signal aborted. */
+  handleEvent(): void {
+    this.resolve('aborted')
+  }
+
+  resolve(reason: WakeReason): void {
+    if (this.settled) return
+    this.settled = reason
+    this.leave()
+    this.fulfil(reason)
+  }
+
+  reject(error: Error): void {
+    if (this.settled) return
+    this.settled = 'failed'
+    this.leave()
+    this.fail(error)
+  }
+
+  cancel(): void {
+    if (this.settled === 'notified') this.room.notify(this.key)
+    else this.resolve('aborted')
+  }
+
+  private leave(): void {
+    clearTimeout(this.timer)
+    this.signal?.removeEventListener('abort', this)
+    this.set.delete(this)
+    this.room.dropIfEmpty(this.key, this.set)
+  }
 }
 
 /** A registered wait: await `promise`, or `cancel()` it (a wake-up it already got is passed on). */
 export interface Wait {
-  promise: Promise<WakeReason>
+  readonly promise: Promise<WakeReason>
   cancel(): void
 }
 
@@ -23,45 +87,14 @@ export class Waiters {
 
   /** Register a waiter now; it wakes when notified, at the deadline, or when the signal aborts. */
   wait(key: string, deadline: number, signal?: AbortSignal): Wait {
-    let waiter!: Waiter
-    const promise = new Promise<WakeReason>((resolve, reject) => {
-      let set = this.byKey.get(key)
-      if (!set) this.byKey.set(key, (set = new Set()))
-      const done = () => {
-        clearTimeout(timer)
-        signal?.removeEventListener('abort', onAbort)
-        set.delete(waiter)
-        if (set.size === 0 && this.byKey.get(key) === set) this.byKey.delete(key)
-      }
-      waiter = {
-        settled: null,
-        resolve: (reason) => {
-          if (waiter.settled) return
-          waiter.settled = reason
-          done()
-          resolve(reason)
-        },
-        reject: (error) => {
-          if (waiter.settled) return
-          waiter.settled = 'failed'
-          done()
-          reject(error)
-        },
-      }
-      const onAbort = () => waiter.resolve('aborted')
-      const timer = setTimeout(() => waiter.resolve('timeout'), Math.max(0, deadline - Date.now()))
-      signal?.addEventListener('abort', onAbort, { once: true })
-      set.add(waiter)
-      if (signal?.aborted) waiter.resolve('aborted')
-    })
-    promise.catch(() => {})
-    return {
-      promise,
-      cancel: () => {
-        if (waiter.settled === 'notified') this.notify(key)
-        else waiter.resolve('aborted')
-      },
-    }
+    let set = this.byKey.get(key)
+    if (!set) this.byKey.set(key, (set = new Set()))
+    return new Waiter(this, key, set, deadline, signal)
+  }
+
+  /** Forgets `key`'s set once its last waiter left. */
+  dropIfEmpty(key: string, set: Set<Waiter>): void {
+    if (set.size === 0 && this.byKey.get(key) === set) this.byKey.delete(key)
   }
 
   /** Wake up to `count` of the oldest waiters on `key`. */

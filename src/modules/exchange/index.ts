@@ -64,6 +64,91 @@ const errorResponses = {
   404: model.ErrorText,
 }
 
+/**
+ * An SSE stream of one mailbox's messages, for the serving layer to write
+ * (src/plain.ts); a message whose write is not confirmed goes back to the
+ * head of its queue. A class, not closures: one lives per listener, and
+ * thousands listen at once.
+ */
+class ListenStream implements PlainStream {
+  private readonly stop = new AbortController()
+  private unconfirmed: string | null = null
+  private idleDeadline: number
+  private started = false
+  private open = true
+
+  constructor(
+    private readonly service: ExchangeService,
+    private readonly logger: Logger,
+    private readonly options: Pick<ExchangeModuleOptions, 'pingSeconds' | 'onWaiting'>,
+    private readonly caller: Client,
+    private readonly id: EntityId,
+    private readonly timeoutSeconds: number,
+    private readonly release: () => void,
+  ) {
+    this.idleDeadline = Date.now() + timeoutSeconds * 1000
+    options.onWaiting?.('stream', 1)
+  }
+
+  async next(): Promise<string | null> {
+    // Being asked for more means the previous chunk was written.
+    this.unconfirmed = null
+    if (!this.started) {
+      this.started = true
+      return 'retry: 0\r\n\r\n'
+    }
+    const signal = this.stop.signal
+    for (;;) {
+      const now = Date.now()
+      if (signal.aborted) return null
+      if (now >= this.idleDeadline) {
+        this.finish()
+        return null
+      }
+      let message: string | null
+      try {
+        message = await this.service.next(this.caller, this.id, Math.min(this.idleDeadline, now + this.options.pingSeconds * 1000), signal)
+      } catch (error) {
+        // Terminated (or gone) while listening: the stream just ends, as upstream's does.
+        if (!(error instanceof AppError)) this.logger.error('listen stream failed', { error: String(error) })
+        this.finish()
+        return null
+      }
+      if (signal.aborted) {
+        if (message !== null) await this.giveBack(message)
+        return null
+      }
+      if (message !== null) {
+        this.unconfirmed = message
+        this.idleDeadline = Date.now() + this.timeoutSeconds * 1000
+        return sseEvent(message)
+      }
+      if (Date.now() < this.idleDeadline) return ': ping\r\n\r\n'
+    }
+  }
+
+  async cancel(): Promise<void> {
+    this.stop.abort()
+    this.finish()
+    if (this.unconfirmed !== null) {
+      const message = this.unconfirmed
+      this.unconfirmed = null
+      await this.giveBack(message)
+    }
+  }
+
+  private finish(): void {
+    if (!this.open) return
+    this.open = false
+    this.release()
+    this.options.onWaiting?.('stream', -1)
+  }
+
+  private giveBack(message: string): Promise<void> {
+    return this.service.giveBack(this.id, message).catch((error) => this.logger.error('could not return an undelivered message', { error: String(error) }))
+  }
+}
+
 export function exchangeModule(options: ExchangeModuleOptions) {
   const { service, auth, logger, bodyLimitBytes } = options
   const read = <S extends v.GenericSchema>(request: PlainRequest, schema: S, quick?: (data: unknown) => v.InferOutput<S> | null) =>
@@ -83,70 +168,6 @@ export function exchangeModule(options: ExchangeModuleOptions) {
       return await work()
     } finally {
       options.onWaiting?.(kind, -1)
-    }
-  }
-
-  /** An SSE stream of the mailbox's messages; a message whose write is not confirmed goes back to the head. */
-  const listenStream = (caller: Client, id: EntityId, timeoutSeconds: number, release: () => void): PlainStream => {
-    const stop = new AbortController()
-    let unconfirmed: string | null = null
-    let idleDeadline = Date.now() + timeoutSeconds * 1000
-    let started = false
-    options.onWaiting?.('stream', 1)
-    let open = true
-    const finish = () => {
-      if (!open) return
-      open = false
-      release()
-      options.onWaiting?.('stream', -1)
-    }
-    const giveBack = (message: string) =>
-      service.giveBack(id, message).catch((error) => logger.error('could not return an undelivered message', { error: String(error) }))
-    return {
-      async next() {
-        // Being asked for more means the previous chunk was written.
-        unconfirmed = null
-        if (!started) {
-          started = true
-          return 'retry: 0\r\n\r\n'
-        }
-        for (;;) {
-          const now = Date.now()
-          if (stop.signal.aborted) return null
-          if (now >= idleDeadline) {
-            finish()
-            return null
-          }
-          let message: string | null
-          try {
-            message = await service.next(caller, id, Math.min(idleDeadline, now + options.pingSeconds * 1000), stop.signal)
-          } catch (error) {
-            // Terminated (or gone) while listening: the stream just ends, as upstream's does.
-            if (!(error instanceof AppError)) logger.error('listen stream failed', { error: String(error) })
-            finish()
-            return null
-          }
-          if (stop.signal.aborted) {
-            if (message !== null) await giveBack(message)
-            return null
-          }
-          if (message !== null) {
-            unconfirmed = message
-            idleDeadline = Date.now() + timeoutSeconds * 1000
-            return sseEvent(message)
-          }
-          if (Date.now() < idleDeadline) return ': ping\r\n\r\n'
-        }
-      },
-      async cancel() {
-        stop.abort()
-        finish()
-        if (unconfirmed !== null) {
-          const message = unconfirmed
-          unconfirmed = null
-          await giveBack(message)
-        }
-      },
     }
   }
 
@@ -207,7 +228,7 @@ export function exchangeModule(options: ExchangeModuleOptions) {
       const status = await service.status(caller, id)
       if (status === 'MISSING') return { status: 404, headers: TEXT, body: 'Unknown mailbox ID' }
       if (status === 'TERMINATED') return { status: 419, headers: TEXT, body: 'Mailbox was closed' }
-      return { status: 200, headers: EVENT_STREAM, stream: listenStream(caller, id, timeout, admit(request)) }
+      return { status: 200, headers: EVENT_STREAM, stream: new ListenStream(service, logger, options, caller, id, timeout, admit(request)) }
     }),
     discover: route(async (request) => {
       const caller = client(request)
