@@ -126,23 +126,18 @@ function readBody(request: http.IncomingMessage, limit: number, heard: ((socket:
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = []
     let size = 0
-    const onData = (chunk: Buffer) => {
+    request.on('data', (chunk: Buffer) => {
       heard?.(request.socket)
       size += chunk.length
       if (size > limit) {
-        request.off('data', onData)
+        request.removeAllListeners('data')
         request.resume()
         resolve(null)
         return
       }
       chunks.push(chunk)
-    }
-    request.on('data', onData)
-    // A request held open (a listen stream) keeps no reader of a body it has done sending (its error listener stays).
-    request.once('end', () => {
-      request.off('data', onData)
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
     })
+    request.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)))
     request.on('error', reject)
   })
 }
