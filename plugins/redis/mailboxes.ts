@@ -32,6 +32,9 @@ const SCRIPTS = {
 /** How long a popped message stays recoverable by a re-sent take; far longer than any reconnect that keeps the reply pending. */
 const TAKEN_EXPIRY_MS = 60_000
 
+/** A take waits for the wake-up instead of asking Redis only when its caller waits at least this long. */
+const SKIP_WAIT_MIN_MS = 1000
+
 /** Index entries one counts call settles at most, so a scrape after many expiries never blocks Redis for long. */
 const SWEEP_BATCH = 1000
 
@@ -136,8 +139,10 @@ export class RedisMailboxes implements MailboxStore {
     const clientGroups = groups(client)
     const caller = `${client.id}\n${clientGroups}`
     return takeOrWait(this.waiters, key, options, async () => {
-      // Emptied by this caller's last take here, with no wake-up since: waiting is all a take would lead to.
-      if (this.drained.claim(key, caller)) return null
+      // Emptied by this caller's last take here, with no wake-up since: waiting is all a take would lead to. A caller
+      // that will not wait long asks Redis anyway, so a message sent through another instance just before is found
+      // even if its wake-up is still on its way.
+      if (options.deadline - Date.now() >= SKIP_WAIT_MIN_MS && this.drained.claim(key, caller)) return null
       const taken = this.keys.taken(`${this.instance}:${++this.takes}`)
       const sent = this.drained.sending(key)
       let reply: [string, number] | null
