@@ -1,7 +1,8 @@
 /**
  * Plain routes: a route written as a function of the request's headers, path
- * parameters and body that answers a status, headers and a body (or, for a
- * stream, a web Response). The serving layer calls it straight from
+ * parameters and body that answers a status, headers and a body: whole, or
+ * a `PlainStream` written chunk by chunk (an event stream), or a web Response
+ * (an agent's answer relayed as it came). The serving layer calls it straight from
  * node:http, with no web Request built, no router run and no web Response
  * read back: for an exchange call or a proxied A2A call that bridge costs a
  * large share of the call. `app.handle` reaches the same function through

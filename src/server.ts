@@ -250,7 +250,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     if (connection[ANSWERING] === entry) connection[ANSWERING] = undefined
   }
 
-  /** Answers through a plain route: its reply is written as it is, a web Response (a stream) relayed. */
+  /** Answers through a plain route: its reply is written as it is, its stream chunk by chunk, a web Response relayed. */
   const throughPlainRoute = async (plain: PlainRoute, req: http.IncomingMessage, res: http.ServerResponse, entry: InFlight, body: Buffer, path: string) => {
     let reply: PlainReply | Response
     try {
