@@ -1,13 +1,13 @@
 /**
  * Plain routes: a route written as a function of the request's headers, path
- * parameters and body that answers a status, headers and a body: whole, or
- * a `PlainStream` written chunk by chunk (an event stream), or a web Response
- * (an agent's answer relayed as it came). The serving layer calls it straight from
- * node:http, with no web Request built, no router run and no web Response
- * read back: for an exchange call or a proxied A2A call that bridge costs a
- * large share of the call. `app.handle` reaches the same function through
- * the Elysia route that wraps it (`plainHandler`) and documents it, so both
- * ways in answer alike.
+ * parameters and body that answers a status, headers and a body: whole, as a
+ * `PlainStream` written chunk by chunk (an event stream), or as a web
+ * Response (an agent's answer relayed as it comes). The serving layer calls
+ * it straight from node:http, with no web Request built, no router run and
+ * no web Response read back: for an exchange call or a proxied A2A call that
+ * bridge costs a large share of the call. `app.handle` reaches the same
+ * function through the Elysia route that wraps it (`plainHandler`) and
+ * documents it, so both ways in answer alike.
  *
  * A plain route skips the app's global hooks, so the app offers its plain
  * routes to the serving layer only when it has none (rate limiting off).
