@@ -9,6 +9,8 @@ import Redis from 'ioredis'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { serveBackend, type TestServer } from '../support/app'
 import { makeBackend } from '../support/backend'
+import type { JobRecord, WorkerRecord } from '../../src/backend/index'
+import { StoreFullError } from '../../src/errors'
 import { fillUntilRefused, expectAllDelivered, mailboxStats } from '../support/full'
 import { rawRequest } from '../support/http'
 import { spawnRedisServer } from '../support/redis'
@@ -81,6 +83,41 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
       expect(await backend.mailboxes.take(owner, box, { deadline: Date.now() + 1000 })).toBe(raw)
       await backend.mailboxes.restore(box, raw)
       expect(await backend.mailboxes.take(owner, box, { deadline: Date.now() + 1000 })).toBe(raw)
+    } finally {
+      await admin.config('SET', 'maxmemory', '4mb')
+      admin.disconnect()
+      await backend.close()
+    }
+  })
+
+  it('refuses new jobs and workers while over its maxmemory, and still lets a job end and its slot go', async () => {
+    const backend = await makeBackend('redis', { redis_url: redis!.url, redis_prefix: 'jobs' })
+    const admin = new Redis(redis!.url)
+    try {
+      const now = Date.now()
+      const worker: WorkerRecord = {
+        id: crypto.randomUUID(), agentName: 'voice', owner: 'tenant', status: 'available', draining: false, maxProcesses: 4, loadThreshold: 1, reportedLoad: 0,
+        jobs: [], reserved: [], instance: 'i', connection: 'c', capabilities: [], registeredAt: now, disconnectedAt: null,
+      }
+      const job = (id: string): JobRecord => ({
+        id, agentName: 'voice', roomId: 'room', owner: 'tenant', metadata: null, roomOptions: null, state: 'pending', workerId: null, history: [{ state: 'pending', at: now }], createdAt: now, updatedAt: now,
+      })
+      await backend.workers.upsertWorker(worker)
+      await backend.workers.createJob(job('running'))
+      expect(await backend.workers.reserveSlot(worker.id, 'running')).toBe(true)
+      expect(await backend.workers.assignSlot(worker.id, 'running')).toBe(true)
+      expect(await backend.workers.transitionJob('running', { from: ['pending'], to: 'assigned', workerId: worker.id })).not.toBeNull()
+      await admin.config('SET', 'maxmemory', '64kb')
+
+      const refusal = (work: Promise<unknown>) => work.then(() => 'stored', (error: unknown) => error)
+      expect(await refusal(backend.workers.createJob(job('new')))).toBeInstanceOf(StoreFullError)
+      expect(await backend.workers.getJob('new')).toBeNull()
+      expect(await refusal(backend.workers.upsertWorker({ ...worker, id: crypto.randomUUID() }))).toBeInstanceOf(StoreFullError)
+      // What frees room still runs: the job ends, its slot goes.
+      expect((await backend.workers.transitionJob('running', { from: ['assigned'], to: 'completed' }))?.state).toBe('completed')
+      await backend.workers.releaseSlot(worker.id, 'running')
+      expect((await backend.workers.getWorker(worker.id))?.jobs).toEqual([])
+      expect((await backend.workers.listJobs({ state: 'completed' })).map((stored) => stored.id)).toEqual(['running'])
     } finally {
       await admin.config('SET', 'maxmemory', '4mb')
       admin.disconnect()

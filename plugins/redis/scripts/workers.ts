@@ -144,12 +144,15 @@ return 1
 `
 
 /**
- * Drop a reservation and an assignment of a job.
+ * Drop a reservation and an assignment of a job; also when Redis is at its maxmemory.
  * KEYS[1] worker hash · ARGV[1] job id
  */
 export const RELEASE_SLOT = `${PRELUDE}
 local worker = redis.call('HMGET', KEYS[1], 'jobs', 'reserved')
 if not worker[1] then return 0 end
+-- A write that cannot grow memory comes first: Redis at its maxmemory refuses only a script's first write, so a
+-- slot is freed even then.
+redis.call('HDEL', KEYS[1], 'reserved')
 redis.call('HSET', KEYS[1], 'jobs', encode_ids(without(cjson.decode(worker[1]), ARGV[1])), 'reserved', encode_ids(without(cjson.decode(worker[2]), ARGV[1])))
 return 1
 `
@@ -224,7 +227,8 @@ return 1
  */
 export const CREATE_JOB = `${BOOKKEEPING}
 local before = redis.call('HGET', KEYS[1], 'state')
-redis.call('DEL', KEYS[1])
+-- Only a job stored before is cleared: a new job's first write grows memory, so Redis at its maxmemory refuses it.
+if before then redis.call('DEL', KEYS[1]) end
 for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
@@ -244,7 +248,7 @@ return 1
 /**
  * Move a job if it is in one of the expected states (and held by the expected
  * worker), appending the event to its history; a job that finishes is counted
- * among the finished jobs.
+ * among the finished jobs. Also when Redis is at its maxmemory.
  * KEYS[1] job hash · KEYS[2] finished set · KEYS[3] finished counter · KEYS[4] job index · KEYS[5] creation index
  * ARGV[1] JSON array of the states it may be in · ARGV[2] new state · ARGV[3] '1' to check the holder · ARGV[4] expected holder as JSON
  * ARGV[5] '1' to set the holder · ARGV[6] new holder as JSON · ARGV[7] now (ms) · ARGV[8] reason, or '' for none
@@ -268,9 +272,11 @@ if ARGV[8] ~= '' then event = event .. ',"reason":' .. cjson.encode(ARGV[8]) end
 event = event .. '}'
 local history = job[3]
 if history == '[]' then history = '[' .. event .. ']' else history = string.sub(history, 1, -2) .. ',' .. event .. ']' end
+-- The state sets first: leaving the old one cannot grow memory, and Redis at its maxmemory refuses only a script's
+-- first write, so a job still moves (and a finished one is trimmed in time) then.
+move_state(ARGV[12], ARGV[9], job[1], cjson.encode(ARGV[2]))
 redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[2]), 'workerId', holder, 'updatedAt', ARGV[7], 'history', history)
 local hash = redis.call('HGETALL', KEYS[1])
-move_state(ARGV[12], ARGV[9], job[1], cjson.encode(ARGV[2]))
 -- A finished job is never moved again (its state is final): only a job that has just finished joins the finished set.
 if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4], KEYS[5] }, ARGV[9], ARGV[10], { ARGV[11], ARGV[12] }) end
 return hash
