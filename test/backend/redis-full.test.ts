@@ -55,6 +55,9 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
     await admin.config('SET', 'maxmemory', '64kb')
     const small = await rawRequest(`${running.url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) })
     expect(small.status).toBe(507)
+    const created = await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(agentId()) })
+    expect(created.status).toBe(507)
+    expect(created.text).toContain('Redis is out of memory')
     expect(await stats()).toEqual(before)
     const workspace = await fetch(`${running.url}/workspaces`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'planner', role: 'lead' }) })
     expect(workspace.status).toBe(507)
@@ -118,6 +121,27 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
       await backend.workers.releaseSlot(worker.id, 'running')
       expect((await backend.workers.getWorker(worker.id))?.jobs).toEqual([])
       expect((await backend.workers.listJobs({ state: 'completed' })).map((stored) => stored.id)).toEqual(['running'])
+    } finally {
+      await admin.config('SET', 'maxmemory', '4mb')
+      admin.disconnect()
+      await backend.close()
+    }
+  })
+
+  it('refuses a new mailbox while over its maxmemory even when the create first settles an expired one', async () => {
+    const backend = await makeBackend('redis', { redis_url: redis!.url, redis_prefix: 'expiring', mailbox_expiration_d: 0.2 / 86_400 })
+    const admin = new Redis(redis!.url)
+    try {
+      const owner = { id: 'owner', groups: [] }
+      const mailbox = () => ({ uid: crypto.randomUUID(), name: null, role: 'agent' as const })
+      await backend.mailboxes.create(owner, mailbox(), null)
+      // Idle past its expiry: the next create settles its entry in the counts, a write that frees memory.
+      await Bun.sleep(400)
+      await admin.config('SET', 'maxmemory', '64kb')
+      const fresh = mailbox()
+      expect(await backend.mailboxes.create(owner, fresh, null).then(() => 'created', (error: unknown) => error)).toBeInstanceOf(StoreFullError)
+      await admin.config('SET', 'maxmemory', '4mb')
+      expect(await backend.mailboxes.status(owner, fresh)).toBe('MISSING')
     } finally {
       await admin.config('SET', 'maxmemory', '4mb')
       admin.disconnect()

@@ -99,7 +99,8 @@ if existing[1] then
 end
 local counts = { KEYS[3], KEYS[4], KEYS[5] }
 local now = now_ms()
-sweep(counts, ARGV[8], now, tonumber(ARGV[4]), ${SWEEP_ON_CREATE})
+-- The mailbox's own writes come first: they grow memory, so Redis at its maxmemory refuses a create before the sweep
+-- (which may only shrink) has written anything.
 local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'state', 'ACTIVE', 'seq', seq)
 if ARGV[3] ~= '' then
@@ -111,6 +112,7 @@ if ARGV[3] ~= '' then
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 track(counts, ARGV[7], now + tonumber(ARGV[4]), 0)
+sweep(counts, ARGV[8], now, tonumber(ARGV[4]), ${SWEEP_ON_CREATE})
 return 1
 `
 
