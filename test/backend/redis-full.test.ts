@@ -9,7 +9,7 @@ import Redis from 'ioredis'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { serveBackend, type TestServer } from '../support/app'
 import { makeBackend } from '../support/backend'
-import type { JobRecord, WorkerRecord } from '../../src/backend/index'
+import type { Backend, JobRecord, WorkerRecord } from '../../src/backend/index'
 import { StoreFullError } from '../../src/errors'
 import { fillUntilRefused, expectAllDelivered, mailboxStats } from '../support/full'
 import { rawRequest } from '../support/http'
@@ -35,6 +35,21 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
     await running?.close()
     redis?.process.kill('SIGKILL')
   })
+
+  /** Runs `work` on a backend of its own on the private Redis; `limit` sets Redis's maxmemory, which is set back to 4 MB after. */
+  const onOwnBackend = async (options: Record<string, unknown>, work: (backend: Backend, limit: (value: '64kb' | '4mb') => Promise<unknown>) => Promise<void>) => {
+    const backend = await makeBackend('redis', { redis_url: redis!.url, ...options })
+    const admin = new Redis(redis!.url)
+    try {
+      await work(backend, (value) => admin.config('SET', 'maxmemory', value))
+    } finally {
+      await admin.config('SET', 'maxmemory', '4mb')
+      admin.disconnect()
+      await backend.close()
+    }
+  }
+  /** What a write ends with: 'stored', or the error it was refused with. */
+  const outcome = (work: Promise<unknown>) => work.then(() => 'stored', (error: unknown) => error)
 
   it('refuses sends with 507 and the reason, stores nothing of them, and still lets receivers drain it', async () => {
     const [user, agent] = [userId(), agentId()]
@@ -74,29 +89,21 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
   }, 60_000)
 
   it('takes back a message given back (a listener that went away before it was written) while Redis is over its maxmemory', async () => {
-    const backend = await makeBackend('redis', { redis_url: redis!.url, redis_prefix: 'give-back' })
-    const admin = new Redis(redis!.url)
-    try {
+    await onOwnBackend({ redis_prefix: 'give-back' }, async (backend, limit) => {
       const owner = { id: 'owner', groups: [] }
       const box = { uid: crypto.randomUUID(), name: null, role: 'agent' as const }
       await backend.mailboxes.create(owner, box, null)
       const raw = messageJson(userId(), box)
       await backend.mailboxes.put(owner, { raw, src: box, dest: box, tag: 't', label: null, kind: 'request' })
-      await admin.config('SET', 'maxmemory', '64kb')
+      await limit('64kb')
       expect(await backend.mailboxes.take(owner, box, { deadline: Date.now() + 1000 })).toBe(raw)
       await backend.mailboxes.restore(box, raw)
       expect(await backend.mailboxes.take(owner, box, { deadline: Date.now() + 1000 })).toBe(raw)
-    } finally {
-      await admin.config('SET', 'maxmemory', '4mb')
-      admin.disconnect()
-      await backend.close()
-    }
+    })
   })
 
   it('refuses new jobs and workers while over its maxmemory, and still lets a job end and its slot go', async () => {
-    const backend = await makeBackend('redis', { redis_url: redis!.url, redis_prefix: 'jobs' })
-    const admin = new Redis(redis!.url)
-    try {
+    await onOwnBackend({ redis_prefix: 'jobs' }, async (backend, limit) => {
       const now = Date.now()
       const worker: WorkerRecord = {
         id: crypto.randomUUID(), agentName: 'voice', owner: 'tenant', status: 'available', draining: false, maxProcesses: 4, loadThreshold: 1, reportedLoad: 0,
@@ -110,42 +117,31 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
       expect(await backend.workers.reserveSlot(worker.id, 'running')).toBe(true)
       expect(await backend.workers.assignSlot(worker.id, 'running')).toBe(true)
       expect(await backend.workers.transitionJob('running', { from: ['pending'], to: 'assigned', workerId: worker.id })).not.toBeNull()
-      await admin.config('SET', 'maxmemory', '64kb')
+      await limit('64kb')
 
-      const refusal = (work: Promise<unknown>) => work.then(() => 'stored', (error: unknown) => error)
-      expect(await refusal(backend.workers.createJob(job('new')))).toBeInstanceOf(StoreFullError)
+      expect(await outcome(backend.workers.createJob(job('new')))).toBeInstanceOf(StoreFullError)
       expect(await backend.workers.getJob('new')).toBeNull()
-      expect(await refusal(backend.workers.upsertWorker({ ...worker, id: crypto.randomUUID() }))).toBeInstanceOf(StoreFullError)
+      expect(await outcome(backend.workers.upsertWorker({ ...worker, id: crypto.randomUUID() }))).toBeInstanceOf(StoreFullError)
       // What frees room still runs: the job ends, its slot goes.
       expect((await backend.workers.transitionJob('running', { from: ['assigned'], to: 'completed' }))?.state).toBe('completed')
       await backend.workers.releaseSlot(worker.id, 'running')
       expect((await backend.workers.getWorker(worker.id))?.jobs).toEqual([])
       expect((await backend.workers.listJobs({ state: 'completed' })).map((stored) => stored.id)).toEqual(['running'])
-    } finally {
-      await admin.config('SET', 'maxmemory', '4mb')
-      admin.disconnect()
-      await backend.close()
-    }
+    })
   })
 
   it('refuses a new mailbox while over its maxmemory even when the create first settles an expired one', async () => {
-    const backend = await makeBackend('redis', { redis_url: redis!.url, redis_prefix: 'expiring', mailbox_expiration_d: 0.2 / 86_400 })
-    const admin = new Redis(redis!.url)
-    try {
+    await onOwnBackend({ redis_prefix: 'expiring', mailbox_expiration_d: 0.2 / 86_400 }, async (backend, limit) => {
       const owner = { id: 'owner', groups: [] }
       const mailbox = () => ({ uid: crypto.randomUUID(), name: null, role: 'agent' as const })
       await backend.mailboxes.create(owner, mailbox(), null)
       // Idle past its expiry: the next create settles its entry in the counts, a write that frees memory.
       await Bun.sleep(400)
-      await admin.config('SET', 'maxmemory', '64kb')
+      await limit('64kb')
       const fresh = mailbox()
-      expect(await backend.mailboxes.create(owner, fresh, null).then(() => 'created', (error: unknown) => error)).toBeInstanceOf(StoreFullError)
-      await admin.config('SET', 'maxmemory', '4mb')
+      expect(await outcome(backend.mailboxes.create(owner, fresh, null))).toBeInstanceOf(StoreFullError)
+      await limit('4mb')
       expect(await backend.mailboxes.status(owner, fresh)).toBe('MISSING')
-    } finally {
-      await admin.config('SET', 'maxmemory', '4mb')
-      admin.disconnect()
-      await backend.close()
-    }
+    })
   })
 })
