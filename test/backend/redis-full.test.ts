@@ -102,7 +102,7 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
     })
   })
 
-  it('refuses new jobs and workers while over its maxmemory, and still lets a job end and its slot go', async () => {
+  it('refuses new jobs and workers while over its maxmemory, and still lets a job end, its slot go and a worker report', async () => {
     await onOwnBackend({ redis_prefix: 'jobs' }, async (backend, limit) => {
       const now = Date.now()
       const worker: WorkerRecord = {
@@ -122,10 +122,11 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
       expect(await outcome(backend.workers.createJob(job('new')))).toBeInstanceOf(StoreFullError)
       expect(await backend.workers.getJob('new')).toBeNull()
       expect(await outcome(backend.workers.upsertWorker({ ...worker, id: crypto.randomUUID() }))).toBeInstanceOf(StoreFullError)
-      // What frees room still runs: the job ends, its slot goes.
+      // What frees room, or only overwrites, still runs: the job ends, its slot goes, the worker's status follows.
       expect((await backend.workers.transitionJob('running', { from: ['assigned'], to: 'completed' }))?.state).toBe('completed')
       await backend.workers.releaseSlot(worker.id, 'running')
       expect((await backend.workers.getWorker(worker.id))?.jobs).toEqual([])
+      expect((await backend.workers.updateWorker(worker.id, 'c', { status: 'draining', reportedLoad: 1 }))?.status).toBe('draining')
       expect((await backend.workers.listJobs({ state: 'completed' })).map((stored) => stored.id)).toEqual(['running'])
     })
   })

@@ -68,12 +68,15 @@ return 1
 `
 
 /**
- * Patch a worker only while it is held by the given connection.
+ * Patch a worker only while it is held by the given connection; also when Redis is at its maxmemory.
  * KEYS[1] worker hash · ARGV[1] connection as JSON (null: only while disconnected) · ARGV[2..] field, JSON value pairs
  * Returns the new hash as a flat list, or an empty list when missing or held by another connection.
  */
 export const UPDATE_WORKER = `
 if redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return {} end
+-- A write that cannot grow memory comes first (the first field goes, and is written again below): Redis at its
+-- maxmemory refuses only a script's first write, so a worker's status and connection stay current even then.
+if #ARGV >= 2 then redis.call('HDEL', KEYS[1], ARGV[2]) end
 for i = 2, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
