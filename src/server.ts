@@ -260,7 +260,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       reply = { status: 500, headers: { 'content-type': 'application/json' }, body: jsonError(500, 'INTERNAL', 'Internal Server Error') }
     }
     if (reply instanceof Response) await writeResponse(reply, res, entry)
-    else if (reply.stream) await writeStream(reply, reply.stream, res, entry)
+    else if (reply.stream) await writeStream(reply.status, reply.headers ?? {}, reply.stream, res, entry)
     else writeReply(reply, res, entry)
   }
 
@@ -401,13 +401,28 @@ function writeReply(reply: PlainReply, res: http.ServerResponse, entry: InFlight
   res.end(length === 0 ? undefined : body)
 }
 
+/** What `writeStream` writes: a plain route's stream, or a web stream read through (`webChunks`). */
+type Chunks = Omit<PlainStream, 'next'> & { next(): Promise<string | Uint8Array | null> }
+
+/** A web stream's chunks as `writeStream` asks for them. */
+function webChunks(body: ReadableStream<Uint8Array>): Chunks {
+  const reader = body.getReader()
+  return {
+    next: async () => {
+      const { done, value } = await reader.read()
+      return done ? null : value
+    },
+    cancel: () => reader.cancel().catch(() => {}),
+  }
+}
+
 /**
- * Writes a plain route's stream: its headers and the request id, then each
+ * Writes a stream: the status, its headers and the request id, then each
  * chunk as the stream gives it, the next asked for once the write went
  * through. A caller that leaves, or a write that fails, cancels the stream;
  * the request is done once that cancel is.
  */
-async function writeStream(reply: PlainReply, stream: PlainStream, res: http.ServerResponse, entry: InFlight): Promise<void> {
+async function writeStream(status: number, headers: Record<string, string | string[]>, stream: Chunks, res: http.ServerResponse, entry: InFlight): Promise<void> {
   let cancelled: Promise<void> | null = null
   const cancel = () => (cancelled ??= stream.cancel().catch(() => {}))
   // Told when the client leaves or shutdown ends the stream: the pending `next` then settles.
@@ -415,7 +430,7 @@ async function writeStream(reply: PlainReply, stream: PlainStream, res: http.Ser
   const dropped = new Promise<boolean>((resolve) => res.once('close', () => resolve(false)))
   try {
     if (res.destroyed) return void cancel()
-    res.writeHead(reply.status, { ...reply.headers, 'x-request-id': entry.requestId })
+    res.writeHead(status, { ...headers, 'x-request-id': entry.requestId })
     res.flushHeaders()
     for (;;) {
       const chunk = await stream.next()
@@ -453,31 +468,5 @@ async function writeResponse(response: Response, res: http.ServerResponse, entry
     res.end(payload.length > 0 ? payload : undefined)
     return
   }
-  res.writeHead(response.status, headers)
-  res.flushHeaders()
-  const reader = response.body!.getReader()
-  // Told when the client leaves or shutdown ends the stream: the pending read then reports done.
-  const stopListening = entry.onGone(() => void reader.cancel().catch(() => {}))
-  const dropped = new Promise<boolean>((resolve) => res.once('close', () => resolve(false)))
-  try {
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      if (res.destroyed || entry.clientGone) {
-        await reader.cancel().catch(() => {})
-        return
-      }
-      // A write to a socket the client has dropped may never call back: the close settles it instead.
-      const written = await Promise.race([new Promise<boolean>((resolve) => res.write(value, (error) => resolve(!error))), dropped])
-      if (!written || res.destroyed) {
-        await reader.cancel().catch(() => {})
-        return
-      }
-    }
-    res.end()
-  } catch {
-    res.destroy()
-  } finally {
-    stopListening()
-  }
+  await writeStream(response.status, headers, webChunks(response.body!), res, entry)
 }
