@@ -10,6 +10,13 @@
  *
  * The counts behind the mailbox and queued-message gauges are kept by the
  * scripts that change them (COUNTING below), never by walking the keyspace.
+ *
+ * Redis at its maxmemory (policy noeviction) refuses a script's first write
+ * that may grow memory, and only when nothing was written before it. So a
+ * script that must run even then (it frees room, or only overwrites) starts
+ * with a write that cannot grow memory, and one that adds something new
+ * starts with the write that adds it: such a first write is marked
+ * `-- first write` below.
  */
 
 /** Academy's access rule (no owner, the owner, or a member of a shared group) and error helpers. */
@@ -99,8 +106,7 @@ if existing[1] then
 end
 local counts = { KEYS[3], KEYS[4], KEYS[5] }
 local now = now_ms()
--- The mailbox's own writes come first: they grow memory, so Redis at its maxmemory refuses a create before the sweep
--- (which may only shrink) has written anything.
+-- first write: the mailbox's own, so that a full Redis refuses the create (the sweep, which can only shrink, comes last).
 local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'state', 'ACTIVE', 'seq', seq)
 if ARGV[3] ~= '' then
@@ -217,8 +223,7 @@ local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
 if box[1] and not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
 if not box[1] then return refuse('UNKNOWN') end
 if box[3] == 'TERMINATED' then return refuse('TERMINATED') end
--- A write that cannot grow memory comes first: Redis at its maxmemory refuses only a script's first write,
--- so a take still drains a full Redis.
+-- first write: cannot grow memory, so a take still drains a full Redis.
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('HSET', KEYS[1], 'active', ARGV[3])
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
@@ -240,8 +245,7 @@ return { message, left }
  */
 export const RESTORE_MESSAGE = `${COUNTING}
 if redis.call('HGET', KEYS[1], 'state') ~= 'ACTIVE' then return 0 end
--- First a write that cannot grow memory: Redis at its maxmemory refuses only a script's first write, and a message
--- given back must not be lost.
+-- first write: cannot grow memory, so a message given back is not lost to a full Redis.
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local length = redis.call('LPUSH', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])

@@ -3,6 +3,13 @@
  * compare-and-set, so two instances can never take one slot or move one job
  * twice. Every field of a worker or job hash holds the field's JSON, so a
  * script compares JSON text (`"available"`, `null`, `true`) and writes JSON back.
+ *
+ * Redis at its maxmemory (policy noeviction) refuses a script's first write
+ * that may grow memory, and only when nothing was written before it. So a
+ * script that must run even then (it frees room, or only overwrites) starts
+ * with a write that cannot grow memory, and one that adds something new
+ * starts with the write that adds it: such a first write is marked
+ * `-- first write` below.
  */
 
 import { FINISHED_JOB_STATES } from '../../../src/backend/workers'
@@ -74,8 +81,7 @@ return 1
  */
 export const UPDATE_WORKER = `
 if redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return {} end
--- A write that cannot grow memory comes first (the first field goes, and is written again below): Redis at its
--- maxmemory refuses only a script's first write, so a worker's status and connection stay current even then.
+-- first write: cannot grow memory (the field is written again below), so a worker stays current in a full Redis.
 if #ARGV >= 2 then redis.call('HDEL', KEYS[1], ARGV[2]) end
 for i = 2, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
@@ -153,8 +159,7 @@ return 1
 export const RELEASE_SLOT = `${PRELUDE}
 local worker = redis.call('HMGET', KEYS[1], 'jobs', 'reserved')
 if not worker[1] then return 0 end
--- A write that cannot grow memory comes first: Redis at its maxmemory refuses only a script's first write, so a
--- slot is freed even then.
+-- first write: cannot grow memory, so a slot is freed in a full Redis.
 redis.call('HDEL', KEYS[1], 'reserved')
 redis.call('HSET', KEYS[1], 'jobs', encode_ids(without(cjson.decode(worker[1]), ARGV[1])), 'reserved', encode_ids(without(cjson.decode(worker[2]), ARGV[1])))
 return 1
@@ -230,7 +235,7 @@ return 1
  */
 export const CREATE_JOB = `${BOOKKEEPING}
 local before = redis.call('HGET', KEYS[1], 'state')
--- Only a job stored before is cleared: a new job's first write grows memory, so Redis at its maxmemory refuses it.
+-- Only a job stored before is cleared: a new job's first write is its own, which a full Redis refuses.
 if before then redis.call('DEL', KEYS[1]) end
 for i = 5, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
@@ -275,8 +280,8 @@ if ARGV[8] ~= '' then event = event .. ',"reason":' .. cjson.encode(ARGV[8]) end
 event = event .. '}'
 local history = job[3]
 if history == '[]' then history = '[' .. event .. ']' else history = string.sub(history, 1, -2) .. ',' .. event .. ']' end
--- The state sets first: leaving the old one cannot grow memory, and Redis at its maxmemory refuses only a script's
--- first write, so a job still moves (and a finished one is trimmed in time) then.
+-- first write: leaving the old state's set cannot grow memory, so a job still moves (and a finished one is
+-- trimmed in time) in a full Redis.
 move_state(ARGV[12], ARGV[9], job[1], cjson.encode(ARGV[2]))
 redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[2]), 'workerId', holder, 'updatedAt', ARGV[7], 'history', history)
 local hash = redis.call('HGETALL', KEYS[1])
