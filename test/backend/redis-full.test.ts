@@ -88,6 +88,24 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
     expect(again.status).toBe(200)
   }, 60_000)
 
+  it("answers a registered agent's heartbeat and re-registration over HTTP while over its maxmemory", async () => {
+    const call = (path: string, token: string, body: unknown) =>
+      fetch(`${running.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    const created = (await (await call('/workspaces', ADMIN, { name: 'researcher' })).json()) as { id: string; auth_token: string }
+    expect((await call('/registry/register', created.auth_token, { id: created.id, url: 'http://93.184.216.34/a2a' })).status).toBe(200)
+    const admin = new Redis(redis!.url)
+    try {
+      await admin.config('SET', 'maxmemory', '64kb')
+      expect((await call('/registry/heartbeat', created.auth_token, { workspace_id: created.id, active_tasks: 3 })).status).toBe(200)
+      expect((await call('/registry/register', created.auth_token, { id: created.id, url: 'http://93.184.216.35/a2a' })).status).toBe(200)
+    } finally {
+      await admin.config('SET', 'maxmemory', '4mb')
+      admin.disconnect()
+    }
+    const seen = await fetch(`${running.url}/workspaces/${created.id}`, { headers: { authorization: `Bearer ${ADMIN}` } })
+    expect(await seen.json()).toMatchObject({ url: 'http://93.184.216.35/a2a', active_tasks: 3 })
+  })
+
   it('takes back a message given back (a listener that went away before it was written) while Redis is over its maxmemory', async () => {
     await onOwnBackend({ redis_prefix: 'give-back' }, async (backend, limit) => {
       const owner = { id: 'owner', groups: [] }
@@ -128,6 +146,30 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
       expect((await backend.workers.getWorker(worker.id))?.jobs).toEqual([])
       expect((await backend.workers.updateWorker(worker.id, 'c', { status: 'draining', reportedLoad: 1 }))?.status).toBe('draining')
       expect((await backend.workers.listJobs({ state: 'completed' })).map((stored) => stored.id)).toEqual(['running'])
+      // A worker that registers again under its id (a reconnect) takes its record over, and an operator may drain it:
+      // both only overwrite, so a worker back from a blip can serve jobs while Redis is full.
+      expect((await backend.workers.upsertWorker({ ...worker, connection: 'c2', instance: 'j', registeredAt: now + 1 }))?.connection).toBe('c')
+      expect(await backend.workers.getWorker(worker.id)).toMatchObject({ connection: 'c2', instance: 'j', status: 'available', registeredAt: now + 1 })
+      expect((await backend.workers.setDraining(worker.id, true))?.draining).toBe(true)
+      expect((await backend.workers.listWorkers('voice')).map((stored) => stored.id)).toEqual([worker.id])
+    })
+  })
+
+  it("still takes a registered agent's heartbeats and new URL while over its maxmemory, and refuses a new workspace", async () => {
+    await onOwnBackend({ redis_prefix: 'agents' }, async (backend, limit) => {
+      const now = Date.now()
+      const workspace = {
+        id: crypto.randomUUID(), name: 'planner', role: null, parentId: null, url: 'http://127.0.0.1:9/a2a', agentCard: { name: 'planner' }, deliveryMode: 'push' as const,
+        inboundSecret: 's', createdAt: now, removedAt: null, lastHeartbeatAt: now, errorRate: 0, activeTasks: 0, currentTask: null, uptimeSeconds: 1,
+      }
+      expect(await backend.agents.createWorkspace(workspace, 'digest')).toBe(true)
+      await limit('64kb')
+      const patched = await backend.agents.updateWorkspace(workspace.id, { lastHeartbeatAt: now + 1000, activeTasks: 2, url: 'http://127.0.0.1:10/a2a' })
+      expect(patched).toMatchObject({ lastHeartbeatAt: now + 1000, activeTasks: 2, url: 'http://127.0.0.1:10/a2a', name: 'planner' })
+      expect(await outcome(backend.agents.createWorkspace({ ...workspace, id: crypto.randomUUID() }, 'other'))).toBeInstanceOf(StoreFullError)
+      await limit('4mb')
+      expect(await backend.agents.getWorkspace(workspace.id)).toMatchObject({ lastHeartbeatAt: now + 1000, url: 'http://127.0.0.1:10/a2a' })
+      expect(await backend.agents.workspaceOfToken('other')).toBeNull()
     })
   })
 

@@ -1,6 +1,13 @@
 /**
  * The Lua scripts of workspaces, tokens and activity. Every field of a
  * workspace hash holds the field's JSON.
+ *
+ * Redis at its maxmemory (policy noeviction) refuses a script's first write
+ * that may grow memory, and only when nothing was written before it. A new
+ * workspace, token or activity entry is refused then; a patch of a
+ * workspace (heartbeats, a new URL or card) only overwrites, and starts with
+ * a write that cannot grow memory, marked `-- first write` below, so agents
+ * stay online in a full Redis.
  */
 
 /** Revokes every token of a workspace. Expects the token key prefix in `token_prefix`. */
@@ -34,13 +41,15 @@ return 1
 `
 
 /**
- * Patch a workspace that exists and is not removed.
+ * Patch a workspace that exists and is not removed; also when Redis is at its maxmemory.
  * KEYS[1] workspace hash · ARGV[1..] field, JSON value pairs
  * Returns the new hash as a flat list, or an empty list.
  */
 export const UPDATE_WORKSPACE = `
 local removed = redis.call('HGET', KEYS[1], 'removedAt')
 if not removed or removed ~= 'null' then return {} end
+-- first write: cannot grow memory (the field is written again below).
+if #ARGV >= 2 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 for i = 1, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end

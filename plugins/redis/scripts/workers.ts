@@ -38,7 +38,9 @@ end
 /**
  * Insert a worker, or take over its registration keeping jobs, reserved and
  * draining. The worker is indexed by registration, and under its agent name
- * in the same order (a dispatch reads only the workers of one name).
+ * in the same order (a dispatch reads only the workers of one name). A new
+ * worker is refused when Redis is at its maxmemory; a takeover (a worker
+ * registering again under its id) only overwrites, and runs even then.
  * KEYS[1] worker hash · KEYS[2] worker index (sorted by registration) · KEYS[3] sequence counter
  * ARGV[1] worker id · ARGV[2] agent-name index prefix · ARGV[3..] field, JSON value pairs of the new record
  * Returns the previous hash as a flat list (empty when new).
@@ -47,6 +49,15 @@ export const UPSERT_WORKER = `
 local previous = redis.call('HGETALL', KEYS[1])
 local name_before = redis.call('HGET', KEYS[1], 'agentName')
 local kept = { jobs = true, reserved = true, draining = true }
+-- first write: a takeover's cannot grow memory (a field written again below); a new worker's is its first HSET.
+if #previous > 0 then
+  for i = 3, #ARGV, 2 do
+    if not kept[ARGV[i]] then
+      redis.call('HDEL', KEYS[1], ARGV[i])
+      break
+    end
+  end
+end
 for i = 3, #ARGV, 2 do
   if #previous == 0 or not kept[ARGV[i]] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
@@ -90,12 +101,14 @@ return redis.call('HGETALL', KEYS[1])
 `
 
 /**
- * Set the drain flag of a known worker.
+ * Set the drain flag of a known worker; also when Redis is at its maxmemory.
  * KEYS[1] worker hash · ARGV[1] 'true' | 'false'
  * Returns the new hash as a flat list, or an empty list when unknown.
  */
 export const SET_DRAINING = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+-- first write: cannot grow memory (the field is written again below).
+redis.call('HDEL', KEYS[1], 'draining')
 redis.call('HSET', KEYS[1], 'draining', ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 `
