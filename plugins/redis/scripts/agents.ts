@@ -4,10 +4,11 @@
  *
  * Redis at its maxmemory (policy noeviction) refuses a script's first write
  * that may grow memory, and only when nothing was written before it. A new
- * workspace, token or activity entry is refused then; a patch of a
- * workspace (heartbeats, a new URL or card) only overwrites, and starts with
- * a write that cannot grow memory, marked `-- first write` below, so agents
- * stay online in a full Redis.
+ * workspace or activity entry is refused then. A token rotation revokes the
+ * old tokens first, which frees room, and so runs; a patch of a workspace
+ * (heartbeats, a new URL or card) only overwrites, and starts with a write
+ * that cannot grow memory, marked `-- first write` below, so agents stay
+ * online in a full Redis.
  */
 
 /** Revokes every token of a workspace. Expects the token key prefix in `token_prefix`. */
