@@ -155,7 +155,7 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
     })
   })
 
-  it("still takes a registered agent's heartbeats and new URL while over its maxmemory, and refuses a new workspace", async () => {
+  it("still takes a registered agent's heartbeats, new URL and token rotation while over its maxmemory, and refuses a new workspace", async () => {
     await onOwnBackend({ redis_prefix: 'agents' }, async (backend, limit) => {
       const now = Date.now()
       const workspace = {
@@ -167,7 +167,11 @@ describe.skipIf(!binary)('a Redis at its maxmemory', () => {
       const patched = await backend.agents.updateWorkspace(workspace.id, { lastHeartbeatAt: now + 1000, activeTasks: 2, url: 'http://127.0.0.1:10/a2a' })
       expect(patched).toMatchObject({ lastHeartbeatAt: now + 1000, activeTasks: 2, url: 'http://127.0.0.1:10/a2a', name: 'planner' })
       expect(await outcome(backend.agents.createWorkspace({ ...workspace, id: crypto.randomUUID() }, 'other'))).toBeInstanceOf(StoreFullError)
+      // A token rotation revokes the old token first (which frees room), so it runs too.
+      expect(await backend.agents.rotateToken(workspace.id, 'rotated')).toBe(true)
       await limit('4mb')
+      expect(await backend.agents.workspaceOfToken('digest')).toBeNull()
+      expect(await backend.agents.workspaceOfToken('rotated')).toBe(workspace.id)
       expect(await backend.agents.getWorkspace(workspace.id)).toMatchObject({ lastHeartbeatAt: now + 1000, url: 'http://127.0.0.1:10/a2a' })
       expect(await backend.agents.workspaceOfToken('other')).toBeNull()
     })
