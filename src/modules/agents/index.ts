@@ -176,10 +176,13 @@ export function agentsModule(options: AgentsModuleOptions) {
       targetId = service.parseId(request.params.id ?? null)
       const bytes = a2aBody(request)
       requestBytes = bytes.length
-      caller = await service.authenticate(request.header('authorization') ?? null, request.header('x-workspace-id') ?? null)
+      const claimed = request.header('x-workspace-id') ?? null
+      // The target is read for the workspace the caller claims to be while its token is checked.
+      const early = service.discoverEarly(claimed, targetId)
+      caller = await service.authenticate(request.header('authorization') ?? null, claimed)
       call = normaliseRpcRequest(bytes)
       rpcId = call.id
-      const target = await service.discover(caller, targetId)
+      const target = await service.discover(caller, targetId, early)
       if (target.url === null) throw new AppError(503, 'UNAVAILABLE', `workspace ${targetId} has not registered an agent URL yet`)
       const url = await urls.check(target.url).catch((error: AppError) => {
         throw new AppError(502, 'AGENT_URL_REFUSED', error.message)

@@ -15,6 +15,12 @@ import type { AgentUrlGuard } from './ssrf'
 /** Who is calling: the operator (admin token) or one workspace (its own token). */
 export type Caller = { kind: 'admin' } | { kind: 'workspace'; id: string }
 
+/** A `discover` begun for a claimed caller before its token was checked (AgentsService.discoverEarly). */
+export interface EarlyDiscovery {
+  claimed: string
+  outcome: Promise<{ target: WorkspaceRecord } | { error: unknown }>
+}
+
 export interface AgentsServiceOptions {
   /** The operator's bearer token; without it, admin operations are refused. */
   adminToken?: string
@@ -312,8 +318,28 @@ export class AgentsService {
     if (!(await this.canCommunicate(caller.id, targetId))) throw this.forbidden(caller, targetId)
   }
 
+  /**
+   * Begins `discover` for the workspace a caller claims to be (its
+   * X-Workspace-ID), before its token is checked, so that the reads overlap
+   * the token's. Its outcome counts only for a caller whose token proves the
+   * claim (pass it to `discover`); otherwise it is dropped unseen.
+   */
+  discoverEarly(workspaceHeader: string | null, id: string): EarlyDiscovery | null {
+    if (workspaceHeader === null || !CANONICAL_WORKSPACE_ID.test(workspaceHeader)) return null
+    const outcome = this.discover({ kind: 'workspace', id: workspaceHeader }, id).then(
+      (target) => ({ target }),
+      (error: unknown) => ({ error }),
+    )
+    return { claimed: workspaceHeader, outcome }
+  }
+
   /** A workspace a caller may reach, for discovery and for the proxy (one read of each side). */
-  async discover(caller: Caller, id: string): Promise<WorkspaceRecord> {
+  async discover(caller: Caller, id: string, early: EarlyDiscovery | null = null): Promise<WorkspaceRecord> {
+    if (early !== null && caller.kind === 'workspace' && early.claimed === caller.id) {
+      const settled = await early.outcome
+      if ('error' in settled) throw settled.error
+      return settled.target
+    }
     if (caller.kind === 'admin') return this.load(id)
     const [source, target] = await Promise.all([
       this.stored(() => this.store.getWorkspace(caller.id)),

@@ -129,6 +129,28 @@ describe('the A2A proxy', () => {
     expect(anonymous.status).toBe(401)
   })
 
+  it('checks the token before what the claimed workspace may reach, and the request before the access rules', async () => {
+    const before = agent.calls.length
+    const asStranger = { authorization: `Bearer ${stranger.token}` }
+    const status = async (to: string, headers: Record<string, string>, body: unknown = messageSend('echo:x')) =>
+      (await registry.request('POST', `/workspaces/${to}/a2a`, { body, headers })).status
+    // The stranger claims to be the caller, who may reach the target: its token decides, and it is not the caller's.
+    expect(await status(target.id, { ...asStranger, 'x-workspace-id': caller.id })).toBe(401)
+    expect(await status(target.id, { authorization: 'Bearer not-a-token', 'x-workspace-id': caller.id })).toBe(401)
+    expect(await status(crypto.randomUUID(), { authorization: 'Bearer not-a-token', 'x-workspace-id': caller.id })).toBe(401)
+    // A proven claim: a body that is no JSON-RPC request is refused before the access rules are applied.
+    expect(await status(target.id, { ...asStranger, 'x-workspace-id': stranger.id }, '{"jsonrpc": ')).toBe(400)
+    expect(await status(target.id, { ...asStranger, 'x-workspace-id': stranger.id })).toBe(403)
+    // An unknown target is out of reach like any other: a workspace learns nothing of ids it may not reach.
+    expect(await status(crypto.randomUUID(), { authorization: `Bearer ${caller.token}`, 'x-workspace-id': caller.id })).toBe(403)
+    expect(agent.calls.length).toBe(before)
+    // The claim in another spelling of the same id (upper case, spaces around) is the caller's too.
+    expect(await status(target.id, { authorization: `Bearer ${caller.token}`, 'x-workspace-id': ` ${caller.id.toUpperCase()} ` })).toBe(200)
+    // The operator reaches every workspace, whatever workspace it names.
+    expect(await status(target.id, { authorization: `Bearer ${ADMIN_TOKEN}`, 'x-workspace-id': stranger.id })).toBe(200)
+    expect(agent.calls.length).toBe(before + 2)
+  })
+
   it('answers 410 for a removed target', async () => {
     const doomed = await registry.createWorkspace('doomed', parent.id)
     await registry.register(doomed, agent.url)
