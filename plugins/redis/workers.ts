@@ -1,5 +1,5 @@
 /** Workers and jobs in Redis: every record a hash of JSON fields, every capacity or job move one Lua script. */
-import { FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type Reservation, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 import { script, storeError, type RedisConnection } from './connection'
 import type { RedisKeys } from './keys'
 import * as lua from './scripts/workers'
@@ -10,6 +10,7 @@ const SCRIPTS = {
   setDraining: script(lua.SET_DRAINING),
   delete: script(lua.DELETE_WORKER),
   reserve: script(lua.RESERVE_SLOT),
+  reserveAny: script(lua.RESERVE_ANY_SLOT),
   assign: script(lua.ASSIGN_SLOT),
   release: script(lua.RELEASE_SLOT),
   createJob: script(lua.CREATE_JOB),
@@ -181,6 +182,16 @@ export class RedisWorkers implements WorkerStore {
 
   async reserveSlot(workerId: string, jobId: string): Promise<boolean> {
     return (await this.connection.run(SCRIPTS.reserve, [this.keys.worker(workerId)], [jobId])) === 1
+  }
+
+  /** A dispatch's pick and reservation in one script: the instance reads one worker, not every worker of the name. */
+  async reserveAny(agentName: string, owner: string, jobId: string, exclude: ReadonlySet<string>, random: number): Promise<Reservation> {
+    const [seen, ...hash] = (await this.connection.run(
+      SCRIPTS.reserveAny,
+      [this.keys.workersOf(agentName)],
+      [this.keys.workerPrefix(), JSON.stringify(owner), JSON.stringify(agentName), jobId, String(random), ...exclude],
+    )) as [number, ...string[]]
+    return { worker: fromFields<WorkerRecord>(hash), registered: seen === 1 }
   }
 
   async assignSlot(workerId: string, jobId: string): Promise<boolean> {

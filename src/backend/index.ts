@@ -100,6 +100,11 @@ const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events', reado
   events: ['publish', 'subscribe'],
 }
 
+/** Methods a store may offer beyond the contract; used when present (WorkerStore.reserveAny). */
+const OPTIONAL_STORE_METHODS: Record<'workers', readonly string[]> = {
+  workers: ['reserveAny'],
+}
+
 /** Thrown when a backend cannot be loaded; the message says what is wrong. */
 export class PluginError extends Error {}
 
@@ -208,7 +213,8 @@ function countingFailures(backend: Backend): Backend {
   const wrap = <Store extends object>(store: Store, methods: readonly string[]): Store => {
     const wrapped = Object.create(store) as Record<string, unknown>
     for (const name of methods) {
-      const method = (store as Record<string, (...args: unknown[]) => unknown>)[name]!
+      const method = (store as Record<string, ((...args: unknown[]) => unknown) | undefined>)[name]
+      if (typeof method !== 'function') continue
       wrapped[name] = (...args: unknown[]) => {
         let result: unknown
         try {
@@ -224,7 +230,7 @@ function countingFailures(backend: Backend): Backend {
   return {
     name: backend.name,
     mailboxes: wrap(backend.mailboxes, STORE_METHODS.mailboxes),
-    workers: wrap(backend.workers, STORE_METHODS.workers),
+    workers: wrap(backend.workers, [...STORE_METHODS.workers, ...OPTIONAL_STORE_METHODS.workers]),
     agents: wrap(backend.agents, STORE_METHODS.agents),
     events: wrap(backend.events, STORE_METHODS.events),
     ready: () => backend.ready(),

@@ -133,6 +133,12 @@ export interface WorkerStore {
    * (n = jobs + reserved): `n < maxProcesses` and `n / maxProcesses < loadThreshold`.
    */
   reserveSlot(workerId: string, jobId: string): Promise<boolean>
+  /**
+   * Optional, for a store where reading every worker of a name on each
+   * dispatch costs much (Redis): does what `reserveAny` below does, as one
+   * step in the store, with `random` (in [0, 1)) as the weighted pick's draw.
+   */
+  reserveAny?(agentName: string, owner: string, jobId: string, exclude: ReadonlySet<string>, random: number): Promise<Reservation>
   /** Turn the reservation of `jobId` into an assignment; false when there is no such reservation. */
   assignSlot(workerId: string, jobId: string): Promise<boolean>
   /** Drop a reservation and/or an assignment of `jobId` from the worker (no-op when absent). */
@@ -148,4 +154,60 @@ export interface WorkerStore {
    * omitted). Returns the new record, or null when the job is unknown or does not match.
    */
   transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null>
+}
+
+/** Jobs a worker can hold by Switchboard's rule (n < maxProcesses and n / maxProcesses < loadThreshold). */
+export function slotLimit(worker: Pick<WorkerRecord, 'maxProcesses' | 'loadThreshold'>): number {
+  let limit = Math.min(worker.maxProcesses, Math.ceil(worker.loadThreshold * worker.maxProcesses))
+  // ceil() can overshoot by one when threshold × max is a float just above an integer.
+  while (limit > 0 && (limit - 1) / worker.maxProcesses >= worker.loadThreshold) limit--
+  return limit
+}
+
+/** Free slots of a worker that may take a job now (0 when it may not). */
+export function freeSlots(worker: WorkerRecord): number {
+  if (worker.connection === null || worker.draining || worker.status !== 'available') return 0
+  return Math.max(0, slotLimit(worker) - worker.jobs.length - worker.reserved.length)
+}
+
+/** Picks a worker at random, weighted by its free slots (LiveKit weighs by spare load the same way); `random` is the draw in [0, 1). */
+export function pickBySpareCapacity(candidates: WorkerRecord[], random: number): WorkerRecord | null {
+  const total = candidates.reduce((sum, worker) => sum + freeSlots(worker), 0)
+  if (total === 0) return null
+  let point = random * total
+  for (const worker of candidates) {
+    point -= freeSlots(worker)
+    if (point < 0) return worker
+  }
+  return candidates.at(-1) ?? null
+}
+
+/** What a dispatch's pick found: the worker a slot is now reserved on (null: none had room), and whether any connected worker of the name and owner was seen. */
+export interface Reservation {
+  worker: WorkerRecord | null
+  registered: boolean
+}
+
+/**
+ * Picks one connected worker of `agentName` and `owner`, leaving out the
+ * ids in `exclude`, at random weighted by its free slots, and reserves a
+ * slot on it for `jobId` (`reserveSlot`'s rule); a worker that lost its room
+ * meanwhile is passed over for the next. Through the store's own
+ * `reserveAny` when it has one.
+ */
+export async function reserveAny(store: WorkerStore, agentName: string, owner: string, jobId: string, exclude: ReadonlySet<string>): Promise<Reservation> {
+  if (store.reserveAny) return store.reserveAny(agentName, owner, jobId, exclude, Math.random())
+  const passed = new Set(exclude)
+  let registered = false
+  for (;;) {
+    const workers = (await store.listWorkers(agentName)).filter((worker) => worker.owner === owner && worker.connection !== null)
+    registered ||= workers.length > 0
+    const worker = pickBySpareCapacity(
+      workers.filter((candidate) => !passed.has(candidate.id)),
+      Math.random(),
+    )
+    if (!worker) return { worker: null, registered }
+    passed.add(worker.id)
+    if (await store.reserveSlot(worker.id, jobId)) return { worker, registered }
+  }
 }

@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
 import type { Backend, Client, EntityId, JobRecord, WorkerRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
+import { reserveAny } from '../../src/backend/workers'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { Drained } from '../../plugins/redis/drained'
 import { script } from '../../plugins/redis/connection'
@@ -152,6 +153,32 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(ttl).toBeLessThanOrEqual(2 * 86_400_000)
       expect(await db.exists(keys.queue(id))).toBe(0)
       expect(await backend.mailboxes.status(client, id)).toBe('TERMINATED')
+    })
+
+    it("picks a dispatch's worker inside Redis: one script call, no worker read into the instance", async () => {
+      const { backend, prefix } = await open()
+      const now = Date.now()
+      const ids: string[] = []
+      for (let i = 0; i < 30; i++) {
+        const id = crypto.randomUUID()
+        ids.push(id)
+        await backend.workers.upsertWorker({
+          id, agentName: 'voice', owner: 'tenant', status: 'available', draining: false, maxProcesses: 4, loadThreshold: 1, reportedLoad: 0,
+          jobs: [], reserved: [], instance: 'i', connection: `c${i}`, capabilities: [], registeredAt: now, disconnectedAt: null,
+        })
+      }
+      const monitor = await (await inspect()).monitor()
+      const fromClients: string[] = []
+      monitor.on('monitor', (_time: string, args: string[], source: string) => {
+        if (!source.includes('lua') && args.some((arg) => arg.includes(prefix))) fromClients.push(args[0]!.toLowerCase())
+      })
+      await Bun.sleep(50)
+      const picked = await reserveAny(backend.workers, 'voice', 'tenant', 'job-1', new Set())
+      await Bun.sleep(100)
+      monitor.disconnect()
+      expect(ids).toContain(picked.worker!.id)
+      expect(picked.worker!.reserved).toEqual(['job-1'])
+      expect(fromClients).toEqual(['evalsha'])
     })
 
     it('discovers through its class index, never by scanning the keyspace', async () => {

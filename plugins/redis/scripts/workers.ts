@@ -150,6 +150,64 @@ return 1
 `
 
 /**
+ * Pick one worker of an agent name and owner that may take a job now
+ * (connected, available, not draining, not holding the job, with room by
+ * RESERVE_SLOT's count), leaving out the ids given, at random weighted by
+ * its free slots, and reserve a slot on it for the job: a dispatch's pick
+ * without reading every worker of the name into the instance.
+ * KEYS[1] agent-name index · ARGV[1] worker hash prefix · ARGV[2] owner as JSON · ARGV[3] agent name as JSON
+ * ARGV[4] job id · ARGV[5] the draw, in [0, 1) · ARGV[6..] worker ids left out
+ * Returns { 1 when a connected worker of the name and owner was seen else 0, then the picked worker's hash as a
+ * flat list after the reservation (nothing when none had room) }.
+ */
+export const RESERVE_ANY_SLOT = `${PRELUDE}
+-- Slots a worker may hold: src/backend/workers.ts slotLimit, the same count as RESERVE_SLOT's.
+local function slot_limit(max, threshold)
+  local limit = math.min(max, math.ceil(threshold * max))
+  while limit > 0 and (limit - 1) / max >= threshold do limit = limit - 1 end
+  return limit
+end
+local left_out = {}
+for i = 6, #ARGV do left_out[ARGV[i]] = true end
+local seen = 0
+local keys, reservations, weights, total = {}, {}, {}, 0
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local key = ARGV[1] .. id
+  local worker = redis.call('HMGET', key, 'owner', 'agentName', 'connection', 'draining', 'status', 'jobs', 'reserved', 'maxProcesses', 'loadThreshold')
+  if worker[1] == ARGV[2] and worker[2] == ARGV[3] and worker[3] and worker[3] ~= 'null' then
+    seen = 1
+    if not left_out[id] and worker[4] ~= 'true' and worker[5] == '"available"' then
+      local jobs = cjson.decode(worker[6])
+      local reserved = cjson.decode(worker[7])
+      local free = slot_limit(tonumber(worker[8]), tonumber(worker[9])) - #jobs - #reserved
+      if free > 0 and not contains(jobs, ARGV[4]) and not contains(reserved, ARGV[4]) then
+        keys[#keys + 1] = key
+        reservations[#reservations + 1] = reserved
+        weights[#weights + 1] = free
+        total = total + free
+      end
+    end
+  end
+end
+if total == 0 then return { seen } end
+local point = tonumber(ARGV[5]) * total
+local chosen = #keys
+for i, weight in ipairs(weights) do
+  point = point - weight
+  if point < 0 then
+    chosen = i
+    break
+  end
+end
+local reserved = reservations[chosen]
+reserved[#reserved + 1] = ARGV[4]
+redis.call('HSET', keys[chosen], 'reserved', encode_ids(reserved))
+local result = { seen }
+for _, value in ipairs(redis.call('HGETALL', keys[chosen])) do result[#result + 1] = value end
+return result
+`
+
+/**
  * Turn a reservation into an assignment.
  * KEYS[1] worker hash · ARGV[1] job id
  * Returns 1 when assigned, 0 when there is no such reservation.

@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto'
 import * as v from 'valibot'
 import type { EventBus } from '../../backend/events'
-import type { JobRecord, JobState, WorkerRecord, WorkerStore } from '../../backend/workers'
+import { reserveAny, type JobRecord, type JobState, type WorkerRecord, type WorkerStore } from '../../backend/workers'
 import { AppError, ConflictError, NotFoundError } from '../../errors'
 import { describeIssue } from '../../http'
 import type { Logger } from '../../logger'
@@ -99,32 +99,6 @@ export class NoWorkersAvailableError extends AppError {
 
 const ACTIVE: readonly JobState[] = ['pending', 'assigned', 'running', 'reassigning']
 const channelOf = (instanceId: string) => `workers:${instanceId}`
-
-/** Jobs a worker can hold by Switchboard's rule (n < maxProcesses and n / maxProcesses < loadThreshold). */
-export function slotLimit(worker: Pick<WorkerRecord, 'maxProcesses' | 'loadThreshold'>): number {
-  let limit = Math.min(worker.maxProcesses, Math.ceil(worker.loadThreshold * worker.maxProcesses))
-  // ceil() can overshoot by one when threshold × max is a float just above an integer.
-  while (limit > 0 && (limit - 1) / worker.maxProcesses >= worker.loadThreshold) limit--
-  return limit
-}
-
-/** Free slots of a worker that may take a job now (0 when it may not). */
-export function freeSlots(worker: WorkerRecord): number {
-  if (worker.connection === null || worker.draining || worker.status !== 'available') return 0
-  return Math.max(0, slotLimit(worker) - worker.jobs.length - worker.reserved.length)
-}
-
-/** Picks a worker at random, weighted by its free slots (LiveKit weighs by spare load the same way). */
-function pickBySpareCapacity(candidates: WorkerRecord[]): WorkerRecord | null {
-  const total = candidates.reduce((sum, worker) => sum + freeSlots(worker), 0)
-  if (total === 0) return null
-  let point = Math.random() * total
-  for (const worker of candidates) {
-    point -= freeSlots(worker)
-    if (point < 0) return worker
-  }
-  return candidates.at(-1) ?? null
-}
 
 export class WorkerService {
   private readonly sessions = new Map<string, WorkerSession>()
@@ -366,12 +340,10 @@ export class WorkerService {
     const tried = new Set<string>()
     let anyRegistered = false
     while (!this.stopped && Date.now() < deadline) {
-      const workers = (await this.store.listWorkers(job.agentName)).filter((worker) => worker.owner === job.owner && worker.connection !== null)
-      anyRegistered ||= workers.length > 0
-      const worker = pickBySpareCapacity(workers.filter((candidate) => !tried.has(candidate.id)))
+      const { worker, registered } = await reserveAny(this.store, job.agentName, job.owner, job.id, tried)
+      anyRegistered ||= registered
       if (!worker) break
       tried.add(worker.id)
-      if (!(await this.store.reserveSlot(worker.id, job.id))) continue
       const answer = await this.ask(worker, job, Math.min(this.options.availabilityTimeoutMs, deadline - Date.now()))
       if (!answer.available || !(await this.store.assignSlot(worker.id, job.id))) {
         await this.store.releaseSlot(worker.id, job.id)

@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
 import type { Backend, JobRecord, WorkerRecord } from '../../../src/backend/index'
+import { reserveAny } from '../../../src/backend/workers'
 import type { MakeBackend } from '../conformance'
 
 function worker(overrides: Partial<WorkerRecord> = {}): WorkerRecord {
@@ -279,6 +280,67 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
         const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.reserveSlot(record.id, `job-${i}`)))
         expect(results.filter(Boolean).length).toBe(3)
         expect((await store.getWorker(record.id))?.reserved.length).toBe(3)
+      })
+    })
+
+    // A dispatch's pick: through the store's own reserveAny where it has one (Redis), else by listing and reserving.
+    describe('picking a worker for a job', () => {
+      const none = new Set<string>()
+
+      it('reserves a slot on a worker of the name and owner that may take the job, and says none had room', async () => {
+        const store = await open()
+        const drained = worker()
+        const unfit = [drained, worker({ status: 'offline' }), worker({ agentName: 'other-agent' }), worker({ owner: 'tenant-b' }), worker({ maxProcesses: 1 })]
+        const fit = worker({ maxProcesses: 2 })
+        for (const record of [...unfit, fit]) await store.upsertWorker(record)
+        await store.setDraining(drained.id, true)
+        // The single-process worker is full.
+        expect(await store.reserveSlot(unfit[4]!.id, 'earlier')).toBe(true)
+        const first = await reserveAny(store, 'voice-agent', 'tenant-a', 'job-1', none)
+        expect(first.registered).toBe(true)
+        expect(first.worker?.id).toBe(fit.id)
+        expect(first.worker?.connection).toBe(fit.connection)
+        expect((await store.getWorker(fit.id))?.reserved).toEqual(['job-1'])
+        // The same job is not reserved twice; a second job takes the last slot; then no worker has room.
+        expect((await reserveAny(store, 'voice-agent', 'tenant-a', 'job-1', none)).worker).toBeNull()
+        expect((await reserveAny(store, 'voice-agent', 'tenant-a', 'job-2', none)).worker?.id).toBe(fit.id)
+        expect(await reserveAny(store, 'voice-agent', 'tenant-a', 'job-3', none)).toEqual({ worker: null, registered: true })
+        expect((await store.getWorker(fit.id))?.reserved.sort()).toEqual(['job-1', 'job-2'])
+        for (const record of unfit) expect((await store.getWorker(record.id))?.reserved).toEqual(record === unfit[4] ? ['earlier'] : [])
+      })
+
+      it('leaves out the workers asked, and tells no connected worker from none with room', async () => {
+        const store = await open()
+        const [a, b] = [worker(), worker()]
+        const gone = worker({ connection: null, instance: null, disconnectedAt: Date.now() })
+        for (const record of [a, b, gone]) await store.upsertWorker(record)
+        for (let i = 0; i < 10; i++) {
+          const picked = await reserveAny(store, 'voice-agent', 'tenant-a', `job-${i}`, new Set([a.id]))
+          expect(picked.worker?.id).toBe(b.id)
+          await store.releaseSlot(b.id, `job-${i}`)
+        }
+        expect(await reserveAny(store, 'voice-agent', 'tenant-a', 'job', new Set([a.id, b.id]))).toEqual({ worker: null, registered: true })
+        expect(await reserveAny(store, 'voice-agent', 'tenant-b', 'job', none)).toEqual({ worker: null, registered: false })
+        expect(await reserveAny(store, 'nobody-agent', 'tenant-a', 'job', none)).toEqual({ worker: null, registered: false })
+        expect((await store.getWorker(gone.id))?.reserved).toEqual([])
+      })
+
+      it('picks at random, weighted by free slots', async () => {
+        const store = await open()
+        // Free slots: 1 (three of four held) and 3 (none of three held).
+        const small = worker({ maxProcesses: 4 })
+        const large = worker({ maxProcesses: 3 })
+        for (const record of [small, large]) await store.upsertWorker(record)
+        for (const held of ['x', 'y', 'z']) expect(await store.reserveSlot(small.id, held)).toBe(true)
+        let onLarge = 0
+        for (let i = 0; i < 400; i++) {
+          const picked = await reserveAny(store, 'voice-agent', 'tenant-a', `job-${i}`, none)
+          if (picked.worker?.id === large.id) onLarge++
+          await store.releaseSlot(picked.worker!.id, `job-${i}`)
+        }
+        // Expected 300 of 400 (σ ≈ 8.7); an unweighted pick would give 200.
+        expect(onLarge).toBeGreaterThan(250)
+        expect(onLarge).toBeLessThan(350)
       })
     })
 
