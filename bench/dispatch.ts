@@ -2,24 +2,31 @@
  * Dispatch latency and throughput: the time from `POST /jobs` to the
  * `job_assignment` frame arriving at the worker, with 1, 10 and 100 workers
  * connected over real WebSockets (speaking the exact VideoSDK frames), and
- * jobs per second with 32 concurrent callers. Each worker accepts, reports
- * `running`, then `completed` as soon as it is assigned, so capacity frees
- * up. Switchboard runs as a separate process (memory backend); the workers
- * and callers run here. Bounded to well under a minute.
+ * jobs per second with 32 concurrent callers, on the memory, SQLite and
+ * Redis backends (Redis skipped, with the reason, when none answers at
+ * REDIS_URL). Each worker accepts, reports `running`, then `completed` as
+ * soon as it is assigned, so capacity frees up. Switchboard runs as a
+ * separate process; the workers and callers run here. Bounded to well under
+ * a minute.
  *
  *   bun bench/dispatch.ts       (writes bench/results/dispatch.json)
  */
-import { keepAlive, request, startSwitchboard, summarize, table, writeResult, type Summary } from './lib'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { backendFlags, keepAlive, redisAvailable, REDIS_URL, request, startSwitchboard, summarize, table, writeResult, type BenchBackend, type Summary } from './lib'
 import { TestWorker } from '../test/modules/workers/worker'
 
+const BACKENDS: BenchBackend[] = ['memory', 'sqlite', 'redis']
 const WORKER_COUNTS = [1, 10, 100]
 const LATENCY_SAMPLES = Number(process.env.DISPATCH_BENCH_SAMPLES ?? 300)
-const THROUGHPUT_MS = Number(process.env.DISPATCH_BENCH_RUN_MS ?? 3000)
+const THROUGHPUT_MS = Number(process.env.DISPATCH_BENCH_RUN_MS ?? 2000)
 const CONCURRENCY = 32
 /** LiveKit's documented ceiling for agent dispatch. */
 const LIVEKIT_MS = 150
 
 interface Row {
+  backend: BenchBackend
   workers: number
   latency: Summary
   jobsPerSecond: number
@@ -27,7 +34,7 @@ interface Row {
   failures: number
 }
 
-async function measure(url: string, count: number): Promise<Row> {
+async function measure(url: string, backend: BenchBackend, count: number): Promise<Row> {
   const agentName = `bench-${count}`
   const assignedAt = new Map<string, number>()
   const arrivals = new Map<string, () => void>()
@@ -84,27 +91,39 @@ async function measure(url: string, count: number): Promise<Row> {
   )
   const seconds = (performance.now() - started) / 1000
   for (const worker of pool) await worker.kill()
-  return { workers: count, latency: summarize(sequential), jobsPerSecond: Math.round(underLoad.length / seconds), throughputLatency: summarize(underLoad), failures }
+  return { backend, workers: count, latency: summarize(sequential), jobsPerSecond: Math.round(underLoad.length / seconds), throughputLatency: summarize(underLoad), failures }
 }
 
-const server = await startSwitchboard(['--worker-ping-s', '30'])
 const rows: Row[] = []
+const hasRedis = await redisAvailable()
 try {
-  for (const count of WORKER_COUNTS) rows.push(await measure(server.url, count))
+  for (const backend of BACKENDS) {
+    if (backend === 'redis' && !hasRedis) {
+      console.log(`redis: no Redis answers at ${REDIS_URL}; skipped`)
+      continue
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
+    const server = await startSwitchboard(['--worker-ping-s', '30', ...backendFlags(backend, dir)])
+    try {
+      for (const count of WORKER_COUNTS) rows.push(await measure(server.url, backend, count))
+    } finally {
+      await server.stop()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
 } finally {
   keepAlive.destroy()
-  await server.stop()
 }
 
 console.log(
   table(
-    ['workers', 'p50 ms (one at a time)', 'p99 ms (one at a time)', `jobs/s (${CONCURRENCY} callers)`, 'p50 ms under load', 'p99 ms under load', 'failures'],
-    rows.map((row) => [row.workers, row.latency.p50, row.latency.p99, row.jobsPerSecond, row.throughputLatency.p50, row.throughputLatency.p99, row.failures]),
+    ['backend', 'workers', 'p50 ms (one at a time)', 'p99 ms (one at a time)', `jobs/s (${CONCURRENCY} callers)`, 'p50 ms under load', 'p99 ms under load', 'failures'],
+    rows.map((row) => [row.backend, row.workers, row.latency.p50, row.latency.p99, row.jobsPerSecond, row.throughputLatency.p50, row.throughputLatency.p99, row.failures]),
   ),
 )
 console.log(`\nLatency = POST /jobs sent → job_assignment received by the worker (availability round trip included). LiveKit documents dispatch "under ${LIVEKIT_MS} ms".`)
 writeResult('dispatch', {
-  method: 'POST /jobs → job_assignment at the worker; memory backend; Switchboard in its own process; workers accept and complete at once',
+  method: 'POST /jobs → job_assignment at the worker; memory, SQLite and Redis backends; Switchboard in its own process; workers accept and complete at once',
   reference: { livekitDocumentedMaxMs: LIVEKIT_MS },
   samplesOneAtATime: LATENCY_SAMPLES,
   throughputRunMs: THROUGHPUT_MS,

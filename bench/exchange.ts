@@ -10,24 +10,11 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Redis from 'ioredis'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
-import { listen, load, request, startSwitchboard, table, writeResult, type LoadResult } from './lib'
+import { backendFlags, listen, load, redisAvailable, REDIS_URL, request, startSwitchboard, table, writeResult, type BenchBackend, type LoadResult } from './lib'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 3)
 const PAIRS = [1, 64]
 const SIZES = [1024, 64 * 1024]
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-
-async function redisAvailable(): Promise<boolean> {
-  const client = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  try {
-    await client.connect()
-    return (await client.ping()) === 'PONG'
-  } catch {
-    return false
-  } finally {
-    client.disconnect()
-  }
-}
 
 async function exchangeRoundTrips(url: string, pairs: number, size: number): Promise<LoadResult> {
   const clients = await Promise.all(
@@ -80,14 +67,14 @@ async function redisRoundTrips(pairs: number, size: number): Promise<LoadResult>
 const rows: (string | number)[][] = []
 const figures: Record<string, unknown>[] = []
 const hasRedis = await redisAvailable()
-const backends = ['memory', 'sqlite', 'redis']
+const backends: BenchBackend[] = ['memory', 'sqlite', 'redis']
 for (const backend of backends) {
   if (backend === 'redis' && !hasRedis) {
     console.log(`redis: no Redis answers at ${REDIS_URL}; skipped`)
     continue
   }
   const dir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
-  const flags = backend === 'sqlite' ? ['--backend', 'sqlite', '--db', join(dir, 'bench.db')] : backend === 'redis' ? ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', `bench:${crypto.randomUUID()}`] : []
+  const flags = backendFlags(backend, dir)
   let server
   try {
     server = await startSwitchboard(flags)

@@ -1,5 +1,6 @@
 /** Shared pieces of the benchmarks: processes, load loops, percentiles, results. */
 import http from 'node:http'
+import Redis from 'ioredis'
 import os from 'node:os'
 import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
@@ -118,6 +119,31 @@ export async function startChild(command: string[], env: Record<string, string> 
       clearTimeout(timer)
     },
   }
+}
+
+/** The Redis the Redis rows use. */
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+
+/** Whether a Redis answers at REDIS_URL (the Redis rows are skipped, with the reason printed, when none does). */
+export async function redisAvailable(): Promise<boolean> {
+  const client = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  try {
+    await client.connect()
+    return (await client.ping()) === 'PONG'
+  } catch {
+    return false
+  } finally {
+    client.disconnect()
+  }
+}
+
+export type BenchBackend = 'memory' | 'sqlite' | 'redis'
+
+/** Switchboard's flags for `backend` on a fresh store: a new file in `dir` for SQLite, a new key prefix at REDIS_URL for Redis. */
+export function backendFlags(backend: BenchBackend, dir: string): string[] {
+  if (backend === 'sqlite') return ['--backend', 'sqlite', '--db', `${dir}/bench.db`]
+  if (backend === 'redis') return ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', `bench:${crypto.randomUUID()}`]
+  return []
 }
 
 /** Starts Switchboard from source with the given flags. */
