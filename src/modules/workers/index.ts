@@ -7,7 +7,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { Elysia } from 'elysia'
 import * as v from 'valibot'
-import { WebSocket, WebSocketServer, type RawData } from 'ws'
+import { WebSocket, WebSocketServer } from 'ws'
 import type { Authenticator } from '../../auth'
 import type { Client } from '../../backend/mailboxes'
 import type { JobRecord, WorkerRecord } from '../../backend/workers'
@@ -222,7 +222,16 @@ function refuseUpgrade(socket: Duplex, status: number, text: string): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
 }
 
-/** The `/agent` WebSocket endpoint: bearer auth at the upgrade, `register` first, then frames in order, per socket. */
+/** A frame that did not parse as JSON. */
+const NOT_JSON = Symbol('not JSON')
+/** The job a worker's frame is about (a job update or an availability answer), or null. */
+function jobOf(data: unknown): string | null {
+  if (typeof data !== 'object' || data === null) return null
+  const { type, job_id: jobId } = data as { type?: unknown; job_id?: unknown }
+  return (type === 'job_update' || type === 'availability_response') && typeof jobId === 'string' ? jobId : null
+}
+
+/** The `/agent` WebSocket endpoint: bearer auth at the upgrade, `register` first, then each job's frames in order, per socket. */
 export function workerSockets(options: WorkerSocketsOptions) {
   const { service, auth, logger } = options
   const server = new WebSocketServer({ noServer: true, maxPayload: options.maxFrameBytes })
@@ -231,8 +240,25 @@ export function workerSockets(options: WorkerSocketsOptions) {
     let session: WorkerSession | null = null
     let closed = false
     let missedPings = 0
-    // Frames are handled one after another, so a worker's `running` is applied before its `completed`.
-    let queue: Promise<void> = Promise.resolve()
+    // A frame about one job waits for the frames before it about that job (so a worker's `running` is applied before
+    // its `completed`) and for the socket's other frames before it; any other frame (register, status, ping) waits for
+    // every frame before it. Frames about different jobs do not wait for each other, so the store writes of one job's
+    // updates do not hold up a busy worker's answers about the next.
+    const jobLanes = new Map<string, Promise<void>>()
+    let socketLane: Promise<void> = Promise.resolve()
+    const failed = (error: unknown) => logger.error('worker frame failed', { worker: session?.workerId ?? null, error: String((error as Error)?.stack ?? error) })
+    const enqueue = (jobId: string | null, work: () => Promise<void>) => {
+      if (jobId === null) {
+        socketLane = Promise.all([socketLane, ...jobLanes.values()]).then(work).catch(failed)
+        jobLanes.clear()
+        return
+      }
+      const tail = (jobLanes.get(jobId) ?? socketLane).then(work).catch(failed)
+      jobLanes.set(jobId, tail)
+      void tail.then(() => {
+        if (jobLanes.get(jobId) === tail) jobLanes.delete(jobId)
+      })
+    }
     const socket = {
       send: (frame: model.ServerFrame) => {
         if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame))
@@ -240,11 +266,8 @@ export function workerSockets(options: WorkerSocketsOptions) {
       close: (code: number, reason: string) => ws.close(code, reason),
     }
 
-    const handle = async (raw: RawData, isBinary: boolean) => {
-      let data: unknown
-      try {
-        data = JSON.parse(isBinary ? '' : raw.toString())
-      } catch {
+    const handle = async (data: unknown) => {
+      if (data === NOT_JSON) {
         logger.error('worker sent a frame that is not JSON; ignored', { worker: session?.workerId ?? null })
         if (session === null) refuseRegistration('the first frame must be a JSON register message')
         return
@@ -283,13 +306,21 @@ export function workerSockets(options: WorkerSocketsOptions) {
       missedPings = 0
     })
     ws.on('message', (raw, isBinary) => {
-      queue = queue.then(() => handle(raw, isBinary)).catch((error) => logger.error('worker frame failed', { worker: session?.workerId ?? null, error: String((error as Error)?.stack ?? error) }))
+      let data: unknown
+      try {
+        data = JSON.parse(isBinary ? '' : raw.toString())
+      } catch {
+        data = NOT_JSON
+      }
+      // Until the socket is registered, every frame waits for all before it (the register frame first).
+      enqueue(session === null ? null : jobOf(data), () => handle(data))
     })
     ws.on('error', (error) => logger.warn('worker socket error', { worker: session?.workerId ?? null, error: String(error) }))
     ws.on('close', () => {
       closed = true
       clearInterval(pinger)
-      queue = queue
+      // The socket's end is handled once every frame it sent has been.
+      void Promise.all([socketLane, ...jobLanes.values()])
         .then(async () => {
           if (session) await service.disconnect(session)
         })

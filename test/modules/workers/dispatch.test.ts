@@ -4,7 +4,8 @@
  * declines, termination, worker loss, and no double assignment under load.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
-import { startServer, writeTokensFile, type TestServer } from '../../support/app'
+import { serveBackend, startServer, writeTokensFile, type TestServer } from '../../support/app'
+import { makeTestBackend } from '../../support/backend'
 import { eventually } from '../../support/wait'
 import { TestWorker, type TestWorkerOptions } from './worker'
 
@@ -211,6 +212,30 @@ describe('job updates', () => {
     expect(job.history.map((event: Json) => event.state)).toEqual(['pending', 'assigned', 'running', 'failed'])
     expect(job.history.at(-1).reason).toBe('crashed')
     expect(worker.isOpen).toBe(true)
+  })
+
+  it("answers about one job while the store is still writing another job's update, and keeps each job's updates in order", async () => {
+    // A store whose writes of a finished job take a while (a slow disk, a distant Redis).
+    const backend = await makeTestBackend()
+    const transitionJob = backend.workers.transitionJob.bind(backend.workers)
+    backend.workers.transitionJob = async (id, transition) => {
+      if (transition.to === 'completed') await Bun.sleep(1500)
+      return transitionJob(id, transition)
+    }
+    server = await serveBackend(backend)
+    const worker = await connect()
+    const first = (await createJob()).body
+    await worker.waitForAssignment(first.id)
+    worker.update(first.id, 'completed')
+    const started = performance.now()
+    const second = await createJob()
+    expect(second.status).toBe(201)
+    expect(performance.now() - started).toBeLessThan(1000)
+    expect((await getJob(first.id)).state).toBe('running')
+    // The ping after them answers once every frame before it was handled.
+    worker.send({ type: 'ping', timestamp: 7 })
+    await worker.waitFor((frame) => frame.type === 'pong')
+    expect((await getJob(first.id)).history.map((event: Json) => event.state)).toEqual(['pending', 'assigned', 'running', 'completed'])
   })
 
   it('ignores updates from a worker that does not hold the job', async () => {
