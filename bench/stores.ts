@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Redis from 'ioredis'
 import { createBackend, loadPlugin, type ActivityRecord, type Backend, type JobRecord, type WorkerRecord } from '../src/backend/index'
+import { reserveAny } from '../src/backend/workers'
 import { createLogger } from '../src/logger'
 import { round, summarize, table, writeResult } from './lib'
 
@@ -53,6 +54,11 @@ const worker = (index: number): WorkerRecord => ({
 const call = (index: number): ActivityRecord => ({
   id: crypto.randomUUID(), source: 'caller', target: 'agent', method: 'message/send', status: 200, durationMs: 1, requestBytes: 1024, responseBytes: 1024, error: null, at: now + index,
 })
+
+/** The workers of agent-0 (100), alone or among those of nine other names. */
+const workersOfTenNames = (backend: Backend, kept: boolean) =>
+  fill(kept ? WORKERS : WORKERS / NAMES, (index) => backend.workers.upsertWorker(kept ? worker(index) : worker(index * NAMES)))
+let reservations = 0
 
 /** Runs `make` for every index in batches, so filling a store does not hold thousands of writes at once. */
 async function fill(count: number, make: (index: number) => Promise<unknown>): Promise<void> {
@@ -95,11 +101,15 @@ const MEASURES: Measure[] = [
     run: (backend) => backend.workers.listJobs({ owner: 'tenant', limit: 100 }),
   },
   {
-    operation: `list the workers of one agent name (a dispatch), 100 of 100 vs 100 of ${WORKERS.toLocaleString('en')}`,
-    async setup(backend, kept) {
-      await fill(kept ? WORKERS : WORKERS / NAMES, (index) => backend.workers.upsertWorker(kept ? worker(index) : worker(index * NAMES)))
-    },
+    operation: `list the workers of one agent name (GET /workers?agent_name=…), 100 of 100 vs 100 of ${WORKERS.toLocaleString('en')}`,
+    setup: workersOfTenNames,
     run: (backend) => backend.workers.listWorkers('agent-0'),
+  },
+  {
+    // Each call reserves one more of the name's 400 slots.
+    operation: `pick a worker of one agent name and reserve its slot (a dispatch), 100 of 100 vs 100 of ${WORKERS.toLocaleString('en')}`,
+    setup: workersOfTenNames,
+    run: (backend) => reserveAny(backend.workers, 'agent-0', 'tenant', `job-${++reservations}`, new Set()),
   },
   {
     operation: `record a proxied call, a workspace with 0 vs ${CALLS.toLocaleString('en')} calls recorded`,
