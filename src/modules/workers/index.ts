@@ -222,6 +222,8 @@ function refuseUpgrade(socket: Duplex, status: number, text: string): void {
   socket.end(`HTTP/1.1 ${status} ${text}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n`)
 }
 
+/** Jobs whose frames one worker socket may have handled at once. */
+const MAX_JOB_LANES = 64
 /** A frame that did not parse as JSON. */
 const NOT_JSON = Symbol('not JSON')
 /** The job a worker's frame is about (a job update or an availability answer), or null. */
@@ -248,7 +250,9 @@ export function workerSockets(options: WorkerSocketsOptions) {
     let socketLane: Promise<void> = Promise.resolve()
     const failed = (error: unknown) => logger.error('worker frame failed', { worker: session?.workerId ?? null, error: String((error as Error)?.stack ?? error) })
     const enqueue = (jobId: string | null, work: () => Promise<void>) => {
-      if (jobId === null) {
+      // Past MAX_JOB_LANES jobs in flight on one socket, a frame waits for all before it: a worker's frames never
+      // hold more than that many store operations at once.
+      if (jobId === null || (jobLanes.size >= MAX_JOB_LANES && !jobLanes.has(jobId))) {
         socketLane = Promise.all([socketLane, ...jobLanes.values()]).then(work).catch(failed)
         jobLanes.clear()
         return

@@ -238,6 +238,30 @@ describe('job updates', () => {
     expect((await getJob(first.id)).history.map((event: Json) => event.state)).toEqual(['pending', 'assigned', 'running', 'completed'])
   })
 
+  it("holds at most 64 jobs' updates of one worker in the store at once, and answers after all of them", async () => {
+    const backend = await makeTestBackend()
+    const transitionJob = backend.workers.transitionJob.bind(backend.workers)
+    let inFlight = 0
+    let most = 0
+    let handled = 0
+    backend.workers.transitionJob = async (id, transition) => {
+      most = Math.max(most, ++inFlight)
+      await Bun.sleep(20)
+      inFlight--
+      handled++
+      return transitionJob(id, transition)
+    }
+    server = await serveBackend(backend)
+    const worker = await connect()
+    for (let i = 0; i < 300; i++) worker.update(`no-such-job-${i}`, 'running')
+    worker.send({ type: 'ping', timestamp: 9 })
+    await worker.waitFor((frame) => frame.type === 'pong', 10_000)
+    expect(handled).toBe(300)
+    expect(most).toBeGreaterThan(1)
+    expect(most).toBeLessThanOrEqual(64)
+    expect(worker.isOpen).toBe(true)
+  })
+
   it('ignores updates from a worker that does not hold the job', async () => {
     await start()
     const holder = await connect({ autoRun: false })
