@@ -240,7 +240,6 @@ export function workerSockets(options: WorkerSocketsOptions) {
 
   const attach = (ws: WebSocket, owner: Client, headerToken: string) => {
     let session: WorkerSession | null = null
-    let closed = false
     let missedPings = 0
     // A frame about one job waits for the frames before it about that job (so a worker's `running` is applied before
     // its `completed`) and for the socket's other frames before it; any other frame (register, status, ping) waits for
@@ -321,7 +320,6 @@ export function workerSockets(options: WorkerSocketsOptions) {
     })
     ws.on('error', (error) => logger.warn('worker socket error', { worker: session?.workerId ?? null, error: String(error) }))
     ws.on('close', () => {
-      closed = true
       clearInterval(pinger)
       // The socket's end is handled once every frame it sent has been.
       void Promise.all([socketLane, ...jobLanes.values()])
