@@ -224,6 +224,8 @@ function refuseUpgrade(socket: Duplex, status: number, text: string): void {
 
 /** Jobs whose frames one worker socket may have handled at once. */
 const MAX_JOB_LANES = 64
+/** Frames one worker socket may have waiting to be handled before it is no longer read; reading resumes at half. */
+const MAX_WAITING_FRAMES = 256
 /** A frame that did not parse as JSON. */
 const NOT_JSON = Symbol('not JSON')
 /** The job a worker's frame is about (a job update or an availability answer), or null. */
@@ -246,6 +248,8 @@ export function workerSockets(options: WorkerSocketsOptions) {
     // every frame before it. Frames about different jobs do not wait for each other, so the store writes of one job's
     // updates do not hold up a busy worker's answers about the next.
     const jobLanes = new Map<string, Promise<void>>()
+    let waiting = 0
+    let paused = false
     let socketLane: Promise<void> = Promise.resolve()
     const failed = (error: unknown) => logger.error('worker frame failed', { worker: session?.workerId ?? null, error: String((error as Error)?.stack ?? error) })
     const enqueue = (jobId: string | null, work: () => Promise<void>) => {
@@ -315,8 +319,20 @@ export function workerSockets(options: WorkerSocketsOptions) {
       } catch {
         data = NOT_JSON
       }
+      // A worker that sends faster than its frames are handled is not read until they catch up: what it sent waits
+      // in its own socket buffers, not in Switchboard's memory.
+      if (++waiting >= MAX_WAITING_FRAMES && !paused) {
+        paused = true
+        ws.pause()
+      }
+      const done = () => {
+        if (--waiting <= MAX_WAITING_FRAMES / 2 && paused) {
+          paused = false
+          ws.resume()
+        }
+      }
       // Until the socket is registered, every frame waits for all before it (the register frame first).
-      enqueue(session === null ? null : jobOf(data), () => handle(data))
+      enqueue(session === null ? null : jobOf(data), () => handle(data).finally(done))
     })
     ws.on('error', (error) => logger.warn('worker socket error', { worker: session?.workerId ?? null, error: String(error) }))
     ws.on('close', () => {

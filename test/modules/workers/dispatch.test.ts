@@ -262,6 +262,32 @@ describe('job updates', () => {
     expect(worker.isOpen).toBe(true)
   })
 
+  it('stops reading a worker that sends faster than its frames are handled, and handles every frame once it catches up', async () => {
+    const backend = await makeTestBackend()
+    const updateWorker = backend.workers.updateWorker.bind(backend.workers)
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => (release = resolve))
+    let updates = 0
+    // A store that answers no status update until the test lets it.
+    backend.workers.updateWorker = async (id, connection, patch) => {
+      await gate
+      updates++
+      return updateWorker(id, connection, patch)
+    }
+    server = await serveBackend(backend)
+    const worker = await connect()
+    const padding = 'x'.repeat(20_000)
+    for (let i = 0; i < 1000; i++) worker.send({ type: 'status_update', status: 'available', load: i / 1000, padding })
+    // About 20 MB sent: Switchboard holds at most 256 of these frames, so most of them stay unread on the worker's side.
+    await Bun.sleep(1000)
+    expect(worker.ws.bufferedAmount).toBeGreaterThan(1_000_000)
+    release()
+    worker.send({ type: 'ping', timestamp: 3 })
+    await worker.waitFor((frame) => frame.type === 'pong', 20_000)
+    expect(updates).toBe(1000)
+    expect(worker.isOpen).toBe(true)
+  }, 30_000)
+
   it('ignores updates from a worker that does not hold the job', async () => {
     await start()
     const holder = await connect({ autoRun: false })
