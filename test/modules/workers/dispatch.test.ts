@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { serveBackend, startServer, writeTokensFile, type TestServer } from '../../support/app'
 import { makeTestBackend } from '../../support/backend'
+import type { WorkerStore } from '../../../src/backend/workers'
 import { eventually } from '../../support/wait'
 import { TestWorker, type TestWorkerOptions } from './worker'
 
@@ -14,6 +15,20 @@ const workers: TestWorker[] = []
 
 async function start(config: Parameters<typeof startServer>[0] = {}): Promise<TestServer> {
   server = await startServer(config)
+  return server
+}
+
+/** Starts Switchboard over the test backend with one worker-store method held up: `before` runs, and is awaited, ahead of each call (a slow disk, a distant Redis, a store that answers only when the test lets it). */
+async function startWithHeldStore<K extends 'transitionJob' | 'updateWorker'>(method: K, before: (...args: Parameters<WorkerStore[K]>) => Promise<void>): Promise<TestServer> {
+  const backend = await makeTestBackend()
+  type Held = (...args: Parameters<WorkerStore[K]>) => Promise<unknown>
+  const store = backend.workers as unknown as Record<K, Held>
+  const call = store[method]
+  store[method] = async (...args) => {
+    await before(...args)
+    return call.apply(store, args)
+  }
+  server = await serveBackend(backend)
   return server
 }
 
@@ -215,14 +230,10 @@ describe('job updates', () => {
   })
 
   it("answers about one job while the store is still writing another job's update, and keeps each job's updates in order", async () => {
-    // A store whose writes of a finished job take a while (a slow disk, a distant Redis).
-    const backend = await makeTestBackend()
-    const transitionJob = backend.workers.transitionJob.bind(backend.workers)
-    backend.workers.transitionJob = async (id, transition) => {
+    // A store whose writes of a finished job take a while.
+    await startWithHeldStore('transitionJob', async (_id, transition) => {
       if (transition.to === 'completed') await Bun.sleep(1500)
-      return transitionJob(id, transition)
-    }
-    server = await serveBackend(backend)
+    })
     const worker = await connect()
     const first = (await createJob()).body
     await worker.waitForAssignment(first.id)
@@ -239,19 +250,15 @@ describe('job updates', () => {
   })
 
   it("holds at most 64 jobs' updates of one worker in the store at once, and answers after all of them", async () => {
-    const backend = await makeTestBackend()
-    const transitionJob = backend.workers.transitionJob.bind(backend.workers)
     let inFlight = 0
     let most = 0
     let handled = 0
-    backend.workers.transitionJob = async (id, transition) => {
+    await startWithHeldStore('transitionJob', async () => {
       most = Math.max(most, ++inFlight)
       await Bun.sleep(20)
       inFlight--
       handled++
-      return transitionJob(id, transition)
-    }
-    server = await serveBackend(backend)
+    })
     const worker = await connect()
     for (let i = 0; i < 300; i++) worker.update(`no-such-job-${i}`, 'running')
     worker.send({ type: 'ping', timestamp: 9 })
@@ -263,18 +270,14 @@ describe('job updates', () => {
   })
 
   it('stops reading a worker that sends faster than its frames are handled, and handles every frame once it catches up', async () => {
-    const backend = await makeTestBackend()
-    const updateWorker = backend.workers.updateWorker.bind(backend.workers)
     let release!: () => void
     const gate = new Promise<void>((resolve) => (release = resolve))
     let updates = 0
     // A store that answers no status update until the test lets it.
-    backend.workers.updateWorker = async (id, connection, patch) => {
+    await startWithHeldStore('updateWorker', async () => {
       await gate
       updates++
-      return updateWorker(id, connection, patch)
-    }
-    server = await serveBackend(backend)
+    })
     const worker = await connect()
     const padding = 'x'.repeat(20_000)
     for (let i = 0; i < 1000; i++) worker.send({ type: 'status_update', status: 'available', load: i / 1000, padding })
