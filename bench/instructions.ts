@@ -1,5 +1,6 @@
 /**
- * Instructions per request: bare node:http, Switchboard's serving layer in
+ * Instructions per request: bare node:http (then also reading one request
+ * header, which makes Bun build them all), Switchboard's serving layer in
  * front of a plain route (answering a fixed body; then first reading the
  * body as PUT /message does; then also parsing the message inside it), and
  * Switchboard's PUT /message (memory), each run
@@ -14,7 +15,7 @@
  * apart from run to run, as far as the JIT has got after the warm-up), so
  * this is the figure to compare two versions of the request path by. It
  * does not see cache misses, page faults or the kernel, which the CPU
- * figures of bench/ceiling.ts include. It takes about twelve minutes and is
+ * figures of bench/ceiling.ts include. It takes about fourteen minutes and is
  * not part of `bun run bench`.
  *
  *   bun bench/instructions.ts    (needs valgrind; writes bench/results/instructions.json)
@@ -103,6 +104,7 @@ const createMailboxes = async (base: string) => {
 const rows: Measured[] = []
 for (const [target, command, path, setup] of [
   ['bare node:http under Bun, fixed body', [BUN, 'bench/baselines/node-http.ts'], '/'],
+  ['the same, also reading one request header', [BUN, 'bench/baselines/node-http.ts', '--reads-header'], '/'],
   ["Switchboard's serving layer, plain route answering a fixed body", [BUN, 'bench/baselines/plain-floor.ts'], '/'],
   ['the same, first reading the body as PUT /message does', [BUN, 'bench/baselines/plain-floor.ts', '--reads', 'body'], '/'],
   ['the same, also parsing the message and checking its header', [BUN, 'bench/baselines/plain-floor.ts', '--reads', 'message'], '/'],

@@ -3,10 +3,22 @@
  * reading the request body first as Switchboard's serving layer does, with
  * 'data' and 'end' listeners (a third cheaper per request here than
  * `for await` over the request).
+ *
+ * With `--reads-header`, it also reads one request header (X-Request-Id,
+ * the first one the serving layer reads): Bun's node:http builds a
+ * request's headers object only when one is asked for, and then builds it
+ * whole, so this row shows what any server that looks at a header pays
+ * (bench/instructions.ts).
+ *
+ *   bun bench/baselines/node-http.ts [--reads-header]
  */
 import http from 'node:http'
 
+const readsHeader = process.argv.includes('--reads-header')
+let requestIds = 0
+
 const server = http.createServer((req, res) => {
+  if (readsHeader && req.headers['x-request-id'] !== undefined) requestIds++
   req.on('data', () => {})
   req.on('end', () => {
     res.writeHead(200, { 'content-type': 'application/json', 'content-length': '15' })
