@@ -69,9 +69,9 @@ async function main(): Promise<number> {
     await runtime.close()
     return 2
   }
-  process.stdout.write(`switchboard ${VERSION} listening on ${server.url} (backend ${runtime.backend.name}, docs ${server.url}/swagger)\n`)
-
-  return new Promise<number>((resolve) => {
+  // The signal handlers are in place before the line that says Switchboard is up: a supervisor that stops it
+  // as soon as it reads that line gets a clean shutdown, not the default exit on SIGTERM.
+  const stopped = new Promise<number>((resolve) => {
     let stopping = false
     const shutdown = async (signal: string) => {
       if (stopping) {
@@ -92,6 +92,8 @@ async function main(): Promise<number> {
     process.on('SIGTERM', () => void shutdown('SIGTERM'))
     process.on('SIGINT', () => void shutdown('SIGINT'))
   })
+  process.stdout.write(`switchboard ${VERSION} listening on ${server.url} (backend ${runtime.backend.name}, docs ${server.url}/swagger)\n`)
+  return stopped
 }
 
 main().then(

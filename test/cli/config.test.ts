@@ -90,4 +90,23 @@ describe('the command line', () => {
     expect(running.stdout()).toMatch(/^switchboard \S+ listening on http:\/\/127\.0\.0\.1:\d+ \(backend memory, docs http:\/\/127\.0\.0\.1:\d+\/swagger\)\n$/)
     expect(await running.stop()).toBe(0)
   })
+
+  it('shuts down cleanly on SIGTERM sent the moment the startup line is read', async () => {
+    // A supervisor may stop Switchboard as soon as it says it is up: the signal handlers must already be in place.
+    const codes: (number | null)[] = []
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const child = Bun.spawn([BUN, 'src/main.ts', '--port', '0', '--log-level', 'warn'], { stdout: 'pipe', stderr: 'pipe' })
+      const reader = (child.stdout as ReadableStream<Uint8Array>).getReader()
+      const decoder = new TextDecoder()
+      let out = ''
+      while (!out.includes('listening on')) {
+        const { value, done } = await reader.read()
+        if (done) break
+        out += decoder.decode(value)
+      }
+      child.kill('SIGTERM')
+      codes.push(await child.exited)
+    }
+    expect(codes).toEqual(Array.from({ length: 20 }, () => 0))
+  }, 30_000)
 })
