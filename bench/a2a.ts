@@ -21,7 +21,7 @@
  */
 import { BUN, load, processUsage, round, startChild, startSwitchboard, summarize, table, writeResult, type LoadResult } from './lib'
 
-const RUN_MS = Number(process.env.A2A_BENCH_RUN_MS ?? 2500)
+const RUN_MS = Number(process.env.A2A_BENCH_RUN_MS ?? 2000)
 const WARMUP_MS = 400
 /** Before any row, each route is called this long by 64 callers with each body: the servers' JIT has then compiled the call's path, and the first row measured (one caller) is not charged for it. */
 const JIT_WARMUP_MS = 1500

@@ -12,7 +12,7 @@ import Redis from 'ioredis'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
 import { backendFlags, listen, load, redisAvailable, REDIS_URL, request, startSwitchboard, table, writeResult, type BenchBackend, type LoadResult } from './lib'
 
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 3)
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
 const PAIRS = [1, 64]
 const SIZES = [1024, 64 * 1024]
 
