@@ -6,7 +6,9 @@ import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
 
 export const ROOT = resolve(import.meta.dir, '..')
-export const RESULTS = resolve(ROOT, 'bench/results')
+/** Where a run writes: RESULTS.md and results/ (bench/ unless BENCH_OUT names another folder). */
+export const OUT = process.env.BENCH_OUT ? resolve(process.env.BENCH_OUT) : resolve(ROOT, 'bench')
+export const RESULTS = resolve(OUT, 'results')
 export const BUN = process.execPath
 
 export interface Summary {
@@ -260,14 +262,16 @@ const toMs = (value: string, unit: string) => Number(value) * (unit === 'us' ? 0
 
 /** Runs wrk against `url` (method and body via a generated Lua script); returns req/s and latency percentiles. */
 export async function wrk(url: string, options: { method?: string; body?: string; connections: number; seconds: number; threads?: number }): Promise<LoadResult> {
+  // wrk takes whole seconds only: it answers anything else with its usage text and sends nothing.
+  if (!Number.isInteger(options.seconds) || options.seconds < 1) throw new Error(`wrk runs for whole seconds only, not ${options.seconds} s (BENCH_SECONDS)`)
   const script = `${RESULTS}/.wrk-${process.pid}.lua`
   mkdirSync(RESULTS, { recursive: true })
   writeFileSync(script, `wrk.method = ${JSON.stringify(options.method ?? 'GET')}\nwrk.headers["Content-Type"] = "application/json"\n${options.body === undefined ? '' : `wrk.body = ${luaString(options.body)}\n`}`)
   const child = Bun.spawn(['wrk', '-t', String(options.threads ?? 1), '-c', String(options.connections), '-d', `${options.seconds}s`, '--latency', '-s', script, url], { stdout: 'pipe', stderr: 'pipe' })
-  const output = await new Response(child.stdout).text()
-  await child.exited
+  const [output, complaint, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
   const { unlinkSync } = await import('node:fs')
   unlinkSync(script)
+  if (code !== 0 || !/\d+ requests in/.test(output)) throw new Error(`wrk failed (exit ${code}): ${(complaint || output).trim().split('\n')[0]}`)
   const perSecond = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1] ?? Number.NaN)
   const requests = Number(/(\d+) requests in/.exec(output)?.[1] ?? 0)
   const errors = Number(/Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1] ?? 0) + [...output.matchAll(/(connect|read|write|timeout) (\d+)/g)].reduce((sum, match) => sum + Number(match[2]), 0)
