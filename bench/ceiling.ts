@@ -92,7 +92,7 @@ for (let round = 0; round < ROUNDS; round++) {
 
 // The target's ratio once more, in alternating pairs: bare node:http and PUT /message run side by side and take
 // turns (which goes first alternates), so a change in the machine between two measurements moves both sides of a
-// pair alike; the rounds above measure them about 15 s apart (five other 3 s runs lie between).
+// pair alike; the rounds above measure them about 20 s apart (five other 3 s runs lie between).
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 4)
 const PAIR_SECONDS = 1
 const pairs: { bare: Measured; route: Measured; byRequests: number; byCpu: number | null }[] = []

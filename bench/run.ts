@@ -8,7 +8,7 @@
  */
 import { writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
-import { BUN, ROOT, hasWrk, machine } from './lib'
+import { BUN, OUT, ROOT, hasWrk, machine } from './lib'
 
 /** The bound the whole run is meant to stay under, in seconds. */
 const RUN_BOUND_SECONDS = 300
@@ -58,6 +58,7 @@ const header = [
   'Every figure is measured in the same run as its baseline; compare ratios, not absolute numbers, across machines.',
 ]
 if (only.length === 0) {
-  writeFileSync(resolve(ROOT, 'bench/RESULTS.md'), `${header.join('\n')}\n\n${sections.join('\n\n')}\n`)
-  console.log('\nwrote bench/RESULTS.md')
+  const written = resolve(OUT, 'RESULTS.md')
+  writeFileSync(written, `${header.join('\n')}\n\n${sections.join('\n\n')}\n`)
+  console.log(`\nwrote ${written}`)
 }

@@ -1,0 +1,119 @@
+/**
+ * `bun run bench` end to end, with every duration and count turned down: each
+ * script must run to its end, print its table and write its JSON, and every
+ * request it sends must be answered. The figures of so short a run mean
+ * nothing; what this guards is that the benchmarks keep working as the code
+ * they measure changes. The run writes into a temporary folder (BENCH_OUT),
+ * never over the committed results, and its Redis rows go to a Redis started
+ * for this test.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import { readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { spawnRedisServer } from '../support/redis'
+import { BUN, ROOT, runToEnd } from '../support/process'
+import { tempDir } from '../support/temp'
+
+const SECTIONS = ['Footprint', 'Framework ceiling', 'Exchange round trip', 'Dispatch', 'A2A proxy', 'Scale', 'Soak']
+const SHORT = {
+  // wrk, when installed, drives the ceiling's load, and it runs for whole seconds only.
+  BENCH_SECONDS: '1',
+  BENCH_ROUNDS: '1',
+  BENCH_PAIRS: '1',
+  DISPATCH_BENCH_SAMPLES: '10',
+  DISPATCH_BENCH_RUN_MS: '200',
+  A2A_BENCH_RUN_MS: '150',
+  BENCH_LISTENERS: '200',
+  BENCH_WORKERS: '20',
+  SOAK_SECONDS: '2',
+  SOAK_WARMUP_SECONDS: '1',
+}
+
+const NAMES = ['footprint', 'ceiling', 'exchange', 'dispatch', 'a2a', 'scale', 'soak']
+/** The committed results, which a run into BENCH_OUT must not touch. */
+const COMMITTED = [join(ROOT, 'bench/RESULTS.md'), ...NAMES.map((name) => join(ROOT, 'bench/results', `${name}.json`))]
+const modified = () => COMMITTED.map((path) => statSync(path).mtimeMs)
+
+const out = tempDir('bench-run')
+let run: { code: number; stdout: string; stderr: string }
+let committedBefore: number[] = []
+let redisUrl: string | null = null
+let stopRedis = () => {}
+
+/** A JSON result of the run. */
+const result = (name: string) => JSON.parse(readFileSync(join(out, 'results', `${name}.json`), 'utf8'))
+
+beforeAll(async () => {
+  const binary = Bun.which('redis-server')
+  const redis = binary ? await spawnRedisServer(binary) : null
+  if (redis === null && process.env.CI === 'true') throw new Error('the bench run needs redis-server for its Redis rows')
+  if (redis) {
+    redisUrl = redis.url
+    stopRedis = () => redis.process.kill()
+  }
+  committedBefore = modified()
+  // Without a Redis of its own the run is pointed where none answers, so it skips its Redis rows rather than use another.
+  run = await runToEnd([BUN, join(ROOT, 'bench/run.ts')], { ...SHORT, BENCH_OUT: out, REDIS_URL: redisUrl ?? 'redis://127.0.0.1:1' })
+}, 280_000)
+
+afterAll(() => stopRedis())
+
+describe('bun run bench', () => {
+  it('runs every script to its end and writes RESULTS.md with a section for each, timed', () => {
+    expect(run.code).toBe(0)
+    const markdown = readFileSync(join(out, 'RESULTS.md'), 'utf8')
+    expect(markdown).toMatch(/Whole run: \d+ s/)
+    expect(markdown.split('\n').filter((line) => line.includes('did not finish'))).toEqual([])
+    for (const title of SECTIONS) expect(markdown).toMatch(new RegExp(`## ${title}\\n\\n\`bench/[a-z0-9]+\\.ts\`, \\d+ s\\n\\n\\| `))
+  })
+
+  it('writes where BENCH_OUT says, leaving the committed results as they are', () => {
+    expect(run.stdout).toContain(`wrote ${join(out, 'RESULTS.md')}`)
+    for (const name of NAMES) expect(result(name).name).toBe(name)
+    expect(modified()).toEqual(committedBefore)
+  })
+
+  it('measures the binary it builds: size, idle memory, time to the first /healthz', () => {
+    const footprint = result('footprint')
+    expect(footprint.binaryMiB).toBeGreaterThan(1)
+    expect(footprint.idleRssMiB).toBeGreaterThan(1)
+    expect(footprint.readyMs.p50).toBeGreaterThan(0)
+  })
+
+  it('gets an answer to every request of the ceiling, the exchange, dispatch and the A2A proxy', () => {
+    const ceiling = result('ceiling')
+    expect(ceiling.rows).toHaveLength(10)
+    for (const row of ceiling.rows) {
+      expect(row.result.requests).toBeGreaterThan(0)
+      expect(row.result.errors).toBe(0)
+    }
+    const exchange = result('exchange')
+    const backends = new Set(exchange.figures.map((figure: { backend: string }) => figure.backend))
+    expect([...backends].sort()).toEqual(redisUrl !== null ? ['memory', 'redis', 'sqlite'] : ['memory', 'sqlite'])
+    for (const figure of exchange.figures) {
+      expect(figure.result.requests).toBeGreaterThan(0)
+      expect(figure.result.errors).toBe(0)
+    }
+    const dispatch = result('dispatch')
+    expect(dispatch.rows.length).toBe(backends.size * 3)
+    for (const row of dispatch.rows) {
+      expect(row.latency.count).toBe(10)
+      expect(row.failures).toBe(0)
+    }
+    const a2a = result('a2a')
+    expect(a2a.send).toHaveLength(4)
+    for (const row of a2a.send) {
+      expect(row.proxied_rps).toBeGreaterThan(0)
+      expect(row.errors).toBe(0)
+    }
+  })
+
+  it('opens the listeners and connects the workers it was asked for, and soaks within its bounds', () => {
+    const scale = result('scale')
+    expect(scale.listeners).toBe(Number(SHORT.BENCH_LISTENERS))
+    expect(scale.workers).toBe(Number(SHORT.BENCH_WORKERS))
+    const soak = result('soak')
+    expect(soak.rounds).toBeGreaterThan(0)
+    expect(soak.within).toBe(true)
+  })
+})
