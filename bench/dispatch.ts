@@ -11,10 +11,7 @@
  *
  *   bun bench/dispatch.ts       (writes bench/results/dispatch.json)
  */
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { backendFlags, keepAlive, redisAvailable, REDIS_URL, request, startSwitchboard, summarize, table, writeResult, type BenchBackend, type Summary } from './lib'
+import { benchStore, keepAlive, redisAvailable, REDIS_URL, request, startSwitchboard, summarize, table, writeResult, type BenchBackend, type Summary } from './lib'
 import { TestWorker } from '../test/modules/workers/worker'
 
 const BACKENDS: BenchBackend[] = ['memory', 'sqlite', 'redis']
@@ -102,13 +99,13 @@ try {
       console.log(`redis: no Redis answers at ${REDIS_URL}; skipped`)
       continue
     }
-    const dir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
-    const server = await startSwitchboard(['--worker-ping-s', '30', ...backendFlags(backend, dir)])
+    const store = benchStore(backend)
+    const server = await startSwitchboard(['--worker-ping-s', '30', ...store.flags])
     try {
       for (const count of WORKER_COUNTS) rows.push(await measure(server.url, backend, count))
     } finally {
       await server.stop()
-      rmSync(dir, { recursive: true, force: true })
+      await store.remove()
     }
   }
 } finally {

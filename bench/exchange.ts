@@ -5,12 +5,9 @@
  * run concurrently; on each backend; with a raw ioredis RPUSH/BLPOP round
  * trip as the floor any Redis-backed exchange pays.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import Redis from 'ioredis'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
-import { backendFlags, listen, load, redisAvailable, REDIS_URL, request, startSwitchboard, table, writeResult, type BenchBackend, type LoadResult } from './lib'
+import { benchStore, listen, load, redisAvailable, REDIS_URL, removeRedisKeys, request, startSwitchboard, table, writeResult, type BenchBackend, type LoadResult } from './lib'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
 const PAIRS = [1, 64]
@@ -61,6 +58,8 @@ async function redisRoundTrips(pairs: number, size: number): Promise<LoadResult>
   const result = await load(pairs, SECONDS * 1000, roundTrip)
   producer.disconnect()
   for (const pair of blockers) for (const client of pair) client.disconnect()
+  // A round trip cut off by the end of the run can leave a list behind.
+  await removeRedisKeys(REDIS_URL, `${prefix}:*`)
   return result
 }
 
@@ -73,14 +72,13 @@ for (const backend of backends) {
     console.log(`redis: no Redis answers at ${REDIS_URL}; skipped`)
     continue
   }
-  const dir = mkdtempSync(join(tmpdir(), 'switchboard-bench-'))
-  const flags = backendFlags(backend, dir)
+  const store = benchStore(backend)
   let server
   try {
-    server = await startSwitchboard(flags)
+    server = await startSwitchboard(store.flags)
   } catch (error) {
     console.log(`${backend}: could not start (${(error as Error).message.split('\n')[0]}); skipped`)
-    rmSync(dir, { recursive: true, force: true })
+    await store.remove()
     continue
   }
   for (const pairs of PAIRS) {
@@ -102,7 +100,7 @@ for (const backend of backends) {
     }
   }
   await server.stop()
-  rmSync(dir, { recursive: true, force: true })
+  await store.remove()
 }
 
 const markdown = table(['backend', 'pairs', 'message', 'round trip p50 ms', 'p99 ms', 'messages/s', 'raw Redis RPUSH/BLPOP p50 / p99 ms', 'errors'], rows)

@@ -2,8 +2,8 @@
 import http from 'node:http'
 import Redis from 'ioredis'
 import os from 'node:os'
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
+import { join, resolve } from 'node:path'
 
 export const ROOT = resolve(import.meta.dir, '..')
 /** Where a run writes: RESULTS.md and results/ (bench/ unless BENCH_OUT names another folder). */
@@ -139,13 +139,45 @@ export async function redisAvailable(): Promise<boolean> {
   }
 }
 
+/** Deletes every key at `url` that matches `pattern` (a SCAN MATCH pattern): what a benchmark wrote there, once it is done with it. */
+export async function removeRedisKeys(url: string, pattern: string): Promise<number> {
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  let removed = 0
+  try {
+    await client.connect()
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) removed += await client.unlink(...keys)
+    } while (cursor !== '0')
+  } finally {
+    client.disconnect()
+  }
+  return removed
+}
+
 export type BenchBackend = 'memory' | 'sqlite' | 'redis'
 
-/** Switchboard's flags for `backend` on a fresh store: a new file in `dir` for SQLite, a new key prefix at REDIS_URL for Redis. */
-export function backendFlags(backend: BenchBackend, dir: string): string[] {
-  if (backend === 'sqlite') return ['--backend', 'sqlite', '--db', `${dir}/bench.db`]
-  if (backend === 'redis') return ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', `bench:${crypto.randomUUID()}`]
-  return []
+/** A fresh store for one Switchboard of a benchmark: its flags, and `remove`, which deletes what it wrote. */
+export interface BenchStore {
+  readonly flags: string[]
+  remove(): Promise<void>
+}
+
+/** A fresh store for `backend`: a new SQLite file in a folder of its own, or a new key prefix at REDIS_URL, whose keys `remove` deletes. */
+export function benchStore(backend: BenchBackend): BenchStore {
+  const dir = mkdtempSync(join(os.tmpdir(), 'switchboard-bench-'))
+  const prefix = `bench:${crypto.randomUUID()}`
+  const flags =
+    backend === 'sqlite' ? ['--backend', 'sqlite', '--db', join(dir, 'bench.db')] : backend === 'redis' ? ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', prefix] : []
+  return {
+    flags,
+    async remove() {
+      rmSync(dir, { recursive: true, force: true })
+      if (backend === 'redis') await removeRedisKeys(REDIS_URL, `${prefix}:*`)
+    },
+  }
 }
 
 /** Starts Switchboard from source with the given flags. */

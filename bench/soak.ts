@@ -12,7 +12,7 @@
  * the figure.
  * SOAK_BACKEND picks the backend (memory by default; sqlite uses a fresh
  * file under the temp directory, redis a fresh key prefix at the configured
- * redis_url).
+ * redis_url, whose keys are deleted at the end).
  * Exits non-zero when growth passes the stated bound. Each round leaves
  * records behind by design (two gravestones, a finished job with its history,
  * an activity entry); the soak runs with short retention (gravestones kept
@@ -25,7 +25,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestWorker } from '../test/modules/workers/worker'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
-import { keepAlive, listen, request, rssMiB, startSwitchboard, table, writeResult } from './lib'
+import { keepAlive, listen, removeRedisKeys, request, rssMiB, startSwitchboard, table, writeResult } from './lib'
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 30)
 const RATE = Number(process.env.SOAK_RATE ?? 100)
@@ -55,7 +55,8 @@ const agent = Bun.serve({
   },
 })
 const scratch = mkdtempSync(join(tmpdir(), 'switchboard-soak-'))
-const backendFlags: Record<string, string[]> = { sqlite: ['--db', join(scratch, 'soak.db')], redis: ['--redis-prefix', `soak-${process.pid}-${Date.now()}`] }
+const redisPrefix = `soak-${process.pid}-${Date.now()}`
+const backendFlags: Record<string, string[]> = { sqlite: ['--db', join(scratch, 'soak.db')], redis: ['--redis-prefix', redisPrefix] }
 const configFile = join(scratch, 'soak.toml')
 writeFileSync(configFile, `gravestone_expiration_d = ${RETENTION.gravestoneDays}\n${BACKEND === 'memory' ? `[backend_options]\nfinished_jobs_kept = ${RETENTION.finishedJobsKept}\n` : ''}`)
 const server = await startSwitchboard(['--config', configFile, '--admin-token', ADMIN, '--allow-private-agent-urls', '--backend', BACKEND, ...(backendFlags[BACKEND] ?? [])])
@@ -146,6 +147,8 @@ keepAlive.destroy()
 await server.stop()
 agent.stop(true)
 rmSync(scratch, { recursive: true, force: true })
+// The soaked server reads its Redis as any Switchboard does: the same URL finds its keys.
+if (BACKEND === 'redis') await removeRedisKeys(process.env.SWITCHBOARD_REDIS_URL ?? 'redis://127.0.0.1:6379', `${redisPrefix}:*`)
 
 const rssGrowth = Math.round((finish.rss - start.rss) * 10) / 10
 const secondHalfGrowth = Math.round((finish.rss - half.rss) * 10) / 10

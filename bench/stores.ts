@@ -13,13 +13,11 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import Redis from 'ioredis'
 import { createBackend, loadPlugin, type ActivityRecord, type Backend, type JobRecord, type WorkerRecord } from '../src/backend/index'
 import { reserveAny } from '../src/backend/workers'
 import { createLogger } from '../src/logger'
-import { round, summarize, table, writeResult } from './lib'
+import { REDIS_URL, removeRedisKeys, round, summarize, table, writeResult } from './lib'
 
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 const SAMPLES = 30
 const FINISHED = 10_000
 const WORKERS = 1000
@@ -144,22 +142,8 @@ for (const name of ['memory', 'sqlite', 'redis']) {
 }
 
 rmSync(dir, { recursive: true, force: true })
-{
-  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
-  try {
-    await redis.connect()
-    let cursor = '0'
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}-*`, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) await redis.del(...keys)
-    } while (cursor !== '0')
-  } catch {
-    // No Redis: nothing was written there.
-  } finally {
-    redis.disconnect()
-  }
-}
+// Without a Redis nothing was written there.
+await removeRedisKeys(REDIS_URL, `${prefix}-*`).catch(() => {})
 
 const markdown = table(['backend', 'operation', 'p50 ms, little kept', 'p50 ms, history kept', 'kept ÷ little'], rows)
 console.log(`\nWhat kept history costs the requests that read it (p50 of ${SAMPLES} calls each)\n\n${markdown}\n`)

@@ -5,11 +5,12 @@
  * nothing; what this guards is that the benchmarks keep working as the code
  * they measure changes. The run writes into a temporary folder (BENCH_OUT),
  * never over the committed results, and its Redis rows go to a Redis started
- * for this test.
+ * for this test, which it must leave as empty as it found it.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import Redis from 'ioredis'
 import { spawnRedisServer } from '../support/redis'
 import { BUN, ROOT, runToEnd } from '../support/process'
 import { tempDir } from '../support/temp'
@@ -105,6 +106,16 @@ describe('bun run bench', () => {
     for (const row of a2a.send) {
       expect(row.proxied_rps).toBeGreaterThan(0)
       expect(row.errors).toBe(0)
+    }
+  })
+
+  it.skipIf(Bun.which('redis-server') === null)('leaves no key behind in the Redis it used', async () => {
+    expect(redisUrl).not.toBeNull()
+    const client = new Redis(redisUrl!)
+    try {
+      expect(await client.dbsize()).toBe(0)
+    } finally {
+      client.disconnect()
     }
   })
 
