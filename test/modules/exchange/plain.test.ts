@@ -66,7 +66,11 @@ describe('plain exchange routes', () => {
 
   it('are not offered when the rate limit (a global hook of the app) is on', async () => {
     const limited = await makeApp({ rate_limit_per_s: 10 })
-    expect(limited.decorator.switchboard.plainRoutes.size).toBe(0)
+    try {
+      expect(limited.decorator.switchboard.plainRoutes.size).toBe(0)
+    } finally {
+      await limited.decorator.switchboard.close()
+    }
   })
 
   it('answer over a socket as app.handle does: successes, refusals and malformed input', async () => {

@@ -12,6 +12,7 @@ import { createApp } from '../../../src/app'
 import { BUILT_IN_BACKENDS, type Backend } from '../../../src/backend/index'
 import { serve, type RunningServer } from '../../../src/server'
 import { logger, makeBackend } from '../../support/backend'
+import { deleteKeys } from '../../support/redis'
 import { eventually } from '../../support/wait'
 import { TestWorker } from './worker'
 
@@ -20,7 +21,8 @@ interface Instance {
   server: RunningServer
 }
 
-const open: { instances: Instance[]; backends: Backend[]; workers: TestWorker[] } = { instances: [], backends: [], workers: [] }
+/** What a case opened, closed after it; `redis` holds the key prefixes it wrote under, deleted once its backends are closed. */
+const open: { instances: Instance[]; backends: Backend[]; workers: TestWorker[]; redis: { url: string; prefix: string }[] } = { instances: [], backends: [], workers: [], redis: [] }
 
 async function startInstance(backend: Backend): Promise<Instance> {
   const app = createApp({ backend, config: { log_level: 'silent' }, logger })
@@ -44,6 +46,7 @@ afterEach(async () => {
     await app.decorator.workerService.stop()
   }
   for (const backend of open.backends.splice(0)) await backend.close()
+  for (const { url, prefix } of open.redis.splice(0)) await deleteKeys(url, prefix)
 })
 
 function scaleOutCases(makeSharedBackends: () => Promise<[Backend, Backend]>): void {
@@ -96,6 +99,7 @@ describe.if(BUILT_IN_BACKENDS.includes('redis'))('two instances on one Redis', (
     const options = { redis_url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', redis_prefix: `switchboard-test-${randomUUID()}` }
     const backends: [Backend, Backend] = [await makeBackend('redis', options), await makeBackend('redis', options)]
     open.backends.push(...backends)
+    open.redis.push({ url: options.redis_url, prefix: options.redis_prefix })
     return backends
   })
 })
