@@ -1,9 +1,29 @@
 /**
  * Runs the API and wire-compatibility tests again on the SQLite and Redis
  * backends (`npm test` calls it after the main run). Without a Redis the
- * Redis run is skipped with the reason printed, except under CI=true.
+ * Redis run is skipped with the reason printed, except under CI=true. The
+ * Redis run must leave no test key behind: every backend a test opens there
+ * is closed and its prefix deleted.
  */
+import Redis from 'ioredis'
 import { testRedis } from './support/redis'
+
+/** The keys under test prefixes (`sbtest-…`, random per backend) at `url`. */
+async function testKeys(url: string): Promise<string[]> {
+  const client = new Redis(url)
+  const found: string[] = []
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', 'sbtest-*', 'COUNT', 1000)
+      cursor = next
+      found.push(...keys)
+    } while (cursor !== '0')
+  } finally {
+    client.disconnect()
+  }
+  return found
+}
 
 const SUITES = ['test/modules', 'test/compat']
 let failed = false
@@ -19,7 +39,15 @@ for (const backend of ['sqlite', 'redis']) {
     env.REDIS_URL = redis.url
   }
   console.log(`\n${SUITES.join(' ')} on ${backend}`)
+  const before = backend === 'redis' ? new Set(await testKeys(env.REDIS_URL!)) : null
   const run = Bun.spawn([process.execPath, 'test', ...SUITES], { env, stdout: 'inherit', stderr: 'inherit' })
   if ((await run.exited) !== 0) failed = true
+  if (before !== null) {
+    const left = (await testKeys(env.REDIS_URL!)).filter((key) => !before.has(key))
+    if (left.length > 0) {
+      console.error(`the Redis run left ${left.length} test keys behind, e.g. ${left.slice(0, 5).join(', ')}: a backend a test opened was not closed`)
+      failed = true
+    }
+  }
 }
 process.exit(failed ? 1 : 0)
