@@ -6,8 +6,9 @@
  * trip as the floor any Redis-backed exchange pays.
  */
 import Redis from 'ioredis'
+import { deleteKeys } from '../test/support/redis'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
-import { benchStore, listen, load, redisAvailable, REDIS_URL, removeRedisKeys, request, startSwitchboard, table, writeResult, type BenchBackend, type LoadResult } from './lib'
+import { benchStore, listen, load, redisAvailable, REDIS_URL, request, startSwitchboard, table, writeResult, type BenchBackend, type LoadResult } from './lib'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
 const PAIRS = [1, 64]
@@ -59,7 +60,7 @@ async function redisRoundTrips(pairs: number, size: number): Promise<LoadResult>
   producer.disconnect()
   for (const pair of blockers) for (const client of pair) client.disconnect()
   // A round trip cut off by the end of the run can leave a list behind.
-  await removeRedisKeys(REDIS_URL, `${prefix}:*`)
+  await deleteKeys(REDIS_URL, prefix)
   return result
 }
 

@@ -4,6 +4,7 @@ import Redis from 'ioredis'
 import os from 'node:os'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs'
 import { join, resolve } from 'node:path'
+import { deleteKeys } from '../test/support/redis'
 
 export const ROOT = resolve(import.meta.dir, '..')
 /** Where a run writes: RESULTS.md and results/ (bench/ unless BENCH_OUT names another folder). */
@@ -139,24 +140,6 @@ export async function redisAvailable(): Promise<boolean> {
   }
 }
 
-/** Deletes every key at `url` that matches `pattern` (a SCAN MATCH pattern): what a benchmark wrote there, once it is done with it. */
-export async function removeRedisKeys(url: string, pattern: string): Promise<number> {
-  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1 })
-  let removed = 0
-  try {
-    await client.connect()
-    let cursor = '0'
-    do {
-      const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
-      cursor = next
-      if (keys.length > 0) removed += await client.unlink(...keys)
-    } while (cursor !== '0')
-  } finally {
-    client.disconnect()
-  }
-  return removed
-}
-
 export type BenchBackend = 'memory' | 'sqlite' | 'redis'
 
 /** A fresh store for one Switchboard of a benchmark: its flags, and `remove`, which deletes what it wrote. */
@@ -175,7 +158,7 @@ export function benchStore(backend: BenchBackend): BenchStore {
     flags,
     async remove() {
       rmSync(dir, { recursive: true, force: true })
-      if (backend === 'redis') await removeRedisKeys(REDIS_URL, `${prefix}:*`)
+      if (backend === 'redis') await deleteKeys(REDIS_URL, prefix)
     },
   }
 }

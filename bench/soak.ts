@@ -25,7 +25,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestWorker } from '../test/modules/workers/worker'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
-import { keepAlive, listen, removeRedisKeys, request, rssMiB, startSwitchboard, table, writeResult } from './lib'
+import { deleteKeys } from '../test/support/redis'
+import { keepAlive, listen, request, rssMiB, startSwitchboard, table, writeResult } from './lib'
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 30)
 const RATE = Number(process.env.SOAK_RATE ?? 100)
@@ -148,7 +149,7 @@ await server.stop()
 agent.stop(true)
 rmSync(scratch, { recursive: true, force: true })
 // The soaked server reads its Redis as any Switchboard does: the same URL finds its keys.
-if (BACKEND === 'redis') await removeRedisKeys(process.env.SWITCHBOARD_REDIS_URL ?? 'redis://127.0.0.1:6379', `${redisPrefix}:*`)
+if (BACKEND === 'redis') await deleteKeys(process.env.SWITCHBOARD_REDIS_URL ?? 'redis://127.0.0.1:6379', redisPrefix)
 
 const rssGrowth = Math.round((finish.rss - start.rss) * 10) / 10
 const secondHalfGrowth = Math.round((finish.rss - half.rss) * 10) / 10

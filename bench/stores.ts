@@ -16,7 +16,8 @@ import { join } from 'node:path'
 import { createBackend, loadPlugin, type ActivityRecord, type Backend, type JobRecord, type WorkerRecord } from '../src/backend/index'
 import { reserveAny } from '../src/backend/workers'
 import { createLogger } from '../src/logger'
-import { REDIS_URL, removeRedisKeys, round, summarize, table, writeResult } from './lib'
+import { deleteMatching } from '../test/support/redis'
+import { REDIS_URL, round, summarize, table, writeResult } from './lib'
 
 const SAMPLES = 30
 const FINISHED = 10_000
@@ -143,7 +144,7 @@ for (const name of ['memory', 'sqlite', 'redis']) {
 
 rmSync(dir, { recursive: true, force: true })
 // Without a Redis nothing was written there.
-await removeRedisKeys(REDIS_URL, `${prefix}-*`).catch(() => {})
+await deleteMatching(REDIS_URL, `${prefix}-*`).catch(() => {})
 
 const markdown = table(['backend', 'operation', 'p50 ms, little kept', 'p50 ms, history kept', 'kept ÷ little'], rows)
 console.log(`\nWhat kept history costs the requests that read it (p50 of ${SAMPLES} calls each)\n\n${markdown}\n`)

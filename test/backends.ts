@@ -5,25 +5,10 @@
  * Redis run must leave no test key behind: every backend a test opens there
  * is closed and its prefix deleted.
  */
-import Redis from 'ioredis'
-import { testRedis } from './support/redis'
+import { keysMatching, testRedis } from './support/redis'
 
 /** The keys under test prefixes (`sbtest-…`, random per backend) at `url`. */
-async function testKeys(url: string): Promise<string[]> {
-  const client = new Redis(url)
-  const found: string[] = []
-  try {
-    let cursor = '0'
-    do {
-      const [next, keys] = await client.scan(cursor, 'MATCH', 'sbtest-*', 'COUNT', 1000)
-      cursor = next
-      found.push(...keys)
-    } while (cursor !== '0')
-  } finally {
-    client.disconnect()
-  }
-  return found
-}
+const testKeys = (url: string) => keysMatching(url, 'sbtest-*')
 
 const SUITES = ['test/modules', 'test/compat']
 let failed = false

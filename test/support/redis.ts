@@ -72,20 +72,35 @@ export function randomPrefix(): string {
   return `sbtest-${crypto.randomUUID()}`
 }
 
-/** Deletes every key under `prefix` (tests only: it scans the keyspace). */
-export async function deleteKeys(url: string, prefix: string): Promise<number> {
-  const client = new Redis(url, { lazyConnect: true })
-  await client.connect()
-  let deleted = 0
+/** Hands `use` each batch of the keys at `url` that match `pattern` (SCAN MATCH: tests and benchmarks only, as it walks the keyspace). */
+async function eachBatch(url: string, pattern: string, use: (client: Redis, keys: string[]) => Promise<unknown>): Promise<void> {
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null })
   try {
+    await client.connect()
     let cursor = '0'
     do {
-      const [next, keys] = await client.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
+      const [next, keys] = await client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000)
       cursor = next
-      if (keys.length > 0) deleted += await client.unlink(...keys)
+      if (keys.length > 0) await use(client, keys)
     } while (cursor !== '0')
   } finally {
-    await client.quit()
+    client.disconnect()
   }
+}
+
+/** The keys at `url` that match `pattern`. */
+export async function keysMatching(url: string, pattern: string): Promise<string[]> {
+  const found: string[] = []
+  await eachBatch(url, pattern, async (_, keys) => found.push(...keys))
+  return found
+}
+
+/** Deletes the keys at `url` that match `pattern`; resolves with how many there were. */
+export async function deleteMatching(url: string, pattern: string): Promise<number> {
+  let deleted = 0
+  await eachBatch(url, pattern, async (client, keys) => (deleted += await client.unlink(...keys)))
   return deleted
 }
+
+/** Deletes every key under `prefix`. */
+export const deleteKeys = (url: string, prefix: string): Promise<number> => deleteMatching(url, `${prefix}:*`)
