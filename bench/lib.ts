@@ -150,17 +150,15 @@ export interface BenchStore {
 
 /** A fresh store for `backend`: a new SQLite file in a folder of its own, or a new key prefix at REDIS_URL, whose keys `remove` deletes. */
 export function benchStore(backend: BenchBackend): BenchStore {
-  const dir = mkdtempSync(join(os.tmpdir(), 'switchboard-bench-'))
-  const prefix = `bench:${crypto.randomUUID()}`
-  const flags =
-    backend === 'sqlite' ? ['--backend', 'sqlite', '--db', join(dir, 'bench.db')] : backend === 'redis' ? ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', prefix] : []
-  return {
-    flags,
-    async remove() {
-      rmSync(dir, { recursive: true, force: true })
-      if (backend === 'redis') await deleteKeys(REDIS_URL, prefix)
-    },
+  if (backend === 'sqlite') {
+    const dir = mkdtempSync(join(os.tmpdir(), 'switchboard-bench-'))
+    return { flags: ['--backend', 'sqlite', '--db', join(dir, 'bench.db')], remove: async () => rmSync(dir, { recursive: true, force: true }) }
   }
+  if (backend === 'redis') {
+    const prefix = `bench:${crypto.randomUUID()}`
+    return { flags: ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', prefix], remove: async () => void (await deleteKeys(REDIS_URL, prefix)) }
+  }
+  return { flags: [], remove: async () => {} }
 }
 
 /** Starts Switchboard from source with the given flags. */

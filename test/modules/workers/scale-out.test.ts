@@ -12,7 +12,7 @@ import { createApp } from '../../../src/app'
 import { BUILT_IN_BACKENDS, type Backend } from '../../../src/backend/index'
 import { serve, type RunningServer } from '../../../src/server'
 import { logger, makeBackend } from '../../support/backend'
-import { deleteKeys } from '../../support/redis'
+import { deleteKeys, randomPrefix } from '../../support/redis'
 import { eventually } from '../../support/wait'
 import { TestWorker } from './worker'
 
@@ -96,7 +96,7 @@ describe('two instances on one memory backend', () => {
 
 describe.if(BUILT_IN_BACKENDS.includes('redis'))('two instances on one Redis', () => {
   scaleOutCases(async () => {
-    const options = { redis_url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', redis_prefix: `switchboard-test-${randomUUID()}` }
+    const options = { redis_url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', redis_prefix: randomPrefix() }
     const backends: [Backend, Backend] = [await makeBackend('redis', options), await makeBackend('redis', options)]
     open.backends.push(...backends)
     open.redis.push({ url: options.redis_url, prefix: options.redis_prefix })
