@@ -75,8 +75,7 @@ for (let round = 0; round < ROUNDS; round++) {
   for (const [name, script] of [
     ['bare Bun.serve, fixed body', 'bench/baselines/bun-serve.ts'],
     ['bare node:http under Bun, fixed body', 'bench/baselines/node-http.ts'],
-    ["Switchboard's serving layer, app answering a fixed body", 'bench/baselines/serving-floor.ts'],
-    ["Switchboard's serving layer, plain route answering a fixed body", 'bench/baselines/plain-floor.ts'],
+    ["Switchboard's pipeline, route answering a fixed body", 'bench/baselines/pipeline-floor.ts'],
   ] as const) {
     const server = await startChild([BUN, script])
     for (const kind of ['GET', 'PUT 1 KB'] as const) keep(name, kind, await send(server, '/', kind))

@@ -15,7 +15,7 @@ import { ROOT, round, rssParts, startChild, summarize, table, writeResult } from
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-footprint-'))
 
-/** Builds with package.json's build script into `name`, with extra flags of src/build.ts. */
+/** Builds with package.json's build script into `name`, with extra flags of scripts/build.ts. */
 async function build(name: string, flags: string[] = []): Promise<string> {
   const binary = join(dir, name)
   const command = [...(await buildCommand(binary)), ...flags]

@@ -105,9 +105,9 @@ const rows: Measured[] = []
 for (const [target, command, path, setup] of [
   ['bare node:http under Bun, fixed body', [BUN, 'bench/baselines/node-http.ts'], '/'],
   ['the same, also reading one request header', [BUN, 'bench/baselines/node-http.ts', '--reads-header'], '/'],
-  ["Switchboard's serving layer, plain route answering a fixed body", [BUN, 'bench/baselines/plain-floor.ts'], '/'],
-  ['the same, first reading the body as PUT /message does', [BUN, 'bench/baselines/plain-floor.ts', '--reads', 'body'], '/'],
-  ['the same, also parsing the message and checking its header', [BUN, 'bench/baselines/plain-floor.ts', '--reads', 'message'], '/'],
+  ["Switchboard's pipeline, route answering a fixed body", [BUN, 'bench/baselines/pipeline-floor.ts'], '/'],
+  ['the same, first reading the body as PUT /message does', [BUN, 'bench/baselines/pipeline-floor.ts', '--reads', 'body'], '/'],
+  ['the same, also parsing the message and checking its header', [BUN, 'bench/baselines/pipeline-floor.ts', '--reads', 'message'], '/'],
   ['Switchboard PUT /message (memory)', [BUN, 'src/main.ts', '--port', '0', '--log-level', 'error'], '/message', createMailboxes],
 ] as const) {
   console.error(`measuring ${target}`)

@@ -13,9 +13,10 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { createBackend, loadPlugin, type ActivityRecord, type Backend, type JobRecord, type WorkerRecord } from '../src/backend/index'
+import { loadPlugin } from '../plugins/index'
+import { createBackend, type ActivityRecord, type Backend, type JobRecord, type WorkerRecord } from '../src/backend/index'
 import { reserveAny } from '../src/backend/workers'
-import { createLogger } from '../src/logger'
+import { createLogger } from '../src/ops/logger'
 import { deleteMatching } from '../test/support/redis'
 import { REDIS_URL, round, summarize, table, writeResult } from './lib'
 

@@ -1,31 +1,34 @@
 /**
- * createApp builds Switchboard as an Elysia app without listening: tests
- * drive it through `app.handle`, hosts embed it, and `serve` (src/server.ts)
- * puts it on a port together with its WebSocket endpoints.
+ * createApp builds Switchboard without listening: the services, the route
+ * table (each module's descriptors) and the pipeline that runs them, exposed
+ * as an Elysia app. Tests drive it through `app.handle`, hosts embed it, and
+ * `serve` (src/http/node.ts) puts the same pipeline on a port together with
+ * the WebSocket endpoints.
  */
 import { randomUUID } from 'node:crypto'
-import { Elysia } from 'elysia'
-import * as v from 'valibot'
 import type { Backend } from './backend/index'
-import { createAuthenticator, type Authenticator } from './auth'
 import { resolveConfig, type Config } from './config'
-import { docs } from './docs'
-import { NotFoundError } from './errors'
-import { nativeError } from './http'
-import { createLogger, type Logger } from './logger'
-import { RateLimiter, rateLimitHook, WaitingLimit, callerKey } from './limits'
-import { memoized, PROMETHEUS_CONTENT_TYPE } from './metrics'
-import type { PlainRoutes } from './plain'
-import { agentsModule } from './modules/agents/index'
+import { createAuthenticator, credentialOf, type Authenticator } from './http/auth'
+import { corsPolicy } from './http/cors'
+import { docsRoutes } from './http/docs'
+import { elysiaApp } from './http/elysia'
+import { callerKey, RateLimiter, WaitingLimit } from './http/limits'
+import { Pipeline, type Resolvers } from './http/pipeline'
+import type { AnyRoute } from './http/route'
+import type { SwitchboardRuntime } from './http/runtime'
+import { UnauthorizedError } from './errors'
+import { agentsRoutes } from './modules/agents/routes'
 import type { CallOutcome } from './modules/agents/proxy'
 import { AgentsService } from './modules/agents/service'
 import { AgentUrlGuard } from './modules/agents/ssrf'
-import { exchangeModule } from './modules/exchange/index'
+import { exchangeRoutes } from './modules/exchange/routes'
 import { ExchangeService, type ExchangeEvent } from './modules/exchange/service'
-import { workerSockets, workersModule } from './modules/workers/index'
+import { workerSockets, workersRoutes } from './modules/workers/routes'
 import { WorkerService } from './modules/workers/service'
-import { collectRuntimeGauges, createSwitchboardMetrics, type SwitchboardMetrics } from './observability'
-import type { UpgradeHandler } from './server'
+import { healthRoutes } from './ops/health'
+import { createLogger, type Logger } from './ops/logger'
+import { memoized } from './ops/metrics'
+import { collectRuntimeGauges, createSwitchboardMetrics } from './ops/observability'
 import { VERSION } from './version'
 
 export interface CreateAppOptions {
@@ -33,85 +36,20 @@ export interface CreateAppOptions {
   /** Full or partial configuration; missing settings take their defaults. */
   config?: Partial<Config>
   logger?: Logger
+  /** Routes of the host's own, run by the same pipeline and documented alike. */
+  routes?: readonly AnyRoute[]
 }
-
-/** What the serving layer and the process need beyond plain HTTP routes. */
-export interface SwitchboardRuntime {
-  readonly config: Config
-  readonly backend: Backend
-  readonly logger: Logger
-  readonly auth: Authenticator
-  /** WebSocket endpoints by path, handled by the serving layer's upgrade event. */
-  readonly upgrades: Map<string, UpgradeHandler>
-  /**
-   * Routes the serving layer calls without building a web Request (src/plain.ts), by
-   * `METHOD /route/template`. They skip the app's global hooks, so it is left empty when there are any.
-   */
-  readonly plainRoutes: PlainRoutes
-  /** Open long-polls and event streams, by kind. */
-  readonly waiting: { poll: number; stream: number }
-  /** Client connections the serving layer has open (HTTP, event streams, worker WebSockets). */
-  connections: number
-  /** Request counters, latency and the gauges read at each scrape of /metrics. */
-  readonly metrics: SwitchboardMetrics
-  /** Set once shutdown starts: /readyz answers 503 so balancers stop sending traffic. */
-  draining: boolean
-  /** Work to run as soon as shutdown starts, while HTTP requests still finish (close worker sockets). */
-  readonly onDrain: (() => Promise<void> | void)[]
-  /** Starts shutdown: reports not ready and runs the onDrain steps (once). */
-  drain(): Promise<void>
-  /** Work to run when the app shuts down (close sockets, stop timers), newest first. */
-  readonly onClose: (() => Promise<void> | void)[]
-  /** Drain if not done yet, stop modules, then close the backend. */
-  close(): Promise<void>
-}
-
 
 export function createApp(options: CreateAppOptions) {
   const config = resolveConfig(options.config ?? {})
   const logger = options.logger ?? createLogger(config.log_level)
   const { backend } = options
   const auth = createAuthenticator(config)
-  const runtime: SwitchboardRuntime = {
-    config,
-    backend,
-    logger,
-    auth,
-    upgrades: new Map(),
-    plainRoutes: new Map(),
-    waiting: { poll: 0, stream: 0 },
-    connections: 0,
-    metrics: createSwitchboardMetrics(),
-    draining: false,
-    onDrain: [],
-    async drain() {
-      if (drained) return drained
-      runtime.draining = true
-      drained = runSteps(runtime.onDrain)
-      return drained
-    },
-    onClose: [],
-    async close() {
-      await runtime.drain()
-      await runSteps(runtime.onClose)
-      await backend.close()
-    },
-  }
-  let drained: Promise<void> | null = null
-  async function runSteps(steps: (() => Promise<void> | void)[]): Promise<void> {
-    for (const step of [...steps].reverse()) {
-      try {
-        await step()
-      } catch (error) {
-        logger.error('error while closing', { error: String(error) })
-      }
-    }
-  }
-
-  collectRuntimeGauges(runtime.metrics, runtime)
+  const metrics = createSwitchboardMetrics()
+  let draining = false
   // Counted on every send and every proxied call: each label's series (a handful: the unions below) is looked up once.
-  const exchangeEventsOf = memoized((event: ExchangeEvent) => runtime.metrics.exchangeEvents.series({ event }))
-  const a2aCallsOf = memoized((outcome: CallOutcome) => runtime.metrics.a2aCalls.series({ outcome }))
+  const exchangeEventsOf = memoized((event: ExchangeEvent) => metrics.exchangeEvents.series({ event }))
+  const a2aCallsOf = memoized((outcome: CallOutcome) => metrics.a2aCalls.series({ outcome }))
 
   const exchange = new ExchangeService(
     backend.mailboxes,
@@ -122,7 +60,6 @@ export function createApp(options: CreateAppOptions) {
     },
     logger,
   )
-
   const agentUrls = new AgentUrlGuard({ allowPrivate: config.allow_private_agent_urls })
   const agents = new AgentsService(
     backend.agents,
@@ -130,7 +67,6 @@ export function createApp(options: CreateAppOptions) {
     agentUrls,
     logger,
   )
-
   const workers = new WorkerService(
     backend.workers,
     backend.events,
@@ -145,98 +81,92 @@ export function createApp(options: CreateAppOptions) {
     logger,
   )
   const workerEndpoint = workerSockets({ service: workers, auth, logger, pingSeconds: config.worker_ping_s, maxFrameBytes: config.max_ws_frame_kb * 1024 })
-  runtime.upgrades.set('/agent', (request, socket, head) => workerEndpoint.handleUpgrade(request, socket, head))
-  runtime.onDrain.push(async () => {
-    await workers.stop()
-    await workerEndpoint.close()
+
+  const waitingLimit = new WaitingLimit(config.max_waiting_per_client)
+  // A malformed Authorization header is the bearer parser's to refuse, for each kind of caller alike.
+  const workspaceToken = (credential: Parameters<Resolvers['workspace']>[0]): string | null => {
+    if (credential.kind === 'other') throw new UnauthorizedError('Authorization header must be "Bearer <token>"')
+    return credential.kind === 'bearer' ? credential.token : null
+  }
+  const resolvers: Resolvers = {
+    client: (credential) => auth.client(credential),
+    worker: (credential) => auth.worker(credential),
+    workspace: (credential, workspaceId) => agents.authenticate(workspaceToken(credential), workspaceId),
+    admin: (credential) => agents.authenticateAdmin(workspaceToken(credential)),
+  }
+  const routes: AnyRoute[] = [
+    ...exchangeRoutes({
+      service: exchange,
+      logger,
+      pingSeconds: config.sse_ping_s,
+      metrics: metrics.registry,
+      admitWaiting: (request) => waitingLimit.enter(callerKey(credentialOf(request.header('authorization')), request.remoteAddress, auth)),
+    }),
+    ...workersRoutes({ service: workers, publicUrl: config.public_url }),
+    ...agentsRoutes({
+      service: agents,
+      urls: agentUrls,
+      logger,
+      a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
+      publicUrl: config.public_url,
+      onCallEnded: (outcome) => a2aCallsOf(outcome).inc(),
+      timeouts: {
+        connectMs: config.a2a_connect_timeout_ms,
+        headerMs: config.a2a_header_timeout_s * 1000,
+        idleMs: config.a2a_idle_timeout_s * 1000,
+        maxMs: config.a2a_max_duration_s * 1000,
+      },
+    }),
+    ...healthRoutes({ config, backend, registry: metrics.registry, logger, version: VERSION, draining: () => draining }),
+    ...docsRoutes(() => routes, VERSION),
+    ...(options.routes ?? []),
+  ]
+  const pipeline = new Pipeline({
+    routes,
+    logger,
+    bodyLimitBytes: config.max_body_kb * 1024,
+    resolvers,
+    auth,
+    rateLimiter: config.rate_limit_per_s > 0 ? new RateLimiter({ perSecond: config.rate_limit_per_s, burst: config.rate_limit_burst }) : null,
+    cors: corsPolicy(config.cors_origins),
+    draining: () => draining,
   })
 
-  const rateLimiter = config.rate_limit_per_s > 0 ? new RateLimiter({ perSecond: config.rate_limit_per_s, burst: config.rate_limit_burst }) : null
-  const waitingLimit = new WaitingLimit(config.max_waiting_per_client)
-
-  // Plain routes skip the app's hooks, and the rate limit is its one global hook: with it on, every request goes through the app.
-  const plainRoutes = rateLimiter ? undefined : runtime.plainRoutes
-  const base = new Elysia({ name: 'switchboard' }).decorate('switchboard', runtime)
-  // Global hook, added only when limiting is on: an empty hook still costs every request a call.
-  if (rateLimiter) base.onRequest(rateLimitHook(rateLimiter, auth))
-  return base
-    .use(
-      exchangeModule({
-        service: exchange,
-        auth,
-        logger,
-        bodyLimitBytes: config.max_body_kb * 1024,
-        pingSeconds: config.sse_ping_s,
-        plainRoutes,
-        admitWaiting: (request) => waitingLimit.enter(callerKey(request.header('authorization'), request.remoteAddress, auth)),
-        onWaiting: (kind, delta) => {
-          runtime.waiting[kind] += delta
-        },
-      }),
-    )
-    .use(workersModule({ service: workers, auth, logger, bodyLimitBytes: config.max_body_kb * 1024, publicUrl: config.public_url }))
-    .use(
-      agentsModule({
-        service: agents,
-        urls: agentUrls,
-        logger,
-        bodyLimitBytes: config.max_body_kb * 1024,
-        a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
-        publicUrl: config.public_url,
-        onCallEnded: (outcome) => a2aCallsOf(outcome).inc(),
-        plainRoutes,
-        timeouts: {
-          connectMs: config.a2a_connect_timeout_ms,
-          headerMs: config.a2a_header_timeout_s * 1000,
-          idleMs: config.a2a_idle_timeout_s * 1000,
-          maxMs: config.a2a_max_duration_s * 1000,
-        },
-      }),
-    )
-    .onError(({ code, error }) => nativeError(code, error, logger))
-    .use(docs(VERSION))
-    .get('/healthz', () => ({ status: 'ok' as const, version: VERSION }), {
-      detail: { tags: ['operations'], summary: 'The process is alive' },
-      response: { 200: v.object({ status: v.literal('ok'), version: v.string() }) },
-    })
-    .get(
-      '/readyz',
-      async ({ set }) => {
-        if (runtime.draining) {
-          set.status = 503
-          return { status: 'draining', backend: backend.name }
+  let drained: Promise<void> | null = null
+  const runtime: SwitchboardRuntime = {
+    config,
+    backend,
+    logger,
+    auth,
+    pipeline,
+    upgrades: new Map([['/agent', (request, socket, head) => workerEndpoint.handleUpgrade(request, socket, head)]]),
+    connections: 0,
+    metrics,
+    get draining() {
+      return draining
+    },
+    drain() {
+      if (drained) return drained
+      draining = true
+      drained = (async () => {
+        try {
+          await workers.stop()
+          await workerEndpoint.close()
+        } catch (error) {
+          logger.error('error while draining', { error: String(error) })
         }
-        const ready = await backend.ready().catch(() => false)
-        set.status = ready ? 200 : 503
-        return { status: ready ? 'ready' : 'not ready', backend: backend.name }
-      },
-      {
-        detail: { tags: ['operations'], summary: 'Ready for traffic: the backend is reachable and shutdown has not started (503 otherwise)' },
-        response: { 200: v.object({ status: v.string(), backend: v.string() }), 503: v.object({ status: v.string(), backend: v.string() }) },
-      },
-    )
-    .get(
-      '/metrics',
-      async ({ request }) => {
-        if (config.metrics === 'off') throw new NotFoundError('metrics are off (--metrics)')
-        if (config.metrics === 'admin') await agents.authenticateAdmin(request.headers.get('authorization'))
-        const { text, failures } = await runtime.metrics.registry.render()
-        for (const failure of failures) logger.warn('a metrics collector failed; its gauges are left out of this scrape', { error: String(failure) })
-        return new Response(text, { headers: { 'content-type': PROMETHEUS_CONTENT_TYPE } })
-      },
-      {
-        detail: {
-          tags: ['operations'],
-          summary: 'Metrics in the Prometheus text format (setting metrics: on, off = 404, admin = admin bearer token)',
-          responses: {
-            200: { description: 'Prometheus text format 0.0.4', content: { [PROMETHEUS_CONTENT_TYPE]: { schema: { type: 'string' } } } },
-            401: { description: 'metrics = admin and no bearer token' },
-            403: { description: 'metrics = admin and not the admin token' },
-            404: { description: 'metrics = off' },
-          },
-        },
-      },
-    )
+      })()
+      return drained
+    },
+    async close() {
+      await runtime.drain()
+      await backend.close()
+    },
+  }
+  collectRuntimeGauges(metrics, runtime)
+  // The worker service is decorated so operators' tooling and tests can inspect what is in flight.
+  return elysiaApp(runtime).decorate('workerService', workers)
 }
 
 export type SwitchboardApp = ReturnType<typeof createApp>
+export type { SwitchboardRuntime }

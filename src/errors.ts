@@ -8,13 +8,16 @@ export class AppError extends Error {
   readonly code: string
   /** Extra fields a surface may render (e.g. the 410 body of a removed workspace). */
   readonly details?: Record<string, unknown>
+  /** Seconds after which the caller may try again (rendered as Retry-After by every surface). */
+  readonly retryAfter?: number
 
-  constructor(status: number, code: string, message: string, details?: Record<string, unknown>) {
+  constructor(status: number, code: string, message: string, details?: Record<string, unknown>, retryAfter?: number) {
     super(message)
     this.name = new.target.name
     this.status = status
     this.code = code
     this.details = details
+    this.retryAfter = retryAfter
   }
 }
 
@@ -104,21 +107,21 @@ export class StoreFullError extends AppError {
 }
 
 export class TooManyRequestsError extends AppError {
-  constructor(message: string, readonly retryAfterSeconds: number) {
-    super(429, 'TOO_MANY_REQUESTS', message)
+  constructor(message: string, retryAfter: number) {
+    super(429, 'TOO_MANY_REQUESTS', message, undefined, retryAfter)
   }
 }
 
 /** A dependency (backend store, upstream agent, worker) cannot be reached now. */
 export class UnavailableError extends AppError {
-  constructor(message: string, readonly retryAfterSeconds = 1, details?: Record<string, unknown>) {
-    super(503, 'UNAVAILABLE', message, details)
+  constructor(message: string, retryAfter = 1, details?: Record<string, unknown>) {
+    super(503, 'UNAVAILABLE', message, details, retryAfter)
   }
 }
 
 export class GatewayTimeoutError extends AppError {
-  constructor(message: string, readonly retryAfterSeconds = 1) {
-    super(504, 'GATEWAY_TIMEOUT', message)
+  constructor(message: string, retryAfter = 1) {
+    super(504, 'GATEWAY_TIMEOUT', message, undefined, retryAfter)
   }
 }
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bun
 /** The switchboard command: parse config → load backend plugin → createApp → listen. */
 import { createApp } from './app'
-import { createBackend, loadPlugin, PluginError } from './backend/index'
+import { createBackend, PluginError } from './backend/index'
+import { loadPlugin } from '../plugins/index'
 import { ConfigError, helpText, loadConfig } from './config'
-import { createLogger } from './logger'
-import { serve } from './server'
+import { createLogger } from './ops/logger'
+import { serve } from './http/node'
 import { VERSION } from './version'
 
 /**
@@ -63,7 +64,7 @@ async function main(): Promise<number> {
   const runtime = app.decorator.switchboard
   let server: Awaited<ReturnType<typeof serve>>
   try {
-    server = await serve(app, { host: config.host, port: config.port, tlsCert: config.tls_cert, tlsKey: config.tls_key, bodyLimitBytes: config.max_body_kb * 1024 })
+    server = await serve(app, { host: config.host, port: config.port, tlsCert: config.tls_cert, tlsKey: config.tls_key })
   } catch (error) {
     process.stderr.write(`switchboard: cannot listen on ${config.host}:${config.port}: ${(error as Error).message}\n`)
     await runtime.close()

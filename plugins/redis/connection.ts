@@ -7,7 +7,7 @@
 import { createHash } from 'node:crypto'
 import Redis from 'ioredis'
 import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnavailableError, UnknownMailboxError } from '../../src/errors'
-import type { Logger } from '../../src/logger'
+import type { Logger } from '../../src/ops/logger'
 
 /** A Lua script with its SHA, so it is sent in full only when Redis does not know it yet. */
 export interface Script {

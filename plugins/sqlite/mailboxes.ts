@@ -27,7 +27,7 @@ import type { Client, EntityId, Envelope, MailboxCounts, MailboxRetention, Mailb
 import { canAccess, isOwner, mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnknownMailboxError } from '../../src/errors'
-import type { Logger } from '../../src/logger'
+import type { Logger } from '../../src/ops/logger'
 import type { GroupCommit } from './commit'
 import type { DatabaseSize } from './database'
 

@@ -1,6 +1,12 @@
 /** The agents module's part of the backend contract: workspaces, their tokens, and call activity. */
 
 /** Liveness as reported to callers; derived by the service from the stored record, never stored. */
+/** Hex SHA-256 of a token: tokens are kept and looked up only as digests (Bun's one-shot hasher: one per authenticated request). */
+export const sha256 = (value: string): string => Bun.SHA256.hash(value, 'hex')
+
+/** Who calls an agents route: the operator (admin token) or one workspace (its own token). */
+export type Caller = { kind: 'admin' } | { kind: 'workspace'; id: string }
+
 export type WorkspaceStatus = 'provisioning' | 'online' | 'degraded' | 'offline' | 'removed'
 
 export interface WorkspaceRecord {

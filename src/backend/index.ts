@@ -1,9 +1,8 @@
 /**
- * The backend plugin contract and its loader. A plugin is a module whose
- * default export is `{ name, options, create(options, context) }`; `create`
- * returns a Backend. Built-in plugins are named (`memory`, `sqlite`,
- * `redis`); any other value is a path to a plugin file (`.ts` or `.js`),
- * loaded at startup.
+ * The backend plugin contract: a plugin is a module whose default export is
+ * `{ name, options, create(options, context) }`; `create` returns a Backend.
+ * The built-in plugins and the loader live in plugins/index.ts, so this
+ * contract imports no plugin.
  *
  * A plugin file may instead default-export a function that receives the
  * PluginHost and returns the plugin. That is the form that works everywhere:
@@ -16,14 +15,14 @@
  */
 import * as v from 'valibot'
 import * as errors from '../errors'
-import { LocalEventBus } from './events'
-import { Waiters, takeOrWait } from './waiters'
-import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from './mailboxes'
+import type { LocalEventBus } from './events'
+import type { Waiters, takeOrWait } from './waiters'
+import type { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from './mailboxes'
 import type { MailboxStore } from './mailboxes'
 import type { WorkerStore } from './workers'
 import type { AgentStore } from './agents'
 import type { EventBus } from './events'
-import type { Logger } from '../logger'
+import type { Logger } from '../ops/logger'
 
 export type * from './mailboxes'
 export type * from './workers'
@@ -85,14 +84,6 @@ export interface PluginHost {
 /** The default export of a plugin file that takes what it needs from the host. */
 export type PluginFactory = (host: PluginHost) => BackendPlugin | Promise<BackendPlugin>
 
-const BUILT_IN: Record<string, () => Promise<{ default: unknown }>> = {
-  memory: () => import('../../plugins/memory/index'),
-  sqlite: () => import('../../plugins/sqlite/index'),
-  redis: () => import('../../plugins/redis/index'),
-}
-
-export const BUILT_IN_BACKENDS = Object.keys(BUILT_IN)
-
 const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events', readonly string[]> = {
   mailboxes: ['create', 'status', 'terminate', 'put', 'take', 'restore', 'discover', 'heartbeat', 'stats', 'share', 'unshare', 'shares', 'counts'],
   workers: ['upsertWorker', 'getWorker', 'listWorkers', 'updateWorker', 'setDraining', 'deleteWorker', 'reserveSlot', 'releaseSlot', 'assignSlot', 'createJob', 'getJob', 'listJobs', 'transitionJob'],
@@ -137,53 +128,6 @@ export function backendProblems(candidate: unknown): string[] {
     for (const method of methods) if (typeof part[method] !== 'function') problems.push(`backend.${store}.${method}()`)
   }
   return problems
-}
-
-const host: PluginHost = {
-  v,
-  errors,
-  async builtIn(name) {
-    if (!BUILT_IN[name]) throw new PluginError(`unknown built-in backend "${name}": use one of ${BUILT_IN_BACKENDS.join(', ')}`)
-    return loadPlugin(name)
-  },
-  LocalEventBus,
-  Waiters,
-  takeOrWait,
-  mailboxKey,
-  canAccess,
-  isOwner,
-  matchesAgent,
-  mailboxStats,
-}
-
-/** Resolves a built-in name or a file path to a plugin, checking it against the contract. */
-export async function loadPlugin(spec: string): Promise<BackendPlugin> {
-  let module: { default?: unknown }
-  const builtIn = BUILT_IN[spec]
-  if (builtIn) {
-    module = await builtIn()
-  } else if (/[\\/.]/.test(spec)) {
-    const path = await import('node:path')
-    const file = path.resolve(process.cwd(), spec)
-    try {
-      module = await import(file)
-    } catch (error) {
-      throw new PluginError(`cannot load backend plugin ${file}: ${(error as Error).message}`)
-    }
-  } else {
-    throw new PluginError(`unknown backend "${spec}": use one of ${BUILT_IN_BACKENDS.join(', ')} or a path to a plugin file`)
-  }
-  let exported = module.default
-  if (typeof exported === 'function') {
-    try {
-      exported = await (exported as PluginFactory)(host)
-    } catch (error) {
-      throw new PluginError(`backend plugin "${spec}" failed while building itself: ${(error as Error)?.message ?? String(error)}`)
-    }
-  }
-  const problems = pluginProblems(exported)
-  if (problems.length > 0) throw new PluginError(`backend plugin "${spec}" does not follow the plugin contract: ${problems.join('; ')}`)
-  return exported as BackendPlugin
 }
 
 /** The kind of store failure `error` is, or null for an ordinary refusal of the caller (an AppError below 500). */

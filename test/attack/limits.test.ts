@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { agentId, bodies } from '../support/academy'
 import { startServer, writeTokensFile, type TestServer } from '../support/app'
 import { openStream, rawRequest, type EventStream } from '../support/http'
-import { RateLimiter } from '../../src/limits'
+import { RateLimiter } from '../../src/http/limits'
 
 describe('the rate limiter', () => {
   it('allows a burst, then one request per refill interval, and says when to retry', () => {

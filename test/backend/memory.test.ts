@@ -41,8 +41,9 @@ describe('memory retention', () => {
     ['sqlite', { db: join(tempDir('sweep'), 'sweep.db') }],
   ])('lets the process exit while the %s sweep timer is armed', async (name, options) => {
     const script = `
-      const { createBackend, loadPlugin } = await import('./src/backend/index.ts')
-      const { createLogger } = await import('./src/logger.ts')
+      const { createBackend } = await import('./src/backend/index.ts')
+      const { loadPlugin } = await import('./plugins/index.ts')
+      const { createLogger } = await import('./src/ops/logger.ts')
       const options = { mailbox_expiration_d: 1, ...${JSON.stringify(options)} }
       const backend = await createBackend(await loadPlugin('${name}'), options, { logger: createLogger('silent') })
       await backend.mailboxes.create({ id: 'c', groups: [] }, { uid: 'u', name: null, role: 'agent' }, null)

@@ -5,9 +5,10 @@
  */
 import { afterAll, describe, expect, it } from 'bun:test'
 import { createApp } from '../../src/app'
-import { createBackend, loadPlugin } from '../../src/backend/index'
-import { createLogger } from '../../src/logger'
-import { serve, type RunningServer } from '../../src/server'
+import { createBackend } from '../../src/backend/index'
+import { loadPlugin } from '../../plugins/index'
+import { createLogger } from '../../src/ops/logger'
+import { serve, type RunningServer } from '../../src/http/node'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { rawRequest } from '../support/http'
 import { spawnRedisServer } from '../support/redis'
@@ -45,7 +46,7 @@ describe.skipIf(!binary)('a Redis restarted without persistence', () => {
     const backend = await createBackend(await loadPlugin('redis'), { redis_url: `redis://127.0.0.1:${port}`, redis_prefix: 'restart' }, { logger })
     const app = createApp({ backend, config: { log_level: 'warn' }, logger })
     closeApp = () => app.decorator.switchboard.close()
-    server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 20 })
+    server = await serve(app, { host: '127.0.0.1', port: 0 })
     const url = server.url
     // A second instance on the same store: it must notice too, though the first may write the new marker before it looks.
     const otherLines: string[] = []

@@ -83,7 +83,7 @@ describe('bun run bench', () => {
 
   it('gets an answer to every request of the ceiling, the exchange, dispatch and the A2A proxy', () => {
     const ceiling = result('ceiling')
-    expect(ceiling.rows).toHaveLength(10)
+    expect(ceiling.rows).toHaveLength(8)
     for (const row of ceiling.rows) {
       expect(row.result.requests).toBeGreaterThan(0)
       expect(row.result.errors).toBe(0)

@@ -35,10 +35,10 @@ describe('the compiled binary', () => {
   })
 
   it('is built by a script that refuses an argument it does not know, saying which', async () => {
-    const refused = await runToEnd([BUN, 'src/build.ts', '--outfile', join(dir, 'never'), '--fast'])
+    const refused = await runToEnd([BUN, 'scripts/build.ts', '--outfile', join(dir, 'never'), '--fast'])
     expect(refused.code).toBe(1)
     expect(refused.stderr).toContain('unknown argument "--fast"')
-    expect(refused.stderr).toContain('usage: bun src/build.ts')
+    expect(refused.stderr).toContain('usage: bun scripts/build.ts')
   })
 
   it('answers /healthz, an exchange round trip and /swagger/json, then stops on SIGTERM with exit 0', async () => {

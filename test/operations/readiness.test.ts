@@ -19,7 +19,7 @@ describe('GET /readyz', () => {
 
   it('answers 503 draining once shutdown has started, while /healthz stays 200', async () => {
     app = await makeApp()
-    app.decorator.switchboard.draining = true
+    void app.decorator.switchboard.drain()
     const response = await call(app, 'GET', '/readyz')
     expect(response.status).toBe(503)
     expect(await response.json()).toMatchObject({ status: 'draining' })

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'bun:test'
-import { memoized, MetricsRegistry } from '../../src/metrics'
+import { memoized, MetricsRegistry } from '../../src/ops/metrics'
 
 describe('the metrics registry', () => {
   it('renders histogram buckets cumulatively with +Inf, sum and count', async () => {

@@ -3,17 +3,18 @@ import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { createApp } from '../../src/app'
 import type { Config } from '../../src/config'
-import { serve, type RunningServer } from '../../src/server'
+import { serve, type RunningServer } from '../../src/http/node'
 import type { Backend } from '../../src/backend/index'
+import type { AnyRoute } from '../../src/http/route'
 import { logger, makeTestBackend } from './backend'
 import { tempDir } from './temp'
 
 export type TestApp = ReturnType<typeof createApp>
 
 /** A fresh app on the test backend. */
-export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}): Promise<TestApp> {
+export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, routes: AnyRoute[] = []): Promise<TestApp> {
   const backend = await makeTestBackend(backendOptions)
-  return createApp({ backend, config: { log_level: 'silent', ...config }, logger })
+  return createApp({ backend, config: { log_level: 'silent', ...config }, logger, routes })
 }
 
 /** Sends one request through `app.handle`, with a body on any method. */
@@ -36,17 +37,18 @@ export interface TestServer {
   close(): Promise<void>
 }
 
-export async function startServer(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}): Promise<TestServer> {
-  return serveApp(await makeApp(config, backendOptions), config)
+/** A running server; `routes` adds routes of the test's own to the table. */
+export async function startServer(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, routes: AnyRoute[] = []): Promise<TestServer> {
+  return serveApp(await makeApp(config, backendOptions, routes))
 }
 
 /** Switchboard on a real port over a backend the test made itself (e.g. several instances sharing one Redis). */
 export async function serveBackend(backend: Backend, config: Partial<Config> = {}): Promise<TestServer> {
-  return serveApp(createApp({ backend, config: { log_level: 'silent', ...config }, logger }), config)
+  return serveApp(createApp({ backend, config: { log_level: 'silent', ...config }, logger }))
 }
 
-async function serveApp(app: TestApp, config: Partial<Config>): Promise<TestServer> {
-  const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: (config.max_body_kb ?? 16384) * 1024 })
+async function serveApp(app: TestApp): Promise<TestServer> {
+  const server = await serve(app, { host: '127.0.0.1', port: 0 })
   return {
     app,
     server,

@@ -3,8 +3,9 @@
  * honours TEST_BACKEND (memory | sqlite | redis), so the same suite runs on
  * every plugin: `TEST_BACKEND=redis bun test`.
  */
-import { createBackend, loadPlugin, type Backend } from '../../src/backend/index'
-import { createLogger } from '../../src/logger'
+import { createBackend, type Backend } from '../../src/backend/index'
+import { loadPlugin } from '../../plugins/index'
+import { createLogger } from '../../src/ops/logger'
 import { deleteKeys, randomPrefix, testRedis } from './redis'
 import { tempDir } from './temp'
 import { randomUUID } from 'node:crypto'

@@ -56,7 +56,7 @@ export async function buildCommand(outfile: string): Promise<string[]> {
   const { scripts } = (await Bun.file(resolve(ROOT, 'package.json')).json()) as { scripts: { build: string } }
   const words = scripts.build.split(/\s+/)
   const at = words.indexOf('--outfile')
-  if (words[0] !== 'bun' || at === -1) throw new Error(`package.json's build script is not "bun <bun build or src/build.ts> ... --outfile <path>": ${scripts.build}`)
+  if (words[0] !== 'bun' || at === -1) throw new Error(`package.json's build script is not "bun <bun build or scripts/build.ts> ... --outfile <path>": ${scripts.build}`)
   words[at + 1] = outfile
   return [BUN, ...words.slice(1).map((word) => (word.endsWith('.ts') ? resolve(ROOT, word) : word))]
 }

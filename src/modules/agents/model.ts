@@ -43,6 +43,8 @@ export const ActivityQuery = v.object({
   cursor: v.optional(v.pipe(v.string(), v.maxLength(100))),
 })
 
+export const PeersQuery = v.object({ q: v.optional(v.pipe(v.string(), v.maxLength(200), v.description('Filter by name or role'))) })
+
 export const WorkspaceStatusSchema = v.picklist(['provisioning', 'online', 'degraded', 'offline', 'removed'])
 
 /** What peers and discovery show of a workspace. */

@@ -10,8 +10,9 @@
  */
 import { randomUUID } from 'node:crypto'
 import { connect } from 'node:net'
-import { AppError, BadRequestError, GatewayTimeoutError, UnavailableError } from '../../errors'
-import type { PlainReply } from '../../plain'
+import { AppError, GatewayTimeoutError, UnavailableError } from '../../errors'
+import { webChunks, type Reply } from '../../http/reply'
+import { rpcErrorBody, RpcError } from '../../http/surfaces'
 
 /** Methods whose `params.message` is normalised (v0.3 and v1.0 names). */
 const MESSAGE_METHODS = new Set(['message/send', 'message/stream', 'SendMessage', 'SendStreamingMessage'])
@@ -35,13 +36,9 @@ export interface RpcCall {
 }
 
 /** A request the proxy cannot forward: a 400 that keeps the request's JSON-RPC id and error code. */
-export class RpcRequestError extends BadRequestError {
-  constructor(
-    message: string,
-    readonly rpcId: unknown = null,
-    readonly rpcCode = -32600,
-  ) {
-    super(message)
+export class RpcRequestError extends RpcError {
+  constructor(message: string, rpcId: unknown = null, rpcCode = -32600) {
+    super(400, 'BAD_REQUEST', message, rpcCode, rpcId)
   }
 }
 
@@ -103,11 +100,6 @@ export function normaliseRpcRequest(bytes: Uint8Array<ArrayBuffer>): RpcCall {
     }
   }
   return { body: changed ? encoder.encode(JSON.stringify(request)) : bytes, id: request.id ?? null, method, streaming: STREAM_METHODS.has(method) }
-}
-
-/** A JSON-RPC error response body. */
-export function rpcErrorBody(id: unknown, code: number, message: string, data?: Record<string, unknown>): string {
-  return JSON.stringify({ jsonrpc: '2.0', id: id ?? null, error: data === undefined ? { code, message } : { code, message, data } })
 }
 
 export interface ProxyTimeouts {
@@ -193,7 +185,7 @@ export class A2AProxy {
    * the agent's headers arrive (a stream keeps flowing after that); `onDone`
    * is told how the call ended, once.
    */
-  async forward(request: ForwardRequest, onDone: (outcome: ForwardOutcome) => void): Promise<PlainReply | Response> {
+  async forward(request: ForwardRequest, onDone: (outcome: ForwardOutcome) => void): Promise<Reply> {
     const { timeouts } = this
     const upstream = new AbortController()
     const abort = (cause: AbortCause) => {
@@ -255,10 +247,11 @@ export class A2AProxy {
     // `response.body` is read only for an event stream or an answer sent in pieces: reading it makes a web
     // stream, which an answer of declared length, read whole, does not need.
     if (contentType.includes('text/event-stream') && response.ok && response.body !== null) {
-      return new Response(this.relayStream(response.body, request.call.id, abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome })), {
+      return {
         status: response.status,
         headers,
-      })
+        stream: webChunks(this.relayStream(response.body, request.call.id, abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome }))),
+      }
     }
 
     let body: Uint8Array<ArrayBuffer>

@@ -5,21 +5,14 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import * as v from 'valibot'
-import { sha256 } from '../../auth'
-import type { ActivityPage, ActivityRecord, AgentStore, WorkspacePatch, WorkspaceRecord, WorkspaceStatus } from '../../backend/agents'
+import { sha256, type ActivityPage, type ActivityRecord, type AgentStore, type Caller, type WorkspacePatch, type WorkspaceRecord, type WorkspaceStatus } from '../../backend/agents'
 import { AppError, BadRequestError, ConflictError, ForbiddenError, GoneError, NotFoundError, UnauthorizedError, UnavailableError } from '../../errors'
-import type { Logger } from '../../logger'
+import type { Logger } from '../../ops/logger'
 import { CANONICAL_WORKSPACE_ID, WorkspaceId } from './model'
 import type { AgentUrlGuard } from './ssrf'
 
-/** Who is calling: the operator (admin token) or one workspace (its own token). */
-export type Caller = { kind: 'admin' } | { kind: 'workspace'; id: string }
+export type { Caller }
 
-/** A `discover` begun for a claimed caller before its token was checked (AgentsService.discoverEarly). */
-export interface EarlyDiscovery {
-  claimed: string
-  outcome: Promise<{ target: WorkspaceRecord } | { error: unknown }>
-}
 
 export interface AgentsServiceOptions {
   /** The operator's bearer token; without it, admin operations are refused. */
@@ -93,14 +86,6 @@ export class AgentsService {
     }
   }
 
-  /** The token in an `Authorization: Bearer <token>` header, or null when there is none. */
-  private bearer(authorization: string | null): string | null {
-    if (!authorization) return null
-    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization)
-    if (!match) throw new UnauthorizedError('Authorization header must be "Bearer <token>"')
-    return match[1]!
-  }
-
   /** Whether a token's digest is the admin token's. */
   private isAdminDigest(digest: string): boolean {
     if (this.adminDigest === null || digest.length !== this.adminDigest.length) return false
@@ -114,8 +99,7 @@ export class AgentsService {
    * Identifies the caller from its bearer token; `X-Workspace-ID`, when
    * given, must name the token's own workspace.
    */
-  async authenticate(authorization: string | null, workspaceHeader: string | null): Promise<Caller> {
-    const token = this.bearer(authorization)
+  async authenticate(token: string | null, workspaceHeader: string | null): Promise<Caller> {
     if (token === null) throw new UnauthorizedError('missing Authorization: Bearer <workspace token>')
     const digest = sha256(token)
     if (this.isAdminDigest(digest)) return { kind: 'admin' }
@@ -133,9 +117,9 @@ export class AgentsService {
   }
 
   /** Authenticates an admin-only request, refusing before any token lookup when admin routes are disabled. */
-  async authenticateAdmin(authorization: string | null): Promise<Caller> {
+  async authenticateAdmin(token: string | null): Promise<Caller> {
     if (this.adminDigest === null) throw new ForbiddenError('admin routes are disabled: no admin_token is configured (--admin-token / SWITCHBOARD_ADMIN_TOKEN)')
-    const caller = await this.authenticate(authorization, null)
+    const caller = await this.authenticate(token, null)
     this.requireAdmin(caller)
     return caller
   }
@@ -214,17 +198,17 @@ export class AgentsService {
    * so a removed workspace asking with its revoked token learns why); else
    * the operator, the workspace itself, or a workspace it may talk to.
    */
-  async workspaceFor(authorization: string | null, workspaceHeader: string | null, id: string): Promise<{ workspace: WorkspaceRecord; caller: Caller }> {
-    if (this.bearer(authorization) === null) throw new UnauthorizedError('missing Authorization: Bearer <workspace token>')
+  async workspaceFor(token: string | null, workspaceHeader: string | null, id: string): Promise<{ workspace: WorkspaceRecord; caller: Caller }> {
+    if (token === null) throw new UnauthorizedError('missing Authorization: Bearer <workspace token>')
     const workspace = await this.load(id, true)
     if (workspace.removedAt !== null) throw this.gone(workspace)
-    const caller = await this.authenticate(authorization, workspaceHeader)
+    const caller = await this.authenticate(token, workspaceHeader)
     await this.requireAccess(caller, workspace.id)
     return { workspace, caller }
   }
 
   /** Registers (or re-registers) an agent's URL and card; with open registration an unknown id becomes a root workspace. */
-  async register(authorization: string | null, workspaceHeader: string | null, input: Registration): Promise<{ workspace: WorkspaceRecord; token?: string }> {
+  async register(token: string | null, workspaceHeader: string | null, input: Registration): Promise<{ workspace: WorkspaceRecord; token?: string }> {
     await this.urls.check(input.url)
     const existing = await this.stored(() => this.store.getWorkspace(input.id))
     const patch: WorkspacePatch = { url: input.url, lastHeartbeatAt: Date.now() }
@@ -241,7 +225,7 @@ export class AgentsService {
       return { workspace, token }
     }
     if (existing.removedAt !== null) throw this.gone(existing)
-    const caller = await this.authenticate(authorization, workspaceHeader)
+    const caller = await this.authenticate(token, workspaceHeader)
     this.requireSelf(caller, input.id, 'register')
     const workspace = await this.stored(() => this.store.updateWorkspace(input.id, patch))
     if (workspace === null) throw this.gone(await this.load(input.id, true))
@@ -318,28 +302,8 @@ export class AgentsService {
     if (!(await this.canCommunicate(caller.id, targetId))) throw this.forbidden(caller, targetId)
   }
 
-  /**
-   * Begins `discover` for the workspace a caller claims to be (its
-   * X-Workspace-ID), before its token is checked, so that the reads overlap
-   * the token's. Its outcome counts only for a caller whose token proves the
-   * claim (pass it to `discover`); otherwise it is dropped unseen.
-   */
-  discoverEarly(workspaceHeader: string | null, id: string): EarlyDiscovery | null {
-    if (workspaceHeader === null || !CANONICAL_WORKSPACE_ID.test(workspaceHeader)) return null
-    const outcome = this.discover({ kind: 'workspace', id: workspaceHeader }, id).then(
-      (target) => ({ target }),
-      (error: unknown) => ({ error }),
-    )
-    return { claimed: workspaceHeader, outcome }
-  }
-
   /** A workspace a caller may reach, for discovery and for the proxy (one read of each side). */
-  async discover(caller: Caller, id: string, early: EarlyDiscovery | null = null): Promise<WorkspaceRecord> {
-    if (early !== null && caller.kind === 'workspace' && early.claimed === caller.id) {
-      const settled = await early.outcome
-      if ('error' in settled) throw settled.error
-      return settled.target
-    }
+  async discover(caller: Caller, id: string): Promise<WorkspaceRecord> {
     if (caller.kind === 'admin') return this.load(id)
     const [source, target] = await Promise.all([
       this.stored(() => this.store.getWorkspace(caller.id)),

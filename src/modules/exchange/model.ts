@@ -104,4 +104,4 @@ export const StatsResponse = v.object({
   queued: v.number(),
 })
 export const GroupsResponse = v.object({ group_ids: v.array(v.string()) })
-export const ErrorText = v.pipe(v.string(), v.description('text/plain error, as Academy\'s server words it'))
+export const EventStreamText = v.pipe(v.string(), v.description('text/event-stream: `retry: 0`, then one `data:` event per message, `: ping` comments while idle'))

@@ -1,8 +1,8 @@
 /** The exchange's logic: Academy's mailbox semantics over a MailboxStore. Knows no HTTP. */
 import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxStore, PendingRequest } from '../../backend/mailboxes'
 import { BadRequestError, MailboxTerminatedError, PayloadTooLargeError, RequestTimeoutError, UnknownMailboxError } from '../../errors'
-import { parseWith } from '../../http'
-import type { Logger } from '../../logger'
+import { parseWith } from '../../http/input'
+import type { Logger } from '../../ops/logger'
 import { canonicalEntityId, canonicalMessageHeader, EntityIdSchema, MessageSchema } from './model'
 
 const FIELD = 'Missing or invalid field: '

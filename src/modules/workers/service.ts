@@ -10,8 +10,8 @@ import * as v from 'valibot'
 import type { EventBus } from '../../backend/events'
 import { reserveAny, type JobRecord, type JobState, type WorkerRecord, type WorkerStore } from '../../backend/workers'
 import { AppError, ConflictError, NotFoundError } from '../../errors'
-import { describeIssue } from '../../http'
-import type { Logger } from '../../logger'
+import { describeIssue } from '../../http/input'
+import type { Logger } from '../../ops/logger'
 import { frames, WORKER_ID, WorkerFrame, type Assignment, type RegisterFrame, type ServerFrame } from './model'
 
 export interface WorkerServiceOptions {
@@ -83,17 +83,15 @@ export interface JobQuery {
 
 /** No connected worker of the tenant serves the agent name. */
 export class NoWorkersRegisteredError extends AppError {
-  readonly retryAfterSeconds = 1
   constructor() {
-    super(503, 'NO_WORKERS_REGISTERED', 'No Workers Registered')
+    super(503, 'NO_WORKERS_REGISTERED', 'No Workers Registered', undefined, 1)
   }
 }
 
 /** Workers serve the agent name, but none has room or accepted in time. */
 export class NoWorkersAvailableError extends AppError {
-  readonly retryAfterSeconds = 1
   constructor() {
-    super(503, 'NO_WORKERS_AVAILABLE', 'No workers available')
+    super(503, 'NO_WORKERS_AVAILABLE', 'No workers available', undefined, 1)
   }
 }
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { createApp } from '../../../src/app'
 import type { Backend } from '../../../src/backend/index'
-import { serve } from '../../../src/server'
+import { serve } from '../../../src/http/node'
 import { logger, makeTestBackend } from '../../support/backend'
 import { rawRequest } from '../../support/http'
 import { ADMIN_TOKEN, startRegistry, type Registry, type Workspace } from './support'
@@ -264,7 +264,7 @@ describe('a store that fails', () => {
       },
     })
     const app = createApp({ backend: { ...backend, agents, ready: backend.ready, close: backend.close } as Backend, config: { admin_token: ADMIN_TOKEN, allow_private_agent_urls: true, log_level: 'silent' }, logger })
-    const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 20 })
+    const server = await serve(app, { host: '127.0.0.1', port: 0 })
     try {
       const create = async (name: string, parent_id?: string) =>
         (await (await fetch(`${server.url}/workspaces`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ name, parent_id }) })).json()) as { id: string; auth_token: string }

@@ -9,8 +9,9 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
 import { createApp } from '../../../src/app'
-import { BUILT_IN_BACKENDS, type Backend } from '../../../src/backend/index'
-import { serve, type RunningServer } from '../../../src/server'
+import type { Backend } from '../../../src/backend/index'
+import { BUILT_IN_BACKENDS } from '../../../plugins/index'
+import { serve, type RunningServer } from '../../../src/http/node'
 import { logger, makeBackend } from '../../support/backend'
 import { deleteKeys, randomPrefix } from '../../support/redis'
 import { eventually } from '../../support/wait'
@@ -26,7 +27,7 @@ const open: { instances: Instance[]; backends: Backend[]; workers: TestWorker[];
 
 async function startInstance(backend: Backend): Promise<Instance> {
   const app = createApp({ backend, config: { log_level: 'silent' }, logger })
-  const server = await serve(app, { host: '127.0.0.1', port: 0, bodyLimitBytes: 1 << 20 })
+  const server = await serve(app, { host: '127.0.0.1', port: 0 })
   const instance = { app, server }
   open.instances.push(instance)
   return instance

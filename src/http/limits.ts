@@ -4,27 +4,16 @@
  * holds open. Both count in this process's memory only: behind a load
  * balancer each instance enforces them on its own share of the traffic.
  */
-import type { Authenticator } from './auth'
-import { rpcErrorBody } from './modules/agents/proxy'
-import { remoteAddressOf } from './served'
+import type { Authenticator, Credential } from './auth'
 
 /**
  * Who a request counts against: its tokens-file client, else its remote
  * address (anonymous callers, and tokens the tokens file does not know,
  * such as workspace tokens — so inventing tokens buys no fresh bucket).
  */
-export function callerKey(authorization: string | null | undefined, remoteAddress: string | undefined, auth: Authenticator): string {
-  const header = authorization?.trim()
-  if (auth.enabled && header) {
-    // VideoSDK sends the bare token; everyone else a Bearer token.
-    const token = header.startsWith('Bearer ') ? header.slice(7).trim() : header
-    try {
-      return `client:${auth.fromToken(token).id}`
-    } catch {
-      // An unknown token is counted by address, below.
-    }
-  }
-  return `address:${remoteAddress ?? 'unknown'}`
+export function callerKey(credential: Credential, remoteAddress: string | undefined, auth: Authenticator): string {
+  const client = auth.known(credential)
+  return client !== null ? `client:${client.id}` : `address:${remoteAddress ?? 'unknown'}`
 }
 
 export interface RateLimitOptions {
@@ -110,18 +99,6 @@ export function rateLimitHeaders(decision: RateDecision): Record<string, string>
   return headers
 }
 
-const EXCHANGE_PATHS = new Set(['/mailbox', '/message', '/discover', '/mailbox/listen', '/mailbox/heartbeat', '/mailbox/stats', '/mailbox/share'])
-const A2A_PATH = /^\/workspaces\/[^/]+\/a2a$/
-
-/** A 429 in the error shape of the surface `path` belongs to (the limiter runs before routing, so no module renders it). */
-export function tooManyRequests(path: string, message: string, headers: Record<string, string>): Response {
-  const respond = (body: string, contentType: string) => new Response(body, { status: 429, headers: { 'content-type': contentType, ...headers } })
-  if (EXCHANGE_PATHS.has(path)) return respond(message, 'text/plain; charset=utf-8')
-  if (path.startsWith('/v2/agent/')) return respond(JSON.stringify({ message }), 'application/json')
-  if (A2A_PATH.test(path)) return respond(rpcErrorBody(null, -32603, message, { status: 429, code: 'TOO_MANY_REQUESTS' }), 'application/json')
-  return respond(JSON.stringify({ error: { code: 'TOO_MANY_REQUESTS', message } }), 'application/json')
-}
-
 /** Counts what each caller holds open; `enter` refuses once a caller holds `max` (0: no limit). */
 export class WaitingLimit {
   private readonly held = new Map<string, number>()
@@ -141,21 +118,5 @@ export class WaitingLimit {
       if (left === 0) this.held.delete(key)
       else this.held.set(key, left)
     }
-  }
-}
-
-/** Probes and scrapes are never limited: a busy caller must not make the instance look dead. */
-const UNLIMITED_PATHS = new Set(['/healthz', '/readyz', '/metrics'])
-
-/** The app's onRequest hook: counts the request against its caller, sets the X-RateLimit-* headers, answers 429 when the bucket is empty. */
-export function rateLimitHook(limiter: RateLimiter, auth: Authenticator) {
-  return ({ request, set }: { request: Request; set: { headers: Record<string, string | number> } }): Response | undefined => {
-    const path = new URL(request.url).pathname
-    if (UNLIMITED_PATHS.has(path)) return undefined
-    const decision = limiter.take(callerKey(request.headers.get('authorization'), remoteAddressOf(request), auth))
-    const headers = rateLimitHeaders(decision)
-    Object.assign(set.headers, headers)
-    if (decision.allowed) return undefined
-    return tooManyRequests(path, `Too many requests: try again in ${decision.retryAfterSeconds} s`, headers)
   }
 }

@@ -5,15 +5,11 @@
  * through it, errors and event streams included.
  */
 import { randomUUID } from 'node:crypto'
-import type { SwitchboardRuntime } from './app'
-import type { Backend } from './backend/index'
-import type { JobState } from './backend/workers'
+import type { Backend } from '../backend/index'
+import { credentialOf, type Authenticator } from '../http/auth'
+import type { Logger } from './logger'
+import type { JobState } from '../backend/workers'
 import { memoized, MetricsRegistry, type Counter, type Histogram } from './metrics'
-
-/** The route template of the A2A proxy, whose calls are counted by outcome and left to finish on shutdown. */
-export const A2A_ROUTE = '/workspaces/:id/a2a'
-/** The label of a request that matched no route (raw paths would make the label set unbounded). */
-export const UNMATCHED_ROUTE = 'unmatched'
 
 const REQUEST_ID = /^[A-Za-z0-9._-]{1,128}$/
 
@@ -48,19 +44,11 @@ export function createSwitchboardMetrics(): SwitchboardMetrics {
   }
 }
 
-/** Gauges read when scraped: open connections, long-polls and streams, connected workers and their slots, mailboxes and queued messages, active jobs; and the backend's failures. */
-export function collectRuntimeGauges(
-  metrics: SwitchboardMetrics,
-  runtime: { readonly waiting: { poll: number; stream: number }; readonly connections: number; readonly backend: Backend },
-): void {
+/** Gauges read when scraped: open connections, connected workers and their slots, mailboxes and queued messages, active jobs; and the backend's failures. */
+export function collectRuntimeGauges(metrics: SwitchboardMetrics, runtime: { readonly connections: number; readonly backend: Backend }): void {
   const { registry } = metrics
   const connections = registry.gauge('switchboard_open_connections', 'Client connections open on this instance: HTTP, event streams and worker WebSockets (see max_connections).')
   registry.collect([connections], () => connections.set({}, runtime.connections))
-  const waiting = registry.gauge('switchboard_waiting_receivers', 'Receivers waiting on this instance: long-polls (poll) and event streams (stream).', ['kind'])
-  registry.collect([waiting], () => {
-    waiting.set({ kind: 'poll' }, runtime.waiting.poll)
-    waiting.set({ kind: 'stream' }, runtime.waiting.stream)
-  })
   const connected = registry.gauge('switchboard_workers_connected', 'Workers with an open socket, by agent name (every instance sharing the backend).', ['agent_name'])
   const slotsUsed = registry.gauge('switchboard_worker_slots_used', 'Jobs held or reserved by connected workers, by agent name.', ['agent_name'])
   const slotsTotal = registry.gauge('switchboard_worker_slots', 'Job capacity (max processes) of connected workers, by agent name.', ['agent_name'])
@@ -103,30 +91,6 @@ export function collectRuntimeGauges(
   })
 }
 
-/** Matches a request to its route template: static paths by one map lookup, parametric ones by pattern. */
-export function routeMatcher(routes: readonly { method: string; path: string }[]): (method: string, pathname: string) => string {
-  const exact = new Map<string, string>()
-  const patterns: { method: string; pattern: RegExp; path: string }[] = []
-  for (const route of routes) {
-    if (!route.path.includes(':') && !route.path.includes('*')) {
-      exact.set(`${route.method} ${route.path}`, route.path)
-      continue
-    }
-    const source = route.path
-      .split('/')
-      .map((part) => (part.startsWith(':') ? '[^/]+' : part === '*' ? '.*' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
-      .join('/')
-    patterns.push({ method: route.method, pattern: new RegExp(`^${source}$`), path: route.path })
-  }
-  return (method, pathname) => {
-    const lookup = method === 'HEAD' ? 'GET' : method
-    const found = exact.get(`${lookup} ${pathname}`)
-    if (found !== undefined) return found
-    for (const candidate of patterns) if (candidate.method === lookup && candidate.pattern.test(pathname)) return candidate.path
-    return UNMATCHED_ROUTE
-  }
-}
-
 export interface FinishedRequest {
   method: string
   route: string
@@ -138,23 +102,15 @@ export interface FinishedRequest {
 }
 
 /** Records finished requests into the runtime's metrics and, when the level allows, one `info` line each. */
-export function observeRequests(runtime: SwitchboardRuntime, routes: readonly { method: string; path: string }[]) {
+export function observeRequests(runtime: { readonly metrics: SwitchboardMetrics; readonly logger: Logger; readonly auth: Authenticator }) {
   const { metrics, logger, auth } = runtime
   const logging = logger.enabled('info')
-  const clientOf = (authorization: string | undefined): string | undefined => {
-    if (!auth.enabled || !authorization) return undefined
-    try {
-      return auth.fromToken(authorization.startsWith('Bearer ') ? authorization.slice(7) : authorization).id
-    } catch {
-      return undefined
-    }
-  }
+  const clientOf = (authorization: string | undefined): string | undefined => (auth.enabled ? auth.known(credentialOf(authorization))?.id : undefined)
   // The series each finished request is recorded into, kept by route, method and status: these are the same
   // few values again and again (route templates, node:http's methods, statuses), so finding one builds no key.
   const requestsOf = memoized((route: string) => memoized((method: string) => memoized((status: number) => metrics.requests.series({ method, route, status: String(status) }))))
   const durationOf = memoized((route: string) => metrics.duration.series({ route }))
   return {
-    routeOf: routeMatcher(routes),
     finish(request: FinishedRequest): void {
       const seconds = (performance.now() - request.startedAt) / 1000
       requestsOf(request.route)(request.method)(request.status).inc()

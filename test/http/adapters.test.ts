@@ -1,15 +1,17 @@
 /**
- * The exchange's routes are plain routes (src/plain.ts): a real server calls
- * them straight from node:http, `app.handle` through their Elysia wrappers.
- * Both ways in must answer byte for byte alike, errors included.
+ * Both adapters run the one pipeline: a real server from node:http, and
+ * `app.handle` through the Elysia app. Both ways in must answer byte for
+ * byte alike, errors included; the node:http adapter writes a route's
+ * reply as it is, a stream chunk by chunk.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
-import { agentId, bodies, messageJson, userId } from '../../support/academy'
-import { call, makeApp, startServer, writeTokensFile, type TestServer } from '../../support/app'
+import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { call, startServer, writeTokensFile, type TestServer } from '../support/app'
 import http from 'node:http'
-import { openStream, rawRequest } from '../../support/http'
-import { eventually } from '../../support/wait'
-import { toResponse, type PlainStream } from '../../../src/plain'
+import { openStream, rawRequest } from '../support/http'
+import { eventually } from '../support/wait'
+import type { Chunks, Reply } from '../../src/http/reply'
+import { route } from '../../src/http/route'
 
 interface Answer {
   status: number
@@ -17,24 +19,7 @@ interface Answer {
   body: string
 }
 
-const EXCHANGE_ROUTES = [
-  'POST /mailbox',
-  'DELETE /mailbox',
-  'GET /mailbox',
-  'PUT /message',
-  'GET /message',
-  'GET /mailbox/listen',
-  'GET /discover',
-  'GET /mailbox/heartbeat',
-  'GET /mailbox/stats',
-  'POST /mailbox/share',
-  'GET /mailbox/share',
-  'DELETE /mailbox/share',
-]
-/** The A2A proxy is a plain route too; test/modules/agents/proxy.test.ts compares its answers both ways. */
-const PLAIN_ROUTES = [...EXCHANGE_ROUTES, 'POST /workspaces/:id/a2a']
-
-describe('plain exchange routes', () => {
+describe('the exchange routes, over a socket and through app.handle', () => {
   let running: TestServer
   const alice = { authorization: 'Bearer alice-token' }
   const bob = { authorization: 'Bearer bob-token' }
@@ -57,20 +42,11 @@ describe('plain exchange routes', () => {
     return { status: response.status, type: response.headers.get('content-type'), body: await response.text() }
   }
 
-  it('are offered for every exchange route and the A2A proxy, each a route the app documents', () => {
-    const offered = [...running.app.decorator.switchboard.plainRoutes.keys()].sort()
-    expect(offered).toEqual([...PLAIN_ROUTES].sort())
-    const documented = new Set(running.app.routes.map((route) => `${route.method} ${route.path}`))
-    for (const route of offered) expect(documented.has(route)).toBe(true)
-  })
-
-  it('are not offered when the rate limit (a global hook of the app) is on', async () => {
-    const limited = await makeApp({ rate_limit_per_s: 10 })
-    try {
-      expect(limited.decorator.switchboard.plainRoutes.size).toBe(0)
-    } finally {
-      await limited.decorator.switchboard.close()
-    }
+  it('registers every route of the table with the Elysia app, under its own method and path', () => {
+    const registered = new Set(running.app.routes.map((entry) => `${entry.method} ${entry.path}`))
+    const table = running.app.decorator.switchboard.pipeline.routes.map((entry) => `${entry.method} ${entry.path}`)
+    expect(table.length).toBeGreaterThan(30)
+    for (const entry of table) expect({ entry, registered: registered.has(entry) }).toEqual({ entry, registered: true })
   })
 
   it('answer over a socket as app.handle does: successes, refusals and malformed input', async () => {
@@ -143,7 +119,7 @@ describe('plain exchange routes', () => {
     }
   })
 
-  it('keep the request id and the body length on a plain answer', async () => {
+  it('keep the request id and the body length on a whole answer', async () => {
     const response = await rawRequest(`${running.url}/mailbox`, { body: bodies.mailbox(agentId()), headers: { ...alice, 'x-request-id': 'plain-1' } })
     expect(response.headers['x-request-id']).toBe('plain-1')
     expect(response.headers['content-length']).toBe(String(Buffer.byteLength(response.text)))
@@ -151,29 +127,34 @@ describe('plain exchange routes', () => {
   })
 })
 
-describe('the serving layer and plain routes', () => {
-  it('calls a plain route with the headers, the body text and the caller signal, and writes its reply', async () => {
-    const running = await startServer()
+describe('the node:http adapter writing a route\'s reply', () => {
+  /** A server with one extra route, GET /probe, answered by `answer`. */
+  const probing = (answer: (request: { header(name: string): string | undefined; bytes: Uint8Array; signal: AbortSignal }) => Promise<Reply>) =>
+    startServer({}, {}, [route({ method: 'GET', path: '/probe', surface: 'native', access: 'none', tag: 'operations', summary: 'probe', body: 'raw', responses: { 200: { description: 'probe' } }, handle: answer })])
+
+  it('calls a route with the headers, the body and the caller signal, and writes its reply', async () => {
+    const seen: { header: string | undefined; body: string; aborted: boolean }[] = []
+    const running = await probing(async (request) => {
+      seen.push({ header: request.header('x-probe'), body: new TextDecoder().decode(request.bytes), aborted: request.signal.aborted })
+      return { status: 207, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'from the route ✓' }
+    })
     try {
-      const seen: { header: string | undefined; body: string; aborted: boolean }[] = []
-      running.app.decorator.switchboard.plainRoutes.set('GET /mailbox/stats', async (request) => {
-        seen.push({ header: request.header('x-probe'), body: request.body, aborted: request.signal.aborted })
-        return { status: 207, headers: { 'content-type': 'text/plain; charset=utf-8' }, body: 'from the plain route ✓' }
-      })
-      const response = await rawRequest(`${running.url}/mailbox/stats?ignored=1`, { body: '{"a": "ü"}', headers: { 'x-probe': 'yes' } })
+      const response = await rawRequest(`${running.url}/probe?ignored=1`, { body: '{"a": "ü"}', headers: { 'x-probe': 'yes' } })
       expect(response.status).toBe(207)
-      expect(response.text).toBe('from the plain route ✓')
-      expect(response.headers['content-length']).toBe(String(Buffer.byteLength('from the plain route ✓')))
+      expect(response.text).toBe('from the route ✓')
+      expect(response.headers['content-length']).toBe(String(Buffer.byteLength('from the route ✓')))
       expect(seen).toEqual([{ header: 'yes', body: '{"a": "ü"}', aborted: false }])
-      // HEAD is not a plain route: the app answers it.
-      expect((await rawRequest(`${running.url}/mailbox/stats`, { method: 'HEAD' })).status).not.toBe(207)
+      // HEAD is answered by the GET route, without a body.
+      const head = await rawRequest(`${running.url}/probe`, { method: 'HEAD' })
+      expect(head.status).toBe(207)
+      expect(head.text).toBe('')
     } finally {
       await running.close()
     }
   })
 
   /** A stream of `chunks` that logs each ask, write-confirmation point and cancel, then (if `hold`) waits until cancelled. */
-  const loggedStream = (chunks: string[], log: string[], hold: boolean): PlainStream => {
+  const loggedStream = (chunks: string[], log: string[], hold: boolean): Chunks => {
     let cancelled: () => void = () => {}
     const gone = new Promise<null>((resolve) => (cancelled = () => resolve(null)))
     let at = 0
@@ -190,17 +171,16 @@ describe('the serving layer and plain routes', () => {
     }
   }
 
-  it('writes a plain stream chunk by chunk in order, with no length, alike both ways', async () => {
-    const running = await startServer()
+  it('writes a stream chunk by chunk in order, with no length, alike both ways', async () => {
+    const chunks = ['retry: 0\r\n\r\n', 'data: ü\r\n\r\n', `data: ${'x'.repeat(100_000)}\r\n\r\n`]
+    const logs: string[][] = []
+    const running = await probing(async () => {
+      const log: string[] = []
+      logs.push(log)
+      return { status: 200, headers: { 'content-type': 'text/event-stream' }, stream: loggedStream(chunks, log, false) }
+    })
     try {
-      const chunks = ['retry: 0\r\n\r\n', 'data: ü\r\n\r\n', `data: ${'x'.repeat(100_000)}\r\n\r\n`]
-      const logs: string[][] = []
-      running.app.decorator.switchboard.plainRoutes.set('GET /mailbox/stats', async () => {
-        const log: string[] = []
-        logs.push(log)
-        return { status: 200, headers: { 'content-type': 'text/event-stream' }, stream: loggedStream(chunks, log, false) }
-      })
-      const response = await rawRequest(`${running.url}/mailbox/stats`, { headers: { 'x-request-id': 'stream-1' } })
+      const response = await rawRequest(`${running.url}/probe`, { headers: { 'x-request-id': 'stream-1' } })
       expect(response.status).toBe(200)
       expect(response.headers['content-type']).toBe('text/event-stream')
       expect(response.headers['x-request-id']).toBe('stream-1')
@@ -208,8 +188,7 @@ describe('the serving layer and plain routes', () => {
       expect(response.text).toBe(chunks.join(''))
       expect(logs).toEqual([['next 0', 'next 1', 'next 2', 'next 3']])
       // app.handle reaches the same stream through a web stream.
-      const route = running.app.decorator.switchboard.plainRoutes.get('GET /mailbox/stats')!
-      const inProcess = toResponse(await route({} as never))
+      const inProcess = await call(running.app, 'GET', '/probe')
       expect(await inProcess.text()).toBe(chunks.join(''))
       expect(logs[1]).toEqual(['next 0', 'next 1', 'next 2', 'next 3'])
     } finally {
@@ -217,16 +196,15 @@ describe('the serving layer and plain routes', () => {
     }
   })
 
-  it('cancels a plain stream whose caller goes away while it waits for its next chunk', async () => {
-    const running = await startServer()
+  it('cancels a stream whose caller goes away while it waits for its next chunk', async () => {
+    const log: string[] = []
+    const running = await probing(async () => ({
+      status: 200,
+      headers: { 'content-type': 'text/event-stream' },
+      stream: loggedStream(['retry: 0\r\n\r\n'], log, true),
+    }))
     try {
-      const log: string[] = []
-      running.app.decorator.switchboard.plainRoutes.set('GET /mailbox/stats', async () => ({
-        status: 200,
-        headers: { 'content-type': 'text/event-stream' },
-        stream: loggedStream(['retry: 0\r\n\r\n'], log, true),
-      }))
-      const stream = await openStream(`${running.url}/mailbox/stats`)
+      const stream = await openStream(`${running.url}/probe`)
       await stream.waitFor('retry: 0')
       await eventually(() => log.length === 2, 5000, 'the second ask')
       stream.close()

@@ -8,7 +8,7 @@
  * resident. The order is recorded afresh at every build, so it always
  * matches the code.
  *
- *   bun src/build.ts [--outfile dist/switchboard] [--no-order] [--no-bytecode]
+ *   bun scripts/build.ts [--outfile dist/switchboard] [--no-order] [--no-bytecode]
  *
  * `--no-order` and `--no-bytecode` build the variants the footprint
  * benchmark compares the shipped build with.
@@ -34,7 +34,7 @@ function parseArgs(args: string[]): BuildOptions {
     else if (arg.startsWith('--outfile=')) options.outfile = arg.slice('--outfile='.length)
     else if (arg === '--no-order') options.order = false
     else if (arg === '--no-bytecode') options.bytecode = false
-    else throw new Error(`unknown argument ${JSON.stringify(arg)}; usage: bun src/build.ts [--outfile PATH] [--no-order] [--no-bytecode]`)
+    else throw new Error(`unknown argument ${JSON.stringify(arg)}; usage: bun scripts/build.ts [--outfile PATH] [--no-order] [--no-bytecode]`)
   }
   return options
 }
@@ -90,7 +90,7 @@ async function main(): Promise<void> {
   try {
     const orderFile = join(dir, 'startup.order')
     await recordStartupOrder(outfile, orderFile).catch((error: Error) => {
-      throw new Error(`could not record the startup order: ${error.message} (bun src/build.ts --no-order builds without it)`)
+      throw new Error(`could not record the startup order: ${error.message} (bun scripts/build.ts --no-order builds without it)`)
     })
     compile(outfile, true, orderFile)
     process.stdout.write(`laid the bytecode out in startup order: ${outfile}\n`)

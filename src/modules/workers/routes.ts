@@ -1,28 +1,25 @@
 /**
  * The workers module's routes and WebSocket endpoint: VideoSDK's worker
- * protocol at `/agent`, its dispatch API under `/v2/agent`, and the native
- * REST surface (`/workers`, `/jobs`).
+ * protocol at `/agent`, its dispatch API under `/v2/agent` (the `videosdk`
+ * surface), and the native REST surface (`/workers`, `/jobs`).
  */
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { Elysia } from 'elysia'
 import * as v from 'valibot'
 import { WebSocket, WebSocketServer } from 'ws'
-import type { Authenticator } from '../../auth'
+import { credentialOf, type Authenticator } from '../../http/auth'
 import type { Client } from '../../backend/mailboxes'
 import type { JobRecord, WorkerRecord } from '../../backend/workers'
-import { AppError, UnauthorizedError } from '../../errors'
-import { describeIssue, documentedBody, ErrorBody, errorResponse, nativeError, readJsonBody } from '../../http'
-import type { Logger } from '../../logger'
+import { AppError } from '../../errors'
+import { describeIssue } from '../../http/input'
+import { json } from '../../http/reply'
+import { route, type AnyRoute } from '../../http/route'
+import type { Logger } from '../../ops/logger'
 import * as model from './model'
 import type { WorkerService, WorkerSession } from './service'
 
-export interface WorkersModuleOptions {
+export interface WorkersRoutesOptions {
   service: WorkerService
-  auth: Authenticator
-  logger: Logger
-  /** Largest request body, in bytes. */
-  bodyLimitBytes: number
   /** URL clients reach this server at; by default taken from the request. */
   publicUrl?: string
 }
@@ -70,141 +67,132 @@ export function workerView(worker: WorkerRecord): v.InferOutput<typeof model.Wor
   }
 }
 
-/** The ws:// URL workers connect to, from the configured public URL or the request's host. */
-function registryUrl(request: Request, publicUrl?: string): string {
-  if (publicUrl) {
-    const base = new URL(publicUrl)
-    const scheme = base.protocol === 'https:' || base.protocol === 'wss:' ? 'wss' : 'ws'
-    return `${scheme}://${base.host}${base.pathname.replace(/\/$/, '')}`
-  }
-  const url = new URL(request.url)
-  return `${url.protocol === 'https:' ? 'wss' : 'ws'}://${request.headers.get('host') ?? url.host}`
+/** The ws:// URL workers connect to, from the configured public URL or the request's own origin. */
+function registryUrl(origin: string, publicUrl?: string): string {
+  const base = new URL(publicUrl || origin)
+  const scheme = base.protocol === 'https:' || base.protocol === 'wss:' ? 'wss' : 'ws'
+  return `${scheme}://${base.host}${publicUrl ? base.pathname.replace(/\/$/, '') : ''}`
 }
 
-/** Renders an error in VideoSDK's shape: `{"message"}` with the error's status. */
-function videoSdkError(error: unknown, logger: Logger): Response {
-  const json = (status: number, message: string, headers: Record<string, string> = {}) =>
-    new Response(JSON.stringify({ message }), { status, headers: { 'content-type': 'application/json', ...headers } })
-  if (error instanceof AppError) {
-    const retry = (error as { retryAfterSeconds?: number }).retryAfterSeconds
-    return json(error.status, error.message, retry === undefined ? {} : { 'retry-after': String(Math.ceil(retry)) })
-  }
-  logger.error('unexpected error in a VideoSDK route', { error: String((error as Error)?.stack ?? error) })
-  return json(500, 'Internal Server Error')
+const videoSdkErrors = {
+  400: { description: 'Invalid body (the message names the field)' },
+  401: { description: 'No Authorization header (auth token)' },
+  403: { description: 'Unknown token' },
+  503: { description: 'No worker registered for the agent, or none available in time (Retry-After)' },
+}
+const nativeErrors = {
+  400: { description: 'Invalid parameter or body (the message names it)' },
+  401: { description: 'No bearer token (auth token)' },
+  403: { description: 'Unknown token' },
+  404: { description: 'No such worker or job of this client' },
 }
 
-const videoSdkErrors = { 400: model.VideoSdkError, 401: model.VideoSdkError, 403: model.VideoSdkError, 503: model.VideoSdkError }
-const nativeErrors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody }
-
-export function workersModule(options: WorkersModuleOptions) {
-  const { service, auth, logger, bodyLimitBytes } = options
-  /** VideoSDK sends the bare token (`Authorization: <token>`); a Bearer prefix is accepted too. */
-  const videoSdkClient = (request: Request): Client => {
-    const header = request.headers.get('authorization')?.trim() ?? ''
-    if (!auth.enabled) return auth.fromToken(header)
-    if (header === '') throw new UnauthorizedError('Missing Authorization header')
-    return auth.fromToken(header.startsWith('Bearer ') ? header.slice(7).trim() : header)
-  }
-  const nativeClient = (request: Request): Client => auth.fromHeader(request.headers.get('authorization'))
-
-  const videoSdk = new Elysia({ name: 'switchboard/workers/videosdk', detail: { tags: ['workers'] } })
-    .onError(({ error, code }) => (code === 'NOT_FOUND' ? undefined : videoSdkError(error, logger)))
-    .post(
-      '/v2/agent/init-config',
-      ({ request }) => {
-        videoSdkClient(request)
-        return { success: true as const, data: { registryUrl: registryUrl(request, options.publicUrl) } }
-      },
-      {
-        parse: 'none',
-        detail: { tags: ['workers'], summary: 'Where workers connect (VideoSDK discovery): ws:// URL of the registry' },
-        response: { 200: model.InitConfigResponse, ...videoSdkErrors },
-      },
-    )
-    .post(
-      '/v2/agent/dispatch',
-      async ({ request }) => {
-        const caller = videoSdkClient(request)
-        const body = await readJsonBody(request, model.DispatchBody, bodyLimitBytes)
+export function workersRoutes(options: WorkersRoutesOptions): AnyRoute[] {
+  const { service } = options
+  const videoSdk = { surface: 'videosdk', access: 'worker', tag: 'workers' } as const
+  const native = { surface: 'native', access: 'client', tag: 'workers' } as const
+  return [
+    route({
+      ...videoSdk,
+      method: 'POST',
+      path: '/v2/agent/init-config',
+      summary: 'Where workers connect (VideoSDK discovery): ws:// URL of the registry',
+      responses: { 200: { description: 'The registry URL', schema: model.InitConfigResponse }, ...videoSdkErrors },
+      handle: ({ origin }) => json({ success: true, data: { registryUrl: registryUrl(origin, options.publicUrl) } }),
+    }),
+    route({
+      ...videoSdk,
+      method: 'POST',
+      path: '/v2/agent/dispatch',
+      summary: 'Dispatch an agent to a room (VideoSDK); answers once a worker has accepted',
+      body: model.DispatchBody,
+      responses: { 200: { description: 'A worker accepted the job', schema: model.DispatchResponse }, ...videoSdkErrors, 413: { description: 'Request body larger than max_body_kb' } },
+      handle: async ({ caller, body }) => {
         const job = await service.createJob(caller.id, { agentName: body.agentId, roomId: body.meetingId, metadata: body.metadata ?? null, roomOptions: body.roomOptions ?? null })
-        return {
-          message: 'Agent dispatch requested successfully.' as const,
-          data: { success: true as const, status: 'assigned' as const, roomId: job.roomId, agentId: job.agentName, jobId: job.id },
-        }
+        return json({
+          message: 'Agent dispatch requested successfully.',
+          data: { success: true, status: 'assigned', roomId: job.roomId, agentId: job.agentName, jobId: job.id },
+        })
       },
-      {
-        parse: 'none',
-        detail: { tags: ['workers'], summary: 'Dispatch an agent to a room (VideoSDK); answers once a worker has accepted', requestBody: documentedBody(model.DispatchBody) },
-        response: { 200: model.DispatchResponse, ...videoSdkErrors },
-      },
-    )
-
-  const native = new Elysia({ name: 'switchboard/workers/native', detail: { tags: ['workers'] } })
-    .onError(({ code, error }) => {
-      // Query and path parameters are checked by Elysia against valibot schemas: name the field in the message.
-      const issue = code === 'VALIDATION' ? (error as { valueError?: v.BaseIssue<unknown> }).valueError : undefined
-      return issue ? errorResponse(400, 'BAD_REQUEST', describeIssue([issue])) : nativeError(code, error, logger)
-    })
-    .get(
-      '/workers',
-      async ({ request, query }) => {
-        const workers = await service.listWorkers(nativeClient(request).id, query.agent_name)
-        return { workers: workers.map(workerView) }
-      },
-      { query: model.WorkerListQuery, detail: { tags: ['workers'], summary: 'List workers with their status, load, capacity and jobs' }, response: { 200: model.WorkerList, ...nativeErrors } },
-    )
-    .get('/workers/:id', async ({ request, params }) => workerView(await service.getWorker(nativeClient(request).id, params.id)), {
+    }),
+    route({
+      ...native,
+      method: 'GET',
+      path: '/workers',
+      summary: 'List workers with their status, load, capacity and jobs',
+      query: model.WorkerListQuery,
+      responses: { 200: { description: 'Workers of this client', schema: model.WorkerList }, ...nativeErrors },
+      handle: async ({ caller, query }) => json({ workers: (await service.listWorkers(caller.id, query.agent_name)).map(workerView) }),
+    }),
+    route({
+      ...native,
+      method: 'GET',
+      path: '/workers/:id',
+      summary: 'Get one worker',
       params: model.IdParams,
-      detail: { tags: ['workers'], summary: 'Get one worker' },
-      response: { 200: model.WorkerView, ...nativeErrors },
-    })
-    .post('/workers/:id/drain', async ({ request, params }) => workerView(await service.drainWorker(nativeClient(request).id, params.id)), {
+      responses: { 200: { description: 'The worker', schema: model.WorkerView }, ...nativeErrors },
+      handle: async ({ caller, params }) => json(workerView(await service.getWorker(caller.id, params.id))),
+    }),
+    route({
+      ...native,
+      method: 'POST',
+      path: '/workers/:id/drain',
+      summary: 'Drain a worker: no new jobs, its jobs run to their end',
       params: model.IdParams,
-      parse: 'none',
-      detail: { tags: ['workers'], summary: 'Drain a worker: no new jobs, its jobs run to their end' },
-      response: { 200: model.WorkerView, ...nativeErrors },
-    })
-    .post(
-      '/jobs',
-      async ({ request, set }) => {
-        const caller = nativeClient(request)
-        const body = await readJsonBody(request, model.CreateJobBody, bodyLimitBytes)
+      responses: { 200: { description: 'The worker, draining', schema: model.WorkerView }, ...nativeErrors },
+      handle: async ({ caller, params }) => json(workerView(await service.drainWorker(caller.id, params.id))),
+    }),
+    route({
+      ...native,
+      method: 'POST',
+      path: '/jobs',
+      summary: 'Create a job and dispatch it; answers once a worker has accepted (503 when none can)',
+      body: model.CreateJobBody,
+      responses: {
+        201: { description: 'The job, assigned', schema: model.JobView },
+        ...nativeErrors,
+        409: { description: 'Conflict' },
+        413: { description: 'Request body larger than max_body_kb' },
+        503: { description: 'No worker registered for the agent, or none available in time (Retry-After)' },
+      },
+      handle: async ({ caller, body }) => {
         const job = await service.createJob(
           caller.id,
           { agentName: body.agent_name, roomId: body.room_id, metadata: body.metadata ?? null, roomOptions: body.room_options ?? null },
           body.timeout_ms,
         )
-        set.status = 201
-        return jobView(job)
+        return json(jobView(job), 201)
       },
-      {
-        parse: 'none',
-        detail: { tags: ['workers'], summary: 'Create a job and dispatch it; answers once a worker has accepted (503 when none can)', requestBody: documentedBody(model.CreateJobBody) },
-        response: { 201: model.JobView, ...nativeErrors, 409: ErrorBody, 413: ErrorBody, 503: ErrorBody },
-      },
-    )
-    .get(
-      '/jobs',
-      async ({ request, query }) => {
-        const jobs = await service.listJobs(nativeClient(request).id, { agentName: query.agent_name, state: query.state, workerId: query.worker_id, limit: query.limit })
-        return { jobs: jobs.map(jobView) }
-      },
-      { query: model.JobListQuery, detail: { tags: ['workers'], summary: 'List jobs, newest first, filtered by agent name, state or worker (default limit 100)' }, response: { 200: model.JobList, ...nativeErrors } },
-    )
-    .get('/jobs/:id', async ({ request, params }) => jobView(await service.getJob(nativeClient(request).id, params.id)), {
+    }),
+    route({
+      ...native,
+      method: 'GET',
+      path: '/jobs',
+      summary: 'List jobs, newest first, filtered by agent name, state or worker (default limit 100)',
+      query: model.JobListQuery,
+      responses: { 200: { description: 'Jobs of this client', schema: model.JobList }, ...nativeErrors },
+      handle: async ({ caller, query }) =>
+        json({ jobs: (await service.listJobs(caller.id, { agentName: query.agent_name, state: query.state, workerId: query.worker_id, limit: query.limit })).map(jobView) }),
+    }),
+    route({
+      ...native,
+      method: 'GET',
+      path: '/jobs/:id',
+      summary: 'Get a job with its history',
       params: model.IdParams,
-      detail: { tags: ['workers'], summary: 'Get a job with its history' },
-      response: { 200: model.JobView, ...nativeErrors },
-    })
-    .delete('/jobs/:id', async ({ request, params }) => jobView(await service.terminateJob(nativeClient(request).id, params.id)), {
+      responses: { 200: { description: 'The job', schema: model.JobView }, ...nativeErrors },
+      handle: async ({ caller, params }) => json(jobView(await service.getJob(caller.id, params.id))),
+    }),
+    route({
+      ...native,
+      method: 'DELETE',
+      path: '/jobs/:id',
+      summary: 'Terminate a job: cancelled at once, its worker receives job_termination',
       params: model.IdParams,
-      parse: 'none',
-      detail: { tags: ['workers'], summary: 'Terminate a job: cancelled at once, its worker receives job_termination' },
-      response: { 200: model.JobView, ...nativeErrors, 409: ErrorBody },
-    })
-
-  // The service is decorated so operators' tooling and tests can inspect what is in flight.
-  return new Elysia({ name: 'switchboard/workers' }).decorate('workerService', service).use(videoSdk).use(native)
+      responses: { 200: { description: 'The job, cancelled', schema: model.JobView }, ...nativeErrors, 409: { description: 'The job has already ended' } },
+      handle: async ({ caller, params }) => json(jobView(await service.terminateJob(caller.id, params.id))),
+    }),
+  ]
 }
 
 export interface WorkerSocketsOptions {
@@ -285,9 +273,7 @@ export function workerSockets(options: WorkerSocketsOptions) {
       }
       const register = v.safeParse(model.RegisterFrame, data)
       if (!register.success) {
-        const issue = register.issues[0]!
-        const path = issue.path?.map((item) => String(item.key)).join('.')
-        refuseRegistration(`invalid register message: ${path ? `${path}: ` : ''}${issue.message}`)
+        refuseRegistration(`invalid register message: ${describeIssue(register.issues)}`)
         return
       }
       session = await service.register(socket, owner.id, headerToken, register.output)
@@ -349,17 +335,16 @@ export function workerSockets(options: WorkerSocketsOptions) {
   return {
     /** Takes over an upgrade of `/agent` after checking the bearer token. */
     handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): void {
+      const credential = credentialOf(request.headers.authorization)
       let owner: Client
       try {
-        owner = auth.fromHeader(request.headers.authorization)
+        owner = auth.client(credential)
       } catch (error) {
         const status = error instanceof AppError ? error.status : 401
         refuseUpgrade(socket, status, status === 403 ? 'Forbidden' : 'Unauthorized')
         return
       }
-      const header = request.headers.authorization ?? ''
-      const token = header.startsWith('Bearer ') ? header.slice(7) : ''
-      server.handleUpgrade(request, socket, head, (ws) => attach(ws, owner, token))
+      server.handleUpgrade(request, socket, head, (ws) => attach(ws, owner, credential.kind === 'bearer' ? credential.token : ''))
     },
     /**
      * Closes every worker socket with 1001 (going away; VideoSDK has no frame

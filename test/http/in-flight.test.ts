@@ -5,14 +5,13 @@
  * told once, the same way, without a signal.
  */
 import { describe, expect, it } from 'bun:test'
-import { InFlight } from '../../src/server'
-import { remoteAddressOf, servedOf, servedRequests } from '../../src/served'
+import { InFlight } from '../../src/http/served'
 
 const socket = { remoteAddress: '192.0.2.7' }
 
 describe('a request in flight', () => {
   it('aborts a signal asked for before the caller went away', () => {
-    const entry = new InFlight('/message', 'id-1', socket)
+    const entry = new InFlight('id-1', socket.remoteAddress)
     const signal = entry.signal
     expect(signal.aborted).toBe(false)
     entry.abort()
@@ -21,29 +20,23 @@ describe('a request in flight', () => {
   })
 
   it('hands an aborted signal to a handler that asks only after the request was ended', () => {
-    const entry = new InFlight('/message', 'id-2', socket)
+    const entry = new InFlight('id-2', socket.remoteAddress)
     entry.abort()
     expect(entry.signal.aborted).toBe(true)
   })
 
-  it('gives handlers the served signal and address, and falls back to the request itself in-process', () => {
-    const served = new Request('http://127.0.0.1/message')
-    const entry = new InFlight('/message', 'id-3', socket)
-    servedRequests.set(served, entry)
-    expect(remoteAddressOf(served)).toBe('192.0.2.7')
-    const signal = servedOf(served).signal
-    entry.abort()
-    expect(signal.aborted).toBe(true)
-
+  it('ends an in-process request when its own signal aborts, with no address', () => {
     const own = new AbortController()
-    const inProcess = new Request('http://127.0.0.1/message', { signal: own.signal })
-    expect(remoteAddressOf(inProcess)).toBeUndefined()
+    const entry = InFlight.of(new Request('http://127.0.0.1/message', { signal: own.signal }), 'id-3')
+    expect(entry.remoteAddress).toBeUndefined()
+    const signal = entry.signal
     own.abort()
-    expect(servedOf(inProcess).signal.aborted).toBe(true)
+    expect(signal.aborted).toBe(true)
+    expect(entry.clientGone).toBe(true)
   })
 
   it('tells each onGone listener once, at once when the request already ended, and never after it stopped listening', () => {
-    const entry = new InFlight('/workspaces/:id/a2a', 'id-4', socket)
+    const entry = new InFlight('id-4', socket.remoteAddress)
     const told: string[] = []
     entry.onGone(() => told.push('first'))
     const stop = entry.onGone(() => told.push('stopped'))
@@ -60,12 +53,13 @@ describe('a request in flight', () => {
     const own = new AbortController()
     const request = new Request('http://127.0.0.1/workspaces', { signal: own.signal })
     const told: string[] = []
-    servedOf(request).onGone(() => told.push('kept'))
-    const stop = servedOf(request).onGone(() => told.push('stopped'))
+    const entry = InFlight.of(request, 'id-5')
+    entry.onGone(() => told.push('kept'))
+    const stop = entry.onGone(() => told.push('stopped'))
     stop()
     own.abort()
     expect(told).toEqual(['kept'])
-    servedOf(request).onGone(() => told.push('late'))
+    entry.onGone(() => told.push('late'))
     expect(told).toEqual(['kept', 'late'])
   })
 })

@@ -1,0 +1,53 @@
+/**
+ * The Elysia adapter: Switchboard as an Elysia app, for `app.handle` (tests,
+ * hosts that embed it in their own Bun process). Every route of the table is
+ * registered under its own method and path, so a host sees them, and each
+ * hands the web Request to the same pipeline the node:http adapter uses; so
+ * does a request that matches none (the pipeline answers it natively).
+ */
+import { Elysia } from 'elysia'
+import type { SwitchboardRuntime } from './runtime'
+import { observeRequests, requestIdOf } from '../ops/observability'
+import type { Incoming } from './pipeline'
+import { toResponse } from './reply'
+import { InFlight } from './served'
+
+/** A web Request as the pipeline reads it. */
+function incomingOf(request: Request): Incoming {
+  const url = new URL(request.url)
+  let read: Promise<Uint8Array | null> | null = null
+  return {
+    method: request.method,
+    path: url.pathname,
+    search: url.search.slice(1),
+    header: (name) => request.headers.get(name) ?? undefined,
+    body(limit) {
+      read ??= request.bytes().then((bytes) => (bytes.length > limit ? null : bytes))
+      return read
+    },
+    served: InFlight.of(request, requestIdOf(request.headers.get('x-request-id') ?? undefined)),
+    scheme: url.protocol === 'https:' ? 'https' : 'http',
+  }
+}
+
+export function elysiaApp(runtime: SwitchboardRuntime) {
+  const observer = observeRequests(runtime)
+  const handle = async ({ request }: { request: Request }): Promise<Response> => {
+    const startedAt = performance.now()
+    const incoming = incomingOf(request)
+    const reply = await runtime.pipeline.handle(incoming)
+    observer.finish({
+      method: incoming.method,
+      route: runtime.pipeline.routeOf(incoming.method, incoming.path),
+      status: reply.status,
+      startedAt,
+      requestId: incoming.served.requestId,
+      authorization: incoming.header('authorization'),
+    })
+    return toResponse(reply)
+  }
+  const app = new Elysia({ name: 'switchboard' }).decorate('switchboard', runtime)
+  for (const definition of runtime.pipeline.routes) app.route(definition.method, definition.path, handle, { parse: 'none' } as never)
+  // A path no route matches, or a method a path does not take: the pipeline answers it (404, or a CORS preflight).
+  return app.onError(({ code, request }) => (code === 'NOT_FOUND' ? handle({ request }) : undefined))
+}

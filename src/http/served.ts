@@ -1,0 +1,76 @@
+/**
+ * What the serving layer knows of a request beyond its bytes: who sent it,
+ * its id, and whether the caller is still there. Both adapters make one per
+ * request (node:http from the socket, the Elysia adapter from the web
+ * Request's own signal), so handlers never ask which way a request came in.
+ */
+
+/**
+ * A request being answered. The abort signal handlers see is made only when
+ * one asks for it (a long-poll): most requests never do, and a relayed event
+ * stream or an A2A call listens with `onGone`, which needs no signal.
+ */
+export class InFlight {
+  /** Set when the caller went away (not when shutdown ended the request). */
+  clientGone = false
+  private controller: AbortController | null = null
+  private listeners: (() => void)[] | null = null
+  private aborted = false
+
+  constructor(
+    readonly requestId: string,
+    readonly remoteAddress: string | undefined,
+  ) {}
+
+  /** A request made in-process (`app.handle`): it ends when the web Request's own signal aborts. */
+  static of(request: Request, requestId: string): InFlight {
+    const entry = new InFlight(requestId, undefined)
+    onAbort(request.signal, () => {
+      entry.clientGone = true
+      entry.abort()
+    })
+    return entry
+  }
+
+  /** Aborted when the caller goes away, or when shutdown ends the request. */
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController()
+      // Asked for only after the request was ended (shutdown began first): aborted from the start.
+      if (this.aborted) this.controller.abort()
+    }
+    return this.controller.signal
+  }
+
+  /** Calls `listener` once when the caller goes away or shutdown ends the request (at once when that already happened); returns the function that stops listening. */
+  onGone(listener: () => void): () => void {
+    if (this.aborted) {
+      listener()
+      return () => {}
+    }
+    ;(this.listeners ??= []).push(listener)
+    return () => {
+      const at = this.listeners?.indexOf(listener) ?? -1
+      if (at !== -1) this.listeners!.splice(at, 1)
+    }
+  }
+
+  abort(): void {
+    if (this.aborted) return
+    this.aborted = true
+    this.controller?.abort()
+    const listeners = this.listeners
+    this.listeners = null
+    if (listeners !== null) for (const listener of listeners) listener()
+  }
+}
+
+/** Calls `listener` once when `signal` aborts (at once when it already has); returns the function that stops listening. */
+export function onAbort(signal: AbortSignal, listener: () => void): () => void {
+  if (signal.aborted) {
+    listener()
+    return () => {}
+  }
+  signal.addEventListener('abort', listener, { once: true })
+  return () => signal.removeEventListener('abort', listener)
+}

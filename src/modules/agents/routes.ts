@@ -1,0 +1,370 @@
+/**
+ * The agent registry's routes (Molecule's wire protocol, the `native`
+ * surface, where a removed workspace answers Molecule's 410 body) and the
+ * A2A proxy (the `a2a` surface: JSON-RPC errors carrying the HTTP status of
+ * what went wrong).
+ */
+import { createHash, randomUUID } from 'node:crypto'
+import * as v from 'valibot'
+import type { Caller, WorkspaceRecord } from '../../backend/agents'
+import { AppError } from '../../errors'
+import { json, type Reply } from '../../http/reply'
+import { route, type AnyRoute, type RouteRequest } from '../../http/route'
+import { renderError } from '../../http/surfaces'
+import type { Logger } from '../../ops/logger'
+import * as model from './model'
+import { A2AProxy, normaliseRpcRequest, outcomeOfStatus, type CallOutcome, type ProxyTimeouts, type RpcCall } from './proxy'
+import type { AgentsService } from './service'
+import type { AgentUrlGuard } from './ssrf'
+
+export interface AgentsRoutesOptions {
+  service: AgentsService
+  urls: AgentUrlGuard
+  logger: Logger
+  /** Largest proxied request body, in bytes. */
+  a2aBodyLimitBytes: number
+  timeouts: ProxyTimeouts
+  /** Told once how each proxied call ended (for metrics). */
+  onCallEnded: (outcome: CallOutcome) => void
+  /** Base URL callers reach Switchboard at (agent cards and proxy URLs point there); default: the request's origin. */
+  publicUrl?: string
+}
+
+/** Header carrying the target's inbound secret on every proxied call, so an agent can refuse calls that bypass Switchboard. */
+export const INBOUND_SECRET_HEADER = 'x-switchboard-secret'
+
+const JSON_HEADERS = { 'content-type': 'application/json' }
+const iso = (at: number | null) => (at === null ? null : new Date(at).toISOString())
+
+const IdParams = v.object({ id: model.WorkspaceId })
+
+const errors = {
+  400: { description: 'Invalid parameter or body (the message names it)' },
+  401: { description: 'No bearer token, or one that is unknown or revoked' },
+  403: { description: 'The caller may not reach this workspace' },
+  404: { description: 'No such workspace' },
+  410: { description: 'The workspace was removed', schema: model.RemovedBody },
+  503: { description: 'The registry cannot be reached right now (Retry-After)' },
+}
+
+/** The card with every JSON-RPC endpoint pointing at the proxy; interfaces the proxy cannot carry (gRPC, REST) are left out. */
+export function rewriteAgentCard(card: Record<string, unknown>, proxyUrl: string): Record<string, unknown> {
+  const rewritten: Record<string, unknown> = { ...card }
+  const isJsonRpc = (entry: unknown, key: 'protocolBinding' | 'transport') => {
+    const binding = (entry as Record<string, unknown>)?.[key]
+    return binding === undefined || (typeof binding === 'string' && binding.toUpperCase() === 'JSONRPC')
+  }
+  if ('url' in card) rewritten.url = proxyUrl
+  if (Array.isArray(card.supportedInterfaces)) {
+    rewritten.supportedInterfaces = card.supportedInterfaces.filter((entry) => isJsonRpc(entry, 'protocolBinding')).map((entry) => ({ ...(entry as object), url: proxyUrl }))
+  }
+  if (Array.isArray(card.additionalInterfaces)) {
+    rewritten.additionalInterfaces = card.additionalInterfaces.filter((entry) => isJsonRpc(entry, 'transport')).map((entry) => ({ ...(entry as object), url: proxyUrl }))
+  }
+  if (typeof card.preferredTransport === 'string') rewritten.preferredTransport = 'JSONRPC'
+  return rewritten
+}
+
+export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
+  const { service, logger, urls } = options
+  const proxy = new A2AProxy(options.timeouts)
+  type AnyRequest = RouteRequest<unknown, unknown, unknown, unknown>
+  const baseUrl = (request: AnyRequest) => (options.publicUrl ? options.publicUrl.replace(/\/+$/, '') : request.origin)
+  const proxyUrlOf = (request: AnyRequest, id: string) => `${baseUrl(request)}/workspaces/${id}/a2a`
+
+  const peerInfo = (request: AnyRequest, workspace: WorkspaceRecord) => ({
+    id: workspace.id,
+    name: workspace.name,
+    role: workspace.role,
+    status: service.statusOf(workspace),
+    url: workspace.url,
+    proxy_url: proxyUrlOf(request, workspace.id),
+    parent_id: workspace.parentId,
+    agent_card: workspace.agentCard,
+    delivery_mode: workspace.deliveryMode,
+    last_heartbeat_at: iso(workspace.lastHeartbeatAt),
+    active_tasks: workspace.activeTasks,
+    current_task: workspace.currentTask,
+  })
+  const workspaceInfo = (request: AnyRequest, workspace: WorkspaceRecord, withSecret: boolean) => ({
+    ...peerInfo(request, workspace),
+    created_at: iso(workspace.createdAt)!,
+    error_rate: workspace.errorRate,
+    uptime_seconds: workspace.uptimeSeconds,
+    ...(withSecret ? { inbound_secret: workspace.inboundSecret } : {}),
+  })
+  const seesSecret = (caller: Caller, id: string) => caller.kind === 'admin' || caller.id === id
+
+  /** POST /workspaces/:id/a2a: forwards, relays, records. */
+  const forwardA2A = async (request: RouteRequest<{ id: string }, unknown, unknown, Caller>): Promise<Reply> => {
+    const started = performance.now()
+    const { caller } = request
+    const targetId = request.params.id
+    let call: RpcCall | null = null
+    let counted = false
+    const count = (outcome: CallOutcome) => {
+      if (counted) return
+      counted = true
+      options.onCallEnded(outcome)
+    }
+    const record = (status: number, responseBytes: number, error: string | null) =>
+      service.recordCall({
+        id: randomUUID(),
+        source: caller.kind === 'workspace' ? caller.id : null,
+        target: targetId,
+        method: call?.method ?? null,
+        status,
+        durationMs: Math.round((performance.now() - started) * 100) / 100,
+        requestBytes: request.bytes.length,
+        responseBytes,
+        error,
+        at: Date.now(),
+      })
+    try {
+      call = normaliseRpcRequest(request.bytes as Uint8Array<ArrayBuffer>)
+      const target = await service.discover(caller, targetId)
+      if (target.url === null) throw new AppError(503, 'UNAVAILABLE', `workspace ${targetId} has not registered an agent URL yet`)
+      const url = await urls.check(target.url).catch((error: AppError) => {
+        throw new AppError(502, 'AGENT_URL_REFUSED', error.message)
+      })
+      const headers: Record<string, string> = {
+        'content-type': 'application/json',
+        accept: call.streaming ? 'text/event-stream, application/json' : 'application/json, text/event-stream',
+        [INBOUND_SECRET_HEADER]: target.inboundSecret,
+      }
+      if (caller.kind === 'workspace') headers['x-workspace-id'] = caller.id
+      for (const name of ['a2a-version', 'a2a-extensions']) {
+        const value = request.header(name)
+        if (value !== undefined) headers[name] = value
+      }
+      let outcome: Promise<void> | undefined
+      const reply = await proxy.forward({ url, call, headers, onGone: (listener) => request.onGone(listener) }, (ended) => {
+        count(ended.outcome)
+        outcome = record(ended.status, ended.responseBytes, ended.error)
+      })
+      // A whole answer is recorded before it is returned; a stream is recorded when it ends.
+      await outcome
+      return reply
+    } catch (error) {
+      const reply = renderError('a2a', error, { requestId: request.requestId, logger, rpcId: call?.id ?? null })
+      count(outcomeOfStatus(reply.status))
+      if (!(error instanceof AppError && error.status === 499)) await record(reply.status, 0, error instanceof Error ? error.message : String(error))
+      return reply
+    }
+  }
+
+  const registry = { surface: 'native', tag: 'agents' } as const
+  return [
+    route({
+      ...registry,
+      access: 'admin',
+      method: 'POST',
+      path: '/workspaces',
+      summary: 'Create a workspace (admin); its bearer token is shown once',
+      body: model.CreateWorkspaceBody,
+      responses: { 201: { description: 'The workspace, with its token and inbound secret', schema: model.CreatedWorkspace }, ...errors, 409: { description: 'A workspace with this id exists' } },
+      handle: async (request) => {
+        const { body } = request
+        const { workspace, token } = await service.createWorkspace({ id: body.id, name: body.name, role: body.role, parentId: body.parent_id })
+        return json({ ...workspaceInfo(request, workspace, true), auth_token: token }, 201)
+      },
+    }),
+    route({
+      ...registry,
+      access: 'admin',
+      method: 'GET',
+      path: '/workspaces',
+      summary: 'List every workspace, removed ones included (admin)',
+      responses: { 200: { description: 'Every workspace', schema: v.array(model.WorkspaceInfo) }, ...errors },
+      handle: async (request) => json((await service.listWorkspaces()).map((workspace) => workspaceInfo(request, workspace, true))),
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      // A removed workspace learns why (410) even asking with its revoked token.
+      verify: 'handler',
+      method: 'GET',
+      path: '/workspaces/:id',
+      summary: 'A workspace: itself, a peer it may reach, or any (admin); 410 once removed',
+      params: IdParams,
+      responses: { 200: { description: 'The workspace', schema: model.WorkspaceInfo }, ...errors },
+      handle: async (request) => {
+        const { id } = request.params
+        const { workspace, caller } = await service.workspaceFor(request.credentials.token, request.credentials.workspaceId, id)
+        return json(workspaceInfo(request, workspace, seesSecret(caller, id)))
+      },
+    }),
+    route({
+      ...registry,
+      access: 'admin',
+      method: 'DELETE',
+      path: '/workspaces/:id',
+      summary: 'Remove a workspace and revoke its tokens (admin)',
+      params: IdParams,
+      responses: { 200: { description: 'Removed', schema: v.object({ id: v.string(), status: v.literal('removed'), removed_at: v.nullable(v.string()) }) }, ...errors },
+      handle: async ({ params }) => {
+        const removed = await service.removeWorkspace(params.id)
+        return json({ id: removed.id, status: 'removed', removed_at: iso(removed.removedAt) })
+      },
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      method: 'POST',
+      path: '/workspaces/:id/tokens',
+      summary: 'Issue a new token and revoke the old ones (admin or the workspace itself)',
+      params: IdParams,
+      responses: { 201: { description: 'The new token', schema: model.TokenBody }, ...errors },
+      handle: async ({ caller, params }) => json({ id: params.id, auth_token: await service.rotateToken(caller, params.id) }, 201),
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      method: 'GET',
+      path: '/workspaces/:id/activity',
+      summary: 'Calls the workspace made or received, newest first (the workspace itself or admin); page with ?limit=&cursor=',
+      params: IdParams,
+      query: model.ActivityQuery,
+      responses: { 200: { description: 'A page of calls', schema: model.ActivityResponse }, ...errors },
+      handle: async ({ caller, params, query }) => {
+        const page = await service.activity(caller, params.id, query.limit as unknown as number, query.cursor ?? null)
+        return json({
+          items: page.items.map((item) => ({
+            id: item.id,
+            source_id: item.source,
+            target_id: item.target,
+            method: item.method,
+            status: item.status,
+            duration_ms: item.durationMs,
+            request_bytes: item.requestBytes,
+            response_bytes: item.responseBytes,
+            error: item.error,
+            at: iso(item.at)!,
+          })),
+          next_cursor: page.next,
+        })
+      },
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      method: 'GET',
+      path: '/workspaces/:id/.well-known/agent-card.json',
+      summary: 'The agent card, its endpoints rewritten to point at this proxy (ETag, If-None-Match)',
+      params: IdParams,
+      responses: { 200: { description: 'A2A agent card', schema: v.record(v.string(), v.unknown()) }, 304: { description: 'Not modified' }, ...errors },
+      handle: async (request) => {
+        const { id } = request.params
+        const workspace = await service.discover(request.caller, id)
+        if (workspace.agentCard === null) throw new AppError(404, 'NOT_FOUND', `workspace ${id} has not registered an agent card`)
+        const body = JSON.stringify(rewriteAgentCard(workspace.agentCard, proxyUrlOf(request, id)))
+        const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`
+        const headers = { etag, 'cache-control': 'private, max-age=60' }
+        const wanted = request.header('if-none-match')
+        if (wanted !== undefined && wanted.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag || tag.trim() === '*')) return { status: 304, headers }
+        return { status: 200, headers: { ...headers, ...JSON_HEADERS }, body }
+      },
+    }),
+    route({
+      surface: 'a2a',
+      tag: 'agents',
+      access: 'workspace',
+      method: 'POST',
+      path: '/workspaces/:id/a2a',
+      summary: 'Call an agent through the proxy (A2A JSON-RPC; streams relayed as server-sent events)',
+      description:
+        'Bearer token of the calling workspace (X-Workspace-ID optional, must match). A bare {method, params} is wrapped into a JSON-RPC envelope; a missing messageId is filled; v0.2 content becomes parts. Errors are JSON-RPC errors with the HTTP status of what went wrong (401, 403, 404, 410, 413, 502, 503, 504).',
+      params: IdParams,
+      body: 'raw',
+      bodyLimit: { bytes: options.a2aBodyLimitBytes, setting: 'a2a_body_limit_kb' },
+      outlivesDrain: true,
+      onRefused: (status) => options.onCallEnded(outcomeOfStatus(status)),
+      responses: {
+        200: { description: "The agent's JSON-RPC response, or its event stream (text/event-stream)", schema: v.record(v.string(), v.unknown()) },
+        400: { description: 'Not a JSON-RPC request the proxy can route' },
+        401: { description: 'No bearer token, or one that is unknown or revoked' },
+        403: { description: 'The caller may not reach this workspace' },
+        404: { description: 'No such workspace' },
+        410: { description: 'The workspace was removed' },
+        413: { description: 'Request body larger than a2a_body_limit_kb' },
+        502: { description: 'The agent failed, or its URL is refused' },
+        503: { description: 'The agent cannot be reached (Retry-After)' },
+        504: { description: 'The agent did not answer in time (Retry-After)' },
+      },
+      handle: forwardA2A,
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      // Open registration takes agents with no token yet; the service checks the token of a known workspace.
+      verify: 'handler',
+      method: 'POST',
+      path: '/registry/register',
+      summary: "Register an agent's URL and card",
+      body: model.RegisterBody,
+      responses: { 200: { description: 'Registered (a new workspace gets its token and inbound secret)', schema: model.RegisterResponse }, ...errors },
+      handle: async ({ body, credentials }) => {
+        const { workspace, token } = await service.register(credentials.token, credentials.workspaceId, {
+          id: body.id,
+          url: body.url,
+          agentCard: body.agent_card,
+          deliveryMode: body.delivery_mode,
+        })
+        return json({ status: 'registered', id: workspace.id, ...(token === undefined ? {} : { auth_token: token, inbound_secret: workspace.inboundSecret }) })
+      },
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      method: 'POST',
+      path: '/registry/heartbeat',
+      summary: 'Report liveness (every 30 s; offline after heartbeat_ttl_s; degraded when error_rate >= 0.5)',
+      body: model.HeartbeatBody,
+      responses: { 200: { description: 'Recorded', schema: model.OkBody }, ...errors },
+      handle: async ({ caller, body }) => {
+        await service.heartbeat(caller, {
+          workspaceId: body.workspace_id,
+          errorRate: body.error_rate,
+          activeTasks: body.active_tasks,
+          currentTask: body.current_task,
+          uptimeSeconds: body.uptime_seconds,
+        })
+        return json({ status: 'ok' })
+      },
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      method: 'POST',
+      path: '/registry/update-card',
+      summary: "Replace the workspace's agent card",
+      body: model.UpdateCardBody,
+      responses: { 200: { description: 'Updated', schema: model.OkBody }, ...errors },
+      handle: async ({ caller, body }) => {
+        await service.updateCard(caller, body.workspace_id, body.agent_card)
+        return json({ status: 'updated' })
+      },
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      method: 'GET',
+      path: '/registry/discover/:id',
+      summary: 'Find a workspace the caller may reach',
+      params: IdParams,
+      responses: { 200: { description: 'The workspace', schema: model.PeerInfo }, ...errors },
+      handle: async (request) => json(peerInfo(request, await service.discover(request.caller, request.params.id))),
+    }),
+    route({
+      ...registry,
+      access: 'workspace',
+      method: 'GET',
+      path: '/registry/:id/peers',
+      summary: 'Siblings, parent and children of a workspace (?q= filters by name or role)',
+      params: IdParams,
+      query: model.PeersQuery,
+      responses: { 200: { description: 'Peers', schema: v.array(model.PeerInfo) }, ...errors },
+      handle: async (request) => json((await service.peers(request.caller, request.params.id, request.query.q)).map((peer) => peerInfo(request, peer))),
+    }),
+  ]
+}
