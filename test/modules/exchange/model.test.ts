@@ -19,7 +19,16 @@ const schemaHeader = (data: unknown) => {
 
 describe('the canonical message check', () => {
   it('accepts a message as Academy writes it and gives the header the schema gives', () => {
-    for (const data of [message({}), message({ kind: 'response', label: TAG }), message({ protocol_version: undefined })]) {
+    const messages = [
+      message({}),
+      message({ kind: 'response', label: TAG }),
+      message({ protocol_version: undefined }),
+      message({ protocol_version: null }),
+      message({ protocol_version: '1000.0.0', additional_header_info: 'test' }),
+      // The body is relayed as sent, so any value is taken as it is.
+      ...['text', 7, null, [1, 'two'], {}, { action: 'echo' }, { kind: 7 }].map((body) => message({}, body)),
+    ]
+    for (const data of messages) {
       const header = canonicalMessageHeader(JSON.parse(JSON.stringify(data)))
       expect(header).not.toBeNull()
       expect(header).toEqual(schemaHeader(JSON.parse(JSON.stringify(data)))!)
@@ -32,8 +41,6 @@ describe('the canonical message check', () => {
       [],
       'text',
       { header: message({}).header },
-      message({}, { action: 'echo' }),
-      message({}, { kind: 7 }),
       message({ tag: TAG.toUpperCase() }),
       message({ tag: 'not-a-uuid' }),
       message({ label: undefined }),
@@ -53,6 +60,7 @@ describe('the canonical message check', () => {
     expect(schemaHeader(message({ tag: TAG.toUpperCase() }))?.tag).toBe(TAG)
     expect(schemaHeader(message({ src: { uid: UID, name: null } }))?.src).toEqual(agent)
     expect(schemaHeader(message({ kind: 'event' }))).toBeNull()
+    expect(schemaHeader({ header: message({}).header })).toBeNull()
   })
 
   it('accepts an EntityId as Academy writes it, as the schema does, and nothing looser', () => {
