@@ -2,10 +2,20 @@
 import * as v from 'valibot'
 import type { EntityId } from '../../backend/mailboxes'
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const HEX = '[0-9a-fA-F]'
+const HYPHENATED = `${HEX}{8}-${HEX}{4}-${HEX}{4}-${HEX}{4}-${HEX}{12}`
+/** The spellings of a UUID Academy's models read: hyphenated, 32 digits, hyphenated in braces, or a urn:uuid: URN; digits of either case. */
+const ACADEMY_UUID = new RegExp(`^(?:${HYPHENATED}|${HEX}{32}|\\{${HYPHENATED}\\}|urn:uuid:${HYPHENATED})$`)
 
-/** A UUID in its canonical lower-case form. */
-export const Uuid = v.pipe(v.string(), v.regex(UUID, 'must be a UUID'), v.toLowerCase())
+/** The canonical form of a UUID that matches ACADEMY_UUID: lower case, hyphenated. */
+function canonicalUuid(text: string): string {
+  if (text.length === 36) return text.toLowerCase()
+  const digits = text.replace(/^urn:uuid:|[{}-]/g, '').toLowerCase()
+  return `${digits.slice(0, 8)}-${digits.slice(8, 12)}-${digits.slice(12, 16)}-${digits.slice(16, 20)}-${digits.slice(20)}`
+}
+
+/** A UUID in any spelling Academy reads, given back in its canonical form (so every spelling names the same mailbox or request). */
+export const Uuid = v.pipe(v.string(), v.regex(ACADEMY_UUID, 'must be a UUID'), v.transform(canonicalUuid))
 
 /** Academy's EntityId; unknown keys are refused, a missing role means agent. */
 export const EntityIdSchema = v.strictObject({

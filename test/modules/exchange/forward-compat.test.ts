@@ -154,3 +154,31 @@ describe("Switchboard's own uses of a message, whatever its body", () => {
     expect(replies).toEqual(expected)
   })
 })
+
+describe("PUT /message takes and refuses what Academy's Message takes and refuses", () => {
+  it('answers each case of the fixtures as Academy does, delivering every message it takes unchanged', async () => {
+    const x = await exchange()
+    const verdicts: string[] = []
+    for (const { case: name, message, accepted, field } of fixtures.message_acceptance) {
+      const response = await x.send(message)
+      if (accepted) {
+        verdicts.push(`${name}: ${response.status}`)
+        // Each one is addressed to the agent, in whatever spelling of its id.
+        if (response.status === 200) expect([name, await x.receive(agent)]).toEqual([name, message])
+      } else {
+        verdicts.push(`${name}: ${response.status} ${response.text.startsWith(`Missing or invalid field: message.${field}`) ? `names message.${field}` : response.text}`)
+      }
+    }
+    expect(verdicts).toEqual(fixtures.message_acceptance.map(({ case: name, accepted, field }) => (accepted ? `${name}: 200` : `${name}: 400 names message.${field}`)))
+  })
+
+  it("takes every spelling of a mailbox id Academy takes as the same mailbox, and refuses the others naming the field", async () => {
+    const x = await exchange()
+    const verdicts: string[] = []
+    for (const { case: name, mailbox } of fixtures.mailbox_acceptance) {
+      const response = await rawRequest(`${x.url}/mailbox`, { method: 'GET', body: JSON.stringify({ mailbox }) })
+      verdicts.push(`${name}: ${response.status} ${response.status === 200 ? response.text : response.text.startsWith('Missing or invalid field: mailbox') ? 'names mailbox' : response.text}`)
+    }
+    expect(verdicts).toEqual(fixtures.mailbox_acceptance.map(({ case: name, accepted }) => `${name}: ${accepted ? '200 {"status":"ACTIVE"}' : '400 names mailbox'}`))
+  })
+})
