@@ -1,19 +1,13 @@
 /**
  * Wire compatibility with Academy, from the golden strings its own models
- * produce (spec/exchange-fixtures.json beside the checkout). Every case runs
+ * produce (test/fixtures/academy/exchange.json). Every case runs
  * twice: through `app.handle`, and over a real socket, where the serving
  * layer calls the exchange's plain routes as Academy's client reaches them.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
-import { fixtures, SPEC_DIR, type Fixtures } from '../support/academy'
+import { fixtures } from '../support/academy'
 import { call, makeApp, startServer } from '../support/app'
 import { openStream, rawRequest } from '../support/http'
-
-if (!fixtures) {
-  const reason = `exchange wire fixtures not found in ${SPEC_DIR} (set SWITCHBOARD_SPEC_DIR)`
-  if (process.env.CI === 'true') throw new Error(reason)
-  console.warn(`skipping Academy wire-compat cases: ${reason}`)
-}
 
 interface Answer {
   status: number
@@ -68,8 +62,8 @@ const transports: Record<string, () => Promise<Exchange>> = {
 }
 
 for (const [transport, start] of Object.entries(transports)) {
-  describe.skipIf(!fixtures)(`Academy's exact request bodies, through ${transport}`, () => {
-    const golden = fixtures as Fixtures
+  describe(`Academy's exact request bodies, through ${transport}`, () => {
+    const golden = fixtures
     let exchange: Exchange | null = null
     afterEach(async () => {
       await exchange?.close()

@@ -1,15 +1,20 @@
 /**
- * Academy's wire format for tests: the golden strings from the spec's
- * fixtures, and builders for ids, messages and request bodies exactly as
- * Academy's HttpExchangeFactory sends them (double-encoded).
+ * Academy's wire format for tests: the golden strings and acceptance verdicts
+ * of Academy's own models (test/fixtures/academy/exchange.json), and builders
+ * for ids, messages and request bodies exactly as Academy's HttpExchangeFactory
+ * sends them (double-encoded).
  */
 import { randomUUID } from 'node:crypto'
-import { existsSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 
-/** Where the protocol specs live: beside the checkout, or SWITCHBOARD_SPEC_DIR. */
-export const SPEC_DIR = resolve(import.meta.dir, '../..', process.env.SWITCHBOARD_SPEC_DIR ?? '../shared/spec')
-const FIXTURES = resolve(SPEC_DIR, 'exchange-fixtures.json')
+/** What Academy's models made of one message or mailbox field. */
+export interface Verdict {
+  case: string
+  accepted: boolean
+  /** For a refused input: the field Academy names (`header.tag`, `body`). */
+  field?: string
+}
 
 export interface Fixtures {
   user_id: string
@@ -20,10 +25,20 @@ export interface Fixtures {
   success_response: string
   terminate_auto_reply: string
   wire: Record<string, string>
+  /** A message from a newer peer: an unknown header field, protocol_version 1000.0.0, a body of a new shape. */
+  incompatible_request: string
+  /** The same message as Academy's client serialises it. */
+  incompatible_request_as_sent: string
+  /** The error response (INCOMPATIBLE_PROTOCOL) the receiving client answers with. */
+  incompatible_reply: string
+  /** Message.model_validate_json's verdict on each message, with the header it reads from an accepted one. */
+  message_acceptance: (Verdict & { message: string; header?: { src: Id; dest: Id; tag: string; label: string | null; kind: 'request' | 'response'; protocol_version: string | null } })[]
+  /** The EntityId validator's verdict on each mailbox field, with the id it reads from an accepted one. */
+  mailbox_acceptance: (Verdict & { mailbox: string; id?: Id })[]
 }
 
-/** The golden strings produced by Academy's own models (null when the spec folder is absent). */
-export const fixtures: Fixtures | null = existsSync(FIXTURES) ? (JSON.parse(readFileSync(FIXTURES, 'utf8')) as Fixtures) : null
+/** The golden strings and verdicts produced by Academy's own models. */
+export const fixtures: Fixtures = JSON.parse(readFileSync(resolve(import.meta.dir, '../fixtures/academy/exchange.json'), 'utf8')) as Fixtures
 
 export interface Id {
   uid: string

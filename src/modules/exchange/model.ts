@@ -2,10 +2,20 @@
 import * as v from 'valibot'
 import type { EntityId } from '../../backend/mailboxes'
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+const HEX = '[0-9a-fA-F]'
+const HYPHENATED = `${HEX}{8}-${HEX}{4}-${HEX}{4}-${HEX}{4}-${HEX}{12}`
+/** The spellings of a UUID Academy's models read: hyphenated, 32 digits, hyphenated in braces, or a urn:uuid: URN; digits of either case. */
+const ACADEMY_UUID = new RegExp(`^(?:${HYPHENATED}|${HEX}{32}|\\{${HYPHENATED}\\}|urn:uuid:${HYPHENATED})$`)
 
-/** A UUID in its canonical lower-case form. */
-export const Uuid = v.pipe(v.string(), v.regex(UUID, 'must be a UUID'), v.toLowerCase())
+/** The canonical form of a UUID that matches ACADEMY_UUID: lower case, hyphenated. */
+function canonicalUuid(text: string): string {
+  if (text.length === 36) return text.toLowerCase()
+  const digits = text.replace(/^urn:uuid:|[{}-]/g, '').toLowerCase()
+  return `${digits.slice(0, 8)}-${digits.slice(8, 12)}-${digits.slice(12, 16)}-${digits.slice(16, 20)}-${digits.slice(20)}`
+}
+
+/** A UUID in any spelling Academy reads, given back in its canonical form (so every spelling names the same mailbox or request). */
+export const Uuid = v.pipe(v.string(), v.regex(ACADEMY_UUID, 'must be a UUID'), v.transform(canonicalUuid))
 
 /** Academy's EntityId; unknown keys are refused, a missing role means agent. */
 export const EntityIdSchema = v.strictObject({
@@ -20,17 +30,22 @@ export const HeaderSchema = v.object({
   tag: Uuid,
   label: v.optional(v.nullable(Uuid), null),
   kind: v.picklist(['request', 'response']),
-  protocol_version: v.optional(v.string()),
+  protocol_version: v.optional(v.nullable(v.string())),
 })
 
+/**
+ * Academy's Message as its server reads it: the header is validated (unknown
+ * header fields ignored), the body may be any JSON value but must be there.
+ * Switchboard never reads the body (it relays the sender's text), so peers on
+ * a newer protocol can still reach older ones through it, as through Academy's.
+ */
 export const MessageSchema = v.object({
   header: HeaderSchema,
-  // Only `kind` is checked; the message is stored as sent, so the rest of the body is not copied.
-  body: v.object({ kind: v.string() }),
+  body: v.unknown(),
 })
 
-/** A UUID as Academy writes it: UUID's pattern, lower case only. */
-const CANONICAL_UUID = new RegExp(UUID.source)
+/** A UUID as Academy writes it: hyphenated, lower case. */
+const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
 const isCanonicalUuid = (value: unknown): value is string => typeof value === 'string' && value.length === 36 && CANONICAL_UUID.test(value)
@@ -54,10 +69,10 @@ export function canonicalEntityId(data: unknown): EntityId | null {
 
 /** The header MessageSchema would give a Message exactly as Academy writes it (see canonicalEntityId), or null for anything else. */
 export function canonicalMessageHeader(data: unknown): v.InferOutput<typeof HeaderSchema> | null {
-  if (!isObject(data) || !isObject(data.body) || typeof data.body.kind !== 'string' || !isObject(data.header)) return null
+  if (!isObject(data) || !('body' in data) || !isObject(data.header)) return null
   const { src, dest, tag, label, kind, protocol_version } = data.header
   if (!isCanonicalUuid(tag) || (label !== null && !isCanonicalUuid(label)) || (kind !== 'request' && kind !== 'response')) return null
-  if (protocol_version !== undefined && typeof protocol_version !== 'string') return null
+  if (protocol_version !== undefined && protocol_version !== null && typeof protocol_version !== 'string') return null
   const source = canonicalEntityId(src)
   const destination = source && canonicalEntityId(dest)
   if (!destination) return null

@@ -79,7 +79,8 @@ export class ExchangeService {
   }
 
   async createMailbox(client: Client, id: EntityId, agent: string | null | undefined): Promise<void> {
-    const mro = agent ? agent.split(',') : null
+    // Only an absent or null agent means no class, as in Academy: an empty one is the class '' (''.split(',') is ['']).
+    const mro = agent === undefined || agent === null ? null : agent.split(',')
     await this.store.create(client, id, mro)
     this.options.onEvent?.('created')
   }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'bun:test'
 import * as v from 'valibot'
+import { fixtures } from '../../support/academy'
 import { canonicalEntityId, canonicalMessageHeader, EntityIdSchema, MailboxBody, MessageSchema, quickMailboxBody, quickReceiveBody, quickSendBody, ReceiveBody, SendBody } from '../../../src/modules/exchange/model'
 
 const UID = '0b6c1f7e-4d2a-4c1e-9f3b-2a7d5e8c9b10'
@@ -19,7 +20,16 @@ const schemaHeader = (data: unknown) => {
 
 describe('the canonical message check', () => {
   it('accepts a message as Academy writes it and gives the header the schema gives', () => {
-    for (const data of [message({}), message({ kind: 'response', label: TAG }), message({ protocol_version: undefined })]) {
+    const messages = [
+      message({}),
+      message({ kind: 'response', label: TAG }),
+      message({ protocol_version: undefined }),
+      message({ protocol_version: null }),
+      message({ protocol_version: '1000.0.0', additional_header_info: 'test' }),
+      // The body is relayed as sent, so any value is taken as it is.
+      ...['text', 7, null, [1, 'two'], {}, { action: 'echo' }, { kind: 7 }].map((body) => message({}, body)),
+    ]
+    for (const data of messages) {
       const header = canonicalMessageHeader(JSON.parse(JSON.stringify(data)))
       expect(header).not.toBeNull()
       expect(header).toEqual(schemaHeader(JSON.parse(JSON.stringify(data)))!)
@@ -32,8 +42,6 @@ describe('the canonical message check', () => {
       [],
       'text',
       { header: message({}).header },
-      message({}, { action: 'echo' }),
-      message({}, { kind: 7 }),
       message({ tag: TAG.toUpperCase() }),
       message({ tag: 'not-a-uuid' }),
       message({ label: undefined }),
@@ -53,6 +61,25 @@ describe('the canonical message check', () => {
     expect(schemaHeader(message({ tag: TAG.toUpperCase() }))?.tag).toBe(TAG)
     expect(schemaHeader(message({ src: { uid: UID, name: null } }))?.src).toEqual(agent)
     expect(schemaHeader(message({ kind: 'event' }))).toBeNull()
+    expect(schemaHeader({ header: message({}).header })).toBeNull()
+  })
+
+  it("reads each message of the fixtures as Academy's Message does: the same verdict, the same header", () => {
+    for (const { case: name, message: text, accepted, header } of fixtures.message_acceptance) {
+      const data = JSON.parse(text)
+      const read = schemaHeader(data)
+      expect([name, read === null ? null : { ...read, protocol_version: read.protocol_version === undefined ? '1' : read.protocol_version }]).toEqual([name, accepted ? header! : null])
+      // The fast path reads no message differently: it gives the schema's header, or leaves the message to it.
+      const quick = canonicalMessageHeader(data)
+      if (quick !== null) expect([name, quick]).toEqual([name, read!])
+    }
+  })
+
+  it("reads each spelling of a mailbox id as Academy does, as the canonical id", () => {
+    for (const { case: name, mailbox, accepted, id } of fixtures.mailbox_acceptance) {
+      const parsed = v.safeParse(EntityIdSchema, JSON.parse(mailbox))
+      expect([name, parsed.success ? parsed.output : null]).toEqual([name, accepted ? id! : null])
+    }
   })
 
   it('accepts an EntityId as Academy writes it, as the schema does, and nothing looser', () => {

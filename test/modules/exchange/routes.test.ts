@@ -174,6 +174,15 @@ describe('discover, heartbeat and stats', () => {
     expect(await (await call(app, 'GET', '/discover', bodies.discover('m.Nothing', true))).json()).toEqual({ agent_ids: '' })
   })
 
+  it("registers an empty agent as Academy does, as the class '' that discover finds", async () => {
+    app = await makeApp()
+    const [named, unnamed] = [agentId(), agentId()]
+    await call(app, 'POST', '/mailbox', JSON.stringify({ mailbox: idJson(unnamed), agent: '' }))
+    await call(app, 'POST', '/mailbox', bodies.create(named, ['m.Base', '']))
+    expect(await (await call(app, 'GET', '/discover', bodies.discover('', false))).json()).toEqual({ agent_ids: unnamed.uid })
+    expect(await (await call(app, 'GET', '/discover', bodies.discover('', true))).json()).toEqual({ agent_ids: `${unnamed.uid},${named.uid}` })
+  })
+
   it('reports heartbeat as null before activity, seconds after it, and 404 for an unknown mailbox', async () => {
     app = await makeApp()
     const [user, agent] = [userId(), agentId()]
