@@ -13,7 +13,7 @@
  * routes to the serving layer only when it has none (rate limiting off).
  */
 import { BadRequestError } from './errors'
-import { servedOf, type ServedRequest } from './served'
+import { servedOf, type GoneReason, type ServedRequest } from './served'
 
 export interface PlainRequest {
   /** A request header by its lower-case name (repeated ones joined with ", "). */
@@ -26,8 +26,8 @@ export interface PlainRequest {
   readonly body: string
   /** Aborted when the caller goes away or shutdown ends the request; read it only to wait. */
   readonly signal: AbortSignal
-  /** Calls `listener` once when the caller goes away or shutdown ends the request; cheaper than `signal`. Returns the function that stops listening. */
-  onGone(listener: () => void): () => void
+  /** Calls `listener` once, with the reason, when the caller goes away or shutdown ends the request; cheaper than `signal`. Returns the function that stops listening. */
+  onGone(listener: (reason: GoneReason) => void): () => void
   readonly remoteAddress: string | undefined
 }
 
@@ -84,7 +84,7 @@ export class ReceivedRequest implements PlainRequest {
     return this.served.signal
   }
 
-  onGone(listener: () => void): () => void {
+  onGone(listener: (reason: GoneReason) => void): () => void {
     return this.served.onGone(listener)
   }
 

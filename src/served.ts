@@ -6,6 +6,9 @@
  * Requests made in-process through `app.handle` have no entry: their own
  * signal stands in and their address is unknown.
  */
+/** Why a request was ended before its answer: the caller went away, or shutdown cut it. */
+export type GoneReason = 'caller' | 'shutdown'
+
 export interface ServedRequest {
   readonly remoteAddress: string | undefined
   /** Aborted when the caller goes away, or when shutdown ends the request. */
@@ -15,14 +18,14 @@ export interface ServedRequest {
    * request (at once when that already happened), without the cost of an
    * abort signal; the function returned stops listening.
    */
-  onGone(listener: () => void): () => void
+  onGone(listener: (reason: GoneReason) => void): () => void
 }
 
 export const servedRequests = new WeakMap<Request, ServedRequest>()
 
 /** What serving knows of a request: the serving layer's record, or for an in-process request its own signal and no address. */
 export function servedOf(request: Request): ServedRequest {
-  return servedRequests.get(request) ?? { signal: request.signal, remoteAddress: undefined, onGone: (listener) => onAbort(request.signal, listener) }
+  return servedRequests.get(request) ?? { signal: request.signal, remoteAddress: undefined, onGone: (listener) => onAbort(request.signal, () => listener('caller')) }
 }
 
 /** Calls `listener` once when `signal` aborts (at once when it already has); returns the function that stops listening. */

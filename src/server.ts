@@ -14,7 +14,7 @@ import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './app'
 import { paramsOf, ReceivedRequest, type PlainReply, type PlainRoute, type PlainStream } from './plain'
-import { servedRequests, type ServedRequest } from './served'
+import { servedRequests, type GoneReason, type ServedRequest } from './served'
 import { corsPolicy } from './cors'
 import { A2A_ROUTE, observeRequests, requestIdOf } from './observability'
 
@@ -73,8 +73,8 @@ interface Connection extends Duplex {
 export class InFlight implements ServedRequest {
   clientGone = false
   private controller: AbortController | null = null
-  private listeners: (() => void)[] | null = null
-  private aborted = false
+  private listeners: ((reason: GoneReason) => void)[] | null = null
+  private aborted: GoneReason | null = null
 
   constructor(
     readonly route: string,
@@ -95,9 +95,9 @@ export class InFlight implements ServedRequest {
     return this.controller.signal
   }
 
-  onGone(listener: () => void): () => void {
+  onGone(listener: (reason: GoneReason) => void): () => void {
     if (this.aborted) {
-      listener()
+      listener(this.aborted)
       return () => {}
     }
     ;(this.listeners ??= []).push(listener)
@@ -107,13 +107,14 @@ export class InFlight implements ServedRequest {
     }
   }
 
-  abort(): void {
+  /** Ends the request: its caller went away, or shutdown cuts it (an A2A call then answers 503, not 499). */
+  abort(reason: GoneReason): void {
     if (this.aborted) return
-    this.aborted = true
+    this.aborted = reason
     this.controller?.abort()
     const listeners = this.listeners
     this.listeners = null
-    if (listeners !== null) for (const listener of listeners) listener()
+    if (listeners !== null) for (const listener of listeners) listener(reason)
   }
 }
 
@@ -206,7 +207,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       if (runtime.draining) {
         res.setHeader('connection', 'close')
         // Shutdown has begun: a new long-poll or stream answers at once; an A2A call still gets the deadline.
-        if (route !== A2A_ROUTE) entry.abort()
+        if (route !== A2A_ROUTE) entry.abort('shutdown')
       }
       await respond(req, res, entry, target, query === -1 ? target : target.slice(0, query))
     } finally {
@@ -313,7 +314,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       if (!entry) return
       socket[ANSWERING] = undefined
       entry.clientGone = true
-      entry.abort()
+      entry.abort('caller')
     })
   })
 
@@ -373,9 +374,9 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       server.closeIdleConnections?.()
       // WebSocket endpoints close while HTTP requests finish: upgraded sockets would otherwise be cut without a close frame.
       const socketsClosed = runtime.drain()
-      for (const entry of inFlight) if (entry.route !== A2A_ROUTE) entry.abort()
+      for (const entry of inFlight) if (entry.route !== A2A_ROUTE) entry.abort('shutdown')
       await settled(runtime.config.shutdown_timeout_s * 1000)
-      for (const entry of inFlight) entry.abort()
+      for (const entry of inFlight) entry.abort('shutdown')
       await settled(1000)
       await socketsClosed
       server.closeIdleConnections?.()

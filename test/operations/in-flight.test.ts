@@ -15,14 +15,14 @@ describe('a request in flight', () => {
     const entry = new InFlight('/message', 'id-1', socket)
     const signal = entry.signal
     expect(signal.aborted).toBe(false)
-    entry.abort()
+    entry.abort('caller')
     expect(signal.aborted).toBe(true)
     expect(entry.signal).toBe(signal)
   })
 
   it('hands an aborted signal to a handler that asks only after the request was ended', () => {
     const entry = new InFlight('/message', 'id-2', socket)
-    entry.abort()
+    entry.abort('shutdown')
     expect(entry.signal.aborted).toBe(true)
   })
 
@@ -32,7 +32,7 @@ describe('a request in flight', () => {
     servedRequests.set(served, entry)
     expect(remoteAddressOf(served)).toBe('192.0.2.7')
     const signal = servedOf(served).signal
-    entry.abort()
+    entry.abort('caller')
     expect(signal.aborted).toBe(true)
 
     const own = new AbortController()
@@ -42,30 +42,30 @@ describe('a request in flight', () => {
     expect(servedOf(inProcess).signal.aborted).toBe(true)
   })
 
-  it('tells each onGone listener once, at once when the request already ended, and never after it stopped listening', () => {
+  it('tells each onGone listener once, with the first reason, at once when the request already ended, and never after it stopped listening', () => {
     const entry = new InFlight('/workspaces/:id/a2a', 'id-4', socket)
     const told: string[] = []
-    entry.onGone(() => told.push('first'))
+    entry.onGone((reason) => told.push(`first ${reason}`))
     const stop = entry.onGone(() => told.push('stopped'))
-    entry.onGone(() => told.push('second'))
+    entry.onGone((reason) => told.push(`second ${reason}`))
     stop()
-    entry.abort()
-    entry.abort()
-    expect(told).toEqual(['first', 'second'])
-    entry.onGone(() => told.push('late'))
-    expect(told).toEqual(['first', 'second', 'late'])
+    entry.abort('shutdown')
+    entry.abort('caller')
+    expect(told).toEqual(['first shutdown', 'second shutdown'])
+    entry.onGone((reason) => told.push(`late ${reason}`))
+    expect(told).toEqual(['first shutdown', 'second shutdown', 'late shutdown'])
   })
 
   it('tells onGone listeners of an in-process request through its own signal', () => {
     const own = new AbortController()
     const request = new Request('http://127.0.0.1/workspaces', { signal: own.signal })
     const told: string[] = []
-    servedOf(request).onGone(() => told.push('kept'))
+    servedOf(request).onGone((reason) => told.push(`kept ${reason}`))
     const stop = servedOf(request).onGone(() => told.push('stopped'))
     stop()
     own.abort()
-    expect(told).toEqual(['kept'])
+    expect(told).toEqual(['kept caller'])
     servedOf(request).onGone(() => told.push('late'))
-    expect(told).toEqual(['kept', 'late'])
+    expect(told).toEqual(['kept caller', 'late'])
   })
 })
