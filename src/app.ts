@@ -19,7 +19,7 @@ import type { PlainRoutes } from './plain'
 import { agentsModule } from './modules/agents/index'
 import type { CallOutcome } from './modules/agents/proxy'
 import { AgentsService } from './modules/agents/service'
-import { AgentUrlGuard } from './modules/agents/ssrf'
+import { AgentUrlGuard, type Resolver } from './modules/agents/ssrf'
 import { exchangeModule } from './modules/exchange/index'
 import { ExchangeService, type ExchangeEvent } from './modules/exchange/service'
 import { workerSockets, workersModule } from './modules/workers/index'
@@ -33,6 +33,8 @@ export interface CreateAppOptions {
   /** Full or partial configuration; missing settings take their defaults. */
   config?: Partial<Config>
   logger?: Logger
+  /** How agent host names are resolved (default: the system resolver). */
+  resolve?: Resolver
 }
 
 /** What the serving layer and the process need beyond plain HTTP routes. */
@@ -123,7 +125,7 @@ export function createApp(options: CreateAppOptions) {
     logger,
   )
 
-  const agentUrls = new AgentUrlGuard({ allowPrivate: config.allow_private_agent_urls })
+  const agentUrls = new AgentUrlGuard({ allowPrivate: config.allow_private_agent_urls, resolve: options.resolve })
   const agents = new AgentsService(
     backend.agents,
     { adminToken: config.admin_token, openRegistration: config.open_registration, heartbeatTtlSeconds: config.heartbeat_ttl_s },
@@ -182,6 +184,7 @@ export function createApp(options: CreateAppOptions) {
         logger,
         bodyLimitBytes: config.max_body_kb * 1024,
         a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
+        a2aResponseLimitBytes: config.a2a_response_limit_kb * 1024,
         publicUrl: config.public_url,
         onCallEnded: (outcome) => a2aCallsOf(outcome).inc(),
         plainRoutes,

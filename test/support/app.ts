@@ -1,7 +1,7 @@
 /** Builds Switchboard for tests: in-process (`app.handle`) or on a real port. */
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createApp } from '../../src/app'
+import { createApp, type CreateAppOptions } from '../../src/app'
 import type { Config } from '../../src/config'
 import { serve, type RunningServer } from '../../src/server'
 import type { Backend } from '../../src/backend/index'
@@ -10,10 +10,13 @@ import { tempDir } from './temp'
 
 export type TestApp = ReturnType<typeof createApp>
 
+/** What else an app may be made with (e.g. the resolver of agent host names). */
+export type AppExtras = Pick<CreateAppOptions, 'resolve'>
+
 /** A fresh app on the test backend. */
-export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}): Promise<TestApp> {
+export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, extras: AppExtras = {}): Promise<TestApp> {
   const backend = await makeTestBackend(backendOptions)
-  return createApp({ backend, config: { log_level: 'silent', ...config }, logger })
+  return createApp({ backend, config: { log_level: 'silent', ...config }, logger, ...extras })
 }
 
 /** Sends one request through `app.handle`, with a body on any method. */
@@ -36,8 +39,8 @@ export interface TestServer {
   close(): Promise<void>
 }
 
-export async function startServer(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}): Promise<TestServer> {
-  return serveApp(await makeApp(config, backendOptions), config)
+export async function startServer(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, extras: AppExtras = {}): Promise<TestServer> {
+  return serveApp(await makeApp(config, backendOptions, extras), config)
 }
 
 /** Switchboard on a real port over a backend the test made itself (e.g. several instances sharing one Redis). */

@@ -26,6 +26,8 @@ export interface AgentsModuleOptions {
   bodyLimitBytes: number
   /** Largest proxied request body, in bytes. */
   a2aBodyLimitBytes: number
+  /** Largest agent answer read, and largest event of a relayed stream, in bytes. */
+  a2aResponseLimitBytes: number
   timeouts: ProxyTimeouts
   /** Told once how each proxied call ended (for metrics). */
   onCallEnded?: (outcome: CallOutcome) => void
@@ -89,7 +91,7 @@ export function rewriteAgentCard(card: Record<string, unknown>, proxyUrl: string
 
 export function agentsModule(options: AgentsModuleOptions) {
   const { service, logger, urls } = options
-  const proxy = new A2AProxy(options.timeouts)
+  const proxy = new A2AProxy(options.timeouts, options.a2aResponseLimitBytes)
   const read = <S extends v.GenericSchema>(request: Request, schema: S) => readJsonBody(request, schema, options.bodyLimitBytes)
   const baseUrl = (request: Request) => {
     if (options.publicUrl) return options.publicUrl.replace(/\/+$/, '')
@@ -184,7 +186,7 @@ export function agentsModule(options: AgentsModuleOptions) {
       rpcId = call.id
       const target = await service.discover(caller, targetId, early)
       if (target.url === null) throw new AppError(503, 'UNAVAILABLE', `workspace ${targetId} has not registered an agent URL yet`)
-      const url = await urls.check(target.url).catch((error: AppError) => {
+      const { url, address } = await urls.target(target.url).catch((error: AppError) => {
         throw new AppError(502, 'AGENT_URL_REFUSED', error.message)
       })
       const headers: Record<string, string> = {
@@ -198,7 +200,7 @@ export function agentsModule(options: AgentsModuleOptions) {
         if (value !== undefined) headers[name] = value
       }
       let outcome: Promise<void> | undefined
-      const response = await proxy.forward({ url, call, headers, onGone: (listener) => request.onGone(listener) }, (ended) => {
+      const response = await proxy.forward({ url, address, call, headers, onGone: (listener) => request.onGone(listener) }, (ended) => {
         count(ended.outcome)
         outcome = record(ended.status, ended.responseBytes, ended.error)
       })

@@ -1,5 +1,8 @@
-import { describe, expect, it } from 'bun:test'
+import { describe, expect, it, setSystemTime } from 'bun:test'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { AgentUrlGuard, AgentUrlRefusedError, classifyAddress, type AddressClass } from '../../../src/modules/agents/ssrf'
+import { messageSend, startRegistry } from './support'
 
 describe('the agent URL guard', () => {
   it('answers the same for a URL checked again, and refuses a bad one every time', async () => {
@@ -72,6 +75,60 @@ describe('IPv6 addresses that carry an IPv4 address', () => {
       ['http://[2002:7f00:1::]/', '6to4'],
     ]) {
       await expect(guard.check(url!)).rejects.toThrow(`a loopback address (127.0.0.1 in ${form} form) (allowed only with --allow-private-agent-urls)`)
+    }
+  })
+})
+
+/** An agent on `host` (a loopback address) that answers every call and notes where it was reached and the Host it was sent. */
+async function agentOn(host: string, port: number, seen: { at: string; host: string | undefined }[]): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    seen.push({ at: host, host: req.headers.host })
+    req.resume()
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: 1, result: { kind: 'message', role: 'agent', messageId: 'm', parts: [{ kind: 'text', text: host }] } }))
+    })
+  })
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => resolve())
+  })
+  return server
+}
+
+describe('the address a proxied call connects to', () => {
+  it('is the address its name was checked at: never a second resolution, whatever the name resolves to later', async () => {
+    // One port on three loopback addresses: the resolver's first answer, its second, and the system's for localhost.
+    const seen: { at: string; host: string | undefined }[] = []
+    const first = await agentOn('127.0.0.2', 0, seen)
+    const port = (first.address() as AddressInfo).port
+    const servers = [first, await agentOn('127.0.0.3', port, seen), await agentOn('127.0.0.1', port, seen)]
+    const queries: string[] = []
+    const resolve = async (host: string) => {
+      queries.push(host)
+      return [queries.length === 1 ? '127.0.0.2' : '127.0.0.3']
+    }
+    const registry = await startRegistry({}, { resolve })
+    try {
+      const workspace = await registry.createWorkspace('rebinding')
+      await registry.register(workspace, `http://localhost:${port}/a2a`)
+      const call = async () => {
+        const response = await registry.request('POST', `/workspaces/${workspace.id}/a2a`, { token: workspace.token, body: messageSend('echo:x') })
+        expect(response.status).toBe(200)
+      }
+      // Registration checked the name: it was 127.0.0.2, and the call goes there, with the name as Host.
+      await call()
+      expect(seen).toEqual([{ at: '127.0.0.2', host: `localhost:${port}` }])
+      expect(queries).toEqual(['localhost'])
+      // Once the verdict is old, the name is checked again: the next call goes where that check found it.
+      setSystemTime(new Date(Date.now() + 11_000))
+      await call()
+      expect(seen.slice(1)).toEqual([{ at: '127.0.0.3', host: `localhost:${port}` }])
+      expect(queries).toEqual(['localhost', 'localhost'])
+    } finally {
+      setSystemTime()
+      await registry.close()
+      for (const server of servers) server.close()
     }
   })
 })
