@@ -20,7 +20,7 @@ import { UnauthorizedError } from './errors'
 import { agentsRoutes } from './modules/agents/routes'
 import type { CallOutcome } from './modules/agents/proxy'
 import { AgentsService } from './modules/agents/service'
-import { AgentUrlGuard } from './modules/agents/ssrf'
+import { AgentUrlGuard, type Resolver } from './modules/agents/ssrf'
 import { exchangeRoutes } from './modules/exchange/routes'
 import { ExchangeService, type ExchangeEvent } from './modules/exchange/service'
 import { workerSockets, workersRoutes } from './modules/workers/routes'
@@ -36,6 +36,8 @@ export interface CreateAppOptions {
   /** Full or partial configuration; missing settings take their defaults. */
   config?: Partial<Config>
   logger?: Logger
+  /** How agent host names are resolved (default: the system resolver). */
+  resolve?: Resolver
   /** Routes of the host's own, run by the same pipeline and documented alike. */
   routes?: readonly AnyRoute[]
 }
@@ -60,7 +62,7 @@ export function createApp(options: CreateAppOptions) {
     },
     logger,
   )
-  const agentUrls = new AgentUrlGuard({ allowPrivate: config.allow_private_agent_urls })
+  const agentUrls = new AgentUrlGuard({ allowPrivate: config.allow_private_agent_urls, resolve: options.resolve })
   const agents = new AgentsService(
     backend.agents,
     { adminToken: config.admin_token, openRegistration: config.open_registration, heartbeatTtlSeconds: config.heartbeat_ttl_s },
@@ -108,6 +110,7 @@ export function createApp(options: CreateAppOptions) {
       urls: agentUrls,
       logger,
       a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
+      a2aResponseLimitBytes: config.a2a_response_limit_kb * 1024,
       publicUrl: config.public_url,
       onCallEnded: (outcome) => a2aCallsOf(outcome).inc(),
       timeouts: {

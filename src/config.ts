@@ -50,6 +50,10 @@ export const ConfigSchema = v.object({
   a2a_idle_timeout_s: v.optional(positive('Longest silence inside an agent response body; a body of declared length must arrive whole within it.'), 300),
   a2a_max_duration_s: v.optional(positive('Absolute ceiling of one proxied call.'), 3600),
   a2a_body_limit_kb: v.optional(integer(1, 1048576, 'Largest proxied request body, in KiB.'), 16384),
+  a2a_response_limit_kb: v.optional(
+    integer(1, 1048576, 'Largest agent answer the proxy reads, and largest event of a relayed stream, in KiB; past it the caller gets a JSON-RPC error (502, or an error event ending the stream).'),
+    16384,
+  ),
   rate_limit_per_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Requests per second per caller (token client, or remote address when anonymous); 0 turns rate limiting off.')), 0),
   rate_limit_burst: v.optional(integer(1, 1000000, 'Requests a caller may make at once before rate_limit_per_s applies (token bucket size).'), 200),
   max_waiting_per_client: v.optional(integer(0, 1000000, 'Open long-polls plus listen streams per client; 0 means no limit.'), 1000),

@@ -221,7 +221,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       if (!entry) return
       socket[ANSWERING] = undefined
       entry.clientGone = true
-      entry.abort()
+      entry.abort('caller')
     })
   })
 
@@ -280,9 +280,9 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       server.closeIdleConnections?.()
       // WebSocket endpoints close while HTTP requests finish: upgraded sockets would otherwise be cut without a close frame.
       const socketsClosed = runtime.drain()
-      for (const entry of inFlight) if (!outlivesDrain.has(entry)) entry.abort()
+      for (const entry of inFlight) if (!outlivesDrain.has(entry)) entry.abort('shutdown')
       await settled(runtime.config.shutdown_timeout_s * 1000)
-      for (const entry of inFlight) entry.abort()
+      for (const entry of inFlight) entry.abort('shutdown')
       await settled(1000)
       await socketsClosed
       server.closeIdleConnections?.()

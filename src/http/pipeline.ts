@@ -163,7 +163,7 @@ export class Pipeline {
       return finish(renderError('native', new NotFoundError('No such route'), { requestId, logger: options.logger }))
     }
     const { route } = matched
-    if (options.draining() && !route.outlivesDrain) incoming.served.abort()
+    if (options.draining() && !route.outlivesDrain) incoming.served.abort('shutdown')
     let limitHeaders: Record<string, string> | null = null
     let handled = false
     try {
@@ -197,9 +197,6 @@ export class Pipeline {
           return incoming.served.signal
         },
         onGone: (listener) => incoming.served.onGone(listener),
-        get draining() {
-          return options.draining() && !incoming.served.clientGone
-        },
         credentials,
       }
       handled = true

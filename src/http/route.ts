@@ -9,6 +9,7 @@ import type * as v from 'valibot'
 import type { Caller } from '../backend/agents'
 import type { Client } from '../backend/mailboxes'
 import type { Reply } from './reply'
+import type { GoneReason } from './served'
 
 /** Whose error shape a route answers in (surfaces.ts). */
 export type Surface = 'academy' | 'videosdk' | 'native' | 'a2a'
@@ -57,10 +58,8 @@ export interface RouteRequest<P, Q, B, C> {
   readonly remoteAddress: string | undefined
   /** Aborted when the caller goes away or shutdown ends the request; read it only to wait. */
   readonly signal: AbortSignal
-  /** Calls `listener` once when the caller goes away or shutdown ends the request; cheaper than `signal`. */
-  onGone(listener: () => void): () => void
-  /** Whether shutdown (not the caller) ended the request. */
-  readonly draining: boolean
+  /** Calls `listener` once, with the reason, when the caller goes away or shutdown ends the request; cheaper than `signal`. */
+  onGone(listener: (reason: GoneReason) => void): () => void
   readonly credentials: Credentials
 }
 

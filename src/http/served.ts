@@ -5,6 +5,9 @@
  * Request's own signal), so handlers never ask which way a request came in.
  */
 
+/** Why a request was ended before its answer: the caller went away, or shutdown cut it. */
+export type GoneReason = 'caller' | 'shutdown'
+
 /**
  * A request being answered. The abort signal handlers see is made only when
  * one asks for it (a long-poll): most requests never do, and a relayed event
@@ -14,8 +17,8 @@ export class InFlight {
   /** Set when the caller went away (not when shutdown ended the request). */
   clientGone = false
   private controller: AbortController | null = null
-  private listeners: (() => void)[] | null = null
-  private aborted = false
+  private listeners: ((reason: GoneReason) => void)[] | null = null
+  private aborted: GoneReason | null = null
 
   constructor(
     readonly requestId: string,
@@ -27,7 +30,7 @@ export class InFlight {
     const entry = new InFlight(requestId, undefined)
     onAbort(request.signal, () => {
       entry.clientGone = true
-      entry.abort()
+      entry.abort('caller')
     })
     return entry
   }
@@ -42,10 +45,10 @@ export class InFlight {
     return this.controller.signal
   }
 
-  /** Calls `listener` once when the caller goes away or shutdown ends the request (at once when that already happened); returns the function that stops listening. */
-  onGone(listener: () => void): () => void {
+  /** Calls `listener` once, with the reason, when the caller goes away or shutdown ends the request (at once when that already happened); returns the function that stops listening. */
+  onGone(listener: (reason: GoneReason) => void): () => void {
     if (this.aborted) {
-      listener()
+      listener(this.aborted)
       return () => {}
     }
     ;(this.listeners ??= []).push(listener)
@@ -55,13 +58,14 @@ export class InFlight {
     }
   }
 
-  abort(): void {
+  /** Ends the request: its caller went away, or shutdown cuts it (an A2A call then answers 503, not 499). */
+  abort(reason: GoneReason): void {
     if (this.aborted) return
-    this.aborted = true
+    this.aborted = reason
     this.controller?.abort()
     const listeners = this.listeners
     this.listeners = null
-    if (listeners !== null) for (const listener of listeners) listener()
+    if (listeners !== null) for (const listener of listeners) listener(reason)
   }
 }
 

@@ -130,7 +130,7 @@ describe('the exchange routes, over a socket and through app.handle', () => {
 describe('the node:http adapter writing a route\'s reply', () => {
   /** A server with one extra route, GET /probe, answered by `answer`. */
   const probing = (answer: (request: { header(name: string): string | undefined; bytes: Uint8Array; signal: AbortSignal }) => Promise<Reply>) =>
-    startServer({}, {}, [route({ method: 'GET', path: '/probe', surface: 'native', access: 'none', tag: 'operations', summary: 'probe', body: 'raw', responses: { 200: { description: 'probe' } }, handle: answer })])
+    startServer({}, {}, { routes: [route({ method: 'GET', path: '/probe', surface: 'native', access: 'none', tag: 'operations', summary: 'probe', body: 'raw', responses: { 200: { description: 'probe' } }, handle: answer })] })
 
   it('calls a route with the headers, the body and the caller signal, and writes its reply', async () => {
     const seen: { header: string | undefined; body: string; aborted: boolean }[] = []

@@ -14,14 +14,14 @@ describe('a request in flight', () => {
     const entry = new InFlight('id-1', socket.remoteAddress)
     const signal = entry.signal
     expect(signal.aborted).toBe(false)
-    entry.abort()
+    entry.abort('caller')
     expect(signal.aborted).toBe(true)
     expect(entry.signal).toBe(signal)
   })
 
   it('hands an aborted signal to a handler that asks only after the request was ended', () => {
     const entry = new InFlight('id-2', socket.remoteAddress)
-    entry.abort()
+    entry.abort('shutdown')
     expect(entry.signal.aborted).toBe(true)
   })
 
@@ -35,18 +35,18 @@ describe('a request in flight', () => {
     expect(entry.clientGone).toBe(true)
   })
 
-  it('tells each onGone listener once, at once when the request already ended, and never after it stopped listening', () => {
+  it('tells each onGone listener once, with the first reason, at once when the request already ended, and never after it stopped listening', () => {
     const entry = new InFlight('id-4', socket.remoteAddress)
     const told: string[] = []
-    entry.onGone(() => told.push('first'))
+    entry.onGone((reason) => told.push(`first ${reason}`))
     const stop = entry.onGone(() => told.push('stopped'))
-    entry.onGone(() => told.push('second'))
+    entry.onGone((reason) => told.push(`second ${reason}`))
     stop()
-    entry.abort()
-    entry.abort()
-    expect(told).toEqual(['first', 'second'])
-    entry.onGone(() => told.push('late'))
-    expect(told).toEqual(['first', 'second', 'late'])
+    entry.abort('shutdown')
+    entry.abort('caller')
+    expect(told).toEqual(['first shutdown', 'second shutdown'])
+    entry.onGone((reason) => told.push(`late ${reason}`))
+    expect(told).toEqual(['first shutdown', 'second shutdown', 'late shutdown'])
   })
 
   it('tells onGone listeners of an in-process request through its own signal', () => {
@@ -54,12 +54,12 @@ describe('a request in flight', () => {
     const request = new Request('http://127.0.0.1/workspaces', { signal: own.signal })
     const told: string[] = []
     const entry = InFlight.of(request, 'id-5')
-    entry.onGone(() => told.push('kept'))
+    entry.onGone((reason) => told.push(`kept ${reason}`))
     const stop = entry.onGone(() => told.push('stopped'))
     stop()
     own.abort()
-    expect(told).toEqual(['kept'])
+    expect(told).toEqual(['kept caller'])
     entry.onGone(() => told.push('late'))
-    expect(told).toEqual(['kept', 'late'])
+    expect(told).toEqual(['kept caller', 'late'])
   })
 })

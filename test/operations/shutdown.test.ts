@@ -58,12 +58,12 @@ describe('shutdown on SIGTERM', () => {
     expect(Date.now() - startedAt).toBeLessThan(5000)
   }, 20_000)
 
-  it('cuts an A2A call still running at shutdown_timeout_s and still exits 0', async () => {
+  it('cuts an A2A call still running at shutdown_timeout_s with 503 and Retry-After, and still exits 0', async () => {
     child = await start(['--shutdown-timeout-s', '0.3'])
     agent = await startPlainAgent()
     const workspace = await agentWorkspace(child.url, agent.url)
     const calling = callAgent(child.url, workspace, 'sleep:10000').then(
-      (response) => response.status,
+      async (response) => ({ status: response.status, retryAfter: response.headers.get('retry-after'), body: (await response.json()) as { error?: { message: string } } }),
       () => 'dropped',
     )
     const received = await agent.nextCall()
@@ -71,7 +71,8 @@ describe('shutdown on SIGTERM', () => {
     expect(await child.stop('SIGTERM')).toBe(0)
     expect(Date.now() - startedAt).toBeLessThan(4000)
     await received.closed
-    expect(await calling).not.toBe(200)
+    // Not 499: the caller is still there, and may try again elsewhere.
+    expect(await calling).toMatchObject({ status: 503, retryAfter: '5', body: { error: { message: 'Switchboard is shutting down: the call was cut before the agent answered' } } })
   }, 20_000)
 
   it('refuses new connections once shutdown has started', async () => {

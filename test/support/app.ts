@@ -1,20 +1,22 @@
 /** Builds Switchboard for tests: in-process (`app.handle`) or on a real port. */
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { createApp } from '../../src/app'
+import { createApp, type CreateAppOptions } from '../../src/app'
 import type { Config } from '../../src/config'
 import { serve, type RunningServer } from '../../src/http/node'
 import type { Backend } from '../../src/backend/index'
-import type { AnyRoute } from '../../src/http/route'
 import { logger, makeTestBackend } from './backend'
 import { tempDir } from './temp'
 
 export type TestApp = ReturnType<typeof createApp>
 
+/** What else an app may be made with: the resolver of agent host names, routes of the test's own. */
+export type AppExtras = Pick<CreateAppOptions, 'resolve' | 'routes'>
+
 /** A fresh app on the test backend. */
-export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, routes: AnyRoute[] = []): Promise<TestApp> {
+export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, extras: AppExtras = {}): Promise<TestApp> {
   const backend = await makeTestBackend(backendOptions)
-  return createApp({ backend, config: { log_level: 'silent', ...config }, logger, routes })
+  return createApp({ backend, config: { log_level: 'silent', ...config }, logger, ...extras })
 }
 
 /** Sends one request through `app.handle`, with a body on any method. */
@@ -37,9 +39,8 @@ export interface TestServer {
   close(): Promise<void>
 }
 
-/** A running server; `routes` adds routes of the test's own to the table. */
-export async function startServer(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, routes: AnyRoute[] = []): Promise<TestServer> {
-  return serveApp(await makeApp(config, backendOptions, routes))
+export async function startServer(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, extras: AppExtras = {}): Promise<TestServer> {
+  return serveApp(await makeApp(config, backendOptions, extras))
 }
 
 /** Switchboard on a real port over a backend the test made itself (e.g. several instances sharing one Redis). */

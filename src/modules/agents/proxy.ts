@@ -7,11 +7,20 @@
  * A body of declared length must arrive whole within the silence deadline
  * of its headers; a body sent in pieces may take longer, as long as it is
  * never silent that long.
+ *
+ * What an agent can make Switchboard hold is bounded: a whole answer by the
+ * response limit (a declared length over it is refused before a byte is
+ * read), each event of a stream by the same limit (a stream may run for
+ * hours, so its total is not). Agents are asked for `identity` encoding and
+ * nothing is decompressed, so a small compressed body cannot inflate here.
+ * A call connects to the address the URL guard checked (AgentTarget), not
+ * to a second resolution of the agent's name.
  */
 import { randomUUID } from 'node:crypto'
-import { connect } from 'node:net'
+import { connect, isIP } from 'node:net'
 import { AppError, GatewayTimeoutError, UnavailableError } from '../../errors'
 import { webChunks, type Reply } from '../../http/reply'
+import type { GoneReason } from '../../http/served'
 import { rpcErrorBody, RpcError } from '../../http/surfaces'
 
 /** Methods whose `params.message` is normalised (v0.3 and v1.0 names). */
@@ -115,11 +124,13 @@ export interface ProxyTimeouts {
 
 export interface ForwardRequest {
   url: URL
+  /** The address the URL guard checked the URL's host at: the call connects there and nowhere else. */
+  address: string
   call: RpcCall
   /** Headers for the agent: caller id, inbound secret, A2A version and extensions. */
   headers: Record<string, string>
-  /** Calls its listener when the caller goes away; returns the function that stops listening. */
-  onGone(listener: () => void): () => void
+  /** Calls its listener when the caller goes away or shutdown cuts the call; returns the function that stops listening. */
+  onGone(listener: (reason: GoneReason) => void): () => void
 }
 
 /**
@@ -150,7 +161,8 @@ export interface ForwardOutcome {
   outcome: CallOutcome
 }
 
-type AbortCause = 'connect' | 'headers' | 'idle' | 'body' | 'max' | 'caller'
+/** Why the call to the agent was aborted: a deadline, the caller leaving, shutdown, or an answer refused after its headers. */
+type AbortCause = 'connect' | 'headers' | 'idle' | 'body' | 'max' | 'caller' | 'shutdown' | 'limit' | 'refused'
 
 class Aborted extends Error {
   constructor(readonly stage: AbortCause) {
@@ -158,11 +170,33 @@ class Aborted extends Error {
   }
 }
 
-/** Resolves true once a TCP connection to the agent opens, false when it fails or takes longer than `timeoutMs`. */
-function canConnect(url: URL, timeoutMs: number): Promise<boolean> {
+/** What a call is sent to: the URL with the checked address for its host, and what keeps the agent's name. */
+interface Destination {
+  href: string
+  /** The Host header (the URL's own host) when the URL names the agent by name. */
+  host?: string
+  /** The name an https agent's certificate is checked against (and sent as SNI), when the URL names it by name. */
+  serverName?: string
+}
+
+/**
+ * The URL to fetch for a checked target. A URL that names its agent by an
+ * address is fetched as it is; one that names it by a name is fetched at the
+ * checked address, with the name as Host and, over https, as the TLS server
+ * name, so the certificate is still checked against the name.
+ */
+function destinationOf(url: URL, address: string): Destination {
+  if (isIP(url.hostname.replace(/^\[|\]$/g, '')) !== 0) return { href: url.href }
+  const host = isIP(address) === 6 ? `[${address}]` : address
+  const href = `${url.protocol}//${host}${url.port === '' ? '' : `:${url.port}`}${url.pathname}${url.search}`
+  return { href, host: url.host, serverName: url.protocol === 'https:' ? url.hostname : undefined }
+}
+
+/** Resolves true once a TCP connection to the agent's checked address opens, false when it fails or takes longer than `timeoutMs`. */
+function canConnect(url: URL, address: string, timeoutMs: number): Promise<boolean> {
   const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80))
   return new Promise((resolve) => {
-    const socket = connect({ host: url.hostname.replace(/^\[|\]$/g, ''), port })
+    const socket = connect({ host: address, port })
     const finish = (ok: boolean) => {
       clearTimeout(timer)
       socket.destroy()
@@ -174,11 +208,65 @@ function canConnect(url: URL, timeoutMs: number): Promise<boolean> {
   })
 }
 
+const SHUTDOWN_MESSAGE = 'Switchboard is shutting down: the call was cut'
+
 const seconds = (ms: number) => `${Math.round(ms / 100) / 10} s`
+
+/** Line feed and carriage return, the bytes that end lines in an event stream. */
+const LF = 10
+const CR = 13
+
+/**
+ * Counts the bytes of an event stream since its last event ended, across
+ * chunks. An event ends at a blank line: two line ends in a row, where a
+ * line ends with CRLF, LF or CR (the event-stream format).
+ */
+class EventSizer {
+  /** Bytes since the last blank line. */
+  open = 0
+  /** Line ends in a row at the end of what was fed. */
+  private ends = 0
+  /** Whether the last byte fed was a CR (a LF right after it belongs to the same line end). */
+  private cr = false
+  /** Where in the last chunk fed its last blank line ended (0: none in it). */
+  ended = 0
+
+  /** Feeds a chunk; answers the bytes since the last blank line. */
+  feed(chunk: Uint8Array): number {
+    let { open, ends, cr } = this
+    let ended = 0
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i]!
+      if (byte === LF && cr) cr = false
+      else if (byte === LF || byte === CR) {
+        ends++
+        cr = byte === CR
+      } else {
+        ends = 0
+        cr = false
+      }
+      if (ends >= 2) {
+        open = 0
+        ended = i + 1
+      } else open++
+    }
+    this.ended = ended
+    this.open = open
+    this.ends = ends
+    this.cr = cr
+    return open
+  }
+}
 
 /** Forwards JSON-RPC calls to agents over pooled keep-alive connections. */
 export class A2AProxy {
-  constructor(private readonly timeouts: ProxyTimeouts) {}
+  /**
+   * @param responseLimitBytes largest answer read from an agent, and largest event of a relayed stream
+   */
+  constructor(
+    private readonly timeouts: ProxyTimeouts,
+    private readonly responseLimitBytes: number,
+  ) {}
 
   /**
    * Forwards one call. Resolves with the response for the caller as soon as
@@ -192,7 +280,7 @@ export class A2AProxy {
       if (!upstream.signal.aborted) upstream.abort(new Aborted(cause))
     }
     const causeOf = (): AbortCause | null => (upstream.signal.reason instanceof Aborted ? upstream.signal.reason.stage : null)
-    const stopListening = request.onGone(() => abort('caller'))
+    const stopListening = request.onGone((reason) => abort(reason === 'shutdown' ? 'shutdown' : 'caller'))
     const maxTimer = setTimeout(() => abort('max'), timeouts.maxMs)
     let headersArrived = false
     // fetch reports no connection phase, so a slow call is checked with a
@@ -203,7 +291,7 @@ export class A2AProxy {
     const headersDue = () => abort('headers')
     const probe = () => {
       headerTimer = setTimeout(headersDue, timeouts.headerMs - timeouts.connectMs)
-      void canConnect(request.url, timeouts.connectMs).then((reachable) => {
+      void canConnect(request.url, request.address, timeouts.connectMs).then((reachable) => {
         if (!reachable && !headersArrived) abort('connect')
       })
     }
@@ -222,14 +310,20 @@ export class A2AProxy {
       throw error
     }
 
+    const destination = destinationOf(request.url, request.address)
+    // Identity only, and nothing decompressed: a compressed answer would be inflated here without bound.
+    const headers: Record<string, string> = { ...request.headers, 'accept-encoding': 'identity' }
+    if (destination.host !== undefined) headers.host = destination.host
     let response: Response
     try {
-      response = await fetch(request.url, {
+      response = await fetch(destination.href, {
         method: 'POST',
-        headers: request.headers,
+        headers,
         body: request.call.body,
         signal: upstream.signal,
         redirect: 'manual',
+        decompress: false,
+        tls: destination.serverName === undefined ? undefined : { serverName: destination.serverName },
       })
     } catch (error) {
       return fail(this.failureBefore(causeOf(), error))
@@ -238,10 +332,19 @@ export class A2AProxy {
       clearTimeout(headerTimer)
     }
 
-    const headers: Record<string, string> = {}
+    const refuse = (cause: 'limit' | 'refused', error: AppError): never => {
+      // Aborted, not read to its end: the connection is closed rather than drained.
+      abort(cause)
+      return fail(error)
+    }
+    const encoding = response.headers.get('content-encoding')
+    if (encoding !== null && encoding.trim() !== '' && encoding.trim().toLowerCase() !== 'identity') {
+      return refuse('refused', new AppError(502, 'BAD_GATEWAY', `agent answered with Content-Encoding ${JSON.stringify(encoding.slice(0, 40))}, though it was asked for identity: Switchboard does not decompress agent answers`))
+    }
+    const relayed: Record<string, string> = {}
     for (const name of RELAYED_HEADERS) {
       const value = response.headers.get(name)
-      if (value !== null) headers[name] = value
+      if (value !== null) relayed[name] = value
     }
     const contentType = response.headers.get('content-type') ?? ''
     // `response.body` is read only for an event stream or an answer sent in pieces: reading it makes a web
@@ -249,14 +352,16 @@ export class A2AProxy {
     if (contentType.includes('text/event-stream') && response.ok && response.body !== null) {
       return {
         status: response.status,
-        headers,
+        headers: relayed,
         stream: webChunks(this.relayStream(response.body, request.call.id, abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome }))),
       }
     }
 
+    const declared = response.headers.get('content-length')
+    if (declared !== null && Number(declared) > this.responseLimitBytes) return refuse('limit', this.tooLarge(`of ${declared} bytes `))
     let body: Uint8Array<ArrayBuffer>
     try {
-      body = response.headers.has('content-length') ? await this.readDeclared(response, abort) : await this.readWhole(response, abort)
+      body = declared !== null ? await this.readDeclared(response, abort) : await this.readWhole(response, abort)
     } catch (error) {
       return fail(this.failureDuring(causeOf(), error))
     }
@@ -268,7 +373,13 @@ export class A2AProxy {
       return { status: response.status, headers: { 'content-type': 'application/json' }, body: wrapped }
     }
     finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null, outcome: outcomeOfStatus(response.status) })
-    return { status: response.status, headers, body }
+    return { status: response.status, headers: relayed, body }
+  }
+
+  /** The error for an answer over the response limit; `size` says how large it is when that is known. */
+  private tooLarge(size = ''): AppError {
+    const limit = this.responseLimitBytes
+    return new AppError(502, 'RESPONSE_TOO_LARGE', `agent response ${size}is larger than the limit of ${limit} bytes (a2a_response_limit_kb)`, { limit_bytes: limit })
   }
 
   private isJson(body: Uint8Array<ArrayBuffer>): boolean {
@@ -294,7 +405,7 @@ export class A2AProxy {
     }
   }
 
-  /** Reads a body sent in pieces (no declared length), aborting after `idleMs` without one. */
+  /** Reads a body sent in pieces (no declared length), aborting after `idleMs` without one, or once it is over the response limit. */
   private async readWhole(response: Response, abort: (cause: AbortCause) => void): Promise<Uint8Array<ArrayBuffer>> {
     if (response.body === null) return new Uint8Array(0)
     const reader = response.body.getReader()
@@ -307,8 +418,12 @@ export class A2AProxy {
         const result = await reader.read()
         if (result.done) break
         idle.refresh()
-        chunks.push(result.value)
         size += result.value.length
+        if (size > this.responseLimitBytes) {
+          abort('limit')
+          throw this.tooLarge()
+        }
+        chunks.push(result.value)
       }
     } finally {
       clearTimeout(idle)
@@ -323,7 +438,7 @@ export class A2AProxy {
     return whole
   }
 
-  /** Relays an event stream chunk by chunk; a stall or the ceiling ends it with a JSON-RPC error event. */
+  /** Relays an event stream chunk by chunk; a stall, the ceiling or an event over the response limit ends it with a JSON-RPC error event. */
   private relayStream(
     body: ReadableStream<Uint8Array>,
     rpcId: unknown,
@@ -335,6 +450,18 @@ export class A2AProxy {
     let bytes = 0
     const idleMs = this.timeouts.idleMs
     const maxMs = this.timeouts.maxMs
+    const limit = this.responseLimitBytes
+    const sizer = new EventSizer()
+    /** Ends the stream the caller sees with a JSON-RPC error event. */
+    const endWith = (controller: ReadableStreamDefaultController<Uint8Array>, message: string, outcome: CallOutcome) => {
+      // The agent may have stopped inside an event: the blank lines end whatever it left open, so ours stands alone.
+      const event = encoder.encode(`\n\ndata: ${rpcErrorBody(rpcId, -32603, message)}\n\n`)
+      bytes += event.length
+      controller.enqueue(event)
+      controller.close()
+      // The caller saw a 200: only this tells that the stream failed.
+      done(bytes, message, outcome)
+    }
     return new ReadableStream<Uint8Array>(
       {
         async pull(controller) {
@@ -349,13 +476,7 @@ export class A2AProxy {
               return
             }
             const message = cause === 'idle' ? `agent stream was silent for ${seconds(idleMs)}` : cause === 'max' ? `call exceeded the ceiling of ${seconds(maxMs)}` : 'agent closed the stream abruptly'
-            // The agent may have stopped inside an event: the blank lines end whatever it left open, so ours stands alone.
-            const event = encoder.encode(`\n\ndata: ${rpcErrorBody(rpcId, -32603, message)}\n\n`)
-            bytes += event.length
-            controller.enqueue(event)
-            controller.close()
-            // The caller saw a 200: only this tells that the stream failed.
-            done(bytes, message, cause === 'idle' || cause === 'max' ? 'timeout' : 'agent_error')
+            endWith(controller, message, cause === 'idle' || cause === 'max' ? 'timeout' : 'agent_error')
             return
           } finally {
             clearTimeout(idle)
@@ -365,13 +486,27 @@ export class A2AProxy {
             done(bytes, null, 'ok')
             return
           }
+          // Each event is bounded, not the stream: a stream may run for hours. The events the chunk ends are relayed, not
+          // what it holds of the event too large.
+          if (sizer.feed(result.value) > limit) {
+            if (sizer.ended > 0) {
+              bytes += sizer.ended
+              controller.enqueue(result.value.subarray(0, sizer.ended))
+            }
+            abort('limit')
+            void reader.cancel().catch(() => {})
+            endWith(controller, `agent stream sent an event larger than the limit of ${limit} bytes (a2a_response_limit_kb)`, 'agent_error')
+            return
+          }
           bytes += result.value.length
           controller.enqueue(result.value)
         },
         cancel() {
+          // Cancelled by the serving layer: the caller left, or shutdown ended the stream (the proxy heard that first).
+          const shutdown = causeOf() === 'shutdown'
           abort('caller')
           void reader.cancel().catch(() => {})
-          done(bytes, 'caller went away', 'caller_gone')
+          done(bytes, shutdown ? SHUTDOWN_MESSAGE : 'caller went away', shutdown ? 'unavailable' : 'caller_gone')
         },
       },
       { highWaterMark: 0 },
@@ -390,6 +525,8 @@ export class A2AProxy {
         return new GatewayTimeoutError(`call exceeded the ceiling of ${seconds(timeouts.maxMs)}`, 5)
       case 'caller':
         return new AppError(499, 'CLIENT_CLOSED', 'caller went away before the agent answered')
+      case 'shutdown':
+        return new UnavailableError(`${SHUTDOWN_MESSAGE} before the agent answered`, 5)
       default: {
         const code = (error as { code?: string })?.code
         return new UnavailableError(`agent unreachable${code ? ` (${code})` : ''}`, 5)
@@ -399,6 +536,8 @@ export class A2AProxy {
 
   /** The error for a call whose body stopped arriving. */
   private failureDuring(cause: AbortCause | null, error: unknown): AppError {
+    if (cause === 'limit') return error instanceof AppError ? error : this.tooLarge()
+    if (cause === 'shutdown') return new UnavailableError(`${SHUTDOWN_MESSAGE} while the agent's answer arrived`, 5)
     if (cause === 'idle') return new GatewayTimeoutError(`agent response was silent for ${seconds(this.timeouts.idleMs)}`, 5)
     if (cause === 'body') return new GatewayTimeoutError(`agent response of declared length did not arrive whole within ${seconds(this.timeouts.idleMs)} of its headers`, 5)
     if (cause === null) {

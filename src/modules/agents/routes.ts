@@ -23,6 +23,8 @@ export interface AgentsRoutesOptions {
   logger: Logger
   /** Largest proxied request body, in bytes. */
   a2aBodyLimitBytes: number
+  /** Largest agent answer read, and largest event of a relayed stream, in bytes. */
+  a2aResponseLimitBytes: number
   timeouts: ProxyTimeouts
   /** Told once how each proxied call ended (for metrics). */
   onCallEnded: (outcome: CallOutcome) => void
@@ -67,7 +69,7 @@ export function rewriteAgentCard(card: Record<string, unknown>, proxyUrl: string
 
 export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
   const { service, logger, urls } = options
-  const proxy = new A2AProxy(options.timeouts)
+  const proxy = new A2AProxy(options.timeouts, options.a2aResponseLimitBytes)
   type AnyRequest = RouteRequest<unknown, unknown, unknown, unknown>
   const baseUrl = (request: AnyRequest) => (options.publicUrl ? options.publicUrl.replace(/\/+$/, '') : request.origin)
   const proxyUrlOf = (request: AnyRequest, id: string) => `${baseUrl(request)}/workspaces/${id}/a2a`
@@ -124,7 +126,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       call = normaliseRpcRequest(request.bytes as Uint8Array<ArrayBuffer>)
       const target = await service.discover(caller, targetId)
       if (target.url === null) throw new AppError(503, 'UNAVAILABLE', `workspace ${targetId} has not registered an agent URL yet`)
-      const url = await urls.check(target.url).catch((error: AppError) => {
+      const { url, address } = await urls.target(target.url).catch((error: AppError) => {
         throw new AppError(502, 'AGENT_URL_REFUSED', error.message)
       })
       const headers: Record<string, string> = {
@@ -138,7 +140,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         if (value !== undefined) headers[name] = value
       }
       let outcome: Promise<void> | undefined
-      const reply = await proxy.forward({ url, call, headers, onGone: (listener) => request.onGone(listener) }, (ended) => {
+      const reply = await proxy.forward({ url, address, call, headers, onGone: (listener) => request.onGone(listener) }, (ended) => {
         count(ended.outcome)
         outcome = record(ended.status, ended.responseBytes, ended.error)
       })

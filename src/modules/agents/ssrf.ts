@@ -2,13 +2,20 @@
  * Which agent URLs the proxy may call. A registered URL is resolved (DNS)
  * and every address it resolves to is checked: link-local (cloud metadata),
  * multicast, unspecified, broadcast and reserved ranges are never allowed;
- * private and loopback ranges only when the operator allows them.
+ * private and loopback ranges only when the operator allows them. An IPv6
+ * address that carries an IPv4 address (mapped, compatible, SIIT, NAT64,
+ * 6to4, Teredo) is judged by the IPv4 address it leads to. The proxy then
+ * connects to the address that was checked, never to a second resolution of
+ * the name (DNS rebinding).
  */
 import { lookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 import { BadRequestError } from '../../errors'
 
 export type AddressClass = 'public' | 'private' | 'blocked'
+
+/** What an address is; `carried` names the IPv4 address an IPv6 one carries, when that decided. */
+type Verdict = { kind: AddressClass; reason: string; carried?: string }
 
 /** An IPv4 range as [first address as a number, prefix length, class, what it is]. */
 type Range = readonly [number, number, Exclude<AddressClass, 'public'>, string]
@@ -32,7 +39,7 @@ const IPV4_RANGES: readonly Range[] = [
   [v4('240.0.0.0'), 4, 'blocked', 'reserved or broadcast'],
 ]
 
-function classifyIpv4(address: string): { kind: AddressClass; reason: string } {
+function classifyIpv4(address: string): Verdict {
   const value = v4(address)
   for (const [first, prefix, kind, reason] of IPV4_RANGES) {
     const size = 2 ** (32 - prefix)
@@ -56,31 +63,70 @@ function ipv6Groups(address: string): number[] {
   return [...left, ...Array<string>(missing).fill('0'), ...right].map((group) => Number.parseInt(group, 16))
 }
 
-function classifyIpv6(address: string): { kind: AddressClass; reason: string } {
+const SEVERITY: Record<AddressClass, number> = { public: 0, private: 1, blocked: 2 }
+/** The stricter of two verdicts (the first when they are alike). */
+const stricter = (a: Verdict, b: Verdict): Verdict => (SEVERITY[b.kind] > SEVERITY[a.kind] ? b : a)
+
+/** The IPv4 address in two 16-bit groups, as text. */
+const v4Of = (high: number, low: number) => `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`
+
+/** An IPv4 address carried in an IPv6 one, judged as that IPv4 address, its reason naming the form it came in. */
+function embedded(form: string, high: number, low: number): Verdict {
+  const address = v4Of(high, low)
+  return { ...classifyIpv4(address), carried: `${address} in ${form} form` }
+}
+
+function classifyIpv6(address: string): Verdict {
   const groups = ipv6Groups(address)
   const [a, b, c, d, e, f, g, h] = groups as [number, number, number, number, number, number, number, number]
-  const embeddedV4 = `${g >> 8}.${g & 0xff}.${h >> 8}.${h & 0xff}`
-  if (a === 0 && b === 0 && c === 0 && d === 0 && e === 0 && f === 0xffff) return classifyIpv4(embeddedV4)
-  if (a === 0x64 && b === 0xff9b && c === 0 && d === 0 && e === 0 && f === 0) return classifyIpv4(embeddedV4)
-  if (groups.every((group) => group === 0)) return { kind: 'blocked', reason: 'unspecified' }
-  if (groups.slice(0, 7).every((group) => group === 0) && h === 1) return { kind: 'private', reason: 'loopback' }
+  const zeroTo = (end: number) => groups.slice(0, end).every((group) => group === 0)
+  if (zeroTo(8)) return { kind: 'blocked', reason: 'unspecified' }
+  if (zeroTo(7) && h === 1) return { kind: 'private', reason: 'loopback' }
+  // Each form below reaches the IPv4 address it carries, so that address decides.
+  if (zeroTo(5) && f === 0xffff) return embedded('IPv4-mapped', g, h)
+  if (zeroTo(6)) return embedded('IPv4-compatible', g, h)
+  if (zeroTo(4) && e === 0xffff && f === 0) return embedded('IPv4-translated (SIIT)', g, h)
+  if (a === 0x64 && b === 0xff9b && c === 0 && d === 0 && e === 0 && f === 0) return embedded('NAT64', g, h)
+  // Local-use NAT64 (RFC 8215) is a site's own translator, which reaches the site's private IPv4 under whatever
+  // prefix length it uses: private at least, and what its /96 form carries when that is worse.
+  if (a === 0x64 && b === 0xff9b && c === 1) return stricter(embedded('local-use NAT64', g, h), { kind: 'private', reason: 'local-use NAT64' })
+  if (a === 0x2002) return embedded('6to4', b, c)
+  // Teredo: a relay sends to the client's address (stored inverted) by way of the server's: both must pass.
+  if (a === 0x2001 && b === 0) return stricter(embedded('Teredo server', c, d), embedded('Teredo client', g ^ 0xffff, h ^ 0xffff))
   if ((a & 0xffc0) === 0xfe80) return { kind: 'blocked', reason: 'link-local' }
+  if ((a & 0xffc0) === 0xfec0) return { kind: 'private', reason: 'site-local (private)' }
   if ((a & 0xff00) === 0xff00) return { kind: 'blocked', reason: 'multicast' }
   if (a === 0x2001 && b === 0x0db8) return { kind: 'blocked', reason: 'documentation' }
+  if (a === 0x0100 && b === 0 && c === 0 && d === 0) return { kind: 'blocked', reason: 'discard-only' }
   if ((a & 0xfe00) === 0xfc00) return { kind: 'private', reason: 'unique local (private)' }
   return { kind: 'public', reason: 'public' }
 }
 
 /** Classifies one IP address (v4 or v6). */
-export function classifyAddress(address: string): { kind: AddressClass; reason: string } {
+export function classifyAddress(address: string): Verdict {
   return isIP(address) === 4 ? classifyIpv4(address) : classifyIpv6(address)
 }
+
+/** Resolves a host name to its addresses, in the order to try them. */
+export type Resolver = (host: string) => Promise<string[]>
+
+/** The system resolver (what `fetch` itself would use), every address in the order it gives them. */
+export const systemResolver: Resolver = async (host) => (await lookup(host, { all: true, verbatim: true })).map((entry) => entry.address)
 
 export interface AgentUrlPolicy {
   /** Allow private and loopback ranges (development, tests, one private network). */
   allowPrivate: boolean
   /** How long a resolved hostname's verdict is reused, in ms. */
   cacheMs?: number
+  /** How host names are resolved (default: the system resolver). */
+  resolve?: Resolver
+}
+
+/** A checked agent URL and the address it was checked at: the one to connect to. */
+export interface AgentTarget {
+  url: URL
+  /** An IP address (IPv6 without brackets); the URL's own host when that is an address already. */
+  address: string
 }
 
 /** Thrown when an agent URL may not be called; the message says why. */
@@ -89,32 +135,44 @@ export class AgentUrlRefusedError extends BadRequestError {}
 /** How many parsed agent URLs are kept: one per agent in use is what the proxy needs. */
 const PARSED_URLS_KEPT = 1000
 
-/** Checks agent URLs, resolving hostnames; a host's verdict is reused briefly so a busy proxy does not resolve on every call. */
+type HostVerdict = { until: number; refusal: string; address: null } | { until: number; refusal: null; address: string }
+
+/**
+ * Checks agent URLs, resolving hostnames; a host's verdict, and the address
+ * it was reached at, is reused briefly so a busy proxy does not resolve on
+ * every call. Calls connect to that address: the name is never resolved a
+ * second time between the check and the connection.
+ */
 export class AgentUrlGuard {
-  private readonly verdicts = new Map<string, { until: number; refusal: string | null }>()
+  private readonly verdicts = new Map<string, HostVerdict>()
   /** Well-formed URLs already parsed, by their text: the proxy checks the same few URLs on every call. */
   private readonly parsed = new Map<string, { url: URL; host: string }>()
+  private readonly resolve: Resolver
 
-  constructor(private readonly policy: AgentUrlPolicy) {}
+  constructor(private readonly policy: AgentUrlPolicy) {
+    this.resolve = policy.resolve ?? systemResolver
+  }
 
   /**
    * Parses and checks an agent URL; throws AgentUrlRefusedError with the reason when it may not be called.
    * The URL returned may be handed to other callers of the same text: read it, never change it.
    */
   async check(raw: string): Promise<URL> {
+    return (await this.target(raw)).url
+  }
+
+  /** Checks an agent URL as `check` does, and answers the address to connect to: the one that was checked. */
+  async target(raw: string): Promise<AgentTarget> {
     const { url, host } = this.parsed.get(raw) ?? this.parse(raw)
-    const cached = this.verdicts.get(host)
     const now = Date.now()
-    let refusal: string | null
-    if (cached && cached.until > now) {
-      refusal = cached.refusal
-    } else {
-      refusal = await this.refusalFor(host)
+    let verdict = this.verdicts.get(host)
+    if (verdict === undefined || verdict.until <= now) {
+      verdict = { until: now + (this.policy.cacheMs ?? 10_000), ...(await this.verdictFor(host)) }
       if (this.verdicts.size > 10_000) this.verdicts.clear()
-      this.verdicts.set(host, { until: now + (this.policy.cacheMs ?? 10_000), refusal })
+      this.verdicts.set(host, verdict)
     }
-    if (refusal !== null) throw new AgentUrlRefusedError(`agent url "${raw}" is not allowed: ${refusal}`)
-    return url
+    if (verdict.refusal !== null) throw new AgentUrlRefusedError(`agent url "${raw}" is not allowed: ${verdict.refusal}`)
+    return { url, address: verdict.address }
   }
 
   /** Parses a URL that is well-formed, http(s) and without credentials, and remembers it; throws the refusal otherwise. */
@@ -134,25 +192,27 @@ export class AgentUrlGuard {
     return entry
   }
 
-  private async refusalFor(host: string): Promise<string | null> {
+  /** Resolves and judges a host: the refusal, or the first of its addresses (all of them must pass). */
+  private async verdictFor(host: string): Promise<{ refusal: string; address: null } | { refusal: null; address: string }> {
+    const refuse = (refusal: string) => ({ refusal, address: null })
     let addresses: string[]
     if (isIP(host) !== 0) {
       addresses = [host]
     } else {
       try {
-        addresses = (await lookup(host, { all: true, verbatim: true })).map((entry) => entry.address)
+        addresses = await this.resolve(host)
       } catch (error) {
-        return `host "${host}" does not resolve (${(error as NodeJS.ErrnoException).code ?? 'lookup failed'})`
+        return refuse(`host "${host}" does not resolve (${(error as NodeJS.ErrnoException).code ?? 'lookup failed'})`)
       }
-      if (addresses.length === 0) return `host "${host}" does not resolve`
+      if (addresses.length === 0) return refuse(`host "${host}" does not resolve`)
     }
     for (const address of addresses) {
-      const { kind, reason } = classifyAddress(address)
-      if (kind === 'blocked') return `${host} resolves to ${address}, a ${reason} address`
-      if (kind === 'private' && !this.policy.allowPrivate) {
-        return `${host} resolves to ${address}, a ${reason} address (allowed only with --allow-private-agent-urls)`
-      }
+      if (isIP(address) === 0) return refuse(`${host} resolves to "${address}", which is not an IP address`)
+      const { kind, reason, carried } = classifyAddress(address)
+      const what = `${host} resolves to ${address}, a ${reason} address${carried === undefined ? '' : ` (${carried})`}`
+      if (kind === 'blocked') return refuse(what)
+      if (kind === 'private' && !this.policy.allowPrivate) return refuse(`${what} (allowed only with --allow-private-agent-urls)`)
     }
-    return null
+    return { refusal: null, address: addresses[0]! }
   }
 }

@@ -430,6 +430,62 @@ describe('A2A call outcomes in /metrics', () => {
   })
 })
 
+describe('A2A answers bounded by a2a_response_limit_kb', () => {
+  const siblings = siblingsOnOneAgent({ a2a_response_limit_kb: 64 })
+  const send = (text: string) => siblings.registry.request('POST', `/workspaces/${siblings.target.id}/a2a`, { token: siblings.caller.token, body: messageSend(text) })
+  const stream = (text: string) =>
+    openStream(`${siblings.registry.url}/workspaces/${siblings.target.id}/a2a`, { method: 'POST', headers: { authorization: `Bearer ${siblings.caller.token}` }, body: JSON.stringify(messageSend(text, 'message/stream')) })
+  const closedWithin = (call: Promise<{ closed: Promise<void> }>, ms: number) =>
+    call.then(({ closed }) => Promise.race([closed.then(() => 'closed'), Bun.sleep(ms).then(() => 'still open')]))
+
+  it('refuses an answer of declared length over the limit before reading it (502), and closes the connection to the agent', async () => {
+    const received = siblings.agent.nextCall()
+    const response = await send('big:2000000:sized')
+    expect(response.status).toBe(502)
+    const answer = (await response.json()) as RpcAnswer
+    expect(answer.error!.message).toBe('agent response of 2000000 bytes is larger than the limit of 65536 bytes (a2a_response_limit_kb)')
+    expect(answer.error!.data).toMatchObject({ status: 502, code: 'RESPONSE_TOO_LARGE', limit_bytes: 65536 })
+    expect(await closedWithin(received, 2000)).toBe('closed')
+  })
+
+  it('cuts an answer sent in pieces once it passes the limit (502), and relays one just under it', async () => {
+    const received = siblings.agent.nextCall()
+    const response = await send('big:2000000:chunked')
+    expect(response.status).toBe(502)
+    expect(((await response.json()) as RpcAnswer).error!.message).toBe('agent response is larger than the limit of 65536 bytes (a2a_response_limit_kb)')
+    expect(await closedWithin(received, 2000)).toBe('closed')
+    for (const how of ['sized', 'chunked']) {
+      const under = await send(`big:65000:${how}`)
+      expect(under.status).toBe(200)
+      expect((await under.bytes()).length).toBe(65000)
+    }
+  })
+
+  it('asks the agent for identity encoding and refuses a compressed answer instead of inflating it (502)', async () => {
+    const received = siblings.agent.nextCall()
+    const response = await send('gzip:1000000')
+    expect((await received).headers['accept-encoding']).toBe('identity')
+    expect(response.status).toBe(502)
+    expect(((await response.json()) as RpcAnswer).error!.message).toContain('Content-Encoding "gzip"')
+  })
+
+  it('ends a stream with an error event at an event over the limit, and relays any number of events under it', async () => {
+    const big = await stream('bigevent:2000000')
+    expect(big.status).toBe(200)
+    await big.ended
+    expect(big.received().length).toBeLessThan(200_000)
+    const events = sseData(big.received())
+    expect(JSON.parse(events[0]!)).toMatchObject({ result: { index: 0 } })
+    expect((JSON.parse(events.at(-1)!) as RpcAnswer).error!.message).toBe('agent stream sent an event larger than the limit of 65536 bytes (a2a_response_limit_kb)')
+
+    // 200 events of 1 KB: 200 KB in all, past the limit, each well under it.
+    const many = await stream('events:200:1000')
+    await many.ended
+    const relayed = sseData(many.received()).map((data) => JSON.parse(data) as RpcAnswer & { result?: { index: number } })
+    expect(relayed.map((event) => event.result?.index)).toEqual(Array.from({ length: 200 }, (_, i) => i))
+  })
+})
+
 describe('the A2A proxy with a connect timeout shorter than the header timeout', () => {
   const siblings = siblingsOnOneAgent({ a2a_connect_timeout_ms: 200, a2a_header_timeout_s: 1 })
   const send = (text: string) => siblings.registry.request('POST', `/workspaces/${siblings.target.id}/a2a`, { token: siblings.caller.token, body: messageSend(text) })

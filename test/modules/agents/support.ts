@@ -1,8 +1,9 @@
 /** Switchboard with the agent registry on a real port, plus real A2A agents for it to call. */
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { createGzip } from 'node:zlib'
 import type { Config } from '../../../src/config'
-import { startServer, type TestServer } from '../../support/app'
+import { startServer, type AppExtras, type TestServer } from '../../support/app'
 
 export const ADMIN_TOKEN = 'admin-secret-token'
 
@@ -22,8 +23,8 @@ export interface Workspace {
 }
 
 /** Starts Switchboard with an admin token and private agent URLs allowed (the test agents listen on loopback). */
-export async function startRegistry(config: Partial<Config> = {}): Promise<Registry> {
-  const server = await startServer({ admin_token: ADMIN_TOKEN, allow_private_agent_urls: true, ...config })
+export async function startRegistry(config: Partial<Config> = {}, extras: AppExtras = {}): Promise<Registry> {
+  const server = await startServer({ admin_token: ADMIN_TOKEN, allow_private_agent_urls: true, ...config }, {}, extras)
   const request: Registry['request'] = (method, path, options = {}) => {
     const headers: Record<string, string> = { ...options.headers }
     if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`
@@ -73,9 +74,14 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
  * and `stallsized` do the same with the answer's length declared
  * (Content-Length) instead of sending it in chunks; `cutsized` declares a
  * length and closes the connection before it is reached;
- * `http:<status>` answers that status with a text body; `stream:<n>:<ms>`
- * (on message/stream) sends n events `ms` apart; `stall` sends one event and
- * then nothing; `break` sends one event and then cuts the connection;
+ * `http:<status>` answers that status with a text body; `big:<bytes>:sized`
+ * and `big:<bytes>:chunked` answer a JSON body of that many bytes, with its
+ * length declared or in pieces; `gzip:<bytes>` answers a gzip body that
+ * inflates to that many bytes, whatever the caller accepts (a gzip bomb);
+ * `stream:<n>:<ms>` (on message/stream) sends n events `ms` apart;
+ * `events:<n>:<bytes>` sends n events of about that size at once;
+ * `bigevent:<bytes>` sends one event of that size; `stall` sends one event
+ * and then nothing; `break` sends one event and then cuts the connection;
  * anything else is echoed with the caller's id.
  */
 export async function startPlainAgent(): Promise<PlainAgent> {
@@ -121,6 +127,21 @@ export async function startPlainAgent(): Promise<PlainAgent> {
       if (text === 'cutsized') setTimeout(() => res.destroy(), 100)
       return
     }
+    if (text.startsWith('big:')) {
+      const [, size, how] = text.split(':')
+      const head = `{"jsonrpc": "2.0", "id": ${JSON.stringify(body.id)}, "result": {"kind": "message", "role": "agent", "messageId": "big", "parts": [{"kind": "text", "text": "`
+      const tail = '"}]}}'
+      const fill = Number(size) - head.length - tail.length
+      res.writeHead(200, how === 'sized' ? { 'content-type': 'application/json', 'content-length': String(Number(size)) } : { 'content-type': 'application/json' })
+      if (await writeAll(res, head)) if (await writeFiller(res, fill)) res.end(tail)
+      return
+    }
+    if (text.startsWith('gzip:')) {
+      const gzipped = await gzipBomb(Number(text.slice(5)))
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': 'gzip', 'content-length': String(gzipped.length) })
+      res.end(gzipped)
+      return
+    }
     if (text.startsWith('http:')) {
       res.writeHead(Number(text.slice(5)), { 'content-type': 'text/plain' })
       res.end('agent is unhappy')
@@ -135,6 +156,17 @@ export async function startPlainAgent(): Promise<PlainAgent> {
       }
       if (text === 'break') {
         res.write(event(0), () => res.socket?.destroy())
+        return
+      }
+      if (text.startsWith('bigevent:')) {
+        if (await writeAll(res, event(0))) if (await writeAll(res, 'data: ')) if (await writeFiller(res, Number(text.slice(9)))) res.end('\n\n')
+        return
+      }
+      if (text.startsWith('events:')) {
+        const [, count, size] = text.split(':')
+        const filler = 'x'.repeat(Number(size))
+        for (let i = 0; i < Number(count); i++) if (!(await writeAll(res, `data: ${JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { kind: 'status-update', index: i, filler, final: false } })}\n\n`))) return
+        res.end()
         return
       }
       const [, count, gap] = text.split(':')
@@ -163,6 +195,58 @@ export async function startPlainAgent(): Promise<PlainAgent> {
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
+}
+
+/** Writes `chunk`, waiting while the socket's buffer is full; false once the connection is gone. */
+async function writeAll(res: http.ServerResponse, chunk: string | Uint8Array): Promise<boolean> {
+  if (res.destroyed) return false
+  if (res.write(chunk)) return true
+  return new Promise((resolve) => {
+    const settle = (ok: boolean) => {
+      res.off('drain', drained)
+      res.off('close', closed)
+      resolve(ok)
+    }
+    const drained = () => settle(true)
+    const closed = () => settle(false)
+    res.on('drain', drained)
+    res.on('close', closed)
+  })
+}
+
+const MIB = new Uint8Array(1024 * 1024).fill(0x78)
+
+/** Writes `bytes` filler bytes ('x') in MiB pieces as the socket takes them; false once the connection is gone. */
+async function writeFiller(res: http.ServerResponse, bytes: number): Promise<boolean> {
+  for (let left = bytes; left > 0; left -= MIB.length) if (!(await writeAll(res, left >= MIB.length ? MIB : MIB.subarray(0, left)))) return false
+  return true
+}
+
+const bombs = new Map<number, Promise<Buffer>>()
+
+/** A gzip body that inflates to a JSON-RPC answer padded with spaces to `bytes` bytes, made in MiB pieces (kept per size). */
+export function gzipBomb(bytes: number): Promise<Buffer> {
+  let made = bombs.get(bytes)
+  if (made === undefined) {
+    made = new Promise<Buffer>((resolve, reject) => {
+      const gzip = createGzip({ level: 9 })
+      const chunks: Buffer[] = []
+      gzip.on('data', (chunk: Buffer) => chunks.push(chunk))
+      gzip.on('end', () => resolve(Buffer.concat(chunks)))
+      gzip.on('error', reject)
+      const head = '{"jsonrpc": "2.0", "id": 1, "result": {"kind": "message", "role": "agent", "messageId": "bomb", "parts": []}}'
+      const spaces = Buffer.alloc(1024 * 1024, 0x20)
+      void (async () => {
+        gzip.write(head)
+        for (let left = bytes - head.length; left > 0; left -= spaces.length) {
+          if (!gzip.write(left >= spaces.length ? spaces : spaces.subarray(0, left))) await new Promise((resolve) => gzip.once('drain', resolve))
+        }
+        gzip.end()
+      })()
+    })
+    bombs.set(bytes, made)
+  }
+  return made
 }
 
 /** A JSON-RPC `message/send` request as Molecule's client builds it. */
