@@ -17,18 +17,21 @@
 import * as v from 'valibot'
 import * as errors from '../errors'
 import { LocalEventBus } from './events'
+import { LocalInstances } from './instances'
 import { Waiters, takeOrWait } from './waiters'
 import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from './mailboxes'
 import type { MailboxStore } from './mailboxes'
 import type { WorkerStore } from './workers'
 import type { AgentStore } from './agents'
 import type { EventBus } from './events'
+import type { InstanceStore } from './instances'
 import type { Logger } from '../logger'
 
 export type * from './mailboxes'
 export type * from './workers'
 export type * from './agents'
 export type * from './events'
+export type * from './instances'
 
 export interface Backend {
   readonly name: string
@@ -36,6 +39,8 @@ export interface Backend {
   readonly workers: WorkerStore
   readonly agents: AgentStore
   readonly events: EventBus
+  /** The heartbeats of the instances sharing the store. */
+  readonly instances: InstanceStore
   /** True while the store is reachable and consistent (drives /readyz). */
   ready(): Promise<boolean>
   /** Flush and release everything; waiters are woken. */
@@ -73,6 +78,7 @@ export interface PluginHost {
   builtIn(name: string): Promise<BackendPlugin>
   /** The pieces single-process backends are built from. */
   LocalEventBus: typeof LocalEventBus
+  LocalInstances: typeof LocalInstances
   Waiters: typeof Waiters
   takeOrWait: typeof takeOrWait
   mailboxKey: typeof mailboxKey
@@ -93,11 +99,12 @@ const BUILT_IN: Record<string, () => Promise<{ default: unknown }>> = {
 
 export const BUILT_IN_BACKENDS = Object.keys(BUILT_IN)
 
-const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events', readonly string[]> = {
+const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events' | 'instances', readonly string[]> = {
   mailboxes: ['create', 'status', 'terminate', 'put', 'take', 'restore', 'discover', 'heartbeat', 'stats', 'share', 'unshare', 'shares', 'counts'],
   workers: ['upsertWorker', 'getWorker', 'listWorkers', 'updateWorker', 'setDraining', 'deleteWorker', 'reserveSlot', 'releaseSlot', 'assignSlot', 'createJob', 'getJob', 'listJobs', 'transitionJob'],
   agents: ['createWorkspace', 'getWorkspace', 'listWorkspaces', 'listChildren', 'updateWorkspace', 'removeWorkspace', 'rotateToken', 'workspaceOfToken', 'hasToken', 'recordActivity', 'listActivity'],
   events: ['publish', 'subscribe'],
+  instances: ['beat', 'alive', 'leave'],
 }
 
 /** Methods a store may offer beyond the contract; used when present (WorkerStore.reserveAny). */
@@ -147,6 +154,7 @@ const host: PluginHost = {
     return loadPlugin(name)
   },
   LocalEventBus,
+  LocalInstances,
   Waiters,
   takeOrWait,
   mailboxKey,
@@ -233,6 +241,7 @@ function countingFailures(backend: Backend): Backend {
     workers: wrap(backend.workers, [...STORE_METHODS.workers, ...OPTIONAL_STORE_METHODS.workers]),
     agents: wrap(backend.agents, STORE_METHODS.agents),
     events: wrap(backend.events, STORE_METHODS.events),
+    instances: wrap(backend.instances, STORE_METHODS.instances),
     ready: () => backend.ready(),
     close: () => backend.close(),
     failures,
