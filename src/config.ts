@@ -43,7 +43,7 @@ export const ConfigSchema = v.object({
   instance_heartbeat_s: v.optional(
     v.pipe(
       v.number(),
-      v.gtValue(0),
+      v.minValue(0.05),
       v.maxValue(3600),
       v.description(
         'Seconds between the heartbeats every instance writes into the store. An instance silent for 3 of them counts as dead: the others learn of it within 4 of them, then recover what it held (its workers get worker_grace_s, messages it had in flight go back to their mailboxes).',

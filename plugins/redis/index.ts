@@ -15,6 +15,12 @@
  * mailbox is remembered for `gravestone_expiration_d` days. At most
  * `finished_jobs_kept` finished jobs are kept.
  *
+ * In flight: a message handed to a receiver stays in this instance's
+ * in-flight hash for `redelivery_window_ms`; the instance beats into the
+ * store (`instance_heartbeat_s`), and on each beat puts back at the head of
+ * their mailboxes the messages of instances whose beats stopped, so a
+ * message taken by an instance that dies is delivered again (at least once).
+ *
  * Indexes: jobs by state and by creation, workers by agent name, so that a
  * dispatch, a list of the newest jobs or a list of one state reads about
  * what it lists. A store written before an index existed is indexed once,
