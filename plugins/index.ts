@@ -8,6 +8,7 @@ import * as v from 'valibot'
 import * as errors from '../src/errors'
 import { PluginError, pluginProblems, type BackendPlugin, type PluginFactory, type PluginHost } from '../src/backend/index'
 import { LocalEventBus } from '../src/backend/events'
+import { LocalInstances } from '../src/backend/instances'
 import { Waiters, takeOrWait } from '../src/backend/waiters'
 import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from '../src/backend/mailboxes'
 
@@ -27,6 +28,7 @@ const host: PluginHost = {
     return loadPlugin(name)
   },
   LocalEventBus,
+  LocalInstances,
   Waiters,
   takeOrWait,
   mailboxKey,

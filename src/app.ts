@@ -72,12 +72,14 @@ export function createApp(options: CreateAppOptions) {
   const workers = new WorkerService(
     backend.workers,
     backend.events,
+    backend.instances,
     {
       instanceId: randomUUID(),
       availabilityTimeoutMs: config.availability_timeout_ms,
       dispatchTimeoutMs: config.dispatch_timeout_ms,
       graceMs: config.worker_grace_s * 1000,
       lossAction: config.worker_loss_action,
+      heartbeatMs: config.instance_heartbeat_s * 1000,
       assignmentUrl: config.public_url ?? '',
     },
     logger,

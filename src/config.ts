@@ -40,6 +40,17 @@ export const ConfigSchema = v.object({
   dispatch_timeout_ms: v.optional(integer(1, 600000, 'Longest a whole dispatch may take before the caller is told no worker is available.'), 10000),
   worker_grace_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Seconds a lost worker has to reconnect before its jobs are handled.')), 15),
   worker_loss_action: v.optional(choice(['redispatch', 'fail'], 'What happens to the jobs of a worker lost for longer than the grace period.'), 'redispatch'),
+  instance_heartbeat_s: v.optional(
+    v.pipe(
+      v.number(),
+      v.minValue(0.05),
+      v.maxValue(3600),
+      v.description(
+        'Seconds between the heartbeats every instance writes into the store. An instance silent for 3 of them counts as dead: the others learn of it within 4 of them, then recover what it held (its workers get worker_grace_s, messages it had in flight go back to their mailboxes).',
+      ),
+    ),
+    5,
+  ),
   worker_ping_s: v.optional(positive('Seconds between WebSocket pings to workers; two missed pings drop a worker.'), 10),
   public_url: v.optional(text('URL clients reach this server at (used in init-config and agent cards); default from the request.')),
   allow_private_agent_urls: v.optional(flag('Allow agent URLs in private and loopback ranges.'), false),

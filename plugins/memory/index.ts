@@ -12,6 +12,7 @@
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
+import { LocalInstances } from '../../src/backend/instances'
 import { mailboxRetention } from '../../src/backend/mailboxes'
 import { FinishedJobsKeptOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
@@ -48,6 +49,7 @@ const plugin: BackendPlugin<MemoryOptions> = {
       workers: new MemoryWorkers({ finishedJobsKept: options.finished_jobs_kept }),
       agents: new MemoryAgents(),
       events: new LocalEventBus(),
+      instances: new LocalInstances(),
       ready: async () => true,
       close: async () => mailboxes.close(),
     }

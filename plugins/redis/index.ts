@@ -15,6 +15,12 @@
  * mailbox is remembered for `gravestone_expiration_d` days. At most
  * `finished_jobs_kept` finished jobs are kept.
  *
+ * In flight: a message handed to a receiver stays in this instance's
+ * in-flight hash for `redelivery_window_ms`; the instance beats into the
+ * store (`instance_heartbeat_s`), and on each beat puts back at the head of
+ * their mailboxes the messages of instances whose beats stopped, so a
+ * message taken by an instance that dies is delivered again (at least once).
+ *
  * Indexes: jobs by state and by creation, workers by agent name, so that a
  * dispatch, a list of the newest jobs or a list of one state reads about
  * what it lists. A store written before an index existed is indexed once,
@@ -24,11 +30,14 @@ import * as v from 'valibot'
 import type { Backend, BackendPlugin, PluginContext } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { Waiters } from '../../src/backend/waiters'
+import { Heartbeat } from '../../src/backend/instances'
+import { RedeliveryWindowOption } from '../../src/backend/mailboxes'
 import { FinishedJobsKeptOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { RedisAgents } from './agents'
 import { RedisConnection } from './connection'
 import { RedisEventBus } from './events'
+import { RedisInstances } from './instances'
 import { RedisKeys } from './keys'
 import { Drained } from './drained'
 import { mailboxChannels, RedisMailboxes, wakeAll } from './mailboxes'
@@ -37,7 +46,9 @@ import { RedisWorkers } from './workers'
 export const DRIVER_NAME = 'redis'
 
 const RedisOptionsSchema = v.object({
-  ...v.pick(ConfigSchema, ['redis_url', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d']).entries,
+  ...v.pick(ConfigSchema, ['redis_url', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s']).entries,
+  /** How long a message handed to a receiver stays in flight, put back by the other instances if this one dies first. Set in `[backend_options]`. */
+  redelivery_window_ms: RedeliveryWindowOption,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
   finished_jobs_kept: FinishedJobsKeptOption,
 })
@@ -80,20 +91,44 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   } catch (error) {
     throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
   }
-  const mailboxes = new RedisMailboxes(connection, keys, waiters, drained, { mailboxDays: options.mailbox_expiration_d, gravestoneDays: options.gravestone_expiration_d })
+  const mailboxes = new RedisMailboxes(
+    connection,
+    keys,
+    waiters,
+    drained,
+    { mailboxDays: options.mailbox_expiration_d, gravestoneDays: options.gravestone_expiration_d },
+    options.redelivery_window_ms,
+    context.logger,
+  )
+  const instances = new RedisInstances(connection, keys)
+  // The messages this backend has in flight live as long as its heartbeat; on each beat it puts back those of dead instances.
+  const heartbeat = new Heartbeat(
+    instances,
+    mailboxes.instance,
+    options.instance_heartbeat_s * 1000,
+    async () => {
+      const restored = await mailboxes.recoverDead()
+      if (restored > 0) context.logger.warn('messages in flight on a dead instance were put back in their mailboxes', { count: restored })
+    },
+    context.logger,
+  )
+  await heartbeat.start()
   return {
     name: DRIVER_NAME,
     mailboxes,
     workers,
     agents: new RedisAgents(connection, keys),
     events: new RedisEventBus(connection, keys),
+    instances,
     async ready() {
       if (!connection.isReady()) return false
       const answer = await Promise.race([connection.command.ping().catch(() => null), Bun.sleep(1000).then(() => null)])
       return answer === 'PONG'
     },
     async close() {
-      mailboxes.close()
+      // Deliveries settled before the heartbeat stops, so nobody puts back what was delivered.
+      await mailboxes.close()
+      await heartbeat.stop()
       await connection.close()
     },
   }

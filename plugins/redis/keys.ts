@@ -78,9 +78,27 @@ export class RedisKeys {
     return this.key('sequence')
   }
 
-  /** A message popped by one take, kept briefly so a take re-sent after a reconnect gets the same message. */
-  taken(takeId: string): string {
-    return this.key('taken', takeId)
+  /** Sorted set of instance ids, scored by the epoch ms (Redis's clock) at which each one's last heartbeat expires. */
+  instances(): string {
+    return this.key('instances')
+  }
+
+  /**
+   * Hash take number → the message one take of `instance` popped (with its mailbox key), kept until it is settled:
+   * a take re-sent after a reconnect gets the same message, and the survivors put it back if the instance dies first.
+   */
+  inflight(instance: string): string {
+    return this.inflightPrefix() + instance
+  }
+
+  /** The in-flight hashes' common prefix (a script reaches a dead instance's by its id). */
+  inflightPrefix(): string {
+    return this.key('inflight', '')
+  }
+
+  /** The queues' common prefix (a script reaches a mailbox's queue by its key). */
+  queuePrefix(): string {
+    return this.key('queue', '')
   }
 
   /** Hash of one worker: each WorkerRecord field as JSON. */

@@ -10,6 +10,7 @@ import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxSt
 import { mailboxKey, mailboxStats, retentionMs } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { MailboxTerminatedError } from '../../src/errors'
+import type { Logger } from '../../src/ops/logger'
 import { script, type RedisConnection } from './connection'
 import type { Drained } from './drained'
 import type { RedisKeys } from './keys'
@@ -22,6 +23,7 @@ const SCRIPTS = {
   put: script(lua.PUT_MESSAGE),
   take: script(lua.TAKE_MESSAGE),
   restore: script(lua.RESTORE_MESSAGE),
+  recover: script(lua.RECOVER_INFLIGHT),
   discover: script(lua.DISCOVER_AGENTS),
   heartbeat: script(lua.MAILBOX_HEARTBEAT),
   stats: script(lua.MAILBOX_STATS),
@@ -29,14 +31,14 @@ const SCRIPTS = {
   counts: script(lua.COUNT_MAILBOXES),
 }
 
-/** How long a popped message stays recoverable by a re-sent take; far longer than any reconnect that keeps the reply pending. */
-const TAKEN_EXPIRY_MS = 60_000
-
 /** A take waits for the wake-up instead of asking Redis only when its caller waits at least this long. */
 const SKIP_WAIT_MIN_MS = 1000
 
 /** Index entries one counts call settles at most, so a scrape after many expiries never blocks Redis for long. */
 const SWEEP_BATCH = 1000
+
+/** Dead instances one recovery call puts back the messages of, at most, so that it never blocks Redis for long. */
+const RECOVER_BATCH = 10
 
 export interface MailboxExpiry {
   /** Days an idle mailbox (queue, pending requests, record) is kept. */
@@ -68,9 +70,13 @@ export function wakeAll(waiters: Waiters, drained: Drained): void {
 export class RedisMailboxes implements MailboxStore {
   private readonly idleMs: number
   private readonly gravestoneMs: number
-  /** Prefix of this instance's take ids. */
-  private readonly instance = randomUUID()
+  /** The instance whose in-flight hash this one's takes go to; its heartbeat (see index.ts) tells the others it lives. */
+  readonly instance = randomUUID()
   private takes = 0
+  /** Takes answered and not yet settled, oldest first: their numbers and when each reply arrived. */
+  private unsettled: { take: number; at: number }[] = []
+  private settleTimer: ReturnType<typeof setTimeout> | null = null
+  private closed = false
 
   constructor(
     private readonly connection: RedisConnection,
@@ -78,6 +84,9 @@ export class RedisMailboxes implements MailboxStore {
     private readonly waiters: Waiters,
     private readonly drained: Drained,
     expiry: MailboxExpiry,
+    /** How long a message handed to a receiver stays in flight, to be put back if this instance dies before the answer is out. */
+    private readonly redeliveryWindowMs: number,
+    private readonly logger: Logger,
   ) {
     this.idleMs = retentionMs(expiry.mailboxDays)
     this.gravestoneMs = retentionMs(expiry.gravestoneDays)
@@ -143,14 +152,14 @@ export class RedisMailboxes implements MailboxStore {
       // that will not wait long asks Redis anyway, so a message sent through another instance just before is found
       // even if its wake-up is still on its way.
       if (options.deadline - Date.now() >= SKIP_WAIT_MIN_MS && this.drained.claim(key, caller)) return null
-      const taken = this.keys.taken(`${this.instance}:${++this.takes}`)
+      const take = ++this.takes
       const sent = this.drained.sending(key)
       let reply: [string, number] | null
       try {
         reply = (await this.connection.run(
           SCRIPTS.take,
-          [box, queue, pending, taken, ...this.countKeys()],
-          [client.id, clientGroups, Date.now(), this.idleMs, TAKEN_EXPIRY_MS, key],
+          [box, queue, pending, this.keys.inflight(this.instance), ...this.countKeys()],
+          [client.id, clientGroups, Date.now(), this.idleMs, take, key],
         )) as [string, number] | null
       } catch (error) {
         this.drained.taken(key, sent, false, caller)
@@ -158,22 +167,55 @@ export class RedisMailboxes implements MailboxStore {
       }
       this.drained.taken(key, sent, reply !== null && reply[1] === 0, caller)
       if (reply === null) return null
-      // The reply arrived, so the safety copy for a re-sent take is no longer needed.
-      this.unlinkSoon(taken)
+      this.unsettled.push({ take, at: Date.now() })
+      this.scheduleSettle()
       return reply[0]
     })
   }
 
-  /** Safety copies to delete, in one call once this turn of the event loop is done. */
-  private unlinking: string[] = []
+  /** Settles (drops from the in-flight hash) the takes answered before `cutoff`; those that fail to settle are tried again later. */
+  private async settle(cutoff: number): Promise<void> {
+    let count = 0
+    while (count < this.unsettled.length && this.unsettled[count]!.at <= cutoff) count++
+    if (count === 0) return
+    const settled = this.unsettled.splice(0, count)
+    try {
+      await this.connection.command.hdel(this.keys.inflight(this.instance), ...settled.map((entry) => String(entry.take)))
+    } catch (error) {
+      // Tried again a window later, rather than at once against a store that just failed.
+      const now = Date.now()
+      this.unsettled.unshift(...settled.map((entry) => ({ ...entry, at: now })))
+      this.logger.warn('could not settle delivered messages; trying again', { error: String(error), count })
+    }
+  }
 
-  private unlinkSoon(key: string): void {
-    if (this.unlinking.push(key) > 1) return
-    setImmediate(() => {
-      const keys = this.unlinking
-      this.unlinking = []
-      void this.connection.command.unlink(...keys).catch(() => {})
-    })
+  private scheduleSettle(): void {
+    if (this.closed || this.settleTimer !== null || this.unsettled.length === 0) return
+    const due = Math.max(this.unsettled[0]!.at + this.redeliveryWindowMs - Date.now(), 0)
+    this.settleTimer = setTimeout(() => {
+      void this.settle(Date.now() - this.redeliveryWindowMs).finally(() => {
+        this.settleTimer = null
+        this.scheduleSettle()
+      })
+    }, due)
+    this.settleTimer.unref?.()
+  }
+
+  /**
+   * Puts back at the head of their mailboxes the messages that dead instances (last heartbeat expired) had in
+   * flight; called on each heartbeat of this instance. Returns how many were put back.
+   */
+  async recoverDead(): Promise<number> {
+    let restored = 0
+    for (;;) {
+      const [count, instances] = (await this.connection.run(
+        SCRIPTS.recover,
+        [this.keys.instances(), ...this.countKeys()],
+        [this.keys.inflightPrefix(), this.keys.mailboxPrefix(), this.keys.queuePrefix(), this.idleMs, this.keys.wakeChannel(), RECOVER_BATCH],
+      )) as [number, number]
+      restored += count
+      if (instances < RECOVER_BATCH) return restored
+    }
   }
 
   async restore(id: EntityId, raw: string): Promise<void> {
@@ -217,9 +259,13 @@ export class RedisMailboxes implements MailboxStore {
     }
   }
 
-  /** Wake every waiter with an error; used when the backend closes. */
-  close(): void {
+  /** Wake every waiter with an error, and settle every delivery (a clean stop answers its receivers before this); used when the backend closes. */
+  async close(): Promise<void> {
+    this.closed = true
     this.waiters.failAll(() => new MailboxTerminatedError())
+    if (this.settleTimer !== null) clearTimeout(this.settleTimer)
+    this.settleTimer = null
+    await this.settle(Number.POSITIVE_INFINITY)
   }
 }
 

@@ -6,7 +6,8 @@
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
-import { mailboxRetention } from '../../src/backend/mailboxes'
+import { LocalInstances } from '../../src/backend/instances'
+import { mailboxRetention, RedeliveryWindowOption } from '../../src/backend/mailboxes'
 import { FinishedJobsKeptOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { GroupCommit } from './commit'
@@ -25,7 +26,7 @@ const SqliteOptions = v.object({
   /** Once the file holds this many MiB, client sends are refused with 507 and nothing of them stored; the rest (takes, mailboxes, jobs) may take it a quarter further, at least 8 MiB (0: as large as its disk allows). */
   max_db_mb: v.optional(v.pipe(v.number(), v.minValue(0)), 0),
   /** How long a message handed to a receiver is kept, to be delivered again if the process dies before the answer is out. */
-  redelivery_window_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3_600_000)), 1000),
+  redelivery_window_ms: RedeliveryWindowOption,
   mailbox_expiration_d: ConfigSchema.entries.mailbox_expiration_d,
   gravestone_expiration_d: ConfigSchema.entries.gravestone_expiration_d,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. */
@@ -49,6 +50,8 @@ const plugin: BackendPlugin<SqliteOptions> = {
       workers: new SqliteWorkers(db, writes, options.finished_jobs_kept),
       agents: new SqliteAgents(db, writes),
       events: new LocalEventBus(),
+      // One process per file (its lock): every instance a previous process recorded is dead, so beats need not outlive this one.
+      instances: new LocalInstances(),
       async ready() {
         if (closed) return false
         try {

@@ -16,18 +16,21 @@
 import * as v from 'valibot'
 import * as errors from '../errors'
 import type { LocalEventBus } from './events'
+import type { LocalInstances } from './instances'
 import type { Waiters, takeOrWait } from './waiters'
 import type { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from './mailboxes'
 import type { MailboxStore } from './mailboxes'
 import type { WorkerStore } from './workers'
 import type { AgentStore } from './agents'
 import type { EventBus } from './events'
+import type { InstanceStore } from './instances'
 import type { Logger } from '../ops/logger'
 
 export type * from './mailboxes'
 export type * from './workers'
 export type * from './agents'
 export type * from './events'
+export type * from './instances'
 
 export interface Backend {
   readonly name: string
@@ -35,6 +38,8 @@ export interface Backend {
   readonly workers: WorkerStore
   readonly agents: AgentStore
   readonly events: EventBus
+  /** The heartbeats of the instances sharing the store. */
+  readonly instances: InstanceStore
   /** True while the store is reachable and consistent (drives /readyz). */
   ready(): Promise<boolean>
   /** Flush and release everything; waiters are woken. */
@@ -72,6 +77,7 @@ export interface PluginHost {
   builtIn(name: string): Promise<BackendPlugin>
   /** The pieces single-process backends are built from. */
   LocalEventBus: typeof LocalEventBus
+  LocalInstances: typeof LocalInstances
   Waiters: typeof Waiters
   takeOrWait: typeof takeOrWait
   mailboxKey: typeof mailboxKey
@@ -84,11 +90,12 @@ export interface PluginHost {
 /** The default export of a plugin file that takes what it needs from the host. */
 export type PluginFactory = (host: PluginHost) => BackendPlugin | Promise<BackendPlugin>
 
-const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events', readonly string[]> = {
+const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events' | 'instances', readonly string[]> = {
   mailboxes: ['create', 'status', 'terminate', 'put', 'take', 'restore', 'discover', 'heartbeat', 'stats', 'share', 'unshare', 'shares', 'counts'],
   workers: ['upsertWorker', 'getWorker', 'listWorkers', 'updateWorker', 'setDraining', 'deleteWorker', 'reserveSlot', 'releaseSlot', 'assignSlot', 'createJob', 'getJob', 'listJobs', 'transitionJob'],
   agents: ['createWorkspace', 'getWorkspace', 'listWorkspaces', 'listChildren', 'updateWorkspace', 'removeWorkspace', 'rotateToken', 'workspaceOfToken', 'hasToken', 'recordActivity', 'listActivity'],
   events: ['publish', 'subscribe'],
+  instances: ['beat', 'alive', 'leave'],
 }
 
 /** Methods a store may offer beyond the contract; used when present (WorkerStore.reserveAny). */
@@ -177,6 +184,7 @@ function countingFailures(backend: Backend): Backend {
     workers: wrap(backend.workers, [...STORE_METHODS.workers, ...OPTIONAL_STORE_METHODS.workers]),
     agents: wrap(backend.agents, STORE_METHODS.agents),
     events: wrap(backend.events, STORE_METHODS.events),
+    instances: wrap(backend.instances, STORE_METHODS.instances),
     ready: () => backend.ready(),
     close: () => backend.close(),
     failures,

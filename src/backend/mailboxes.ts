@@ -1,4 +1,5 @@
 /** The exchange's part of the backend contract: mailboxes at the level of meaning. */
+import * as v from 'valibot'
 
 export type Role = 'agent' | 'user'
 
@@ -94,6 +95,12 @@ export interface MailboxStore {
   /** How many mailboxes are ACTIVE and how many messages wait in them, across the store; read at each scrape of /metrics, so it must not walk the keyspace. */
   counts(): Promise<MailboxCounts>
 }
+
+/**
+ * The `redelivery_window_ms` option of the backends that deliver at least once across a crash (`[backend_options]`):
+ * how long a message handed to a receiver is kept, to be delivered again if its process dies before the answer is out.
+ */
+export const RedeliveryWindowOption = v.optional(v.pipe(v.number(), v.integer(), v.minValue(0), v.maxValue(3_600_000)), 1000)
 
 const DAY_MS = 86_400_000
 

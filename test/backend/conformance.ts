@@ -6,6 +6,7 @@ import type { Backend } from '../../src/backend/index'
 import { mailboxStoreCases } from './conformance/mailboxes'
 import { workerStoreCases } from './conformance/workers'
 import { agentStoreCases } from './conformance/agents'
+import { instanceStoreCases } from './conformance/instances'
 
 /** A factory of fresh, isolated backends (its own key prefix or file), with the plugin options a case sets (e.g. `finished_jobs_kept`). */
 export type MakeBackend = (options?: Record<string, unknown>) => Promise<Backend>
@@ -14,4 +15,5 @@ export function testBackend(makeBackend: MakeBackend): void {
   mailboxStoreCases(makeBackend)
   workerStoreCases(makeBackend)
   agentStoreCases(makeBackend)
+  instanceStoreCases(makeBackend)
 }

@@ -6,8 +6,9 @@ import { afterAll, afterEach, describe, expect, it } from 'bun:test'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { agentId, bodies, messageJson, userId, type Id } from '../support/academy'
+import { agentId, bodies, userId, type Id } from '../support/academy'
 import { rawRequest } from '../support/http'
+import { numbered, receive, receiveAll, send, sendUntilGone } from '../support/numbered'
 import { BUN, startProcess, type RunningProcess } from '../support/process'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-crash-'))
@@ -32,44 +33,6 @@ async function crash(server: RunningProcess): Promise<void> {
   server.process.kill('SIGKILL')
   await server.process.exited
   running = null
-}
-
-/** A numbered message; its number is its `body.text`. */
-const numbered = (src: Id, dest: Id, n: number) => messageJson(src, dest, { body: { kind: 'ping-request', text: String(n) } })
-
-/** Sends one message; true when acknowledged with 200. */
-async function send(url: string, message: string): Promise<boolean> {
-  const response = await rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(message) })
-  if (response.status !== 200) throw new Error(`send answered ${response.status}: ${response.text}`)
-  return true
-}
-
-/** Receives the next message's number, or null once the mailbox stays empty for `timeout` seconds. */
-async function receive(url: string, mailbox: Id, timeout = 1): Promise<number | null> {
-  const response = await rawRequest(`${url}/message`, { body: bodies.receive(mailbox, timeout) })
-  if (response.status === 408) return null
-  if (response.status !== 200) throw new Error(`receive answered ${response.status}: ${response.text}`)
-  const message = JSON.parse((JSON.parse(response.text) as { message: string }).message) as { body: { text: string } }
-  return Number(message.body.text)
-}
-
-async function receiveAll(url: string, mailbox: Id): Promise<number[]> {
-  const received: number[] = []
-  for (let n = await receive(url, mailbox); n !== null; n = await receive(url, mailbox)) received.push(n)
-  return received
-}
-
-/** Sends numbered messages back to back until the server is gone, recording each acknowledged number. */
-async function sendUntilGone(url: string, src: Id, dest: Id, numbers: { next: number }, acknowledged: number[]): Promise<void> {
-  try {
-    for (;;) {
-      const n = numbers.next++
-      await send(url, numbered(src, dest, n))
-      acknowledged.push(n)
-    }
-  } catch {
-    // The connection broke: the server is gone.
-  }
 }
 
 /** After a round's kill: the kill timer cleared and the process gone. */

@@ -208,17 +208,39 @@ return 1
 `
 
 /**
+ * A message in flight as its instance's in-flight hash holds it: the length
+ * of its mailbox key, ':', the key, then the message text (a mailbox key may
+ * hold any character, so it is measured rather than delimited).
+ */
+const INFLIGHT = `
+local function inflight(key, message)
+  return #key .. ':' .. key .. message
+end
+local function from_inflight(value)
+  local colon = string.find(value, ':', 1, true)
+  local length = tonumber(string.sub(value, 1, colon - 1))
+  return string.sub(value, colon + 1, colon + length), string.sub(value, colon + length + 1)
+end
+`
+
+/**
  * Pop the next message, or nothing; also when Redis is at its maxmemory.
- * Idempotent per take id: ioredis re-sends a command whose reply was lost
+ * The message stays in the instance's in-flight hash under the take's number
+ * until the instance settles it (once the answer carrying it is long out), so
+ * that if the instance dies first the survivors put it back (RECOVER_INFLIGHT).
+ * Idempotent per take number: ioredis re-sends a command whose reply was lost
  * with a dropped connection, and the re-sent call must return the message
  * the first one popped instead of popping (and losing) another.
- * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] taken (per take id) · KEYS[5..7] counts
- * ARGV[1] client · ARGV[2] groups · ARGV[3] now (ms) · ARGV[4] idle expiry ms · ARGV[5] taken expiry ms · ARGV[6] mailbox key
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] the instance's in-flight hash · KEYS[5..7] counts
+ * ARGV[1] client · ARGV[2] groups · ARGV[3] now (ms) · ARGV[4] idle expiry ms · ARGV[5] take number · ARGV[6] mailbox key
  * Returns { message text, messages left in the queue } (-1 left when not known: a re-sent take), or nil when the queue is empty.
  */
-export const TAKE_MESSAGE = `${PRELUDE}${COUNTING}
-local already = redis.call('GET', KEYS[4])
-if already then return { already, -1 } end
+export const TAKE_MESSAGE = `${PRELUDE}${COUNTING}${INFLIGHT}
+local already = redis.call('HGET', KEYS[4], ARGV[5])
+if already then
+  local _, message = from_inflight(already)
+  return { message, -1 }
+end
 local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
 if box[1] and not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
 if not box[1] then return refuse('UNKNOWN') end
@@ -232,8 +254,52 @@ local left = message and redis.call('LLEN', KEYS[2]) or 0
 track({ KEYS[5], KEYS[6], KEYS[7] }, ARGV[6], now_ms() + tonumber(ARGV[4]), left)
 if not message then return nil end
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('SET', KEYS[4], message, 'PX', ARGV[5])
+redis.call('HSET', KEYS[4], ARGV[5], inflight(ARGV[6], message))
 return { message, left }
+`
+
+/**
+ * Put back what dead instances had in flight: for each instance whose last
+ * heartbeat expired, every message of its in-flight hash goes back to the
+ * head of its mailbox (if still active), in the order the instance took them,
+ * and one waiter is woken per message; then the hash and the instance's
+ * entry go. One script per instance, so a message is put back once however
+ * many survivors run it at the same time. The mailbox keys are reached by
+ * name (prefix .. key), so this script needs a single Redis, not a cluster.
+ * KEYS[1] instances sorted set · KEYS[2..4] counts
+ * ARGV[1] in-flight hash prefix · ARGV[2] mailbox hash prefix · ARGV[3] queue prefix · ARGV[4] idle expiry ms
+ * ARGV[5] wake channel · ARGV[6] most instances to settle
+ * Returns { messages put back, instances settled }.
+ */
+export const RECOVER_INFLIGHT = `${COUNTING}${INFLIGHT}
+local now = now_ms()
+local counts = { KEYS[2], KEYS[3], KEYS[4] }
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+local restored = 0
+for _, instance in ipairs(dead) do
+  local hash = ARGV[1] .. instance
+  local flat = redis.call('HGETALL', hash)
+  local taken = {}
+  for i = 1, #flat, 2 do taken[#taken + 1] = { tonumber(flat[i]), flat[i + 1] } end
+  -- Newest first, each to the head: the first taken ends up first.
+  table.sort(taken, function(a, b) return a[1] > b[1] end)
+  -- first write: shrinks memory, so the messages go back even in a full Redis.
+  redis.call('DEL', hash)
+  redis.call('ZREM', KEYS[1], instance)
+  for _, entry in ipairs(taken) do
+    local key, message = from_inflight(entry[2])
+    if redis.call('HGET', ARGV[2] .. key, 'state') == 'ACTIVE' then
+      local queue = ARGV[3] .. key
+      local length = redis.call('LPUSH', queue, message)
+      redis.call('PEXPIRE', queue, ARGV[4])
+      redis.call('PEXPIRE', ARGV[2] .. key, ARGV[4])
+      track(counts, key, now + tonumber(ARGV[4]), length)
+      redis.call('PUBLISH', ARGV[5], key)
+      restored = restored + 1
+    end
+  end
+end
+return { restored, #dead }
 `
 
 /**

@@ -4,10 +4,17 @@
  * termination, supersede) travels over the backend's event bus to the
  * instance whose id the worker record names, so with a shared backend any
  * instance can dispatch to any worker.
+ *
+ * Liveness outlives the process: each instance beats into the store, and on
+ * each beat sweeps the workers. One whose record names a dead instance, or
+ * this instance but no socket here, is marked lost; one lost longer than
+ * the grace period has its jobs handled. Every such step is a
+ * compare-and-set in the store, so it happens once across instances.
  */
 import { randomUUID } from 'node:crypto'
 import * as v from 'valibot'
 import type { EventBus } from '../../backend/events'
+import { Heartbeat, type InstanceStore } from '../../backend/instances'
 import { reserveAny, type JobRecord, type JobState, type WorkerRecord, type WorkerStore } from '../../backend/workers'
 import { AppError, ConflictError, NotFoundError } from '../../errors'
 import { describeIssue } from '../../http/input'
@@ -25,6 +32,8 @@ export interface WorkerServiceOptions {
   graceMs: number
   /** What happens to a lost worker's jobs after the grace period. */
   lossAction: 'redispatch' | 'fail'
+  /** Period of this instance's heartbeat, and of its sweep for workers lost with their instance. */
+  heartbeatMs: number
   /** Sent to workers in job_assignment.url. */
   assignmentUrl: string
 }
@@ -104,17 +113,25 @@ export class WorkerService {
   private readonly graceTimers = new Map<string, ReturnType<typeof setTimeout>>()
   private readonly background = new Set<Promise<unknown>>()
   private readonly subscribed: Promise<() => void>
+  private readonly heartbeat: Heartbeat
+  /** Subscribed, and the first beat written: no record names this instance before the others can see it alive. */
+  private readonly started: Promise<unknown>
+  /** Connections between their record's write and their session's, which a sweep must not take for lost sockets. */
+  private readonly registering = new Set<string>()
   private stopped = false
 
   constructor(
     private readonly store: WorkerStore,
     private readonly events: EventBus,
+    private readonly instances: InstanceStore,
     private readonly options: WorkerServiceOptions,
     private readonly logger: Logger,
   ) {
     this.subscribed = events.subscribe(channelOf(options.instanceId), (payload) => this.onRelay(payload))
     // Surfaced by every caller that awaits it; this only keeps an early failure from going unhandled.
     this.subscribed.catch((error) => logger.error('workers: cannot subscribe to the event bus', { error: String(error) }))
+    this.heartbeat = new Heartbeat(instances, options.instanceId, options.heartbeatMs, () => this.sweep(), logger)
+    this.started = this.subscribed.then(() => this.heartbeat.start())
   }
 
   // ---- sockets -----------------------------------------------------------
@@ -122,6 +139,7 @@ export class WorkerService {
   /** Registers a worker's socket: keeps a valid proposed id (unless another tenant owns it), supersedes an older socket, replies first. */
   async register(socket: WorkerSocket, owner: string, headerToken: string, frame: RegisterFrame): Promise<WorkerSession> {
     await this.subscribed
+    await this.started
     const proposed = frame.worker_id ?? ''
     let workerId = WORKER_ID.test(proposed) ? proposed : randomUUID()
     if (workerId === proposed) {
@@ -130,6 +148,15 @@ export class WorkerService {
     }
     const connection = randomUUID()
     const now = Date.now()
+    this.registering.add(connection)
+    try {
+      return await this.registerAs(socket, owner, headerToken, frame, workerId, connection, now)
+    } finally {
+      this.registering.delete(connection)
+    }
+  }
+
+  private async registerAs(socket: WorkerSocket, owner: string, headerToken: string, frame: RegisterFrame, workerId: string, connection: string, now: number): Promise<WorkerSession> {
     const previous = await this.store.upsertWorker({
       id: workerId,
       agentName: frame.agent_name,
@@ -206,20 +233,66 @@ export class WorkerService {
     this.dropAsks(session, 'worker disconnected')
     if (this.stopped) return
     const worker = await this.store.updateWorker(session.workerId, session.connection, { connection: null, instance: null, disconnectedAt: Date.now() })
-    if (!worker) return // superseded by a newer socket
+    if (!worker) return // superseded by a newer socket, or marked lost by a sweep
+    await this.afterLoss(worker)
+  }
+
+  /** A worker just marked disconnected (by this compare-and-set alone): removed at once without jobs, else given the grace period. */
+  private async afterLoss(worker: WorkerRecord): Promise<void> {
     if (worker.jobs.length === 0) {
       await this.store.deleteWorker(worker.id, null)
       this.logger.info('worker disconnected', { worker: worker.id })
       return
     }
     this.logger.warn('worker lost with jobs; waiting for it to come back', { worker: worker.id, jobs: worker.jobs.length, grace_ms: this.options.graceMs })
-    this.graceTimers.set(
-      worker.id,
-      setTimeout(() => {
-        this.graceTimers.delete(worker.id)
-        this.track(this.recoverLostWorker(worker.id))
-      }, this.options.graceMs),
+    this.scheduleRecovery(worker.id, this.options.graceMs)
+  }
+
+  /** Handles a lost worker's jobs in `delayMs`, unless a recovery is already due here. */
+  private scheduleRecovery(workerId: string, delayMs: number): void {
+    if (this.stopped || this.graceTimers.has(workerId)) return
+    const timer = setTimeout(
+      () => {
+        this.graceTimers.delete(workerId)
+        this.track(this.recoverLostWorker(workerId))
+      },
+      Math.max(0, delayMs),
     )
+    this.graceTimers.set(workerId, timer)
+  }
+
+  /**
+   * One sweep, after each heartbeat (and at startup). Workers are read before
+   * the live instances, so a record is never judged against an older list than
+   * its own (an instance beats before any record names it).
+   */
+  private async sweep(): Promise<void> {
+    if (this.stopped) return
+    const held = new Map(this.sessions)
+    const workers = await this.store.listWorkers()
+    const alive = new Set(await this.instances.alive())
+    alive.add(this.options.instanceId)
+    const now = Date.now()
+    for (const worker of workers) {
+      if (this.stopped) return
+      if (worker.connection === null) {
+        // Lost earlier, perhaps by an instance that is gone with its grace timer: every instance keeps one.
+        this.scheduleRecovery(worker.id, (worker.disconnectedAt ?? now) + this.options.graceMs - now)
+        continue
+      }
+      const mine = worker.instance === this.options.instanceId
+      if (mine ? this.sessions.get(worker.id)?.connection === worker.connection || this.registering.has(worker.connection) : worker.instance !== null && alive.has(worker.instance)) continue
+      const lost = await this.store.updateWorker(worker.id, worker.connection, { connection: null, instance: null, disconnectedAt: now })
+      if (!lost) continue // it came back, or another instance marked it first
+      this.logger.warn(mine ? 'worker record names a socket this instance does not hold; marked lost' : 'worker lost with its instance', { worker: worker.id, instance: worker.instance })
+      await this.afterLoss(lost)
+    }
+    // A socket here whose record moved on (marked lost while this instance looked dead, or removed) is closed, so its worker registers again.
+    const records = new Map(workers.map((worker) => [worker.id, worker]))
+    for (const [workerId, session] of held) {
+      if (this.sessions.get(workerId) !== session || records.get(workerId)?.connection === session.connection) continue
+      this.closeSession(session.connection, workerId, 'registration lost; register again')
+    }
   }
 
   // ---- jobs --------------------------------------------------------------
@@ -321,6 +394,8 @@ export class WorkerService {
       session.socket.close(1001, 'switchboard is shutting down')
     }
     for (const settle of [...this.answers.values()]) settle({ available: false, token: null, reason: 'switchboard is shutting down' })
+    // After the workers are marked disconnected: the others then give them the rest of their grace, starting at once.
+    await this.heartbeat.stop()
     await Promise.allSettled([...this.background])
     const unsubscribe = await this.subscribed.catch(() => null)
     unsubscribe?.()
@@ -412,8 +487,13 @@ export class WorkerService {
   /** After the grace period: if the worker is still gone, its jobs are re-dispatched or failed. */
   private async recoverLostWorker(workerId: string): Promise<void> {
     if (this.stopped) return
+    const worker = await this.store.getWorker(workerId)
+    if (!worker || worker.connection !== null) return // it came back, or another instance handled it
+    // A timer set for an earlier loss (here or on another instance) must not cut short the grace of a later one.
+    const left = (worker.disconnectedAt ?? 0) + this.options.graceMs - Date.now()
+    if (left > 0) return this.scheduleRecovery(workerId, left)
     const lost = await this.store.deleteWorker(workerId, null)
-    if (!lost) return // it came back
+    if (!lost) return // it came back, or another instance handled it first
     const reason = `worker ${workerId} lost`
     this.logger.warn('worker did not come back; handling its jobs', { worker: workerId, jobs: lost.jobs.length, action: this.options.lossAction })
     for (const jobId of lost.jobs) {
@@ -490,13 +570,13 @@ export class WorkerService {
     session.socket.send(frames.availabilityRequest(message.jobId, message.roomId, message.agentName))
   }
 
-  /** Closes the local socket of a superseded connection. */
-  private closeSession(connection: string, workerId: string): void {
+  /** Closes the local socket of a connection whose registration has moved on (superseded by default). */
+  private closeSession(connection: string, workerId: string, reason = 'superseded by a newer connection'): void {
     const session = this.sessions.get(workerId)
     if (!session || session.connection !== connection) return
     this.sessions.delete(workerId)
-    this.dropAsks(session, 'superseded by a newer connection')
-    session.socket.close(4000, 'superseded by a newer connection')
+    this.dropAsks(session, reason)
+    session.socket.close(4000, reason)
   }
 
   /** Answers every open question of a socket with "unavailable", so dispatches move on at once. */
