@@ -104,6 +104,7 @@ export function createApp(options: CreateAppOptions) {
       logger,
       pingSeconds: config.sse_ping_s,
       metrics: metrics.registry,
+      replay: { windowMs: config.sse_replay_s * 1000, maxBytes: config.sse_replay_kb * 1024 },
       admitWaiting: (request) => waitingLimit.enter(callerKey(credentialOf(request.header('authorization')), request.remoteAddress, auth)),
     }),
     ...workersRoutes({ service: workers, publicUrl: config.public_url }),

@@ -28,6 +28,8 @@ export const ConfigSchema = v.object({
   message_size_limit_kb: v.optional(integer(1, 1048576, 'Largest exchange message, in KiB.'), 1024),
   max_body_kb: v.optional(integer(1, 1048576, 'Largest request body on any route, in KiB.'), 16384),
   sse_ping_s: v.optional(positive('Seconds between keep-alive comments on idle event streams.'), 15),
+  sse_replay_s: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(3600), v.description('Seconds a message written to a listen stream stays replayable to a listener that reconnects with Last-Event-ID (0: none).')), 30),
+  sse_replay_kb: v.optional(integer(0, 1048576, 'KiB of written listen-stream messages kept for replay, over every mailbox (the oldest go first).'), 8192),
   log_level: v.optional(choice(LOG_LEVELS, 'Log level.'), 'info'),
   tls_cert: v.optional(text('PEM certificate file; with tls_key, serve HTTPS/WSS (Academy certfile).')),
   tls_key: v.optional(text('PEM private key file (Academy keyfile).')),

@@ -5,7 +5,7 @@
  * answer from the page.
  */
 const ALLOW_METHODS = 'GET, POST, PUT, DELETE, OPTIONS'
-const ALLOW_HEADERS = 'authorization, content-type, x-request-id, a2a-version, a2a-extensions, x-workspace-id, if-none-match'
+const ALLOW_HEADERS = 'authorization, content-type, x-request-id, a2a-version, a2a-extensions, x-workspace-id, if-none-match, last-event-id'
 const EXPOSE_HEADERS = 'x-request-id, retry-after, etag'
 
 export interface CorsPolicy {

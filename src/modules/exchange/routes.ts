@@ -10,6 +10,7 @@ import { route, type AnyRoute, type RouteRequest } from '../../http/route'
 import type { MetricsRegistry } from '../../ops/metrics'
 import type { Logger } from '../../ops/logger'
 import * as model from './model'
+import { ReplayLog, type ReplayOptions } from './replay'
 import type { ExchangeService } from './service'
 
 export interface ExchangeRoutesOptions {
@@ -21,6 +22,14 @@ export interface ExchangeRoutesOptions {
   admitWaiting: (request: RouteRequest<unknown, unknown, unknown, unknown>) => (() => void) | null
   /** Where the module's gauge of open long-polls and listen streams is registered. */
   metrics: MetricsRegistry
+  /** How long, and how many bytes of, delivered messages stay replayable to a listener that reconnects with Last-Event-ID. */
+  replay: ReplayOptions
+}
+
+/** `Last-Event-ID` as this exchange writes ids (an integer), or null. */
+function lastEventIdOf(header: string | undefined): number | null {
+  if (header === undefined || !/^\d{1,16}$/.test(header.trim())) return null
+  return Number(header.trim())
 }
 
 const EVENT_STREAM = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' }
@@ -31,8 +40,8 @@ const EVENT_STREAM = { 'content-type': 'text/event-stream', 'cache-control': 'no
  * end the event early nor start a field of its own (the client joins the
  * lines back with \n, which JSON reads as the same whitespace).
  */
-function sseEvent(message: string): string {
-  return `${message
+function sseEvent(id: number, message: string): string {
+  return `id: ${id}\r\n${message
     .split(/\r\n|\r|\n/)
     .map((line) => `data: ${line}`)
     .join('\r\n')}\r\n\r\n`
@@ -46,7 +55,8 @@ function sseEvent(message: string): string {
  */
 class ListenStream implements Chunks {
   private readonly stop = new AbortController()
-  private unconfirmed: string | null = null
+  /** The event last handed out, until the ask for the next confirms it was written; a replayed one is not given back. */
+  private unconfirmed: { id: number; message: string; replayed: boolean } | null = null
   private idleDeadline: number
   private started = false
   private open = true
@@ -54,22 +64,31 @@ class ListenStream implements Chunks {
   constructor(
     private readonly service: ExchangeService,
     private readonly logger: Logger,
-    private readonly options: { pingSeconds: number; onWaiting: (kind: 'poll' | 'stream', delta: 1 | -1) => void },
+    private readonly options: { pingSeconds: number; onWaiting: (kind: 'poll' | 'stream', delta: 1 | -1) => void; replay: ReplayLog },
     private readonly caller: Client,
     private readonly id: EntityId,
     private readonly timeoutSeconds: number,
     private readonly release: () => void,
+    /** Events written to an earlier connection after its Last-Event-ID, sent again first. */
+    private readonly missed: { id: number; message: string }[],
   ) {
     this.idleDeadline = Date.now() + timeoutSeconds * 1000
     options.onWaiting('stream', 1)
   }
 
   async next(): Promise<string | null> {
-    // Being asked for more means the previous chunk was written.
+    // Being asked for more means the previous chunk was written: a new message is kept for replay from then on.
+    const written = this.unconfirmed
     this.unconfirmed = null
+    if (written !== null && !written.replayed) this.options.replay.keep(this.id, written.id, written.message)
     if (!this.started) {
       this.started = true
       return 'retry: 0\r\n\r\n'
+    }
+    const missed = this.missed.shift()
+    if (missed !== undefined) {
+      this.unconfirmed = { ...missed, replayed: true }
+      return sseEvent(missed.id, missed.message)
     }
     const signal = this.stop.signal
     for (;;) {
@@ -93,9 +112,10 @@ class ListenStream implements Chunks {
         return null
       }
       if (message !== null) {
-        this.unconfirmed = message
+        const id = this.options.replay.nextId()
+        this.unconfirmed = { id, message, replayed: false }
         this.idleDeadline = Date.now() + this.timeoutSeconds * 1000
-        return sseEvent(message)
+        return sseEvent(id, message)
       }
       if (Date.now() < this.idleDeadline) return ': ping\r\n\r\n'
     }
@@ -104,11 +124,10 @@ class ListenStream implements Chunks {
   async cancel(): Promise<void> {
     this.stop.abort()
     this.finish()
-    if (this.unconfirmed !== null) {
-      const message = this.unconfirmed
-      this.unconfirmed = null
-      await this.giveBack(message)
-    }
+    const unwritten = this.unconfirmed
+    this.unconfirmed = null
+    // A replayed event is still kept for replay; a new message goes back to the head of its mailbox.
+    if (unwritten !== null && !unwritten.replayed) await this.giveBack(unwritten.message)
   }
 
   private finish(): void {
@@ -146,6 +165,7 @@ export function exchangeRoutes(options: ExchangeRoutesOptions): AnyRoute[] {
   const onWaiting = (kind: 'poll' | 'stream', delta: 1 | -1) => {
     waiting[kind] += delta
   }
+  const replay = new ReplayLog(options.replay)
   /** Takes a waiting slot for the caller, or refuses with 429. */
   const admit = (request: RouteRequest<unknown, unknown, unknown, unknown>): (() => void) => {
     const release = options.admitWaiting(request)
@@ -230,7 +250,8 @@ export function exchangeRoutes(options: ExchangeRoutesOptions): AnyRoute[] {
       method: 'GET',
       path: '/mailbox/listen',
       summary: 'Listen for messages as server-sent events',
-      description: 'Each message is one `data:` event. The stream ends after `timeout` seconds without a message, or when the mailbox is terminated.',
+      description:
+        'Each message is one event: `id: <integer>` then its `data:` lines. The stream ends after `timeout` seconds without a message, or when the mailbox is terminated. A listener that reconnects with `Last-Event-ID` first gets again what was written to its earlier connection after that event (messages delivered by this instance within sse_replay_s).',
       body: model.ReceiveBody,
       quickBody: model.quickReceiveBody,
       responses: { 200: { description: 'text/event-stream of messages', schema: model.EventStreamText, contentType: 'text/event-stream' }, ...errors, ...closed, 429: { description: 'Too many open long-polls and listen streams for this client' } },
@@ -241,7 +262,10 @@ export function exchangeRoutes(options: ExchangeRoutesOptions): AnyRoute[] {
         const status = await service.status(caller, id)
         if (status === 'MISSING') throw new UnknownMailboxError()
         if (status === 'TERMINATED') throw new MailboxTerminatedError()
-        return { status: 200, headers: EVENT_STREAM, stream: new ListenStream(service, logger, { pingSeconds: options.pingSeconds, onWaiting }, caller, id, timeout, admit(request)) }
+        const lastEventId = lastEventIdOf(request.header('last-event-id'))
+        const missed = lastEventId === null ? [] : replay.after(id, lastEventId)
+        const stream = new ListenStream(service, logger, { pingSeconds: options.pingSeconds, onWaiting, replay }, caller, id, timeout, admit(request), missed)
+        return { status: 200, headers: EVENT_STREAM, stream }
       },
     }),
     route({

@@ -74,7 +74,7 @@ describe("Academy's incompatible-protocol exchange", () => {
       const agentStream = await x.listen(agent)
       try {
         expect((await x.send(request)).status).toBe(200)
-        expect(await userStream.waitFor(`data: ${request}\r\n\r\n`)).toBe(`retry: 0\r\n\r\ndata: ${request}\r\n\r\n`)
+        expect(await userStream.waitFor(`data: ${request}\r\n\r\n`)).toMatch(new RegExp(`^retry: 0\r\n\r\nid: \\d+\r\ndata: ${RegExp.escape(request)}\r\n\r\n$`))
         expect((await x.send(fixtures.incompatible_reply)).status).toBe(200)
         await agentStream.waitFor(`data: ${fixtures.incompatible_reply}\r\n\r\n`)
         expect(sseData(agentStream.received())).toEqual([fixtures.incompatible_reply])

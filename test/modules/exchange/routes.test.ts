@@ -151,7 +151,7 @@ describe('listen streams', () => {
     const [first, second] = [messageJson(user, agent), messageJson(user, agent)]
     const reading = reader.read()
     await call(app, 'PUT', '/message', bodies.send(first))
-    expect(new TextDecoder().decode((await reading).value)).toBe(`data: ${first}\r\n\r\n`)
+    expect(new TextDecoder().decode((await reading).value)).toMatch(new RegExp(`^id: \\d+\r\ndata: ${RegExp.escape(first)}\r\n\r\n$`))
     await call(app, 'PUT', '/message', bodies.send(second))
     await reader.cancel()
     for (const expected of [first, second]) {
