@@ -79,6 +79,14 @@ export const ConfigSchema = v.object({
     ),
     75,
   ),
+  request_body_timeout_s: v.optional(
+    v.pipe(
+      v.number(),
+      v.minValue(0),
+      v.description('Seconds a request body has to arrive whole once its route starts reading it (a deadline, not a silence timeout, so a body dribbled a byte at a time is cut too); past it the caller gets 408 and the connection is closed. 0: no deadline.'),
+    ),
+    60,
+  ),
   shutdown_timeout_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Seconds in-flight requests (A2A calls) get to finish after SIGTERM/SIGINT.')), 10),
   cors_origins: v.optional(v.pipe(v.string(), v.description('Browser origins allowed by CORS: a comma-separated list, *, or empty (CORS off).')), ''),
   backend_options: v.optional(v.record(v.string(), v.unknown()), {}),

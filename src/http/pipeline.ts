@@ -158,8 +158,8 @@ export class Pipeline {
     }
     const matched = this.router.match(incoming.method, incoming.path)
     if (matched === null) {
-      // The body is still read (and bounded), so the connection stays usable.
-      await incoming.body(options.bodyLimitBytes)
+      // The body is still read (and bounded), so the connection stays usable; one that cannot be read closes it.
+      await incoming.body(options.bodyLimitBytes).catch(() => null)
       return finish(renderError('native', new NotFoundError('No such route'), { requestId, logger: options.logger }))
     }
     const { route } = matched
