@@ -16,6 +16,8 @@ import type { Incoming } from './pipeline'
 import type { Chunks, Reply } from './reply'
 import { InFlight } from './served'
 import { BadRequestError, RequestTimeoutError } from '../errors'
+import { credentialOf } from './auth'
+import { rateLimitHeaders, tooManyRequests } from './limits'
 
 export interface ServableApp {
   decorator: { switchboard: SwitchboardRuntime }
@@ -254,14 +256,11 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     lastHeard.delete(socket)
     const path = (req.url ?? '/').split('?')[0]!
     const handler = runtime.upgrades.get(path)
-    if (runtime.draining) {
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
-      return
-    }
-    if (!handler) {
-      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
-      return
-    }
+    if (runtime.draining) return refuseUpgrade(socket, '503 Service Unavailable')
+    if (!handler) return refuseUpgrade(socket, '404 Not Found')
+    // An upgrade counts against its caller's rate limit as a request does, and is refused before any handshake.
+    const decision = pipeline.rateLimit(credentialOf(req.headers.authorization), req.socket.remoteAddress)
+    if (decision !== null && !decision.allowed) return refuseUpgrade(socket, '429 Too Many Requests', rateLimitHeaders(decision), tooManyRequests(decision).message)
     handler(req, socket, head)
   })
   server.on('clientError', (_error, socket) => {
@@ -316,6 +315,13 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       clearTimeout(timer)
     },
   }
+}
+
+/** Answers an upgrade request with a plain HTTP status (no WebSocket handshake) and closes the connection. */
+function refuseUpgrade(socket: Duplex, status: string, headers: Record<string, string> = {}, text = ''): void {
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`)
+  const type = text === '' ? '' : 'Content-Type: text/plain; charset=utf-8\r\n'
+  socket.end(`HTTP/1.1 ${status}\r\n${lines.join('')}${type}Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`)
 }
 
 /** Writes a whole reply with its length (none on 204 and 304, which carry no body). */
