@@ -51,6 +51,10 @@ export const ConfigSchema = v.object({
     ),
     5,
   ),
+  worker_register_timeout_s: v.optional(
+    positive('Seconds a WebSocket on /agent has to send a valid register message; past it the worker gets a refused register reply and close code 1008.'),
+    10,
+  ),
   worker_ping_s: v.optional(positive('Seconds between WebSocket pings to workers; two missed pings drop a worker.'), 10),
   public_url: v.optional(text('URL clients reach this server at (used in init-config and agent cards); default from the request.')),
   allow_private_agent_urls: v.optional(flag('Allow agent URLs in private and loopback ranges.'), false),
