@@ -84,7 +84,14 @@ export function createApp(options: CreateAppOptions) {
     },
     logger,
   )
-  const workerEndpoint = workerSockets({ service: workers, auth, logger, pingSeconds: config.worker_ping_s, maxFrameBytes: config.max_ws_frame_kb * 1024 })
+  const workerEndpoint = workerSockets({
+    service: workers,
+    auth,
+    logger,
+    pingSeconds: config.worker_ping_s,
+    maxFrameBytes: config.max_ws_frame_kb * 1024,
+    registerTimeoutSeconds: config.worker_register_timeout_s,
+  })
 
   const waitingLimit = new WaitingLimit(config.max_waiting_per_client)
   // A malformed Authorization header is the bearer parser's to refuse, for each kind of caller alike.

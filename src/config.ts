@@ -53,6 +53,10 @@ export const ConfigSchema = v.object({
     ),
     5,
   ),
+  worker_register_timeout_s: v.optional(
+    positive('Seconds a WebSocket on /agent has to send a valid register message; past it the worker gets a refused register reply and close code 1008.'),
+    10,
+  ),
   worker_ping_s: v.optional(positive('Seconds between WebSocket pings to workers; two missed pings drop a worker.'), 10),
   public_url: v.optional(text('URL clients reach this server at (used in init-config and agent cards); default from the request.')),
   allow_private_agent_urls: v.optional(flag('Allow agent URLs in private and loopback ranges.'), false),
@@ -80,6 +84,14 @@ export const ConfigSchema = v.object({
       v.description('Seconds a connection may stay silent while no request on it is being answered (between requests, or a request whose body stopped arriving) before it is closed; 0 never closes one for that.'),
     ),
     75,
+  ),
+  request_body_timeout_s: v.optional(
+    v.pipe(
+      v.number(),
+      v.minValue(0),
+      v.description('Seconds a request body has to arrive whole once its route starts reading it (a deadline, not a silence timeout, so a body dribbled a byte at a time is cut too); past it the caller gets 408 and the connection is closed. 0: no deadline.'),
+    ),
+    60,
   ),
   shutdown_timeout_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Seconds in-flight requests (A2A calls) get to finish after SIGTERM/SIGINT.')), 10),
   cors_origins: v.optional(v.pipe(v.string(), v.description('Browser origins allowed by CORS: a comma-separated list, *, or empty (CORS off).')), ''),

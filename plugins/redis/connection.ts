@@ -57,16 +57,21 @@ export class RedisConnection {
     const options = {
       lazyConnect: true,
       retryStrategy: reconnectDelay,
-      // A command fails (503) after a few reconnect attempts rather than hanging a request for a whole outage.
-      maxRetriesPerRequest: 4,
+      // A command sent before the connection dropped is sent again after a quick reconnect (a take whose reply was
+      // lost then gets its message back), and fails (503) after two failed attempts, a few hundred ms.
+      maxRetriesPerRequest: 2,
     }
-    this.command = new Redis(url, { ...options, connectionName: `${name}:command` })
+    // While the connection is down a new command fails at once (503) rather than waiting in a queue for the next
+    // reconnect attempt; reconnecting goes on in the background.
+    this.command = new Redis(url, { ...options, enableOfflineQueue: false, connectionName: `${name}:command` })
     this.subscriber = new Redis(url, { ...options, connectionName: `${name}:events`, autoResubscribe: false })
     this.subscriber.on('message', (channel: string, payload: string) => this.channels.get(channel)?.(payload))
     this.subscriber.on('close', () => {
       this.subscribed = false
     })
     this.subscriber.on('ready', () => void this.resubscribe())
+    // The backend hears of a reconnect once both connections are back, whichever came back last.
+    this.command.on('ready', () => this.reconnected())
     for (const client of [this.command, this.subscriber]) {
       client.on('error', (error: Error) => {
         if (!this.closing) this.logger.warn('redis connection error', { error: error.message })
@@ -98,7 +103,12 @@ export class RedisConnection {
       return
     }
     this.subscribed = true
-    this.onResubscribed()
+    this.reconnected()
+  }
+
+  /** Tells the backend once commands can be sent and the subscriptions are live again. */
+  private reconnected(): void {
+    if (this.subscribed && this.command.status === 'ready') this.onResubscribed()
   }
 
   /** Both connections are up and the subscriptions are live. */

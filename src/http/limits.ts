@@ -4,6 +4,7 @@
  * holds open. Both count in this process's memory only: behind a load
  * balancer each instance enforces them on its own share of the traffic.
  */
+import { TooManyRequestsError } from '../errors'
 import type { Authenticator, Credential } from './auth'
 
 /**
@@ -97,6 +98,11 @@ export function rateLimitHeaders(decision: RateDecision): Record<string, string>
   }
   if (!decision.allowed) headers['retry-after'] = String(decision.retryAfterSeconds)
   return headers
+}
+
+/** The 429 of a refused decision, worded alike for requests and WebSocket upgrades. */
+export function tooManyRequests(decision: RateDecision): TooManyRequestsError {
+  return new TooManyRequestsError(`Too many requests: try again in ${decision.retryAfterSeconds} s`, decision.retryAfterSeconds)
 }
 
 /** Counts what each caller holds open; `enter` refuses once a caller holds `max` (0: no limit). */

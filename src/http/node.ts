@@ -15,7 +15,9 @@ import { observeRequests, requestIdOf } from '../ops/observability'
 import type { Incoming } from './pipeline'
 import type { Chunks, Reply } from './reply'
 import { InFlight } from './served'
-import { BadRequestError } from '../errors'
+import { BadRequestError, RequestTimeoutError } from '../errors'
+import { credentialOf } from './auth'
+import { rateLimitHeaders, tooManyRequests } from './limits'
 
 export interface ServableApp {
   decorator: { switchboard: SwitchboardRuntime }
@@ -63,6 +65,8 @@ class NodeIncoming implements Incoming {
   readonly search: string
   /** Set when the body passed its limit: the rest is unread, so the connection is closed after the answer. */
   overLimit = false
+  /** Set when the body did not arrive whole within request_body_timeout_s: the connection is closed after the answer too. */
+  timedOut = false
   private read: Promise<Uint8Array | null> | null = null
 
   constructor(
@@ -72,6 +76,8 @@ class NodeIncoming implements Incoming {
     private readonly heard: ((socket: Duplex) => void) | null,
     /** Told once the body has arrived whole: from then on the request is being answered. */
     private readonly onBody: () => void,
+    /** How long the whole body may take to arrive once reading starts (0: no deadline). */
+    private readonly bodyTimeoutMs: number,
   ) {
     const target = req.url ?? '/'
     const query = target.indexOf('?')
@@ -101,13 +107,26 @@ class NodeIncoming implements Incoming {
     return this.read === null && (this.req.headers['content-length'] !== undefined || this.req.headers['transfer-encoding'] !== undefined)
   }
 
-  /** Reads the whole body, or null once it exceeds `limit` bytes; `heard` is told of the socket each chunk came on. */
+  /**
+   * Reads the whole body, or null once it exceeds `limit` bytes; `heard` is told of the socket each chunk came on.
+   * A body still incomplete `bodyTimeoutMs` after reading starts is refused with 408: a deadline rather than a
+   * silence timeout, since a client sending one byte every few seconds is never silent for long.
+   */
   private readBody(limit: number): Promise<Uint8Array | null> {
     const { req } = this
     if (req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined) return Promise.resolve(EMPTY)
-    return new Promise((resolve, reject) => {
+    let deadline: ReturnType<typeof setTimeout> | undefined
+    return new Promise<Uint8Array | null>((resolve, reject) => {
       const chunks: Buffer[] = []
       let size = 0
+      if (this.bodyTimeoutMs > 0) {
+        deadline = setTimeout(() => {
+          this.timedOut = true
+          req.removeAllListeners('data')
+          req.pause()
+          reject(new RequestTimeoutError(`request body did not arrive whole within ${this.bodyTimeoutMs / 1000} s (request_body_timeout_s)`))
+        }, this.bodyTimeoutMs)
+      }
       req.on('data', (chunk: Buffer) => {
         this.heard?.(req.socket)
         size += chunk.length
@@ -125,7 +144,7 @@ class NodeIncoming implements Incoming {
       const broken = () => reject(new BadRequestError('request body could not be read'))
       req.on('error', broken)
       req.on('aborted', broken)
-    })
+    }).finally(() => clearTimeout(deadline))
   }
 }
 
@@ -145,6 +164,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   // into the sweep's time, so a connection is closed after the timeout of silence and at most one sweep interval more.
   const lastHeard = new Map<Connection, number>()
   const idleTimeoutMs = runtime.config.connection_idle_timeout_s * 1000
+  const bodyTimeoutMs = runtime.config.request_body_timeout_s * 1000
   /** Notes that `socket` was heard from or answered on. */
   const heard = (socket: Connection) => {
     socket[HEARD] = true
@@ -158,9 +178,16 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     const connection: Connection = req.socket
     // A connection counts as being answered (the idle sweep leaves it, its close aborts the request) once the
     // body is in: a body that stops arriving leaves the connection to the sweep.
-    const incoming = new NodeIncoming(req, entry, scheme, idleTimeoutMs > 0 ? heard : null, () => {
-      connection[ANSWERING] = entry
-    })
+    const incoming = new NodeIncoming(
+      req,
+      entry,
+      scheme,
+      idleTimeoutMs > 0 ? heard : null,
+      () => {
+        connection[ANSWERING] = entry
+      },
+      bodyTimeoutMs,
+    )
     const route = pipeline.routeOf(incoming.method, incoming.path)
     if (pipeline.outlivesDrain(incoming.method, incoming.path)) outlivesDrain.add(entry)
     inFlight.add(entry)
@@ -170,7 +197,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       if (runtime.draining) res.setHeader('connection', 'close')
       const reply = await pipeline.handle(incoming)
       status = reply.status
-      if (incoming.overLimit || incoming.unread) res.setHeader('connection', 'close')
+      if (incoming.overLimit || incoming.timedOut || incoming.unread) res.setHeader('connection', 'close')
       if (reply.stream) await writeStream(reply, reply.stream, res, entry)
       else writeReply(reply, res, incoming.method === 'HEAD')
     } catch (error) {
@@ -229,14 +256,11 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     lastHeard.delete(socket)
     const path = (req.url ?? '/').split('?')[0]!
     const handler = runtime.upgrades.get(path)
-    if (runtime.draining) {
-      socket.end('HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
-      return
-    }
-    if (!handler) {
-      socket.end('HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n')
-      return
-    }
+    if (runtime.draining) return refuseUpgrade(socket, '503 Service Unavailable')
+    if (!handler) return refuseUpgrade(socket, '404 Not Found')
+    // An upgrade counts against its caller's rate limit as a request does, and is refused before any handshake.
+    const decision = pipeline.rateLimit(credentialOf(req.headers.authorization), req.socket.remoteAddress)
+    if (decision !== null && !decision.allowed) return refuseUpgrade(socket, '429 Too Many Requests', rateLimitHeaders(decision), tooManyRequests(decision).message)
     handler(req, socket, head)
   })
   server.on('clientError', (_error, socket) => {
@@ -291,6 +315,13 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       clearTimeout(timer)
     },
   }
+}
+
+/** Answers an upgrade request with a plain HTTP status (no WebSocket handshake) and closes the connection. */
+function refuseUpgrade(socket: Duplex, status: string, headers: Record<string, string> = {}, text = ''): void {
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`)
+  const type = text === '' ? '' : 'Content-Type: text/plain; charset=utf-8\r\n'
+  socket.end(`HTTP/1.1 ${status}\r\n${lines.join('')}${type}Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`)
 }
 
 /** Writes a whole reply with its length (none on 204 and 304, which carry no body). */

@@ -9,12 +9,12 @@
  * it fails, rendered in its route's surface (surfaces.ts).
  */
 import * as v from 'valibot'
-import { BadRequestError, NotFoundError, PayloadTooLargeError, TooManyRequestsError } from '../errors'
+import { BadRequestError, NotFoundError, PayloadTooLargeError } from '../errors'
 import type { Logger } from '../ops/logger'
 import { credentialOf, type Authenticator, type Credential } from './auth'
 import type { CorsPolicy } from './cors'
 import { describeIssue, parseJsonBody, parseWith } from './input'
-import { callerKey, rateLimitHeaders, type RateLimiter } from './limits'
+import { callerKey, rateLimitHeaders, tooManyRequests, type RateDecision, type RateLimiter } from './limits'
 import type { Chunks, Reply } from './reply'
 import type { Access, AnyRoute, Callers, Credentials, RouteRequest } from './route'
 import type { InFlight } from './served'
@@ -139,6 +139,15 @@ export class Pipeline {
     return this.router.match(method, path)?.route.outlivesDrain === true
   }
 
+  /**
+   * Takes one token from the bucket of the caller `credential` and `remoteAddress` stand for: the one rate limit,
+   * for requests and WebSocket upgrades alike. Null when rate limiting is off.
+   */
+  rateLimit(credential: Credential, remoteAddress: string | undefined): RateDecision | null {
+    const { rateLimiter, auth } = this.options
+    return rateLimiter === null ? null : rateLimiter.take(callerKey(credential, remoteAddress, auth))
+  }
+
   /** Answers one request; never throws. */
   async handle(incoming: Incoming): Promise<Reply> {
     const { options } = this
@@ -158,8 +167,8 @@ export class Pipeline {
     }
     const matched = this.router.match(incoming.method, incoming.path)
     if (matched === null) {
-      // The body is still read (and bounded), so the connection stays usable.
-      await incoming.body(options.bodyLimitBytes)
+      // The body is still read (and bounded), so the connection stays usable; one that cannot be read closes it.
+      await incoming.body(options.bodyLimitBytes).catch(() => null)
       return finish(renderError('native', new NotFoundError('No such route'), { requestId, logger: options.logger }))
     }
     const { route } = matched
@@ -168,10 +177,10 @@ export class Pipeline {
     let handled = false
     try {
       const credential = credentialOf(incoming.header('authorization'))
-      if (options.rateLimiter !== null && !route.unlimited) {
-        const decision = options.rateLimiter.take(callerKey(credential, incoming.served.remoteAddress, options.auth))
+      const decision = route.unlimited ? null : this.rateLimit(credential, incoming.served.remoteAddress)
+      if (decision !== null) {
         limitHeaders = rateLimitHeaders(decision)
-        if (!decision.allowed) throw new TooManyRequestsError(`Too many requests: try again in ${decision.retryAfterSeconds} s`, decision.retryAfterSeconds)
+        if (!decision.allowed) throw tooManyRequests(decision)
       }
       const prefix = INPUT_ERROR_PREFIX[route.surface]
       const params = route.params ? this.parseParams(route, matched.params, prefix) : matched.params

@@ -28,3 +28,38 @@ export function createLogger(level: LogLevel, write: (line: string) => void = (l
     enabled: (at) => RANK[at] >= threshold,
   }
 }
+
+/** A repeated log line, written at most once per interval; see `throttled`. */
+export interface ThrottledLine {
+  /** Writes the line, or counts it when one was written less than the interval ago. */
+  note(fields: Record<string, unknown>): void
+  /** Writes how many lines were left out since the last one written, if any (e.g. when their source goes away). */
+  flush(fields: Record<string, unknown>): void
+}
+
+/**
+ * A line that one peer can make Switchboard repeat (a worker's ignored frames): written at most once per
+ * `intervalMs`, the next one written saying in `suppressed` how many were left out, so no peer can flood the log.
+ */
+export function throttled(write: (fields: Record<string, unknown>) => void, intervalMs: number, now: () => number = () => performance.now()): ThrottledLine {
+  let last = Number.NEGATIVE_INFINITY
+  let suppressed = 0
+  const emit = (fields: Record<string, unknown>) => {
+    write(suppressed > 0 ? { ...fields, suppressed } : fields)
+    suppressed = 0
+  }
+  return {
+    note(fields) {
+      const at = now()
+      if (at - last < intervalMs) {
+        suppressed++
+        return
+      }
+      last = at
+      emit(fields)
+    },
+    flush(fields) {
+      if (suppressed > 0) emit(fields)
+    },
+  }
+}

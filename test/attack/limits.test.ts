@@ -1,13 +1,16 @@
 /**
  * The per-caller limits: a token bucket per caller (429 with Retry-After and
  * X-RateLimit-* headers, in each surface's error shape) and a cap on the
- * long-polls and listen streams one client holds open.
+ * long-polls and listen streams one client holds open. WebSocket upgrades
+ * draw on the same buckets.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import net from 'node:net'
 import { agentId, bodies } from '../support/academy'
 import { startServer, writeTokensFile, type TestServer } from '../support/app'
 import { openStream, rawRequest, type EventStream } from '../support/http'
 import { RateLimiter } from '../../src/http/limits'
+import { TestWorker } from '../modules/workers/worker'
 
 describe('the rate limiter', () => {
   it('allows a burst, then one request per refill interval, and says when to retry', () => {
@@ -87,6 +90,50 @@ describe('rate limits on a real server', () => {
     const statuses: number[] = []
     for (let i = 0; i < 5; i++) statuses.push((await rawRequest(`${running.url}/workers`, { headers: { authorization: `Bearer made-up-${i}` } })).status)
     expect(statuses).toEqual([403, 403, 403, 429, 429])
+  })
+})
+
+/** Sends a WebSocket upgrade of /agent on a raw socket; resolves with what the server answered before closing. */
+function upgradeAgent(url: string, authorization?: string): Promise<string> {
+  const { port } = new URL(url)
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), '127.0.0.1')
+    let received = ''
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString()
+      // A handshake that went through leaves the socket open: what came is the answer.
+      if (received.includes('\r\n\r\n') && received.startsWith('HTTP/1.1 101')) socket.destroy()
+    })
+    socket.on('close', () => resolve(received))
+    socket.on('error', reject)
+    const key = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString('base64')
+    socket.write(
+      `GET /agent HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${authorization ? `Authorization: ${authorization}\r\n` : ''}\r\n`,
+    )
+  })
+}
+
+describe('rate limits on WebSocket upgrades', () => {
+  let running: TestServer
+  beforeAll(async () => {
+    running = await startServer({ rate_limit_per_s: 0.01, rate_limit_burst: 3 })
+  })
+  afterAll(() => running?.close())
+
+  it('count an /agent upgrade against its caller\'s bucket, shared with its requests, and refuse it with 429 before any handshake', async () => {
+    expect((await rawRequest(`${running.url}/workers`)).status).toBe(200)
+    const worker = await TestWorker.connect(running.url)
+    expect(worker.isOpen).toBe(true)
+    expect(await upgradeAgent(running.url, 'Bearer worker-token')).toStartWith('HTTP/1.1 101')
+    const refused = await upgradeAgent(running.url, 'Bearer worker-token')
+    expect(refused).toStartWith('HTTP/1.1 429 Too Many Requests\r\n')
+    expect(refused.toLowerCase()).toContain('retry-after: 100\r\n')
+    expect(refused.toLowerCase()).toContain('x-ratelimit-remaining: 0\r\n')
+    expect(refused).not.toContain('Sec-WebSocket-Accept')
+    expect(refused).toEndWith('\r\n\r\nToo many requests: try again in 100 s')
+    // The bucket the upgrades emptied is the one the caller's requests draw on.
+    expect((await rawRequest(`${running.url}/workers`)).status).toBe(429)
+    await worker.close()
   })
 })
 

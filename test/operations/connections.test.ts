@@ -153,3 +153,56 @@ describe('the connection limit', () => {
     kept.socket.destroy()
   })
 })
+
+describe('request bodies that take too long', () => {
+  let running: LoggedServer | null = null
+  afterEach(async () => {
+    await running?.close()
+    running = null
+  })
+
+  /** Sends `head`, then one byte of `body` every `everyMs` until the server closes the connection or the body is out. */
+  function dribble(url: string, head: string, body: string, everyMs: number) {
+    const connection = connect(url)
+    let sent = 0
+    const timer = setInterval(() => {
+      if (connection.socket.destroyed || sent >= body.length) return clearInterval(timer)
+      connection.socket.write(body[sent++]!)
+    }, everyMs)
+    connection.closed.then(() => clearInterval(timer))
+    void connection.connected.then(() => connection.socket.write(head))
+    return { ...connection, sent: () => sent }
+  }
+
+  it('answers 408 in the route\'s own error shape once the body is not whole within request_body_timeout_s, and closes the connection', async () => {
+    // Silence alone would never cut these: a byte arrives every 250 ms, well within connection_idle_timeout_s.
+    running = await startLoggedServer({ log_level: 'error', request_body_timeout_s: 1 })
+    const { url } = running
+    const academyBody = bodies.create(agentId())
+    const academy = dribble(url, `POST /mailbox HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${academyBody.length}\r\n\r\n`, academyBody, 250)
+    const nativeBody = JSON.stringify({ agent_name: 'voice-agent', room_id: 'room-1' })
+    const native = dribble(url, `POST /jobs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${nativeBody.length}\r\n\r\n`, nativeBody, 250)
+    const [academyAt, nativeAt] = await Promise.all([closedWithin(academy.closed, 4000), closedWithin(native.closed, 4000)])
+    expect(academyAt).not.toBe('open')
+    expect(nativeAt).not.toBe('open')
+    expect(academyAt as number).toBeGreaterThanOrEqual(1000)
+    expect(academyAt as number).toBeLessThan(2500)
+    // Cut mid-body: the dribblers had more to send.
+    expect(academy.sent()).toBeLessThan(academyBody.length)
+    expect(native.sent()).toBeLessThan(nativeBody.length)
+    expect(academy.received()).toMatch(/^HTTP\/1\.1 408 /)
+    expect(academy.received()).toContain('text/plain')
+    expect(academy.received()).toContain('request body did not arrive whole within 1 s (request_body_timeout_s)')
+    expect(native.received()).toMatch(/^HTTP\/1\.1 408 /)
+    expect(native.received()).toContain('{"error":{"code":"REQUEST_TIMEOUT","message":"request body did not arrive whole within 1 s (request_body_timeout_s)"}}')
+    expect(native.received().toLowerCase()).toContain('connection: close')
+  })
+
+  it('reads a body that arrives whole within the deadline, however slowly', async () => {
+    running = await startLoggedServer({ log_level: 'error', request_body_timeout_s: 3 })
+    const body = bodies.create(agentId())
+    const slow = dribble(running.url, `POST /mailbox HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`, body, 10)
+    expect(await closedWithin(slow.closed, 5000)).not.toBe('open')
+    expect(slow.received()).toMatch(/^HTTP\/1\.1 200 /)
+  })
+})

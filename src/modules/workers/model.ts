@@ -57,6 +57,9 @@ export const PingFrame = v.object({
 /** Every frame a registered worker may send, by its `type`. */
 export const WorkerFrame = v.variant('type', [AvailabilityResponseFrame, JobUpdateFrame, StatusUpdateFrame, PingFrame, RegisterFrame])
 
+/** The `type` of every frame a worker may send. */
+export const WORKER_FRAME_TYPES: ReadonlySet<string> = new Set(WorkerFrame.options.map((option) => option.entries.type.literal))
+
 export type RegisterFrame = v.InferOutput<typeof RegisterFrame>
 export type WorkerFrame = v.InferOutput<typeof WorkerFrame>
 

@@ -14,9 +14,9 @@ import { AppError } from '../../errors'
 import { describeIssue } from '../../http/input'
 import { json } from '../../http/reply'
 import { route, type AnyRoute } from '../../http/route'
-import type { Logger } from '../../ops/logger'
+import { throttled, type Logger } from '../../ops/logger'
 import * as model from './model'
-import type { WorkerService, WorkerSession } from './service'
+import type { IgnoredFrame, WorkerService, WorkerSession } from './service'
 
 export interface WorkersRoutesOptions {
   service: WorkerService
@@ -203,6 +203,8 @@ export interface WorkerSocketsOptions {
   pingSeconds: number
   /** Largest frame a worker may send, in bytes; a larger one closes its socket with 1009. */
   maxFrameBytes: number
+  /** Seconds a socket has to register after its upgrade; past it, it gets a refused register reply and close 1008. */
+  registerTimeoutSeconds: number
 }
 
 /** Refuses an upgrade with a plain HTTP status. */
@@ -214,6 +216,8 @@ function refuseUpgrade(socket: Duplex, status: number, text: string): void {
 const MAX_JOB_LANES = 64
 /** Frames one worker socket may have waiting to be handled before it is no longer read; reading resumes at half. */
 const MAX_WAITING_FRAMES = 256
+/** One line per socket per this many ms at most about the frames it sent that were ignored. */
+const IGNORED_LOG_INTERVAL_MS = 10_000
 /** A frame that did not parse as JSON. */
 const NOT_JSON = Symbol('not JSON')
 /** The job a worker's frame is about (a job update or an availability answer), or null. */
@@ -261,14 +265,20 @@ export function workerSockets(options: WorkerSocketsOptions) {
       close: (code: number, reason: string) => ws.close(code, reason),
     }
 
+    // A worker can send bad frames as fast as it likes: they are told at warn level, one line per socket per
+    // interval counting the rest, and in the protocol's words only (the caller's own text is never logged).
+    const ignoredFrames = throttled((fields) => logger.warn('worker sent frames that were ignored', fields), IGNORED_LOG_INTERVAL_MS)
+    const ignored = (why: IgnoredFrame) => ignoredFrames.note({ worker: session?.workerId ?? null, ...why })
+
     const handle = async (data: unknown) => {
       if (data === NOT_JSON) {
-        logger.error('worker sent a frame that is not JSON; ignored', { worker: session?.workerId ?? null })
         if (session === null) refuseRegistration('the first frame must be a JSON register message')
+        else ignored({ problem: 'not JSON' })
         return
       }
       if (session !== null) {
-        await service.receive(session, data)
+        const why = await service.receive(session, data)
+        if (why !== null) ignored(why)
         return
       }
       const register = v.safeParse(model.RegisterFrame, data)
@@ -277,13 +287,22 @@ export function workerSockets(options: WorkerSocketsOptions) {
         return
       }
       session = await service.register(socket, owner.id, headerToken, register.output)
+      clearTimeout(registerDeadline)
     }
 
-    const refuseRegistration = (message: string) => {
+    const refuseRegistration = (message: string, reason = 'registration refused') => {
       logger.warn('worker registration refused', { reason: message })
       socket.send(model.frames.registrationRefused(message))
-      ws.close(1008, 'registration refused')
+      ws.close(1008, reason)
     }
+
+    // A socket that never registers would be held forever: it gets the refused register reply VideoSDK's client
+    // reads during registration (it then reconnects with backoff), and close 1008 (policy violation).
+    const registerDeadline = setTimeout(() => {
+      if (session === null && ws.readyState === WebSocket.OPEN) {
+        refuseRegistration(`no register message within ${options.registerTimeoutSeconds} s (worker_register_timeout_s)`, 'registration timeout')
+      }
+    }, options.registerTimeoutSeconds * 1000)
 
     const pinger = setInterval(() => {
       if (missedPings >= 2) {
@@ -323,6 +342,8 @@ export function workerSockets(options: WorkerSocketsOptions) {
     ws.on('error', (error) => logger.warn('worker socket error', { worker: session?.workerId ?? null, error: String(error) }))
     ws.on('close', () => {
       clearInterval(pinger)
+      clearTimeout(registerDeadline)
+      ignoredFrames.flush({ worker: session?.workerId ?? null, problem: 'more ignored frames before the socket closed' })
       // The socket's end is handled once every frame it sent has been.
       void Promise.all([socketLane, ...jobLanes.values()])
         .then(async () => {

@@ -17,9 +17,8 @@ import type { EventBus } from '../../backend/events'
 import { Heartbeat, type InstanceStore } from '../../backend/instances'
 import { reserveAny, type JobRecord, type JobState, type WorkerRecord, type WorkerStore } from '../../backend/workers'
 import { AppError, ConflictError, NotFoundError } from '../../errors'
-import { describeIssue } from '../../http/input'
 import type { Logger } from '../../ops/logger'
-import { frames, WORKER_ID, WorkerFrame, type Assignment, type RegisterFrame, type ServerFrame } from './model'
+import { frames, WORKER_FRAME_TYPES, WORKER_ID, WorkerFrame, type Assignment, type RegisterFrame, type ServerFrame } from './model'
 
 export interface WorkerServiceOptions {
   /** This instance's id, stored in the records of the workers whose sockets it holds. */
@@ -75,6 +74,17 @@ type RelayMessage =
   | { kind: 'assign'; workerId: string; connection: string; assignment: Assignment }
   | { kind: 'terminate'; workerId: string; jobId: string; reason: string }
   | { kind: 'close'; workerId: string; connection: string }
+
+/**
+ * Why a worker's frame was ignored, in the protocol's words only: the frame's `type` when it is one of the
+ * protocol's, and the field at fault with what the schema expects there; never text the worker wrote.
+ */
+export interface IgnoredFrame {
+  problem: 'not JSON' | 'unknown type' | 'invalid field' | 'register on a registered socket'
+  type?: string
+  field?: string
+  expected?: string
+}
 
 export interface NewJob {
   agentName: string
@@ -188,13 +198,18 @@ export class WorkerService {
     return session
   }
 
-  /** Handles one parsed frame from a registered worker; a bad frame is logged and dropped, the worker stays. */
-  async receive(session: WorkerSession, data: unknown): Promise<void> {
+  /**
+   * Handles one parsed frame from a registered worker. A bad frame is dropped and the worker stays: what is wrong
+   * with it is returned for the socket to report (at a rate its own), null when the frame was handled.
+   */
+  async receive(session: WorkerSession, data: unknown): Promise<IgnoredFrame | null> {
     const parsed = v.safeParse(WorkerFrame, data)
     if (!parsed.success) {
       const type = typeof data === 'object' && data !== null ? (data as { type?: unknown }).type : undefined
-      this.logger.error('worker sent a frame that was ignored', { worker: session.workerId, type: String(type), problem: describeIssue(parsed.issues) })
-      return
+      if (typeof type !== 'string' || !WORKER_FRAME_TYPES.has(type)) return { problem: 'unknown type' }
+      const issue = parsed.issues[0]
+      const field = issue.path?.map((item) => String(item.key)).join('.')
+      return { problem: 'invalid field', type, ...(field ? { field } : {}), ...(issue.expected ? { expected: issue.expected } : {}) }
     }
     const frame = parsed.output
     switch (frame.type) {
@@ -202,28 +217,27 @@ export class WorkerService {
         const ask = session.asks.get(frame.job_id)
         if (!ask) {
           this.logger.debug('late or unasked availability response ignored', { worker: session.workerId, job: frame.job_id })
-          return
+          return null
         }
         clearTimeout(ask.timer)
         session.asks.delete(frame.job_id)
         await this.relay(ask.replyTo, { kind: 'answer', requestId: ask.requestId, available: frame.available, token: frame.token ?? null, reason: frame.error ?? (frame.available ? '' : 'declined') })
-        return
+        return null
       }
       case 'job_update':
         await this.applyJobUpdate(session.workerId, frame.job_id, frame.status, frame.error ?? undefined)
-        return
+        return null
       case 'status_update':
         await this.store.updateWorker(session.workerId, session.connection, {
           status: frame.status,
           ...(typeof frame.load === 'number' ? { reportedLoad: frame.load } : {}),
         })
-        return
+        return null
       case 'ping':
         session.socket.send(frames.pong(frame.timestamp ?? Date.now()))
-        return
+        return null
       case 'register':
-        this.logger.error('worker sent register on a registered socket; ignored', { worker: session.workerId })
-        return
+        return { problem: 'register on a registered socket', type: 'register' }
     }
   }
 

@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import WebSocket from 'ws'
 import { startServer, writeTokensFile, type TestServer } from '../../support/app'
 import { eventually } from '../../support/wait'
+import { startLoggedServer, type LoggedServer } from '../../operations/support'
 import { TestWorker } from './worker'
 
 let server: TestServer | null = null
@@ -28,10 +29,14 @@ const json = async (path: string, init: RequestInit = {}) => {
   return { status: response.status, body: (await response.json()) as Record<string, any> }
 }
 
+let logged: LoggedServer | null = null
+
 afterEach(async () => {
   for (const worker of workers.splice(0)) await worker.kill()
   await server?.close()
   server = null
+  await logged?.close()
+  logged = null
 })
 
 describe('registration', () => {
@@ -66,6 +71,21 @@ describe('registration', () => {
     expect(reply.success).toBe(false)
     expect(String(reply.message)).toContain('agent_name')
     expect((await worker.closed).code).toBe(1008)
+  })
+
+  it('closes a socket that sends no register message within worker_register_timeout_s, with a refused register reply and 1008', async () => {
+    await start({ worker_register_timeout_s: 0.5 })
+    const silent = await TestWorker.open(server!.url, {}, false)
+    workers.push(silent)
+    // One that registers in time stays past the deadline.
+    const registered = await connect()
+    const startedAt = Date.now()
+    const closed = await Promise.race([silent.closed, Bun.sleep(3000).then(() => null)])
+    expect(closed).toEqual({ code: 1008, reason: 'registration timeout' })
+    expect(Date.now() - startedAt).toBeLessThan(2000)
+    expect(silent.frames).toEqual([{ type: 'register', success: false, message: 'no register message within 0.5 s (worker_register_timeout_s)' }])
+    expect(registered.isOpen).toBe(true)
+    await eventually(() => runtime().connections === 1, 2000, 'the silent socket released')
   })
 
   it('supersedes the old socket when the same worker id registers again, keeping its jobs', async () => {
@@ -119,6 +139,35 @@ describe('frames', () => {
     expect(created.status).toBe(201)
     await worker.waitForAssignment(created.body.id)
     expect(worker.protocolErrors).toEqual([])
+  })
+
+  it('logs ignored frames at warn, one line per socket per interval counting the rest, never with the worker\'s own text', async () => {
+    logged = await startLoggedServer({ log_level: 'debug' })
+    const worker = await TestWorker.connect(logged.url)
+    workers.push(worker)
+    const marker = `caller-text-${crypto.randomUUID()}`
+    const sent = 300
+    for (let index = 0; index < sent / 6; index++) {
+      worker.sendRaw(`${marker} not json`)
+      worker.send({ type: marker })
+      worker.send({ type: 'job_update', job_id: 42, status: marker })
+      worker.send({ type: 'status_update', status: marker })
+      worker.send({ type: 'availability_response', job_id: marker, available: marker })
+      worker.sendRegister()
+    }
+    worker.send({ type: 'ping', timestamp: 1 })
+    await worker.waitFor((frame) => frame.type === 'pong')
+    expect(worker.isOpen).toBe(true)
+    await worker.close()
+    expect(logged.lines.filter((line) => line.level === 'error').length).toBe(0)
+    expect(JSON.stringify(logged.lines)).not.toContain(marker)
+    await eventually(() => logged!.lines.some((line) => line.suppressed !== undefined), 2000, 'the count of the lines left out')
+    expect(JSON.stringify(logged.lines)).not.toContain(marker)
+    const ignored = logged.lines.filter((line) => line.msg === 'worker sent frames that were ignored')
+    // The first, then the count of the others when the socket closed.
+    expect(ignored).toHaveLength(2)
+    expect(ignored[0]).toMatchObject({ level: 'warn', worker: worker.workerId, problem: 'not JSON' })
+    expect(ignored[1]).toMatchObject({ level: 'warn', worker: worker.workerId, suppressed: sent - 1 })
   })
 
   it('applies status updates: a worker reporting draining gets no jobs, reporting available again does', async () => {

@@ -1,0 +1,83 @@
+/**
+ * A private Redis (never the shared one) killed while Switchboard serves:
+ * every request that needs the store gets its 503 within a second for as
+ * long as Redis stays away, and the instance is back once Redis is.
+ */
+import { afterAll, describe, expect, it } from 'bun:test'
+import { createApp } from '../../src/app'
+import { createBackend } from '../../src/backend/index'
+import { loadPlugin } from '../../plugins/index'
+import { createLogger } from '../../src/ops/logger'
+import { serve, type RunningServer } from '../../src/http/node'
+import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { rawRequest } from '../support/http'
+import { spawnRedisServer } from '../support/redis'
+import { eventually, freePort } from '../support/wait'
+
+const binary = Bun.which('redis-server')
+if (!binary) {
+  if (process.env.CI === 'true') throw new Error('the Redis fail-fast test needs redis-server on PATH')
+  console.warn('skipping the Redis fail-fast test: no redis-server binary on PATH')
+}
+
+/** The longest a request may take to be refused while Redis is unreachable. */
+const FAIL_FAST_MS = 1000
+
+describe.skipIf(!binary)('requests while Redis is unreachable', () => {
+  let redis: ReturnType<typeof Bun.spawn> | null = null
+  let server: RunningServer | null = null
+  let closeApp: (() => Promise<void>) | null = null
+  afterAll(async () => {
+    await server?.stop()
+    await closeApp?.()
+    redis?.kill('SIGKILL')
+  })
+
+  it('get their 503 within a second throughout the outage, and succeed again once Redis is back', async () => {
+    const port = await freePort()
+    const start = async () => {
+      const started = await spawnRedisServer(binary!, port)
+      if (!started) throw new Error('redis-server did not start')
+      return started.process
+    }
+    redis = await start()
+    const backend = await createBackend(await loadPlugin('redis'), { redis_url: `redis://127.0.0.1:${port}`, redis_prefix: 'fail-fast' }, { logger: createLogger('silent') })
+    const app = createApp({ backend, config: { log_level: 'silent' }, logger: createLogger('silent') })
+    closeApp = () => app.decorator.switchboard.close()
+    server = await serve(app, { host: '127.0.0.1', port: 0 })
+    const url = server.url
+    const [user, agent] = [userId(), agentId()]
+    for (const id of [user, agent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+
+    redis.kill('SIGKILL')
+    await redis.exited
+    // Requests of each kind, spread over 6 s of outage: the reconnect backoff grows to 2 s meanwhile.
+    const requests = [
+      () => rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) }),
+      () => rawRequest(`${url}/mailbox`, { body: bodies.mailbox(agent) }),
+      () => rawRequest(`${url}/message`, { body: bodies.receive(agent, 5) }),
+      () => rawRequest(`${url}/workers`),
+      () => rawRequest(`${url}/jobs`, { method: 'POST', body: JSON.stringify({ agent_name: 'voice', room_id: 'r1' }), headers: { 'content-type': 'application/json' } }),
+    ]
+    const timings: { status: number; ms: number }[] = []
+    const outageEnds = Date.now() + 6000
+    for (let round = 0; Date.now() < outageEnds; round++) {
+      const startedAt = performance.now()
+      const answer = await requests[round % requests.length]!()
+      timings.push({ status: answer.status, ms: Math.round(performance.now() - startedAt) })
+      await Bun.sleep(150)
+    }
+    const slowest = Math.max(...timings.map((timing) => timing.ms))
+    console.log(`time to 503 while Redis is down: ${timings.length} requests, slowest ${slowest} ms, median ${timings.map((t) => t.ms).sort((a, b) => a - b)[timings.length >> 1]} ms`)
+    expect(timings.filter((timing) => timing.status !== 503)).toEqual([])
+    expect(timings.filter((timing) => timing.ms > FAIL_FAST_MS)).toEqual([])
+
+    redis = await start()
+    await eventually(async () => (await rawRequest(`${url}/readyz`)).status === 200, 10_000, '/readyz ready after Redis is back')
+    const [newUser, newAgent] = [userId(), agentId()]
+    for (const id of [newUser, newAgent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    const message = messageJson(newUser, newAgent)
+    expect((await rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(message) })).status).toBe(200)
+    expect(JSON.parse((await rawRequest(`${url}/message`, { body: bodies.receive(newAgent, 5) })).text)).toEqual({ message })
+  }, 40_000)
+})
