@@ -106,7 +106,7 @@ export function createApp(options: CreateAppOptions) {
       metrics: metrics.registry,
       admitWaiting: (request) => waitingLimit.enter(callerKey(credentialOf(request.header('authorization')), request.remoteAddress, auth)),
     }),
-    ...workersRoutes({ service: workers, publicUrl: config.public_url }),
+    ...workersRoutes({ service: workers, publicUrl: config.public_url, maxFieldBytes: config.max_field_kb * 1024 }),
     ...agentsRoutes({
       service: agents,
       urls: agentUrls,
@@ -114,6 +114,7 @@ export function createApp(options: CreateAppOptions) {
       a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
       a2aResponseLimitBytes: config.a2a_response_limit_kb * 1024,
       publicUrl: config.public_url,
+      maxFieldBytes: config.max_field_kb * 1024,
       onCallEnded: (outcome) => a2aCallsOf(outcome).inc(),
       timeouts: {
         connectMs: config.a2a_connect_timeout_ms,
