@@ -114,7 +114,7 @@ export function createApp(options: CreateAppOptions) {
       replay: { windowMs: config.sse_replay_s * 1000, maxBytes: config.sse_replay_kb * 1024 },
       admitWaiting: (request) => waitingLimit.enter(callerKey(credentialOf(request.header('authorization')), request.remoteAddress, auth)),
     }),
-    ...workersRoutes({ service: workers, publicUrl: config.public_url }),
+    ...workersRoutes({ service: workers, publicUrl: config.public_url, maxFieldBytes: config.max_field_kb * 1024 }),
     ...agentsRoutes({
       service: agents,
       urls: agentUrls,
@@ -122,6 +122,7 @@ export function createApp(options: CreateAppOptions) {
       a2aBodyLimitBytes: config.a2a_body_limit_kb * 1024,
       a2aResponseLimitBytes: config.a2a_response_limit_kb * 1024,
       publicUrl: config.public_url,
+      maxFieldBytes: config.max_field_kb * 1024,
       onCallEnded: (outcome) => a2aCallsOf(outcome).inc(),
       timeouts: {
         connectMs: config.a2a_connect_timeout_ms,

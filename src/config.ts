@@ -74,6 +74,10 @@ export const ConfigSchema = v.object({
   rate_limit_per_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Requests per second per caller (token client, or remote address when anonymous); 0 turns rate limiting off.')), 0),
   rate_limit_burst: v.optional(integer(1, 1000000, 'Requests a caller may make at once before rate_limit_per_s applies (token bucket size).'), 200),
   max_waiting_per_client: v.optional(integer(0, 1000000, 'Open long-polls plus listen streams per client; 0 means no limit.'), 1000),
+  max_field_kb: v.optional(
+    integer(1, 1048576, 'Largest free-form JSON object field a client may store (job metadata, room options, an agent card), in KiB of its JSON text; a larger one is refused with 413 naming the field.'),
+    64,
+  ),
   max_ws_frame_kb: v.optional(integer(1, 1048576, 'Largest WebSocket frame a worker may send on /agent, in KiB.'), 1024),
   metrics: v.optional(choice(['on', 'off', 'admin'], 'GET /metrics in the Prometheus text format; admin: only with the admin_token as bearer token.'), 'on'),
   max_connections: v.optional(integer(0, 1000000, 'Open connections (HTTP and worker WebSockets together) beyond which a new one is closed at once; 0 means no limit.'), 0),

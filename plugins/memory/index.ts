@@ -4,17 +4,19 @@
  * Retention is bounded so a long-running process does not grow: mailboxes
  * expire as in the redis backend (`mailbox_expiration_d` of idleness,
  * gravestones after `gravestone_expiration_d`), and only the newest
- * `finished_jobs_kept` finished jobs are kept for their history. The
- * messages waiting in all mailboxes together may take `max_queued_mb`: past
- * that a send is refused (507) until receivers catch up, so a mailbox nobody
- * drains cannot grow the process until the host kills it.
+ * `finished_jobs_kept` finished jobs, of `finished_jobs_max_mb` together,
+ * are kept for their history. What clients make the exchange hold (queued
+ * messages, pending requests, mailboxes, counts of sent requests) may take
+ * `max_queued_mb` together, in UTF-8 bytes: past that a send, create or share
+ * is refused (507) until receivers catch up, so no client can grow the
+ * process until the host kills it.
  */
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
 import { LocalInstances } from '../../src/backend/instances'
 import { mailboxRetention } from '../../src/backend/mailboxes'
-import { FinishedJobsKeptOption } from '../../src/backend/workers'
+import { FinishedJobsKeptOption, FinishedJobsMaxMbOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { MemoryMailboxes } from './mailboxes'
 import { MemoryWorkers } from './workers'
@@ -27,7 +29,9 @@ const MemoryOptionsSchema = v.object({
   gravestone_expiration_d: ConfigSchema.entries.gravestone_expiration_d,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
   finished_jobs_kept: FinishedJobsKeptOption,
-  /** MiB of message text all mailboxes together may hold waiting to be received; a send past it is refused with 507. Set in `[backend_options]`. */
+  /** MiB the finished jobs kept take together (their JSON); past it the one that finished longest ago goes first too. Set in `[backend_options]`. */
+  finished_jobs_max_mb: FinishedJobsMaxMbOption,
+  /** MiB (UTF-8 bytes plus each record's cost) of queued messages, pending requests, mailboxes and sent-request counts together; a send, create or share past it is refused with 507. Set in `[backend_options]`. */
   max_queued_mb: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_048_576)), 512),
 })
 
@@ -46,7 +50,7 @@ const plugin: BackendPlugin<MemoryOptions> = {
     return {
       name: DRIVER_NAME,
       mailboxes,
-      workers: new MemoryWorkers({ finishedJobsKept: options.finished_jobs_kept }),
+      workers: new MemoryWorkers({ finishedJobsKept: options.finished_jobs_kept, finishedJobsMaxBytes: options.finished_jobs_max_mb * 1024 * 1024 }),
       agents: new MemoryAgents(),
       events: new LocalEventBus(),
       instances: new LocalInstances(),

@@ -1,5 +1,5 @@
 import type { Client, EntityId, Envelope, MailboxCounts, MailboxRetention, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
-import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent } from '../../src/backend/mailboxes'
+import { canAccess, isOwner, mailboxKey, mailboxStats, matchesAgent, outgoingKey, utf8Bytes } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { ExchangeFullError, ForbiddenError, MailboxTerminatedError, UnknownMailboxError } from '../../src/errors'
 
@@ -11,8 +11,10 @@ interface Mailbox {
   /** Messages from `head` on are queued; the consumed prefix is dropped in bulk. */
   queue: string[]
   head: number
-  /** Characters of the messages queued (from `head` on). */
+  /** Bytes the messages queued (from `head` on) are counted for. */
   size: number
+  /** Bytes the record itself (its id, classes and shares) is counted for. */
+  bytes: number
   shares: Set<string>
   /** Requests put into this mailbox and not yet answered, by tag. */
   pending: Map<string, PendingRequest>
@@ -23,10 +25,35 @@ interface Mailbox {
   expiresAt: number
 }
 
-/** Requests sent from a mailbox key (kept even when the sender has no mailbox here), forgotten after the idle expiry like a mailbox. */
+/** Requests one client sent from a mailbox key (kept even when the sender has no mailbox here), forgotten after the idle expiry like a mailbox. */
 interface Outgoing {
   count: number
   expiresAt: number
+  bytes: number
+}
+
+/**
+ * What each record is counted for beyond its text, in bytes: the objects and
+ * map entries that hold it, as measured in Bun (heap growth per record,
+ * with the ids and tags a parsed message brings, rounded up), so that many
+ * small records are bounded as truly as a few large ones.
+ */
+const COST = { mailbox: 640, message: 48, pending: 512, outgoing: 224, share: 160 } as const
+
+/** Bytes a mailbox record is counted for: its own cost, its name, its classes and its shares. */
+function recordBytes(id: EntityId, mro: readonly string[] | null, shares: Iterable<string>): number {
+  let bytes = COST.mailbox + utf8Bytes(id.uid) + (id.name === null ? 0 : utf8Bytes(id.name))
+  for (const name of mro ?? []) bytes += 16 + utf8Bytes(name)
+  for (const group of shares) bytes += COST.share + utf8Bytes(group)
+  return bytes
+}
+
+/** Bytes a queued message is counted for. */
+const messageBytes = (raw: string): number => COST.message + utf8Bytes(raw)
+
+/** Bytes a pending request is counted for: its cost and the names it carries (uids and tags are of bounded size). */
+function pendingBytes(request: PendingRequest): number {
+  return COST.pending + (request.src.name === null ? 0 : utf8Bytes(request.src.name)) + (request.dest.name === null ? 0 : utf8Bytes(request.dest.name)) + (request.srcOwner ? utf8Bytes(request.srcOwner) : 0)
 }
 
 /** Longest pause between two sweeps of expired mailboxes, so memory is given back within a minute whatever the retention. */
@@ -40,12 +67,14 @@ const MAX_SWEEP_INTERVAL_MS = 60_000
  * mailbox is gone the moment it expires (every read checks); an unref'd timer
  * sweeps the maps so that the memory is given back too.
  *
- * The queued messages of all mailboxes together are bounded by
- * `maxQueuedSize` characters of their text: a client's send past it is
- * refused (ExchangeFullError) and changes nothing. What Switchboard puts
- * itself (the answers to a terminated mailbox's pending requests) and a
- * message given back to its queue are always taken, so nothing already
- * accepted is lost.
+ * Everything a client can make the exchange hold is bounded together by
+ * `maxHeldBytes`, counted in UTF-8 bytes plus each record's own cost: queued
+ * messages, pending requests, mailbox records (their names and classes,
+ * gravestones too) and the counts of requests sent. A client's send, create
+ * or share past it is refused (ExchangeFullError) and changes nothing. What
+ * Switchboard puts itself (the answers to a terminated mailbox's pending
+ * requests, no larger than the requests they replace) and a message given
+ * back to its queue are always taken, so nothing already accepted is lost.
  */
 export class MemoryMailboxes implements MailboxStore {
   private readonly boxes = new Map<string, Mailbox>()
@@ -54,14 +83,14 @@ export class MemoryMailboxes implements MailboxStore {
   /** Active mailboxes and the messages queued in them, kept up to date by every change so a scrape costs nothing. */
   private activeCount = 0
   private queuedCount = 0
-  /** Characters of all queued messages, held under `maxQueuedSize`. */
-  private queuedSize = 0
+  /** Bytes of everything clients made the exchange hold (see the class comment), kept under `maxHeldBytes`. */
+  private held = 0
   private readonly sweeper: ReturnType<typeof setInterval>
 
   constructor(
     private readonly expiry: MailboxRetention,
-    /** Characters of message text all mailboxes together may hold queued. */
-    private readonly maxQueuedSize = Number.POSITIVE_INFINITY,
+    /** Bytes all records clients create may take together (max_queued_mb). */
+    private readonly maxHeldBytes = Number.POSITIVE_INFINITY,
   ) {
     const interval = Math.min(MAX_SWEEP_INTERVAL_MS, Math.max(10, Math.min(expiry.idleMs, expiry.gravestoneMs) / 4))
     this.sweeper = setInterval(() => this.sweep(Date.now()), interval)
@@ -80,25 +109,44 @@ export class MemoryMailboxes implements MailboxStore {
     return undefined
   }
 
-  /** Forgets an expired mailbox, and its messages with it. */
+  /** Forgets an expired mailbox, and its messages and pending requests with it. */
   private remove(key: string, box: Mailbox): void {
     this.boxes.delete(key)
+    this.held -= box.bytes
     if (box.terminated) return
     this.activeCount--
+    this.drop(box)
+  }
+
+  /** Takes a mailbox's queue and pending requests out of the counts and empties them. */
+  private drop(box: Mailbox): PendingRequest[] {
     this.queuedCount -= box.queue.length - box.head
-    this.queuedSize -= box.size
+    this.held -= box.size
+    box.queue = []
+    box.head = 0
+    box.size = 0
+    const pending = [...box.pending.values()]
+    for (const request of pending) this.held -= pendingBytes(request)
+    box.pending.clear()
+    return pending
   }
 
   /** Drops every mailbox and outgoing count whose time is up. */
   private sweep(now: number): void {
     for (const [key, box] of this.boxes) if (box.expiresAt <= now) this.remove(key, box)
-    for (const [key, outgoing] of this.outgoing) if (outgoing.expiresAt <= now) this.outgoing.delete(key)
+    for (const [key, outgoing] of this.outgoing) {
+      if (outgoing.expiresAt > now) continue
+      this.outgoing.delete(key)
+      this.held -= outgoing.bytes
+    }
   }
 
-  private full(): ExchangeFullError {
-    const mib = (chars: number) => Math.round((chars / 1048576) * 10) / 10
-    return new ExchangeFullError(
-      `Exchange is full: ${mib(this.queuedSize)} MiB of messages are waiting to be received (limit ${mib(this.maxQueuedSize)} MiB, max_queued_mb of the memory backend); the message was not stored`,
+  /** Refuses (ExchangeFullError) a client's change that would take what is held past the bound by `bytes`; `what` names what was not stored. */
+  private admit(bytes: number, what: string): void {
+    if (this.held + bytes <= this.maxHeldBytes) return
+    const mib = (value: number) => Math.round((value / 1048576) * 10) / 10
+    throw new ExchangeFullError(
+      `Exchange is full: it holds ${mib(this.held)} MiB of queued messages, pending requests and mailboxes (limit ${mib(this.maxHeldBytes)} MiB, max_queued_mb of the memory backend); ${what}`,
     )
   }
 
@@ -111,15 +159,20 @@ export class MemoryMailboxes implements MailboxStore {
   async create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void> {
     const box = this.accessible(client, id)
     if (box) return
+    const classes = id.role === 'agent' ? mro : null
+    const bytes = recordBytes(id, classes, []) + utf8Bytes(client.id)
+    this.admit(bytes, 'the mailbox was not created')
     this.activeCount++
+    this.held += bytes
     this.boxes.set(mailboxKey(id), {
       id,
       owner: client.id,
       terminated: false,
-      mro: id.role === 'agent' ? mro : null,
+      mro: classes,
       queue: [],
       head: 0,
       size: 0,
+      bytes,
       shares: new Set(),
       pending: new Map(),
       completed: 0,
@@ -142,14 +195,13 @@ export class MemoryMailboxes implements MailboxStore {
     box.terminated = true
     box.expiresAt = Date.now() + this.expiry.gravestoneMs
     this.activeCount--
-    this.queuedCount -= box.queue.length - box.head
-    this.queuedSize -= box.size
-    box.queue = []
-    box.head = 0
-    box.size = 0
+    const pending = this.drop(box)
+    // A gravestone keeps only what its status and rights need: no name, no classes.
+    box.id = { uid: box.id.uid, name: null, role: box.id.role }
     box.mro = null
-    const pending = [...box.pending.values()]
-    box.pending.clear()
+    this.held -= box.bytes
+    box.bytes = recordBytes(box.id, null, box.shares) + utf8Bytes(box.owner)
+    this.held += box.bytes
     this.waiters.fail(mailboxKey(id), () => new MailboxTerminatedError())
     return pending
   }
@@ -167,25 +219,46 @@ export class MemoryMailboxes implements MailboxStore {
     }
     if (!box) throw new UnknownMailboxError()
     if (box.terminated) throw new MailboxTerminatedError()
-    if (client && this.queuedSize + message.raw.length > this.maxQueuedSize) throw this.full()
+    if (!client && message.destOwner !== undefined && box.owner !== message.destOwner) throw new UnknownMailboxError()
+    const size = messageBytes(message.raw)
+    let request: PendingRequest | null = null
+    let added = size
+    const sentKey = outgoingKey(message.src, client?.id ?? '')
+    let sent = this.outgoing.get(sentKey)
+    if (sent !== undefined && sent.expiresAt <= now) {
+      this.outgoing.delete(sentKey)
+      this.held -= sent.bytes
+      sent = undefined
+    }
+    if (message.kind === 'request') {
+      request = { src: message.src, dest: message.dest, tag: message.tag, label: message.label, srcOwner: source ? source.owner : null }
+      const replaced = box.pending.get(message.tag)
+      added += pendingBytes(request) - (replaced ? pendingBytes(replaced) : 0)
+      if (sent === undefined) added += COST.outgoing + utf8Bytes(sentKey)
+    }
+    if (client) this.admit(added, 'the message was not stored')
     // A client's send is activity of the mailbox it comes from.
     if (source) this.markActive(source, now)
-    if (message.kind === 'request') {
-      box.pending.set(message.tag, { src: message.src, dest: message.dest, tag: message.tag, label: message.label })
-      const sent = this.outgoing.get(srcKey)
-      if (sent !== undefined && sent.expiresAt > now) {
+    if (request !== null) {
+      box.pending.set(message.tag, request)
+      if (sent !== undefined) {
         sent.count++
         sent.expiresAt = now + this.expiry.idleMs
-      } else this.outgoing.set(srcKey, { count: 1, expiresAt: now + this.expiry.idleMs })
+      } else this.outgoing.set(sentKey, { count: 1, expiresAt: now + this.expiry.idleMs, bytes: COST.outgoing + utf8Bytes(sentKey) })
     } else {
       const answered = source ?? this.at(srcKey, now)
-      if (answered?.pending.delete(message.tag)) answered.completed++
+      const settled = answered?.pending.get(message.tag)
+      if (answered && settled) {
+        answered.pending.delete(message.tag)
+        answered.completed++
+        this.held -= pendingBytes(settled)
+      }
     }
     box.queue.push(message.raw)
-    box.size += message.raw.length
+    box.size += size
     box.expiresAt = now + this.expiry.idleMs
     this.queuedCount++
-    this.queuedSize += message.raw.length
+    this.held += added
     this.waiters.notify(destKey)
   }
 
@@ -200,10 +273,11 @@ export class MemoryMailboxes implements MailboxStore {
       box.expiresAt = now + this.expiry.idleMs
       if (box.head >= box.queue.length) return null
       const message = box.queue[box.head]!
+      const size = messageBytes(message)
       box.head++
-      box.size -= message.length
+      box.size -= size
       this.queuedCount--
-      this.queuedSize -= message.length
+      this.held -= size
       if (box.head > 1024 && box.head * 2 > box.queue.length) {
         box.queue = box.queue.slice(box.head)
         box.head = 0
@@ -217,10 +291,11 @@ export class MemoryMailboxes implements MailboxStore {
     if (!box || box.terminated) return
     if (box.head > 0) box.queue[--box.head] = raw
     else box.queue.unshift(raw)
-    box.size += raw.length
+    const size = messageBytes(raw)
+    box.size += size
     box.expiresAt = Date.now() + this.expiry.idleMs
     this.queuedCount++
-    this.queuedSize += raw.length
+    this.held += size
     this.waiters.notify(mailboxKey(id))
   }
 
@@ -248,7 +323,8 @@ export class MemoryMailboxes implements MailboxStore {
 
   async stats(client: Client, id: EntityId): Promise<MailboxStats> {
     const box = this.accessible(client, id)
-    const sent = this.outgoing.get(mailboxKey(id))
+    // The owner's sends; from a key with no mailbox, only the caller's own.
+    const sent = this.outgoing.get(outgoingKey(id, box ? box.owner : client.id))
     const outgoing = sent !== undefined && sent.expiresAt > Date.now() ? sent.count : 0
     if (!box) return mailboxStats(0, 0, 0, outgoing)
     return mailboxStats(box.pending.size, box.queue.length - box.head, box.completed, outgoing)
@@ -265,11 +341,20 @@ export class MemoryMailboxes implements MailboxStore {
   async share(client: Client, id: EntityId, group: string): Promise<void> {
     const box = this.owned(client, id)
     if (!client.groups.includes(group)) throw new ForbiddenError()
+    if (box.shares.has(group)) return
+    const bytes = COST.share + utf8Bytes(group)
+    this.admit(bytes, 'the mailbox was not shared')
     box.shares.add(group)
+    box.bytes += bytes
+    this.held += bytes
   }
 
   async unshare(client: Client, id: EntityId, group: string): Promise<void> {
-    this.owned(client, id).shares.delete(group)
+    const box = this.owned(client, id)
+    if (!box.shares.delete(group)) return
+    const bytes = COST.share + utf8Bytes(group)
+    box.bytes -= bytes
+    this.held -= bytes
   }
 
   async shares(client: Client, id: EntityId): Promise<string[]> {

@@ -1,3 +1,4 @@
+import { utf8Bytes } from '../../src/backend/mailboxes'
 import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 const clone = <T>(value: T): T => structuredClone(value)
@@ -8,33 +9,49 @@ const copyWorker = (worker: WorkerRecord): WorkerRecord => ({ ...worker, jobs: [
 export interface MemoryWorkersOptions {
   /** Finished jobs kept for their history; beyond it, the one that finished longest ago is dropped. */
   finishedJobsKept: number
+  /** Bytes the finished jobs kept may take together (their JSON in UTF-8); beyond it, too, the one that finished longest ago is dropped. */
+  finishedJobsMaxBytes?: number
 }
+
+/** What a job's objects take beyond its JSON text, in bytes (its history events, the maps holding it), rounded up. */
+const JOB_COST = 1024
 
 /**
  * Workers and jobs in plain maps; each operation is one synchronous step,
- * hence atomic. Finished jobs are bounded: each job that finishes pushes out
- * the oldest finished one past `finishedJobsKept`, so the cost is one step per
- * finish and jobs still running are never dropped.
+ * hence atomic. Finished jobs are bounded in number and in bytes: each job
+ * that finishes pushes out the oldest finished ones past `finishedJobsKept` or
+ * `finishedJobsMaxBytes`, so the cost is one step per finish (and one per job
+ * dropped) and jobs still running are never dropped.
  */
 export class MemoryWorkers implements WorkerStore {
   private readonly workers = new Map<string, WorkerRecord>()
   /** Worker ids by agent name, so listing one agent's workers does not walk every worker. */
   private readonly byAgent = new Map<string, Set<string>>()
   private readonly jobs = new Map<string, JobRecord>()
-  /** Ids of finished jobs, in the order they finished (a Set keeps insertion order). */
-  private readonly finished = new Set<string>()
+  /** Bytes of each finished job, in the order they finished (a Map keeps insertion order). */
+  private readonly finished = new Map<string, number>()
+  private finishedBytes = 0
 
   constructor(private readonly options: MemoryWorkersOptions) {}
 
-  /** Keeps `finished` in step with a job's new state, dropping the oldest finished job when over the bound. */
+  /** Keeps `finished` in step with a job's new state, dropping the oldest finished jobs while over either bound. */
   private noteState(job: JobRecord): void {
-    this.finished.delete(job.id)
+    const before = this.finished.get(job.id)
+    if (before !== undefined) {
+      this.finished.delete(job.id)
+      this.finishedBytes -= before
+    }
     if (!FINISHED_JOB_STATES.includes(job.state)) return
-    this.finished.add(job.id)
-    if (this.finished.size <= this.options.finishedJobsKept) return
-    const oldest = this.finished.values().next().value!
-    this.finished.delete(oldest)
-    this.jobs.delete(oldest)
+    const bytes = JOB_COST + utf8Bytes(JSON.stringify(job))
+    this.finished.set(job.id, bytes)
+    this.finishedBytes += bytes
+    const maxBytes = this.options.finishedJobsMaxBytes ?? Number.POSITIVE_INFINITY
+    while (this.finished.size > this.options.finishedJobsKept || this.finishedBytes > maxBytes) {
+      const [oldest, size] = this.finished.entries().next().value!
+      this.finished.delete(oldest)
+      this.finishedBytes -= size
+      this.jobs.delete(oldest)
+    }
   }
 
   private index(worker: WorkerRecord): void {

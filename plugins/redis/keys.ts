@@ -4,7 +4,7 @@
  * test runs) can share one Redis without seeing each other.
  */
 import type { EntityId } from '../../src/backend/mailboxes'
-import { mailboxKey } from '../../src/backend/mailboxes'
+import { mailboxKey, outgoingKey } from '../../src/backend/mailboxes'
 
 export class RedisKeys {
   constructor(readonly prefix: string) {}
@@ -43,9 +43,14 @@ export class RedisKeys {
     return this.key('pending', mailboxKey(id))
   }
 
-  /** Counter of requests sent from the mailbox (kept even when the sender has no mailbox here). */
-  outgoing(id: EntityId): string {
-    return this.key('outgoing', mailboxKey(id))
+  /** Counter of the requests one client sent from the mailbox key (kept even when the sender has no mailbox here). */
+  outgoing(id: EntityId, clientId: string): string {
+    return this.outgoingPrefix() + outgoingKey(id, clientId)
+  }
+
+  /** Prefix of the outgoing counters; the stats script appends the outgoingKey of the client whose count it reads. */
+  outgoingPrefix(): string {
+    return this.key('outgoing', '')
   }
 
   /** Prefix of the discover indexes; scripts append a class name. Each index is a sorted set of agent uids by creation order. */

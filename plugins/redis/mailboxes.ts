@@ -122,22 +122,35 @@ export class RedisMailboxes implements MailboxStore {
   async put(client: Client | null, message: Envelope): Promise<void> {
     const { src, dest } = message
     const pending: PendingRequest = { src, dest, tag: message.tag, label: message.label }
+    const destOwner = client === null ? message.destOwner : undefined
     await this.connection.run(
       SCRIPTS.put,
-      [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src), ...this.countKeys(), this.keys.queue(src)],
+      [
+        this.keys.mailbox(dest),
+        this.keys.queue(dest),
+        this.keys.pending(dest),
+        this.keys.mailbox(src),
+        this.keys.pending(src),
+        this.keys.outgoing(src, client?.id ?? ''),
+        ...this.countKeys(),
+        this.keys.queue(src),
+      ],
       [
         client ? '1' : '',
         client?.id ?? '',
         client ? groups(client) : '[]',
         message.kind,
         message.tag,
-        JSON.stringify(pending),
+        // The script closes the object with the source's owner (srcOwner), which only it reads atomically.
+        JSON.stringify(pending).slice(0, -1),
         message.raw,
         this.idleMs,
         this.keys.wakeChannel(),
         mailboxKey(dest),
         Date.now(),
         mailboxKey(src),
+        destOwner === undefined ? '' : '1',
+        destOwner ?? '',
       ],
     )
   }
@@ -234,8 +247,8 @@ export class RedisMailboxes implements MailboxStore {
   async stats(client: Client, id: EntityId): Promise<MailboxStats> {
     const [pending, queued, completed, outgoing] = (await this.connection.run(
       SCRIPTS.stats,
-      [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id), this.keys.outgoing(id)],
-      [client.id, groups(client)],
+      [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)],
+      [client.id, groups(client), this.keys.outgoingPrefix(), mailboxKey(id)],
     )) as [number, number, number, number]
     return mailboxStats(pending, queued, completed, outgoing)
   }

@@ -24,7 +24,7 @@
  */
 import type { Database, Statement } from 'bun:sqlite'
 import type { Client, EntityId, Envelope, MailboxCounts, MailboxRetention, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
-import { canAccess, isOwner, mailboxKey, mailboxStats } from '../../src/backend/mailboxes'
+import { canAccess, isOwner, mailboxKey, mailboxStats, outgoingKey, utf8Bytes } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/ops/logger'
@@ -148,7 +148,8 @@ export class SqliteMailboxes implements MailboxStore {
       upsertPending: prepare('INSERT INTO pending_requests (mailbox_id, tag, request) VALUES (?, ?, ?) ON CONFLICT (mailbox_id, tag) DO UPDATE SET request = excluded.request'),
       deletePending: prepare('DELETE FROM pending_requests WHERE mailbox_id = ? AND tag = ?'),
       countCompleted: prepare('UPDATE mailboxes SET completed = completed + 1 WHERE id = ?'),
-      // A count whose time is up starts again from one.
+      // A count whose time is up starts again from one. mailbox_key holds outgoingKey() (the sending client and the
+      // mailbox key); counts a file holds under a bare mailbox key are no longer read, and expire.
       countOutgoing: prepare(
         'INSERT INTO outgoing_requests (mailbox_key, count, expires_at) VALUES (?, 1, ?) ON CONFLICT (mailbox_key) DO UPDATE SET ' +
           'count = CASE WHEN outgoing_requests.expires_at <= ? THEN 1 ELSE outgoing_requests.count + 1 END, expires_at = excluded.expires_at',
@@ -220,8 +221,9 @@ export class SqliteMailboxes implements MailboxStore {
       }
       if (!box) throw new UnknownMailboxError()
       if (box.terminated) throw new MailboxTerminatedError()
+      if (!client && message.destOwner !== undefined && box.owner !== message.destOwner) throw new UnknownMailboxError()
       // What Switchboard itself sends (answers to the pending requests of a terminated mailbox) is always stored.
-      if (client && this.size.wouldPass(message.raw.length)) {
+      if (client && this.size.wouldPass(utf8Bytes(message.raw))) {
         throw new StoreFullError(`The SQLite database holds max_db_mb (${this.size.maxMb} MiB) already: the message was not stored. Take messages, or raise max_db_mb`)
       }
       const now = Date.now()
@@ -229,9 +231,9 @@ export class SqliteMailboxes implements MailboxStore {
       // A client's send is activity of the mailbox it comes from.
       if (source) this.statements.setLastActive.run(now, until, source.id)
       if (message.kind === 'request') {
-        const request: PendingRequest = { src: message.src, dest: message.dest, tag: message.tag, label: message.label }
+        const request: PendingRequest = { src: message.src, dest: message.dest, tag: message.tag, label: message.label, srcOwner: source ? source.owner : null }
         this.statements.upsertPending.run(box.id, message.tag, JSON.stringify(request))
-        this.statements.countOutgoing.run(mailboxKey(message.src), until, now)
+        this.statements.countOutgoing.run(outgoingKey(message.src, client?.id ?? ''), until, now)
       } else {
         const answered = source ?? this.row(message.src)
         if (answered && this.statements.deletePending.run(answered.id, message.tag).changes > 0) this.statements.countCompleted.run(answered.id)
@@ -270,7 +272,8 @@ export class SqliteMailboxes implements MailboxStore {
 
     this.statsTx = db.transaction((client: Client, id: EntityId) => {
       const box = this.accessible(client, id)
-      const outgoing = this.statements.outgoing.get(mailboxKey(id), Date.now())?.count ?? 0
+      // The owner's sends; from a key with no mailbox, only the caller's own.
+      const outgoing = this.statements.outgoing.get(outgoingKey(id, box ? box.owner : client.id), Date.now())?.count ?? 0
       if (!box) return mailboxStats(0, 0, 0, outgoing)
       const pending = this.statements.countPending.get(box.id)!.count
       const queued = this.statements.countQueued.get(box.id)!.count

@@ -27,6 +27,12 @@ export interface Envelope {
   tag: string
   label: string | null
   kind: 'request' | 'response'
+  /**
+   * Only for Switchboard's own put (client null): the owner the destination
+   * mailbox must have, else the put is refused (UnknownMailboxError) and
+   * nothing is stored. Absent: any mailbox.
+   */
+  destOwner?: string | null
 }
 
 /** A request still waiting for its response when its destination was terminated. */
@@ -35,6 +41,13 @@ export interface PendingRequest {
   dest: EntityId
   tag: string
   label: string | null
+  /**
+   * The owner of the source mailbox when the request was sent, null when the
+   * source had no mailbox: the answer to it on terminate goes only into a
+   * mailbox of that owner, never into one another client created later under
+   * the uid the sender chose. Absent in requests stored before it was kept.
+   */
+  srcOwner?: string | null
 }
 
 export interface MailboxStats {
@@ -88,6 +101,11 @@ export interface MailboxStore {
   discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]>
   /** Seconds since the mailbox was last active (its last take, or a client's put from it), null if never; UnknownMailboxError if missing. */
   heartbeat(client: Client, id: EntityId): Promise<number | null>
+  /**
+   * Academy's counters of a mailbox the client may access. `outgoing` counts
+   * the requests its owner sent from its key; for a key with no mailbox, only
+   * those the caller sent itself (see outgoingKey).
+   */
   stats(client: Client, id: EntityId): Promise<MailboxStats>
   share(client: Client, id: EntityId, group: string): Promise<void>
   unshare(client: Client, id: EntityId, group: string): Promise<void>
@@ -123,6 +141,21 @@ export function mailboxRetention(options: { mailbox_expiration_d: number; graves
 /** The key a mailbox is stored under: role and uid, so an agent and a user with one uid never collide. */
 export function mailboxKey(id: EntityId): string {
   return `${id.role}:${id.uid}`
+}
+
+/**
+ * The key of the count of requests `clientId` sent from the mailbox key of
+ * `id`: each client counts its own, so that stats show a client only the
+ * sends of the mailbox's owner, or its own from a key with no mailbox. The
+ * client id goes first with its length, so no pair of strings can collide.
+ */
+export function outgoingKey(id: EntityId, clientId: string): string {
+  return `${utf8Bytes(clientId)}:${clientId}:${mailboxKey(id)}`
+}
+
+/** The length of `text` in UTF-8 bytes: what every byte bound on stored text counts. */
+export function utf8Bytes(text: string): number {
+  return Buffer.byteLength(text, 'utf8')
 }
 
 /** Academy's access rule: no owner yet, the owner, or a member of a group the mailbox is shared with. */

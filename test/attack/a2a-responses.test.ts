@@ -6,21 +6,14 @@
  * it was before, with the default a2a_response_limit_kb (16 MiB).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { gzipBomb, messageSend, startPlainAgent, type PlainAgent } from '../modules/agents/support'
-import { BUN, startProcess, type RunningProcess } from '../support/process'
+import { BUN, memoryOf, startProcess, type RunningProcess } from '../support/process'
 
 const ADMIN = 'operator-token'
 const MIB = 1024 * 1024
 /** How far above its resident memory before the attacks the process's peak may go. */
 const BOUND_MIB = 64
-
-/** Resident memory of a process, now and at its peak, in MiB (Linux). */
-function memoryOf(pid: number): { now: number; peak: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN)
-  return { now: kib('VmRSS') / 1024, peak: kib('VmHWM') / 1024 }
-}
 
 describe.skipIf(!existsSync('/proc/self/status'))('a Switchboard process proxying oversized agent answers', () => {
   let child: RunningProcess

@@ -90,6 +90,44 @@ describe("another client's mailbox, jobs and workers", () => {
   })
 })
 
+describe('what one client can learn or plant through keys it chose', () => {
+  let running: TestServer
+  beforeAll(async () => {
+    running = await startServer({ auth: 'token', tokens_file: tokens })
+  })
+  afterAll(() => running?.close())
+  const call = (method: string, path: string, body: string, headers: Record<string, string>) => rawRequest(`${running.url}${path}`, { method, body, headers })
+
+  it("shows no count of requests sent from a key with no mailbox to anyone but the client that sent them", async () => {
+    const [unboxed, inbox] = [agentId(), agentId()]
+    expect((await call('POST', '/mailbox', bodies.create(inbox), ALICE)).status).toBe(200)
+    for (let i = 0; i < 3; i++) expect((await call('PUT', '/message', bodies.send(messageJson(unboxed, inbox)), ALICE)).status).toBe(200)
+    const outgoing = async (headers: Record<string, string>) => JSON.parse((await call('GET', '/mailbox/stats', bodies.mailbox(unboxed), headers)).text).outgoing
+    expect(await outgoing(ALICE)).toBe(3)
+    expect(await outgoing(MALLORY)).toBe(0)
+  })
+
+  it("puts no answer of a terminate into a mailbox another client created later under the request's source", async () => {
+    // Mallory sends a request from a uid with no mailbox yet, to a mailbox of its own.
+    const [chosen, trap] = [agentId(), agentId()]
+    expect((await call('POST', '/mailbox', bodies.create(trap), MALLORY)).status).toBe(200)
+    expect((await call('PUT', '/message', bodies.send(messageJson(chosen, trap)), MALLORY)).status).toBe(200)
+    // Alice then creates a mailbox under that uid; Mallory terminates its own.
+    expect((await call('POST', '/mailbox', bodies.create(chosen), ALICE)).status).toBe(200)
+    expect((await call('DELETE', '/mailbox', bodies.mailbox(trap), MALLORY)).status).toBe(200)
+    const received = await call('GET', '/message', bodies.receive(chosen, 0.3), ALICE)
+    expect({ status: received.status, text: received.text.slice(0, 200) }).toEqual({ status: 408, text: 'Request timeout' })
+    // An answer still reaches the mailbox a request really came from.
+    const [asker, closing] = [agentId(), agentId()]
+    for (const id of [asker, closing]) expect((await call('POST', '/mailbox', bodies.create(id), ALICE)).status).toBe(200)
+    expect((await call('PUT', '/message', bodies.send(messageJson(asker, closing)), ALICE)).status).toBe(200)
+    expect((await call('DELETE', '/mailbox', bodies.mailbox(closing), ALICE)).status).toBe(200)
+    const answer = await call('GET', '/message', bodies.receive(asker, 1), ALICE)
+    expect(answer.status).toBe(200)
+    expect(JSON.parse(JSON.parse(answer.text).message).body.kind).toBe('academy-error-response')
+  })
+})
+
 describe("another workspace family's registry entries and proxy", () => {
   let registry: Registry
   let victim: Workspace

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
-import type { Backend, Client, EntityId, Envelope } from '../../src/backend/index'
+import type { Backend, Client, EntityId, Envelope, JobRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
 import { ExchangeFullError } from '../../src/errors'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
@@ -57,6 +57,48 @@ describe('memory retention', () => {
   })
 })
 
+describe('memory finished-job bound (finished_jobs_max_mb)', () => {
+  it('keeps the newest finished jobs that fit in finished_jobs_max_mb together, and never drops one still running', async () => {
+    const backend = await makeBackend('memory', { finished_jobs_max_mb: 1 })
+    try {
+      const { workers } = backend
+      const now = Date.now()
+      const job = (state: JobRecord['state']): JobRecord => ({
+        id: randomUUID(),
+        agentName: 'a',
+        roomId: 'r',
+        owner: 'o',
+        metadata: { pad: 'm'.repeat(250 * 1024) },
+        roomOptions: null,
+        state,
+        workerId: null,
+        history: [{ state, at: now }],
+        createdAt: now,
+        updatedAt: now,
+      })
+      const running = [job('running'), job('running'), job('running'), job('running'), job('running'), job('running')]
+      for (const record of running) await workers.createJob(record)
+      const finished = Array.from({ length: 10 }, () => job('pending'))
+      for (const record of finished) {
+        await workers.createJob(record)
+        await workers.transitionJob(record.id, { from: ['pending'], to: 'failed', reason: 'no worker' })
+      }
+      // 250 KiB each: four fit in 1 MiB, a fifth would not.
+      const kept = await Promise.all(finished.map(async (record) => (await workers.getJob(record.id)) !== null))
+      expect(kept).toEqual([false, false, false, false, false, false, true, true, true, true])
+      for (const record of running) expect((await workers.getJob(record.id))?.state).toBe('running')
+    } finally {
+      await backend.close()
+    }
+  })
+
+  it('refuses a finished_jobs_max_mb below 1, naming the option', async () => {
+    const failure = await makeBackend('memory', { finished_jobs_max_mb: 0 }).catch((error: unknown) => error)
+    expect(failure).toBeInstanceOf(PluginError)
+    expect((failure as Error).message).toContain('"finished_jobs_max_mb"')
+  })
+})
+
 describe('memory queue bound (max_queued_mb)', () => {
   const opened: Backend[] = []
   afterEach(async () => {
@@ -77,7 +119,7 @@ describe('memory queue bound (max_queued_mb)', () => {
       const refused = await mailboxes.put(owner, envelope(sender, dest, 0.3 * MIB)).catch((error: unknown) => error)
       expect(refused).toBeInstanceOf(ExchangeFullError)
       expect((refused as ExchangeFullError).status).toBe(507)
-      expect((refused as Error).message).toBe('Exchange is full: 0.9 MiB of messages are waiting to be received (limit 1 MiB, max_queued_mb of the memory backend); the message was not stored')
+      expect((refused as Error).message).toBe('Exchange is full: it holds 0.9 MiB of queued messages, pending requests and mailboxes (limit 1 MiB, max_queued_mb of the memory backend); the message was not stored')
     }
     // Nothing of the refused requests was recorded: no pending request, no outgoing count, no message.
     expect(await mailboxes.counts()).toEqual({ mailboxes: 3, queued: 3 })
@@ -129,7 +171,7 @@ describe('memory queue bound (max_queued_mb)', () => {
       const refused = await send(600_000)
       expect(refused.status).toBe(507)
       expect(refused.headers.get('content-type')).toStartWith('text/plain')
-      expect(await refused.text()).toStartWith('Exchange is full: 0.6 MiB of messages are waiting to be received (limit 1 MiB')
+      expect(await refused.text()).toStartWith('Exchange is full: it holds 0.6 MiB of queued messages, pending requests and mailboxes (limit 1 MiB')
       // Academy receives with a body on GET, which fetch will not send.
       const received = await rawRequest(`${server.url}/message`, { method: 'GET', headers: { 'content-type': 'application/json' }, body: bodies.receive(agent, 1) })
       expect(received.status).toBe(200)
@@ -138,6 +180,79 @@ describe('memory queue bound (max_queued_mb)', () => {
     } finally {
       await server.close()
     }
+  })
+
+  it('counts the requests still pending, with the names they carry, after their messages were taken', async () => {
+    const backend = await makeBackend('memory', { max_queued_mb: 1 })
+    opened.push(backend)
+    const { mailboxes } = backend
+    const [dest, other] = [agent(), agent()]
+    await mailboxes.create(owner, dest, null)
+    await mailboxes.create(owner, other, null)
+    // Requests from a uid with no mailbox, named with 100 KiB, each taken at once: no message stays queued.
+    const named = (): EntityId => ({ uid: randomUUID(), name: 'n'.repeat(100 * 1024), role: 'agent' })
+    let accepted = 0
+    let refused: unknown = null
+    while (refused === null && accepted < 100) {
+      refused = await mailboxes.put(owner, envelope(named(), dest)).then(
+        () => null,
+        (error: unknown) => error,
+      )
+      if (refused === null) {
+        accepted++
+        expect(await mailboxes.take(owner, dest, soon())).not.toBeNull()
+      }
+    }
+    expect(refused).toBeInstanceOf(ExchangeFullError)
+    expect((refused as Error).message).toEndWith('the message was not stored')
+    expect(accepted).toBeGreaterThanOrEqual(8)
+    expect(accepted).toBeLessThanOrEqual(10)
+    expect(await mailboxes.counts()).toEqual({ mailboxes: 2, queued: 0 })
+    // Terminating the mailbox they wait on gives their room back.
+    expect((await mailboxes.terminate(owner, dest)).length).toBe(accepted)
+    await mailboxes.put(owner, envelope(named(), other))
+  })
+
+  it('counts message text in UTF-8 bytes: CJK text takes three bytes a character', async () => {
+    const backend = await makeBackend('memory', { max_queued_mb: 1 })
+    opened.push(backend)
+    const { mailboxes } = backend
+    const [sender, dest] = [agent(), agent()]
+    await mailboxes.create(owner, sender, null)
+    await mailboxes.create(owner, dest, null)
+    // 200,000 characters: 0.57 MiB in UTF-8, one fits and a second does not (counted in characters, three would).
+    const cjk = (): Envelope => {
+      const tag = randomUUID()
+      const raw = JSON.stringify({ header: { src: sender, dest, tag, label: null, kind: 'response' }, body: { text: '漢'.repeat(200_000) } })
+      return { raw, src: sender, dest, tag, label: null, kind: 'response' }
+    }
+    await mailboxes.put(owner, cjk())
+    expect(await mailboxes.put(owner, cjk()).catch((error: unknown) => error)).toBeInstanceOf(ExchangeFullError)
+    expect(await mailboxes.counts()).toEqual({ mailboxes: 2, queued: 1 })
+  })
+
+  it('counts mailboxes with their names and classes; a gravestone keeps neither', async () => {
+    const backend = await makeBackend('memory', { max_queued_mb: 1 })
+    opened.push(backend)
+    const { mailboxes } = backend
+    const named = (): EntityId => ({ uid: randomUUID(), name: 'n'.repeat(250 * 1024), role: 'agent' })
+    const created: EntityId[] = []
+    let refused: unknown = null
+    while (refused === null && created.length < 20) {
+      const id = named()
+      refused = await mailboxes.create(owner, id, ['mod.' + 'c'.repeat(20)]).then(
+        () => null,
+        (error: unknown) => error,
+      )
+      if (refused === null) created.push(id)
+    }
+    expect(refused).toBeInstanceOf(ExchangeFullError)
+    expect((refused as Error).message).toEndWith('the mailbox was not created')
+    expect(created.length).toBe(4)
+    expect(await mailboxes.counts()).toEqual({ mailboxes: 4, queued: 0 })
+    await mailboxes.terminate(owner, created[0]!)
+    await mailboxes.create(owner, named(), null)
+    expect(await mailboxes.status(owner, created[0]!)).toBe('TERMINATED')
   })
 
   it('refuses a max_queued_mb below 1 or not a whole number, naming the option', async () => {

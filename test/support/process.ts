@@ -1,4 +1,5 @@
 /** Starting Switchboard as a real process (from source or the compiled binary) for tests. */
+import { readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 
 export const ROOT = resolve(import.meta.dir, '../..')
@@ -66,4 +67,11 @@ export async function runToEnd(command: string[], env: Record<string, string> = 
   const child = Bun.spawn(command, { cwd: ROOT, env: { ...process.env, ...env }, stdout: 'pipe', stderr: 'pipe' })
   const [stdout, stderr, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited])
   return { code, stdout, stderr }
+}
+
+/** Resident memory of a process, now and at its peak, in MiB (Linux: /proc/<pid>/status). */
+export function memoryOf(pid: number): { now: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN)
+  return { now: kib('VmRSS') / 1024, peak: kib('VmHWM') / 1024 }
 }

@@ -173,18 +173,23 @@ return pending
  * ARGV[4] kind (request | response) · ARGV[5] tag · ARGV[6] PendingRequest JSON · ARGV[7] message text
  * ARGV[8] idle expiry ms · ARGV[9] wake channel · ARGV[10] destination mailbox key (the channel payload)
  * ARGV[11] now (ms) · ARGV[12] source mailbox key
+ * ARGV[13] '1' when the destination must be owned by ARGV[14] (Switchboard's answers on terminate) · ARGV[14] that owner
+ * ARGV[6] is the PendingRequest JSON without its closing brace: the script adds srcOwner, the source's owner or null.
  */
 export const PUT_MESSAGE = `${PRELUDE}${COUNTING}
 local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
+local source_owner = redis.call('HGET', KEYS[4], 'owner')
 if ARGV[1] == '1' then
   if dest[1] and not can_access(dest[1], dest[2], ARGV[2], ARGV[3]) then return refuse('FORBIDDEN') end
-  local source_owner = redis.call('HGET', KEYS[4], 'owner')
   if source_owner and source_owner ~= ARGV[2] then return refuse('FORBIDDEN') end
 end
 if not dest[1] then return refuse('UNKNOWN') end
 if dest[3] == 'TERMINATED' then return refuse('TERMINATED') end
+if ARGV[13] == '1' and dest[1] ~= ARGV[14] then return refuse('UNKNOWN') end
 if ARGV[4] == 'request' then
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+  local owner = 'null'
+  if source_owner then owner = cjson.encode(source_owner) end
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6] .. ',"srcOwner":' .. owner .. '}')
   redis.call('PEXPIRE', KEYS[3], ARGV[8])
   redis.call('INCR', KEYS[6])
   redis.call('PEXPIRE', KEYS[6], ARGV[8])
@@ -371,15 +376,18 @@ return { redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[3]) or '0
 `
 
 /**
- * The raw counters behind Academy's stats.
- * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] outgoing counter
- * ARGV[1] client · ARGV[2] groups
+ * The raw counters behind Academy's stats. The outgoing count read is the
+ * owner's, or for a key with no mailbox the caller's own: its counter is
+ * reached by name (see outgoingKey), so this script needs a single Redis.
+ * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash
+ * ARGV[1] client · ARGV[2] groups · ARGV[3] outgoing counters' prefix · ARGV[4] mailbox key
  * Returns { pending, queued, completed, outgoing }.
  */
 export const MAILBOX_STATS = `${PRELUDE}
 local box = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'completed')
 if box[1] and not can_access(box[1], box[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
-local outgoing = tonumber(redis.call('GET', KEYS[4]) or '0')
+local counter = box[1] or ARGV[1]
+local outgoing = tonumber(redis.call('GET', ARGV[3] .. #counter .. ':' .. counter .. ':' .. ARGV[4]) or '0')
 if not box[1] then return { 0, 0, 0, outgoing } end
 return { redis.call('HLEN', KEYS[3]), redis.call('LLEN', KEYS[2]), tonumber(box[3] or '0'), outgoing }
 `

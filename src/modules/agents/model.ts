@@ -1,5 +1,6 @@
 /** Valibot schemas of the agent registry: Molecule's wire shapes plus the admin API. */
 import * as v from 'valibot'
+import { JsonObject } from '../fields'
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
@@ -9,7 +10,7 @@ export const WorkspaceId = v.pipe(v.string(), v.trim(), v.regex(UUID, 'must be a
 export const CANONICAL_WORKSPACE_ID = new RegExp(UUID.source)
 
 const Name = v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(200, 'must be at most 200 characters'))
-const AgentCard = v.pipe(v.record(v.string(), v.unknown()), v.description('The agent\'s A2A agent card (v0.3 or v1.0)'))
+const AgentCard = JsonObject('The agent\'s A2A agent card (v0.3 or v1.0), at most max_field_kb of JSON')
 const AgentUrl = v.pipe(v.string(), v.minLength(1, 'must not be empty'), v.maxLength(2048, 'must be at most 2048 characters'), v.description('Where the agent answers A2A JSON-RPC calls'))
 
 export const CreateWorkspaceBody = v.object({

@@ -12,6 +12,7 @@ import { json, type Reply } from '../../http/reply'
 import { route, type AnyRoute, type RouteRequest } from '../../http/route'
 import { renderError } from '../../http/surfaces'
 import type { Logger } from '../../ops/logger'
+import { checkFieldSize } from '../fields'
 import * as model from './model'
 import { A2AProxy, normaliseRpcRequest, outcomeOfStatus, type CallOutcome, type ProxyTimeouts, type RpcCall } from './proxy'
 import type { AgentsService } from './service'
@@ -30,6 +31,8 @@ export interface AgentsRoutesOptions {
   onCallEnded: (outcome: CallOutcome) => void
   /** Base URL callers reach Switchboard at (agent cards and proxy URLs point there); default: the request's origin. */
   publicUrl?: string
+  /** Largest JSON of an agent card, in bytes (max_field_kb). */
+  maxFieldBytes: number
 }
 
 /** Header carrying the target's inbound secret on every proxied call, so an agent can refuse calls that bypass Switchboard. */
@@ -48,6 +51,7 @@ const errors = {
   410: { description: 'The workspace was removed', schema: model.RemovedBody },
   503: { description: 'The registry cannot be reached right now (Retry-After)' },
 }
+const cardTooLarge = { 413: { description: 'Request body larger than max_body_kb, or agent_card larger than max_field_kb' } }
 
 /** The card with every JSON-RPC endpoint pointing at the proxy; interfaces the proxy cannot carry (gRPC, REST) are left out. */
 export function rewriteAgentCard(card: Record<string, unknown>, proxyUrl: string): Record<string, unknown> {
@@ -304,8 +308,9 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       path: '/registry/register',
       summary: "Register an agent's URL and card",
       body: model.RegisterBody,
-      responses: { 200: { description: 'Registered (a new workspace gets its token and inbound secret)', schema: model.RegisterResponse }, ...errors },
+      responses: { 200: { description: 'Registered (a new workspace gets its token and inbound secret)', schema: model.RegisterResponse }, ...errors, ...cardTooLarge },
       handle: async ({ body, credentials }) => {
+        checkFieldSize('agent_card', body.agent_card, options.maxFieldBytes)
         const { workspace, token } = await service.register(credentials.token, credentials.workspaceId, {
           id: body.id,
           url: body.url,
@@ -341,8 +346,9 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       path: '/registry/update-card',
       summary: "Replace the workspace's agent card",
       body: model.UpdateCardBody,
-      responses: { 200: { description: 'Updated', schema: model.OkBody }, ...errors },
+      responses: { 200: { description: 'Updated', schema: model.OkBody }, ...errors, ...cardTooLarge },
       handle: async ({ caller, body }) => {
+        checkFieldSize('agent_card', body.agent_card, options.maxFieldBytes)
         await service.updateCard(caller, body.workspace_id, body.agent_card)
         return json({ status: 'updated' })
       },

@@ -52,6 +52,9 @@ const ERROR_RATE_DEGRADED = 0.5
 
 const newToken = () => randomBytes(32).toString('base64url')
 
+/** Characters of a call's JSON-RPC method kept in its activity record (A2A's own methods are a few dozen). */
+export const ACTIVITY_METHOD_MAX = 200
+
 export class AgentsService {
   private readonly adminDigest: string | null
 
@@ -335,10 +338,14 @@ export class AgentsService {
     return peers
   }
 
-  /** Stores one proxied call; a store failure is logged and does not fail the call. */
+  /**
+   * Stores one proxied call; a store failure is logged and does not fail the call. The method is the caller's text:
+   * only its first ACTIVITY_METHOD_MAX characters are kept, so the activity kept per workspace stays small.
+   */
   async recordCall(activity: ActivityRecord): Promise<void> {
     try {
-      await this.store.recordActivity(activity)
+      const method = activity.method !== null && activity.method.length > ACTIVITY_METHOD_MAX ? activity.method.slice(0, ACTIVITY_METHOD_MAX) : activity.method
+      await this.store.recordActivity(method === activity.method ? activity : { ...activity, method })
     } catch (error) {
       this.logger.error('could not record a proxied call', { error: String(error), target: activity.target })
     }

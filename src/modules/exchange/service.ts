@@ -29,7 +29,8 @@ export function terminatedReply(request: PendingRequest): Envelope {
   const raw =
     `{"header":{"src":${src},"dest":${dest},"tag":${JSON.stringify(request.tag)},"label":${JSON.stringify(request.label)},` +
     `"kind":"response","protocol_version":"1"},"body":{"error_code":0,"mailbox_id":${src},"kind":"academy-error-response"}}`
-  return { raw, src: request.dest, dest: request.src, tag: request.tag, label: request.label, kind: 'response' }
+  // Only into the mailbox the request came from: one of the same owner (a request stored before owners were kept: any).
+  return { raw, src: request.dest, dest: request.src, tag: request.tag, label: request.label, kind: 'response', ...(request.srcOwner !== undefined ? { destOwner: request.srcOwner } : {}) }
 }
 
 export class ExchangeService {
@@ -94,6 +95,8 @@ export class ExchangeService {
     const pending = await this.store.terminate(client, id)
     this.options.onEvent?.('terminated')
     for (const request of pending) {
+      // Sent from a key with no mailbox: there is nobody to answer, and a mailbox created there later is someone else's.
+      if (request.srcOwner === null) continue
       try {
         await this.store.put(null, terminatedReply(request))
       } catch (error) {

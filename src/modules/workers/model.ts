@@ -3,6 +3,7 @@
  * worker protocol, its dispatch API, and the native REST shapes.
  */
 import * as v from 'valibot'
+import { JsonObject } from '../fields'
 
 /** Worker ids we keep when a worker proposes one: printable, no separators that could confuse logs or keys. */
 export const WORKER_ID = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/
@@ -107,8 +108,8 @@ export const frames = {
 
 // VideoSDK's HTTP API.
 
-const Metadata = v.pipe(v.record(v.string(), v.unknown()), v.description('Free-form object handed to the worker in job_assignment.metadata'))
-const RoomOptions = v.pipe(v.record(v.string(), v.unknown()), v.description('Free-form object handed to the worker in job_assignment.room_options'))
+const Metadata = JsonObject('Free-form object handed to the worker in job_assignment.metadata (at most max_field_kb of JSON)')
+const RoomOptions = JsonObject('Free-form object handed to the worker in job_assignment.room_options (at most max_field_kb of JSON)')
 
 export const DispatchBody = v.object({
   meetingId: v.pipe(v.string(), v.minLength(1, 'meetingId must not be empty'), v.maxLength(256), v.description('Room the agent joins')),

@@ -15,6 +15,7 @@ import { describeIssue } from '../../http/input'
 import { json } from '../../http/reply'
 import { route, type AnyRoute } from '../../http/route'
 import { throttled, type Logger } from '../../ops/logger'
+import { checkFieldSize } from '../fields'
 import * as model from './model'
 import type { IgnoredFrame, WorkerService, WorkerSession } from './service'
 
@@ -22,6 +23,8 @@ export interface WorkersRoutesOptions {
   service: WorkerService
   /** URL clients reach this server at; by default taken from the request. */
   publicUrl?: string
+  /** Largest JSON of a job's metadata and of its room options, in bytes (max_field_kb). */
+  maxFieldBytes: number
 }
 
 const iso = (at: number) => new Date(at).toISOString()
@@ -106,8 +109,10 @@ export function workersRoutes(options: WorkersRoutesOptions): AnyRoute[] {
       path: '/v2/agent/dispatch',
       summary: 'Dispatch an agent to a room (VideoSDK); answers once a worker has accepted',
       body: model.DispatchBody,
-      responses: { 200: { description: 'A worker accepted the job', schema: model.DispatchResponse }, ...videoSdkErrors, 413: { description: 'Request body larger than max_body_kb' } },
+      responses: { 200: { description: 'A worker accepted the job', schema: model.DispatchResponse }, ...videoSdkErrors, 413: { description: 'Request body larger than max_body_kb, or metadata or roomOptions larger than max_field_kb' } },
       handle: async ({ caller, body }) => {
+        checkFieldSize('metadata', body.metadata, options.maxFieldBytes)
+        checkFieldSize('roomOptions', body.roomOptions, options.maxFieldBytes)
         const job = await service.createJob(caller.id, { agentName: body.agentId, roomId: body.meetingId, metadata: body.metadata ?? null, roomOptions: body.roomOptions ?? null })
         return json({
           message: 'Agent dispatch requested successfully.',
@@ -152,10 +157,12 @@ export function workersRoutes(options: WorkersRoutesOptions): AnyRoute[] {
         201: { description: 'The job, assigned', schema: model.JobView },
         ...nativeErrors,
         409: { description: 'Conflict' },
-        413: { description: 'Request body larger than max_body_kb' },
+        413: { description: 'Request body larger than max_body_kb, or metadata or room_options larger than max_field_kb' },
         503: { description: 'No worker registered for the agent, or none available in time (Retry-After)' },
       },
       handle: async ({ caller, body }) => {
+        checkFieldSize('metadata', body.metadata, options.maxFieldBytes)
+        checkFieldSize('room_options', body.room_options, options.maxFieldBytes)
         const job = await service.createJob(
           caller.id,
           { agentName: body.agent_name, roomId: body.room_id, metadata: body.metadata ?? null, roomOptions: body.room_options ?? null },

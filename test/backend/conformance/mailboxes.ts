@@ -144,8 +144,8 @@ export function mailboxStoreCases(makeBackend: MakeBackend): void {
         const byTag = (a: { tag: string }, b: { tag: string }) => a.tag.localeCompare(b.tag)
         expect(pending.sort(byTag)).toEqual(
           [
-            { src: requester, dest: id, tag: taken.tag, label: null },
-            { src: requester, dest: id, tag: queued.tag, label: queued.label },
+            { src: requester, dest: id, tag: taken.tag, label: null, srcOwner: alice.id },
+            { src: requester, dest: id, tag: queued.tag, label: queued.label, srcOwner: alice.id },
           ].sort(byTag),
         )
       })
@@ -495,12 +495,58 @@ export function mailboxStoreCases(makeBackend: MakeBackend): void {
         expect(await store.stats(alice, b)).toEqual({ incoming: 0, outgoing: 0, completed: 0, in_progress: 0, queued: 1 })
       })
 
+      it('shows the requests sent from a key with no mailbox only to the client that sent them, and of a mailbox only its owner\'s', async () => {
+        const store = await open()
+        const [unboxed, dest] = [agent(), agent()]
+        await store.create(bob, dest, null)
+        await store.share(bob, dest, 'lab')
+        for (let i = 0; i < 2; i++) await store.put(alice, envelope(unboxed, dest))
+        await store.put(bob, envelope(unboxed, dest))
+        expect((await store.stats(alice, unboxed)).outgoing).toBe(2)
+        expect((await store.stats(bob, unboxed)).outgoing).toBe(1)
+        expect((await store.stats(carol, unboxed)).outgoing).toBe(0)
+        // Once someone creates the mailbox, every caller who may see it sees its owner's count.
+        await store.create(bob, unboxed, null)
+        await store.share(bob, unboxed, 'lab')
+        expect((await store.stats(bob, unboxed)).outgoing).toBe(1)
+        expect((await store.stats(alice, unboxed)).outgoing).toBe(1)
+      })
+
       it('answers zeros for an unknown mailbox and refuses a caller who may not access one', async () => {
         const store = await open()
         expect(await store.stats(alice, agent())).toEqual({ incoming: 0, outgoing: 0, completed: 0, in_progress: 0, queued: 0 })
         const id = agent()
         await store.create(alice, id, null)
         expect(await rejection(store.stats(carol, id))).toBeInstanceOf(ForbiddenError)
+      })
+    })
+
+    describe('answers on terminate', () => {
+      it('records the owner of the source mailbox with each request, null when the source has none', async () => {
+        const store = await open()
+        const [boxed, unboxed, dest] = [agent(), agent(), agent()]
+        await store.create(alice, boxed, null)
+        await store.create(alice, dest, null)
+        const fromBox = envelope(boxed, dest)
+        const fromNowhere = envelope(unboxed, dest)
+        await store.put(alice, fromBox)
+        await store.put(alice, fromNowhere)
+        const pending = await store.terminate(alice, dest)
+        expect(pending.find((request) => request.tag === fromBox.tag)?.srcOwner).toBe(alice.id)
+        expect(pending.find((request) => request.tag === fromNowhere.tag)?.srcOwner).toBeNull()
+      })
+
+      it('refuses Switchboard\'s put into a mailbox of another owner than the one it is meant for, storing nothing', async () => {
+        const store = await open()
+        const [theirs, mine] = [agent(), agent()]
+        await store.create(bob, theirs, null)
+        await store.create(alice, mine, null)
+        const reply = { ...envelope(mine, theirs, { kind: 'response' }), destOwner: alice.id }
+        expect(await rejection(store.put(null, reply))).toBeInstanceOf(UnknownMailboxError)
+        expect(await store.stats(bob, theirs)).toEqual({ incoming: 0, outgoing: 0, completed: 0, in_progress: 0, queued: 0 })
+        expect(await rejection(store.put(null, { ...reply, destOwner: null }))).toBeInstanceOf(UnknownMailboxError)
+        await store.put(null, { ...reply, destOwner: bob.id })
+        expect(await store.take(bob, theirs, soon())).toBe(reply.raw)
       })
     })
 
