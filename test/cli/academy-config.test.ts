@@ -27,7 +27,7 @@ function inFolder(text: string): { dir: string; file: string } {
 }
 
 /** Runs a command that must exit by itself; a server that starts instead is killed and reported. */
-async function runExpectingExit(command: string[], env: Record<string, string> = {}, timeoutMs = 10_000): Promise<{ code: number | 'still running'; stderr: string }> {
+async function runExpectingExit(command: string[], env: Record<string, string> = {}, timeoutMs = 4_000): Promise<{ code: number | 'still running'; stderr: string }> {
   const child = Bun.spawn(command, { cwd: ROOT, env: { ...process.env, ...env }, stdout: 'pipe', stderr: 'pipe' })
   const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs)
   const [stderr, code] = await Promise.all([new Response(child.stderr).text(), child.exited])
@@ -237,14 +237,14 @@ describe('a typo in the config file', () => {
 
 describe('switchboard config', () => {
   it('prints the effective settings as TOML, each with its source, secrets masked', async () => {
-    const { file } = inFolder(withRedis(fixture('redis-password.toml')) + '\n[backend_options]\nredelivery_window_ms = 500\n')
+    const { file } = inFolder('log_level = "INFO"\n' + withRedis(fixture('redis-password.toml')) + '\n[backend_options]\nredelivery_window_ms = 500\n')
     const result = await runToEnd([BUN, MAIN, 'config', '--config', file, '--port', '9123'], { SWITCHBOARD_ADMIN_TOKEN: 'admin-s3cret', SWITCHBOARD_LISTEN_TIMEOUT: '30' })
     expect(result.code).toBe(0)
     const lines = result.stdout.split('\n')
     expect(lines).toContain('port = 9123  # flag --port')
     expect(lines).toContain('listen_timeout = 30  # env SWITCHBOARD_LISTEN_TIMEOUT')
     expect(lines).toContain('admin_token = "********"  # env SWITCHBOARD_ADMIN_TOKEN')
-    expect(lines).toContain(`log_level = "warn"  # file ${file}: log_level`)
+    expect(lines).toContain(`log_level = "info"  # file ${file}: log_level`)
     expect(lines).toContain(`backend = "redis"  # file ${file}: [backend] kind`)
     expect(lines).toContain(`redis_url = "redis://:********@127.0.0.1:6380"  # file ${file}: [backend] hostname, port, kwargs`)
     expect(lines).toContain('max_body_kb = 16384  # default')
@@ -254,7 +254,7 @@ describe('switchboard config', () => {
     expect(result.stdout).not.toContain('academy-s3cret')
     // The output is a config file: read back, it gives the same settings (secrets aside).
     const printed = Bun.TOML.parse(result.stdout) as Record<string, unknown>
-    expect(printed).toMatchObject({ host: '127.0.0.1', port: 9123, listen_timeout: 30, log_level: 'warn', backend: 'redis', backend_options: { redelivery_window_ms: 500 } })
+    expect(printed).toMatchObject({ host: '127.0.0.1', port: 9123, listen_timeout: 30, log_level: 'info', backend: 'redis', backend_options: { redelivery_window_ms: 500 } })
   })
 
   it('refuses what startup refuses (exit 2)', async () => {
