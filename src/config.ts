@@ -123,7 +123,7 @@ export function describeSetting(key: string): { type: string; default: unknown; 
   const inner = entry.type === 'optional' && entry.wrapped ? entry.wrapped : entry
   const description = inner.pipe?.find((item) => item.type === 'description')?.description ?? ''
   // A setting that accepts other spellings (log_level) keeps its choices in a picklist further down its pipe.
-  const options = inner.options ?? inner.pipe?.find((item) => item.type === 'picklist')?.options
+  const options = inner.type === 'picklist' ? inner.options : inner.pipe?.find((item) => item.type === 'picklist')?.options
   return { type: inner.type, default: entry.default, description, options }
 }
 

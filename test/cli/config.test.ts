@@ -99,6 +99,8 @@ describe('configuration', () => {
 
   it('lists every setting with its flag, env variable and file key in --help', () => {
     const help = helpText('0.0.0')
+    expect(help).toContain('--log-level debug|info|warn|error|silent\n')
+    expect(help).toContain('--auth none|token\n')
     for (const key of SETTINGS) {
       expect(help).toContain(`--${key.replaceAll('_', '-')}`)
       expect(help).toContain(`SWITCHBOARD_${key.toUpperCase()}`)
