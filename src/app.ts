@@ -26,7 +26,7 @@ import { ExchangeService, type ExchangeEvent } from './modules/exchange/service'
 import { workerSockets, workersRoutes } from './modules/workers/routes'
 import { WorkerService } from './modules/workers/service'
 import { healthRoutes } from './ops/health'
-import { createLogger, type Logger } from './ops/logger'
+import { createLogger, logWriter, type Logger } from './ops/logger'
 import { memoized } from './ops/metrics'
 import { collectRuntimeGauges, createSwitchboardMetrics } from './ops/observability'
 import { VERSION } from './version'
@@ -44,7 +44,7 @@ export interface CreateAppOptions {
 
 export function createApp(options: CreateAppOptions) {
   const config = resolveConfig(options.config ?? {})
-  const logger = options.logger ?? createLogger(config.log_level)
+  const logger = options.logger ?? createLogger(config.log_level, config.log_file ? logWriter(config.log_file) : undefined)
   const { backend } = options
   const auth = createAuthenticator(config)
   const metrics = createSwitchboardMetrics()

@@ -6,6 +6,7 @@
  * the file over defaults. An Academy `exchange.toml` is accepted as it is.
  */
 import * as v from 'valibot'
+import { closest, distance } from 'fastest-levenshtein'
 
 const text = (description: string) => v.pipe(v.string(), v.minLength(1), v.description(description))
 const integer = (min: number, max: number, description: string) =>
@@ -16,6 +17,28 @@ const choice = <const T extends readonly [string, ...string[]]>(options: T, desc
   v.pipe(v.picklist(options), v.description(description))
 
 export const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const
+
+/** Python's level names and numbers (as Academy writes them: `"INFO"`, `20`) onto Switchboard's levels; CRITICAL has no level of its own, so it shows errors. */
+const LEVEL_ALIASES = new Map<string, string>([
+  ['warning', 'warn'],
+  ['critical', 'error'],
+  ['fatal', 'error'],
+  ['10', 'debug'],
+  ['20', 'info'],
+  ['30', 'warn'],
+  ['40', 'error'],
+  ['50', 'error'],
+])
+
+const LogLevelSchema = v.pipe(
+  v.union([v.string(), v.number()]),
+  v.transform((level) => {
+    const name = String(level).trim().toLowerCase()
+    return LEVEL_ALIASES.get(name) ?? name
+  }),
+  v.picklist(LOG_LEVELS, 'expected debug, info, warn(ing), error, critical or silent (any case), or a Python level number 10, 20, 30, 40 or 50'),
+  v.description('Log level: a name (any case; Python\'s WARNING and CRITICAL too) or a Python level number (10, 20, 30, 40, 50).'),
+)
 
 export const ConfigSchema = v.object({
   host: v.optional(text('Address to listen on.'), '127.0.0.1'),
@@ -30,7 +53,8 @@ export const ConfigSchema = v.object({
   sse_ping_s: v.optional(positive('Seconds between keep-alive comments on idle event streams.'), 15),
   sse_replay_s: v.optional(v.pipe(v.number(), v.minValue(0), v.maxValue(3600), v.description('Seconds a message written to a listen stream stays replayable to a listener that reconnects with Last-Event-ID (0: none).')), 30),
   sse_replay_kb: v.optional(integer(0, 1048576, 'KiB of written listen-stream messages kept for replay, over every mailbox (the oldest go first).'), 8192),
-  log_level: v.optional(choice(LOG_LEVELS, 'Log level.'), 'info'),
+  log_level: v.optional(LogLevelSchema, 'info'),
+  log_file: v.optional(text('File the log lines are also appended to (stderr keeps them); its folder is created (Academy log_file, [logger] logfile).')),
   tls_cert: v.optional(text('PEM certificate file; with tls_key, serve HTTPS/WSS (Academy certfile).')),
   tls_key: v.optional(text('PEM private key file (Academy keyfile).')),
   db: v.optional(text('SQLite database file (backend sqlite).'), './switchboard.db'),
@@ -108,15 +132,17 @@ export type ConfigKey = keyof Config
 /** Thrown for a bad setting; the message names the setting and its sources. */
 export class ConfigError extends Error {}
 
-type Entry = { type: string; wrapped?: Entry; default?: unknown; pipe?: readonly { type: string; description?: string }[]; options?: string[] }
+type Entry = { type: string; wrapped?: Entry; default?: unknown; pipe?: readonly { type: string; description?: string; options?: string[] }[]; options?: string[] }
 
-/** What the schema says about one setting: its base type, default and description. */
+/** What the schema says about one setting: its base type, default, description and choices. */
 export function describeSetting(key: string): { type: string; default: unknown; description: string; options?: string[] } {
   const entry = (ConfigSchema.entries as unknown as Record<string, Entry>)[key]
   if (!entry) throw new ConfigError(`unknown setting "${key}"`)
   const inner = entry.type === 'optional' && entry.wrapped ? entry.wrapped : entry
   const description = inner.pipe?.find((item) => item.type === 'description')?.description ?? ''
-  return { type: inner.type, default: entry.default, description, options: inner.options }
+  // A setting that accepts other spellings (log_level) keeps its choices in a picklist further down its pipe.
+  const options = inner.type === 'picklist' ? inner.options : inner.pipe?.find((item) => item.type === 'picklist')?.options
+  return { type: inner.type, default: entry.default, description, options }
 }
 
 export const SETTINGS = Object.keys(ConfigSchema.entries).filter((key) => key !== 'backend_options') as ConfigKey[]
@@ -137,9 +163,17 @@ function coerce(key: string, raw: string): unknown {
 }
 
 export interface CommandLine {
-  command: 'serve' | 'help' | 'version'
+  command: 'serve' | 'config' | 'help' | 'version'
   configFile?: string
   settings: Record<string, unknown>
+}
+
+/** ` (did you mean "x"?)` when one of `known` is near enough to `name` to be what was meant, else ''. */
+export function suggestion(name: string, known: readonly string[]): string {
+  if (known.length === 0) return ''
+  const nearest = closest(name, known)
+  // Further than a third of the name away, the nearest is another word rather than a typo of it.
+  return distance(name, nearest) <= Math.max(2, Math.floor(name.length / 3)) ? ` (did you mean "${nearest}"?)` : ''
 }
 
 /** Parses argv (without the executable and script). */
@@ -151,6 +185,10 @@ export function parseArgs(argv: readonly string[]): CommandLine {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     if (arg === 'serve' && i === 0) continue
+    if (arg === 'config' && i === 0) {
+      command = 'config'
+      continue
+    }
     if (arg === '--help' || arg === '-h' || arg === 'help') return { command: 'help', settings }
     if (arg === '--version' || arg === '-v' || arg === 'version') return { command: 'version', settings }
     if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}" (see --help)`)
@@ -174,7 +212,7 @@ export function parseArgs(argv: readonly string[]): CommandLine {
       continue
     }
     const key = byFlag.get(name)
-    if (!key) throw new ConfigError(`unknown flag ${name} (see --help)`)
+    if (!key) throw new ConfigError(`unknown flag ${name}${suggestion(name, ['--config', '--help', '--version', ...byFlag.keys()])} (see --help)`)
     if (describeSetting(key).type === 'boolean' && inline === undefined && (argv[i + 1] === undefined || argv[i + 1]!.startsWith('--'))) {
       settings[key] = true
       continue
@@ -194,49 +232,136 @@ export function readEnv(env: Record<string, string | undefined>): Record<string,
   return settings
 }
 
-const PYTHON_LOG_LEVELS: Record<string, string> = { DEBUG: 'debug', INFO: 'info', WARNING: 'warn', WARN: 'warn', ERROR: 'error', CRITICAL: 'error' }
+/** A config file mapped onto settings, with the file key each setting came from (`port`, `[backend] kwargs`). */
+export interface FileSettings {
+  settings: Record<string, unknown>
+  keys: Record<string, string>
+}
 
-/** Maps a parsed TOML document (ours, or Academy's exchange.toml) onto settings. */
-export function fromFile(document: Record<string, unknown>): Record<string, unknown> {
-  const settings: Record<string, unknown> = {}
-  const known = new Set<string>(SETTINGS)
-  for (const [key, value] of Object.entries(document)) {
-    if (known.has(key) && typeof value !== 'object') settings[key] = value
+const isTable = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+/** Academy's top-level keys that are Switchboard settings under another name. */
+const ACADEMY_RENAMED = new Map<string, ConfigKey>([
+  ['listen_timeout_s', 'listen_timeout'],
+  ['certfile', 'tls_cert'],
+  ['keyfile', 'tls_key'],
+])
+
+/** The keys of Academy's tables (ExchangeServingConfig), plus `[auth] tokens_file` of Switchboard's. */
+const TABLE_KEYS = {
+  backend: ['kind', 'hostname', 'port', 'message_size_limit_kb', 'mailbox_expiration_d', 'gravestone_expiration_d', 'kwargs'],
+  logger: ['level', 'logfile', 'logfile_level', 'rotate', 'rotation_interval_days', 'backup_count'],
+  auth: ['method', 'kwargs', 'tokens_file'],
+} as const
+
+/** The keyword arguments of Academy's Redis client (`[backend] kwargs`) that Switchboard's Redis connection takes; all of them become part of redis_url. */
+const REDIS_KWARGS = ['password', 'username', 'db', 'ssl']
+
+/** Refuses a key of `table` that is not one of `known`, naming it and the nearest known one. */
+function checkKeys(table: Record<string, unknown>, name: string, known: readonly string[]): void {
+  for (const key of Object.keys(table)) {
+    if (!known.includes(key)) throw new ConfigError(`unknown key "${key}" in [${name}]${suggestion(key, known)}; [${name}] takes ${known.join(', ')}`)
   }
-  if (typeof document.backend_options === 'object') settings.backend_options = document.backend_options
-  // Academy's exchange.toml keys.
-  if (document.listen_timeout_s !== undefined) settings.listen_timeout = document.listen_timeout_s
-  if (document.certfile !== undefined) settings.tls_cert = document.certfile
-  if (document.keyfile !== undefined) settings.tls_key = document.keyfile
-  const backend = document.backend
-  if (typeof backend === 'object' && backend !== null) {
-    const table = backend as Record<string, unknown>
-    if (table.kind === 'python' || table.kind === undefined) settings.backend = 'memory'
-    else if (table.kind === 'redis') {
-      settings.backend = 'redis'
-      settings.redis_url = `redis://${table.hostname ?? 'localhost'}:${table.port ?? 6379}`
-    } else settings.backend = table.kind
-    for (const key of ['message_size_limit_kb', 'mailbox_expiration_d', 'gravestone_expiration_d'] as const) {
-      if (table[key] !== undefined) settings[key] = table[key]
+}
+
+/** Academy's `[backend]` kind = "redis" as a Redis URL: hostname, port, and kwargs password, username, db and ssl (rediss://). */
+function redisUrl(table: Record<string, unknown>): string {
+  const kwargs = table.kwargs ?? {}
+  if (!isTable(kwargs)) throw new ConfigError('[backend] kwargs must be a table, e.g. kwargs = { password = "…" }')
+  for (const key of Object.keys(kwargs)) {
+    if (!REDIS_KWARGS.includes(key)) {
+      throw new ConfigError(`[backend] kwargs.${key} is not supported${suggestion(key, REDIS_KWARGS)}: Switchboard's Redis connection takes ${REDIS_KWARGS.join(', ')} from kwargs`)
     }
   }
+  const { password, username, db, ssl } = kwargs
+  const host = table.hostname ?? 'localhost'
+  const port = table.port ?? 6379
+  if (typeof host !== 'string' || host === '') throw new ConfigError('[backend] hostname must be a host name or address')
+  if (!Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) throw new ConfigError('[backend] port must be a port number (1-65535)')
+  if (password !== undefined && typeof password !== 'string') throw new ConfigError('[backend] kwargs.password must be a string')
+  if (username !== undefined && typeof username !== 'string') throw new ConfigError('[backend] kwargs.username must be a string')
+  if (db !== undefined && (!Number.isInteger(db) || (db as number) < 0)) throw new ConfigError('[backend] kwargs.db must be a database number (0, 1, …)')
+  if (ssl !== undefined && typeof ssl !== 'boolean') throw new ConfigError('[backend] kwargs.ssl must be true or false')
+  // Percent-encoded so that any password survives; the Redis client decodes it.
+  const userinfo = password !== undefined || username !== undefined ? `${encodeURIComponent(username ?? '')}:${encodeURIComponent(password ?? '')}@` : ''
+  const url = `${ssl ? 'rediss' : 'redis'}://${userinfo}${host.includes(':') ? `[${host}]` : host}:${port}${db === undefined ? '' : `/${db}`}`
+  if (!URL.canParse(url)) throw new ConfigError(`[backend] hostname "${host}" is not a host name or address`)
+  return url
+}
+
+/** Maps a parsed TOML document (ours, or Academy's exchange.toml) onto settings; a key neither knows stops startup. */
+export function fromFile(document: Record<string, unknown>): FileSettings {
+  const settings: Record<string, unknown> = {}
+  const keys: Record<string, string> = {}
+  const set = (setting: string, value: unknown, key: string) => {
+    settings[setting] = value
+    keys[setting] = key
+  }
+  const topKeys = [...SETTINGS, 'backend_options', 'logger', ...ACADEMY_RENAMED.keys()]
+  for (const [key, value] of Object.entries(document)) {
+    const renamed = ACADEMY_RENAMED.get(key)
+    if (renamed) set(renamed, value, key)
+    else if (key === 'backend_options' || key === 'logger') {
+      if (!isTable(value)) throw new ConfigError(`"${key}" must be a table ([${key}])`)
+      if (key === 'backend_options') set(key, value, '[backend_options]')
+    } else if ((key === 'backend' || key === 'auth') && isTable(value)) continue // Academy's tables, read below
+    else if ((SETTINGS as readonly string[]).includes(key)) set(key, value, key)
+    else throw new ConfigError(`unknown key "${key}"${suggestion(key, topKeys)} (switchboard --help lists the settings)`)
+  }
+  // Academy reads the private key from the certfile when keyfile is absent (one PEM holding both).
+  if (document.certfile !== undefined && document.keyfile === undefined && document.tls_key === undefined) set('tls_key', document.certfile, 'certfile')
+
+  const backend = document.backend
+  if (isTable(backend)) {
+    checkKeys(backend, 'backend', TABLE_KEYS.backend)
+    // Academy's kind defaults to whichever of its two backend tables the keys fit: python takes only message_size_limit_kb.
+    const kind = backend.kind ?? (Object.keys(backend).some((key) => key !== 'message_size_limit_kb') ? 'redis' : 'python')
+    if (typeof kind !== 'string') throw new ConfigError('[backend] kind must be "python", "redis" or a Switchboard backend (memory, sqlite, a plugin file)')
+    const name = kind === 'python' ? 'memory' : kind
+    set('backend', name, backend.kind === undefined ? '[backend]' : '[backend] kind')
+    const where = ['hostname', 'port', 'kwargs'].filter((key) => backend[key] !== undefined)
+    if (name === 'redis') set('redis_url', redisUrl(backend), `[backend] ${where.length > 0 ? where.join(', ') : 'kind'}`)
+    else {
+      for (const key of ['hostname', 'port', 'kwargs']) {
+        if (backend[key] !== undefined) throw new ConfigError(`[backend] ${key} is for kind = "redis", not ${JSON.stringify(kind)}`)
+      }
+    }
+    for (const key of ['message_size_limit_kb', 'mailbox_expiration_d', 'gravestone_expiration_d'] as const) {
+      if (backend[key] !== undefined) set(key, backend[key], `[backend] ${key}`)
+    }
+  }
+
   const logger = document.logger
-  if (typeof logger === 'object' && logger !== null) {
-    const level = (logger as Record<string, unknown>).level
-    if (typeof level === 'string') settings.log_level = PYTHON_LOG_LEVELS[level.toUpperCase()] ?? level.toLowerCase()
+  if (isTable(logger)) {
+    checkKeys(logger, 'logger', TABLE_KEYS.logger)
+    if (logger.level !== undefined) set('log_level', logger.level, '[logger] level')
+    if (logger.logfile !== undefined) set('log_file', logger.logfile, '[logger] logfile')
+    if (logger.rotate === true) {
+      throw new ConfigError('[logger] rotate = true: Switchboard does not rotate its log file; rotate it from outside (it is appended to, so e.g. logrotate with copytruncate)')
+    }
+    if (logger.logfile_level !== undefined) {
+      const level = (raw: unknown) => v.safeParse(LogLevelSchema, raw).output
+      if (logger.level === undefined || level(logger.logfile_level) !== level(logger.level)) {
+        throw new ConfigError('[logger] logfile_level differs from [logger] level: Switchboard writes the same lines to stderr and the log file, so set [logger] level alone')
+      }
+    }
   }
+
   const auth = document.auth
-  if (typeof auth === 'object' && auth !== null) {
-    const table = auth as Record<string, unknown>
-    if (table.method === 'globus') throw new ConfigError('auth method "globus" is not supported: use auth = "token" with tokens_file')
-    if (table.method !== undefined) settings.auth = table.method === null ? 'none' : table.method
-    if (table.tokens_file !== undefined) settings.tokens_file = table.tokens_file
+  if (isTable(auth)) {
+    checkKeys(auth, 'auth', TABLE_KEYS.auth)
+    if (auth.method === 'globus') throw new ConfigError('auth method "globus" is not supported: use auth = "token" with tokens_file')
+    if (isTable(auth.kwargs) && Object.keys(auth.kwargs).length > 0) {
+      throw new ConfigError('[auth] kwargs are the options of Globus auth, which Switchboard does not offer: use auth = "token" with tokens_file')
+    }
+    if (auth.method !== undefined) set('auth', auth.method, '[auth] method')
+    if (auth.tokens_file !== undefined) set('tokens_file', auth.tokens_file, '[auth] tokens_file')
   }
-  return settings
+  return { settings, keys }
 }
 
 /** Reads and maps a TOML config file. */
-export async function readConfigFile(path: string): Promise<Record<string, unknown>> {
+export async function readConfigFile(path: string): Promise<FileSettings> {
   let source: string
   try {
     source = await Bun.file(path).text()
@@ -249,7 +374,12 @@ export async function readConfigFile(path: string): Promise<Record<string, unkno
   } catch (error) {
     throw new ConfigError(`config file ${path} is not valid TOML: ${(error as Error).message}`)
   }
-  return fromFile(document)
+  try {
+    return fromFile(document)
+  } catch (error) {
+    if (error instanceof ConfigError) throw new ConfigError(`config file ${path}: ${error.message}`)
+    throw error
+  }
 }
 
 /** Validates merged settings (later sources win) against the one schema. */
@@ -275,13 +405,90 @@ export function resolveConfig(...sources: Record<string, unknown>[]): Config {
   return parsed.output
 }
 
+/** Where a setting's value came from: `name` is the flag, the env variable, or the file and its key. */
+export interface Source {
+  kind: 'default' | 'file' | 'env' | 'flag'
+  name: string
+}
+
+export interface LoadedConfig {
+  command: CommandLine['command']
+  config: Config
+  /** The source of each setting given anywhere; a setting absent here has its default. */
+  sources: Record<string, Source>
+}
+
 /** Loads the configuration from argv, env and the optional file, in that precedence. */
-export async function loadConfig(argv: readonly string[], env: Record<string, string | undefined>): Promise<{ command: CommandLine['command']; config: Config }> {
+export async function loadConfig(argv: readonly string[], env: Record<string, string | undefined>): Promise<LoadedConfig> {
   const line = parseArgs(argv)
-  if (line.command !== 'serve') return { command: line.command, config: resolveConfig({}) }
+  if (line.command === 'help' || line.command === 'version') return { command: line.command, config: resolveConfig({}), sources: {} }
   const configFile = line.configFile ?? env.SWITCHBOARD_CONFIG
-  const file = configFile ? await readConfigFile(configFile) : {}
-  return { command: 'serve', config: resolveConfig(file, readEnv(env), line.settings) }
+  const file = configFile ? await readConfigFile(configFile) : { settings: {}, keys: {} }
+  const fromEnv = readEnv(env)
+  const sources: Record<string, Source> = {}
+  for (const key of Object.keys(file.settings)) sources[key] = { kind: 'file', name: `${configFile}: ${file.keys[key]}` }
+  for (const key of Object.keys(fromEnv)) sources[key] = { kind: 'env', name: envName(key) }
+  for (const key of Object.keys(line.settings)) sources[key] = { kind: 'flag', name: flagName(key) }
+  return { command: line.command, config: resolveConfig(file.settings, fromEnv, line.settings), sources }
+}
+
+/** Refuses `[backend_options]` keys the backend's options schema does not name; a schema without a fixed list of keys decides alone. */
+export function checkBackendOptions(backend: string, schema: unknown, options: Record<string, unknown>): void {
+  const { type, entries } = schema as { type?: string; entries?: Record<string, unknown> }
+  if ((type !== 'object' && type !== 'strict_object') || !isTable(entries)) return
+  const known = Object.keys(entries)
+  const own = known.filter((key) => !(SETTINGS as readonly string[]).includes(key))
+  for (const key of Object.keys(options)) {
+    if (!Object.hasOwn(entries, key)) {
+      throw new ConfigError(`unknown key "${key}" in [backend_options]${suggestion(key, known)}: backend "${backend}" takes ${own.length > 0 ? own.join(', ') : 'no options of its own'} there`)
+    }
+  }
+}
+
+/** The URL with its password masked; only the password of a URL is secret, the rest says where Switchboard connects. */
+export function redactUrl(url: string): string {
+  // Greedy to the last "@", so a password holding a raw "@" is masked whole.
+  return url.replace(/^([a-z][\w+.-]*:\/\/[^:@/]*:)[^]*@/i, '$1********@')
+}
+
+/** Settings whose value is a secret, printed masked. */
+const SECRETS: Partial<Record<ConfigKey, (value: string) => string>> = {
+  admin_token: () => '********',
+  redis_url: redactUrl,
+}
+
+/** A key as TOML writes it: bare when it can be. */
+const tomlKey = (key: string) => (/^[\w-]+$/.test(key) ? key : JSON.stringify(key))
+
+/** A value as TOML writes it (JSON's string escapes are TOML's too). */
+function tomlValue(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(tomlValue).join(', ')}]`
+  if (isTable(value)) return `{ ${Object.entries(value).map(([key, item]) => `${tomlKey(key)} = ${tomlValue(item)}`).join(', ')} }`
+  return typeof value === 'string' ? JSON.stringify(value) : String(value)
+}
+
+/** The effective settings as a TOML file, each with where it came from (`switchboard config`); secrets masked. */
+export function printConfig(config: Config, sources: Record<string, Source>): string {
+  const from = (key: string) => {
+    const source = sources[key]
+    return !source || source.kind === 'default' ? 'default' : `${source.kind} ${source.name}`
+  }
+  const lines = ['# Effective settings, each with where it came from: default, file, env or flag (flag > env > file > default).']
+  for (const key of SETTINGS) {
+    const value = config[key]
+    if (value === undefined) {
+      lines.push(`# ${key}: not set`)
+      continue
+    }
+    const mask = SECRETS[key]
+    lines.push(`${key} = ${tomlValue(mask && typeof value === 'string' ? mask(value) : value)}  # ${from(key)}`)
+  }
+  const options = Object.entries(config.backend_options)
+  if (options.length > 0) {
+    lines.push('', '[backend_options]')
+    for (const [key, value] of options) lines.push(`${tomlKey(key)} = ${tomlValue(value)}  # ${from('backend_options')}`)
+  }
+  return lines.join('\n')
 }
 
 /** The --help text, generated from the schema. */
@@ -289,8 +496,9 @@ export function helpText(version: string): string {
   const lines = [
     `switchboard ${version}: mailbox exchange, worker dispatch and A2A agent registry`,
     '',
-    'Usage: switchboard [serve] [--flag value ...]',
+    'Usage: switchboard [serve|config] [--flag value ...]',
     '',
+    '  config          print the effective settings, each with where it came from, and exit',
     '  --config FILE   TOML config file (env SWITCHBOARD_CONFIG); Academy exchange.toml accepted',
     '  --help          this text',
     '  --version       print the version',

@@ -3,30 +3,10 @@
 import { createApp } from './app'
 import { createBackend, PluginError } from './backend/index'
 import { loadPlugin } from '../plugins/index'
-import { ConfigError, helpText, loadConfig } from './config'
-import { createLogger } from './ops/logger'
+import { checkBackendOptions, ConfigError, helpText, loadConfig, printConfig } from './config'
+import { createLogger, logWriter } from './ops/logger'
 import { serve } from './http/node'
 import { VERSION } from './version'
-
-/**
- * Log lines written together once per turn of the event loop: one line per
- * request at info level would otherwise cost one write call each. Whatever
- * is pending is written before the process exits.
- */
-function batchedStderr(): (line: string) => void {
-  let pending = ''
-  const flush = () => {
-    if (pending === '') return
-    const text = pending
-    pending = ''
-    process.stderr.write(text)
-  }
-  process.on('exit', flush)
-  return (line) => {
-    if (pending === '') setImmediate(flush)
-    pending += line
-  }
-}
 
 async function main(): Promise<number> {
   let loaded: Awaited<ReturnType<typeof loadConfig>>
@@ -48,10 +28,20 @@ async function main(): Promise<number> {
     return 0
   }
   const { config } = loaded
-  const logger = createLogger(config.log_level, batchedStderr())
   let app: ReturnType<typeof createApp>
+  let logger: ReturnType<typeof createLogger>
   try {
     const plugin = await loadPlugin(config.backend)
+    checkBackendOptions(plugin.name, plugin.options, config.backend_options)
+    if (loaded.command === 'config') {
+      process.stdout.write(printConfig(config, loaded.sources) + '\n')
+      return 0
+    }
+    try {
+      logger = createLogger(config.log_level, logWriter(config.log_file))
+    } catch (error) {
+      throw new ConfigError(`invalid setting "log_file" (--log-file / SWITCHBOARD_LOG_FILE): cannot open ${config.log_file}: ${(error as Error).message}`)
+    }
     const backend = await createBackend(plugin, { ...config, ...config.backend_options }, { logger })
     app = createApp({ backend, config, logger })
   } catch (error) {

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto'
 import Redis from 'ioredis'
 import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnavailableError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/ops/logger'
+import { redactUrl } from '../../src/config'
 
 /** A Lua script with its SHA, so it is sent in full only when Redis does not know it yet. */
 export interface Script {
@@ -88,7 +89,7 @@ export class RedisConnection {
       await connection.resubscribe()
     } catch (error) {
       await connection.close()
-      throw new Error(`cannot reach Redis at ${url}: ${(error as Error).message}`)
+      throw new Error(`cannot reach Redis at ${redactUrl(url)}: ${(error as Error).message}`)
     }
     return connection
   }

@@ -33,7 +33,7 @@ import { Waiters } from '../../src/backend/waiters'
 import { Heartbeat } from '../../src/backend/instances'
 import { RedeliveryWindowOption } from '../../src/backend/mailboxes'
 import { FinishedJobsKeptOption } from '../../src/backend/workers'
-import { ConfigSchema } from '../../src/config'
+import { ConfigSchema, redactUrl } from '../../src/config'
 import { RedisAgents } from './agents'
 import { RedisConnection } from './connection'
 import { RedisEventBus } from './events'
@@ -74,7 +74,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     const created = (await connection.command.set(keys.storeMarker(), fresh, 'NX')) === 'OK'
     const current = created ? fresh : await connection.command.get(keys.storeMarker())
     if (marker !== null && current !== marker) {
-      context.logger.error('Redis lost the data of this store (restarted without persistence, or flushed): serving from an empty store', { prefix: options.redis_prefix, url: options.redis_url })
+      context.logger.error('Redis lost the data of this store (restarted without persistence, or flushed): serving from an empty store', { prefix: options.redis_prefix, url: redactUrl(options.redis_url) })
     }
     marker = current
   }

@@ -1,4 +1,7 @@
-/** The one logger: JSON lines on stderr, filtered by level. */
+/** The one logger: JSON lines on stderr (and the log_file), filtered by level. */
+import { mkdirSync, openSync, writeSync } from 'node:fs'
+import { dirname } from 'node:path'
+
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent'
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 }
@@ -61,5 +64,40 @@ export function throttled(write: (fields: Record<string, unknown>) => void, inte
     flush(fields) {
       if (suppressed > 0) emit(fields)
     },
+  }
+}
+
+/**
+ * Where the switchboard command's log lines go: stderr, and also `file`
+ * (appended to, its folder created) when given. Lines are written together
+ * once per turn of the event loop: one line per request at info level would
+ * otherwise cost one write call each. Whatever is pending is written before
+ * the process exits. Throws when the file cannot be opened.
+ */
+export function logWriter(file?: string): (line: string) => void {
+  let fd: number | undefined
+  if (file !== undefined) {
+    mkdirSync(dirname(file), { recursive: true })
+    fd = openSync(file, 'a')
+  }
+  let pending = ''
+  const flush = () => {
+    if (pending === '') return
+    const text = pending
+    pending = ''
+    process.stderr.write(text)
+    if (fd === undefined) return
+    try {
+      writeSync(fd, text)
+    } catch (error) {
+      // A full disk or a vanished volume must not stop the server; stderr still has every line.
+      fd = undefined
+      process.stderr.write(`switchboard: stopped writing log_file ${file}: ${(error as Error).message}\n`)
+    }
+  }
+  process.on('exit', flush)
+  return (line) => {
+    if (pending === '') setImmediate(flush)
+    pending += line
   }
 }

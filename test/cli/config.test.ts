@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'bun:test'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { ConfigError, fromFile, helpText, loadConfig, parseArgs, readEnv, resolveConfig, SETTINGS } from '../../src/config'
+import { ConfigError, fromFile, helpText, loadConfig, parseArgs, readEnv, redactUrl, resolveConfig, SETTINGS } from '../../src/config'
 import { BUN, runToEnd, startProcess } from '../support/process'
 import { tempDir } from '../support/temp'
 
@@ -30,12 +30,50 @@ describe('configuration', () => {
   })
 
   it('reads an Academy exchange.toml as it is', () => {
-    const settings = fromFile(
+    const { settings } = fromFile(
       Bun.TOML.parse(`host = "0.0.0.0"\nport = 8701\nlisten_timeout_s = 45\ncertfile = "c.pem"\nkeyfile = "k.pem"\n[backend]\nkind = "redis"\nhostname = "cache"\nport = 6380\nmessage_size_limit_kb = 512\ngravestone_expiration_d = 30\n[logger]\nlevel = "WARNING"\n`) as Record<string, unknown>,
     )
-    expect(settings).toMatchObject({ host: '0.0.0.0', port: 8701, listen_timeout: 45, tls_cert: 'c.pem', tls_key: 'k.pem', backend: 'redis', redis_url: 'redis://cache:6380', message_size_limit_kb: 512, gravestone_expiration_d: 30, log_level: 'warn' })
-    expect(fromFile(Bun.TOML.parse('[backend]\nkind = "python"\n') as Record<string, unknown>).backend).toBe('memory')
+    expect(resolveConfig(settings)).toMatchObject({ host: '0.0.0.0', port: 8701, listen_timeout: 45, tls_cert: 'c.pem', tls_key: 'k.pem', backend: 'redis', redis_url: 'redis://cache:6380', message_size_limit_kb: 512, gravestone_expiration_d: 30, log_level: 'warn' })
+    expect(fromFile(Bun.TOML.parse('[backend]\nkind = "python"\n') as Record<string, unknown>).settings.backend).toBe('memory')
     expect(() => fromFile({ auth: { method: 'globus' } })).toThrow(ConfigError)
+  })
+
+  it("reads Academy's log levels, names in any case or Python numbers, from every source", () => {
+    const cases: [unknown, string][] = [['INFO', 'info'], ['info', 'info'], ['Debug', 'debug'], ['WARNING', 'warn'], ['warn', 'warn'], ['ERROR', 'error'], ['CRITICAL', 'error'], ['silent', 'silent'], [10, 'debug'], [20, 'info'], [30, 'warn'], [40, 'error'], [50, 'error']]
+    for (const [given, level] of cases) {
+      expect(resolveConfig(fromFile({ log_level: given }).settings).log_level).toBe(level as never)
+      expect(resolveConfig(fromFile({ logger: { level: given } }).settings).log_level).toBe(level as never)
+      expect(resolveConfig(readEnv({ SWITCHBOARD_LOG_LEVEL: String(given) })).log_level).toBe(level as never)
+      expect(resolveConfig(parseArgs(['--log-level', String(given)]).settings).log_level).toBe(level as never)
+    }
+    expect(() => resolveConfig({ log_level: 25 })).toThrow(/setting "log_level" .*Python level number 10, 20, 30, 40 or 50/)
+    expect(() => resolveConfig({ log_level: 'verbose' })).toThrow(/setting "log_level"/)
+  })
+
+  it("maps Academy's [backend] kwargs for Redis into redis_url, and refuses what it cannot honour by name", () => {
+    const url = (backend: Record<string, unknown>) => fromFile({ backend }).settings.redis_url as string
+    const password = 'p@ss:w/rd%?#'
+    const full = new URL(url({ kind: 'redis', hostname: 'cache', port: 6380, kwargs: { password, username: 'app', db: 2, ssl: true } }))
+    expect(full.protocol).toBe('rediss:')
+    expect([full.hostname, full.port, full.pathname]).toEqual(['cache', '6380', '/2'])
+    expect([decodeURIComponent(full.username), decodeURIComponent(full.password)]).toEqual(['app', password])
+    expect(url({ kind: 'redis' })).toBe('redis://localhost:6379')
+    expect(url({ kind: 'redis', hostname: '::1', kwargs: { ssl: false } })).toBe('redis://[::1]:6379')
+    // Without kind, Academy takes any [backend] key beyond message_size_limit_kb for Redis's.
+    expect(fromFile({ backend: { hostname: 'cache' } }).settings).toMatchObject({ backend: 'redis', redis_url: 'redis://cache:6379' })
+    expect(fromFile({ backend: { message_size_limit_kb: 64 } }).settings).toMatchObject({ backend: 'memory', message_size_limit_kb: 64 })
+    expect(() => fromFile({ backend: { kind: 'redis', kwargs: { db: 'two' } } })).toThrow('[backend] kwargs.db must be a database number')
+    expect(() => fromFile({ backend: { kind: 'redis', kwargs: { ssl_ca_certs: '/ca.pem' } } })).toThrow('[backend] kwargs.ssl_ca_certs is not supported')
+    expect(() => fromFile({ backend: { kind: 'python', kwargs: { password } } })).toThrow('[backend] kwargs is for kind = "redis", not "python"')
+    expect(() => fromFile({ auth: { kwargs: { client_id: 'ABC' } } })).toThrow('[auth] kwargs')
+    expect(() => fromFile({ logger: { level: 'INFO', logfile_level: 'DEBUG' } })).toThrow('[logger] logfile_level')
+    expect(fromFile({ logger: { level: 'INFO', logfile_level: 20 } }).settings.log_level).toBe('INFO')
+  })
+
+  it('masks the password of a URL and nothing else', () => {
+    expect(redactUrl('redis://:secret@cache:6379/2')).toBe('redis://:********@cache:6379/2')
+    expect(redactUrl('rediss://app:p@ss@cache:6380')).toBe('rediss://app:********@cache:6380')
+    expect(redactUrl('redis://cache:6379')).toBe('redis://cache:6379')
   })
 
   it('names the setting and its sources when a value is bad', () => {
@@ -44,6 +82,7 @@ describe('configuration', () => {
     expect(() => resolveConfig({ auth: 'token' })).toThrow(/tokens_file/)
     expect(() => resolveConfig({ tls_cert: 'a.pem' })).toThrow(/tls_cert/)
     expect(() => parseArgs(['--no-such-flag', '1'])).toThrow(/unknown flag --no-such-flag/)
+    expect(() => parseArgs(['--listen-timout', '1'])).toThrow('unknown flag --listen-timout (did you mean "--listen-timeout"?)')
     expect(() => parseArgs(['--port'])).toThrow(/--port needs a value/)
   })
 
@@ -60,6 +99,8 @@ describe('configuration', () => {
 
   it('lists every setting with its flag, env variable and file key in --help', () => {
     const help = helpText('0.0.0')
+    expect(help).toContain('--log-level debug|info|warn|error|silent\n')
+    expect(help).toContain('--auth none|token\n')
     for (const key of SETTINGS) {
       expect(help).toContain(`--${key.replaceAll('_', '-')}`)
       expect(help).toContain(`SWITCHBOARD_${key.toUpperCase()}`)

@@ -10,6 +10,8 @@ export interface RunningProcess {
   url: string
   /** Everything printed on stdout so far. */
   stdout(): string
+  /** Everything printed on stderr so far. */
+  stderr(): string
   /** Sends a signal and resolves with the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number>
 }
@@ -34,6 +36,7 @@ export async function startProcess(command: string[], env: Record<string, string
         process: child,
         url: match[1]!,
         stdout: () => out,
+        stderr: () => err,
         async stop(signal = 'SIGTERM') {
           child.kill(signal)
           return child.exited
