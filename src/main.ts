@@ -6,7 +6,7 @@ import { loadPlugin } from '../plugins/index'
 import { ConfigError, helpText, loadConfig } from './config'
 import { createLogger } from './ops/logger'
 import { serve } from './http/node'
-import { VERSION } from './version'
+import { VERSION, versionLine } from './version'
 
 /**
  * Log lines written together once per turn of the event loop: one line per
@@ -44,7 +44,7 @@ async function main(): Promise<number> {
     return 0
   }
   if (loaded.command === 'version') {
-    process.stdout.write(`switchboard ${VERSION}\n`)
+    process.stdout.write(`${versionLine()}\n`)
     return 0
   }
   const { config } = loaded
