@@ -6,7 +6,7 @@
  * five minutes on a 2-core machine: each script's own time is printed and
  * written beside its section, and the run says so when the whole took longer.
  */
-import { writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { BUN, OUT, ROOT, hasWrk, machine } from './lib'
 
@@ -59,6 +59,10 @@ const header = [
 ]
 if (only.length === 0) {
   const written = resolve(OUT, 'RESULTS.md')
+  // Sections other scripts write (bench/targets.ts: "Footprint per target") are kept, after the footprint.
+  const titles = new Set(SCRIPTS.map(([title]) => title))
+  const kept = existsSync(written) ? readFileSync(written, 'utf8').split(/\n(?=## )/).filter((part) => part.startsWith('## ') && !titles.has(part.slice(3, part.indexOf('\n')))) : []
+  sections.splice(1, 0, ...kept.map((part) => part.trim()))
   writeFileSync(written, `${header.join('\n')}\n\n${sections.join('\n\n')}\n`)
   console.log(`\nwrote ${written}`)
 }

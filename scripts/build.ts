@@ -8,40 +8,98 @@
  * resident. The order is recorded afresh at every build, so it always
  * matches the code.
  *
- *   bun scripts/build.ts [--outfile dist/switchboard] [--no-order] [--no-bytecode]
+ *   bun scripts/build.ts [--outfile dist/switchboard] [--target linux-arm64]
+ *                        [--order-file FILE] [--no-order] [--no-bytecode]
  *
- * `--no-order` and `--no-bytecode` build the variants the footprint
- * benchmark compares the shipped build with.
+ * `--target` builds for another platform (see TARGETS); its runtime comes
+ * from the npm registry. A binary of another platform cannot be started here
+ * to record its order, so it is laid out by `--order-file`, an order one of
+ * this host's builds recorded (the functions a start runs are the same on
+ * every platform), or in the bundler's order without it. `--no-order` and
+ * `--no-bytecode` build the variants the footprint benchmark compares the
+ * shipped build with. The commit and target are written into the binary for
+ * `switchboard --version`.
  */
-import { mkdtempSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 
-const ROOT = resolve(import.meta.dir, '..')
+export const ROOT = resolve(import.meta.dir, '..')
 const ENTRY = resolve(ROOT, 'src/main.ts')
 
-interface BuildOptions {
-  outfile: string
-  bytecode: boolean
-  order: boolean
+/** Release targets and the Bun runtime each is built on. `-baseline`: x64 CPUs without AVX2. */
+export const TARGETS: Record<string, string> = {
+  'linux-x64': 'bun-linux-x64',
+  'linux-arm64': 'bun-linux-arm64',
+  'linux-x64-musl': 'bun-linux-x64-musl',
+  'linux-arm64-musl': 'bun-linux-arm64-musl',
+  'darwin-x64': 'bun-darwin-x64',
+  'darwin-arm64': 'bun-darwin-arm64',
+  'windows-x64': 'bun-windows-x64',
+  'linux-x64-baseline': 'bun-linux-x64-baseline',
+  'linux-x64-musl-baseline': 'bun-linux-x64-musl-baseline',
+  'darwin-x64-baseline': 'bun-darwin-x64-baseline',
+  'windows-x64-baseline': 'bun-windows-x64-baseline',
 }
 
+/** The target of the Bun running this script: the one whose binaries can be started here. */
+export function hostTarget(): string {
+  const musl = process.platform === 'linux' && !existsSync('/lib64/ld-linux-x86-64.so.2') && !existsSync('/lib/ld-linux-aarch64.so.1')
+  const platform = process.platform === 'win32' ? 'windows' : process.platform
+  return `${platform}-${process.arch}${musl ? '-musl' : ''}`
+}
+
+/** The commit the tree is at (12 hex digits, "-dirty" with uncommitted changes), or "unknown" outside git. */
+export function commitOf(root = ROOT): string {
+  const head = Bun.spawnSync(['git', 'rev-parse', '--short=12', 'HEAD'], { cwd: root, stderr: 'ignore' })
+  if (head.exitCode !== 0) return 'unknown'
+  const status = Bun.spawnSync(['git', 'status', '--porcelain', '--untracked-files=no'], { cwd: root, stderr: 'ignore' })
+  return `${head.stdout.toString().trim()}${status.stdout.toString().trim() === '' ? '' : '-dirty'}`
+}
+
+export interface BuildOptions {
+  outfile: string
+  target: string
+  bytecode: boolean
+  /** Record the order with a first build (host target only). */
+  order: boolean
+  /** An order file to lay the bytecode out by, instead of recording one. */
+  orderFile?: string
+  /** Where to keep the order a host build recorded (for the other targets of a release). */
+  saveOrder?: string
+  commit: string
+}
+
+const USAGE = 'usage: bun scripts/build.ts [--outfile PATH] [--target TARGET] [--order-file FILE] [--no-order] [--no-bytecode]'
+
 function parseArgs(args: string[]): BuildOptions {
-  const options: BuildOptions = { outfile: 'dist/switchboard', bytecode: true, order: true }
+  const options: BuildOptions = { outfile: 'dist/switchboard', target: hostTarget(), bytecode: true, order: true, commit: commitOf() }
+  const value = (i: number, name: string) => {
+    if (args[i + 1] === undefined) throw new Error(`${name} needs a value; ${USAGE}`)
+    return args[i + 1]!
+  }
   for (let i = 0; i < args.length; i++) {
     const arg = args[i]!
-    if (arg === '--outfile' && args[i + 1] !== undefined) options.outfile = args[++i]!
-    else if (arg.startsWith('--outfile=')) options.outfile = arg.slice('--outfile='.length)
+    const [name, inline] = arg.startsWith('--') && arg.includes('=') ? [arg.slice(0, arg.indexOf('=')), arg.slice(arg.indexOf('=') + 1)] : [arg, undefined]
+    const take = () => inline ?? value(i++, name)
+    if (name === '--outfile') options.outfile = take()
+    else if (name === '--target') options.target = take()
+    else if (name === '--order-file') options.orderFile = take()
     else if (arg === '--no-order') options.order = false
     else if (arg === '--no-bytecode') options.bytecode = false
-    else throw new Error(`unknown argument ${JSON.stringify(arg)}; usage: bun scripts/build.ts [--outfile PATH] [--no-order] [--no-bytecode]`)
+    else throw new Error(`unknown argument ${JSON.stringify(arg)}; ${USAGE}`)
   }
+  if (!(options.target in TARGETS)) throw new Error(`unknown target ${JSON.stringify(options.target)}; targets: ${Object.keys(TARGETS).join(', ')}`)
   return options
 }
 
 /** Runs `bun build --compile` into `outfile`; with `order`, lays the bytecode out by that order file. */
-function compile(outfile: string, bytecode: boolean, order?: string): void {
-  const command = [process.execPath, 'build', ENTRY, '--compile', '--minify', ...(bytecode ? ['--bytecode'] : []), ...(order ? [`--bytecode-order=${order}`] : []), '--outfile', outfile]
+function compile(options: BuildOptions, outfile: string, order?: string): void {
+  const command = [
+    process.execPath, 'build', ENTRY, '--compile', `--target=${TARGETS[options.target]}`, '--minify',
+    `--define=SWITCHBOARD_COMMIT=${JSON.stringify(options.commit)}`, `--define=SWITCHBOARD_TARGET=${JSON.stringify(options.target)}`,
+    ...(options.bytecode ? ['--bytecode'] : []), ...(order ? [`--bytecode-order=${order}`] : []), '--outfile', outfile,
+  ]
   const built = Bun.spawnSync(command, { cwd: ROOT, stdout: 'inherit', stderr: 'inherit' })
   if (built.exitCode !== 0) throw new Error(`bun build failed (exit ${built.exitCode}): ${command.join(' ')}`)
 }
@@ -81,25 +139,42 @@ async function recordStartupOrder(binary: string, orderFile: string): Promise<vo
   if (!(await Bun.file(orderFile).exists())) throw new Error('the binary wrote no startup order')
 }
 
-async function main(): Promise<void> {
-  const options = parseArgs(process.argv.slice(2))
+/** Builds one binary; returns how its bytecode is laid out, for the build's own line and the release notes. */
+export async function build(options: BuildOptions): Promise<'startup order (recorded)' | 'startup order (host record)' | 'bundler order' | 'no bytecode'> {
   const outfile = resolve(ROOT, options.outfile)
-  compile(outfile, options.bytecode)
-  if (!options.bytecode || !options.order) return
+  if (!options.bytecode) {
+    compile(options, outfile)
+    return 'no bytecode'
+  }
+  if (options.orderFile !== undefined) {
+    compile(options, outfile, resolve(ROOT, options.orderFile))
+    process.stdout.write(`laid the bytecode out in startup order (${options.orderFile}): ${outfile}\n`)
+    return 'startup order (host record)'
+  }
+  compile(options, outfile)
+  if (!options.order) return 'bundler order'
+  if (options.target !== hostTarget()) {
+    process.stdout.write(`${options.target} cannot run here to record its startup order: bytecode left in the bundler's order (--order-file lays it out by a host build's order): ${outfile}\n`)
+    return 'bundler order'
+  }
   const dir = mkdtempSync(join(tmpdir(), 'switchboard-build-'))
   try {
     const orderFile = join(dir, 'startup.order')
     await recordStartupOrder(outfile, orderFile).catch((error: Error) => {
       throw new Error(`could not record the startup order: ${error.message} (bun scripts/build.ts --no-order builds without it)`)
     })
-    compile(outfile, true, orderFile)
+    compile(options, outfile, orderFile)
+    if (options.saveOrder !== undefined) copyFileSync(orderFile, options.saveOrder)
     process.stdout.write(`laid the bytecode out in startup order: ${outfile}\n`)
+    return 'startup order (recorded)'
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
 }
 
-await main().catch((error: Error) => {
-  process.stderr.write(`build: ${error.message}\n`)
-  process.exit(1)
-})
+if (import.meta.main) {
+  await build(parseArgs(process.argv.slice(2))).catch((error: Error) => {
+    process.stderr.write(`build: ${error.message}\n`)
+    process.exit(1)
+  })
+}

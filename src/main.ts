@@ -6,7 +6,7 @@ import { loadPlugin } from '../plugins/index'
 import { checkBackendOptions, ConfigError, helpText, loadConfig, printConfig } from './config'
 import { createLogger, logWriter } from './ops/logger'
 import { serve } from './http/node'
-import { VERSION } from './version'
+import { VERSION, versionLine } from './version'
 
 async function main(): Promise<number> {
   let loaded: Awaited<ReturnType<typeof loadConfig>>
@@ -24,7 +24,7 @@ async function main(): Promise<number> {
     return 0
   }
   if (loaded.command === 'version') {
-    process.stdout.write(`switchboard ${VERSION}\n`)
+    process.stdout.write(`${versionLine()}\n`)
     return 0
   }
   const { config } = loaded
