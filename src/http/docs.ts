@@ -45,33 +45,49 @@ const SECURITY_SCHEMES = {
 /** `/workspaces/:id/a2a` → `/workspaces/{id}/a2a` */
 const openApiPath = (path: string) => path.replace(/:([A-Za-z_]+)/g, '{$1}')
 
-/** Parameters of one kind (path or query) from an object schema's properties. */
-function parametersOf(schema: v.GenericSchema | undefined, where: 'path' | 'query'): Record<string, unknown>[] {
+/** Parameters of one kind (path or query) from an object schema's properties; `optional` makes every one optional (the query form of a body). */
+function parametersOf(schema: v.GenericSchema | undefined, where: 'path' | 'query', optional = false): Record<string, unknown>[] {
   if (schema === undefined) return []
-  const json = jsonSchemaOf(schema) as { properties?: Record<string, Record<string, unknown>>; required?: string[] }
+  const json = jsonSchemaOf(schema) as { properties?: Record<string, Record<string, unknown>>; required?: string[]; examples?: Record<string, unknown>[] }
+  const example = json.examples?.[0]
   return Object.entries(json.properties ?? {}).map(([name, property]) => {
-    const { description, ...rest } = property
-    return { name, in: where, required: where === 'path' || (json.required ?? []).includes(name), ...(description ? { description } : {}), schema: rest }
+    const { description, examples, ...rest } = property as { description?: string; examples?: unknown[] }
+    const value = examples?.[0] ?? example?.[name]
+    return {
+      name,
+      in: where,
+      required: where === 'path' || (!optional && (json.required ?? []).includes(name)),
+      ...(description ? { description } : {}),
+      schema: rest,
+      ...(value !== undefined ? { example: value } : {}),
+    }
   })
+}
+
+/** A schema's JSON Schema with its first example lifted out, as OpenAPI's media type `example` (what Swagger UI fills in). */
+function mediaOf(schema: v.GenericSchema): Record<string, unknown> {
+  const json = jsonSchemaOf(schema) as { examples?: unknown[] }
+  return json.examples?.[0] !== undefined ? { schema: json, example: json.examples[0] } : { schema: json }
 }
 
 /** One route's OpenAPI operation. */
 function operationOf(definition: AnyRoute): Record<string, unknown> {
   const operation: Record<string, unknown> = { tags: [definition.tag], summary: definition.summary }
   if (definition.description) operation.description = definition.description
-  const parameters = [...parametersOf(definition.params, 'path'), ...parametersOf(definition.query, 'query')]
+  const body = definition.body === 'raw' || definition.body === undefined ? undefined : definition.body
+  // A body that may come as query parameters is documented both ways (browsers send no body on GET).
+  const queryForm = definition.queryForm === true && body !== undefined
+  const parameters = [...parametersOf(definition.params, 'path'), ...parametersOf(definition.query, 'query'), ...(queryForm ? parametersOf(body, 'query', true) : [])]
   if (parameters.length > 0) operation.parameters = parameters
-  if (definition.body !== undefined) {
-    const schema = definition.body === 'raw' ? { type: 'object' } : jsonSchemaOf(definition.body)
-    operation.requestBody = { required: true, content: { 'application/json': { schema } } }
-  }
+  if (definition.body === 'raw') operation.requestBody = { required: true, content: { 'application/json': { schema: { type: 'object' } } } }
+  else if (body !== undefined) operation.requestBody = { required: !queryForm, ...(queryForm ? { description: 'Or the same fields as query parameters (a browser sends no body on GET).' } : {}), content: { 'application/json': mediaOf(body) } }
   const errors = SURFACE_ERRORS[definition.surface]
   const responses: Record<string, unknown> = {}
   for (const [status, doc] of Object.entries(definition.responses)) {
     const isError = Number(status) >= 400
     const schema = doc.schema ?? (isError ? errors.schema : undefined)
     const contentType = doc.contentType ?? (isError ? errors.contentType : JSON_TYPE.split(';')[0]!)
-    responses[status] = schema === undefined ? { description: doc.description } : { description: doc.description, content: { [contentType]: { schema: jsonSchemaOf(schema) } } }
+    responses[status] = schema === undefined ? { description: doc.description } : { description: doc.description, content: { [contentType]: mediaOf(schema) } }
   }
   operation.responses = responses
   if (definition.access !== 'none') operation.security = [{ [SECURITY[definition.access]]: [] }]
@@ -86,7 +102,7 @@ export function openApiDocument(routes: readonly AnyRoute[], version: string): R
     ;(paths[openApiPath(definition.path)] ??= {})[definition.method.toLowerCase()] = operationOf(definition)
   }
   return {
-    openapi: '3.0.3',
+    openapi: '3.1.0',
     info: {
       title: 'Switchboard',
       version,

@@ -41,3 +41,31 @@ export function jsonSchemaOf(schema: v.GenericSchema): Record<string, unknown> {
   const { $schema: _ignored, ...rest } = toJsonSchema(schema, { errorMode: 'ignore' }) as Record<string, unknown>
   return rest
 }
+
+/** The JSON type of each top-level field of an object schema (for reading the same fields from a query string). */
+export function fieldTypesOf(schema: v.GenericSchema): Record<string, string> {
+  const json = jsonSchemaOf(schema) as { properties?: Record<string, { type?: string | string[]; anyOf?: { type?: string }[] }> }
+  const types: Record<string, string> = {}
+  for (const [name, property] of Object.entries(json.properties ?? {})) {
+    const candidates = [property.type, ...(property.anyOf ?? []).map((option) => option.type)].flat().filter((type): type is string => typeof type === 'string')
+    types[name] = candidates.find((type) => type !== 'null') ?? 'string'
+  }
+  return types
+}
+
+/**
+ * Query parameters read as the JSON values of the fields they stand for:
+ * numbers and booleans from their text, `null` as null, strings as they are.
+ * A value that does not read as its type is kept as text, so the schema names it.
+ */
+export function queryAsFields(query: Record<string, string>, types: Record<string, string>): Record<string, unknown> {
+  const fields: Record<string, unknown> = {}
+  for (const [name, text] of Object.entries(query)) {
+    const type = types[name]
+    if (text === 'null') fields[name] = null
+    else if ((type === 'number' || type === 'integer') && text.trim() !== '' && Number.isFinite(Number(text))) fields[name] = Number(text)
+    else if (type === 'boolean' && (text === 'true' || text === 'false')) fields[name] = text === 'true'
+    else fields[name] = text
+  }
+  return fields
+}

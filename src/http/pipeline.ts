@@ -13,7 +13,7 @@ import { BadRequestError, NotFoundError, PayloadTooLargeError } from '../errors'
 import type { Logger } from '../ops/logger'
 import { credentialOf, type Authenticator, type Credential } from './auth'
 import type { CorsPolicy } from './cors'
-import { describeIssue, parseJsonBody, parseWith } from './input'
+import { describeIssue, fieldTypesOf, parseJsonBody, parseWith, queryAsFields } from './input'
 import { callerKey, rateLimitHeaders, tooManyRequests, type RateDecision, type RateLimiter } from './limits'
 import type { Chunks, Reply } from './reply'
 import type { Access, AnyRoute, Callers, Credentials, RouteRequest } from './route'
@@ -120,6 +120,8 @@ function queryOf(search: string): Record<string, string> {
 
 export class Pipeline {
   private readonly router: Router
+  /** The field types of each query-form route's body, worked out on first use. */
+  private readonly fieldTypes = new Map<AnyRoute, Record<string, string>>()
 
   constructor(private readonly options: PipelineOptions) {
     this.router = new Router(options.routes)
@@ -189,7 +191,7 @@ export class Pipeline {
       const credentials: Credentials = { token: credential.kind === 'bearer' ? credential.token : null, workspaceId }
       const caller = route.access === 'none' || route.verify === 'handler' ? null : await options.resolvers[route.access](credential, workspaceId)
       const query = route.query ? parseWith(route.query, queryOf(incoming.search), `${prefix}query `) : NO_PARAMS
-      const body = route.body === undefined || route.body === 'raw' ? undefined : parseJsonBody(bytes.length === 0 ? '' : utf8.decode(bytes), route.body, prefix, route.quickBody)
+      const body = this.readInput(route, bytes, incoming.search, prefix)
       const request: RouteRequest<unknown, unknown, unknown, unknown> = {
         params,
         query,
@@ -217,6 +219,17 @@ export class Pipeline {
       if (!handled) route.onRefused?.(reply.status)
       return finish(reply, limitHeaders)
     }
+  }
+
+  /** The validated body: JSON on any method, or the same fields as query parameters when the route takes that form and the body is empty. */
+  private readInput(route: AnyRoute, bytes: Uint8Array, search: string, prefix: string): unknown {
+    if (route.body === undefined || route.body === 'raw') return undefined
+    if (bytes.length === 0 && route.queryForm && search !== '') {
+      let types = this.fieldTypes.get(route)
+      if (types === undefined) this.fieldTypes.set(route, (types = fieldTypesOf(route.body)))
+      return parseWith(route.body, queryAsFields(queryOf(search), types), prefix)
+    }
+    return parseJsonBody(bytes.length === 0 ? '' : utf8.decode(bytes), route.body, prefix, route.quickBody)
   }
 
   private parseParams(route: AnyRoute, raw: Readonly<Record<string, string | null>>, prefix: string): unknown {

@@ -97,6 +97,12 @@ export interface Route<P = unknown, Q = unknown, B = unknown, A extends Access =
    * test/http/quick-body.test.ts checks every one against its schema.
    */
   quickBody?: (data: unknown) => B | null
+  /**
+   * The body's fields may come as query parameters instead, when the body is
+   * empty: a browser sends no body on GET (Academy's client does, so both
+   * forms are taken). Each value is read as its field's JSON type.
+   */
+  queryForm?: boolean
   /** Largest body, with the setting that sets it; default: max_body_kb. */
   bodyLimit?: { bytes: number; setting: string }
   /** A call that shutdown lets finish (within shutdown_timeout_s) instead of ending it at once. */

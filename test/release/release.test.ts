@@ -96,14 +96,15 @@ describe('the npm packages', () => {
     const server = await startProcess([command, '--port', '0', '--backend', 'sqlite', '--db', join(dir, 'npm.db'), '--log-level', 'warn'], { PATH })
     await roundTrip(server.url)
     expect(await server.stop('SIGTERM')).toBe(0)
-  })
+    // npm alone takes 3–4 s to install here, more on a busy machine.
+  }, 60_000)
 
   it('npm refuses the package of another platform (os, cpu and libc fields)', () => {
     const refused = npm(['install', '-g', '--prefix', join(dir, 'npm-other'), tarball(`switchboard-linux-arm64-${VERSION}.tgz`)])
     expect(refused.code).not.toBe(0)
     expect(refused.stderr).toContain('EBADPLATFORM')
     expect(refused.stderr).toContain('wanted {"os":"linux","cpu":"arm64","libc":"glibc"}')
-  })
+  }, 60_000)
 })
 
 describe('the container image', () => {

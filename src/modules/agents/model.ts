@@ -13,31 +13,43 @@ const Name = v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v
 const AgentCard = JsonObject('The agent\'s A2A agent card (v0.3 or v1.0), at most max_field_kb of JSON')
 const AgentUrl = v.pipe(v.string(), v.minLength(1, 'must not be empty'), v.maxLength(2048, 'must be at most 2048 characters'), v.description('Where the agent answers A2A JSON-RPC calls'))
 
-export const CreateWorkspaceBody = v.object({
-  name: Name,
-  role: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(200, 'must be at most 200 characters')))),
-  parent_id: v.optional(v.nullable(WorkspaceId)),
-  id: v.optional(v.pipe(WorkspaceId, v.description('Choose the id (default: a new UUID)'))),
-})
+export const CreateWorkspaceBody = v.pipe(
+  v.object({
+    name: Name,
+    role: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(200, 'must be at most 200 characters')))),
+    parent_id: v.optional(v.nullable(WorkspaceId)),
+    id: v.optional(v.pipe(WorkspaceId, v.description('Choose the id (default: a new UUID)'))),
+  }),
+  v.examples([{ name: 'planner', role: 'lead' }]),
+)
 
-export const RegisterBody = v.object({
-  id: WorkspaceId,
-  url: AgentUrl,
-  agent_card: v.optional(v.nullable(AgentCard)),
-  delivery_mode: v.optional(v.picklist(['push', 'poll'], 'must be "push" or "poll"')),
-})
+export const RegisterBody = v.pipe(
+  v.object({
+    id: WorkspaceId,
+    url: AgentUrl,
+    agent_card: v.optional(v.nullable(AgentCard)),
+    delivery_mode: v.optional(v.picklist(['push', 'poll'], 'must be "push" or "poll"')),
+  }),
+  v.examples([{ id: '3d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a', url: 'https://agents.example.com/planner/a2a', agent_card: { name: 'planner', version: '1.0.0' } }]),
+)
 
 const Count = v.pipe(v.number(), v.integer(), v.minValue(0))
 
-export const HeartbeatBody = v.object({
-  workspace_id: WorkspaceId,
-  error_rate: v.optional(v.nullable(v.pipe(v.number(), v.minValue(0), v.maxValue(1)))),
-  active_tasks: v.optional(v.nullable(Count)),
-  current_task: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(1000)))),
-  uptime_seconds: v.optional(v.nullable(v.pipe(v.number(), v.minValue(0)))),
-})
+export const HeartbeatBody = v.pipe(
+  v.object({
+    workspace_id: WorkspaceId,
+    error_rate: v.optional(v.nullable(v.pipe(v.number(), v.minValue(0), v.maxValue(1)))),
+    active_tasks: v.optional(v.nullable(Count)),
+    current_task: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(1000)))),
+    uptime_seconds: v.optional(v.nullable(v.pipe(v.number(), v.minValue(0)))),
+  }),
+  v.examples([{ workspace_id: '3d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a', error_rate: 0, active_tasks: 1 }]),
+)
 
-export const UpdateCardBody = v.object({ workspace_id: WorkspaceId, agent_card: AgentCard })
+export const UpdateCardBody = v.pipe(
+  v.object({ workspace_id: WorkspaceId, agent_card: AgentCard }),
+  v.examples([{ workspace_id: '3d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a', agent_card: { name: 'planner', version: '1.0.1' } }]),
+)
 
 export const ActivityQuery = v.object({
   limit: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, 'must be a whole number'), v.transform(Number), v.minValue(1), v.maxValue(500)), '50'),

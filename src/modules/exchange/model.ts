@@ -82,13 +82,25 @@ export function canonicalMessageHeader(data: unknown): v.InferOutput<typeof Head
 const MailboxField = v.pipe(v.string(), v.description('JSON of an EntityId: {"uid": "<uuid>", "name": null, "role": "agent" | "user"}'))
 const Timeout = v.pipe(v.nullable(v.number()), v.description('Seconds to wait, 0 < timeout <= listen_timeout (default: listen_timeout)'))
 
-export const CreateMailboxBody = v.object({
-  mailbox: MailboxField,
-  agent: v.optional(v.nullable(v.pipe(v.string(), v.description('Comma-joined MRO of the agent class, most derived first')))),
-})
-export const MailboxBody = v.object({ mailbox: MailboxField })
-export const SendBody = v.object({ message: v.pipe(v.string(), v.description('JSON of an Academy Message')) })
-export const ReceiveBody = v.object({ mailbox: MailboxField, timeout: v.optional(Timeout) })
+/*
+ * Examples for the docs: an agent and a user as Academy encodes them, and a
+ * message from the user to the agent. Try-it-out with these creates and
+ * uses real mailboxes.
+ */
+const EXAMPLE_AGENT = '{"uid":"6f1c2a0e-3b4d-4e5f-8a9b-0c1d2e3f4a5b","name":null,"role":"agent"}'
+const EXAMPLE_USER = '{"uid":"7a2b3c4d-5e6f-4a1b-9c2d-3e4f5a6b7c8d","name":null,"role":"user"}'
+const EXAMPLE_MESSAGE = `{"header":{"src":${EXAMPLE_USER},"dest":${EXAMPLE_AGENT},"tag":"1b2c3d4e-5f6a-4b7c-8d9e-0f1a2b3c4d5e","label":null,"kind":"request","protocol_version":"1"},"body":{"kind":"ping-request"}}`
+
+export const CreateMailboxBody = v.pipe(
+  v.object({
+    mailbox: MailboxField,
+    agent: v.optional(v.nullable(v.pipe(v.string(), v.description('Comma-joined MRO of the agent class, most derived first')))),
+  }),
+  v.examples([{ mailbox: EXAMPLE_AGENT, agent: 'example.Echo,academy.agent.Agent' }]),
+)
+export const MailboxBody = v.pipe(v.object({ mailbox: MailboxField }), v.examples([{ mailbox: EXAMPLE_AGENT }]))
+export const SendBody = v.pipe(v.object({ message: v.pipe(v.string(), v.description('JSON of an Academy Message')) }), v.examples([{ message: EXAMPLE_MESSAGE }]))
+export const ReceiveBody = v.pipe(v.object({ mailbox: MailboxField, timeout: v.optional(Timeout) }), v.examples([{ mailbox: EXAMPLE_AGENT, timeout: 5 }]))
 
 /*
  * What SendBody, MailboxBody and ReceiveBody give for a body of the shape
@@ -104,8 +116,11 @@ export function quickReceiveBody(data: unknown): v.InferOutput<typeof ReceiveBod
   if (timeout === undefined) return { mailbox }
   return timeout === null || typeof timeout === 'number' ? { mailbox, timeout } : null
 }
-export const DiscoverBody = v.object({ agent: v.pipe(v.string(), v.description('Fully qualified agent class')), allow_subclasses: v.boolean() })
-export const ShareBody = v.object({ mailbox: MailboxField, group_id: v.pipe(v.string(), v.minLength(1)) })
+export const DiscoverBody = v.pipe(
+  v.object({ agent: v.pipe(v.string(), v.description('Fully qualified agent class')), allow_subclasses: v.boolean() }),
+  v.examples([{ agent: 'academy.agent.Agent', allow_subclasses: true }]),
+)
+export const ShareBody = v.pipe(v.object({ mailbox: MailboxField, group_id: v.pipe(v.string(), v.minLength(1)) }), v.examples([{ mailbox: EXAMPLE_AGENT, group_id: 'lab' }]))
 
 export const StatusResponse = v.object({ status: v.picklist(['ACTIVE', 'TERMINATED', 'MISSING']) })
 export const MessageResponse = v.object({ message: v.pipe(v.string(), v.description('JSON of an Academy Message, as sent')) })

@@ -172,7 +172,7 @@ export function exchangeRoutes(options: ExchangeRoutesOptions): AnyRoute[] {
     if (release === null) throw new TooManyRequestsError('Too many open long-polls and listen streams for this client (max_waiting_per_client)', 1)
     return release
   }
-  const exchange = { surface: 'academy', access: 'client', tag: 'exchange' } as const
+  const exchange = { surface: 'academy', access: 'client', tag: 'exchange', queryForm: true } as const
 
   return [
     route({

@@ -111,13 +111,16 @@ export const frames = {
 const Metadata = JsonObject('Free-form object handed to the worker in job_assignment.metadata (at most max_field_kb of JSON)')
 const RoomOptions = JsonObject('Free-form object handed to the worker in job_assignment.room_options (at most max_field_kb of JSON)')
 
-export const DispatchBody = v.object({
-  meetingId: v.pipe(v.string(), v.minLength(1, 'meetingId must not be empty'), v.maxLength(256), v.description('Room the agent joins')),
-  agentId: v.pipe(v.string(), v.minLength(1, 'agentId must not be empty'), v.maxLength(256), v.description('agent_name the workers registered with')),
-  metadata: v.optional(v.nullable(Metadata)),
-  roomOptions: v.optional(v.nullable(RoomOptions)),
-  wait: v.optional(v.nullable(v.pipe(v.boolean(), v.description('Accepted for compatibility; the reply always comes once a worker has accepted')))),
-})
+export const DispatchBody = v.pipe(
+  v.object({
+    meetingId: v.pipe(v.string(), v.minLength(1, 'meetingId must not be empty'), v.maxLength(256), v.description('Room the agent joins')),
+    agentId: v.pipe(v.string(), v.minLength(1, 'agentId must not be empty'), v.maxLength(256), v.description('agent_name the workers registered with')),
+    metadata: v.optional(v.nullable(Metadata)),
+    roomOptions: v.optional(v.nullable(RoomOptions)),
+    wait: v.optional(v.nullable(v.pipe(v.boolean(), v.description('Accepted for compatibility; the reply always comes once a worker has accepted')))),
+  }),
+  v.examples([{ meetingId: 'room-1', agentId: 'support-agent', metadata: { topic: 'billing' } }]),
+)
 
 export const DispatchResponse = v.object({
   message: v.literal('Agent dispatch requested successfully.'),
@@ -136,13 +139,16 @@ export const InitConfigResponse = v.object({
 
 const JobStates = ['pending', 'assigned', 'running', 'completed', 'failed', 'cancelled', 'reassigning'] as const
 
-export const CreateJobBody = v.object({
-  agent_name: v.pipe(v.string(), v.minLength(1, 'agent_name must not be empty'), v.maxLength(256)),
-  room_id: v.pipe(v.string(), v.minLength(1, 'room_id must not be empty'), v.maxLength(256)),
-  metadata: v.optional(v.nullable(Metadata)),
-  room_options: v.optional(v.nullable(RoomOptions)),
-  timeout_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(600000), v.description('Longest the dispatch may take (default and ceiling: dispatch_timeout_ms)'))),
-})
+export const CreateJobBody = v.pipe(
+  v.object({
+    agent_name: v.pipe(v.string(), v.minLength(1, 'agent_name must not be empty'), v.maxLength(256)),
+    room_id: v.pipe(v.string(), v.minLength(1, 'room_id must not be empty'), v.maxLength(256)),
+    metadata: v.optional(v.nullable(Metadata)),
+    room_options: v.optional(v.nullable(RoomOptions)),
+    timeout_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(600000), v.description('Longest the dispatch may take (default and ceiling: dispatch_timeout_ms)'))),
+  }),
+  v.examples([{ agent_name: 'support-agent', room_id: 'room-1', metadata: { topic: 'billing' } }]),
+)
 
 export const JobListQuery = v.object({
   agent_name: v.optional(v.string()),

@@ -1,0 +1,73 @@
+/**
+ * The OpenAPI document is generated from the route table: it must be a
+ * valid OpenAPI 3.1 document (checked by a maintained validator), document
+ * every route with its security, give every request body an example, and
+ * let every exchange route's body come as query parameters, which the
+ * server takes as it documents them.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
+import { validate } from '@readme/openapi-parser'
+import { agentId, bodies, idJson } from '../support/academy'
+import { startServer, writeTokensFile, type TestServer } from '../support/app'
+import { rawRequest } from '../support/http'
+
+type Operation = { tags: string[]; security?: Record<string, string[]>[]; parameters?: { name: string; in: string; example?: unknown }[]; requestBody?: { content: Record<string, { example?: unknown }> } }
+
+describe('the OpenAPI document', () => {
+  let running: TestServer
+  let document: { openapi: string; paths: Record<string, Record<string, Operation>>; components: { securitySchemes: Record<string, unknown> } }
+
+  beforeAll(async () => {
+    running = await startServer({ auth: 'token', tokens_file: writeTokensFile([{ token: 'alice-token', client: 'alice' }]), admin_token: 'docs-admin' })
+    document = JSON.parse((await rawRequest(`${running.url}/swagger/json`)).text)
+  })
+  afterAll(() => running?.close())
+
+  it('is valid OpenAPI 3.1', async () => {
+    expect(document.openapi).toBe('3.1.0')
+    const result = await validate(structuredClone(document) as never)
+    expect(result.valid ? [] : result.errors).toEqual([])
+  })
+
+  it('documents every route of the table, each with the security its access asks for', () => {
+    const table = running.app.decorator.switchboard.pipeline.routes.filter((route) => !route.hidden)
+    for (const route of table) {
+      const operation = document.paths[route.path.replace(/:([A-Za-z_]+)/g, '{$1}')]?.[route.method.toLowerCase()]
+      expect({ route: `${route.method} ${route.path}`, documented: operation !== undefined }).toEqual({ route: `${route.method} ${route.path}`, documented: true })
+      const schemes = (operation!.security ?? []).flatMap((requirement) => Object.keys(requirement))
+      if (route.access === 'none') expect(schemes).toEqual([])
+      else expect(schemes.length).toBe(1)
+    }
+    expect(Object.keys(document.components.securitySchemes).sort()).toEqual(['adminToken', 'clientToken', 'videoSdkToken', 'workspaceToken'])
+    expect(document.paths['/workspaces/{id}/.well-known/agent-card.json']?.get).toBeDefined()
+  })
+
+  it('gives every JSON request body an example', () => {
+    const missing: string[] = []
+    for (const [path, methods] of Object.entries(document.paths)) {
+      for (const [method, operation] of Object.entries(methods)) {
+        const media = operation.requestBody?.content['application/json']
+        if (media === undefined || path.endsWith('/a2a')) continue
+        if (media.example === undefined) missing.push(`${method.toUpperCase()} ${path}`)
+      }
+    }
+    expect(missing).toEqual([])
+  })
+
+  it('documents the query form of every exchange body, and the server takes it as documented', async () => {
+    const getMailbox = document.paths['/mailbox']!.get!
+    expect(getMailbox.parameters!.map((parameter) => `${parameter.in}:${parameter.name}`)).toEqual(['query:mailbox'])
+    const mailbox = agentId()
+    const alice = { authorization: 'Bearer alice-token' }
+    expect((await rawRequest(`${running.url}/mailbox`, { method: 'POST', body: bodies.create(mailbox), headers: alice })).status).toBe(200)
+    // A browser's GET: no body, the fields as query parameters (a number read as a number).
+    const status = await rawRequest(`${running.url}/mailbox?mailbox=${encodeURIComponent(idJson(mailbox))}`, { headers: alice })
+    expect(status.status).toBe(200)
+    expect(JSON.parse(status.text)).toEqual({ status: 'ACTIVE' })
+    const poll = await rawRequest(`${running.url}/message?mailbox=${encodeURIComponent(idJson(mailbox))}&timeout=0.2`, { headers: alice })
+    expect(poll.status).toBe(408)
+    const bad = await rawRequest(`${running.url}/message?mailbox=${encodeURIComponent(idJson(mailbox))}&timeout=soon`, { headers: alice })
+    expect(bad.status).toBe(400)
+    expect(bad.text).toStartWith('Missing or invalid field: timeout')
+  })
+})
