@@ -80,7 +80,10 @@ function operationOf(definition: AnyRoute): Record<string, unknown> {
   const parameters = [...parametersOf(definition.params, 'path'), ...parametersOf(definition.query, 'query'), ...(queryForm ? parametersOf(body, 'query', true) : [])]
   if (parameters.length > 0) operation.parameters = parameters
   if (definition.body === 'raw') operation.requestBody = { required: true, content: { 'application/json': { schema: { type: 'object' } } } }
-  else if (body !== undefined) operation.requestBody = { required: !queryForm, ...(queryForm ? { description: 'Or the same fields as query parameters (a browser sends no body on GET).' } : {}), content: { 'application/json': mediaOf(body) } }
+  else if (body !== undefined && queryForm && definition.method === 'GET') {
+    // A GET documented with a body makes the UI send one, which browsers refuse: the body form is described instead.
+    operation.description = [definition.description, 'The same fields are taken as a JSON body too, as Academy\'s client sends them on GET.'].filter(Boolean).join(' ')
+  } else if (body !== undefined) operation.requestBody = { required: !queryForm, ...(queryForm ? { description: 'Or the same fields as query parameters.' } : {}), content: { 'application/json': mediaOf(body) } }
   const errors = SURFACE_ERRORS[definition.surface]
   const responses: Record<string, unknown> = {}
   for (const [status, doc] of Object.entries(definition.responses)) {
