@@ -17,13 +17,13 @@ import { Pipeline, type Resolvers } from './http/pipeline'
 import type { AnyRoute } from './http/route'
 import type { SwitchboardRuntime } from './http/runtime'
 import { UnauthorizedError } from './errors'
-import { agentsRoutes } from './modules/agents/routes'
+import { a2aStreamChannel, agentsRoutes } from './modules/agents/routes'
 import type { CallOutcome } from './modules/agents/proxy'
 import { AgentsService } from './modules/agents/service'
 import { AgentUrlGuard, type Resolver } from './modules/agents/ssrf'
-import { exchangeRoutes } from './modules/exchange/routes'
+import { exchangeRoutes, listenStreamChannel } from './modules/exchange/routes'
 import { ExchangeService, type ExchangeEvent } from './modules/exchange/service'
-import { workerSockets, workersRoutes } from './modules/workers/routes'
+import { workerSocketChannel, workerSockets, workersRoutes } from './modules/workers/routes'
 import { WorkerService } from './modules/workers/service'
 import { healthRoutes } from './ops/health'
 import { createLogger, logWriter, type Logger } from './ops/logger'
@@ -132,7 +132,7 @@ export function createApp(options: CreateAppOptions) {
       },
     }),
     ...healthRoutes({ config, backend, registry: metrics.registry, logger, version: VERSION, draining: () => draining }),
-    ...docsRoutes(() => routes, VERSION),
+    ...docsRoutes(() => routes, [workerSocketChannel, listenStreamChannel, a2aStreamChannel], VERSION),
     ...(options.routes ?? []),
   ]
   const pipeline = new Pipeline({

@@ -9,10 +9,11 @@ import * as v from 'valibot'
 import { NotFoundError } from '../errors'
 import { jsonSchemaOf } from './input'
 import { JSON_TYPE, type Reply } from './reply'
-import { route, type Access, type AnyRoute } from './route'
+import { route, type Access, type AnyRoute, type ChannelDoc } from './route'
 import { SURFACE_ERRORS } from './surfaces'
 
 export const DOCS_PATH = '/swagger'
+export const ASYNCAPI_PATH = `${DOCS_PATH}/asyncapi.json`
 const ASSETS = `${DOCS_PATH}/assets`
 
 const assets: Record<string, { path: string; type: string }> = {
@@ -97,6 +98,35 @@ function operationOf(definition: AnyRoute): Record<string, unknown> {
   return operation
 }
 
+/** The AsyncAPI 3 document of the WebSocket and event-stream channels, from Switchboard's side (it sends or receives). */
+export function asyncApiDocument(channels: readonly ChannelDoc[], version: string): Record<string, unknown> {
+  const documented: Record<string, unknown> = {}
+  const operations: Record<string, unknown> = {}
+  for (const channel of channels) {
+    const messages: Record<string, unknown> = {}
+    for (const message of channel.messages) {
+      messages[message.name] = { name: message.name, summary: message.summary, contentType: message.contentType ?? 'application/json', payload: jsonSchemaOf(message.schema) }
+      operations[`${channel.id}.${message.name}`] = {
+        action: message.direction,
+        channel: { $ref: `#/channels/${channel.id}` },
+        summary: message.summary,
+        messages: [{ $ref: `#/channels/${channel.id}/messages/${message.name}` }],
+      }
+    }
+    documented[channel.id] = { address: channel.address, description: `${channel.description} (${channel.protocol === 'ws' ? 'WebSocket' : 'server-sent events'})`, messages }
+  }
+  return {
+    asyncapi: '3.0.0',
+    info: {
+      title: 'Switchboard',
+      version,
+      description: `The WebSocket and event streams of Switchboard; its HTTP routes are in the OpenAPI document (${DOCS_PATH}/json).`,
+    },
+    channels: documented,
+    operations,
+  }
+}
+
 /** The OpenAPI 3 document of a route table. */
 export function openApiDocument(routes: readonly AnyRoute[], version: string): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {}
@@ -109,7 +139,7 @@ export function openApiDocument(routes: readonly AnyRoute[], version: string): R
     info: {
       title: 'Switchboard',
       version,
-      description: 'Mailbox exchange (Academy), worker registry and job dispatch (VideoSDK), agent registry and A2A proxy.',
+      description: `Mailbox exchange (Academy), worker registry and job dispatch (VideoSDK), agent registry and A2A proxy. The /agent WebSocket's frames and the event streams' formats are in the [AsyncAPI document](${ASYNCAPI_PATH}).`,
     },
     tags: TAGS,
     paths,
@@ -136,10 +166,25 @@ const html = (): Reply => ({ status: 200, headers: { 'content-type': 'text/html;
 const Page = v.pipe(v.string(), v.description('The Swagger UI page'))
 const AssetParams = v.object({ name: v.pipe(v.string(), v.maxLength(64)) })
 
-/** The docs' own routes: the document (built once, on first request), the page (with and without the trailing slash) and its assets. */
-export function docsRoutes(routes: () => readonly AnyRoute[], version: string): AnyRoute[] {
+/** The docs' own routes: the documents (each built once, on first request), the page (with and without the trailing slash) and its assets. */
+export function docsRoutes(routes: () => readonly AnyRoute[], channels: readonly ChannelDoc[], version: string): AnyRoute[] {
   let document: string | null = null
+  let asyncDocument: string | null = null
   return [
+    route({
+      method: 'GET',
+      path: ASYNCAPI_PATH,
+      surface: 'native',
+      access: 'none',
+      tag: 'operations',
+      summary: 'The AsyncAPI 3 document: the /agent WebSocket frames and the event streams',
+      unlimited: true,
+      responses: { 200: { description: 'AsyncAPI 3 document', schema: v.record(v.string(), v.unknown()) } },
+      handle: () => {
+        asyncDocument ??= JSON.stringify(asyncApiDocument(channels, version))
+        return { status: 200, headers: { 'content-type': JSON_TYPE }, body: asyncDocument }
+      },
+    }),
     route({
       method: 'GET',
       path: `${DOCS_PATH}/json`,

@@ -126,3 +126,16 @@ export type AnyRoute = Route<any, any, any, Access>
 export function route<P = Record<string, never>, Q = Record<string, never>, B = undefined, A extends Access = 'none'>(definition: Route<P, Q, B, A>): AnyRoute {
   return definition as AnyRoute
 }
+
+/**
+ * A channel documented in the AsyncAPI document: the `/agent` WebSocket and
+ * the event streams. `direction` is Switchboard's: it sends or receives.
+ */
+export interface ChannelDoc {
+  id: string
+  address: string
+  /** ws: a WebSocket; sse: an event stream answered to an HTTP request (documented in OpenAPI too). */
+  protocol: 'ws' | 'sse'
+  description: string
+  messages: { name: string; direction: 'send' | 'receive'; summary: string; schema: v.GenericSchema; contentType?: string }[]
+}

@@ -71,3 +71,29 @@ describe('the OpenAPI document', () => {
     expect(bad.text).toStartWith('Missing or invalid field: timeout')
   })
 })
+
+describe('the AsyncAPI document', () => {
+  let running: TestServer
+  beforeAll(async () => {
+    running = await startServer()
+  })
+  afterAll(() => running?.close())
+
+  it('is valid AsyncAPI 3, linked from the OpenAPI document, with every frame of /agent both ways and the event streams', async () => {
+    const { Parser } = await import('@asyncapi/parser')
+    const openapi = JSON.parse((await rawRequest(`${running.url}/swagger/json`)).text)
+    expect(openapi.info.description).toContain('/swagger/asyncapi.json')
+    const text = (await rawRequest(`${running.url}/swagger/asyncapi.json`)).text
+    const { document, diagnostics } = await new Parser().parse(text)
+    // Severity 0 is an error; warnings and hints are left to taste.
+    expect(diagnostics.filter((diagnostic) => diagnostic.severity === 0).map((diagnostic) => `${diagnostic.path.join('.')}: ${diagnostic.message}`)).toEqual([])
+    expect(document).toBeDefined()
+    const parsed = JSON.parse(text)
+    expect(Object.values(parsed.channels as Record<string, { address: string }>).map((channel) => channel.address).sort()).toEqual(['/agent', '/mailbox/listen', '/workspaces/{id}/a2a'])
+    const agent = parsed.channels.workerSocket.messages as Record<string, { payload: { properties: { type: { const: string } } } }>
+    const types = Object.values(agent).map((message) => message.payload.properties.type.const)
+    for (const type of ['register', 'availability_response', 'job_update', 'status_update', 'ping', 'availability_request', 'job_assignment', 'job_termination', 'pong']) expect(types).toContain(type)
+    const actions = Object.values(parsed.operations as Record<string, { action: string }>).map((operation) => operation.action)
+    expect(new Set(actions)).toEqual(new Set(['send', 'receive']))
+  })
+})

@@ -9,7 +9,7 @@ import * as v from 'valibot'
 import type { Caller, WorkspaceRecord } from '../../backend/agents'
 import { AppError } from '../../errors'
 import { json, type Reply } from '../../http/reply'
-import { route, type AnyRoute, type RouteRequest } from '../../http/route'
+import { route, type AnyRoute, type ChannelDoc, type RouteRequest } from '../../http/route'
 import { renderError } from '../../http/surfaces'
 import type { Logger } from '../../ops/logger'
 import { checkFieldSize } from '../fields'
@@ -375,4 +375,14 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       handle: async (request) => json((await service.peers(request.caller, request.params.id, request.query.q)).map((peer) => peerInfo(request, peer))),
     }),
   ]
+}
+
+/** The A2A proxy's relayed event streams, for the AsyncAPI document. */
+export const a2aStreamChannel: ChannelDoc = {
+  id: 'a2aStream',
+  address: '/workspaces/{id}/a2a',
+  protocol: 'sse',
+  description:
+    "An agent's event stream (message/stream, tasks/resubscribe and their v1.0 names), relayed event by event as the agent writes it: each `data:` line a JSON-RPC response. A stream the agent breaks off, lets go silent past a2a_idle_timeout_s or past a2a_max_duration_s ends with one more event carrying a JSON-RPC error.",
+  messages: [{ name: 'a2aEvent', direction: 'send', summary: 'A JSON-RPC response of the agent, or the closing error event', schema: v.pipe(v.string(), v.description('text/event-stream; each `data:` line a JSON-RPC 2.0 response')), contentType: 'text/event-stream' }],
 }

@@ -6,7 +6,7 @@
 import type { Client, EntityId } from '../../backend/mailboxes'
 import { AppError, MailboxTerminatedError, TooManyRequestsError, UnknownMailboxError } from '../../errors'
 import { empty, json, type Chunks } from '../../http/reply'
-import { route, type AnyRoute, type RouteRequest } from '../../http/route'
+import { route, type AnyRoute, type ChannelDoc, type RouteRequest } from '../../http/route'
 import type { MetricsRegistry } from '../../ops/metrics'
 import type { Logger } from '../../ops/logger'
 import * as model from './model'
@@ -332,4 +332,14 @@ export function exchangeRoutes(options: ExchangeRoutesOptions): AnyRoute[] {
       },
     }),
   ]
+}
+
+/** The listen stream's events, for the AsyncAPI document. */
+export const listenStreamChannel: ChannelDoc = {
+  id: 'listenStream',
+  address: '/mailbox/listen',
+  protocol: 'sse',
+  description:
+    'Server-sent events of one mailbox (GET /mailbox/listen): `retry: 0` first, then one event per message (`id: <integer>`, then the message JSON on `data:` lines, split only between JSON tokens), `: ping` comments while idle. Reconnect with `Last-Event-ID` to get again what an earlier connection was sent after that event. Try it: `curl -N -H "Authorization: Bearer <token>" "http://127.0.0.1:8700/mailbox/listen?mailbox=<url-encoded EntityId JSON>&timeout=30"`.',
+  messages: [{ name: 'mailboxMessage', direction: 'send', summary: 'One message, as its sender wrote it (an Academy Message)', schema: model.EventStreamText, contentType: 'text/event-stream' }],
 }

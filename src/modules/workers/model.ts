@@ -68,13 +68,35 @@ export type WorkerFrame = v.InferOutput<typeof WorkerFrame>
 // the client builds dataclasses from availability_request, job_assignment and
 // job_termination, and an unexpected key throws and drops its connection.
 
+export const RegisteredFrame = v.pipe(v.object({ type: v.literal('register'), success: v.literal(true), worker_id: v.string() }), v.description('Registration accepted: the worker id to reconnect with'))
+export const RegistrationRefusedFrame = v.pipe(v.object({ type: v.literal('register'), success: v.literal(false), message: v.string() }), v.description('Registration refused (the socket is then closed with 1008)'))
+export const AvailabilityRequestFrame = v.pipe(
+  v.object({ type: v.literal('availability_request'), job_id: v.string(), room_id: v.string(), agent_name: v.string() }),
+  v.description('Will the worker take this job? Answered with availability_response within availability_timeout_ms'),
+)
+export const JobAssignmentFrame = v.pipe(
+  v.object({
+    type: v.literal('job_assignment'),
+    job_id: v.string(),
+    room_id: v.string(),
+    agent_name: v.string(),
+    token: v.string(),
+    url: v.string(),
+    metadata: v.optional(v.record(v.string(), v.unknown())),
+    room_options: v.optional(v.record(v.string(), v.unknown())),
+  }),
+  v.description('The job is the worker\'s: it joins the room'),
+)
+export const JobTerminationFrame = v.pipe(v.object({ type: v.literal('job_termination'), job_id: v.string(), reason: v.string() }), v.description('The job was terminated; the worker leaves the room'))
+export const PongFrame = v.pipe(v.object({ type: v.literal('pong'), timestamp: v.number() }), v.description('Answer to ping'))
+
 export type ServerFrame =
-  | { type: 'register'; success: true; worker_id: string }
-  | { type: 'register'; success: false; message: string }
-  | { type: 'availability_request'; job_id: string; room_id: string; agent_name: string }
-  | { type: 'job_assignment'; job_id: string; room_id: string; agent_name: string; token: string; url: string; metadata?: Record<string, unknown>; room_options?: Record<string, unknown> }
-  | { type: 'job_termination'; job_id: string; reason: string }
-  | { type: 'pong'; timestamp: number }
+  | v.InferOutput<typeof RegisteredFrame>
+  | v.InferOutput<typeof RegistrationRefusedFrame>
+  | v.InferOutput<typeof AvailabilityRequestFrame>
+  | v.InferOutput<typeof JobAssignmentFrame>
+  | v.InferOutput<typeof JobTerminationFrame>
+  | v.InferOutput<typeof PongFrame>
 
 /** The fields of a job assignment, as relayed to the instance holding the worker's socket. */
 export interface Assignment {

@@ -13,7 +13,7 @@ import type { JobRecord, WorkerRecord } from '../../backend/workers'
 import { AppError } from '../../errors'
 import { describeIssue } from '../../http/input'
 import { json } from '../../http/reply'
-import { route, type AnyRoute } from '../../http/route'
+import { route, type AnyRoute, type ChannelDoc } from '../../http/route'
 import { throttled, type Logger } from '../../ops/logger'
 import { checkFieldSize } from '../fields'
 import * as model from './model'
@@ -397,4 +397,26 @@ export function workerSockets(options: WorkerSocketsOptions) {
       await new Promise<void>((resolve) => server.close(() => resolve()))
     },
   }
+}
+
+/** The `/agent` WebSocket's frames, for the AsyncAPI document. */
+export const workerSocketChannel: ChannelDoc = {
+  id: 'workerSocket',
+  address: '/agent',
+  protocol: 'ws',
+  description:
+    "VideoSDK's worker protocol: a worker connects with `Authorization: Bearer <token>`, sends `register` first, answers availability requests and reports job updates; JSON text frames both ways.",
+  messages: [
+    { name: 'register', direction: 'receive', summary: 'The first frame: the worker registers its agent name and capacity', schema: model.RegisterFrame },
+    { name: 'availabilityResponse', direction: 'receive', summary: 'The answer to an availability request', schema: model.AvailabilityResponseFrame },
+    { name: 'jobUpdate', direction: 'receive', summary: "A job's state as the worker runs it", schema: model.JobUpdateFrame },
+    { name: 'statusUpdate', direction: 'receive', summary: "The worker's load and status", schema: model.StatusUpdateFrame },
+    { name: 'ping', direction: 'receive', summary: 'Keep-alive', schema: model.PingFrame },
+    { name: 'registered', direction: 'send', summary: 'Registration accepted', schema: model.RegisteredFrame },
+    { name: 'registrationRefused', direction: 'send', summary: 'Registration refused', schema: model.RegistrationRefusedFrame },
+    { name: 'availabilityRequest', direction: 'send', summary: 'Will the worker take this job?', schema: model.AvailabilityRequestFrame },
+    { name: 'jobAssignment', direction: 'send', summary: 'The job is the worker\'s', schema: model.JobAssignmentFrame },
+    { name: 'jobTermination', direction: 'send', summary: 'The job was terminated', schema: model.JobTerminationFrame },
+    { name: 'pong', direction: 'send', summary: 'Answer to ping', schema: model.PongFrame },
+  ],
 }
