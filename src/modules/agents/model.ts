@@ -1,13 +1,10 @@
 /** Valibot schemas of the agent registry: Molecule's wire shapes plus the admin API. */
 import * as v from 'valibot'
+import { Uuid } from '../ids'
 import { JsonObject } from '../fields'
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
-
-/** A workspace id: a UUID, in its canonical lower-case form. */
-export const WorkspaceId = v.pipe(v.string(), v.trim(), v.regex(UUID, 'must be a UUID'), v.toLowerCase())
-/** A workspace id exactly as WorkspaceId outputs it (UUID's pattern, lower case only, nothing around it): its own result. */
-export const CANONICAL_WORKSPACE_ID = new RegExp(UUID.source)
+/** A workspace id: a UUID (surrounding spaces ignored), in its canonical form. */
+export const WorkspaceId = v.pipe(v.string(), v.trim(), Uuid)
 
 const Name = v.pipe(v.string(), v.trim(), v.minLength(1, 'must not be empty'), v.maxLength(200, 'must be at most 200 characters'))
 const AgentCard = JsonObject('The agent\'s A2A agent card (v0.3 or v1.0), at most max_field_kb of JSON')

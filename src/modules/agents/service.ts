@@ -8,7 +8,8 @@ import * as v from 'valibot'
 import { sha256, type ActivityPage, type ActivityRecord, type AgentStore, type Caller, type WorkspacePatch, type WorkspaceRecord, type WorkspaceStatus } from '../../backend/agents'
 import { AppError, BadRequestError, ConflictError, ForbiddenError, GoneError, NotFoundError, UnauthorizedError, UnavailableError } from '../../errors'
 import type { Logger } from '../../ops/logger'
-import { CANONICAL_WORKSPACE_ID, WorkspaceId } from './model'
+import { CANONICAL_UUID } from '../ids'
+import { WorkspaceId } from './model'
 import type { AgentUrlGuard } from './ssrf'
 
 export type { Caller }
@@ -72,7 +73,7 @@ export class AgentsService {
     // Elysia hands over a path parameter that is not valid percent-encoded UTF-8 as null.
     if (typeof raw !== 'string') throw new BadRequestError(`${what} is not valid percent-encoded UTF-8`)
     // An id already in its canonical form (the usual case) is its own result; any other goes through the schema.
-    if (CANONICAL_WORKSPACE_ID.test(raw)) return raw
+    if (CANONICAL_UUID.test(raw)) return raw
     const parsed = v.safeParse(WorkspaceId, raw)
     if (!parsed.success) throw new BadRequestError(`${what} "${raw.slice(0, 100)}" is not a UUID`)
     return parsed.output

@@ -1,21 +1,7 @@
 /** Valibot schemas of the exchange: Academy's wire shapes. */
 import * as v from 'valibot'
 import type { EntityId } from '../../backend/mailboxes'
-
-const HEX = '[0-9a-fA-F]'
-const HYPHENATED = `${HEX}{8}-${HEX}{4}-${HEX}{4}-${HEX}{4}-${HEX}{12}`
-/** The spellings of a UUID Academy's models read: hyphenated, 32 digits, hyphenated in braces, or a urn:uuid: URN; digits of either case. */
-const ACADEMY_UUID = new RegExp(`^(?:${HYPHENATED}|${HEX}{32}|\\{${HYPHENATED}\\}|urn:uuid:${HYPHENATED})$`)
-
-/** The canonical form of a UUID that matches ACADEMY_UUID: lower case, hyphenated. */
-function canonicalUuid(text: string): string {
-  if (text.length === 36) return text.toLowerCase()
-  const digits = text.replace(/^urn:uuid:|[{}-]/g, '').toLowerCase()
-  return `${digits.slice(0, 8)}-${digits.slice(8, 12)}-${digits.slice(12, 16)}-${digits.slice(16, 20)}-${digits.slice(20)}`
-}
-
-/** A UUID in any spelling Academy reads, given back in its canonical form (so every spelling names the same mailbox or request). */
-export const Uuid = v.pipe(v.string(), v.regex(ACADEMY_UUID, 'must be a UUID'), v.transform(canonicalUuid))
+import { isCanonicalUuid, Uuid } from '../ids'
 
 /** Academy's EntityId; unknown keys are refused, a missing role means agent. */
 export const EntityIdSchema = v.strictObject({
@@ -44,11 +30,7 @@ export const MessageSchema = v.object({
   body: v.unknown(),
 })
 
-/** A UUID as Academy writes it: hyphenated, lower case. */
-const CANONICAL_UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
-
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
-const isCanonicalUuid = (value: unknown): value is string => typeof value === 'string' && value.length === 36 && CANONICAL_UUID.test(value)
 
 /**
  * An EntityId exactly as Academy writes it (lower-case uid, name and role
