@@ -101,6 +101,7 @@ describe('the A2A proxy', () => {
     const call = await received
     expect((call.body.params as { message: { parts: unknown[]; content?: unknown } }).message).toMatchObject({ parts: [{ kind: 'text', text: 'echo:old style' }] })
     expect((call.body.params as { message: { content?: unknown } }).message.content).toBeUndefined()
+    expect((call.body.params as { message: { messageId: string } }).message.messageId).toMatch(/^[0-9a-f-]{36}$/)
     const sent = JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'message/send', params: { message: { role: 'user' } } })
     const forwarded = agent.nextCall()
     const response = await send(caller, target, sent)

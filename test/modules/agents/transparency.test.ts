@@ -49,10 +49,10 @@ describe('requests reach the agent as sent', () => {
   const s = siblings()
   const send = (body: string, headers: Record<string, string> = {}) => s.registry.request('POST', `/workspaces/${s.target.id}/a2a`, { token: s.caller.token, body, headers })
   const forwarded = async (body: string, headers: Record<string, string> = {}) => {
-    const received = s.agent.nextCall()
+    const before = s.agent.calls.length
     const response = await send(body, headers)
-    expect(response.status).toBe(200)
-    return (await received).raw
+    expect({ body, status: response.status, reached: s.agent.calls.length }).toEqual({ body, status: 200, reached: before + 1 })
+    return s.agent.calls[before]!.raw
   }
 
   it('a v1.0 SendMessage whose params the agent will reject, byte for byte', async () => {
@@ -81,15 +81,6 @@ describe('requests reach the agent as sent', () => {
 
   it('a request in another envelope version, or a notification, for the agent to answer', async () => {
     for (const body of ['{"jsonrpc":"1.0","id":4,"method":"message/send","params":{}}', '{"jsonrpc":"2.0","method":"tasks/get","params":{"id":"t"}}']) expect(await forwarded(body)).toBe(body)
-  })
-
-  it("and rewrites Molecule's older shapes: a bare request is wrapped and a v0.2 message gets parts, each with a messageId", async () => {
-    const bare = JSON.parse(await forwarded(JSON.stringify({ method: 'message/send', params: { message: { role: 'user', parts: [{ kind: 'text', text: 'x' }] } } }))) as { jsonrpc: string; params: { message: { messageId: string } } }
-    expect(bare.jsonrpc).toBe('2.0')
-    expect(bare.params.message.messageId).toMatch(/^[0-9a-f-]{36}$/)
-    const old = JSON.parse(await forwarded(JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'message/send', params: { message: { role: 'user', content: 'words' } } }))) as { params: { message: Record<string, unknown> } }
-    expect(old.params.message).toMatchObject({ parts: [{ kind: 'text', text: 'words' }] })
-    expect(old.params.message.messageId).toMatch(/^[0-9a-f-]{36}$/)
   })
 })
 
@@ -123,11 +114,9 @@ describe('the interface the card declares', () => {
     expect((await callWith(card, messageSend('echo:x'), { 'a2a-version': '1.0' })).path).toBe('/v1')
     const one = { name: 'a', supportedInterfaces: [{ url: `${base()}/only`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }] }
     expect((await callWith(one, messageSend('echo:x'))).path).toBe('/only')
-  })
-
-  it('the registered URL when the card declares no JSON-RPC interface', async () => {
-    const card = { name: 'a', supportedInterfaces: [{ url: `${base()}/rest`, protocolBinding: 'HTTP+JSON', protocolVersion: '1.0' }] }
-    expect((await callWith(card, messageSend('echo:x'))).path).toBe('/')
+    // No JSON-RPC interface declared: the registered URL.
+    const restOnly = { name: 'a', supportedInterfaces: [{ url: `${base()}/rest`, protocolBinding: 'HTTP+JSON', protocolVersion: '1.0' }] }
+    expect((await callWith(restOnly, messageSend('echo:x'))).path).toBe('/')
     expect((await callWith({ name: 'no interfaces' }, messageSend('echo:x'))).path).toBe('/')
   })
 
@@ -305,7 +294,7 @@ describe('push-notification webhook URLs', () => {
   })
   const send = (method: string, params: unknown) => s.registry.request('POST', `/workspaces/${s.target.id}/a2a`, { token: s.caller.token, body: { jsonrpc: '2.0', id: 'push', method, params } })
 
-  it('are refused by default in every spelling, with a JSON-RPC error naming the rule, before the agent is called', async () => {
+  it('are refused by default in every spelling, with a JSON-RPC error naming the rule, before the agent is called; public ones pass', async () => {
     for (const [method, params] of PUSH_SPELLINGS) {
       for (const [url, reason] of REFUSED_HOOKS) {
         const response = await send(method, params(url))
@@ -317,9 +306,7 @@ describe('push-notification webhook URLs', () => {
       }
     }
     expect(s.agent.calls).toHaveLength(0)
-  })
-
-  it('let a public webhook through (the request then meets the check of the agent\'s own URL)', async () => {
+    // A public webhook passes: the request then meets the check of the agent's own URL.
     for (const [method, params] of PUSH_SPELLINGS) {
       const response = await send(method, params('https://8.8.8.8/hook'))
       expect({ method, status: response.status }).toEqual({ method, status: 502 })
