@@ -203,7 +203,7 @@ export function readRpcRequest(bytes: Uint8Array<ArrayBuffer>, a2aVersion?: stri
   if (pushUrls.length > 0) changed = true
   return {
     body: changed ? encoder.encode(JSON.stringify(request)) : bytes,
-    id: request.id ?? null,
+    id: echoableId(request.id),
     method,
     streaming: STREAM_METHODS.has(method),
     v1,
