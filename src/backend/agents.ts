@@ -52,6 +52,15 @@ export interface ActivityRecord {
   /** Why the call failed on the proxy's side (timeout, unreachable, refused), or null. */
   error: string | null
   at: number
+  /**
+   * The W3C trace context the call was forwarded with (the caller's, or one Switchboard created), and the task it
+   * concerned: its id and context id (from the answer, else the request) and its last known state (from the answer,
+   * or a stream's last status event). Absent from records written before they were kept; null when not known.
+   */
+  traceparent?: string | null
+  taskId?: string | null
+  contextId?: string | null
+  taskState?: string | null
 }
 
 export interface ActivityPage {

@@ -43,6 +43,7 @@ export function elysiaApp(runtime: SwitchboardRuntime) {
       startedAt,
       requestId: incoming.served.requestId,
       authorization: incoming.header('authorization'),
+      traceparent: reply.headers?.traceparent,
     })
     return toResponse(reply)
   }

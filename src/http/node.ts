@@ -193,10 +193,12 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     inFlight.add(entry)
     heard(req.socket)
     let status = 500
+    let traceparent: string | undefined
     try {
       if (runtime.draining) res.setHeader('connection', 'close')
       const reply = await pipeline.handle(incoming)
       status = reply.status
+      traceparent = reply.headers?.traceparent
       if (incoming.overLimit || incoming.timedOut || incoming.unread) res.setHeader('connection', 'close')
       if (reply.stream) await writeStream(reply, reply.stream, res, entry)
       else writeReply(reply, res, incoming.method === 'HEAD')
@@ -216,6 +218,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
         startedAt,
         requestId: entry.requestId,
         authorization: req.headers.authorization,
+        traceparent,
       })
     }
   }

@@ -99,6 +99,8 @@ export interface FinishedRequest {
   startedAt: number
   requestId: string
   authorization: string | undefined
+  /** The W3C traceparent the answer carried (A2A calls), whose trace id the log line shows. */
+  traceparent?: string
 }
 
 /** Records finished requests into the runtime's metrics and, when the level allows, one `info` line each. */
@@ -125,6 +127,7 @@ export function observeRequests(runtime: { readonly metrics: SwitchboardMetrics;
         duration_ms: Math.round(seconds * 100000) / 100,
         ...(client !== undefined ? { client } : {}),
         request_id: request.requestId,
+        ...(request.traceparent !== undefined ? { trace_id: request.traceparent.slice(3, 35) } : {}),
       })
     },
   }

@@ -10,8 +10,8 @@ import { tempDir } from './temp'
 
 export type TestApp = ReturnType<typeof createApp>
 
-/** What else an app may be made with: the resolver of agent host names, routes of the test's own. */
-export type AppExtras = Pick<CreateAppOptions, 'resolve' | 'routes'>
+/** What else an app may be made with: the resolver of agent host names, routes of the test's own, a logger to read. */
+export type AppExtras = Pick<CreateAppOptions, 'resolve' | 'routes' | 'logger'>
 
 /** A fresh app on the test backend. */
 export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, extras: AppExtras = {}): Promise<TestApp> {

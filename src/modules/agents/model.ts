@@ -110,5 +110,9 @@ export const ActivityItem = v.object({
   response_bytes: v.number(),
   error: v.nullable(v.string()),
   at: v.string(),
+  traceparent: v.pipe(v.nullable(v.string()), v.description('W3C traceparent the call was forwarded with: the caller\'s, or a new one')),
+  task_id: v.pipe(v.nullable(v.string()), v.description('The task the call concerned (from the answer, else the request)')),
+  context_id: v.nullable(v.string()),
+  task_state: v.pipe(v.nullable(v.string()), v.description("The task's last known state, as the agent wrote it (a stream: its last status event)")),
 })
 export const ActivityResponse = v.object({ items: v.array(ActivityItem), next_cursor: v.nullable(v.string()) })

@@ -1,5 +1,5 @@
 /**
- * The A2A proxy: normalises a caller's JSON-RPC request, forwards it to the
+ * The A2A proxy: reads a caller's JSON-RPC request, forwards it to the
  * target agent and relays the answer. Event streams are relayed chunk by
  * chunk as they arrive; every other answer is read whole. Each stage has its
  * own deadline (connect, response headers, silence inside the body, the
@@ -23,16 +23,57 @@ import { webChunks, type Reply } from '../../http/reply'
 import type { GoneReason } from '../../http/served'
 import { rpcErrorBody, RpcError } from '../../http/surfaces'
 
-/** Methods whose `params.message` is normalised (v0.3 and v1.0 names). */
+/** Methods that carry `params.message` (v0.3 and v1.0 names). */
 const MESSAGE_METHODS = new Set(['message/send', 'message/stream', 'SendMessage', 'SendStreamingMessage'])
 /** Methods answered with an event stream. */
 const STREAM_METHODS = new Set(['message/stream', 'SendStreamingMessage', 'tasks/resubscribe', 'SubscribeToTask'])
+/** A2A v1.0 method names: a request using one is forwarded untouched. */
+const V1_METHODS = new Set([
+  'SendMessage',
+  'SendStreamingMessage',
+  'GetTask',
+  'ListTasks',
+  'CancelTask',
+  'SubscribeToTask',
+  'CreateTaskPushNotificationConfig',
+  'GetTaskPushNotificationConfig',
+  'ListTaskPushNotificationConfigs',
+  'DeleteTaskPushNotificationConfig',
+  'GetExtendedAgentCard',
+])
+/** Methods whose params are a push-notification config (v0.3 and v1.0 names). */
+const PUSH_CONFIG_METHODS = new Set(['tasks/pushNotificationConfig/set', 'CreateTaskPushNotificationConfig'])
+/**
+ * Where a push-notification config sits, in every spelling an agent's parser
+ * may accept: v0.3, v1.0 and its drafts, camelCase and the proto field names.
+ */
+const PUSH_CONFIG_KEYS = ['pushNotificationConfig', 'push_notification_config', 'taskPushNotificationConfig', 'task_push_notification_config', 'config']
+/** Methods whose `params.id` names a task. */
+const TASK_ID_METHODS = new Set(['tasks/get', 'tasks/cancel', 'tasks/resubscribe', 'GetTask', 'CancelTask', 'SubscribeToTask'])
 
-/** Response headers of the agent that reach the caller. */
-const RELAYED_HEADERS = ['content-type', 'cache-control', 'a2a-version', 'a2a-extensions']
+/** Response headers of the agent that reach the caller (X-Accel-Buffering keeps a proxy in front of Switchboard from holding events back). */
+const RELAYED_HEADERS = ['content-type', 'cache-control', 'x-accel-buffering', 'a2a-version', 'a2a-extensions']
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
+
+type JsonObject = Record<string, unknown>
+const isObject = (value: unknown): value is JsonObject => typeof value === 'object' && value !== null && !Array.isArray(value)
+const text = (value: unknown): string | null => (typeof value === 'string' && value !== '' ? value : null)
+
+/** The task a call concerns, as far as its request and answer tell. */
+export interface TaskFacts {
+  taskId: string | null
+  contextId: string | null
+  /** The task's state as the agent wrote it (v0.3 `completed`, v1.0 `TASK_STATE_COMPLETED`). */
+  state: string | null
+}
+
+/** A webhook URL found in a push-notification config, and where in the request it was. */
+export interface PushUrl {
+  field: string
+  url: unknown
+}
 
 /** A JSON-RPC request ready to forward. */
 export interface RpcCall {
@@ -42,14 +83,27 @@ export interface RpcCall {
   id: unknown
   method: string
   streaming: boolean
+  /** Whether the request is A2A v1.0 (by its A2A-Version header or its method name). */
+  v1: boolean
+  /** What the request itself says of its task. */
+  facts: TaskFacts
+  /** Webhook URLs of the push-notification configs it carries. */
+  pushUrls: PushUrl[]
 }
 
-/** A request the proxy cannot forward: a 400 that keeps the request's JSON-RPC id and error code. */
+/**
+ * A request the proxy answers itself for what it holds: a JSON-RPC error
+ * with HTTP 200, as the A2A JSON-RPC binding answers (Molecule's client
+ * reads the body, not the status).
+ */
 export class RpcRequestError extends RpcError {
-  constructor(message: string, rpcId: unknown = null, rpcCode = -32600) {
-    super(400, 'BAD_REQUEST', message, rpcCode, rpcId)
+  constructor(message: string, rpcId: unknown = null, rpcCode = -32600, details?: Record<string, unknown>) {
+    super(200, 'INVALID_REQUEST', message, rpcCode, rpcId, details)
   }
 }
+
+/** A JSON-RPC id as it may be echoed: a string or number, else null. */
+const echoableId = (id: unknown) => (typeof id === 'string' || typeof id === 'number' ? id : null)
 
 /** Converts an A2A v0.2 `content` (a string or a list of parts) into v0.3 `parts`. */
 function partsFromContent(content: unknown): unknown[] | null {
@@ -65,12 +119,47 @@ function partsFromContent(content: unknown): unknown[] | null {
   })
 }
 
+/** The webhook URLs of the push-notification configs a request carries (a config may nest one more). */
+function pushUrlsOf(method: string, params: unknown): PushUrl[] {
+  const found: PushUrl[] = []
+  const visit = (config: unknown, field: string, depth: number) => {
+    if (!isObject(config)) return
+    if (config.url !== undefined && config.url !== null) found.push({ field: `${field}.url`, url: config.url })
+    if (depth < 2) for (const key of PUSH_CONFIG_KEYS) visit(config[key], `${field}.${key}`, depth + 1)
+  }
+  if (PUSH_CONFIG_METHODS.has(method)) visit(params, 'params', 0)
+  else if (MESSAGE_METHODS.has(method) && isObject(params) && isObject(params.configuration)) {
+    for (const key of PUSH_CONFIG_KEYS) visit(params.configuration[key], `params.configuration.${key}`, 1)
+  }
+  return found
+}
+
+/** What a request says of its task: the message's task and context, or the task a task method names. */
+function requestFacts(method: string, params: unknown): TaskFacts {
+  const facts: TaskFacts = { taskId: null, contextId: null, state: null }
+  if (!isObject(params)) return facts
+  if (isObject(params.message)) {
+    facts.taskId = text(params.message.taskId)
+    facts.contextId = text(params.message.contextId)
+  } else if (TASK_ID_METHODS.has(method)) facts.taskId = text(params.id)
+  else facts.taskId = text(params.taskId)
+  return facts
+}
+
+/** Whether an `A2A-Version` header names version 1 or later. */
+const declaresV1 = (version: string | undefined) => version !== undefined && Number.parseInt(version.trim(), 10) >= 1
+
 /**
- * Reads a caller's request: a JSON-RPC 2.0 envelope, or a bare `{method,
- * params}` which is wrapped into one; a message gets a `messageId` when it
- * has none and v0.2 `content` becomes `parts`.
+ * Reads a caller's request. The proxy answers itself only what it cannot
+ * route (not JSON, not one request object, no method); whatever the params
+ * hold is the agent's to judge and reaches it as sent. Two older shapes
+ * Molecule's client sends are rewritten, and only they: a bare `{method,
+ * params}` is wrapped into a JSON-RPC envelope, and a v0.2 message
+ * (`content`, no `parts`) gets `parts`; either gets a `messageId` when its
+ * message has none. A v1.0 request (its `A2A-Version`, or its method name)
+ * is never rewritten.
  */
-export function normaliseRpcRequest(bytes: Uint8Array<ArrayBuffer>): RpcCall {
+export function readRpcRequest(bytes: Uint8Array<ArrayBuffer>, a2aVersion?: string): RpcCall {
   let data: unknown
   try {
     data = JSON.parse(decoder.decode(bytes))
@@ -78,37 +167,131 @@ export function normaliseRpcRequest(bytes: Uint8Array<ArrayBuffer>): RpcCall {
     throw new RpcRequestError(`request body is not valid JSON (${(error as Error).message})`, null, -32700)
   }
   if (Array.isArray(data)) throw new RpcRequestError('JSON-RPC batch requests are not supported: send one request per call')
-  if (typeof data !== 'object' || data === null) throw new RpcRequestError('request body must be a JSON-RPC request object {"jsonrpc": "2.0", "id", "method", "params"}')
-  let request = data as Record<string, unknown>
-  let changed = false
-  const id = request.id ?? null
+  if (!isObject(data)) throw new RpcRequestError('request body must be a JSON-RPC request object {"jsonrpc": "2.0", "id", "method", "params"}')
+  let request = data
+  const id = echoableId(request.id)
   if (typeof request.method !== 'string' || request.method === '') throw new RpcRequestError('request has no "method" (a non-empty string)', id)
-  if (request.jsonrpc === undefined) {
-    request = { jsonrpc: '2.0', id: request.id ?? randomUUID(), method: request.method, params: request.params ?? {} }
-    changed = true
-  } else if (request.jsonrpc !== '2.0') {
-    throw new RpcRequestError(`"jsonrpc" must be "2.0", not ${JSON.stringify(request.jsonrpc)}`, id)
-  }
-  const method = request.method as string
-  if (MESSAGE_METHODS.has(method)) {
-    const params = request.params
-    if (typeof params !== 'object' || params === null || typeof (params as Record<string, unknown>).message !== 'object' || (params as Record<string, unknown>).message === null) {
-      throw new RpcRequestError(`${method} needs params.message (an object)`, id)
-    }
-    const message = (params as Record<string, unknown>).message as Record<string, unknown>
-    if (typeof message.messageId !== 'string' || message.messageId === '') {
-      message.messageId = randomUUID()
+  const method = request.method
+  const v1 = V1_METHODS.has(method) || declaresV1(a2aVersion)
+  let changed = false
+  if (!v1) {
+    const bare = request.jsonrpc === undefined
+    if (bare) {
+      request = { jsonrpc: '2.0', id: request.id ?? randomUUID(), method, params: request.params ?? {} }
       changed = true
     }
-    if (!Array.isArray(message.parts)) {
-      const parts = partsFromContent(message.content)
-      if (parts === null) throw new RpcRequestError(`${method}: params.message needs "parts" (A2A v0.3+) or "content" (v0.2)`, id)
-      message.parts = parts
-      delete message.content
-      changed = true
+    const message = MESSAGE_METHODS.has(method) && isObject(request.params) ? request.params.message : undefined
+    if (isObject(message)) {
+      let legacy = bare
+      if (!Array.isArray(message.parts) && message.content !== undefined) {
+        const parts = partsFromContent(message.content)
+        if (parts !== null) {
+          message.parts = parts
+          delete message.content
+          legacy = changed = true
+        }
+      }
+      if (legacy && (typeof message.messageId !== 'string' || message.messageId === '')) {
+        message.messageId = randomUUID()
+        changed = true
+      }
     }
   }
-  return { body: changed ? encoder.encode(JSON.stringify(request)) : bytes, id: request.id ?? null, method, streaming: STREAM_METHODS.has(method) }
+  const pushUrls = pushUrlsOf(method, request.params)
+  // A request whose webhook URLs were checked is sent as it was read, so the agent reads the URLs that were checked
+  // (a parser of its own might read duplicate keys otherwise).
+  if (pushUrls.length > 0) changed = true
+  return {
+    body: changed ? encoder.encode(JSON.stringify(request)) : bytes,
+    id: echoableId(request.id),
+    method,
+    streaming: STREAM_METHODS.has(method),
+    v1,
+    facts: requestFacts(method, request.params),
+    pushUrls,
+  }
+}
+
+/** Notes what a JSON-RPC answer (a whole one, or one event of a stream) tells of its task: later answers override earlier ones. */
+export function noteTaskFacts(facts: TaskFacts, answer: unknown): void {
+  if (!isObject(answer) || !isObject(answer.result)) return
+  const result = answer.result
+  // v1.0 wraps what it answers (SendMessage, stream events); v0.3 answers it bare, with a `kind`.
+  const wrapped = [result.task, result.message, result.statusUpdate, result.status_update, result.artifactUpdate, result.artifact_update].find(isObject)
+  const node = wrapped ?? result
+  const isTask = node === result.task || node.kind === 'task' || (node.kind === undefined && typeof node.id === 'string' && isObject(node.status))
+  const taskId = text(isTask ? node.id : (node.taskId ?? node.task_id))
+  const contextId = text(node.contextId ?? node.context_id)
+  const state = isObject(node.status) ? text(node.status.state) : null
+  if (taskId !== null) facts.taskId = taskId
+  if (contextId !== null) facts.contextId = contextId
+  if (state !== null) facts.state = state
+}
+
+/** The JSON a body holds, or undefined when it holds none. */
+function parseJson(body: Uint8Array): unknown {
+  try {
+    return JSON.parse(decoder.decode(body))
+  } catch {
+    return undefined
+  }
+}
+
+/** Answers larger than this are not read for their task (the time a parse takes grows with the size). */
+const FACTS_READ_MAX = 1024 * 1024
+
+/**
+ * Reads the events of a stream as they pass, for the task they speak of:
+ * each event's data is parsed when it ends, so the last status event names
+ * the task's final state. Holds at most one event's data (FACTS_READ_MAX).
+ */
+class StreamFacts {
+  private readonly decoder = new TextDecoder()
+  /** The line not yet ended. */
+  private line = ''
+  /** The data lines of the event not yet ended, and their length. */
+  private data: string[] = []
+  private size = 0
+  /** The last text ended with CR: a LF starting the next belongs to the same line end. */
+  private skipLf = false
+
+  constructor(readonly facts: TaskFacts) {}
+
+  feed(chunk: Uint8Array): void {
+    let text = this.decoder.decode(chunk, { stream: true })
+    if (text === '') return
+    if (this.skipLf && text.startsWith('\n')) text = text.slice(1)
+    this.skipLf = text.endsWith('\r')
+    const lines = text.split(/\r\n|\r|\n/)
+    if (lines.length === 1) {
+      // A line longer than is ever read: its event is not read, and the line is not kept.
+      if (this.line.length + text.length > FACTS_READ_MAX) this.size = FACTS_READ_MAX + 1
+      else this.line += text
+      return
+    }
+    lines[0] = this.line + lines[0]
+    this.line = lines.pop()!
+    for (const line of lines) this.onLine(line)
+  }
+
+  private onLine(line: string): void {
+    if (line === '') {
+      if (this.data.length > 0 && this.size <= FACTS_READ_MAX) {
+        try {
+          noteTaskFacts(this.facts, JSON.parse(this.data.join('\n')))
+        } catch {
+          // Not JSON: the caller sees it as the agent sent it; it tells nothing of the task.
+        }
+      }
+      this.data = []
+      this.size = 0
+      return
+    }
+    if (!line.startsWith('data:')) return
+    const value = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5)
+    this.size += value.length
+    if (this.size <= FACTS_READ_MAX) this.data.push(value)
+  }
 }
 
 export interface ProxyTimeouts {
@@ -159,6 +342,8 @@ export interface ForwardOutcome {
   responseBytes: number
   error: string | null
   outcome: CallOutcome
+  /** What the answer told of its task (a stream: its events, the last status event last). */
+  facts: TaskFacts
 }
 
 /** Why the call to the agent was aborted: a deadline, the caller leaving, shutdown, or an answer refused after its headers. */
@@ -305,8 +490,9 @@ export class A2AProxy {
       stopListening()
       onDone(outcome)
     }
+    const facts: TaskFacts = { taskId: null, contextId: null, state: null }
     const fail = (error: AppError): never => {
-      finish({ status: error.status, responseBytes: 0, error: error.message, outcome: outcomeOfStatus(error.status) })
+      finish({ status: error.status, responseBytes: 0, error: error.message, outcome: outcomeOfStatus(error.status), facts })
       throw error
     }
 
@@ -353,7 +539,9 @@ export class A2AProxy {
       return {
         status: response.status,
         headers: relayed,
-        stream: webChunks(this.relayStream(response.body, request.call.id, abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome }))),
+        stream: webChunks(
+          this.relayStream(response.body, request.call.id, new StreamFacts(facts), abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome, facts })),
+        ),
       }
     }
 
@@ -365,14 +553,16 @@ export class A2AProxy {
     } catch (error) {
       return fail(this.failureDuring(causeOf(), error))
     }
-    if (response.status >= 300 && !this.isJson(body)) {
+    const answer = body.length <= FACTS_READ_MAX || response.status >= 300 ? parseJson(body) : undefined
+    if (response.status >= 300 && answer === undefined) {
       const text = decoder.decode(body.subarray(0, 200)).trim()
       const message = `agent answered HTTP ${response.status}${text ? `: ${text}` : ''}`
       const wrapped = encoder.encode(rpcErrorBody(request.call.id, -32603, message, { status: response.status }))
-      finish({ status: response.status, responseBytes: wrapped.length, error: message, outcome: outcomeOfStatus(response.status) })
+      finish({ status: response.status, responseBytes: wrapped.length, error: message, outcome: outcomeOfStatus(response.status), facts })
       return { status: response.status, headers: { 'content-type': 'application/json' }, body: wrapped }
     }
-    finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null, outcome: outcomeOfStatus(response.status) })
+    noteTaskFacts(facts, answer)
+    finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null, outcome: outcomeOfStatus(response.status), facts })
     return { status: response.status, headers: relayed, body }
   }
 
@@ -382,14 +572,6 @@ export class A2AProxy {
     return new AppError(502, 'RESPONSE_TOO_LARGE', `agent response ${size}is larger than the limit of ${limit} bytes (a2a_response_limit_kb)`, { limit_bytes: limit })
   }
 
-  private isJson(body: Uint8Array<ArrayBuffer>): boolean {
-    try {
-      JSON.parse(decoder.decode(body))
-      return true
-    } catch {
-      return false
-    }
-  }
 
   /**
    * Reads a body of declared length, which must arrive whole within `idleMs`
@@ -442,6 +624,7 @@ export class A2AProxy {
   private relayStream(
     body: ReadableStream<Uint8Array>,
     rpcId: unknown,
+    facts: StreamFacts,
     abort: (cause: AbortCause) => void,
     causeOf: () => AbortCause | null,
     done: (bytes: number, error: string | null, outcome: CallOutcome) => void,
@@ -491,6 +674,7 @@ export class A2AProxy {
           if (sizer.feed(result.value) > limit) {
             if (sizer.ended > 0) {
               bytes += sizer.ended
+              facts.feed(result.value.subarray(0, sizer.ended))
               controller.enqueue(result.value.subarray(0, sizer.ended))
             }
             abort('limit')
@@ -499,6 +683,7 @@ export class A2AProxy {
             return
           }
           bytes += result.value.length
+          facts.feed(result.value)
           controller.enqueue(result.value)
         },
         cancel() {

@@ -10,13 +10,15 @@ import type { Caller, WorkspaceRecord } from '../../backend/agents'
 import { AppError } from '../../errors'
 import { json, type Reply } from '../../http/reply'
 import { route, type AnyRoute, type ChannelDoc, type RouteRequest } from '../../http/route'
-import { renderError } from '../../http/surfaces'
+import { renderError, rpcErrorBody } from '../../http/surfaces'
 import type { Logger } from '../../ops/logger'
 import { checkFieldSize } from '../fields'
 import * as model from './model'
-import { A2AProxy, normaliseRpcRequest, outcomeOfStatus, type CallOutcome, type ProxyTimeouts, type RpcCall } from './proxy'
+import { jsonRpcUrlOf } from './interfaces'
+import { A2AProxy, outcomeOfStatus, readRpcRequest, RpcRequestError, type CallOutcome, type ProxyTimeouts, type RpcCall, type TaskFacts } from './proxy'
 import type { AgentsService } from './service'
 import type { AgentUrlGuard } from './ssrf'
+import { traceContextOf } from './trace'
 
 export interface AgentsRoutesOptions {
   service: AgentsService
@@ -101,11 +103,23 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
   })
   const seesSecret = (caller: Caller, id: string) => caller.kind === 'admin' || caller.id === id
 
+  /** Refuses a push-notification webhook the URL guard would not let Switchboard call itself: the agent will call it. */
+  const checkPushUrls = async (call: RpcCall): Promise<void> => {
+    for (const { field, url } of call.pushUrls) {
+      if (typeof url !== 'string') throw new RpcRequestError(`push-notification url at ${field} must be a string`, call.id, -32602, { field })
+      await urls.target(url, 'push-notification url').catch((error: AppError) => {
+        throw new RpcRequestError(`${error.message} (${field})`, call.id, -32602, { code: 'PUSH_URL_REFUSED', field })
+      })
+    }
+  }
+
   /** POST /workspaces/:id/a2a: forwards, relays, records. */
   const forwardA2A = async (request: RouteRequest<{ id: string }, unknown, unknown, Caller>): Promise<Reply> => {
     const started = performance.now()
     const { caller } = request
     const targetId = request.params.id
+    const trace = traceContextOf(request.header('traceparent'), request.header('tracestate'))
+    const traceHeaders: Record<string, string> = trace.tracestate === null ? { traceparent: trace.traceparent } : { traceparent: trace.traceparent, tracestate: trace.tracestate }
     let call: RpcCall | null = null
     let counted = false
     const count = (outcome: CallOutcome) => {
@@ -113,7 +127,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       counted = true
       options.onCallEnded(outcome)
     }
-    const record = (status: number, responseBytes: number, error: string | null) =>
+    const record = (status: number, responseBytes: number, error: string | null, facts: TaskFacts | null) =>
       service.recordCall({
         id: randomUUID(),
         source: caller.kind === 'workspace' ? caller.id : null,
@@ -125,18 +139,25 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         responseBytes,
         error,
         at: Date.now(),
+        traceparent: trace.traceparent,
+        taskId: facts?.taskId ?? call?.facts.taskId ?? null,
+        contextId: facts?.contextId ?? call?.facts.contextId ?? null,
+        taskState: facts?.state ?? null,
       })
     try {
-      call = normaliseRpcRequest(request.bytes as Uint8Array<ArrayBuffer>)
+      call = readRpcRequest(request.bytes as Uint8Array<ArrayBuffer>, request.header('a2a-version'))
       const target = await service.discover(caller, targetId)
-      if (target.url === null) throw new AppError(503, 'UNAVAILABLE', `workspace ${targetId} has not registered an agent URL yet`)
-      const { url, address } = await urls.target(target.url).catch((error: AppError) => {
+      await checkPushUrls(call)
+      const agentUrl = jsonRpcUrlOf(target.agentCard, call.v1) ?? target.url
+      if (agentUrl === null) throw new AppError(503, 'UNAVAILABLE', `workspace ${targetId} has not registered an agent URL yet`)
+      const { url, address } = await urls.target(agentUrl).catch((error: AppError) => {
         throw new AppError(502, 'AGENT_URL_REFUSED', error.message)
       })
       const headers: Record<string, string> = {
         'content-type': 'application/json',
         accept: call.streaming ? 'text/event-stream, application/json' : 'application/json, text/event-stream',
         [INBOUND_SECRET_HEADER]: target.inboundSecret,
+        ...traceHeaders,
       }
       if (caller.kind === 'workspace') headers['x-workspace-id'] = caller.id
       for (const name of ['a2a-version', 'a2a-extensions']) {
@@ -146,15 +167,19 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       let outcome: Promise<void> | undefined
       const reply = await proxy.forward({ url, address, call, headers, onGone: (listener) => request.onGone(listener) }, (ended) => {
         count(ended.outcome)
-        outcome = record(ended.status, ended.responseBytes, ended.error)
+        outcome = record(ended.status, ended.responseBytes, ended.error, ended.facts)
       })
       // A whole answer is recorded before it is returned; a stream is recorded when it ends.
       await outcome
+      reply.headers = { ...reply.headers, ...traceHeaders }
       return reply
     } catch (error) {
       const reply = renderError('a2a', error, { requestId: request.requestId, logger, rpcId: call?.id ?? null })
-      count(outcomeOfStatus(reply.status))
-      if (!(error instanceof AppError && error.status === 499)) await record(reply.status, 0, error instanceof Error ? error.message : String(error))
+      // Answered for what the request held: a JSON-RPC error with HTTP 200, as an agent answers it.
+      if (error instanceof RpcRequestError) reply.body = rpcErrorBody(error.rpcId, error.rpcCode, error.message, error.details)
+      count(error instanceof RpcRequestError ? 'rejected' : outcomeOfStatus(reply.status))
+      if (!(error instanceof AppError && error.status === 499)) await record(reply.status, 0, error instanceof Error ? error.message : String(error), null)
+      reply.headers = { ...reply.headers, ...traceHeaders }
       return reply
     }
   }
@@ -246,6 +271,10 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
             response_bytes: item.responseBytes,
             error: item.error,
             at: iso(item.at)!,
+            traceparent: item.traceparent ?? null,
+            task_id: item.taskId ?? null,
+            context_id: item.contextId ?? null,
+            task_state: item.taskState ?? null,
           })),
           next_cursor: page.next,
         })
@@ -279,15 +308,15 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       path: '/workspaces/:id/a2a',
       summary: 'Call an agent through the proxy (A2A JSON-RPC; streams relayed as server-sent events)',
       description:
-        'Bearer token of the calling workspace (X-Workspace-ID optional, must match). A bare {method, params} is wrapped into a JSON-RPC envelope; a missing messageId is filled; v0.2 content becomes parts. Errors are JSON-RPC errors with the HTTP status of what went wrong (401, 403, 404, 410, 413, 502, 503, 504).',
+        "Bearer token of the calling workspace (X-Workspace-ID optional, must match). The request reaches the agent as sent, at the JSON-RPC interface its card declares (else its registered URL); only Molecule's older shapes are rewritten: a bare {method, params} is wrapped into a JSON-RPC envelope, v0.2 content becomes parts, and either gets a messageId when it has none (never a v1.0 request: A2A-Version 1.0 or a v1.0 method name). A body that is not one JSON-RPC request with a method, or a push-notification webhook URL the URL guard refuses, is answered with a JSON-RPC error and HTTP 200, as the agent would answer it; refusals of Switchboard's own are JSON-RPC errors with the HTTP status of what went wrong (401, 403, 404, 410, 413, 502, 503, 504). traceparent/tracestate are forwarded (a new traceparent when the caller sent no valid one) and echoed on the answer.",
       params: IdParams,
       body: 'raw',
       bodyLimit: { bytes: options.a2aBodyLimitBytes, setting: 'a2a_body_limit_kb' },
       outlivesDrain: true,
       onRefused: (status) => options.onCallEnded(outcomeOfStatus(status)),
       responses: {
-        200: { description: "The agent's JSON-RPC response, or its event stream (text/event-stream)", schema: v.record(v.string(), v.unknown()) },
-        400: { description: 'Not a JSON-RPC request the proxy can route' },
+        200: { description: "The agent's JSON-RPC response, or its event stream (text/event-stream); or a JSON-RPC error for a body that is no routable request or a refused push-notification URL", schema: v.record(v.string(), v.unknown()) },
+        400: { description: 'Invalid path parameter' },
         401: { description: 'No bearer token, or one that is unknown or revoked' },
         403: { description: 'The caller may not reach this workspace' },
         404: { description: 'No such workspace' },

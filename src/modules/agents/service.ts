@@ -53,7 +53,7 @@ const ERROR_RATE_DEGRADED = 0.5
 
 const newToken = () => randomBytes(32).toString('base64url')
 
-/** Characters of a call's JSON-RPC method kept in its activity record (A2A's own methods are a few dozen). */
+/** Characters of a call's JSON-RPC method (and of its task id, context id and state) kept in its activity record (A2A's own methods are a few dozen). */
 export const ACTIVITY_METHOD_MAX = 200
 
 export class AgentsService {
@@ -340,13 +340,18 @@ export class AgentsService {
   }
 
   /**
-   * Stores one proxied call; a store failure is logged and does not fail the call. The method is the caller's text:
-   * only its first ACTIVITY_METHOD_MAX characters are kept, so the activity kept per workspace stays small.
+   * Stores one proxied call; a store failure is logged and does not fail the call. The method, task id, context id
+   * and state are the caller's or the agent's text: only their first ACTIVITY_METHOD_MAX characters are kept, so the
+   * activity kept per workspace stays small.
    */
   async recordCall(activity: ActivityRecord): Promise<void> {
     try {
-      const method = activity.method !== null && activity.method.length > ACTIVITY_METHOD_MAX ? activity.method.slice(0, ACTIVITY_METHOD_MAX) : activity.method
-      await this.store.recordActivity(method === activity.method ? activity : { ...activity, method })
+      let kept = activity
+      for (const field of ['method', 'taskId', 'contextId', 'taskState'] as const) {
+        const value = activity[field]
+        if (typeof value === 'string' && value.length > ACTIVITY_METHOD_MAX) kept = { ...kept, [field]: value.slice(0, ACTIVITY_METHOD_MAX) }
+      }
+      await this.store.recordActivity(kept)
     } catch (error) {
       this.logger.error('could not record a proxied call', { error: String(error), target: activity.target })
     }

@@ -129,6 +129,9 @@ export interface AgentTarget {
   address: string
 }
 
+/** A URL as a refusal quotes it: its start, when it is long. */
+const shown = (raw: string) => (raw.length > 200 ? `${raw.slice(0, 200)}…` : raw)
+
 /** Thrown when an agent URL may not be called; the message says why. */
 export class AgentUrlRefusedError extends BadRequestError {}
 
@@ -161,9 +164,12 @@ export class AgentUrlGuard {
     return (await this.target(raw)).url
   }
 
-  /** Checks an agent URL as `check` does, and answers the address to connect to: the one that was checked. */
-  async target(raw: string): Promise<AgentTarget> {
-    const { url, host } = this.parsed.get(raw) ?? this.parse(raw)
+  /**
+   * Checks an agent URL as `check` does, and answers the address to connect to: the one that was checked.
+   * `what` names the URL in a refusal (a push-notification webhook is held to the same rules).
+   */
+  async target(raw: string, what = 'agent url'): Promise<AgentTarget> {
+    const { url, host } = this.parsed.get(raw) ?? this.parse(raw, what)
     const now = Date.now()
     let verdict = this.verdicts.get(host)
     if (verdict === undefined || verdict.until <= now) {
@@ -171,20 +177,20 @@ export class AgentUrlGuard {
       if (this.verdicts.size > 10_000) this.verdicts.clear()
       this.verdicts.set(host, verdict)
     }
-    if (verdict.refusal !== null) throw new AgentUrlRefusedError(`agent url "${raw}" is not allowed: ${verdict.refusal}`)
+    if (verdict.refusal !== null) throw new AgentUrlRefusedError(`${what} "${shown(raw)}" is not allowed: ${verdict.refusal}`)
     return { url, address: verdict.address }
   }
 
   /** Parses a URL that is well-formed, http(s) and without credentials, and remembers it; throws the refusal otherwise. */
-  private parse(raw: string): { url: URL; host: string } {
+  private parse(raw: string, what: string): { url: URL; host: string } {
     let url: URL
     try {
       url = new URL(raw)
     } catch {
-      throw new AgentUrlRefusedError(`agent url "${raw}" is not a valid absolute URL`)
+      throw new AgentUrlRefusedError(`${what} "${shown(raw)}" is not a valid absolute URL`)
     }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new AgentUrlRefusedError(`agent url "${raw}" must use http or https, not ${url.protocol.replace(':', '')}`)
-    if (url.username !== '' || url.password !== '') throw new AgentUrlRefusedError(`agent url "${raw}" must not carry credentials`)
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new AgentUrlRefusedError(`${what} "${shown(raw)}" must use http or https, not ${url.protocol.replace(':', '')}`)
+    if (url.username !== '' || url.password !== '') throw new AgentUrlRefusedError(`${what} "${shown(raw)}" must not carry credentials`)
     const entry = { url, host: url.hostname.replace(/^\[|\]$/g, '') }
     // Bounded: URLs are up to 2 KiB each, and a registering workspace chooses them.
     if (this.parsed.size >= PARSED_URLS_KEPT) this.parsed.clear()

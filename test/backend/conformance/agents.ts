@@ -177,7 +177,17 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
       const source = randomUUID()
       const target = randomUUID()
       const first = activity(source, target, { at: 1 })
-      const second = activity(source, target, { at: 2, method: 'message/stream', status: 504, error: 'timeout' })
+      // The trace and task fields are kept as written; `first` has none, as a record written before they were kept.
+      const second = activity(source, target, {
+        at: 2,
+        method: 'message/stream',
+        status: 504,
+        error: 'timeout',
+        traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+        taskId: 'task-1',
+        contextId: 'context-1',
+        taskState: 'TASK_STATE_WORKING',
+      })
       await store.recordActivity(first)
       await store.recordActivity(second)
       expect((await store.listActivity(target, 10, null)).items).toEqual([second, first])

@@ -95,23 +95,37 @@ describe('the A2A proxy', () => {
     expect(((await response.json()) as RpcAnswer).result!.parts[0]!.text).toBe('bare')
   })
 
-  it('converts A2A v0.2 content into parts, and refuses a message with neither (400)', async () => {
+  it('converts A2A v0.2 content into parts, and forwards a message with neither as sent, for the agent to judge', async () => {
     const received = agent.nextCall()
     await send(caller, target, { jsonrpc: '2.0', id: 7, method: 'message/send', params: { message: { role: 'user', content: 'echo:old style' } } })
     const call = await received
     expect((call.body.params as { message: { parts: unknown[]; content?: unknown } }).message).toMatchObject({ parts: [{ kind: 'text', text: 'echo:old style' }] })
     expect((call.body.params as { message: { content?: unknown } }).message.content).toBeUndefined()
-    const refused = await send(caller, target, { jsonrpc: '2.0', id: 8, method: 'message/send', params: { message: { role: 'user' } } })
-    expect(refused.status).toBe(400)
-    const error = (await refused.json()) as RpcAnswer
-    expect(error.id).toBe(8)
-    expect(error.error!.message).toContain('parts')
+    expect((call.body.params as { message: { messageId: string } }).message.messageId).toMatch(/^[0-9a-f-]{36}$/)
+    const sent = JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'message/send', params: { message: { role: 'user' } } })
+    const forwarded = agent.nextCall()
+    const response = await send(caller, target, sent)
+    expect(response.status).toBe(200)
+    expect((await forwarded).raw).toBe(sent)
   })
 
-  it('answers invalid JSON with a JSON-RPC parse error (400)', async () => {
-    const response = await send(caller, target, '{"method": ')
-    expect(response.status).toBe(400)
-    expect(((await response.json()) as RpcAnswer).error!.code).toBe(-32700)
+  it('answers a body it cannot route as the JSON-RPC binding does: HTTP 200 with -32700 or -32600, and the request id when it has one', async () => {
+    const before = agent.calls.length
+    const cases: [string, number, unknown][] = [
+      ['{"method": ', -32700, null],
+      ['', -32700, null],
+      ['[{"jsonrpc": "2.0", "id": 1, "method": "message/send"}]', -32600, null],
+      ['"message/send"', -32600, null],
+      ['{"jsonrpc": "2.0", "id": 5, "params": {}}', -32600, 5],
+      ['{"jsonrpc": "2.0", "id": "x", "method": 42}', -32600, 'x'],
+    ]
+    for (const [body, code, id] of cases) {
+      const response = await send(caller, target, body)
+      expect({ body, status: response.status }).toEqual({ body, status: 200 })
+      const answer = (await response.json()) as RpcAnswer & { jsonrpc: string }
+      expect({ body, jsonrpc: answer.jsonrpc, id: answer.id, code: answer.error!.code }).toEqual({ body, jsonrpc: '2.0', id, code })
+    }
+    expect(agent.calls.length).toBe(before)
   })
 
   it('refuses a body over a2a_body_limit_kb with 413', async () => {
@@ -138,8 +152,8 @@ describe('the A2A proxy', () => {
     expect(await status(target.id, { ...asStranger, 'x-workspace-id': caller.id })).toBe(401)
     expect(await status(target.id, { authorization: 'Bearer not-a-token', 'x-workspace-id': caller.id })).toBe(401)
     expect(await status(crypto.randomUUID(), { authorization: 'Bearer not-a-token', 'x-workspace-id': caller.id })).toBe(401)
-    // A proven claim: a body that is no JSON-RPC request is refused before the access rules are applied.
-    expect(await status(target.id, { ...asStranger, 'x-workspace-id': stranger.id }, '{"jsonrpc": ')).toBe(400)
+    // A proven claim: a body that is no JSON-RPC request is answered (HTTP 200, -32700) before the access rules are applied.
+    expect(await status(target.id, { ...asStranger, 'x-workspace-id': stranger.id }, '{"jsonrpc": ')).toBe(200)
     expect(await status(target.id, { ...asStranger, 'x-workspace-id': stranger.id })).toBe(403)
     // An unknown target is out of reach like any other: a workspace learns nothing of ids it may not reach.
     expect(await status(crypto.randomUUID(), { authorization: `Bearer ${caller.token}`, 'x-workspace-id': caller.id })).toBe(403)

@@ -7,6 +7,7 @@ import { AGENT_CARD_PATH, Role, TaskState, type AgentCard } from '@a2a-js/sdk'
 import { AgentEvent, DefaultRequestHandler, InMemoryTaskStore, type AgentExecutor } from '@a2a-js/sdk/server'
 import { agentCardHandler, jsonRpcHandler, UserBuilder } from '@a2a-js/sdk/server/express'
 import { ClientFactory, DefaultAgentCardResolver, JsonRpcTransportFactory } from '@a2a-js/sdk/client'
+import { openStream, sseData } from '../../support/http'
 import { startRegistry, type Registry, type Workspace } from './support'
 
 const STREAM_GAP_MS = 300
@@ -42,7 +43,7 @@ const executor: AgentExecutor = {
   async cancelTask() {},
 }
 
-async function startSdkAgent(): Promise<{ url: string; card: AgentCard; close(): Promise<void> }> {
+async function startSdkAgent(): Promise<{ url: string; base: string; card: AgentCard; close(): Promise<void> }> {
   const app = express()
   const server: Server = app.listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))
@@ -69,6 +70,7 @@ async function startSdkAgent(): Promise<{ url: string; card: AgentCard; close():
   app.use('/a2a/jsonrpc', express.json(), jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }))
   return {
     url: `${base}/a2a/jsonrpc`,
+    base,
     card,
     close: () =>
       new Promise<void>((resolve) => {
@@ -140,5 +142,81 @@ describe('the A2A SDK through the proxy', () => {
     // Events were spread out as the agent produced them, not delivered in one batch at the end.
     expect(arrivals[3]!.at - arrivals[0]!.at).toBeGreaterThan(STREAM_GAP_MS * 2)
     expect(arrivals[2]!.at - arrivals[1]!.at).toBeGreaterThan(STREAM_GAP_MS / 2)
+  })
+})
+
+describe('the A2A SDK agent answers through the proxy as it answers directly', () => {
+  let registry: Registry
+  let agent: Awaited<ReturnType<typeof startSdkAgent>>
+  let caller: Workspace
+  let target: Workspace
+  let atBase: Workspace
+  beforeAll(async () => {
+    registry = await startRegistry()
+    agent = await startSdkAgent()
+    const parent = await registry.createWorkspace('sdk-parent')
+    caller = await registry.createWorkspace('sdk-caller', parent.id)
+    target = await registry.createWorkspace('sdk-target', parent.id)
+    await registry.register(target, agent.url, agent.card as unknown as Record<string, unknown>)
+    // Registered at the agent's base URL: only its card says where it answers JSON-RPC.
+    atBase = await registry.createWorkspace('sdk-at-base', parent.id)
+    await registry.register(atBase, `${agent.base}/`, agent.card as unknown as Record<string, unknown>)
+  })
+  afterAll(async () => {
+    await registry.close()
+    await agent.close()
+  })
+
+  /** The same request sent to the agent directly and through the proxy: the status and body of each answer. */
+  const both = async (body: string, headers: Record<string, string> = {}) => {
+    const answer = async (response: Response) => ({ status: response.status, body: (await response.json()) as { id?: unknown; result?: unknown; error?: { code: number; message: string } } })
+    const direct = await answer(await fetch(agent.url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body }))
+    const proxied = await answer(await registry.request('POST', `/workspaces/${target.id}/a2a`, { token: caller.token, body, headers }))
+    return { direct, proxied }
+  }
+
+  it('SendMessage with params the agent rejects reaches the agent, and its answer (HTTP 200, -32602) is relayed', async () => {
+    for (const params of ['{"message":{"kind":"message"}}', '{"message":{"role":"ROLE_USER"}}', '{"message":{"role":"ROLE_USER","parts":[{"text":"no messageId"}]}}', '{}']) {
+      const { direct, proxied } = await both(`{"jsonrpc":"2.0","id":"tck-1","method":"SendMessage","params":${params}}`, { 'a2a-version': '1.0' })
+      expect({ params, ...proxied }).toEqual({ params, ...direct })
+      expect({ params, status: proxied.status, error: typeof proxied.body.error?.code }).toEqual({ params, status: 200, error: 'number' })
+    }
+  })
+
+  it('a v1.0 message without messageId is not given one: the agent answers it as it would directly', async () => {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'SendMessage', params: { message: { role: 'ROLE_USER', parts: [{ text: 'ping' }] } } })
+    const { direct, proxied } = await both(body, { 'a2a-version': '1.0' })
+    expect(proxied.status).toBe(direct.status)
+    expect(proxied.body.error).toEqual(direct.body.error)
+    expect(proxied.body.error).toBeDefined()
+  })
+
+  it('calls the JSON-RPC interface the card declares, not the registered base URL', async () => {
+    const fetchImpl = ((input: RequestInfo | URL, init?: RequestInit) => {
+      const headers = new Headers(init?.headers)
+      headers.set('authorization', `Bearer ${caller.token}`)
+      return fetch(input, { ...init, headers })
+    }) as typeof fetch
+    const factory = new ClientFactory({ transports: [new JsonRpcTransportFactory({ fetchImpl })], cardResolver: new DefaultAgentCardResolver({ fetchImpl }) })
+    const client = await factory.createFromUrl(`${registry.url}/workspaces/${atBase.id}/`)
+    const result = await client.sendMessage({ message: { messageId: crypto.randomUUID(), role: Role.ROLE_USER, parts: [{ content: { $case: 'text', value: 'at base' } }] } } as never)
+    expect(JSON.stringify(result)).toContain('sdk echo: at base')
+  })
+
+  it("keeps the stream's X-Accel-Buffering and Cache-Control, and records the task's final state from its last status event", async () => {
+    const body = JSON.stringify({ jsonrpc: '2.0', id: 'stream-1', method: 'SendStreamingMessage', params: { message: { messageId: crypto.randomUUID(), role: 'ROLE_USER', parts: [{ text: 'stream' }] } } })
+    const stream = await openStream(`${registry.url}/workspaces/${target.id}/a2a`, { method: 'POST', headers: { authorization: `Bearer ${caller.token}`, 'a2a-version': '1.0' }, body })
+    expect(stream.status).toBe(200)
+    expect(stream.headers['x-accel-buffering']).toBe('no')
+    expect(stream.headers['cache-control']).toBe('no-cache')
+    await stream.ended
+    const events = sseData(stream.received()).map((data) => JSON.parse(data) as { result: { task?: { id: string; contextId: string } } })
+    const task = events[0]!.result.task!
+    let item: Record<string, unknown> | undefined
+    for (let attempt = 0; attempt < 100 && item?.method !== 'SendStreamingMessage'; attempt++) {
+      if (attempt > 0) await Bun.sleep(10)
+      item = ((await (await registry.request('GET', `/workspaces/${target.id}/activity?limit=1`, { token: target.token })).json()) as { items: Record<string, unknown>[] }).items[0]
+    }
+    expect(item).toMatchObject({ method: 'SendStreamingMessage', task_id: task.id, context_id: task.contextId, task_state: 'TASK_STATE_COMPLETED' })
   })
 })

@@ -50,6 +50,10 @@ export async function startRegistry(config: Partial<Config> = {}, extras: AppExt
 /** What a test agent received. */
 export interface ReceivedCall {
   headers: http.IncomingHttpHeaders
+  /** The request target (path and query) it was sent to. */
+  path: string
+  /** The body's bytes as text, exactly as received. */
+  raw: string
   body: Record<string, unknown>
   at: number
   /** Resolves when the caller's connection to the agent closed. */
@@ -82,6 +86,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
  * `events:<n>:<bytes>` sends n events of about that size at once;
  * `bigevent:<bytes>` sends one event of that size; `stall` sends one event
  * and then nothing; `break` sends one event and then cuts the connection;
+ * `task:<state>` answers a v0.3 task in that state; `taskstream` (on
+ * message/stream) sends a task's events up to `completed`, in small pieces;
  * anything else is echoed with the caller's id.
  */
 export async function startPlainAgent(): Promise<PlainAgent> {
@@ -91,9 +97,15 @@ export async function startPlainAgent(): Promise<PlainAgent> {
   const server = http.createServer(async (req, res) => {
     const chunks: Buffer[] = []
     for await (const chunk of req) chunks.push(chunk as Buffer)
-    const body = JSON.parse(Buffer.concat(chunks).toString() || '{}') as Record<string, unknown>
+    const raw = Buffer.concat(chunks).toString()
+    let body: Record<string, unknown> = {}
+    try {
+      body = JSON.parse(raw || '{}') as Record<string, unknown>
+    } catch {
+      // Kept as received (raw): the proxy forwards bodies it does not read.
+    }
     const closed = new Promise<void>((resolve) => res.on('close', () => resolve()))
-    const call: ReceivedCall = { headers: req.headers, body, at: Date.now(), closed }
+    const call: ReceivedCall = { headers: req.headers, path: req.url ?? '', raw, body, at: Date.now(), closed }
     calls.push(call)
     waiting.shift()?.(call)
     const message = (body.params as { message?: { parts?: { text?: string }[] } } | undefined)?.message
@@ -145,6 +157,30 @@ export async function startPlainAgent(): Promise<PlainAgent> {
     if (text.startsWith('http:')) {
       res.writeHead(Number(text.slice(5)), { 'content-type': 'text/plain' })
       res.end('agent is unhappy')
+      return
+    }
+    if (text.startsWith('task:')) {
+      // task:<state>: a v0.3 task in that state.
+      res.writeHead(200, { 'content-type': 'application/json' })
+      res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { kind: 'task', id: 'task-1', contextId: 'context-1', status: { state: text.slice(5) } } }))
+      return
+    }
+    if (text === 'taskstream' && body.method === 'message/stream') {
+      // A task submitted, worked on and completed, as v0.3 stream events, then an artifact.
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' })
+      const events = [
+        { kind: 'task', id: 'task-2', contextId: 'context-2', status: { state: 'submitted' } },
+        { kind: 'status-update', taskId: 'task-2', contextId: 'context-2', status: { state: 'working' }, final: false },
+        { kind: 'status-update', taskId: 'task-2', contextId: 'context-2', status: { state: 'completed' }, final: true },
+        { kind: 'artifact-update', taskId: 'task-2', contextId: 'context-2', artifact: { artifactId: 'a', parts: [] } },
+      ]
+      // Split mid-event and with CRLF line ends, as any agent may send them.
+      const stream = events.map((result) => `data: ${JSON.stringify({ jsonrpc: '2.0', id: body.id, result })}\r\n\r\n`).join('')
+      for (let at = 0; at < stream.length; at += 37) {
+        if (!(await writeAll(res, stream.slice(at, at + 37)))) return
+        await sleep(1)
+      }
+      res.end()
       return
     }
     if (body.method === 'message/stream') {
