@@ -114,7 +114,12 @@ export function createApp(options: CreateAppOptions) {
       replay: { windowMs: config.sse_replay_s * 1000, maxBytes: config.sse_replay_kb * 1024 },
       admitWaiting: (request) => waitingLimit.enter(callerKey(credentialOf(request.header('authorization')), request.remoteAddress, auth)),
     }),
-    ...workersRoutes({ service: workers, publicUrl: config.public_url, maxFieldBytes: config.max_field_kb * 1024 }),
+    ...workersRoutes({
+      service: workers,
+      publicUrl: config.public_url,
+      maxFieldBytes: config.max_field_kb * 1024,
+      upgrade: (request, socket, head) => workerEndpoint.handleUpgrade(request, socket, head),
+    }),
     ...agentsRoutes({
       service: agents,
       urls: agentUrls,
@@ -153,7 +158,6 @@ export function createApp(options: CreateAppOptions) {
     logger,
     auth,
     pipeline,
-    upgrades: new Map([['/agent', (request, socket, head) => workerEndpoint.handleUpgrade(request, socket, head)]]),
     connections: 0,
     metrics,
     get draining() {

@@ -258,7 +258,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   server.on('upgrade', (req: http.IncomingMessage, socket: Connection, head: Buffer) => {
     lastHeard.delete(socket)
     const path = (req.url ?? '/').split('?')[0]!
-    const handler = runtime.upgrades.get(path)
+    const handler = pipeline.upgradeOf(path)
     if (runtime.draining) return refuseUpgrade(socket, '503 Service Unavailable')
     if (!handler) return refuseUpgrade(socket, '404 Not Found')
     // An upgrade counts against its caller's rate limit as a request does, and is refused before any handshake.

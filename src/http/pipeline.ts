@@ -16,7 +16,7 @@ import type { CorsPolicy } from './cors'
 import { describeIssue, fieldTypesOf, parseJsonBody, parseWith, queryAsFields } from './input'
 import { callerKey, rateLimitHeaders, tooManyRequests, type RateDecision, type RateLimiter } from './limits'
 import type { Chunks, Reply } from './reply'
-import type { Access, AnyRoute, Callers, Credentials, RouteRequest } from './route'
+import type { Access, AnyRoute, Callers, Credentials, RouteRequest, UpgradeHandler } from './route'
 import type { InFlight } from './served'
 import { INPUT_ERROR_PREFIX, renderError } from './surfaces'
 
@@ -139,6 +139,11 @@ export class Pipeline {
   /** Whether the request's route lets shutdown wait for it. */
   outlivesDrain(method: string, path: string): boolean {
     return this.router.match(method, path)?.route.outlivesDrain === true
+  }
+
+  /** The WebSocket endpoint of a path (a route with an `upgrade`), or null. */
+  upgradeOf(path: string): UpgradeHandler | null {
+    return this.router.match('GET', path)?.route.upgrade ?? null
   }
 
   /**

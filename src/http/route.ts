@@ -10,6 +10,11 @@ import type { Caller } from '../backend/agents'
 import type { Client } from '../backend/mailboxes'
 import type { Reply } from './reply'
 import type { GoneReason } from './served'
+import type http from 'node:http'
+import type { Duplex } from 'node:stream'
+
+/** Takes over an upgrade request (e.g. a `ws` WebSocketServer's handleUpgrade). */
+export type UpgradeHandler = (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void
 
 /** Whose error shape a route answers in (surfaces.ts). */
 export type Surface = 'academy' | 'videosdk' | 'native' | 'a2a'
@@ -111,6 +116,8 @@ export interface Route<P = unknown, Q = unknown, B = unknown, A extends Access =
   onRefused?: (status: number) => void
   /** Probes and scrapes are never rate limited: a busy caller must not make the instance look dead. */
   unlimited?: boolean
+  /** A WebSocket endpoint: the node:http adapter hands an upgrade request on this path to it (after the rate limit); a plain request gets the handler's answer. */
+  upgrade?: UpgradeHandler
   /** Left out of the OpenAPI document (the docs' own assets). */
   hidden?: boolean
   responses: Record<number, ResponseDoc>

@@ -1,15 +1,10 @@
 /** What the serving layer (both adapters) and the process lifecycle need of a created app. */
-import type http from 'node:http'
-import type { Duplex } from 'node:stream'
 import type { Backend } from '../backend/index'
 import type { Config } from '../config'
 import type { Logger } from '../ops/logger'
 import type { SwitchboardMetrics } from '../ops/observability'
 import type { Authenticator } from './auth'
 import type { Pipeline } from './pipeline'
-
-/** Takes over an upgrade request for one path (e.g. a `ws` WebSocketServer's handleUpgrade). */
-export type UpgradeHandler = (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void
 
 /** What the serving layer and the process lifecycle need. */
 export interface SwitchboardRuntime {
@@ -19,8 +14,6 @@ export interface SwitchboardRuntime {
   readonly auth: Authenticator
   /** Every route, and the one pipeline both adapters hand requests to. */
   readonly pipeline: Pipeline
-  /** WebSocket endpoints by path, handled by the node:http adapter's upgrade event. */
-  readonly upgrades: Map<string, UpgradeHandler>
   /** Client connections the node:http adapter has open (it alone counts them). */
   connections: number
   /** Request counters, latency and the gauges read at each scrape of /metrics. */

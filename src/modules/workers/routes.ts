@@ -13,7 +13,7 @@ import type { JobRecord, WorkerRecord } from '../../backend/workers'
 import { AppError } from '../../errors'
 import { describeIssue } from '../../http/input'
 import { json } from '../../http/reply'
-import { route, type AnyRoute, type ChannelDoc } from '../../http/route'
+import { route, type AnyRoute, type ChannelDoc, type UpgradeHandler } from '../../http/route'
 import { throttled, type Logger } from '../../ops/logger'
 import { checkFieldSize } from '../fields'
 import * as model from './model'
@@ -21,6 +21,8 @@ import type { IgnoredFrame, WorkerService, WorkerSession } from './service'
 
 export interface WorkersRoutesOptions {
   service: WorkerService
+  /** Takes over an upgrade of `/agent` (the worker sockets). */
+  upgrade: UpgradeHandler
   /** URL clients reach this server at; by default taken from the request. */
   publicUrl?: string
   /** Largest JSON of a job's metadata and of its room options, in bytes (max_field_kb). */
@@ -95,6 +97,20 @@ export function workersRoutes(options: WorkersRoutesOptions): AnyRoute[] {
   const videoSdk = { surface: 'videosdk', access: 'worker', tag: 'workers' } as const
   const native = { surface: 'native', access: 'client', tag: 'workers' } as const
   return [
+    route({
+      surface: 'native',
+      access: 'client',
+      tag: 'workers',
+      method: 'GET',
+      path: '/agent',
+      summary: "The workers' WebSocket (VideoSDK's worker protocol): upgrade with a bearer token",
+      description: 'Frames both ways are in the AsyncAPI document (/swagger/asyncapi.json). A request without `Upgrade: websocket` is answered 426.',
+      upgrade: options.upgrade,
+      responses: { 101: { description: 'Switching to the WebSocket' }, 401: { description: 'No bearer token (auth token)' }, 403: { description: 'Unknown token' }, 426: { description: 'Not a WebSocket upgrade' }, 429: { description: 'Over the rate limit (Retry-After)' } },
+      handle: () => {
+        throw new AppError(426, 'UPGRADE_REQUIRED', 'GET /agent takes a WebSocket upgrade (Upgrade: websocket)')
+      },
+    }),
     route({
       ...videoSdk,
       method: 'POST',

@@ -242,6 +242,10 @@ describe('authentication', () => {
     const { status, body } = await json('/v2/agent/init-config', { method: 'POST', headers: { authorization: 'some-token' } })
     expect(status).toBe(200)
     expect(body).toEqual({ success: true, data: { registryUrl: server!.url.replace('http://', 'ws://') } })
-    expect(runtime().upgrades.has('/agent')).toBe(true)
+    // /agent is a route of the table: its upgrade is the worker socket, a plain request is told to upgrade.
+    expect(runtime().pipeline.upgradeOf('/agent')).not.toBeNull()
+    const plain = await json('/agent', { method: 'GET' })
+    expect(plain.status).toBe(426)
+    expect(plain.body).toEqual({ error: { code: 'UPGRADE_REQUIRED', message: 'GET /agent takes a WebSocket upgrade (Upgrade: websocket)' } })
   })
 })
