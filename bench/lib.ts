@@ -198,11 +198,15 @@ export async function load(concurrency: number, durationMs: number, operation: (
 
 export const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1024 })
 
-/** One request over node:http with keep-alive (any method may carry a body, as Academy's client sends). */
-export function request(url: string, method: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> {
+/**
+ * One request over node:http with keep-alive (any method may carry a body, as
+ * Academy's client sends); `localAddress` sends it from that loopback address,
+ * so that a server counts it against that address's rate-limit bucket.
+ */
+export function request(url: string, method: string, body?: string, headers: Record<string, string> = {}, localAddress?: string): Promise<{ status: number; text: string }> {
   return new Promise((resolvePromise, reject) => {
     const payload = body === undefined ? undefined : Buffer.from(body)
-    const req = http.request(url, { method, agent: keepAlive, headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...headers } }, (res) => {
+    const req = http.request(url, { method, agent: keepAlive, ...(localAddress ? { localAddress } : {}), headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...headers } }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
@@ -219,10 +223,10 @@ export interface Listener {
   close(): void
 }
 
-export function listen(url: string, body: string): Promise<Listener> {
+export function listen(url: string, body: string, localAddress?: string): Promise<Listener> {
   return new Promise((resolvePromise, reject) => {
     const payload = Buffer.from(body)
-    const req = http.request(url, { method: 'GET', headers: { accept: 'text/event-stream', 'content-type': 'application/json', 'content-length': String(payload.length) } })
+    const req = http.request(url, { method: 'GET', ...(localAddress ? { localAddress } : {}), headers: { accept: 'text/event-stream', 'content-type': 'application/json', 'content-length': String(payload.length) } })
     req.on('error', reject)
     req.on('response', (res) => {
       if (res.statusCode !== 200) {
@@ -240,8 +244,10 @@ export function listen(url: string, body: string): Promise<Listener> {
         while ((index = buffer.indexOf('\r\n\r\n')) !== -1) {
           const block = buffer.slice(0, index)
           buffer = buffer.slice(index + 4)
-          if (!block.startsWith('data: ')) continue
-          const event = block.slice(6)
+          // An event is its `id:` line (listen streams number their events) and its `data:` lines.
+          const data = block.split('\r\n').filter((line) => line.startsWith('data: '))
+          if (data.length === 0) continue
+          const event = data.map((line) => line.slice(6)).join('\n')
           const waiter = waiting.shift()
           if (waiter) waiter(event)
           else events.push(event)
