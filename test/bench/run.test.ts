@@ -127,4 +127,15 @@ describe('bun run bench', () => {
     expect(soak.rounds).toBeGreaterThan(0)
     expect(soak.within).toBe(true)
   })
+
+  it('mixes every attack shape into the soak, each refused (or recovered) as designed, and keeps RSS within its stated bound', () => {
+    const soak = result('soak')
+    const rows = soak.attacks as { shape: string; runs: number; ok: boolean; failures: string[] }[]
+    expect(rows).toHaveLength(10)
+    expect(rows.map((row) => ({ shape: row.shape, ok: row.ok, failures: row.failures }))).toEqual(rows.map((row) => ({ shape: row.shape, ok: true, failures: [] })))
+    for (const row of rows) expect(row.runs).toBeGreaterThan(0)
+    expect(soak.peakGrowthMib).toBeLessThanOrEqual(soak.peakBoundMib)
+    expect(soak.rssWithin).toBe(true)
+    expect(soak.markdown).toContain('| attack | designed outcome |')
+  })
 })

@@ -31,6 +31,8 @@ export interface TestWorkerOptions {
   availability?: AvailabilityPolicy
   /** Send `running` right after an assignment, as the real worker does. */
   autoRun?: boolean
+  /** Loopback address to connect from ('' lets the system choose). */
+  localAddress?: string
 }
 
 export class TestWorker {
@@ -79,10 +81,11 @@ export class TestWorker {
       loadThreshold: 0.75,
       availability: 'accept',
       autoRun: true,
+      localAddress: '',
       ...options,
     }
     const url = baseUrl.replace(/^http/, 'ws').replace(/\/$/, '') + '/agent'
-    const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${full.token}` } })
+    const ws = new WebSocket(url, { headers: { Authorization: `Bearer ${full.token}` }, ...(full.localAddress ? { localAddress: full.localAddress } : {}) })
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve())
       ws.once('error', reject)
