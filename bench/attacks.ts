@@ -17,6 +17,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { TestWorker } from '../test/modules/workers/worker'
+import { sseEvents, type SseEvent } from '../test/support/http'
 import { gzipBomb, messageSend, startPlainAgent, type PlainAgent } from '../test/modules/agents/support'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
 import { request } from './lib'
@@ -410,24 +411,6 @@ export async function startAttacks(target: Target, periodMs: number): Promise<{ 
   }
 }
 
-interface SseEvent {
-  id: number | null
-  data: string
-}
-
-/** SSE events in `text` with their ids (complete events only). */
-function eventsOf(text: string): SseEvent[] {
-  const events: SseEvent[] = []
-  for (const block of text.split('\r\n\r\n').slice(0, -1)) {
-    const lines = block.split('\r\n')
-    const data = lines.filter((line) => line.startsWith('data: ')).map((line) => line.slice(6))
-    if (data.length === 0) continue
-    const id = lines.find((line) => line.startsWith('id: '))
-    events.push({ id: id === undefined ? null : Number(id.slice(4)), data: data.join('\n') })
-  }
-  return events
-}
-
 /** A listen stream that reads until it holds `readAtLeast` events, then stops reading; `reset` drops it. */
 function stallingListener(url: string, body: string, readAtLeast: number) {
   let text = ''
@@ -439,7 +422,7 @@ function stallingListener(url: string, body: string, readAtLeast: number) {
       response.setEncoding('utf8')
       response.on('data', (chunk: string) => {
         text += chunk
-        if (eventsOf(text).length >= readAtLeast) {
+        if (sseEvents(text).length >= readAtLeast) {
           response.pause()
           resolve()
         }
@@ -450,7 +433,7 @@ function stallingListener(url: string, body: string, readAtLeast: number) {
     req.end(body)
   })
   stalled.catch(() => {})
-  return { stalled, processed: () => eventsOf(text), reset: () => req.destroy() }
+  return { stalled, processed: () => sseEvents(text), reset: () => req.destroy() }
 }
 
 /** Reads a listen stream until `count` events arrived, it ended, or 10 s passed. */
@@ -460,22 +443,22 @@ function readEvents(url: string, body: string, count: number, headers: Record<st
     const req = http.request(url, { method: 'GET', localAddress: nextSource(), headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers } })
     const timer = setTimeout(() => {
       req.destroy()
-      resolve(eventsOf(text))
+      resolve(sseEvents(text))
     }, 10_000)
     req.on('error', reject)
     req.on('response', (response) => {
       response.setEncoding('utf8')
       response.on('data', (chunk: string) => {
         text += chunk
-        if (eventsOf(text).length >= count) {
+        if (sseEvents(text).length >= count) {
           clearTimeout(timer)
           req.destroy()
-          resolve(eventsOf(text))
+          resolve(sseEvents(text))
         }
       })
       response.on('end', () => {
         clearTimeout(timer)
-        resolve(eventsOf(text))
+        resolve(sseEvents(text))
       })
     })
     req.end(body)

@@ -99,6 +99,24 @@ export function openStream(url: string, options: { method?: string; body?: strin
   })
 }
 
+export interface SseEvent {
+  id: number | null
+  data: string
+}
+
+/** The complete SSE events in `text` as the exchange writes them (CRLF), each with its integer id. */
+export function sseEvents(text: string): SseEvent[] {
+  const events: SseEvent[] = []
+  for (const block of text.split('\r\n\r\n').slice(0, -1)) {
+    const lines = block.split('\r\n')
+    const data = lines.filter((line) => line.startsWith('data: ')).map((line) => line.slice(6))
+    if (data.length === 0) continue
+    const id = lines.find((line) => line.startsWith('id: '))
+    events.push({ id: id === undefined ? null : Number(id.slice(4)), data: data.join('\n') })
+  }
+  return events
+}
+
 /** The `data:` payloads of SSE text, one per event (multi-line data joined with \n, as Academy's client does). */
 export function sseData(text: string): string[] {
   const events: string[] = []

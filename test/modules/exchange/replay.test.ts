@@ -9,27 +9,9 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import http from 'node:http'
 import { agentId, bodies, messageJson, userId } from '../../support/academy'
 import { startServer, type TestServer } from '../../support/app'
-import { rawRequest } from '../../support/http'
+import { rawRequest, sseEvents, type SseEvent } from '../../support/http'
 
 const COUNT = 2000
-
-interface Event {
-  id: number | null
-  data: string
-}
-
-/** SSE events in `text`, each with its id (complete events only). */
-function eventsOf(text: string): Event[] {
-  const events: Event[] = []
-  for (const block of text.split('\r\n\r\n').slice(0, -1)) {
-    const lines = block.split('\r\n')
-    const data = lines.filter((line) => line.startsWith('data: ')).map((line) => line.slice(6))
-    if (data.length === 0) continue
-    const id = lines.find((line) => line.startsWith('id: '))
-    events.push({ id: id === undefined ? null : Number(id.slice(4)), data: data.join('\n') })
-  }
-  return events
-}
 
 /** A listener that reads until it holds `readAtLeast` events, then stops reading; `reset` drops its connection. */
 function stallingListener(url: string, body: string, readAtLeast: number, headers: Record<string, string> = {}) {
@@ -42,7 +24,7 @@ function stallingListener(url: string, body: string, readAtLeast: number, header
       response.setEncoding('utf8')
       response.on('data', (chunk: string) => {
         text += chunk
-        if (eventsOf(text).length >= readAtLeast) {
+        if (sseEvents(text).length >= readAtLeast) {
           response.pause()
           resolve()
         }
@@ -55,13 +37,13 @@ function stallingListener(url: string, body: string, readAtLeast: number, header
   return {
     stalled,
     /** The events it read before stalling (all it ever processes). */
-    processed: () => eventsOf(text),
+    processed: () => sseEvents(text),
     reset: () => request.destroy(),
   }
 }
 
 /** Reads the stream until `count` events arrived. */
-async function readEvents(url: string, body: string, count: number, headers: Record<string, string> = {}): Promise<Event[]> {
+async function readEvents(url: string, body: string, count: number, headers: Record<string, string> = {}): Promise<SseEvent[]> {
   return new Promise((resolve, reject) => {
     let text = ''
     const request = http.request(`${url}/mailbox/listen`, { method: 'GET', headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers } })
@@ -70,13 +52,13 @@ async function readEvents(url: string, body: string, count: number, headers: Rec
       response.setEncoding('utf8')
       response.on('data', (chunk: string) => {
         text += chunk
-        const events = eventsOf(text)
+        const events = sseEvents(text)
         if (events.length >= count) {
           request.destroy()
           resolve(events)
         }
       })
-      response.on('end', () => resolve(eventsOf(text)))
+      response.on('end', () => resolve(sseEvents(text)))
     })
     request.end(body)
   })
