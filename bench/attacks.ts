@@ -17,7 +17,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { randomUUID } from 'node:crypto'
 import { TestWorker } from '../test/modules/workers/worker'
-import { sseEvents, type SseEvent } from '../test/support/http'
+import { readEvents, stallingListener } from '../test/support/http'
 import { gzipBomb, messageSend, startPlainAgent, type PlainAgent } from '../test/modules/agents/support'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
 import { request } from './lib'
@@ -235,7 +235,7 @@ export async function startAttacks(target: Target, periodMs: number): Promise<{ 
       if (created.status !== 200) return `creating a mailbox answered ${created.status}`
     }
     const count = 1000
-    const listener = stallingListener(`${url}/mailbox/listen`, listenBody(box, 3), 10)
+    const listener = stallingListener(`${url}/mailbox/listen`, listenBody(box, 3), 10, { localAddress: nextSource(), timeoutMs: 10_000 })
     const expected = Array.from({ length: count }, () => randomUUID())
     const messages = expected.map((tag) => sendBody(user, box, 'response', 1024, tag))
     try {
@@ -251,7 +251,7 @@ export async function startAttacks(target: Target, periodMs: number): Promise<{ 
       listener.reset()
       const last = processed.at(-1)
       if (last?.id === null || last === undefined) return 'the stalled stream carried no event ids'
-      const rest = await readEvents(`${url}/mailbox/listen`, listenBody(box, 1), count - processed.length, { 'last-event-id': String(last.id) })
+      const rest = await readEvents(`${url}/mailbox/listen`, listenBody(box, 1), count - processed.length, { headers: { 'last-event-id': String(last.id) }, localAddress: nextSource(), timeoutMs: 10_000 })
       const tags = [...processed, ...rest].map((event) => (JSON.parse(event.data) as { header: { tag: string } }).header.tag)
       const seen = new Set(tags)
       const lost = expected.filter((tag) => !seen.has(tag)).length
@@ -409,60 +409,6 @@ export async function startAttacks(target: Target, periodMs: number): Promise<{ 
       await agent.close()
     },
   }
-}
-
-/** A listen stream that reads until it holds `readAtLeast` events, then stops reading; `reset` drops it. */
-function stallingListener(url: string, body: string, readAtLeast: number) {
-  let text = ''
-  let req!: http.ClientRequest
-  const stalled = new Promise<void>((resolve, reject) => {
-    req = http.request(url, { method: 'GET', localAddress: nextSource(), headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) } })
-    req.on('error', () => {})
-    req.on('response', (response) => {
-      response.setEncoding('utf8')
-      response.on('data', (chunk: string) => {
-        text += chunk
-        if (sseEvents(text).length >= readAtLeast) {
-          response.pause()
-          resolve()
-        }
-      })
-      response.on('error', () => {})
-    })
-    setTimeout(() => reject(new Error(`fewer than ${readAtLeast} events arrived`)), 10_000).unref()
-    req.end(body)
-  })
-  stalled.catch(() => {})
-  return { stalled, processed: () => sseEvents(text), reset: () => req.destroy() }
-}
-
-/** Reads a listen stream until `count` events arrived, it ended, or 10 s passed. */
-function readEvents(url: string, body: string, count: number, headers: Record<string, string>): Promise<SseEvent[]> {
-  return new Promise((resolve, reject) => {
-    let text = ''
-    const req = http.request(url, { method: 'GET', localAddress: nextSource(), headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers } })
-    const timer = setTimeout(() => {
-      req.destroy()
-      resolve(sseEvents(text))
-    }, 10_000)
-    req.on('error', reject)
-    req.on('response', (response) => {
-      response.setEncoding('utf8')
-      response.on('data', (chunk: string) => {
-        text += chunk
-        if (sseEvents(text).length >= count) {
-          clearTimeout(timer)
-          req.destroy()
-          resolve(sseEvents(text))
-        }
-      })
-      response.on('end', () => {
-        clearTimeout(timer)
-        resolve(sseEvents(text))
-      })
-    })
-    req.end(body)
-  })
 }
 
 /** A relayed stream: its status, how much came, the last event's error, and whether it was cut for passing `cutAt` bytes. */

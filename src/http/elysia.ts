@@ -8,7 +8,7 @@
 import { Elysia } from 'elysia'
 import type { SwitchboardRuntime } from './runtime'
 import { observeRequests, requestIdOf } from '../ops/observability'
-import type { Incoming } from './pipeline'
+import { routeLabel, type Incoming } from './pipeline'
 import { toResponse } from './reply'
 import { InFlight } from './served'
 
@@ -35,10 +35,11 @@ export function elysiaApp(runtime: SwitchboardRuntime) {
   const handle = async ({ request }: { request: Request }): Promise<Response> => {
     const startedAt = performance.now()
     const incoming = incomingOf(request)
-    const reply = await runtime.pipeline.handle(incoming)
+    const matched = runtime.pipeline.match(incoming.method, incoming.path)
+    const reply = await runtime.pipeline.handle(incoming, matched)
     observer.finish({
       method: incoming.method,
-      route: runtime.pipeline.routeOf(incoming.method, incoming.path),
+      route: routeLabel(matched),
       status: reply.status,
       startedAt,
       requestId: incoming.served.requestId,

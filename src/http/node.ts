@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs'
 import type { Duplex } from 'node:stream'
 import type { SwitchboardRuntime } from './runtime'
 import { observeRequests, requestIdOf } from '../ops/observability'
-import type { Incoming } from './pipeline'
+import { routeLabel, type Incoming } from './pipeline'
 import type { Chunks, Reply } from './reply'
 import { InFlight } from './served'
 import { BadRequestError, RequestTimeoutError } from '../errors'
@@ -188,15 +188,16 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       },
       bodyTimeoutMs,
     )
-    const route = pipeline.routeOf(incoming.method, incoming.path)
-    if (pipeline.outlivesDrain(incoming.method, incoming.path)) outlivesDrain.add(entry)
+    const matched = pipeline.match(incoming.method, incoming.path)
+    const route = routeLabel(matched)
+    if (matched?.route.outlivesDrain) outlivesDrain.add(entry)
     inFlight.add(entry)
     heard(req.socket)
     let status = 500
     let traceparent: string | undefined
     try {
       if (runtime.draining) res.setHeader('connection', 'close')
-      const reply = await pipeline.handle(incoming)
+      const reply = await pipeline.handle(incoming, matched)
       status = reply.status
       traceparent = reply.headers?.traceparent
       if (incoming.overLimit || incoming.timedOut || incoming.unread) res.setHeader('connection', 'close')

@@ -54,10 +54,13 @@ export interface PipelineOptions {
 /** The label of a request that matched no route (raw paths would make label sets unbounded). */
 export const UNMATCHED_ROUTE = 'unmatched'
 
+/** The route template a match stands for, or UNMATCHED_ROUTE (for metrics and logs). */
+export const routeLabel = (matched: Matched | null): string => matched?.route.path ?? UNMATCHED_ROUTE
+
 const NO_PARAMS: Readonly<Record<string, string | null>> = Object.freeze({})
 const utf8 = new TextDecoder('utf-8', { ignoreBOM: true })
 
-interface Matched {
+export interface Matched {
   route: AnyRoute
   params: Readonly<Record<string, string | null>>
 }
@@ -131,14 +134,9 @@ export class Pipeline {
     return this.options.routes
   }
 
-  /** The route template a request matches, or UNMATCHED_ROUTE (for metrics and logs). */
-  routeOf(method: string, path: string): string {
-    return this.router.match(method, path)?.route.path ?? UNMATCHED_ROUTE
-  }
-
-  /** Whether the request's route lets shutdown wait for it. */
-  outlivesDrain(method: string, path: string): boolean {
-    return this.router.match(method, path)?.route.outlivesDrain === true
+  /** The route a request matches, with its raw path parameters, or null. An adapter matches once and hands the match to `handle`. */
+  match(method: string, path: string): Matched | null {
+    return this.router.match(method, path)
   }
 
   /** The WebSocket endpoint of a path (a route with an `upgrade`), or null. */
@@ -156,7 +154,7 @@ export class Pipeline {
   }
 
   /** Answers one request; never throws. */
-  async handle(incoming: Incoming): Promise<Reply> {
+  async handle(incoming: Incoming, matched: Matched | null = this.match(incoming.method, incoming.path)): Promise<Reply> {
     const { options } = this
     const requestId = incoming.served.requestId
     const origin = incoming.header('origin')
@@ -172,7 +170,6 @@ export class Pipeline {
     if (corsHeaders !== null && incoming.method === 'OPTIONS' && incoming.header('access-control-request-method') !== undefined) {
       return finish({ status: 204, headers: { 'content-length': '0' } })
     }
-    const matched = this.router.match(incoming.method, incoming.path)
     if (matched === null) {
       // The body is still read (and bounded), so the connection stays usable; one that cannot be read closes it.
       await incoming.body(options.bodyLimitBytes).catch(() => null)

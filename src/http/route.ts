@@ -126,7 +126,6 @@ export interface Route<P = unknown, Q = unknown, B = unknown, A extends Access =
 
 /** Any route, as the table and the adapters hold it. */
 // The handler's input types differ from route to route; the pipeline gives each the shape its own schemas produce.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type AnyRoute = Route<any, any, any, Access>
 
 /** Defines a route, inferring its input types from its schemas. */

@@ -15,13 +15,13 @@ const TEXT = 'text/plain; charset=utf-8'
 const JSON_TYPE = 'application/json'
 
 /** The native REST error body: `{"error": {"code", "message"}}`. */
-export const NativeErrorBody = v.object({ error: v.object({ code: v.string(), message: v.string() }) })
+const NativeErrorBody = v.object({ error: v.object({ code: v.string(), message: v.string() }) })
 /** VideoSDK's error body. */
-export const VideoSdkErrorBody = v.object({ message: v.string() })
+const VideoSdkErrorBody = v.object({ message: v.string() })
 /** Academy's errors: text/plain, worded as its server words them. */
-export const AcademyErrorText = v.pipe(v.string(), v.description("text/plain error, as Academy's server words it"))
+const AcademyErrorText = v.pipe(v.string(), v.description("text/plain error, as Academy's server words it"))
 /** A JSON-RPC 2.0 error response. */
-export const RpcErrorBody = v.object({
+const RpcErrorBody = v.object({
   jsonrpc: v.literal('2.0'),
   id: v.nullable(v.union([v.string(), v.number()])),
   error: v.object({ code: v.number(), message: v.string(), data: v.optional(v.record(v.string(), v.unknown())) }),

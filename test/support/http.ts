@@ -126,3 +126,77 @@ export function sseData(text: string): string[] {
   }
   return events
 }
+
+export interface ListenOptions {
+  headers?: Record<string, string>
+  /** The loopback address to send from (the bench spreads callers over several). */
+  localAddress?: string
+  /** How long to wait, in ms (default 20 s). */
+  timeoutMs?: number
+}
+
+const listenRequest = (url: string, body: string, options: ListenOptions) =>
+  http.request(url, {
+    method: 'GET',
+    localAddress: options.localAddress,
+    headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...options.headers },
+  })
+
+/** A listen stream (`url` is the full /mailbox/listen URL) that reads until it holds `readAtLeast` events, then stops reading; `reset` drops its connection. */
+export function stallingListener(url: string, body: string, readAtLeast: number, options: ListenOptions = {}) {
+  let text = ''
+  let request!: http.ClientRequest
+  const stalled = new Promise<void>((resolve, reject) => {
+    request = listenRequest(url, body, options)
+    request.on('error', () => {})
+    request.on('response', (response) => {
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => {
+        text += chunk
+        if (sseEvents(text).length >= readAtLeast) {
+          response.pause()
+          resolve()
+        }
+      })
+      response.on('error', () => {})
+    })
+    setTimeout(() => reject(new Error(`fewer than ${readAtLeast} events arrived`)), options.timeoutMs ?? 20_000).unref()
+    request.end(body)
+  })
+  stalled.catch(() => {})
+  return {
+    stalled,
+    /** The events it read before stalling (all it ever processes). */
+    processed: () => sseEvents(text),
+    reset: () => request.destroy(),
+  }
+}
+
+/** Reads a listen stream until `count` events arrived, it ended, or the timeout passed (then what arrived). */
+export function readEvents(url: string, body: string, count: number, options: ListenOptions = {}): Promise<SseEvent[]> {
+  return new Promise((resolve, reject) => {
+    let text = ''
+    const request = listenRequest(url, body, options)
+    const done = () => {
+      clearTimeout(timer)
+      resolve(sseEvents(text))
+    }
+    const timer = setTimeout(() => {
+      request.destroy()
+      done()
+    }, options.timeoutMs ?? 20_000)
+    request.on('error', reject)
+    request.on('response', (response) => {
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => {
+        text += chunk
+        if (sseEvents(text).length >= count) {
+          request.destroy()
+          done()
+        }
+      })
+      response.on('end', done)
+    })
+    request.end(body)
+  })
+}

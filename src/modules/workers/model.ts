@@ -149,9 +149,6 @@ export const DispatchResponse = v.object({
   data: v.object({ success: v.literal(true), status: v.literal('assigned'), roomId: v.string(), agentId: v.string(), jobId: v.string() }),
 })
 
-/** VideoSDK's error body. */
-export const VideoSdkError = v.object({ message: v.string() })
-
 export const InitConfigResponse = v.object({
   success: v.literal(true),
   data: v.object({ registryUrl: v.pipe(v.string(), v.description('ws:// or wss:// base URL; the worker connects to <registryUrl>/agent')) }),

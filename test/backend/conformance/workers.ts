@@ -9,7 +9,8 @@ import type { Backend, JobRecord, WorkerRecord } from '../../../src/backend/inde
 import { reserveAny } from '../../../src/backend/workers'
 import type { MakeBackend } from '../conformance'
 
-function worker(overrides: Partial<WorkerRecord> = {}): WorkerRecord {
+/** A connected worker record, with `overrides`. */
+export function worker(overrides: Partial<WorkerRecord> = {}): WorkerRecord {
   return {
     id: randomUUID(),
     agentName: 'voice-agent',
@@ -30,7 +31,8 @@ function worker(overrides: Partial<WorkerRecord> = {}): WorkerRecord {
   }
 }
 
-function job(overrides: Partial<JobRecord> = {}): JobRecord {
+/** A pending job record, with `overrides`. */
+export function job(overrides: Partial<JobRecord> = {}): JobRecord {
   const now = Date.now()
   return {
     id: randomUUID(),

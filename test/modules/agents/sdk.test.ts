@@ -80,6 +80,17 @@ async function startSdkAgent(): Promise<{ url: string; base: string; card: Agent
   }
 }
 
+/** A registry and an SDK agent registered as a workspace that a sibling, the caller, may reach. */
+async function sdkSiblings() {
+  const registry = await startRegistry()
+  const agent = await startSdkAgent()
+  const parent = await registry.createWorkspace('sdk-parent')
+  const caller = await registry.createWorkspace('sdk-caller', parent.id)
+  const target = await registry.createWorkspace('sdk-target', parent.id)
+  await registry.register(target, agent.url, agent.card as unknown as Record<string, unknown>)
+  return { registry, agent, parent, caller, target }
+}
+
 describe('the A2A SDK through the proxy', () => {
   let registry: Registry
   let agent: Awaited<ReturnType<typeof startSdkAgent>>
@@ -87,12 +98,7 @@ describe('the A2A SDK through the proxy', () => {
   let target: Workspace
   let factory: ClientFactory
   beforeAll(async () => {
-    registry = await startRegistry()
-    agent = await startSdkAgent()
-    const parent = await registry.createWorkspace('sdk-parent')
-    caller = await registry.createWorkspace('sdk-caller', parent.id)
-    target = await registry.createWorkspace('sdk-target', parent.id)
-    await registry.register(target, agent.url, agent.card as unknown as Record<string, unknown>)
+    ;({ registry, agent, caller, target } = await sdkSiblings())
     // The caller's credentials ride on every request the SDK makes (card and calls).
     const fetchImpl = ((input: RequestInfo | URL, init?: RequestInit) => {
       const headers = new Headers(init?.headers)
@@ -152,12 +158,9 @@ describe('the A2A SDK agent answers through the proxy as it answers directly', (
   let target: Workspace
   let atBase: Workspace
   beforeAll(async () => {
-    registry = await startRegistry()
-    agent = await startSdkAgent()
-    const parent = await registry.createWorkspace('sdk-parent')
-    caller = await registry.createWorkspace('sdk-caller', parent.id)
-    target = await registry.createWorkspace('sdk-target', parent.id)
-    await registry.register(target, agent.url, agent.card as unknown as Record<string, unknown>)
+    const siblings = await sdkSiblings()
+    ;({ registry, agent, caller, target } = siblings)
+    const { parent } = siblings
     // Registered at the agent's base URL: only its card says where it answers JSON-RPC.
     atBase = await registry.createWorkspace('sdk-at-base', parent.id)
     await registry.register(atBase, `${agent.base}/`, agent.card as unknown as Record<string, unknown>)

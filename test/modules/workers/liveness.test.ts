@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto'
 import { createApp } from '../../../src/app'
 import { ANONYMOUS } from '../../../src/http/auth'
 import type { Backend, JobRecord, WorkerRecord } from '../../../src/backend/index'
+import { job as pendingJob, worker } from '../../backend/conformance/workers'
 import { detectionBoundMs } from '../../../src/backend/instances'
 import { call, type TestApp } from '../../support/app'
 import { logger, makeTestBackend } from '../../support/backend'
@@ -27,42 +28,13 @@ afterEach(async () => {
 
 /** A worker record left by an instance that died holding its socket: connected, on an instance that never beats. */
 function orphan(agentName: string): WorkerRecord {
-  return {
-    id: `orphan-${randomUUID()}`,
-    agentName,
-    owner: ANONYMOUS.id,
-    status: 'available',
-    draining: false,
-    maxProcesses: 4,
-    loadThreshold: 1,
-    reportedLoad: 0,
-    jobs: [],
-    reserved: [],
-    instance: `gone-${randomUUID()}`,
-    connection: randomUUID(),
-    capabilities: [],
-    registeredAt: Date.now(),
-    disconnectedAt: null,
-  }
+  return worker({ id: `orphan-${randomUUID()}`, agentName, owner: ANONYMOUS.id, instance: `gone-${randomUUID()}`, capabilities: [] })
 }
 
 /** A job the orphan runs, moved through the store as a dispatch would. */
 async function runningOn(worker: WorkerRecord): Promise<JobRecord> {
   const store = backend!.workers
-  const now = Date.now()
-  const job: JobRecord = {
-    id: randomUUID(),
-    agentName: worker.agentName,
-    roomId: 'room',
-    owner: worker.owner,
-    metadata: null,
-    roomOptions: null,
-    state: 'pending',
-    workerId: null,
-    history: [{ state: 'pending', at: now }],
-    createdAt: now,
-    updatedAt: now,
-  }
+  const job = pendingJob({ agentName: worker.agentName, roomId: 'room', owner: worker.owner })
   await store.createJob(job)
   expect(await store.reserveSlot(worker.id, job.id)).toBe(true)
   expect(await store.assignSlot(worker.id, job.id)).toBe(true)
