@@ -25,7 +25,7 @@ for (const backend of ['sqlite', 'redis']) {
   }
   console.log(`\n${SUITES.join(' ')} on ${backend}`)
   const before = backend === 'redis' ? new Set(await testKeys(env.REDIS_URL!)) : null
-  const run = Bun.spawn([process.execPath, 'test', ...SUITES], { env, stdout: 'inherit', stderr: 'inherit' })
+  const run = Bun.spawn([process.execPath, 'test', '--timeout', '20000', ...SUITES], { env, stdout: 'inherit', stderr: 'inherit' })
   if ((await run.exited) !== 0) failed = true
   if (before !== null) {
     const left = (await testKeys(env.REDIS_URL!)).filter((key) => !before.has(key))
