@@ -13,13 +13,15 @@
  * Nothing is published.
  */
 import { createHash } from 'node:crypto'
-import { chmodSync, copyFileSync, createReadStream, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, copyFileSync, cpSync, createReadStream, linkSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { availableParallelism, tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import { ROOT, TARGETS, build, commitOf, hostTarget, type BuildOptions } from './build'
 
 export const DEFAULT_TARGETS = ['linux-x64', 'linux-arm64', 'linux-x64-musl', 'linux-arm64-musl', 'darwin-x64', 'darwin-arm64', 'windows-x64']
 export const LAUNCHER = 'switchboard'
+/** What the launcher package ships beside its bin: the README and every file it links to. */
+export const LAUNCHER_FILES = ['LICENSE', 'README.md', 'CHANGELOG.md', 'docs', 'deploy', 'bench/RESULTS.md']
 /** The npm package holding the binary of `target`. */
 export const platformPackage = (target: string): string => `@switchboard/${target}`
 export const binaryName = (version: string, target: string): string => `switchboard-${version}-${target}${target.startsWith('windows') ? '.exe' : ''}`
@@ -111,14 +113,14 @@ async function writeNpmPackages(version: string, built: { target: string; file: 
   const packages = Object.fromEntries(built.map(({ target }) => [target, platformPackage(target)]))
   const launcher = readFileSync(join(ROOT, 'scripts/npm/switchboard.cjs'), 'utf8').replace('__PACKAGES__', JSON.stringify(packages, null, 2))
   writeFileSync(join(dir, 'bin', 'switchboard.js'), launcher, { mode: 0o755 })
-  copyFileSync(join(ROOT, 'LICENSE'), join(dir, 'LICENSE'))
-  copyFileSync(join(ROOT, 'README.md'), join(dir, 'README.md'))
+  // The README links to docs/, bench/RESULTS.md and CHANGELOG.md by relative path: they ship beside it so every link resolves.
+  for (const file of LAUNCHER_FILES) cpSync(join(ROOT, file), join(dir, file), { recursive: true })
   const manifest = {
     name: LAUNCHER,
     ...common,
     description: root.description,
     bin: { switchboard: 'bin/switchboard.js' },
-    files: ['bin', 'LICENSE', 'README.md'],
+    files: ['bin', ...LAUNCHER_FILES],
     engines: { node: '>=18' },
     optionalDependencies: Object.fromEntries(built.map(({ target }) => [platformPackage(target), version])),
   }

@@ -36,6 +36,7 @@ import { describe, expect, it } from 'bun:test'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { delimiter, dirname, join, resolve } from 'node:path'
+import { LAUNCHER_FILES } from '../../scripts/release'
 import { ROOT } from '../support/process'
 import { tempDir } from '../support/temp'
 import { freePort } from '../support/wait'
@@ -128,10 +129,13 @@ function linksOf(markdown: string): { line: number; target: string }[] {
   return links
 }
 
+/** Whether the npm launcher package holds this file, so that a link to it works from the installed README too. */
+const shippedWithLauncher = (file: string) => LAUNCHER_FILES.some((shipped) => file === join(ROOT, shipped) || file.startsWith(join(ROOT, shipped) + '/'))
+
 const markdownFiles = () => [README, ...readdirSync(DOCS).filter((name) => name.endsWith('.md')).map((name) => join(DOCS, name))]
 
 describe('the README and docs/', () => {
-  it('link only to files that exist and to headings that exist', () => {
+  it('link only to files that exist, ship in the npm package beside the README, and to headings that exist', () => {
     const broken: string[] = []
     let checked = 0
     for (const file of markdownFiles()) {
@@ -142,6 +146,7 @@ describe('the README and docs/', () => {
         const goal = path === '' ? file : resolve(dirname(file), decodeURI(path))
         const where = `${file.slice(ROOT.length + 1)}:${line} → ${target}`
         if (!goal.startsWith(ROOT + '/') || !existsSync(goal)) broken.push(`${where}: no such file`)
+        else if (!shippedWithLauncher(goal)) broken.push(`${where}: not in the npm package (scripts/release.ts LAUNCHER_FILES)`)
         else if (anchor !== undefined && !(goal.endsWith('.md') && anchorsOf(readFileSync(goal, 'utf8')).has(anchor))) broken.push(`${where}: no such heading`)
       }
     }

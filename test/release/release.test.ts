@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
+import { LAUNCHER, LAUNCHER_FILES } from '../../scripts/release'
 import { rawRequest } from '../support/http'
 import { BUN, ROOT, runToEnd, startProcess } from '../support/process'
 import { VERSION, readSums, release, roundTrip, sha256Of } from '../support/release'
@@ -98,6 +99,12 @@ describe('the npm packages', () => {
     expect(await server.stop('SIGTERM')).toBe(0)
     // npm alone takes 3–4 s to install here, more on a busy machine.
   }, 60_000)
+
+  it('installs the README with the pages it links to, so its links work from node_modules', () => {
+    const installed = join(prefix, 'lib', 'node_modules', LAUNCHER)
+    expect(LAUNCHER_FILES.filter((file) => !existsSync(join(installed, file)))).toEqual([])
+    expect(readdirSync(join(installed, 'docs')).sort()).toEqual(readdirSync(join(ROOT, 'docs')).sort())
+  })
 
   it('npm refuses the package of another platform (os, cpu and libc fields)', () => {
     const refused = npm(['install', '-g', '--prefix', join(dir, 'npm-other'), tarball(`switchboard-linux-arm64-${VERSION}.tgz`)])
