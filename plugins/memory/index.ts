@@ -9,7 +9,9 @@
  * messages, pending requests, mailboxes, counts of sent requests) may take
  * `max_queued_mb` together, in UTF-8 bytes: past that a send, create or share
  * is refused (507) until receivers catch up, so no client can grow the
- * process until the host kills it.
+ * process until the host kills it. Workspaces, their tokens and the proxy's
+ * activity take `max_registry_mb` together: past it a new or grown workspace
+ * is refused (507) and the oldest activity goes first.
  */
 import * as v from 'valibot'
 import type { Backend, BackendPlugin } from '../../src/backend/index'
@@ -33,6 +35,8 @@ const MemoryOptionsSchema = v.object({
   finished_jobs_max_mb: FinishedJobsMaxMbOption,
   /** MiB (UTF-8 bytes plus each record's cost) of queued messages, pending requests, mailboxes and sent-request counts together; a send, create or share past it is refused with 507. Set in `[backend_options]`. */
   max_queued_mb: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_048_576)), 512),
+  /** MiB (UTF-8 JSON) of workspaces, their tokens and the proxy's activity records together; a workspace created or grown past it is refused with 507, activity past it pushes out the oldest activity. Set in `[backend_options]`. */
+  max_registry_mb: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_048_576)), 256),
 })
 
 export type MemoryOptions = v.InferOutput<typeof MemoryOptionsSchema>
@@ -51,7 +55,7 @@ const plugin: BackendPlugin<MemoryOptions> = {
       name: DRIVER_NAME,
       mailboxes,
       workers: new MemoryWorkers({ finishedJobsKept: options.finished_jobs_kept, finishedJobsMaxBytes: options.finished_jobs_max_mb * 1024 * 1024 }),
-      agents: new MemoryAgents(),
+      agents: new MemoryAgents(options.max_registry_mb * 1024 * 1024),
       events: new LocalEventBus(),
       instances: new LocalInstances(),
       ready: async () => true,

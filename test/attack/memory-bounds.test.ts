@@ -2,11 +2,12 @@
  * What clients can make a real Switchboard process on the memory backend
  * hold, by the traffic shapes that went past its bounds: requests whose
  * messages are taken at once (their pending records held, 100 KiB names in
- * them), CJK text (three UTF-8 bytes a character), and failed jobs with
- * 8 MiB of metadata each. Each time the process's resident memory stays
+ * them), CJK text (three UTF-8 bytes a character), failed jobs with
+ * 8 MiB of metadata each, and open registrations with 1 MiB cards. Each time the process's resident memory stays
  * within the configured bound plus SLACK_MB (measured: about 40 MiB of
  * parsed bodies the collector had not yet taken), and the traffic past the
- * bound gets its 507 (the exchange) or pushes out the oldest finished job.
+ * bound gets its 507 (the exchange, the registry) or pushes out the oldest
+ * finished job.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import { existsSync, writeFileSync } from 'node:fs'
@@ -94,6 +95,30 @@ describe.skipIf(!existsSync('/proc/self/status'))('a Switchboard process on the 
     expect(refused).toBe(5)
     expect(accepted).toBeLessThanOrEqual(BOUND_MB * MIB)
     expect(accepted).toBeGreaterThan((BOUND_MB - 1) * MIB)
+    expect(after - before).toBeLessThan(BOUND_MB + SLACK_MB)
+  }, 120_000)
+
+  it(`holds open registrations with 1 MiB cards within max_registry_mb (${BOUND_MB} MiB) + ${SLACK_MB} MiB, refusing the rest with 507`, async () => {
+    child = await start({ max_registry_mb: BOUND_MB }, ['--open-registration', '--allow-private-agent-urls', '--max-field-kb', '2048'])
+    const before = memoryOf(child.process.pid).now
+    const card = { name: 'agent', pad: 'c'.repeat(MIB) }
+    const statuses: Record<number, number> = {}
+    let refusal = ''
+    // 64 of them: 64 MiB of cards, past the bound plus the slack, so keeping them all would fail the test.
+    for (let i = 0; i < 64; i++) {
+      const registered = await rawRequest(`${child.url}/registry/register`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ id: crypto.randomUUID(), url: 'http://127.0.0.1:9/', agent_card: { ...card, i } }),
+      })
+      statuses[registered.status] = (statuses[registered.status] ?? 0) + 1
+      if (registered.status === 507) refusal = registered.text
+    }
+    const after = await settled(child)
+    console.log(`registrations: ${JSON.stringify(statuses)}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB (+${(after - before).toFixed(1)})`)
+    // 31 cards of 1 MiB fit in 32 MiB with their records.
+    expect(statuses).toEqual({ 200: BOUND_MB - 1, 507: 64 - (BOUND_MB - 1) })
+    expect(JSON.parse(refusal)).toEqual({ error: { code: 'STORE_FULL', message: expect.stringContaining('The registry is full') } })
     expect(after - before).toBeLessThan(BOUND_MB + SLACK_MB)
   }, 120_000)
 

@@ -3,11 +3,12 @@ import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
 import type { Backend, Client, EntityId, Envelope, JobRecord } from '../../src/backend/index'
 import { PluginError } from '../../src/backend/index'
-import { ExchangeFullError } from '../../src/errors'
+import { ExchangeFullError, StoreFullError } from '../../src/errors'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { serveBackend } from '../support/app'
 import { rawRequest } from '../support/http'
 import { testBackend } from './conformance'
+import { activity, digest, workspace } from './conformance/agents'
 import { tempDir } from '../support/temp'
 import { makeBackend } from '../support/backend'
 import { BUN, runToEnd } from '../support/process'
@@ -261,5 +262,72 @@ describe('memory queue bound (max_queued_mb)', () => {
       expect(failure).toBeInstanceOf(PluginError)
       expect((failure as Error).message).toContain('"max_queued_mb"')
     }
+  })
+})
+
+describe('memory registry bound (max_registry_mb)', () => {
+  const opened: Backend[] = []
+  afterEach(async () => {
+    for (const backend of opened.splice(0)) await backend.close()
+  })
+  const KIB = 1024
+  /** A workspace whose card holds about `kib` KiB. */
+  const withCard = (kib: number) => workspace({ agentCard: { name: 'agent', pad: 'c'.repeat(kib * KIB) } })
+
+  it('refuses a workspace created or grown past the bound with 507, storing nothing of it', async () => {
+    const backend = await makeBackend('memory', { max_registry_mb: 1 })
+    opened.push(backend)
+    const { agents } = backend
+    // Three cards of 300 KiB fit in 1 MiB; a fourth does not.
+    const kept = [withCard(300), withCard(300), withCard(300)]
+    for (const record of kept) expect(await agents.createWorkspace(record, digest())).toBe(true)
+    const refused = withCard(300)
+    const token = digest()
+    const error = await agents.createWorkspace(refused, token).catch((thrown: unknown) => thrown)
+    expect(error).toBeInstanceOf(StoreFullError)
+    expect((error as StoreFullError).status).toBe(507)
+    expect((error as Error).message).toMatch(/^The registry is full: its workspaces take 0\.9 MiB \(limit 1\.0 MiB, max_registry_mb of the memory backend\); workspace [0-9a-f-]{36} was not stored$/)
+    expect(await agents.getWorkspace(refused.id)).toBeNull()
+    expect(await agents.workspaceOfToken(token)).toBeNull()
+    expect(await agents.listWorkspaces()).toHaveLength(3)
+    // A card grown past the bound is refused and the record stays as it was; a smaller change goes through.
+    const grown = await agents.updateWorkspace(kept[0]!.id, { agentCard: { pad: 'g'.repeat(500 * KIB) } }).catch((thrown: unknown) => thrown)
+    expect(grown).toBeInstanceOf(StoreFullError)
+    expect((await agents.getWorkspace(kept[0]!.id))!.agentCard).toEqual(kept[0]!.agentCard)
+    expect((await agents.updateWorkspace(kept[0]!.id, { agentCard: { name: 'small' } }))!.agentCard).toEqual({ name: 'small' })
+    // Room came back with the smaller card.
+    expect(await agents.createWorkspace(withCard(250), digest())).toBe(true)
+  })
+
+  it('pushes out the oldest activity of any workspace past the bound, and activity gives way to a new workspace', async () => {
+    const backend = await makeBackend('memory', { max_registry_mb: 1 })
+    opened.push(backend)
+    const { agents } = backend
+    const [first, second] = [workspace(), workspace()]
+    for (const record of [first, second]) await agents.createWorkspace(record, digest())
+    // Records of about 800 bytes (a 600-character method): 1 MiB holds some 1,300 of them.
+    const method = 'm'.repeat(600)
+    for (let i = 0; i < 1000; i++) await agents.recordActivity(activity(null, first.id, { method, at: i }))
+    for (let i = 0; i < 1000; i++) await agents.recordActivity(activity(null, second.id, { method, at: 1000 + i }))
+    const ofFirst = (await agents.listActivity(first.id, 1000, null)).items
+    const ofSecond = (await agents.listActivity(second.id, 1000, null)).items
+    // The second workspace's activity is all there; the first lost its oldest, and kept its newest.
+    expect(ofSecond).toHaveLength(1000)
+    expect(ofFirst.length).toBeGreaterThan(100)
+    expect(ofFirst.length).toBeLessThan(600)
+    expect(ofFirst[0]!.at).toBe(999)
+    expect(ofFirst.at(-1)!.at).toBe(1000 - ofFirst.length)
+    // A workspace of 500 KiB still fits: activity is pushed out to make room for it, oldest first.
+    expect(await agents.createWorkspace(withCard(500), digest())).toBe(true)
+    expect((await agents.listActivity(first.id, 1000, null)).items).toHaveLength(0)
+    const left = (await agents.listActivity(second.id, 1000, null)).items
+    expect(left.length).toBeLessThan(1000)
+    expect(left[0]!.at).toBe(1999)
+  })
+
+  it('refuses a max_registry_mb below 1, naming the option', async () => {
+    const error = await makeBackend('memory', { max_registry_mb: 0 }).catch((thrown: unknown) => thrown)
+    expect(error).toBeInstanceOf(PluginError)
+    expect(String((error as Error).message)).toContain('max_registry_mb')
   })
 })

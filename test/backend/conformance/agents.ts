@@ -6,9 +6,9 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
 import type { ActivityPage, ActivityRecord, Backend, WorkspaceRecord } from '../../../src/backend/index'
 
-const digest = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
+export const digest = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
 
-function workspace(overrides: Partial<WorkspaceRecord> = {}): WorkspaceRecord {
+export function workspace(overrides: Partial<WorkspaceRecord> = {}): WorkspaceRecord {
   return {
     id: randomUUID(),
     name: 'agent',
@@ -29,7 +29,7 @@ function workspace(overrides: Partial<WorkspaceRecord> = {}): WorkspaceRecord {
   }
 }
 
-function activity(source: string | null, target: string, overrides: Partial<ActivityRecord> = {}): ActivityRecord {
+export function activity(source: string | null, target: string, overrides: Partial<ActivityRecord> = {}): ActivityRecord {
   return {
     id: randomUUID(),
     source,
