@@ -6,8 +6,7 @@
  *   bun scripts/image.ts [--binary FILE] [--outdir dist/image]
  *
  * The image gets the binary, the shared libraries it links and the dynamic
- * loader (as `ldd` finds them on this host), a static switchboard-healthcheck
- * built from deploy/healthcheck.c, /etc/passwd and /etc/group naming the
+ * loader (as `ldd` finds them on this host), /etc/passwd and /etc/group naming the
  * switchboard user (65532), and /tmp; dist/image/owned holds what the
  * image gives to that user: /data.
  */
@@ -32,14 +31,6 @@ export function linkedLibraries(binary: string): string[] {
   return [...new Set(paths)]
 }
 
-/** Builds deploy/healthcheck.c into a static binary (musl-gcc if present, else cc). */
-function buildHealthcheck(outfile: string): void {
-  const compiler = Bun.spawnSync(['sh', '-c', 'command -v musl-gcc || command -v cc']).stdout.toString().trim()
-  if (compiler === '') throw new Error('no C compiler for the health check: install musl-tools (or gcc)')
-  const built = Bun.spawnSync([compiler, '-static', '-Os', '-o', outfile, join(ROOT, 'deploy/healthcheck.c')], { stderr: 'pipe' })
-  if (built.exitCode !== 0) throw new Error(`building the health check failed: ${built.stderr.toString()}`)
-}
-
 /** Lays out `outdir`/rootfs (owned by root in the image) and `outdir`/owned (by the switchboard user). */
 export function stageImage(binary: string, outdir: string): { rootfs: string; owned: string } {
   if (!existsSync(binary)) throw new Error(`no binary at ${binary}: build one first (bun run release --targets ${hostTarget()})`)
@@ -54,7 +45,6 @@ export function stageImage(binary: string, outdir: string): { rootfs: string; ow
     mkdirSync(join(rootfs, dirname(library)), { recursive: true })
     copyFileSync(library, join(rootfs, library)) // follows symlinks: the image holds the files themselves
   }
-  buildHealthcheck(join(rootfs, 'usr/local/bin/switchboard-healthcheck'))
   writeFileSync(join(rootfs, 'etc/passwd'), `root:x:0:0:root:/:/sbin/nologin\nswitchboard:x:${UID}:${UID}:Switchboard:/data:/sbin/nologin\n`)
   writeFileSync(join(rootfs, 'etc/group'), `root:x:0:\nswitchboard:x:${UID}:\n`)
   chmodSync(join(rootfs, 'tmp'), 0o1777)

@@ -163,7 +163,7 @@ function coerce(key: string, raw: string): unknown {
 }
 
 export interface CommandLine {
-  command: 'serve' | 'config' | 'help' | 'version'
+  command: 'serve' | 'config' | 'healthcheck' | 'help' | 'version'
   configFile?: string
   settings: Record<string, unknown>
 }
@@ -185,8 +185,8 @@ export function parseArgs(argv: readonly string[]): CommandLine {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
     if (arg === 'serve' && i === 0) continue
-    if (arg === 'config' && i === 0) {
-      command = 'config'
+    if ((arg === 'config' || arg === 'healthcheck') && i === 0) {
+      command = arg
       continue
     }
     if (arg === '--help' || arg === '-h' || arg === 'help') return { command: 'help', settings }
@@ -496,9 +496,10 @@ export function helpText(version: string): string {
   const lines = [
     `switchboard ${version}: mailbox exchange, worker dispatch and A2A agent registry`,
     '',
-    'Usage: switchboard [serve|config] [--flag value ...]',
+    'Usage: switchboard [serve|config|healthcheck] [--flag value ...]',
     '',
     '  config          print the effective settings, each with where it came from, and exit',
+    '  healthcheck     ask the server these settings describe for /readyz: exit 0 when ready, 1 if not',
     '  --config FILE   TOML config file (env SWITCHBOARD_CONFIG); Academy exchange.toml accepted',
     '  --help          this text',
     '  --version       print the version',

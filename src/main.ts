@@ -4,6 +4,7 @@ import { createApp } from './app'
 import { createBackend, PluginError } from './backend/index'
 import { loadPlugin } from '../plugins/index'
 import { checkBackendOptions, ConfigError, helpText, loadConfig, printConfig } from './config'
+import { checkReady } from './ops/healthcheck'
 import { createLogger, logWriter } from './ops/logger'
 import { serve } from './http/node'
 import { VERSION, versionLine } from './version'
@@ -28,6 +29,11 @@ async function main(): Promise<number> {
     return 0
   }
   const { config } = loaded
+  if (loaded.command === 'healthcheck') {
+    const problem = await checkReady(config)
+    if (problem !== null) process.stderr.write(`switchboard healthcheck: ${problem}\n`)
+    return problem === null ? 0 : 1
+  }
   let app: ReturnType<typeof createApp>
   let logger: ReturnType<typeof createLogger>
   try {

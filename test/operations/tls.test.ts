@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import WebSocket from 'ws'
 import { agentId, bodies } from '../support/academy'
-import { BUN, startProcess, type RunningProcess } from '../support/process'
+import { BUN, runToEnd, startProcess, type RunningProcess } from '../support/process'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-tls-'))
 const cert = join(dir, 'cert.pem')
@@ -65,6 +65,13 @@ describe.skipIf(missing !== null)('TLS', () => {
     expect(response.status).toBe(200)
     expect(JSON.parse(response.text).status).toBe('ok')
     expect(response.headers['x-request-id']).toBeString()
+  })
+
+  it('switchboard healthcheck with the same settings asks /readyz over https:// and exits 0', async () => {
+    const port = new URL(child!.url).port
+    const checked = await runToEnd([BUN, 'src/main.ts', 'healthcheck', '--config', join(dir, 'exchange.toml'), '--port', port])
+    expect(checked.stderr).toBe('')
+    expect(checked.code).toBe(0)
   })
 
   it('refuses the handshake of a client that does not trust the certificate', async () => {
