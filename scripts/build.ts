@@ -20,9 +20,11 @@
  * shipped build with. The commit and target are written into the binary for
  * `switchboard --version`.
  */
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs'
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
+
+import { DOCS_ASSETS } from '../src/http/docs'
 
 export const ROOT = resolve(import.meta.dir, '..')
 const ENTRY = resolve(ROOT, 'src/main.ts')
@@ -95,13 +97,24 @@ function parseArgs(args: string[]): BuildOptions {
 
 /** Runs `bun build --compile` into `outfile`; with `order`, lays the bytecode out by that order file. */
 function compile(options: BuildOptions, outfile: string, order?: string): void {
+  const assets = mkdtempSync(join(tmpdir(), 'switchboard-assets-'))
   const command = [
-    process.execPath, 'build', ENTRY, '--compile', `--target=${TARGETS[options.target]}`, '--minify',
+    process.execPath, 'build', ENTRY, ...gzipAssets(assets), '--asset-naming=[name].[ext]', '--compile', `--target=${TARGETS[options.target]}`, '--minify',
     `--define=SWITCHBOARD_COMMIT=${JSON.stringify(options.commit)}`, `--define=SWITCHBOARD_TARGET=${JSON.stringify(options.target)}`,
     ...(options.bytecode ? ['--bytecode'] : []), ...(order ? [`--bytecode-order=${order}`] : []), '--outfile', outfile,
   ]
   const built = Bun.spawnSync(command, { cwd: ROOT, stdout: 'inherit', stderr: 'inherit' })
+  rmSync(assets, { recursive: true, force: true })
   if (built.exitCode !== 0) throw new Error(`bun build failed (exit ${built.exitCode}): ${command.join(' ')}`)
+}
+
+/** Writes the Swagger UI's assets gzipped into `dir` (embedded as files, served as they are: see src/http/docs.ts); returns their paths. */
+function gzipAssets(dir: string): string[] {
+  return Object.keys(DOCS_ASSETS).map((name) => {
+    const file = join(dir, `${name}.gz`)
+    writeFileSync(file, Bun.gzipSync(readFileSync(Bun.resolveSync(`swagger-ui-dist/${name}`, ROOT)), { level: 9 }))
+    return file
+  })
 }
 
 /**

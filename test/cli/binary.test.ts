@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
-import { mkdtempSync, rmSync, statSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { rawRequest } from '../support/http'
-import { BUN, buildCommand, runToEnd, startProcess, type RunningProcess } from '../support/process'
+import { BUN, ROOT, buildCommand, runToEnd, startProcess, type RunningProcess } from '../support/process'
 
 const dir = mkdtempSync(join(tmpdir(), 'switchboard-binary-'))
 const binary = join(dir, 'switchboard')
@@ -54,9 +54,16 @@ describe('the compiled binary', () => {
 
     const document = JSON.parse((await rawRequest(`${running.url}/swagger/json`)).text)
     expect(Object.keys(document.paths)).toContain('/mailbox/listen')
+    // The assets are embedded gzipped: a browser gets them so, any other caller as they are, byte for byte.
+    const original = readFileSync(join(ROOT, 'node_modules/swagger-ui-dist/swagger-ui-bundle.js'))
     const asset = await rawRequest(`${running.url}/swagger/assets/swagger-ui-bundle.js`)
     expect(asset.status).toBe(200)
-    expect(asset.text.length).toBeGreaterThan(100_000)
+    expect(asset.headers['content-encoding']).toBeUndefined()
+    expect(asset.bytes.equals(original)).toBe(true)
+    const gzipped = await rawRequest(`${running.url}/swagger/assets/swagger-ui-bundle.js`, { headers: { 'accept-encoding': 'gzip, deflate, br' } })
+    expect(gzipped.headers['content-encoding']).toBe('gzip')
+    expect(gzipped.bytes.length).toBeLessThan(original.length / 3)
+    expect(Buffer.from(Bun.gunzipSync(new Uint8Array(gzipped.bytes))).equals(original)).toBe(true)
 
     expect(await running.stop('SIGTERM')).toBe(0)
   })

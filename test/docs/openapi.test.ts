@@ -96,4 +96,17 @@ describe('the AsyncAPI document', () => {
     const actions = Object.values(parsed.operations as Record<string, { action: string }>).map((operation) => operation.action)
     expect(new Set(actions)).toEqual(new Set(['send', 'receive']))
   })
+
+  it('serves the UI assets gzipped to a caller that takes gzip, and as swagger-ui-dist has them to one that does not', async () => {
+    for (const [name, type] of [['swagger-ui-bundle.js', 'text/javascript; charset=utf-8'], ['swagger-ui.css', 'text/css; charset=utf-8']]) {
+      const original = await Bun.file(Bun.resolveSync(`swagger-ui-dist/${name}`, import.meta.dir)).bytes()
+      const plain = await rawRequest(`${running.url}/swagger/assets/${name}`)
+      expect([plain.status, plain.headers['content-type'], plain.headers['content-encoding'], plain.headers.vary]).toEqual([200, type, undefined, 'accept-encoding'])
+      expect(plain.bytes.equals(original)).toBe(true)
+      const gzipped = await rawRequest(`${running.url}/swagger/assets/${name}`, { headers: { 'accept-encoding': 'gzip' } })
+      expect(gzipped.headers['content-encoding']).toBe('gzip')
+      expect(Buffer.from(Bun.gunzipSync(new Uint8Array(gzipped.bytes))).equals(Buffer.from(original))).toBe(true)
+    }
+    expect((await rawRequest(`${running.url}/swagger/assets/other.js`)).status).toBe(404)
+  })
 })

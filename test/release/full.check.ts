@@ -67,11 +67,13 @@ describe('npm run release (every target)', () => {
     expect(readdirSync(join(out, 'npm')).sort()).toEqual([`switchboard-${VERSION}.tgz`, ...DEFAULT_TARGETS.map((target) => `switchboard-${target}-${VERSION}.tgz`)].sort())
   })
 
-  it('each binary is an executable of its platform, the musl ones with musl\'s loader', () => {
+  it('each binary is an executable of its platform, the musl ones with musl\'s loader, below 112 MiB', () => {
     for (const target of DEFAULT_TARGETS) {
       const file = join(out, name(target))
       expect(`${target}: ${platformOf(file)}`).toBe(`${target}: ${target.replace('-musl', '')}`)
       process.stderr.write(`${name(target)}: ${(statSync(file).size / 2 ** 20).toFixed(1)} MiB\n`)
+      // The goal: every binary below 112 MiB (what the first glibc x64 binary weighed).
+      expect(`${target}: ${statSync(file).size < 112 * 2 ** 20 ? 'below' : 'not below'} 112 MiB`).toBe(`${target}: below 112 MiB`)
       if (target.startsWith('linux')) {
         const loader = head(file).toString('latin1').match(/\/lib[^\0]*ld-[^\0]+/)?.[0]
         expect(`${target}: ${loader}`).toBe(`${target}: ${target.endsWith('-musl') ? `/lib/ld-musl-${target.includes('arm64') ? 'aarch64' : 'x86_64'}.so.1` : target.includes('arm64') ? '/lib/ld-linux-aarch64.so.1' : '/lib64/ld-linux-x86-64.so.2'}`)

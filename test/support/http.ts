@@ -8,6 +8,8 @@ export interface RawResponse {
   status: number
   headers: http.IncomingHttpHeaders
   text: string
+  /** The body as it came on the wire (not decoded, not decompressed). */
+  bytes: Buffer
 }
 
 /** Sends one request with any method and an optional body; resolves with the full response. */
@@ -23,7 +25,10 @@ export function rawRequest(url: string, options: { method?: string; body?: strin
       (response) => {
         const chunks: Buffer[] = []
         response.on('data', (chunk: Buffer) => chunks.push(chunk))
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers, text: Buffer.concat(chunks).toString() }))
+        response.on('end', () => {
+          const bytes = Buffer.concat(chunks)
+          resolve({ status: response.statusCode ?? 0, headers: response.headers, text: bytes.toString(), bytes })
+        })
         response.on('error', reject)
       },
     )
