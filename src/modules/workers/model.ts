@@ -17,7 +17,8 @@ export const RegisterFrame = v.object({
   type: v.literal('register'),
   worker_id: OptionalText,
   agent_name: v.pipe(v.string(), v.minLength(1, 'agent_name must not be empty'), v.maxLength(256)),
-  capabilities: v.optional(v.nullable(v.array(v.string()))),
+  // Kept on the worker's record for as long as it is registered: bounded so that one socket holds little.
+  capabilities: v.optional(v.nullable(v.pipe(v.array(v.pipe(v.string(), v.maxLength(256, 'a capability is at most 256 characters'))), v.maxLength(64, 'capabilities holds at most 64 entries')))),
   registry_uuid: OptionalText,
   token: OptionalText,
   load_threshold: v.optional(v.nullable(v.pipe(v.number(), v.gtValue(0), v.maxValue(1)))),

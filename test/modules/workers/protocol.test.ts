@@ -73,6 +73,23 @@ describe('registration', () => {
     expect((await worker.closed).code).toBe(1008)
   })
 
+  it('refuses capabilities past 64 entries or 256 characters each, naming the bound, and takes them within it', async () => {
+    await start()
+    for (const [capabilities, wording] of [[Array.from({ length: 65 }, (_, i) => `c${i}`), 'at most 64 entries'], [['x'.repeat(257)], 'at most 256 characters']] as const) {
+      const worker = await TestWorker.open(server!.url, {}, false)
+      workers.push(worker)
+      worker.send({ type: 'register', worker_id: '', agent_name: 'voice-agent', capabilities })
+      const reply = await worker.waitFor((frame) => frame.type === 'register')
+      expect(reply.success).toBe(false)
+      expect(String(reply.message)).toContain(wording)
+      expect((await worker.closed).code).toBe(1008)
+    }
+    const within = await TestWorker.open(server!.url, {}, false)
+    workers.push(within)
+    within.send({ type: 'register', worker_id: '', agent_name: 'voice-agent', capabilities: Array.from({ length: 64 }, () => 'y'.repeat(256)) })
+    expect((await within.waitFor((frame) => frame.type === 'register')).success).toBe(true)
+  })
+
   it('closes a socket that sends no register message within worker_register_timeout_s, with a refused register reply and 1008', async () => {
     await start({ worker_register_timeout_s: 0.5 })
     const silent = await TestWorker.open(server!.url, {}, false)
