@@ -115,12 +115,16 @@ describe('the A2A SDK through the proxy', () => {
 
   const cardUrl = () => `${registry.url}/workspaces/${target.id}/${AGENT_CARD_PATH}`
 
-  it('serves the card with its JSON-RPC endpoint rewritten to the proxy, an ETag, and 304 on If-None-Match', async () => {
+  it('serves the card with its JSON-RPC and HTTP+JSON endpoints rewritten to the proxy, an ETag, and 304 on If-None-Match', async () => {
     const headers = { authorization: `Bearer ${caller.token}` }
     const response = await fetch(cardUrl(), { headers })
     expect(response.status).toBe(200)
     const card = (await response.json()) as AgentCard
-    expect(card.supportedInterfaces).toEqual([{ url: `${registry.url}/workspaces/${target.id}/a2a`, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: '1.0' }])
+    const proxyUrl = `${registry.url}/workspaces/${target.id}/a2a`
+    expect(card.supportedInterfaces).toEqual([
+      { url: proxyUrl, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: '1.0' },
+      { url: proxyUrl, protocolBinding: 'HTTP+JSON', tenant: '', protocolVersion: '1.0' },
+    ])
     expect(response.headers.get('cache-control')).toContain('max-age')
     const etag = response.headers.get('etag')
     expect(etag).toMatch(/^".+"$/)
