@@ -582,7 +582,8 @@ export class A2AProxy {
     } catch (error) {
       return fail(this.failureDuring(causeOf(), error))
     }
-    const answer = body.length <= FACTS_READ_MAX || response.status >= 300 ? parseJson(body) : undefined
+    // An answer to rewrite is read whatever its size (the response limit bounds it): one left as it came would show what the rewrite hides.
+    const answer = body.length <= FACTS_READ_MAX || response.status >= 300 || request.rewrite !== undefined ? parseJson(body) : undefined
     if (response.status >= 300 && answer === undefined) {
       const text = decoder.decode(body.subarray(0, 200)).trim()
       const message = `agent answered HTTP ${response.status}${text ? `: ${text}` : ''}`
@@ -593,10 +594,7 @@ export class A2AProxy {
     noteTaskFacts(facts, request.wording.resultOf(answer))
     if (request.rewrite !== undefined && response.ok && answer !== undefined) {
       const rewritten = request.rewrite(answer)
-      if (rewritten !== undefined) {
-        body = encoder.encode(JSON.stringify(rewritten))
-        delete relayed['content-length']
-      }
+      if (rewritten !== undefined) body = encoder.encode(JSON.stringify(rewritten))
     }
     finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null, outcome: outcomeOfStatus(response.status), facts })
     return { status: response.status, headers: relayed, body }

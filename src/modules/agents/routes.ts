@@ -62,10 +62,19 @@ const EXTENDED_CARD_METHODS = new Set(['agent/getAuthenticatedExtendedCard', 'Ge
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
 
-/** An interface URL with a REST operation's path appended and the caller's query in place of its own. */
+/**
+ * An interface URL with a REST operation's path appended and the caller's
+ * query in place of its own. A path whose dot segments (`..`, `%2e%2e`)
+ * would climb out of the interface is refused: it would reach whatever else
+ * the agent's host serves.
+ */
 function joinedUrl(base: string, tail: { path: string; search: string }): string {
   const url = new URL(base)
-  url.pathname = url.pathname.replace(/\/+$/, '') + tail.path
+  const root = url.pathname.replace(/\/+$/, '')
+  // URLs read a backslash as a slash, and %2e as a dot.
+  const climbs = tail.path.split(/[/\\]/).some((segment) => /^(?:\.|%2e){1,2}$/i.test(segment))
+  url.pathname = root + tail.path
+  if (climbs || !url.pathname.startsWith(`${root}/`)) throw new AppError(400, 'INVALID_PATH', `path ${JSON.stringify(tail.path.slice(0, 200))} has dot segments: it would leave the agent's HTTP+JSON interface`)
   url.search = tail.search
   return url.href
 }

@@ -6,7 +6,7 @@
  * v0.3 agents.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
-import { openStream, sseData } from '../../support/http'
+import { openStream, rawRequest, sseData } from '../../support/http'
 import { closedPort, startPlainAgent, startRegistry, type PlainAgent, type Registry, type Workspace } from './support'
 
 /** A REST error body as A2A's spec writes it (§11.6). */
@@ -84,6 +84,16 @@ describe('the HTTP+JSON binding through the proxy', () => {
       expect(call.headers.traceparent).toBe(TRACEPARENT)
       expect(response.headers.get('traceparent')).toBe(TRACEPARENT)
     }
+  })
+
+  it("refuses a path whose dot segments would climb out of the agent's HTTP+JSON interface, however spelled", async () => {
+    const before = agent.calls.length
+    for (const tail of ['/../message:send', '/%2e%2e/message:send', '/.%2E/tasks', '/tasks/..', '/tasks/%2E%2e?x=1', '/..\\/message:send']) {
+      const response = await rawRequest(registry.url, { method: tail.includes('message') ? 'POST' : 'GET', path: `/workspaces/${target.id}/a2a${tail}`, headers: { authorization: `Bearer ${caller.token}` }, body: tail.includes('message') ? sendBody('x') : undefined })
+      expect({ tail, status: response.status }).toEqual({ tail, status: 400 })
+      expect((JSON.parse(response.text) as RestError).error.details[0]!.reason).toBe('INVALID_PATH')
+    }
+    expect(agent.calls.length).toBe(before)
   })
 
   it('records a REST call in the activity with its A2A method and task', async () => {
