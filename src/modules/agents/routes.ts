@@ -581,3 +581,13 @@ export const a2aStreamChannel: ChannelDoc = {
     "An agent's event stream (message/stream, tasks/resubscribe and their v1.0 names), relayed event by event as the agent writes it: each `data:` line a JSON-RPC response. A stream the agent breaks off, lets go silent past a2a_idle_timeout_s or past a2a_max_duration_s ends with one more event carrying a JSON-RPC error.",
   messages: [{ name: 'a2aEvent', direction: 'send', summary: 'A JSON-RPC response of the agent, or the closing error event', schema: v.pipe(v.string(), v.description('text/event-stream; each `data:` line a JSON-RPC 2.0 response')), contentType: 'text/event-stream' }],
 }
+
+/** The HTTP+JSON binding's relayed event streams, for the AsyncAPI document. */
+export const a2aRestStreamChannel: ChannelDoc = {
+  id: 'a2aRestStream',
+  address: '/workspaces/{id}/a2a/message:stream',
+  protocol: 'sse',
+  description:
+    "An agent's HTTP+JSON event stream (POST message:stream; tasks/{taskId}:subscribe streams alike, each also under a /{tenant} prefix), relayed event by event as the agent writes it: each `data:` line a StreamResponse. A stream the agent breaks off, lets go silent past a2a_idle_timeout_s or past a2a_max_duration_s ends with one more event, `event: error`, whose data is a REST error body.",
+  messages: [{ name: 'a2aRestEvent', direction: 'send', summary: 'A StreamResponse of the agent, or the closing error event', schema: v.pipe(v.string(), v.description('text/event-stream; each `data:` line a StreamResponse, the closing `event: error` a google.rpc.Status')), contentType: 'text/event-stream' }],
+}
