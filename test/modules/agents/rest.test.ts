@@ -25,7 +25,7 @@ describe('the HTTP+JSON binding through the proxy', () => {
   let down: Workspace
   let stranger: Workspace
   beforeAll(async () => {
-    registry = await startRegistry({ a2a_body_limit_kb: 64, a2a_idle_timeout_s: 1 })
+    registry = await startRegistry({ a2a_body_limit_kb: 64, a2a_header_timeout_s: 1, a2a_idle_timeout_s: 1 })
     agent = await startPlainAgent()
     const parent = await registry.createWorkspace('parent')
     caller = await registry.createWorkspace('caller', parent.id)
@@ -117,6 +117,10 @@ describe('the HTTP+JSON binding through the proxy', () => {
     expect(agentDown.status).toBe(503)
     expect(agentDown.headers.get('retry-after')).not.toBeNull()
     expect((await errorOf(agentDown)).error).toMatchObject({ code: 503, status: 'UNAVAILABLE' })
+    const slow = await rest('POST', '/message:send', { body: sendBody('sleep:3000') })
+    expect(slow.status).toBe(504)
+    expect(slow.headers.get('retry-after')).not.toBeNull()
+    expect((await errorOf(slow)).error).toMatchObject({ code: 504, status: 'DEADLINE_EXCEEDED' })
   })
 
   it('answers 501 when the card declares no HTTP+JSON interface, pointing at the JSON-RPC URL', async () => {

@@ -384,6 +384,22 @@ describe.each(['JSONRPC', 'HTTP+JSON'] as const)('the A2A SDK client over %s thr
     expectSeenSince(from, binding === 'JSONRPC' ? /^\/a2a\/jsonrpc$/ : /^\/a2a\/rest\/extendedAgentCard$/)
   })
 
+  it('carries the tenant a card declares for the interface, in the path on HTTP+JSON and in the params on JSON-RPC', async () => {
+    const tenanted = await registry.createWorkspace(`sdk-tenant-${binding}`, (await registry.request('GET', `/workspaces/${target.id}`, { token: target.token }).then((response) => response.json()) as { parent_id: string }).parent_id)
+    const interfaces = agent.card.supportedInterfaces.map((entry) => ({ ...entry, tenant: 'acme' }))
+    await registry.register(tenanted, agent.url, { ...agent.card, supportedInterfaces: interfaces } as unknown as Record<string, unknown>)
+    const fetchImpl = ((input: RequestInfo | URL, init?: RequestInit) => {
+      const headers = new Headers(init?.headers)
+      headers.set('authorization', `Bearer ${caller.token}`)
+      return fetch(input, { ...init, headers })
+    }) as typeof fetch
+    const factory = new ClientFactory({ transports: [new JsonRpcTransportFactory({ fetchImpl }), new RestTransportFactory({ fetchImpl })], cardResolver: new DefaultAgentCardResolver({ fetchImpl }), preferredTransports: [binding] })
+    const tenantClient = await factory.createFromUrl(`${registry.url}/workspaces/${tenanted.id}/`)
+    const from = agent.seen.length
+    expect(JSON.stringify(await tenantClient.sendMessage({ message: message('tenant') } as never))).toContain('sdk echo: tenant')
+    expect(agent.seen.slice(from).map((request) => request.path)).toEqual([binding === 'JSONRPC' ? '/a2a/jsonrpc' : '/a2a/rest/acme/message:send'])
+  })
+
   it('records each call in the activity with its A2A method, whichever the binding', async () => {
     const response = await registry.request('GET', `/workspaces/${target.id}/activity?limit=100`, { token: target.token })
     const methods = new Set(((await response.json()) as { items: { method: string }[] }).items.map((item) => item.method))
