@@ -152,7 +152,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
     pushUrls: PushUrl[]
     verb: 'GET' | 'POST' | 'DELETE'
     body: Uint8Array<ArrayBuffer> | null
-    /** Appended to the interface URL: the REST operation's path and query as sent ('' on JSON-RPC). */
+    /** Appended to the interface URL: the REST operation's path and query as sent (null on JSON-RPC). */
     tail: { path: string; search: string } | null
     wording: AnswerWording
     /** The binding's error for a refused push-notification URL. */
