@@ -5,6 +5,9 @@
  * Bun's fastest server), and through Switchboard's proxy, in one run, at 1
  * and 64 concurrent callers with 1 KiB and 64 KiB messages; then
  * time-to-first-event of a `message/stream` direct and through the proxy.
+ * The same rows again on A2A's HTTP+JSON binding (`POST /message:send`),
+ * with its own bare node:http forwarder, so that each binding's proxied
+ * throughput is given over the forwarder that carries the same request.
  * Every route is first called by 64 callers for a while, so that no row
  * (the first is at one caller) pays for the servers' JIT compiling the path.
  * The agent, the forwarders and Switchboard run as separate processes; the
@@ -28,12 +31,20 @@ const JIT_WARMUP_MS = 1500
 const STREAM_SAMPLES = 40
 const ADMIN = 'bench-admin-token'
 
-/** The echo agent: answers message/send with the text it got; message/stream with an event now and one later. */
+/**
+ * The echo agent: answers message/send with the text it got; message/stream
+ * with an event now and one later; HTTP+JSON's `POST /message:send` with the
+ * text it got, in that binding's shape.
+ */
 function runAgent(): void {
   const server = Bun.serve({
     port: 0,
     hostname: '127.0.0.1',
     async fetch(request) {
+      if (new URL(request.url).pathname === '/message:send') {
+        const sent = (await request.json()) as { message: { parts: { text: string }[] } }
+        return Response.json({ message: { messageId: crypto.randomUUID(), role: 'ROLE_AGENT', parts: [{ text: sent.message.parts[0]?.text ?? '' }] } })
+      }
       const body = (await request.json()) as { id: unknown; method: string; params: { message: { parts: { text: string }[] } } }
       const text = body.params.message.parts[0]?.text ?? ''
       if (body.method === 'message/stream') {
@@ -84,6 +95,9 @@ function perCall(before: CpuReading | null, after: CpuReading | null, calls: num
 const messageSend = (text: string, method = 'message/send') =>
   JSON.stringify({ jsonrpc: '2.0', id: crypto.randomUUID(), method, params: { message: { role: 'user', messageId: crypto.randomUUID(), parts: [{ kind: 'text', text }] } } })
 
+/** HTTP+JSON's SendMessage body. */
+const restSend = (text: string) => JSON.stringify({ message: { role: 'ROLE_USER', messageId: crypto.randomUUID(), parts: [{ text }] } })
+
 async function admin(base: string, path: string, body: unknown, token = ADMIN): Promise<Record<string, string>> {
   const response = await fetch(`${base}${path}`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) })
   if (!response.ok) throw new Error(`${path}: ${response.status} ${await response.text()}`)
@@ -112,79 +126,105 @@ async function main(): Promise<void> {
   const switchboard = await startSwitchboard(['--admin-token', ADMIN, '--allow-private-agent-urls'])
   const forwarder = await startChild([BUN, 'bench/baselines/forwarder.ts', agent.url])
   const bunForwarder = await startChild([BUN, 'bench/baselines/forwarder.ts', agent.url, '--bun-serve'])
+  const restForwarder = await startChild([BUN, 'bench/baselines/forwarder.ts', `${agent.url}message:send`])
   try {
     const parent = await admin(switchboard.url, '/workspaces', { name: 'bench' })
     const caller = await admin(switchboard.url, '/workspaces', { name: 'caller', parent_id: parent.id })
     const target = await admin(switchboard.url, '/workspaces', { name: 'target', parent_id: parent.id })
-    await admin(switchboard.url, '/registry/register', { id: target.id, url: agent.url, agent_card: { name: 'echo', url: agent.url } }, target.auth_token)
-    const routes = {
-      // `pid`: the process whose CPU per call is charged (the agent's own when called direct).
-      direct: { url: agent.url, headers: {} as Record<string, string>, pid: agent.pid },
-      forwarder: { url: `${forwarder.url}/`, headers: {} as Record<string, string>, pid: forwarder.pid },
-      bunForwarder: { url: `${bunForwarder.url}/`, headers: {} as Record<string, string>, pid: bunForwarder.pid },
-      proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a`, headers: { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! }, pid: switchboard.pid },
-    }
+    // JSON-RPC at the registered URL; HTTP+JSON at the same base, its operations' paths appended.
+    const card = { name: 'echo', supportedInterfaces: [{ url: agent.url, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }, { url: agent.url, protocolBinding: 'HTTP+JSON', protocolVersion: '1.0' }] }
+    await admin(switchboard.url, '/registry/register', { id: target.id, url: agent.url, agent_card: card }, target.auth_token)
+    const asCaller = { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id! }
+    type Route = { url: string; headers: Record<string, string>; pid: number }
+    // `pid`: the process whose CPU per call is charged (the agent's own when called direct).
+    // HTTP+JSON is measured at 1 KiB only, to keep the run within its time: the body's size costs both bindings alike.
+    const bindings: { binding: string; body: (text: string) => string; sizes: number[]; routes: Record<string, Route> }[] = [
+      {
+        binding: 'JSON-RPC',
+        body: messageSend,
+        sizes: [1024, 65536],
+        routes: {
+          direct: { url: agent.url, headers: {}, pid: agent.pid },
+          forwarder: { url: `${forwarder.url}/`, headers: {}, pid: forwarder.pid },
+          bunForwarder: { url: `${bunForwarder.url}/`, headers: {}, pid: bunForwarder.pid },
+          proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a`, headers: asCaller, pid: switchboard.pid },
+        },
+      },
+      {
+        binding: 'HTTP+JSON',
+        body: restSend,
+        sizes: [1024],
+        routes: {
+          direct: { url: `${agent.url}message:send`, headers: {}, pid: agent.pid },
+          forwarder: { url: `${restForwarder.url}/message:send`, headers: {}, pid: restForwarder.pid },
+          proxied: { url: `${switchboard.url}/workspaces/${target.id}/a2a/message:send`, headers: asCaller, pid: switchboard.pid },
+        },
+      },
+    ]
+    const routes = bindings[0]!.routes
 
     /** One call of `body` along `route`, which must answer 200. */
-    const sender = (route: (typeof routes)['direct'], body: string) => async () => {
+    const sender = (route: Route, body: string) => async () => {
       const response = await fetch(route.url, { method: 'POST', headers: { ...route.headers, 'content-type': 'application/json' }, body })
       if (response.status !== 200) throw new Error(`HTTP ${response.status}`)
       await response.arrayBuffer()
     }
-    const sizes = [1024, 65536]
-    for (const route of Object.values(routes)) for (const size of sizes) await load(64, JIT_WARMUP_MS / sizes.length, sender(route, messageSend('x'.repeat(size))))
+    for (const { body, sizes, routes: each } of bindings) for (const route of Object.values(each)) for (const size of sizes) await load(64, JIT_WARMUP_MS / sizes.length, sender(route, body('x'.repeat(size))))
 
     const rows: Record<string, unknown>[] = []
-    for (const size of sizes) {
-      const body = messageSend('x'.repeat(size))
-      for (const concurrency of [1, 64]) {
-        const measured: Record<string, LoadResult> = {}
-        const shares: Record<string, CallCpu | null> = {}
-        for (const [mode, route] of Object.entries(routes)) {
-          const send = sender(route, body)
-          await load(concurrency, WARMUP_MS, send)
-          const before = cpuOf(route.pid, agent.pid)
-          const result = await load(concurrency, RUN_MS, send)
-          measured[mode] = result
-          shares[mode] = perCall(before, cpuOf(route.pid, agent.pid), result.requests)
+    for (const { binding, body: bodyOf, sizes, routes: each } of bindings) {
+      for (const size of sizes) {
+        const body = bodyOf('x'.repeat(size))
+        for (const concurrency of [1, 64]) {
+          const measured: Record<string, LoadResult> = {}
+          const shares: Record<string, CallCpu | null> = {}
+          for (const [mode, route] of Object.entries(each)) {
+            const send = sender(route, body)
+            await load(concurrency, WARMUP_MS, send)
+            const before = cpuOf(route.pid, agent.pid)
+            const result = await load(concurrency, RUN_MS, send)
+            measured[mode] = result
+            shares[mode] = perCall(before, cpuOf(route.pid, agent.pid), result.requests)
+          }
+          const direct = measured.direct!
+          const bare = measured.forwarder!
+          const bunBare = measured.bunForwarder
+          const proxied = measured.proxied!
+          rows.push({
+            binding,
+            body: `${size / 1024} KiB`,
+            concurrency,
+            direct_rps: direct.perSecond,
+            forwarder_rps: bare.perSecond,
+            bun_forwarder_rps: bunBare?.perSecond ?? null,
+            proxied_rps: proxied.perSecond,
+            throughput_ratio: round(proxied.perSecond / direct.perSecond, 2),
+            forwarder_ratio: round(bare.perSecond / direct.perSecond, 2),
+            bun_forwarder_ratio: bunBare === undefined ? null : round(bunBare.perSecond / direct.perSecond, 2),
+            of_forwarder: round(proxied.perSecond / bare.perSecond, 2),
+            direct_p50_ms: direct.latency.p50,
+            forwarder_p50_ms: bare.latency.p50,
+            proxied_p50_ms: proxied.latency.p50,
+            added_p50_ms: round(proxied.latency.p50 - direct.latency.p50),
+            forwarder_added_p50_ms: round(bare.latency.p50 - direct.latency.p50),
+            direct_p99_ms: direct.latency.p99,
+            proxied_p99_ms: proxied.latency.p99,
+            added_p99_ms: round(proxied.latency.p99 - direct.latency.p99),
+            agent_cpu_us: shares.direct?.agent ?? null,
+            forwarder_cpu_us: shares.forwarder?.middle ?? null,
+            bun_forwarder_cpu_us: shares.bunForwarder?.middle ?? null,
+            proxy_cpu_us: shares.proxied?.middle ?? null,
+            machine_cpu_us: shares,
+            errors: direct.errors + bare.errors + (bunBare?.errors ?? 0) + proxied.errors,
+          })
         }
-        const direct = measured.direct!
-        const bare = measured.forwarder!
-        const bunBare = measured.bunForwarder!
-        const proxied = measured.proxied!
-        rows.push({
-          body: `${size / 1024} KiB`,
-          concurrency,
-          direct_rps: direct.perSecond,
-          forwarder_rps: bare.perSecond,
-          bun_forwarder_rps: bunBare.perSecond,
-          proxied_rps: proxied.perSecond,
-          throughput_ratio: round(proxied.perSecond / direct.perSecond, 2),
-          forwarder_ratio: round(bare.perSecond / direct.perSecond, 2),
-          bun_forwarder_ratio: round(bunBare.perSecond / direct.perSecond, 2),
-          of_forwarder: round(proxied.perSecond / bare.perSecond, 2),
-          direct_p50_ms: direct.latency.p50,
-          forwarder_p50_ms: bare.latency.p50,
-          proxied_p50_ms: proxied.latency.p50,
-          added_p50_ms: round(proxied.latency.p50 - direct.latency.p50),
-          forwarder_added_p50_ms: round(bare.latency.p50 - direct.latency.p50),
-          direct_p99_ms: direct.latency.p99,
-          proxied_p99_ms: proxied.latency.p99,
-          added_p99_ms: round(proxied.latency.p99 - direct.latency.p99),
-          agent_cpu_us: shares.direct?.agent ?? null,
-          forwarder_cpu_us: shares.forwarder?.middle ?? null,
-          bun_forwarder_cpu_us: shares.bunForwarder?.middle ?? null,
-          proxy_cpu_us: shares.proxied?.middle ?? null,
-          machine_cpu_us: shares,
-          errors: direct.errors + bare.errors + bunBare.errors + proxied.errors,
-        })
       }
     }
 
     const streaming: Record<string, unknown> = {}
     // The bare forwarders read a whole answer before relaying it, so they have no time to first event.
     for (const mode of ['direct', 'proxied'] as const) {
-      const route = routes[mode]
+      const route = routes[mode]!
       const samples: number[] = []
       for (let i = 0; i < STREAM_SAMPLES; i++) samples.push(await timeToFirstEvent(route.url, route.headers))
       streaming[mode] = summarize(samples)
@@ -192,6 +232,7 @@ async function main(): Promise<void> {
 
     const markdown = table(
       [
+        'binding',
         'body',
         'callers',
         'direct req/s',
@@ -206,11 +247,12 @@ async function main(): Promise<void> {
         'errors',
       ],
       rows.map((row) => [
+        row.binding as string,
         row.body as string,
         row.concurrency as number,
         row.direct_rps as number,
         `${row.forwarder_rps} (${row.forwarder_ratio}×)`,
-        `${row.bun_forwarder_rps} (${row.bun_forwarder_ratio}×)`,
+        row.bun_forwarder_rps === null ? '—' : `${row.bun_forwarder_rps} (${row.bun_forwarder_ratio}×)`,
         row.proxied_rps as number,
         `${row.throughput_ratio}×`,
         `${row.of_forwarder}×`,
@@ -237,6 +279,7 @@ async function main(): Promise<void> {
         const share = shares[mode]
         if (!share || !direct) continue
         cpuRows.push([
+          row.binding as string,
           row.body as string,
           label,
           `${share.callers} + ${share.agent} + ${share.middle || '—'} = ${share.total}`,
@@ -245,17 +288,18 @@ async function main(): Promise<void> {
         ])
       }
     }
-    const cpuMarkdown = table(['body (64 callers)', 'route', 'CPU µs per call on the machine: callers + agent + middle = total', "direct's total ÷ this total", 'measured req/s ÷ direct'], cpuRows)
+    const cpuMarkdown = table(['binding', 'body (64 callers)', 'route', 'CPU µs per call on the machine: callers + agent + middle = total', "direct's total ÷ this total", 'measured req/s ÷ direct'], cpuRows)
     const first = streaming as Record<'direct' | 'proxied', { p50: number; p99: number }>
     const streamMarkdown = table(['message/stream', 'time to first event p50 ms', 'p99 ms'], [
       ['direct', first.direct.p50, first.direct.p99],
       ['through the proxy', first.proxied.p50, first.proxied.p99],
     ])
-    console.log(`\nA2A message/send, direct vs through bare forwarders (node:http or Bun.serve + fetch, no checks) vs through the proxy (memory backend, ${RUN_MS / 1000} s per row; agentgateway publishes 0.31–0.33× at saturation)\n\n${markdown}\n\n${cpuMarkdown}\n\n${streamMarkdown}\n`)
+    console.log(`\nA2A message/send (JSON-RPC) and message:send (HTTP+JSON), direct vs through bare forwarders (node:http or Bun.serve + fetch, no checks) vs through the proxy (memory backend, ${RUN_MS / 1000} s per row; agentgateway publishes 0.31–0.33× at saturation)\n\n${markdown}\n\n${cpuMarkdown}\n\n${streamMarkdown}\n`)
     writeResult('a2a', { runMs: RUN_MS, backend: 'memory', send: rows, streamTimeToFirstEventMs: streaming, markdown: `${markdown}\n\n${cpuMarkdown}\n\n${streamMarkdown}` })
   } finally {
     await forwarder.stop()
     await bunForwarder.stop()
+    await restForwarder.stop()
     await switchboard.stop()
     await agent.stop()
   }

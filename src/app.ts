@@ -17,7 +17,7 @@ import { Pipeline, type Resolvers } from './http/pipeline'
 import type { AnyRoute } from './http/route'
 import type { SwitchboardRuntime } from './http/runtime'
 import { UnauthorizedError } from './errors'
-import { a2aStreamChannel, agentsRoutes } from './modules/agents/routes'
+import { a2aRestStreamChannel, a2aStreamChannel, agentsRoutes } from './modules/agents/routes'
 import type { CallOutcome } from './modules/agents/proxy'
 import { AgentsService } from './modules/agents/service'
 import { AgentUrlGuard, type Resolver } from './modules/agents/ssrf'
@@ -137,7 +137,7 @@ export function createApp(options: CreateAppOptions) {
       },
     }),
     ...healthRoutes({ config, backend, registry: metrics.registry, logger, version: VERSION, draining: () => draining }),
-    ...docsRoutes(() => routes, [workerSocketChannel, listenStreamChannel, a2aStreamChannel], VERSION),
+    ...docsRoutes(() => routes, [workerSocketChannel, listenStreamChannel, a2aStreamChannel, a2aRestStreamChannel], VERSION),
     ...(options.routes ?? []),
   ]
   const pipeline = new Pipeline({

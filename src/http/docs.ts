@@ -71,8 +71,8 @@ const SECURITY_SCHEMES = {
   adminToken: { type: 'http', scheme: 'bearer', description: 'The operator token (--admin-token).' },
 }
 
-/** `/workspaces/:id/a2a` → `/workspaces/{id}/a2a` */
-const openApiPath = (path: string) => path.replace(/:([A-Za-z_]+)/g, '{$1}')
+/** A route's path in OpenAPI's form: `/workspaces/:id/a2a/tasks/:taskId:cancel` → `/workspaces/{id}/a2a/tasks/{taskId}:cancel` (a parameter starts a segment; a colon later in it is literal). */
+export const openApiPath = (path: string) => path.replace(/\/:([A-Za-z_][A-Za-z0-9_]*)/g, '/{$1}')
 
 /** Parameters of one kind (path or query) from an object schema's properties; `optional` makes every one optional (the query form of a body). */
 function parametersOf(schema: v.GenericSchema | undefined, where: 'path' | 'query', optional = false): Record<string, unknown>[] {
@@ -108,7 +108,9 @@ function operationOf(definition: AnyRoute): Record<string, unknown> {
   const queryForm = definition.queryForm === true && body !== undefined
   const parameters = [...parametersOf(definition.params, 'path'), ...parametersOf(definition.query, 'query'), ...(queryForm ? parametersOf(body, 'query', true) : [])]
   if (parameters.length > 0) operation.parameters = parameters
-  if (definition.body === 'raw') operation.requestBody = { required: true, content: { 'application/json': { schema: { type: 'object' } } } }
+  if (definition.body === 'raw') {
+    if (definition.rawExample !== undefined) operation.requestBody = { required: true, content: { 'application/json': { schema: { type: 'object' }, example: definition.rawExample } } }
+  }
   else if (body !== undefined && queryForm && definition.method === 'GET') {
     // A GET documented with a body makes the UI send one, which browsers refuse: the body form is described instead.
     operation.description = [definition.description, 'The same fields are taken as a JSON body too, as Academy\'s client sends them on GET.'].filter(Boolean).join(' ')

@@ -30,6 +30,24 @@ function incomingOf(request: Request): Incoming {
   }
 }
 
+/**
+ * A route's path as Elysia's router can hold it. That router reads every
+ * colon as the start of a parameter and takes no literal text after one, so
+ * A2A's `message:send` and `tasks/:taskId:cancel` become `message:action`
+ * and `tasks/:taskId`: routes that then share a path are told apart by the
+ * pipeline, which every request reaches whatever Elysia matched.
+ */
+export function elysiaPath(path: string): string {
+  return path
+    .split('/')
+    .map((segment) => {
+      if (segment.startsWith(':')) return /^:[A-Za-z_][A-Za-z0-9_]*/.exec(segment)![0]
+      const colon = segment.indexOf(':')
+      return colon === -1 ? segment : `${segment.slice(0, colon)}:action`
+    })
+    .join('/')
+}
+
 export function elysiaApp(runtime: SwitchboardRuntime) {
   const observer = observeRequests(runtime)
   const handle = async ({ request }: { request: Request }): Promise<Response> => {
@@ -49,7 +67,14 @@ export function elysiaApp(runtime: SwitchboardRuntime) {
     return toResponse(reply)
   }
   const app = new Elysia({ name: 'switchboard' }).decorate('switchboard', runtime)
-  for (const definition of runtime.pipeline.routes) app.route(definition.method, definition.path, handle, { parse: 'none' } as never)
+  // Several routes may share one Elysia path (elysiaPath): each is registered once, and the pipeline's own match tells them apart.
+  const registered = new Set<string>()
+  for (const definition of runtime.pipeline.routes) {
+    const path = elysiaPath(definition.path)
+    if (registered.has(`${definition.method} ${path}`)) continue
+    registered.add(`${definition.method} ${path}`)
+    app.route(definition.method, path, handle, { parse: 'none' } as never)
+  }
   // A path no route matches, or a method a path does not take: the pipeline answers it (404, or a CORS preflight).
   return app.onError(({ code, request }) => (code === 'NOT_FOUND' ? handle({ request }) : undefined))
 }

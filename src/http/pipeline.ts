@@ -65,16 +65,31 @@ export interface Matched {
   params: Readonly<Record<string, string | null>>
 }
 
-/** The route table's router: static paths by one map lookup, parametric ones segment by segment. */
+/**
+ * One segment of a route's path: literal text, or a parameter (`:name`) that
+ * may end in literal text (`:id:cancel`, as A2A's HTTP+JSON binding writes
+ * `tasks/{id}:cancel`).
+ */
+type Segment = { literal: string } | { param: string; suffix: string }
+
+const PARAM_SEGMENT = /^:([A-Za-z_][A-Za-z0-9_]*)(.*)$/
+
+function segmentOf(text: string): Segment {
+  const param = PARAM_SEGMENT.exec(text)
+  return param === null ? { literal: text } : { param: param[1]!, suffix: param[2]! }
+}
+
+/** The route table's router: static paths by one map lookup, parametric ones segment by segment, in the table's order. */
 class Router {
   private readonly exact = new Map<string, AnyRoute>()
-  private readonly patterns: { route: AnyRoute; segments: string[] }[] = []
+  private readonly patterns: { route: AnyRoute; segments: Segment[] }[] = []
 
   constructor(routes: readonly AnyRoute[]) {
     for (const route of routes) {
       const key = `${route.method} ${route.path}`
       if (this.exact.has(key) || this.patterns.some((pattern) => `${pattern.route.method} ${pattern.route.path}` === key)) throw new Error(`route ${key} is defined twice`)
-      if (route.path.includes(':')) this.patterns.push({ route, segments: route.path.split('/') })
+      const segments = route.path.split('/').map(segmentOf)
+      if (segments.some((segment) => 'param' in segment)) this.patterns.push({ route, segments })
       else this.exact.set(key, route)
     }
   }
@@ -92,10 +107,10 @@ class Router {
       for (let at = 0; at < segments.length && params !== null; at++) {
         const segment = segments[at]!
         const part = parts[at]!
-        if (segment.startsWith(':')) {
-          if (part === '') params = null
-          else params[segment.slice(1)] = decoded(part)
-        } else if (segment !== part) params = null
+        if ('literal' in segment) {
+          if (segment.literal !== part) params = null
+        } else if (part.length <= segment.suffix.length || !part.endsWith(segment.suffix)) params = null
+        else params[segment.param] = decoded(part.slice(0, part.length - segment.suffix.length))
       }
       if (params !== null) return { route, params }
     }
@@ -201,6 +216,8 @@ export class Pipeline {
         caller,
         bytes,
         header: (name) => incoming.header(name),
+        path: incoming.path,
+        search: incoming.search,
         get origin() {
           return originOf(incoming)
         },

@@ -17,7 +17,7 @@ import type { Duplex } from 'node:stream'
 export type UpgradeHandler = (request: http.IncomingMessage, socket: Duplex, head: Buffer) => void
 
 /** Whose error shape a route answers in (surfaces.ts). */
-export type Surface = 'academy' | 'videosdk' | 'native' | 'a2a'
+export type Surface = 'academy' | 'videosdk' | 'native' | 'a2a' | 'a2a-rest'
 
 /**
  * Who may call a route: anybody; a tokens-file client (`Authorization:
@@ -57,6 +57,10 @@ export interface RouteRequest<P, Q, B, C> {
   readonly bytes: Uint8Array
   /** A request header by its lower-case name (repeated ones joined with ", "). */
   header(name: string): string | undefined
+  /** The request target's path as sent (not decoded). */
+  readonly path: string
+  /** The query string as sent, without its '?' ('' when there is none). */
+  readonly search: string
   /** scheme://host the caller reached this server at (from the Host header). */
   readonly origin: string
   readonly requestId: string
@@ -96,6 +100,8 @@ export interface Route<P = unknown, Q = unknown, B = unknown, A extends Access =
   query?: v.GenericSchema<unknown, Q>
   /** A JSON body read on any method and validated; 'raw' hands the bytes to the handler as they are. */
   body?: v.GenericSchema<unknown, B> | 'raw'
+  /** An example of a 'raw' body, for the OpenAPI document (a raw body is documented only with one). */
+  rawExample?: Record<string, unknown>
   /**
    * The body schema's output for the usual shape of the body, or null for
    * anything else (which the schema then reads and words the error for);

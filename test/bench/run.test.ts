@@ -102,9 +102,11 @@ describe('bun run bench', () => {
       expect(row.failures).toBe(0)
     }
     const a2a = result('a2a')
-    expect(a2a.send).toHaveLength(4)
+    // JSON-RPC at two sizes and HTTP+JSON at one, each at 1 and 64 callers, each over its own bare forwarder.
+    expect(a2a.send.map((row: { binding: string }) => row.binding)).toEqual(['JSON-RPC', 'JSON-RPC', 'JSON-RPC', 'JSON-RPC', 'HTTP+JSON', 'HTTP+JSON'])
     for (const row of a2a.send) {
       expect(row.proxied_rps).toBeGreaterThan(0)
+      expect(row.of_forwarder).toBeGreaterThan(0)
       expect(row.errors).toBe(0)
     }
   })

@@ -10,6 +10,7 @@ import { validate } from '@readme/openapi-parser'
 import { agentId, bodies, idJson } from '../support/academy'
 import { startServer, writeTokensFile, type TestServer } from '../support/app'
 import { rawRequest } from '../support/http'
+import { openApiPath } from '../../src/http/docs'
 
 type Operation = { tags: string[]; security?: Record<string, string[]>[]; parameters?: { name: string; in: string; example?: unknown }[]; requestBody?: { content: Record<string, { example?: unknown }> } }
 
@@ -32,7 +33,7 @@ describe('the OpenAPI document', () => {
   it('documents every route of the table, each with the security its access asks for', () => {
     const table = running.app.decorator.switchboard.pipeline.routes.filter((route) => !route.hidden)
     for (const route of table) {
-      const operation = document.paths[route.path.replace(/:([A-Za-z_]+)/g, '{$1}')]?.[route.method.toLowerCase()]
+      const operation = document.paths[openApiPath(route.path)]?.[route.method.toLowerCase()]
       expect({ route: `${route.method} ${route.path}`, documented: operation !== undefined }).toEqual({ route: `${route.method} ${route.path}`, documented: true })
       const schemes = (operation!.security ?? []).flatMap((requirement) => Object.keys(requirement))
       if (route.access === 'none') expect(schemes).toEqual([])
@@ -47,7 +48,7 @@ describe('the OpenAPI document', () => {
     for (const [path, methods] of Object.entries(document.paths)) {
       for (const [method, operation] of Object.entries(methods)) {
         const media = operation.requestBody?.content['application/json']
-        if (media === undefined || path.endsWith('/a2a')) continue
+        if (media === undefined) continue
         if (media.example === undefined) missing.push(`${method.toUpperCase()} ${path}`)
       }
     }
@@ -89,7 +90,7 @@ describe('the AsyncAPI document', () => {
     expect(diagnostics.filter((diagnostic) => diagnostic.severity === 0).map((diagnostic) => `${diagnostic.path.join('.')}: ${diagnostic.message}`)).toEqual([])
     expect(document).toBeDefined()
     const parsed = JSON.parse(text)
-    expect(Object.values(parsed.channels as Record<string, { address: string }>).map((channel) => channel.address).sort()).toEqual(['/agent', '/mailbox/listen', '/workspaces/{id}/a2a'])
+    expect(Object.values(parsed.channels as Record<string, { address: string }>).map((channel) => channel.address).sort()).toEqual(['/agent', '/mailbox/listen', '/workspaces/{id}/a2a', '/workspaces/{id}/a2a/message:stream'])
     const agent = parsed.channels.workerSocket.messages as Record<string, { payload: { properties: { type: { const: string } } } }>
     const types = Object.values(agent).map((message) => message.payload.properties.type.const)
     for (const type of ['register', 'availability_response', 'job_update', 'status_update', 'ping', 'availability_request', 'job_assignment', 'job_termination', 'pong']) expect(types).toContain(type)

@@ -52,7 +52,9 @@ const VALID: Record<string, string> = {
   'POST /registry/update-card': JSON.stringify({ workspace_id: ID, agent_card: { name: 'planner' } }),
 }
 
-const pathOf = (route: AnyRoute) => route.path.replace(':id', ID).replace(':name', 'swagger-ui.css')
+/** A value for each path parameter of the table. */
+const PARAMS: Record<string, string> = { id: ID, name: 'swagger-ui.css', tenant: 'acme', taskId: 'task-1', configId: 'config-1' }
+const pathOf = (route: AnyRoute) => route.path.replace(/\/:([A-Za-z_][A-Za-z0-9_]*)/g, (_, name: string) => `/${PARAMS[name]}`)
 const key = (route: AnyRoute) => `${route.method} ${route.path}`
 /** The credentials a route's access asks for. */
 const credentialsFor = (route: AnyRoute): Record<string, string> =>

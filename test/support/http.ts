@@ -12,13 +12,18 @@ export interface RawResponse {
   bytes: Buffer
 }
 
-/** Sends one request with any method and an optional body; resolves with the full response. */
-export function rawRequest(url: string, options: { method?: string; body?: string | Buffer; headers?: Record<string, string> } = {}): Promise<RawResponse> {
+/**
+ * Sends one request with any method and an optional body; resolves with the
+ * full response. `path`, when given, is sent as written (a URL would have its
+ * dot segments resolved first).
+ */
+export function rawRequest(url: string, options: { method?: string; body?: string | Buffer; headers?: Record<string, string>; path?: string } = {}): Promise<RawResponse> {
   return new Promise((resolve, reject) => {
     const body = options.body === undefined ? undefined : Buffer.from(options.body)
     const request = http.request(
       url,
       {
+        ...(options.path === undefined ? {} : { path: options.path }),
         method: options.method ?? 'GET',
         headers: { ...(body ? { 'content-type': 'application/json', 'content-length': String(body.length) } : {}), ...options.headers },
       },

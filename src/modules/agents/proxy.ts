@@ -119,23 +119,23 @@ function partsFromContent(content: unknown): unknown[] | null {
   })
 }
 
-/** The webhook URLs of the push-notification configs a request carries (a config may nest one more). */
-function pushUrlsOf(method: string, params: unknown): PushUrl[] {
+/** The webhook URLs of the push-notification configs a request's params carry (a config may nest one more); `root` names the params in the field paths. */
+export function pushUrlsOf(method: string, params: unknown, root = 'params'): PushUrl[] {
   const found: PushUrl[] = []
   const visit = (config: unknown, field: string, depth: number) => {
     if (!isObject(config)) return
     if (config.url !== undefined && config.url !== null) found.push({ field: `${field}.url`, url: config.url })
     if (depth < 2) for (const key of PUSH_CONFIG_KEYS) visit(config[key], `${field}.${key}`, depth + 1)
   }
-  if (PUSH_CONFIG_METHODS.has(method)) visit(params, 'params', 0)
+  if (PUSH_CONFIG_METHODS.has(method)) visit(params, root, 0)
   else if (MESSAGE_METHODS.has(method) && isObject(params) && isObject(params.configuration)) {
-    for (const key of PUSH_CONFIG_KEYS) visit(params.configuration[key], `params.configuration.${key}`, 1)
+    for (const key of PUSH_CONFIG_KEYS) visit(params.configuration[key], `${root}.configuration.${key}`, 1)
   }
   return found
 }
 
 /** What a request says of its task: the message's task and context, or the task a task method names. */
-function requestFacts(method: string, params: unknown): TaskFacts {
+export function requestFacts(method: string, params: unknown): TaskFacts {
   const facts: TaskFacts = { taskId: null, contextId: null, state: null }
   if (!isObject(params)) return facts
   if (isObject(params.message)) {
@@ -147,7 +147,7 @@ function requestFacts(method: string, params: unknown): TaskFacts {
 }
 
 /** Whether an `A2A-Version` header names version 1 or later. */
-const declaresV1 = (version: string | undefined) => version !== undefined && Number.parseInt(version.trim(), 10) >= 1
+export const declaresV1 = (version: string | undefined) => version !== undefined && Number.parseInt(version.trim(), 10) >= 1
 
 /**
  * Reads a caller's request. The proxy answers itself only what it cannot
@@ -212,10 +212,9 @@ export function readRpcRequest(bytes: Uint8Array<ArrayBuffer>, a2aVersion?: stri
   }
 }
 
-/** Notes what a JSON-RPC answer (a whole one, or one event of a stream) tells of its task: later answers override earlier ones. */
-export function noteTaskFacts(facts: TaskFacts, answer: unknown): void {
-  if (!isObject(answer) || !isObject(answer.result)) return
-  const result = answer.result
+/** Notes what an answer's result (a whole answer's, or one event's of a stream) tells of its task: later results override earlier ones. */
+export function noteTaskFacts(facts: TaskFacts, result: unknown): void {
+  if (!isObject(result)) return
   // v1.0 wraps what it answers (SendMessage, stream events); v0.3 answers it bare, with a `kind`.
   const wrapped = [result.task, result.message, result.statusUpdate, result.status_update, result.artifactUpdate, result.artifact_update].find(isObject)
   const node = wrapped ?? result
@@ -255,7 +254,10 @@ class StreamFacts {
   /** The last text ended with CR: a LF starting the next belongs to the same line end. */
   private skipLf = false
 
-  constructor(readonly facts: TaskFacts) {}
+  constructor(
+    readonly facts: TaskFacts,
+    private readonly wording: AnswerWording,
+  ) {}
 
   feed(chunk: Uint8Array): void {
     let text = this.decoder.decode(chunk, { stream: true })
@@ -278,7 +280,7 @@ class StreamFacts {
     if (line === '') {
       if (this.data.length > 0 && this.size <= FACTS_READ_MAX) {
         try {
-          noteTaskFacts(this.facts, JSON.parse(this.data.join('\n')))
+          noteTaskFacts(this.facts, this.wording.resultOf(JSON.parse(this.data.join('\n'))))
         } catch {
           // Not JSON: the caller sees it as the agent sent it; it tells nothing of the task.
         }
@@ -305,11 +307,38 @@ export interface ProxyTimeouts {
   maxMs: number
 }
 
+/**
+ * What differs between the bindings in an answer: where its result sits, and
+ * how an error the proxy writes into it is worded.
+ */
+export interface AnswerWording {
+  /** The A2A result an answer (or one event of a stream) carries. */
+  resultOf(answer: unknown): unknown
+  /** The body that stands for an agent's error answer that holds no JSON. */
+  errorBody(status: number, message: string): string
+  /** The event that ends a stream the proxy has to cut, with the status the failure would have had. */
+  errorEvent(status: number, message: string): string
+}
+
+/** The JSON-RPC binding's wording: results under `result`, errors as JSON-RPC errors echoing the request's id. */
+export function jsonRpcWording(rpcId: unknown): AnswerWording {
+  return {
+    resultOf: (answer) => (isObject(answer) ? answer.result : undefined),
+    errorBody: (status, message) => rpcErrorBody(rpcId, -32603, message, { status }),
+    errorEvent: (_status, message) => `data: ${rpcErrorBody(rpcId, -32603, message)}\n\n`,
+  }
+}
+
 export interface ForwardRequest {
   url: URL
   /** The address the URL guard checked the URL's host at: the call connects there and nowhere else. */
   address: string
-  call: RpcCall
+  method: 'GET' | 'POST' | 'DELETE'
+  /** The bytes to send, or null for none. */
+  body: Uint8Array<ArrayBuffer> | null
+  wording: AnswerWording
+  /** Rewrites a whole 2xx JSON answer before it is relayed (an extended card's interfaces); undefined keeps it as it came. */
+  rewrite?: (answer: unknown) => unknown
   /** Headers for the agent: caller id, inbound secret, A2A version and extensions. */
   headers: Record<string, string>
   /** Calls its listener when the caller goes away or shutdown cuts the call; returns the function that stops listening. */
@@ -503,9 +532,9 @@ export class A2AProxy {
     let response: Response
     try {
       response = await fetch(destination.href, {
-        method: 'POST',
+        method: request.method,
         headers,
-        body: request.call.body,
+        body: request.body,
         signal: upstream.signal,
         redirect: 'manual',
         decompress: false,
@@ -540,7 +569,7 @@ export class A2AProxy {
         status: response.status,
         headers: relayed,
         stream: webChunks(
-          this.relayStream(response.body, request.call.id, new StreamFacts(facts), abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome, facts })),
+          this.relayStream(response.body, request.wording, new StreamFacts(facts, request.wording), abort, causeOf, (bytes, error, outcome) => finish({ status: response.status, responseBytes: bytes, error, outcome, facts })),
         ),
       }
     }
@@ -553,15 +582,20 @@ export class A2AProxy {
     } catch (error) {
       return fail(this.failureDuring(causeOf(), error))
     }
-    const answer = body.length <= FACTS_READ_MAX || response.status >= 300 ? parseJson(body) : undefined
+    // An answer to rewrite is read whatever its size (the response limit bounds it): one left as it came would show what the rewrite hides.
+    const answer = body.length <= FACTS_READ_MAX || response.status >= 300 || request.rewrite !== undefined ? parseJson(body) : undefined
     if (response.status >= 300 && answer === undefined) {
       const text = decoder.decode(body.subarray(0, 200)).trim()
       const message = `agent answered HTTP ${response.status}${text ? `: ${text}` : ''}`
-      const wrapped = encoder.encode(rpcErrorBody(request.call.id, -32603, message, { status: response.status }))
+      const wrapped = encoder.encode(request.wording.errorBody(response.status, message))
       finish({ status: response.status, responseBytes: wrapped.length, error: message, outcome: outcomeOfStatus(response.status), facts })
       return { status: response.status, headers: { 'content-type': 'application/json' }, body: wrapped }
     }
-    noteTaskFacts(facts, answer)
+    noteTaskFacts(facts, request.wording.resultOf(answer))
+    if (request.rewrite !== undefined && response.ok && answer !== undefined) {
+      const rewritten = request.rewrite(answer)
+      if (rewritten !== undefined) body = encoder.encode(JSON.stringify(rewritten))
+    }
     finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null, outcome: outcomeOfStatus(response.status), facts })
     return { status: response.status, headers: relayed, body }
   }
@@ -623,7 +657,7 @@ export class A2AProxy {
   /** Relays an event stream chunk by chunk; a stall, the ceiling or an event over the response limit ends it with a JSON-RPC error event. */
   private relayStream(
     body: ReadableStream<Uint8Array>,
-    rpcId: unknown,
+    wording: AnswerWording,
     facts: StreamFacts,
     abort: (cause: AbortCause) => void,
     causeOf: () => AbortCause | null,
@@ -638,7 +672,7 @@ export class A2AProxy {
     /** Ends the stream the caller sees with a JSON-RPC error event. */
     const endWith = (controller: ReadableStreamDefaultController<Uint8Array>, message: string, outcome: CallOutcome) => {
       // The agent may have stopped inside an event: the blank lines end whatever it left open, so ours stands alone.
-      const event = encoder.encode(`\n\ndata: ${rpcErrorBody(rpcId, -32603, message)}\n\n`)
+      const event = encoder.encode(`\n\n${wording.errorEvent(outcome === 'timeout' ? 504 : 502, message)}`)
       bytes += event.length
       controller.enqueue(event)
       controller.close()

@@ -11,11 +11,13 @@ import { AppError } from '../../errors'
 import { json, type Reply } from '../../http/reply'
 import { route, type AnyRoute, type ChannelDoc, type RouteRequest } from '../../http/route'
 import { renderError, rpcErrorBody } from '../../http/surfaces'
+import type { GoneReason } from '../../http/served'
 import type { Logger } from '../../ops/logger'
 import { checkFieldSize } from '../fields'
 import * as model from './model'
-import { jsonRpcUrlOf } from './interfaces'
-import { A2AProxy, outcomeOfStatus, readRpcRequest, RpcRequestError, type CallOutcome, type ProxyTimeouts, type RpcCall, type TaskFacts } from './proxy'
+import { interfaceUrlOf, servedAgentCard, type Binding } from './interfaces'
+import { A2AProxy, jsonRpcWording, outcomeOfStatus, readRpcRequest, RpcRequestError, type AnswerWording, type CallOutcome, type ProxyTimeouts, type PushUrl, type TaskFacts } from './proxy'
+import { readRestRequest, REST_OPERATIONS, restWording, type RestOperation } from './rest'
 import type { AgentsService } from './service'
 import type { AgentUrlGuard } from './ssrf'
 import { traceContextOf } from './trace'
@@ -55,22 +57,45 @@ const errors = {
 }
 const cardTooLarge = { 413: { description: 'Request body larger than max_body_kb, or agent_card larger than max_field_kb' } }
 
-/** The card with every JSON-RPC endpoint pointing at the proxy; interfaces the proxy cannot carry (gRPC, REST) are left out. */
-export function rewriteAgentCard(card: Record<string, unknown>, proxyUrl: string): Record<string, unknown> {
-  const rewritten: Record<string, unknown> = { ...card }
-  const isJsonRpc = (entry: unknown, key: 'protocolBinding' | 'transport') => {
-    const binding = (entry as Record<string, unknown>)?.[key]
-    return binding === undefined || (typeof binding === 'string' && binding.toUpperCase() === 'JSONRPC')
-  }
-  if ('url' in card) rewritten.url = proxyUrl
-  if (Array.isArray(card.supportedInterfaces)) {
-    rewritten.supportedInterfaces = card.supportedInterfaces.filter((entry) => isJsonRpc(entry, 'protocolBinding')).map((entry) => ({ ...(entry as object), url: proxyUrl }))
-  }
-  if (Array.isArray(card.additionalInterfaces)) {
-    rewritten.additionalInterfaces = card.additionalInterfaces.filter((entry) => isJsonRpc(entry, 'transport')).map((entry) => ({ ...(entry as object), url: proxyUrl }))
-  }
-  if (typeof card.preferredTransport === 'string') rewritten.preferredTransport = 'JSONRPC'
-  return rewritten
+/** The JSON-RPC methods that answer the extended card (v0.3 and v1.0 names). */
+const EXTENDED_CARD_METHODS = new Set(['agent/getAuthenticatedExtendedCard', 'GetExtendedAgentCard'])
+
+const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+
+/**
+ * An interface URL with a REST operation's path appended and the caller's
+ * query in place of its own. A path whose dot segments (`..`, `%2e%2e`)
+ * would climb out of the interface is refused: it would reach whatever else
+ * the agent's host serves.
+ */
+function joinedUrl(base: string, tail: { path: string; search: string }): string {
+  const url = new URL(base)
+  const root = url.pathname.replace(/\/+$/, '')
+  // URLs read a backslash as a slash, and %2e as a dot.
+  const climbs = tail.path.split(/[/\\]/).some((segment) => /^(?:\.|%2e){1,2}$/i.test(segment))
+  url.pathname = root + tail.path
+  if (climbs || !url.pathname.startsWith(`${root}/`)) throw new AppError(400, 'INVALID_PATH', `path ${JSON.stringify(tail.path.slice(0, 200))} has dot segments: it would leave the agent's HTTP+JSON interface`)
+  url.search = tail.search
+  return url.href
+}
+
+/** The path parameters an HTTP+JSON route may have; each route's schema holds those of its path. */
+const REST_PARAMS = {
+  id: model.WorkspaceId,
+  tenant: v.pipe(v.string(), v.description("The tenant the agent's card declares for the interface (opaque; passed on as sent)"), v.examples(['acme'])),
+  taskId: v.pipe(v.string(), v.description("A task id (the agent's)"), v.examples(['3f1c9a52-6d0e-4b7a-9c2d-8e5f1a2b3c4d'])),
+  configId: v.pipe(v.string(), v.description("A push-notification config id (the agent's)"), v.examples(['webhook-1'])),
+}
+type RestParams = { id: string; tenant?: string; taskId?: string; configId?: string }
+
+/** The params schema of an HTTP+JSON route's path. */
+const restParamsOf = (path: string) => v.object(Object.fromEntries(Object.entries(REST_PARAMS).filter(([name]) => path.includes(`/:${name}`)))) as unknown as v.GenericSchema<unknown, RestParams>
+
+/** Example bodies of the HTTP+JSON routes that take one, for the OpenAPI document. */
+const REST_EXAMPLES: Record<string, Record<string, unknown>> = {
+  SendMessage: { message: { messageId: '9b2f4c1e-1d2a-4e6b-8f3c-5a7d9e0b1c2d', role: 'ROLE_USER', parts: [{ text: 'Hello' }] } },
+  SendStreamingMessage: { message: { messageId: '9b2f4c1e-1d2a-4e6b-8f3c-5a7d9e0b1c2d', role: 'ROLE_USER', parts: [{ text: 'Hello' }] } },
+  CreateTaskPushNotificationConfig: { url: 'https://hooks.example.com/a2a', token: 'webhook-token' },
 }
 
 export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
@@ -103,24 +128,57 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
   })
   const seesSecret = (caller: Caller, id: string) => caller.kind === 'admin' || caller.id === id
 
-  /** Refuses a push-notification webhook the URL guard would not let Switchboard call itself: the agent will call it. */
-  const checkPushUrls = async (call: RpcCall): Promise<void> => {
-    for (const { field, url } of call.pushUrls) {
-      if (typeof url !== 'string') throw new RpcRequestError(`push-notification url at ${field} must be a string`, call.id, -32602, { field })
+  /**
+   * Refuses a push-notification webhook the URL guard would not let
+   * Switchboard call itself (the agent will call it), with the error
+   * `refuse` words for the binding.
+   */
+  const checkPushUrls = async (pushUrls: PushUrl[], refuse: (message: string, field: string) => AppError): Promise<void> => {
+    for (const { field, url } of pushUrls) {
+      if (typeof url !== 'string') throw refuse(`push-notification url at ${field} must be a string`, field)
       await urls.target(url, 'push-notification url').catch((error: AppError) => {
-        throw new RpcRequestError(`${error.message} (${field})`, call.id, -32602, { code: 'PUSH_URL_REFUSED', field })
+        throw refuse(`${error.message} (${field})`, field)
       })
     }
   }
 
-  /** POST /workspaces/:id/a2a: forwards, relays, records. */
-  const forwardA2A = async (request: RouteRequest<{ id: string }, unknown, unknown, Caller>): Promise<Reply> => {
+  /** A call read from a caller's request, as either binding hands it to `relay`. */
+  interface Outbound {
+    binding: Binding
+    method: string
+    v1: boolean
+    streaming: boolean
+    facts: TaskFacts
+    pushUrls: PushUrl[]
+    verb: 'GET' | 'POST' | 'DELETE'
+    body: Uint8Array<ArrayBuffer> | null
+    /** Appended to the interface URL: the REST operation's path and query as sent (null on JSON-RPC). */
+    tail: { path: string; search: string } | null
+    wording: AnswerWording
+    /** The binding's error for a refused push-notification URL. */
+    refusePush(message: string, field: string): AppError
+    /** Rewrites a whole answer before it is relayed (an extended card). */
+    rewrite?: (answer: unknown) => unknown
+  }
+
+  /**
+   * Forwards a call to the target agent's interface for its binding, relays
+   * the answer and records the call: one way for both bindings, so access,
+   * caller headers, timeouts, limits, trace context and activity records are
+   * the same. `read` reads the call; `render` answers an error in the
+   * binding's shape.
+   */
+  const relay = async (
+    request: RouteRequest<{ id: string }, unknown, unknown, Caller>,
+    read: () => Outbound,
+    render: (error: unknown) => Reply,
+  ): Promise<Reply> => {
     const started = performance.now()
     const { caller } = request
     const targetId = request.params.id
     const trace = traceContextOf(request.header('traceparent'), request.header('tracestate'))
     const traceHeaders: Record<string, string> = trace.tracestate === null ? { traceparent: trace.traceparent } : { traceparent: trace.traceparent, tracestate: trace.tracestate }
-    let call: RpcCall | null = null
+    let call: Outbound | null = null
     let counted = false
     const count = (outcome: CallOutcome) => {
       if (counted) return
@@ -145,19 +203,26 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         taskState: facts?.state ?? null,
       })
     try {
-      call = readRpcRequest(request.bytes as Uint8Array<ArrayBuffer>, request.header('a2a-version'))
+      call = read()
       const target = await service.discover(caller, targetId)
-      await checkPushUrls(call)
-      const agentUrl = jsonRpcUrlOf(target.agentCard, call.v1) ?? target.url
-      if (agentUrl === null) throw new AppError(503, 'UNAVAILABLE', `workspace ${targetId} has not registered an agent URL yet`)
-      const { url, address } = await urls.target(agentUrl).catch((error: AppError) => {
+      await checkPushUrls(call.pushUrls, call.refusePush)
+      // Molecule registers the URL it answers JSON-RPC at; an HTTP+JSON interface is only known from the card.
+      const agentUrl = interfaceUrlOf(target.agentCard, call.binding, call.v1) ?? (call.binding === 'JSONRPC' ? target.url : null)
+      if (agentUrl === null) {
+        if (call.binding === 'JSONRPC') throw new AppError(503, 'UNAVAILABLE', `workspace ${targetId} has not registered an agent URL yet`)
+        throw new AppError(501, 'NO_HTTP_JSON_INTERFACE', `workspace ${targetId}'s agent card declares no HTTP+JSON interface: call it over JSON-RPC at ${proxyUrlOf(request, targetId)}`)
+      }
+      const { url, address } = await urls.target(call.tail === null ? agentUrl : joinedUrl(agentUrl, call.tail)).catch((error: AppError) => {
         throw new AppError(502, 'AGENT_URL_REFUSED', error.message)
       })
-      const headers: Record<string, string> = {
-        'content-type': 'application/json',
-        accept: call.streaming ? 'text/event-stream, application/json' : 'application/json, text/event-stream',
-        [INBOUND_SECRET_HEADER]: target.inboundSecret,
-        ...traceHeaders,
+      const headers: Record<string, string> = { [INBOUND_SECRET_HEADER]: target.inboundSecret, ...traceHeaders }
+      if (call.binding === 'JSONRPC') {
+        headers['content-type'] = 'application/json'
+        headers.accept = call.streaming ? 'text/event-stream, application/json' : 'application/json, text/event-stream'
+      } else {
+        // HTTP+JSON agents may read application/a2a+json: the caller's own media types reach them.
+        if (call.body !== null) headers['content-type'] = request.header('content-type') ?? 'application/json'
+        headers.accept = request.header('accept') ?? (call.streaming ? 'text/event-stream' : 'application/json')
       }
       if (caller.kind === 'workspace') headers['x-workspace-id'] = caller.id
       for (const name of ['a2a-version', 'a2a-extensions']) {
@@ -165,7 +230,8 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         if (value !== undefined) headers[name] = value
       }
       let outcome: Promise<void> | undefined
-      const reply = await proxy.forward({ url, address, call, headers, onGone: (listener) => request.onGone(listener) }, (ended) => {
+      const forwarded = { url, address, method: call.verb, body: call.body, wording: call.wording, rewrite: call.rewrite, headers, onGone: (listener: (reason: GoneReason) => void) => request.onGone(listener) }
+      const reply = await proxy.forward(forwarded, (ended) => {
         count(ended.outcome)
         outcome = record(ended.status, ended.responseBytes, ended.error, ended.facts)
       })
@@ -174,14 +240,119 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       reply.headers = { ...reply.headers, ...traceHeaders }
       return reply
     } catch (error) {
-      const reply = renderError('a2a', error, { requestId: request.requestId, logger, rpcId: call?.id ?? null })
-      // Answered for what the request held: a JSON-RPC error with HTTP 200, as an agent answers it.
-      if (error instanceof RpcRequestError) reply.body = rpcErrorBody(error.rpcId, error.rpcCode, error.message, error.details)
+      const reply = render(error)
       count(error instanceof RpcRequestError ? 'rejected' : outcomeOfStatus(reply.status))
       if (!(error instanceof AppError && error.status === 499)) await record(reply.status, 0, error instanceof Error ? error.message : String(error), null)
       reply.headers = { ...reply.headers, ...traceHeaders }
       return reply
     }
+  }
+
+  /** An extended card's answer with the card served as the public one is (JSON-RPC: under `result`). */
+  const servedCardOf = (request: AnyRequest, id: string, jsonRpc: boolean) => (answer: unknown) => {
+    const card = jsonRpc ? (isObject(answer) ? answer.result : undefined) : answer
+    if (!isObject(card)) return undefined
+    const served = servedAgentCard(card, proxyUrlOf(request, id))
+    return jsonRpc ? { ...(answer as object), result: served } : served
+  }
+
+  /** POST /workspaces/:id/a2a: a JSON-RPC call. */
+  const forwardJsonRpc = (request: RouteRequest<{ id: string }, unknown, unknown, Caller>): Promise<Reply> => {
+    let rpcId: unknown = null
+    return relay(
+      request,
+      () => {
+        const call = readRpcRequest(request.bytes as Uint8Array<ArrayBuffer>, request.header('a2a-version'))
+        rpcId = call.id
+        return {
+          binding: 'JSONRPC',
+          method: call.method,
+          v1: call.v1,
+          streaming: call.streaming,
+          facts: call.facts,
+          pushUrls: call.pushUrls,
+          verb: 'POST',
+          body: call.body,
+          tail: null,
+          wording: jsonRpcWording(call.id),
+          refusePush: (message, field) => new RpcRequestError(message, call.id, -32602, { code: 'PUSH_URL_REFUSED', field }),
+          rewrite: EXTENDED_CARD_METHODS.has(call.method) ? servedCardOf(request, request.params.id, true) : undefined,
+        }
+      },
+      (error) => {
+        const reply = renderError('a2a', error, { requestId: request.requestId, logger, rpcId })
+        // Answered for what the request held: a JSON-RPC error with HTTP 200, as an agent answers it.
+        if (error instanceof RpcRequestError) reply.body = rpcErrorBody(error.rpcId, error.rpcCode, error.message, error.details)
+        return reply
+      },
+    )
+  }
+
+  /** An HTTP+JSON operation under /workspaces/:id/a2a[/{tenant}]. */
+  const forwardRest = (operation: RestOperation) => (request: RouteRequest<RestParams, unknown, unknown, Caller>): Promise<Reply> =>
+    relay(
+      request,
+      () => {
+        const call = readRestRequest(operation, request.params.taskId, request.bytes as Uint8Array<ArrayBuffer>, request.header('a2a-version'))
+        return {
+          binding: 'HTTP+JSON',
+          method: operation.method,
+          v1: call.v1,
+          streaming: operation.streaming === true,
+          facts: call.facts,
+          pushUrls: call.pushUrls,
+          verb: operation.verb,
+          body: call.body,
+          // Everything after /workspaces/{id}/a2a, as sent: the tenant, the operation and its query.
+          tail: { path: `/${request.path.split('/').slice(4).join('/')}`, search: request.search },
+          wording: restWording,
+          refusePush: (message, field) => new AppError(400, 'PUSH_URL_REFUSED', message, { field }),
+          rewrite: operation.method === 'GetExtendedAgentCard' ? servedCardOf(request, request.params.id, false) : undefined,
+        }
+      },
+      (error) => renderError('a2a-rest', error, { requestId: request.requestId, logger }),
+    )
+
+  /** The A2A proxy's errors of its own, on either binding. */
+  const proxyErrors = {
+    401: { description: 'No bearer token, or one that is unknown or revoked' },
+    403: { description: 'The caller may not reach this workspace' },
+    404: { description: 'No such workspace' },
+    410: { description: 'The workspace was removed' },
+    413: { description: 'Request body larger than a2a_body_limit_kb' },
+    502: { description: 'The agent failed, or its URL is refused' },
+    503: { description: 'The agent cannot be reached (Retry-After)' },
+    504: { description: 'The agent did not answer in time (Retry-After)' },
+  }
+
+  /** The HTTP+JSON binding's routes: every operation, then every operation under a `/{tenant}` prefix (tried in that order). */
+  const restRoutes = (): AnyRoute[] => {
+    const forms = [...REST_OPERATIONS.map((operation) => ({ operation, prefix: '' })), ...REST_OPERATIONS.filter((operation) => operation.tenantForm).map((operation) => ({ operation, prefix: '/:tenant' }))]
+    return forms.map(({ operation, prefix }) =>
+      route({
+        surface: 'a2a-rest',
+        tag: 'agents',
+        access: 'workspace',
+        method: operation.verb,
+        path: `/workspaces/:id/a2a${prefix}${operation.path}`,
+        summary: `${operation.summary}: A2A HTTP+JSON through the proxy${prefix === '' ? '' : ', under the tenant the card declares'}`,
+        description:
+          "The agent's HTTP+JSON interface (by its card) gets the request as sent: method, path after /workspaces/{id}/a2a (tenant included), query and body, with the caller's A2A-Version, A2A-Extensions, Content-Type and Accept, the caller's workspace id and the agent's inbound secret, never the caller's token. Its answer is relayed as it came (an event stream event by event). A push-notification URL the URL guard refuses is answered 400; Switchboard's own refusals are REST error bodies (google.rpc.Status with an ErrorInfo of domain switchboard). 501 when the card declares no HTTP+JSON interface.",
+        params: restParamsOf(`/workspaces/:id/a2a${prefix}${operation.path}`),
+        body: 'raw',
+        rawExample: REST_EXAMPLES[operation.method],
+        bodyLimit: { bytes: options.a2aBodyLimitBytes, setting: 'a2a_body_limit_kb' },
+        outlivesDrain: true,
+        onRefused: (status) => options.onCallEnded(outcomeOfStatus(status)),
+        responses: {
+          200: { description: operation.streaming ? "The agent's event stream (text/event-stream), relayed event by event" : "The agent's answer", schema: v.record(v.string(), v.unknown()), contentType: operation.streaming ? 'text/event-stream' : undefined },
+          400: { description: 'Invalid path parameter, a refused push-notification URL, or a body that should hold one and is not JSON' },
+          ...proxyErrors,
+          501: { description: "The agent's card declares no HTTP+JSON interface" },
+        },
+        handle: forwardRest(operation),
+      }),
+    )
   }
 
   const registry = { surface: 'native', tag: 'agents' } as const
@@ -292,7 +463,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         const { id } = request.params
         const workspace = await service.discover(request.caller, id)
         if (workspace.agentCard === null) throw new AppError(404, 'NOT_FOUND', `workspace ${id} has not registered an agent card`)
-        const body = JSON.stringify(rewriteAgentCard(workspace.agentCard, proxyUrlOf(request, id)))
+        const body = JSON.stringify(servedAgentCard(workspace.agentCard, proxyUrlOf(request, id)))
         const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`
         const headers = { etag, 'cache-control': 'private, max-age=60' }
         const wanted = request.header('if-none-match')
@@ -311,23 +482,18 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         "Bearer token of the calling workspace (X-Workspace-ID optional, must match). The request reaches the agent as sent, at the JSON-RPC interface its card declares (else its registered URL); only Molecule's older shapes are rewritten: a bare {method, params} is wrapped into a JSON-RPC envelope, v0.2 content becomes parts, and either gets a messageId when it has none (never a v1.0 request: A2A-Version 1.0 or a v1.0 method name). A body that is not one JSON-RPC request with a method, or a push-notification webhook URL the URL guard refuses, is answered with a JSON-RPC error and HTTP 200, as the agent would answer it; refusals of Switchboard's own are JSON-RPC errors with the HTTP status of what went wrong (401, 403, 404, 410, 413, 502, 503, 504). traceparent/tracestate are forwarded (a new traceparent when the caller sent no valid one) and echoed on the answer.",
       params: IdParams,
       body: 'raw',
+      rawExample: { jsonrpc: '2.0', id: 1, method: 'message/send', params: { message: { role: 'user', messageId: '9b2f4c1e-1d2a-4e6b-8f3c-5a7d9e0b1c2d', parts: [{ kind: 'text', text: 'Hello' }] } } },
       bodyLimit: { bytes: options.a2aBodyLimitBytes, setting: 'a2a_body_limit_kb' },
       outlivesDrain: true,
       onRefused: (status) => options.onCallEnded(outcomeOfStatus(status)),
       responses: {
         200: { description: "The agent's JSON-RPC response, or its event stream (text/event-stream); or a JSON-RPC error for a body that is no routable request or a refused push-notification URL", schema: v.record(v.string(), v.unknown()) },
         400: { description: 'Invalid path parameter' },
-        401: { description: 'No bearer token, or one that is unknown or revoked' },
-        403: { description: 'The caller may not reach this workspace' },
-        404: { description: 'No such workspace' },
-        410: { description: 'The workspace was removed' },
-        413: { description: 'Request body larger than a2a_body_limit_kb' },
-        502: { description: 'The agent failed, or its URL is refused' },
-        503: { description: 'The agent cannot be reached (Retry-After)' },
-        504: { description: 'The agent did not answer in time (Retry-After)' },
+        ...proxyErrors,
       },
-      handle: forwardA2A,
+      handle: forwardJsonRpc,
     }),
+    ...restRoutes(),
     route({
       ...registry,
       access: 'workspace',
@@ -414,4 +580,14 @@ export const a2aStreamChannel: ChannelDoc = {
   description:
     "An agent's event stream (message/stream, tasks/resubscribe and their v1.0 names), relayed event by event as the agent writes it: each `data:` line a JSON-RPC response. A stream the agent breaks off, lets go silent past a2a_idle_timeout_s or past a2a_max_duration_s ends with one more event carrying a JSON-RPC error.",
   messages: [{ name: 'a2aEvent', direction: 'send', summary: 'A JSON-RPC response of the agent, or the closing error event', schema: v.pipe(v.string(), v.description('text/event-stream; each `data:` line a JSON-RPC 2.0 response')), contentType: 'text/event-stream' }],
+}
+
+/** The HTTP+JSON binding's relayed event streams, for the AsyncAPI document. */
+export const a2aRestStreamChannel: ChannelDoc = {
+  id: 'a2aRestStream',
+  address: '/workspaces/{id}/a2a/message:stream',
+  protocol: 'sse',
+  description:
+    "An agent's HTTP+JSON event stream (POST message:stream; tasks/{taskId}:subscribe streams alike, each also under a /{tenant} prefix), relayed event by event as the agent writes it: each `data:` line a StreamResponse. A stream the agent breaks off, lets go silent past a2a_idle_timeout_s or past a2a_max_duration_s ends with one more event, `event: error`, whose data is a REST error body.",
+  messages: [{ name: 'a2aRestEvent', direction: 'send', summary: 'A StreamResponse of the agent, or the closing error event', schema: v.pipe(v.string(), v.description('text/event-stream; each `data:` line a StreamResponse, the closing `event: error` a google.rpc.Status')), contentType: 'text/event-stream' }],
 }

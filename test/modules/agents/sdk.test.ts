@@ -5,18 +5,35 @@ import type { Server } from 'node:http'
 import express from 'express'
 import { AGENT_CARD_PATH, Role, TaskState, type AgentCard } from '@a2a-js/sdk'
 import { AgentEvent, DefaultRequestHandler, InMemoryTaskStore, type AgentExecutor } from '@a2a-js/sdk/server'
-import { agentCardHandler, jsonRpcHandler, UserBuilder } from '@a2a-js/sdk/server/express'
-import { ClientFactory, DefaultAgentCardResolver, JsonRpcTransportFactory } from '@a2a-js/sdk/client'
+import { agentCardHandler, jsonRpcHandler, restHandler, UserBuilder } from '@a2a-js/sdk/server/express'
+import { ClientFactory, DefaultAgentCardResolver, JsonRpcTransportFactory, RestTransportFactory, type Client } from '@a2a-js/sdk/client'
 import { openStream, sseData } from '../../support/http'
-import { startRegistry, type Registry, type Workspace } from './support'
+import { eventually } from '../../support/wait'
+import { startPlainAgent, startRegistry, type PlainAgent, type Registry, type Workspace } from './support'
 
 const STREAM_GAP_MS = 300
 const now = () => new Date().toISOString()
 
-/** Echoes text messages; "stream" answers with a task and three status updates STREAM_GAP_MS apart. */
+/** Tasks of "slow" messages waiting to be cancelled, by task id. */
+const waitingForCancel = new Map<string, () => void>()
+
+/**
+ * Echoes text messages; "stream" answers with a task and three status
+ * updates STREAM_GAP_MS apart; "slow" answers with a working task that
+ * ends only when it is cancelled.
+ */
 const executor: AgentExecutor = {
   async execute(context, bus) {
     const text = context.userMessage.parts.map((part) => (part.content?.$case === 'text' ? part.content.value : '')).join('')
+    if (text === 'slow') {
+      bus.publish(AgentEvent.task({ id: context.taskId, contextId: context.contextId, status: { state: TaskState.TASK_STATE_WORKING, timestamp: now(), message: undefined }, artifacts: [], history: [context.userMessage], metadata: {} }))
+      // cancelTask publishes the end of the task; the wait is bounded so a test that fails cannot leave it behind.
+      await new Promise<void>((resolve) => {
+        waitingForCancel.set(context.taskId, resolve)
+        setTimeout(resolve, 15_000)
+      })
+      return
+    }
     if (text === 'stream') {
       bus.publish(AgentEvent.task({ id: context.taskId, contextId: context.contextId, status: { state: TaskState.TASK_STATE_SUBMITTED, timestamp: now(), message: undefined }, artifacts: [], history: [context.userMessage], metadata: {} }))
       for (let i = 0; i < 3; i++) {
@@ -40,11 +57,34 @@ const executor: AgentExecutor = {
     }
     bus.finished()
   },
-  async cancelTask() {},
+  async cancelTask(taskId, bus) {
+    const wake = waitingForCancel.get(taskId)
+    if (wake === undefined) return
+    waitingForCancel.delete(taskId)
+    bus.publish(AgentEvent.statusUpdate({ taskId, contextId: '', status: { state: TaskState.TASK_STATE_CANCELED, timestamp: now(), message: undefined }, metadata: {} }))
+    bus.finished()
+    wake()
+  },
 }
 
-async function startSdkAgent(): Promise<{ url: string; base: string; card: AgentCard; close(): Promise<void> }> {
+/** What the agent received: the path and headers of each request. */
+interface SeenRequest {
+  path: string
+  headers: Record<string, string | string[] | undefined>
+}
+
+/**
+ * An SDK agent serving JSON-RPC at /a2a/jsonrpc and HTTP+JSON at /a2a/rest,
+ * as its card says, with push notifications and an extended card (the
+ * public one plus a skill); it keeps the path and headers of every request.
+ */
+async function startSdkAgent(): Promise<{ url: string; base: string; card: AgentCard; seen: SeenRequest[]; close(): Promise<void> }> {
   const app = express()
+  const seen: SeenRequest[] = []
+  app.use((req, _res, next) => {
+    seen.push({ path: req.originalUrl, headers: req.headers })
+    next()
+  })
   const server: Server = app.listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
@@ -57,7 +97,7 @@ async function startSdkAgent(): Promise<{ url: string; base: string; card: Agent
       { url: `${base}/a2a/rest`, protocolBinding: 'HTTP+JSON', tenant: '', protocolVersion: '1.0' },
     ],
     provider: undefined,
-    capabilities: { streaming: true, pushNotifications: false, extensions: [] },
+    capabilities: { streaming: true, pushNotifications: true, extensions: [], extendedAgentCard: true },
     securitySchemes: {},
     securityRequirements: [],
     defaultInputModes: ['text'],
@@ -65,13 +105,17 @@ async function startSdkAgent(): Promise<{ url: string; base: string; card: Agent
     skills: [],
     signatures: [],
   }
-  const handler = new DefaultRequestHandler(card, new InMemoryTaskStore(), executor)
+  const extendedSkill = { id: 'extended', name: 'extended skill', description: 'only on the extended card', tags: [], examples: [], inputModes: [], outputModes: [], securityRequirements: [] }
+  const extendedCard = async (): Promise<AgentCard> => ({ ...card, skills: [extendedSkill] })
+  const handler = new DefaultRequestHandler(card, new InMemoryTaskStore(), executor, undefined, undefined, undefined, extendedCard)
   app.use(`/${AGENT_CARD_PATH}`, agentCardHandler({ agentCardProvider: handler }))
   app.use('/a2a/jsonrpc', express.json(), jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }))
+  app.use('/a2a/rest', restHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }))
   return {
     url: `${base}/a2a/jsonrpc`,
     base,
     card,
+    seen,
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections()
@@ -115,12 +159,16 @@ describe('the A2A SDK through the proxy', () => {
 
   const cardUrl = () => `${registry.url}/workspaces/${target.id}/${AGENT_CARD_PATH}`
 
-  it('serves the card with its JSON-RPC endpoint rewritten to the proxy, an ETag, and 304 on If-None-Match', async () => {
+  it('serves the card with its JSON-RPC and HTTP+JSON endpoints rewritten to the proxy, an ETag, and 304 on If-None-Match', async () => {
     const headers = { authorization: `Bearer ${caller.token}` }
     const response = await fetch(cardUrl(), { headers })
     expect(response.status).toBe(200)
     const card = (await response.json()) as AgentCard
-    expect(card.supportedInterfaces).toEqual([{ url: `${registry.url}/workspaces/${target.id}/a2a`, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: '1.0' }])
+    const proxyUrl = `${registry.url}/workspaces/${target.id}/a2a`
+    expect(card.supportedInterfaces).toEqual([
+      { url: proxyUrl, protocolBinding: 'JSONRPC', tenant: '', protocolVersion: '1.0' },
+      { url: proxyUrl, protocolBinding: 'HTTP+JSON', tenant: '', protocolVersion: '1.0' },
+    ])
     expect(response.headers.get('cache-control')).toContain('max-age')
     const etag = response.headers.get('etag')
     expect(etag).toMatch(/^".+"$/)
@@ -221,5 +269,142 @@ describe('the A2A SDK agent answers through the proxy as it answers directly', (
       item = ((await (await registry.request('GET', `/workspaces/${target.id}/activity?limit=1`, { token: target.token })).json()) as { items: Record<string, unknown>[] }).items[0]
     }
     expect(item).toMatchObject({ method: 'SendStreamingMessage', task_id: task.id, context_id: task.contextId, task_state: 'TASK_STATE_COMPLETED' })
+  })
+})
+
+describe.each(['JSONRPC', 'HTTP+JSON'] as const)('the A2A SDK client over %s through the proxy', (binding) => {
+  let registry: Registry
+  let agent: Awaited<ReturnType<typeof startSdkAgent>>
+  let caller: Workspace
+  let target: Workspace
+  let webhook: PlainAgent
+  let client: Client
+  /** The card as the SDK's resolver read it from Switchboard. */
+  let card: AgentCard
+  /** The path the agent serves this binding under. */
+  const agentPath = binding === 'JSONRPC' ? '/a2a/jsonrpc' : '/a2a/rest'
+  const message = (text: string) => ({ messageId: crypto.randomUUID(), role: Role.ROLE_USER, parts: [{ content: { $case: 'text', value: text } }] })
+  beforeAll(async () => {
+    ;({ registry, agent, caller, target } = await sdkSiblings())
+    webhook = await startPlainAgent()
+    const fetchImpl = ((input: RequestInfo | URL, init?: RequestInit) => {
+      const headers = new Headers(init?.headers)
+      headers.set('authorization', `Bearer ${caller.token}`)
+      headers.set('x-workspace-id', caller.id)
+      return fetch(input, { ...init, headers })
+    }) as typeof fetch
+    const cardResolver = new DefaultAgentCardResolver({ fetchImpl })
+    const factory = new ClientFactory({ transports: [new JsonRpcTransportFactory({ fetchImpl }), new RestTransportFactory({ fetchImpl })], cardResolver, preferredTransports: [binding] })
+    card = await cardResolver.resolve(`${registry.url}/workspaces/${target.id}/`)
+    client = await factory.createFromAgentCard(card)
+  })
+  afterAll(async () => {
+    await registry.close()
+    await agent.close()
+    await webhook.close()
+  })
+
+  /** What the agent saw since `from`: every request on this binding's path, with the caller's id and its own secret, never the caller's token. */
+  const expectSeenSince = (from: number, path: RegExp) => {
+    const requests = agent.seen.slice(from)
+    expect(requests.length).toBeGreaterThan(0)
+    for (const request of requests) {
+      expect({ path: request.path, matches: path.test(request.path) }).toEqual({ path: request.path, matches: true })
+      expect(request.headers['x-workspace-id']).toBe(caller.id)
+      expect(request.headers['x-switchboard-secret']).toBe(target.secret)
+      expect(request.headers.authorization).toBeUndefined()
+    }
+  }
+
+  it('resolves the card through Switchboard and picks the binding, at the proxy URL, with the security the proxy requires', () => {
+    expect(card.supportedInterfaces.map((entry) => [entry.protocolBinding, entry.url])).toEqual([
+      ['JSONRPC', `${registry.url}/workspaces/${target.id}/a2a`],
+      ['HTTP+JSON', `${registry.url}/workspaces/${target.id}/a2a`],
+    ])
+    expect(Object.keys(card.securitySchemes).sort()).toEqual(['switchboardBearer', 'switchboardWorkspaceId'])
+    expect(card.securitySchemes.switchboardBearer?.scheme).toMatchObject({ $case: 'httpAuthSecurityScheme', value: { scheme: 'Bearer' } })
+    expect(card.securitySchemes.switchboardWorkspaceId?.scheme).toMatchObject({ $case: 'apiKeySecurityScheme', value: { location: 'header', name: 'X-Workspace-ID' } })
+    expect(card.securityRequirements.map((requirement) => Object.keys(requirement.schemes).sort())).toEqual([['switchboardBearer', 'switchboardWorkspaceId'], ['switchboardBearer']])
+    expect((client as unknown as { transport: { protocolName: string } }).transport.protocolName).toBe(binding)
+  })
+
+  it('sends, and streams each event as the agent sends it', async () => {
+    const from = agent.seen.length
+    expect(JSON.stringify(await client.sendMessage({ message: message('ping') } as never))).toContain('sdk echo: ping')
+    const arrivals: { at: number; event: string }[] = []
+    for await (const event of client.sendMessageStream({ message: message('stream') } as never)) arrivals.push({ at: Date.now(), event: JSON.stringify(event) })
+    expect(arrivals).toHaveLength(4)
+    expect(arrivals[3]!.event).toContain('statusUpdate')
+    expect(arrivals[3]!.at - arrivals[0]!.at).toBeGreaterThan(STREAM_GAP_MS * 2)
+    expectSeenSince(from, binding === 'JSONRPC' ? /^\/a2a\/jsonrpc$/ : /^\/a2a\/rest\/message:(send|stream)$/)
+  })
+
+  it('gets and lists a task, manages its push-notification configs, resubscribes to it and cancels it', async () => {
+    const from = agent.seen.length
+    const sent = (await client.sendMessage({ message: message('slow'), configuration: { returnImmediately: true, acceptedOutputModes: [] } } as never)) as { id?: string }
+    const taskId = sent.id!
+    expect(typeof taskId).toBe('string')
+    expect((await client.getTask({ id: taskId } as never)).id).toBe(taskId)
+    expect((await client.listTasks({ tenant: '', contextId: '', status: TaskState.TASK_STATE_UNSPECIFIED } as never)).tasks.map((task) => task.id)).toContain(taskId)
+
+    const config = { taskId, id: 'hook-1', url: `${webhook.url}hook`, token: 'webhook-token' }
+    const created = await client.createTaskPushNotificationConfig(config as never)
+    expect(created).toMatchObject({ taskId, id: 'hook-1', url: config.url })
+    expect(await client.getTaskPushNotificationConfig({ taskId, id: 'hook-1' } as never)).toMatchObject({ id: 'hook-1', url: config.url })
+    expect(JSON.stringify(await client.listTaskPushNotificationConfig({ taskId } as never))).toContain(config.url)
+    // A webhook at the cloud metadata address is the proxy's to refuse: the agent would call it.
+    const refused = await client.createTaskPushNotificationConfig({ taskId, id: 'hook-2', url: 'http://169.254.169.254/latest/meta-data' } as never).catch((error: Error) => error)
+    expect(refused).toBeInstanceOf(Error)
+    expect((refused as Error).message).toContain('169.254.169.254')
+    await client.deleteTaskPushNotificationConfig({ taskId, id: 'hook-1' } as never)
+    expect(JSON.stringify(await client.listTaskPushNotificationConfig({ taskId } as never))).not.toContain(config.url)
+
+    const events: string[] = []
+    const subscribed = (async () => {
+      for await (const event of client.resubscribeTask({ id: taskId } as never)) events.push(JSON.stringify(event))
+    })()
+    await eventually(() => events.length > 0, 5000, 'the first event of the resubscribed stream')
+    const cancelled = await client.cancelTask({ id: taskId } as never)
+    expect(cancelled.status?.state).toBe(TaskState.TASK_STATE_CANCELED)
+    await subscribed
+    expect(events[0]).toContain(taskId)
+    expect(events.at(-1)).toContain('statusUpdate')
+    expectSeenSince(from, binding === 'JSONRPC' ? /^\/a2a\/jsonrpc$/ : /^\/a2a\/rest\/(message:send|tasks(\?.*)?|tasks\/[^/]+(:cancel|:subscribe|\/pushNotificationConfigs(\/hook-1)?)?)$/)
+    // The refused config never reached the agent.
+    expect(agent.seen.slice(from).some((request) => request.path.includes('hook-2'))).toBe(false)
+  })
+
+  it('gets the extended card with its interfaces rewritten to the proxy and the proxy\'s security', async () => {
+    const from = agent.seen.length
+    const card = await client.getAgentCard()
+    expect(card.skills.map((skill) => skill.id)).toEqual(['extended'])
+    expect(card.supportedInterfaces.map((entry) => entry.url)).toEqual([`${registry.url}/workspaces/${target.id}/a2a`, `${registry.url}/workspaces/${target.id}/a2a`])
+    expect(JSON.stringify(card)).not.toContain(agent.base)
+    expect(Object.keys(card.securitySchemes).sort()).toEqual(['switchboardBearer', 'switchboardWorkspaceId'])
+    expectSeenSince(from, binding === 'JSONRPC' ? /^\/a2a\/jsonrpc$/ : /^\/a2a\/rest\/extendedAgentCard$/)
+  })
+
+  it('carries the tenant a card declares for the interface, in the path on HTTP+JSON and in the params on JSON-RPC', async () => {
+    const tenanted = await registry.createWorkspace(`sdk-tenant-${binding}`, (await registry.request('GET', `/workspaces/${target.id}`, { token: target.token }).then((response) => response.json()) as { parent_id: string }).parent_id)
+    const interfaces = agent.card.supportedInterfaces.map((entry) => ({ ...entry, tenant: 'acme' }))
+    await registry.register(tenanted, agent.url, { ...agent.card, supportedInterfaces: interfaces } as unknown as Record<string, unknown>)
+    const fetchImpl = ((input: RequestInfo | URL, init?: RequestInit) => {
+      const headers = new Headers(init?.headers)
+      headers.set('authorization', `Bearer ${caller.token}`)
+      return fetch(input, { ...init, headers })
+    }) as typeof fetch
+    const factory = new ClientFactory({ transports: [new JsonRpcTransportFactory({ fetchImpl }), new RestTransportFactory({ fetchImpl })], cardResolver: new DefaultAgentCardResolver({ fetchImpl }), preferredTransports: [binding] })
+    const tenantClient = await factory.createFromUrl(`${registry.url}/workspaces/${tenanted.id}/`)
+    const from = agent.seen.length
+    expect(JSON.stringify(await tenantClient.sendMessage({ message: message('tenant') } as never))).toContain('sdk echo: tenant')
+    expect(agent.seen.slice(from).map((request) => request.path)).toEqual([binding === 'JSONRPC' ? '/a2a/jsonrpc' : '/a2a/rest/acme/message:send'])
+  })
+
+  it('records each call in the activity with its A2A method, whichever the binding', async () => {
+    const response = await registry.request('GET', `/workspaces/${target.id}/activity?limit=100`, { token: target.token })
+    const methods = new Set(((await response.json()) as { items: { method: string }[] }).items.map((item) => item.method))
+    for (const method of ['SendMessage', 'SendStreamingMessage', 'GetTask', 'ListTasks', 'CancelTask', 'SubscribeToTask', 'CreateTaskPushNotificationConfig', 'GetTaskPushNotificationConfig', 'ListTaskPushNotificationConfigs', 'DeleteTaskPushNotificationConfig', 'GetExtendedAgentCard']) {
+      expect({ method, recorded: methods.has(method) }).toEqual({ method, recorded: true })
+    }
   })
 })

@@ -88,7 +88,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
  * and then nothing; `break` sends one event and then cuts the connection;
  * `task:<state>` answers a v0.3 task in that state; `taskstream` (on
  * message/stream) sends a task's events up to `completed`, in small pieces;
- * anything else is echoed with the caller's id.
+ * anything else is echoed with the caller's id. An HTTP+JSON request
+ * (the message at the top of its body) steers it alike; its
+ * `.../message:stream` streams as message/stream does.
  */
 export async function startPlainAgent(): Promise<PlainAgent> {
   const calls: ReceivedCall[] = []
@@ -108,7 +110,8 @@ export async function startPlainAgent(): Promise<PlainAgent> {
     const call: ReceivedCall = { headers: req.headers, path: req.url ?? '', raw, body, at: Date.now(), closed }
     calls.push(call)
     waiting.shift()?.(call)
-    const message = (body.params as { message?: { parts?: { text?: string }[] } } | undefined)?.message
+    // A JSON-RPC request carries the message in its params; an HTTP+JSON one at the top of its body.
+    const message = ((body.params as { message?: { parts?: { text?: string }[] } } | undefined) ?? (body as { message?: { parts?: { text?: string }[] } })).message
     const text = message?.parts?.[0]?.text ?? ''
     const reply = (answer: string) => {
       res.writeHead(200, { 'content-type': 'application/json', 'a2a-version': String(req.headers['a2a-version'] ?? '') })
@@ -183,7 +186,7 @@ export async function startPlainAgent(): Promise<PlainAgent> {
       res.end()
       return
     }
-    if (body.method === 'message/stream') {
+    if (body.method === 'message/stream' || req.url?.endsWith('/message:stream')) {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' })
       const event = (i: number) => `data: ${JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { kind: 'status-update', index: i, sentAt: Date.now(), final: false } })}\n\n`
       if (text === 'stall') {
