@@ -33,7 +33,7 @@ export class MemoryWorkers implements WorkerStore {
   private finishedBytes = 0
   /** Queued job ids by queue (tenant and agent name), oldest first (insertion order), with their claims. */
   private readonly queues = new Map<string, Map<string, { claimant: string; until: number } | null>>()
-  /** Remembered dispatches by tenant and key, in the order they expire (all live the same time, so insertion order). */
+  /** Remembered dispatches by tenant and key, in the order they were remembered (Switchboard gives each the same time to live, so the order they expire in). */
   private readonly dispatches = new Map<string, RememberedDispatch & { expiresAt: number }>()
 
   constructor(private readonly options: MemoryWorkersOptions) {}
@@ -232,7 +232,8 @@ export class MemoryWorkers implements WorkerStore {
     }
     const name = queueKey(owner, key)
     const live = this.dispatches.get(name)
-    if (live) return { jobId: live.jobId, fingerprint: live.fingerprint }
+    if (live && live.expiresAt > now) return { jobId: live.jobId, fingerprint: live.fingerprint }
+    this.dispatches.delete(name)
     while (this.dispatches.size >= maxKept) this.dispatches.delete(this.dispatches.keys().next().value!)
     this.dispatches.set(name, { ...dispatch, expiresAt })
     return null
