@@ -581,18 +581,6 @@ export class WorkerService {
     return this.store.listJobs({ ...query, owner, limit: query.limit ?? 100 })
   }
 
-  /** Jobs waiting in the backlog and the oldest one's `createdAt`, by agent name (every tenant's together). */
-  async backlog(): Promise<Map<string, { length: number; oldestCreatedAt: number }>> {
-    const byName = new Map<string, { length: number; oldestCreatedAt: number }>()
-    for (const queue of await this.store.listQueues()) {
-      const entry = byName.get(queue.agentName) ?? { length: 0, oldestCreatedAt: Infinity }
-      entry.length += queue.length
-      entry.oldestCreatedAt = Math.min(entry.oldestCreatedAt, queue.oldestCreatedAt)
-      byName.set(queue.agentName, entry)
-    }
-    return byName
-  }
-
   /** Cancels a job at once and tells its worker (job_termination); the worker's later updates are ignored. */
   async terminateJob(owner: string, id: string, reason = 'terminated by request'): Promise<JobRecord> {
     const job = await this.getJob(owner, id)
