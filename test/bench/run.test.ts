@@ -101,6 +101,13 @@ describe('bun run bench', () => {
       expect(row.latency.count).toBe(10)
       expect(row.failures).toBe(0)
     }
+    expect(dispatch.backlog.map((row: { backend: string }) => row.backend).sort()).toEqual([...backends].sort())
+    for (const row of dispatch.backlog) {
+      expect(row.waiting).toBe(100)
+      expect(row.jobsPerSecond).toBeGreaterThan(0)
+      expect(row.enqueueToAssignment.count).toBeGreaterThan(100)
+      expect(row.failures).toBe(0)
+    }
     const a2a = result('a2a')
     expect(a2a.send).toHaveLength(4)
     for (const row of a2a.send) {
