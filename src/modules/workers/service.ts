@@ -413,7 +413,12 @@ export class WorkerService {
           throw new ConflictError(`Idempotency key "${key}" was used for a different dispatch (job ${earlier.jobId}); a new dispatch needs a new key`, { job_id: earlier.jobId })
         }
         const job = await this.storedJob(earlier.jobId)
-        if (job?.owner === owner) return job.state === 'pending' && this.options.jobQueueMax > 0 ? this.awaitJob(job, deadline, options.returnWhenQueued ?? false) : job
+        if (job?.owner === owner) {
+          // A job still waiting is answered as the first call was: at once, or once a worker takes it within the deadline.
+          if (job.state !== 'pending' || this.options.jobQueueMax === 0 || options.returnWhenQueued) return job
+          await this.settledSubscription
+          return this.awaitJob(job, deadline, false)
+        }
         // The first call was refused before its job was stored: this one dispatches anew.
         await this.store.forgetDispatch(owner, key, earlier.jobId)
         return this.createJob(owner, input, options)
@@ -462,16 +467,21 @@ export class WorkerService {
         throw error
       }
     }
+    // Subscribed before the job is queued, so that no instance can assign it before this one would hear of it.
+    await this.settledSubscription
     if (!(await this.store.enqueueJob(job, this.options.jobQueueMax))) throw new JobQueueFullError(job.agentName, this.options.jobQueueMax)
     this.jobChanged(job)
+    // The waiter is in place before the queue is served, so the end of this pass answers it.
     const answered = this.awaitJob(job, deadline, returnWhenQueued)
     this.serveQueue(owner, job.agentName)
     return answered
   }
 
-  /** Resolves with the job once it left the backlog, or (`returnWhenQueued`) once this instance found no worker with room, or at the deadline. */
+  /**
+   * Resolves with the job once it left the backlog, or (`returnWhenQueued`) once a pass over its queue on this
+   * instance ends, or at the deadline. The waiter is in place when this returns.
+   */
   private async awaitJob(job: JobRecord, deadline: number, returnWhenQueued: boolean): Promise<JobRecord> {
-    await this.settledSubscription
     let timer: ReturnType<typeof setTimeout> | undefined
     const waiter: JobWaiter = { queue: queueOf(job.owner, job.agentName), returnWhenQueued, settle: () => {} }
     const settled = new Promise<void>((resolve) => {

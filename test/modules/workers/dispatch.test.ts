@@ -575,6 +575,17 @@ describe('idempotent dispatch', () => {
     expect(bad.body.error.message).toContain('Idempotency-Key')
   })
 
+  it('answers a retry of a job still waiting in the backlog at once, with the same job', async () => {
+    await start({ job_queue_max: 5 })
+    const first = await createJob({}, { 'idempotency-key': 'waiting' })
+    expect(first.status).toBe(202)
+    const started = Date.now()
+    const retried = await createJob({}, { 'idempotency-key': 'waiting' })
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect([retried.status, retried.body.id, retried.body.state]).toEqual([202, first.body.id, 'pending'])
+    expect((await request('GET', '/jobs')).body.jobs).toHaveLength(1)
+  })
+
   it('dispatches anew after a refused dispatch with the same key, and keeps keys apart per tenant', async () => {
     await start({ auth: 'token', tokens_file: writeTokensFile([{ token: 'ta', client: 'tenant-a' }, { token: 'tb', client: 'tenant-b' }]) })
     const refused = await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer ta' })
