@@ -594,9 +594,11 @@ describe('idempotent dispatch', () => {
     await connect({ token: 'tb' })
     const accepted = await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer ta' })
     expect(accepted.status).toBe(201)
+    expect((await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer ta' })).body.id).toBe(accepted.body.id)
     const theirs = await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer tb' })
     expect(theirs.status).toBe(201)
     expect(theirs.body.id).not.toBe(accepted.body.id)
+    expect((await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer tb' })).body.id).toBe(theirs.body.id)
   })
 })
 
