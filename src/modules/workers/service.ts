@@ -56,7 +56,7 @@ export interface DispatchOptions {
 /** How long an idempotency key names its job. */
 export const IDEMPOTENCY_MS = 24 * 60 * 60 * 1000
 /** Idempotency keys kept at most per store; past it, the one expiring first is forgotten. */
-export const IDEMPOTENCY_KEYS_KEPT = 1_000_000
+export const IDEMPOTENCY_KEYS_KEPT = 100_000
 
 /** What the service needs of a worker's socket. */
 export interface WorkerSocket {
