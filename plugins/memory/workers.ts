@@ -1,5 +1,5 @@
 import { utf8Bytes } from '../../src/backend/mailboxes'
-import { applyTransition, FINISHED_JOB_STATES, jobMatches, type JobFilter, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { applyTransition, FINISHED_JOB_STATES, jobMatches, type JobFilter, type EnqueueOutcome, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 const clone = <T>(value: T): T => structuredClone(value)
 
@@ -33,6 +33,8 @@ export class MemoryWorkers implements WorkerStore {
   private finishedBytes = 0
   /** Queued job ids by queue (tenant and agent name), oldest first (insertion order), with their claims. */
   private readonly queues = new Map<string, Map<string, { claimant: string; until: number } | null>>()
+  /** Jobs each tenant has in its queues together. */
+  private readonly queuedBy = new Map<string, number>()
   /** Remembered dispatches by tenant and key, in the order they were remembered (Switchboard gives each the same time to live, so the order they expire in). */
   private readonly dispatches = new Map<string, RememberedDispatch & { expiresAt: number }>()
 
@@ -173,13 +175,26 @@ export class MemoryWorkers implements WorkerStore {
     return clone(job)
   }
 
-  async enqueueJob(job: JobRecord, max: number): Promise<boolean> {
+  async enqueueJob(job: JobRecord, max: number, clientMax: number): Promise<EnqueueOutcome> {
     const key = queueKey(job.owner, job.agentName)
     const queue = this.queues.get(key) ?? new Map()
-    if (queue.size >= max) return false
+    if (queue.size >= max) return 'queue full'
+    const held = this.queuedBy.get(job.owner) ?? 0
+    if (held >= clientMax) return 'client full'
     this.queues.set(key, queue.set(job.id, null))
+    this.queuedBy.set(job.owner, held + 1)
     await this.createJob(job)
-    return true
+    return 'queued'
+  }
+
+  /** Takes a job out of a queue, keeping the tenant's count. */
+  private unqueue(owner: string, key: string, jobId: string): void {
+    const queue = this.queues.get(key)
+    if (!queue?.delete(jobId)) return
+    if (queue.size === 0) this.queues.delete(key)
+    const held = (this.queuedBy.get(owner) ?? 1) - 1
+    if (held > 0) this.queuedBy.set(owner, held)
+    else this.queuedBy.delete(owner)
   }
 
   async claimQueuedJob(owner: string, agentName: string, claimant: string, until: number): Promise<JobRecord | null> {
@@ -190,14 +205,13 @@ export class MemoryWorkers implements WorkerStore {
     for (const [id, claim] of queue) {
       const job = this.jobs.get(id)
       if (job?.state !== 'pending') {
-        queue.delete(id)
+        this.unqueue(owner, key, id)
         continue
       }
       if (claim && claim.until > now) continue
       queue.set(id, { claimant, until })
       return clone(job)
     }
-    if (queue.size === 0) this.queues.delete(key)
     return null
   }
 
@@ -207,10 +221,7 @@ export class MemoryWorkers implements WorkerStore {
   }
 
   async dequeueJob(owner: string, agentName: string, jobId: string): Promise<void> {
-    const key = queueKey(owner, agentName)
-    const queue = this.queues.get(key)
-    queue?.delete(jobId)
-    if (queue?.size === 0) this.queues.delete(key)
+    this.unqueue(owner, queueKey(owner, agentName), jobId)
   }
 
   async listQueues(): Promise<JobQueue[]> {

@@ -186,6 +186,11 @@ export class RedisKeys {
     return this.key('jobs-queue-claims', JSON.stringify([owner, agentName]))
   }
 
+  /** Set of the ids of the jobs one tenant has in its queues together. */
+  jobsQueuedBy(owner: string): string {
+    return this.key('jobs-queued-by', JSON.stringify(owner))
+  }
+
   /** Set of the queues holding jobs, each as the JSON [owner, agent name]. */
   jobQueues(): string {
     return this.key('jobs-queues')

@@ -1,5 +1,5 @@
 /** Workers and jobs in Redis: every record a hash of JSON fields, every capacity or job move one Lua script. */
-import { FINISHED_JOB_STATES, type JobFilter, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type Reservation, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { FINISHED_JOB_STATES, type JobFilter, type EnqueueOutcome, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type Reservation, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 import { script, storeError, type RedisConnection } from './connection'
 import type { RedisKeys } from './keys'
 import * as lua from './scripts/workers'
@@ -313,17 +313,27 @@ export class RedisWorkers implements WorkerStore {
     return fromFields<JobRecord>(hash, ['seq'])
   }
 
-  private queueKeys(owner: string, agentName: string): [string, string, string] {
-    return [this.keys.jobQueue(owner, agentName), this.keys.jobQueueClaims(owner, agentName), this.keys.jobQueues()]
+  private queueKeys(owner: string, agentName: string): [string, string, string, string] {
+    return [this.keys.jobQueue(owner, agentName), this.keys.jobQueueClaims(owner, agentName), this.keys.jobQueues(), this.keys.jobsQueuedBy(owner)]
   }
 
-  async enqueueJob(job: JobRecord, max: number): Promise<boolean> {
+  async enqueueJob(job: JobRecord, max: number, clientMax: number): Promise<EnqueueOutcome> {
     const queued = await this.connection.run(
       SCRIPTS.enqueue,
-      [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence(), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobsByCreation(), this.keys.jobQueue(job.owner, job.agentName), this.keys.jobQueues()],
-      [job.id, this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), max, JSON.stringify([job.owner, job.agentName]), ...toFields(job)],
+      [
+        this.keys.job(job.id),
+        this.keys.jobs(),
+        this.keys.sequence(),
+        this.keys.finishedJobs(),
+        this.keys.finishedSequence(),
+        this.keys.jobsByCreation(),
+        this.keys.jobQueue(job.owner, job.agentName),
+        this.keys.jobQueues(),
+        this.keys.jobsQueuedBy(job.owner),
+      ],
+      [job.id, this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), max, JSON.stringify([job.owner, job.agentName]), clientMax, ...toFields(job)],
     )
-    return queued === 1
+    return queued === 1 ? 'queued' : queued === 0 ? 'queue full' : 'client full'
   }
 
   async claimQueuedJob(owner: string, agentName: string, claimant: string, until: number): Promise<JobRecord | null> {

@@ -7,7 +7,7 @@
  */
 import type { Database, Statement } from 'bun:sqlite'
 import type { GroupCommit } from './commit'
-import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type EnqueueOutcome, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 type Row<T> = Statement<T, (string | number | null)[]>
 
@@ -24,6 +24,7 @@ export class SqliteWorkers implements WorkerStore {
     nextFinishedSeq: Row<{ next: number }>
     dropFinished: Row<never>
     queueLength: Row<{ length: number }>
+    clientQueued: Row<{ length: number }>
     enqueue: Row<never>
     queued: Row<{ position: number; job_id: string; claimed_until: number | null; state: string | null; record: string | null }>
     claim: Row<never>
@@ -47,7 +48,7 @@ export class SqliteWorkers implements WorkerStore {
   private readonly assignTx: (workerId: string, jobId: string) => boolean
   private readonly releaseTx: (workerId: string, jobId: string) => void
   private readonly transitionTx: (id: string, transition: JobTransition) => JobRecord | null
-  private readonly enqueueTx: (job: JobRecord, max: number) => boolean
+  private readonly enqueueTx: (job: JobRecord, max: number, clientMax: number) => EnqueueOutcome
   private readonly claimTx: (owner: string, agentName: string, claimant: string, until: number) => JobRecord | null
   private readonly rememberTx: (owner: string, key: string, dispatch: RememberedDispatch, expiresAt: number, maxKept: number) => RememberedDispatch | null
 
@@ -74,6 +75,7 @@ export class SqliteWorkers implements WorkerStore {
       nextFinishedSeq: prepare('SELECT COALESCE(MAX(finished_seq), 0) + 1 AS next FROM jobs'),
       dropFinished: prepare('DELETE FROM jobs WHERE finished_seq <= ?'),
       queueLength: prepare('SELECT COUNT(*) AS length FROM job_queue WHERE owner = ? AND agent_name = ?'),
+      clientQueued: prepare('SELECT COUNT(*) AS length FROM job_queue WHERE owner = ?'),
       enqueue: prepare('INSERT INTO job_queue (job_id, owner, agent_name) VALUES (?, ?, ?)'),
       queued: prepare(
         'SELECT q.position, q.job_id, q.claimed_until, j.state, j.record FROM job_queue q LEFT JOIN jobs j ON j.id = q.job_id ' +
@@ -161,11 +163,12 @@ export class SqliteWorkers implements WorkerStore {
       return job
     })
 
-    this.enqueueTx = db.transaction((job: JobRecord, max: number) => {
-      if (this.statements.queueLength.get(job.owner, job.agentName)!.length >= max) return false
+    this.enqueueTx = db.transaction((job: JobRecord, max: number, clientMax: number): EnqueueOutcome => {
+      if (this.statements.queueLength.get(job.owner, job.agentName)!.length >= max) return 'queue full'
+      if (this.statements.clientQueued.get(job.owner)!.length >= clientMax) return 'client full'
       this.saveJob(job)
       this.statements.enqueue.run(job.id, job.owner, job.agentName)
-      return true
+      return 'queued'
     })
 
     this.claimTx = db.transaction((owner: string, agentName: string, claimant: string, until: number) => {
@@ -307,8 +310,8 @@ export class SqliteWorkers implements WorkerStore {
     return this.writes.run(() => this.transitionTx(id, transition))
   }
 
-  async enqueueJob(job: JobRecord, max: number): Promise<boolean> {
-    return this.writes.run(() => this.enqueueTx(job, max))
+  async enqueueJob(job: JobRecord, max: number, clientMax: number): Promise<EnqueueOutcome> {
+    return this.writes.run(() => this.enqueueTx(job, max, clientMax))
   }
 
   async claimQueuedJob(owner: string, agentName: string, claimant: string, until: number): Promise<JobRecord | null> {

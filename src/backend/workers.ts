@@ -93,6 +93,9 @@ export interface JobFilter {
   limit?: number
 }
 
+/** What became of a job put into the backlog: queued, or refused because its queue or its tenant's queues together are full. */
+export type EnqueueOutcome = 'queued' | 'queue full' | 'client full'
+
 /** One agent name's queue of pending jobs for one tenant (FIFO). */
 export interface JobQueue {
   owner: string
@@ -209,8 +212,11 @@ export interface WorkerStore {
 
   // The backlog: pending jobs wait in one FIFO queue per tenant and agent name until a worker has room.
 
-  /** Store `job` (pending) at the tail of its tenant's and agent name's queue, unless that queue holds `max` jobs already: then false, and nothing is stored. */
-  enqueueJob(job: JobRecord, max: number): Promise<boolean>
+  /**
+   * Store `job` (pending) at the tail of its tenant's and agent name's queue, unless that queue holds `max` jobs
+   * already, or the tenant's queues together hold `clientMax`: then nothing is stored, and the answer says which.
+   */
+  enqueueJob(job: JobRecord, max: number, clientMax: number): Promise<EnqueueOutcome>
   /**
    * Claim the oldest job of the queue that no claim holds (or whose claim ran out), for `claimant` until `until`
    * (epoch ms), and return it; null when there is none. Entries whose job is no longer pending are dropped on the way.

@@ -336,21 +336,24 @@ return 1
 /**
  * Store a pending job as CREATE_JOB does and put it at the tail of its queue, unless the queue holds the most it
  * may: then nothing is stored.
- * KEYS[1..6] as CREATE_JOB · KEYS[7] queue · KEYS[8] queue index
- * ARGV[1..4] as CREATE_JOB · ARGV[5] most jobs the queue holds · ARGV[6] the queue's name in the index · ARGV[7..] field, JSON value pairs
- * Returns 1 when queued, 0 when the queue is full.
+ * KEYS[1..6] as CREATE_JOB · KEYS[7] queue · KEYS[8] queue index · KEYS[9] the tenant's queued jobs
+ * ARGV[1..4] as CREATE_JOB · ARGV[5] most jobs the queue holds · ARGV[6] the queue's name in the index
+ * ARGV[7] most jobs the tenant's queues hold together · ARGV[8..] field, JSON value pairs
+ * Returns 1 when queued, 0 when the queue is full, -1 when the tenant's queues are.
  */
 export const ENQUEUE_JOB = `${BOOKKEEPING}${STORE_JOB}
 if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[5]) then return 0 end
-store_job(KEYS, ARGV, 7)
+if redis.call('SCARD', KEYS[9]) >= tonumber(ARGV[7]) then return -1 end
+store_job(KEYS, ARGV, 8)
 redis.call('ZADD', KEYS[7], redis.call('HGET', KEYS[1], 'seq'), ARGV[1])
 redis.call('SADD', KEYS[8], ARGV[6])
+redis.call('SADD', KEYS[9], ARGV[1])
 return 1
 `
 
 /**
  * Claim the oldest job of a queue that no live claim holds; entries whose job is no longer pending are dropped.
- * KEYS[1] queue · KEYS[2] claims · KEYS[3] queue index
+ * KEYS[1] queue · KEYS[2] claims · KEYS[3] queue index · KEYS[4] the tenant's queued jobs
  * ARGV[1] job hash prefix · ARGV[2] claimant · ARGV[3] claim's end (epoch ms) · ARGV[4] now (epoch ms) · ARGV[5] the queue's name in the index
  * Returns the claimed job's hash as a flat list, or an empty list.
  */
@@ -366,6 +369,7 @@ while true do
       -- first write: cannot grow memory, so the backlog still moves in a full Redis.
       redis.call('ZREM', KEYS[1], id)
       redis.call('HDEL', KEYS[2], id)
+      redis.call('SREM', KEYS[4], id)
     else
       local claim = redis.call('HGET', KEYS[2], id)
       if not claim or tonumber(string.match(claim, ' (%d+)$')) <= tonumber(ARGV[4]) then
@@ -389,11 +393,13 @@ return 1
 `
 
 /**
- * Take a job out of its queue. KEYS[1] queue · KEYS[2] claims · KEYS[3] queue index · ARGV[1] job id · ARGV[2] the queue's name in the index
+ * Take a job out of its queue. KEYS[1] queue · KEYS[2] claims · KEYS[3] queue index · KEYS[4] the tenant's queued jobs
+ * ARGV[1] job id · ARGV[2] the queue's name in the index
  */
 export const DEQUEUE_JOB = `
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
 if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
 return 1
 `

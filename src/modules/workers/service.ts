@@ -39,6 +39,8 @@ export interface WorkerServiceOptions {
   assignmentUrl: string
   /** Pending jobs one queue (tenant and agent name) may hold; 0: no backlog, a dispatch no worker takes at once is refused. */
   jobQueueMax: number
+  /** Pending jobs one tenant may have in its queues together. */
+  jobQueueClientMax: number
   /** How long a job may wait in the backlog before it ends failed. */
   jobPendingTtlMs: number
 }
@@ -139,10 +141,10 @@ export class NoWorkersAvailableError extends AppError {
   }
 }
 
-/** A queue of pending jobs (tenant and agent name) is full. */
+/** A queue of pending jobs (tenant and agent name) is full, or the tenant's queues together are. */
 export class JobQueueFullError extends AppError {
-  constructor(agentName: string, max: number) {
-    super(503, 'JOB_QUEUE_FULL', `The backlog of ${agentName} is full (${max} pending jobs, job_queue_max); retry later`, undefined, 1)
+  constructor(message: string) {
+    super(503, 'JOB_QUEUE_FULL', message, undefined, 1)
   }
 }
 
@@ -469,7 +471,9 @@ export class WorkerService {
     }
     // Subscribed before the job is queued, so that no instance can assign it before this one would hear of it.
     await this.settledSubscription
-    if (!(await this.store.enqueueJob(job, this.options.jobQueueMax))) throw new JobQueueFullError(job.agentName, this.options.jobQueueMax)
+    const outcome = await this.store.enqueueJob(job, this.options.jobQueueMax, this.options.jobQueueClientMax)
+    if (outcome === 'queue full') throw new JobQueueFullError(`The backlog of ${job.agentName} is full (${this.options.jobQueueMax} pending jobs, job_queue_max); retry later`)
+    if (outcome === 'client full') throw new JobQueueFullError(`This client has ${this.options.jobQueueClientMax} pending jobs in the backlog (job_queue_client_max); retry later`)
     this.jobChanged(job)
     // The waiter is in place before the queue is served, so the end of this pass answers it.
     const answered = this.awaitJob(job, deadline, returnWhenQueued)

@@ -561,14 +561,14 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
       it('queues jobs per tenant and agent name up to the bound, storing nothing past it', async () => {
         const store = await open()
         const queued = Array.from({ length: 3 }, (_, i) => job({ createdAt: Date.now() + i }))
-        for (const record of queued) expect(await store.enqueueJob(record, 3)).toBe(true)
+        for (const record of queued) expect(await store.enqueueJob(record, 3, 100)).toBe('queued')
         const refused = job()
-        expect(await store.enqueueJob(refused, 3)).toBe(false)
+        expect(await store.enqueueJob(refused, 3, 100)).toBe('queue full')
         expect(await store.getJob(refused.id)).toBeNull()
         expect(await store.listJobs({ state: 'pending' })).toHaveLength(3)
         // Another tenant's and another agent name's queues have their own bound.
-        expect(await store.enqueueJob(job({ owner: 'tenant-b' }), 3)).toBe(true)
-        expect(await store.enqueueJob(job({ agentName: 'other-agent' }), 3)).toBe(true)
+        expect(await store.enqueueJob(job({ owner: 'tenant-b' }), 3, 100)).toBe('queued')
+        expect(await store.enqueueJob(job({ agentName: 'other-agent' }), 3, 100)).toBe('queued')
         const queues = (await store.listQueues()).sort((a, b) => (a.owner + a.agentName < b.owner + b.agentName ? -1 : 1))
         expect(queues.map(({ owner, agentName, length }) => ({ owner, agentName, length }))).toEqual([
           { owner: 'tenant-a', agentName: 'other-agent', length: 1 },
@@ -578,10 +578,29 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
         expect(queues[1]!.oldestCreatedAt).toBe(queued[0]!.createdAt)
       })
 
+      it("bounds a tenant's queues together, and gives the room back as jobs leave them", async () => {
+        const store = await open()
+        const [first, second] = [job({ agentName: 'a' }), job({ agentName: 'b' })]
+        expect(await store.enqueueJob(first, 10, 2)).toBe('queued')
+        expect(await store.enqueueJob(second, 10, 2)).toBe('queued')
+        const refused = job({ agentName: 'c' })
+        expect(await store.enqueueJob(refused, 10, 2)).toBe('client full')
+        expect(await store.getJob(refused.id)).toBeNull()
+        expect(await store.enqueueJob(job({ owner: 'tenant-b', agentName: 'c' }), 10, 2)).toBe('queued')
+        // Taken out after it was assigned; and dropped by a claim once cancelled without being taken out.
+        await store.transitionJob(first.id, { from: ['pending'], to: 'assigned', workerId: 'w1' })
+        await store.dequeueJob('tenant-a', 'a', first.id)
+        expect(await store.enqueueJob(job({ agentName: 'c' }), 10, 2)).toBe('queued')
+        await store.transitionJob(second.id, { from: ['pending'], to: 'cancelled' })
+        expect(await store.claimQueuedJob('tenant-a', 'b', 'x', Date.now() + 60_000)).toBeNull()
+        expect(await store.enqueueJob(job({ agentName: 'd' }), 10, 2)).toBe('queued')
+        expect(await store.enqueueJob(job({ agentName: 'e' }), 10, 2)).toBe('client full')
+      })
+
       it('hands out the oldest unclaimed job first, once per live claim, and takes back a claim or a job that left the queue', async () => {
         const store = await open()
         const [first, second, third] = Array.from({ length: 3 }, (_, i) => job({ createdAt: Date.now() + i }))
-        for (const record of [first!, second!, third!]) await store.enqueueJob(record, 10)
+        for (const record of [first!, second!, third!]) await store.enqueueJob(record, 10, 100)
         const until = Date.now() + 60_000
         expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'a', until))?.id).toBe(first!.id)
         expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'b', until))?.id).toBe(second!.id)
@@ -605,7 +624,7 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
       it('hands a job out again once its claim ran out', async () => {
         const store = await open()
         const record = job()
-        await store.enqueueJob(record, 10)
+        await store.enqueueJob(record, 10, 100)
         expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'a', Date.now() + 50))?.id).toBe(record.id)
         expect(await store.claimQueuedJob('tenant-a', 'voice-agent', 'b', Date.now() + 50)).toBeNull()
         await Bun.sleep(80)
@@ -614,7 +633,7 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
 
       it('gives each of many concurrent claimants a different job', async () => {
         const store = await open()
-        for (let i = 0; i < 10; i++) await store.enqueueJob(job({ createdAt: Date.now() + i }), 10)
+        for (let i = 0; i < 10; i++) await store.enqueueJob(job({ createdAt: Date.now() + i }), 10, 100)
         const claimed = await Promise.all(Array.from({ length: 12 }, (_, i) => store.claimQueuedJob('tenant-a', 'voice-agent', `c${i}`, Date.now() + 60_000)))
         const ids = claimed.filter((found) => found !== null).map((found) => found!.id)
         expect(ids).toHaveLength(10)

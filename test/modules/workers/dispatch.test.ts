@@ -499,6 +499,15 @@ describe('backlog', () => {
     expect((await createJob({ agent_name: 'other-agent' })).status).toBe(202)
   })
 
+  it("refuses a client's dispatch past job_queue_client_max over all its agent names, storing nothing", async () => {
+    await start({ job_queue_max: 10, job_queue_client_max: 3 })
+    for (const agent of ['a', 'b', 'c']) expect((await createJob({ agent_name: agent })).status).toBe(202)
+    const refused = await createJob({ agent_name: 'd' })
+    expect(refused.status).toBe(503)
+    expect(refused.body.error).toEqual({ code: 'JOB_QUEUE_FULL', message: 'This client has 3 pending jobs in the backlog (job_queue_client_max); retry later' })
+    expect((await request('GET', '/jobs')).body.jobs).toHaveLength(3)
+  })
+
   it('ends a job that waited past job_pending_ttl_s as failed, with the reason in its history', async () => {
     await start({ job_queue_max: 5, job_pending_ttl_s: 1, instance_heartbeat_s: 0.1 })
     const { status, body } = await createJob()
