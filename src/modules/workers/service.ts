@@ -154,6 +154,20 @@ const channelOf = (instanceId: string) => `workers:${instanceId}`
 const SETTLED_CHANNEL = 'workers:jobs-settled'
 const queueOf = (owner: string, agentName: string) => JSON.stringify([owner, agentName])
 
+/** Adds `member` to the set kept under `key`. */
+function joinSet<K, T>(sets: Map<K, Set<T>>, key: K, member: T): void {
+  let set = sets.get(key)
+  if (!set) sets.set(key, (set = new Set()))
+  set.add(member)
+}
+
+/** Removes `member` from the set kept under `key`, and the set once empty. */
+function leaveSet<K, T>(sets: Map<K, Set<T>>, key: K, member: T): void {
+  const set = sets.get(key)
+  set?.delete(member)
+  if (set?.size === 0) sets.delete(key)
+}
+
 /** The same for the same dispatch whatever the order of its objects' keys. */
 function fingerprintOf(input: NewJob): string {
   const canonical = (value: unknown): unknown =>
@@ -165,12 +179,8 @@ function fingerprintOf(input: NewJob): string {
   return sha256(JSON.stringify(canonical(input)))
 }
 
-/** A caller waiting for its job to leave the backlog. */
-interface JobWaiter {
-  queue: string
-  returnWhenQueued: boolean
-  settle: () => void
-}
+/** A caller waiting for its job to leave the backlog: `settle` answers it. */
+type JobWaiter = () => void
 
 export class WorkerService {
   private readonly sessions = new Map<string, WorkerSession>()
@@ -187,6 +197,8 @@ export class WorkerService {
   private readonly pumps = new Map<string, { again: boolean }>()
   /** Callers waiting here for their job to leave the backlog, by job id. */
   private readonly waiters = new Map<string, Set<JobWaiter>>()
+  /** Those of them answered when a pass over their queue ends here (POST /jobs), by queue. */
+  private readonly queuedWaiters = new Map<string, Set<JobWaiter>>()
   private readonly settledSubscription: Promise<() => void>
   private stopped = false
 
@@ -487,14 +499,14 @@ export class WorkerService {
    */
   private async awaitJob(job: JobRecord, deadline: number, returnWhenQueued: boolean): Promise<JobRecord> {
     let timer: ReturnType<typeof setTimeout> | undefined
-    const waiter: JobWaiter = { queue: queueOf(job.owner, job.agentName), returnWhenQueued, settle: () => {} }
+    let waiter: JobWaiter = () => {}
     const settled = new Promise<void>((resolve) => {
-      waiter.settle = resolve
+      waiter = resolve
       timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))
     })
-    let set = this.waiters.get(job.id)
-    if (!set) this.waiters.set(job.id, (set = new Set()))
-    set.add(waiter)
+    const queue = queueOf(job.owner, job.agentName)
+    joinSet(this.waiters, job.id, waiter)
+    if (returnWhenQueued) joinSet(this.queuedWaiters, queue, waiter)
     try {
       // It may have left the queue before the waiter was in place.
       const now = await this.store.getJob(job.id)
@@ -503,14 +515,14 @@ export class WorkerService {
       return (await this.store.getJob(job.id)) ?? job
     } finally {
       clearTimeout(timer)
-      set.delete(waiter)
-      if (set.size === 0 && this.waiters.get(job.id) === set) this.waiters.delete(job.id)
+      leaveSet(this.waiters, job.id, waiter)
+      if (returnWhenQueued) leaveSet(this.queuedWaiters, queue, waiter)
     }
   }
 
   /** Answers the callers waiting here for a job that left the backlog. */
   private wake(jobId: string): void {
-    for (const waiter of this.waiters.get(jobId) ?? []) waiter.settle()
+    for (const settle of this.waiters.get(jobId) ?? []) settle()
   }
 
   /**
@@ -552,7 +564,7 @@ export class WorkerService {
           } while (pump.again && !this.stopped)
         } finally {
           this.pumps.delete(key)
-          for (const set of this.waiters.values()) for (const waiter of set) if (waiter.queue === key && waiter.returnWhenQueued) waiter.settle()
+          for (const settle of this.queuedWaiters.get(key) ?? []) settle()
         }
       })(),
     )
@@ -656,7 +668,7 @@ export class WorkerService {
       session.socket.close(1001, 'switchboard is shutting down')
     }
     for (const settle of [...this.answers.values()]) settle({ available: false, token: null, reason: 'switchboard is shutting down' })
-    for (const set of this.waiters.values()) for (const waiter of set) waiter.settle()
+    for (const set of this.waiters.values()) for (const settle of set) settle()
     // After the workers are marked disconnected: the others then give them the rest of their grace, starting at once.
     await this.heartbeat.stop()
     await Promise.allSettled([...this.background])
