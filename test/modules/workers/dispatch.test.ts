@@ -483,6 +483,17 @@ describe('backlog', () => {
     expect((await request('GET', '/jobs?state=pending')).body.jobs).toEqual([])
   })
 
+  it("dispatches a queued job the moment a worker's drain ends", async () => {
+    await start({ job_queue_max: 5 })
+    const worker = await connect()
+    worker.send({ type: 'status_update', worker_id: worker.workerId, agent_name: 'voice-agent', status: 'draining', load: 0, job_count: 0 })
+    await eventually(async () => (await getWorker(worker.workerId)).status === 'draining', 5000, 'worker draining')
+    const queued = await createJob()
+    expect([queued.status, queued.body.state]).toEqual([202, 'pending'])
+    worker.send({ type: 'status_update', worker_id: worker.workerId, agent_name: 'voice-agent', status: 'available', load: 0, job_count: 0 })
+    await worker.waitForAssignment(queued.body.id, 2000)
+  })
+
   it('refuses a dispatch past job_queue_max with 503 and Retry-After, storing nothing', async () => {
     await start({ job_queue_max: 2 })
     expect((await createJob()).status).toBe(202)
