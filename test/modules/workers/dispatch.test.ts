@@ -479,7 +479,7 @@ describe('backlog', () => {
     const queued = await Promise.all(Array.from({ length: 5 }, (_, i) => createJob({ room_id: `late-${i}` })))
     expect(queued.map((answer) => [answer.status, answer.body.state])).toEqual(Array.from({ length: 5 }, () => [202, 'pending']))
     const late = await connect()
-    for (const answer of queued) await late.waitForAssignment(answer.body.id)
+    for (const answer of queued) await late.waitForAssignment(answer.body.id, 2000)
     expect((await request('GET', '/jobs?state=pending')).body.jobs).toEqual([])
   })
 
