@@ -115,8 +115,12 @@ async function measureBacklog(url: string, backend: BenchBackend): Promise<Backl
   const assignedAt = new Map<string, number>()
   const latencies: number[] = []
   let failures = 0
-  let running = true
+  /** Off while the backlog fills: the workers hold their jobs, so the 100 wait behind them. */
+  let running = false
+  let stopping = false
+  const held: (() => void)[] = []
   let assigned = 0
+  let measuredFrom = Infinity
   const body = JSON.stringify({ agent_name: agentName, room_id: 'bench-room' })
   const settle = (jobId: string) => {
     const sent = sentAt.get(jobId)
@@ -124,7 +128,8 @@ async function measureBacklog(url: string, backend: BenchBackend): Promise<Backl
     if (sent === undefined || at === undefined) return
     sentAt.delete(jobId)
     assignedAt.delete(jobId)
-    latencies.push(at - sent)
+    // Only jobs dispatched once the backlog was full count: those of the filling waited for it to fill.
+    if (sent >= measuredFrom) latencies.push(at - sent)
   }
   const submit = async () => {
     const started = performance.now()
@@ -143,22 +148,31 @@ async function measureBacklog(url: string, backend: BenchBackend): Promise<Backl
     worker.ws.on('message', (raw) => {
       const frame = JSON.parse(raw.toString()) as { type: string; job_id?: string }
       if (frame.type !== 'job_assignment' || !frame.job_id) return
+      const jobId = frame.job_id
       assigned++
-      assignedAt.set(frame.job_id, performance.now())
-      settle(frame.job_id)
-      worker.update(frame.job_id, 'completed')
-      if (running) void submit()
+      assignedAt.set(jobId, performance.now())
+      settle(jobId)
+      const finish = () => {
+        worker.update(jobId, 'completed')
+        if (!stopping) void submit()
+      }
+      if (running) finish()
+      else held.push(finish)
     })
     pool.push(worker)
   }
-  // The backlog filled first: every slot busy and BACKLOG_WAITING jobs behind them.
-  for (let i = 0; i < BACKLOG_WAITING + BACKLOG_WORKERS; i++) await submit()
+  // The backlog filled first: every slot busy and BACKLOG_WAITING jobs behind them; then each job that ends brings one more.
+  await Promise.all(Array.from({ length: BACKLOG_WAITING + BACKLOG_WORKERS }, () => submit()))
+  while (held.length < BACKLOG_WORKERS) await Bun.sleep(5)
   const started = performance.now()
+  measuredFrom = started
   const assignedBefore = assigned
+  running = true
+  for (const finish of held.splice(0)) finish()
   await Bun.sleep(THROUGHPUT_MS)
   const seconds = (performance.now() - started) / 1000
   const jobsPerSecond = Math.round((assigned - assignedBefore) / seconds)
-  running = false
+  stopping = true
   // The jobs still waiting are served before the workers go, so nothing is left in the backlog.
   const deadline = performance.now() + 10_000
   while (sentAt.size > 0 && performance.now() < deadline) await Bun.sleep(20)

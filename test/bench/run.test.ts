@@ -105,7 +105,7 @@ describe('bun run bench', () => {
     for (const row of dispatch.backlog) {
       expect(row.waiting).toBe(100)
       expect(row.jobsPerSecond).toBeGreaterThan(0)
-      expect(row.enqueueToAssignment.count).toBeGreaterThan(100)
+      expect(row.enqueueToAssignment.count).toBeGreaterThan(0)
       expect(row.failures).toBe(0)
     }
     const a2a = result('a2a')
