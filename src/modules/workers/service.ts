@@ -533,8 +533,9 @@ export class WorkerService {
     const leftBacklog = this.options.jobQueueMax > 0 && job.state !== 'pending' && job.history.at(-2)?.state === 'pending'
     if (!leftBacklog) return
     this.track(this.store.dequeueJob(job.owner, job.agentName, job.id))
-    if (this.waiters.has(job.id)) this.wake(job.id)
-    else this.track(this.events.publish(SETTLED_CHANNEL, job.id))
+    // Callers here are answered at once; a retry of its idempotency key may be waiting on another instance too.
+    this.wake(job.id)
+    this.track(this.events.publish(SETTLED_CHANNEL, job.id))
   }
 
   /** Moves a job through the store's compare-and-set; every transition of a job is made here. */

@@ -121,6 +121,29 @@ function scaleOutCases(makeSharedBackends: () => Promise<[Backend, Backend]>): v
     await worker.waitForAssignment(answer.body.data.jobId)
   })
 
+  it('answers a VideoSDK dispatch and its retry through the other instance once a worker takes their one queued job', async () => {
+    const [first, second] = await makeSharedBackends()
+    const backlog = { job_queue_max: 10, dispatch_timeout_ms: 5000 }
+    const a = await startInstance(first, backlog)
+    const b = await startInstance(second, backlog)
+    const agentName = `retry-${randomUUID()}`
+    const key = { 'idempotency-key': `k-${randomUUID()}` }
+    const original = post(a, '/v2/agent/dispatch', { meetingId: 'room-r', agentId: agentName }, key)
+    await eventually(async () => (await get(a, `/jobs?agent_name=${agentName}&state=pending`)).jobs.length === 1, 5000, 'job queued')
+    const retry = post(b, '/v2/agent/dispatch', { meetingId: 'room-r', agentId: agentName }, key)
+    await Bun.sleep(100)
+    const worker = await TestWorker.connect(a.server.url, { agentName })
+    open.workers.push(worker)
+    const connectedAt = Date.now()
+    const [answer, retried] = await Promise.all([original, retry])
+    // Both at once, not at the retry's deadline.
+    expect(Date.now() - connectedAt).toBeLessThan(2000)
+    expect([answer.status, retried.status]).toEqual([200, 200])
+    expect(retried.body.data.jobId).toBe(answer.body.data.jobId)
+    await worker.waitForAssignment(answer.body.data.jobId)
+    expect(worker.assignments).toHaveLength(1)
+  })
+
   it('gives the job of an idempotency key retried through the other instance, and 409 for another body', async () => {
     const [first, second] = await makeSharedBackends()
     const a = await startInstance(first)
