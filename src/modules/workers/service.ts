@@ -428,8 +428,11 @@ export class WorkerService {
         }
         const job = await this.storedJob(earlier.jobId)
         if (job?.owner === owner) {
-          // A job still waiting is answered as the first call was: at once, or once a worker takes it within the deadline.
-          if (job.state !== 'pending' || this.options.jobQueueMax === 0 || options.returnWhenQueued) return job
+          if (job.state !== 'pending') return job
+          // Without the backlog, the first call is dispatching it right now: its outcome is near.
+          if (this.options.jobQueueMax === 0) return this.whilePending(job, deadline)
+          // A job waiting in the backlog is answered as the first call was: at once, or once a worker takes it within the deadline.
+          if (options.returnWhenQueued) return job
           await this.settledSubscription
           return this.awaitJob(job, deadline, false)
         }
@@ -445,6 +448,16 @@ export class WorkerService {
       if (key !== undefined) await this.store.forgetDispatch(owner, key, id).catch(() => {})
       throw error
     }
+  }
+
+  /** The job once it is no longer pending, or as it is at the deadline. */
+  private async whilePending(job: JobRecord, deadline: number): Promise<JobRecord> {
+    let now: JobRecord | null = job
+    while (now?.state === 'pending' && Date.now() < deadline && !this.stopped) {
+      await sleep(50)
+      now = await this.store.getJob(job.id)
+    }
+    return now ?? job
   }
 
   /** A job by id, waiting a moment for one whose creation another call has just remembered under its key. */

@@ -595,6 +595,20 @@ describe('idempotent dispatch', () => {
     expect(bad.body.error.message).toContain('Idempotency-Key')
   })
 
+  it('answers a retry that comes while the first call is still dispatching with the same job, once a worker took it', async () => {
+    await start()
+    const worker = await connect({ availability: 'ignore' })
+    const first = createJob({}, { 'idempotency-key': 'in-flight' })
+    const asked = await worker.waitFor((frame) => frame.type === 'availability_request')
+    const retry = createJob({}, { 'idempotency-key': 'in-flight' })
+    await Bun.sleep(150)
+    worker.send({ type: 'availability_response', job_id: asked.job_id, available: true, token: 'worker-token' })
+    const [answer, retried] = await Promise.all([first, retry])
+    expect([answer.status, retried.status]).toEqual([201, 201])
+    expect(retried.body.id).toBe(answer.body.id)
+    expect(retried.body.state).not.toBe('pending')
+  })
+
   it('answers a retry of a job still waiting in the backlog at once, with the same job', async () => {
     await start({ job_queue_max: 5 })
     const first = await createJob({}, { 'idempotency-key': 'waiting' })
