@@ -9,6 +9,11 @@
  * separate process; the workers and callers run here. Bounded to well under
  * a minute.
  *
+ * The backlog row: 10 one-slot workers and a backlog (job_queue_max) kept at
+ * 100 waiting jobs (each assignment brings one more dispatch); jobs/s and the
+ * time from `POST /jobs` (answered 202 while the job waits) to its
+ * `job_assignment` at the worker, which includes the wait behind the 100.
+ *
  *   bun bench/dispatch.ts       (writes bench/results/dispatch.json)
  */
 import { benchStore, keepAlive, redisAvailable, REDIS_URL, request, startSwitchboard, summarize, table, writeResult, type BenchBackend, type Summary } from './lib'
@@ -91,7 +96,93 @@ async function measure(url: string, backend: BenchBackend, count: number): Promi
   return { backend, workers: count, latency: summarize(sequential), jobsPerSecond: Math.round(underLoad.length / seconds), throughputLatency: summarize(underLoad), failures }
 }
 
+/** Jobs kept waiting in the backlog row, and its workers (one slot each). */
+const BACKLOG_WAITING = 100
+const BACKLOG_WORKERS = 10
+
+interface BacklogRow {
+  backend: BenchBackend
+  waiting: number
+  workers: number
+  jobsPerSecond: number
+  enqueueToAssignment: Summary
+  failures: number
+}
+
+async function measureBacklog(url: string, backend: BenchBackend): Promise<BacklogRow> {
+  const agentName = 'bench-backlog'
+  const sentAt = new Map<string, number>()
+  const assignedAt = new Map<string, number>()
+  const latencies: number[] = []
+  let failures = 0
+  /** Off while the backlog fills: the workers hold their jobs, so the 100 wait behind them. */
+  let running = false
+  let stopping = false
+  const held: (() => void)[] = []
+  let assigned = 0
+  let measuredFrom = Infinity
+  const body = JSON.stringify({ agent_name: agentName, room_id: 'bench-room' })
+  const settle = (jobId: string) => {
+    const sent = sentAt.get(jobId)
+    const at = assignedAt.get(jobId)
+    if (sent === undefined || at === undefined) return
+    sentAt.delete(jobId)
+    assignedAt.delete(jobId)
+    // Only jobs dispatched once the backlog was full count: those of the filling waited for it to fill.
+    if (sent >= measuredFrom) latencies.push(at - sent)
+  }
+  const submit = async () => {
+    const started = performance.now()
+    const response = await request(`${url}/jobs`, 'POST', body)
+    if (response.status !== 201 && response.status !== 202) {
+      failures++
+      return
+    }
+    const jobId = (JSON.parse(response.text) as { id: string }).id
+    sentAt.set(jobId, started)
+    settle(jobId)
+  }
+  const pool: TestWorker[] = []
+  for (let i = 0; i < BACKLOG_WORKERS; i++) {
+    const worker = await TestWorker.connect(url, { agentName, maxProcesses: 1, loadThreshold: 1 })
+    worker.ws.on('message', (raw) => {
+      const frame = JSON.parse(raw.toString()) as { type: string; job_id?: string }
+      if (frame.type !== 'job_assignment' || !frame.job_id) return
+      const jobId = frame.job_id
+      assigned++
+      assignedAt.set(jobId, performance.now())
+      settle(jobId)
+      const finish = () => {
+        worker.update(jobId, 'completed')
+        if (!stopping) void submit()
+      }
+      if (running) finish()
+      else held.push(finish)
+    })
+    pool.push(worker)
+  }
+  // The backlog filled first: every slot busy and BACKLOG_WAITING jobs behind them; then each job that ends brings one more.
+  await Promise.all(Array.from({ length: BACKLOG_WAITING + BACKLOG_WORKERS }, () => submit()))
+  while (held.length < BACKLOG_WORKERS) await Bun.sleep(5)
+  const started = performance.now()
+  measuredFrom = started
+  const assignedBefore = assigned
+  running = true
+  for (const finish of held.splice(0)) finish()
+  await Bun.sleep(THROUGHPUT_MS)
+  const seconds = (performance.now() - started) / 1000
+  const jobsPerSecond = Math.round((assigned - assignedBefore) / seconds)
+  stopping = true
+  // The jobs still waiting are served before the workers go, so nothing is left in the backlog.
+  const deadline = performance.now() + 10_000
+  while (sentAt.size > 0 && performance.now() < deadline) await Bun.sleep(20)
+  failures += sentAt.size
+  for (const worker of pool) await worker.kill()
+  return { backend, waiting: BACKLOG_WAITING, workers: BACKLOG_WORKERS, jobsPerSecond, enqueueToAssignment: summarize(latencies), failures }
+}
+
 const rows: Row[] = []
+const backlogRows: BacklogRow[] = []
 const hasRedis = await redisAvailable()
 try {
   for (const backend of BACKENDS) {
@@ -107,6 +198,14 @@ try {
       await server.stop()
       await store.remove()
     }
+    const backlogStore = benchStore(backend)
+    const backlogServer = await startSwitchboard(['--worker-ping-s', '30', '--job-queue-max', String(10 * BACKLOG_WAITING), ...backlogStore.flags])
+    try {
+      backlogRows.push(await measureBacklog(backlogServer.url, backend))
+    } finally {
+      await backlogServer.stop()
+      await backlogStore.remove()
+    }
   }
 } finally {
   keepAlive.destroy()
@@ -118,7 +217,14 @@ console.log(
     rows.map((row) => [row.backend, row.workers, row.latency.p50, row.latency.p99, row.jobsPerSecond, row.throughputLatency.p50, row.throughputLatency.p99, row.failures]),
   ),
 )
-console.log(`\nLatency = POST /jobs sent → job_assignment received by the worker (availability round trip included). LiveKit documents dispatch "under ${LIVEKIT_MS} ms".`)
+console.log(`\nLatency = POST /jobs sent → job_assignment received by the worker (availability round trip included). LiveKit documents dispatch "under ${LIVEKIT_MS} ms".\n`)
+console.log(
+  table(
+    ['backend', 'with a backlog of', 'workers (1 slot each)', 'jobs/s', 'p50 ms enqueue → assignment', 'p99 ms enqueue → assignment', 'failures'],
+    backlogRows.map((row) => [row.backend, row.waiting, row.workers, row.jobsPerSecond, row.enqueueToAssignment.p50, row.enqueueToAssignment.p99, row.failures]),
+  ),
+)
+console.log(`\nBacklog: job_queue_max on; ${BACKLOG_WAITING} jobs kept waiting (each assignment brings one more dispatch); enqueue → assignment includes the wait behind them.`)
 writeResult('dispatch', {
   method: 'POST /jobs → job_assignment at the worker; memory, SQLite and Redis backends; Switchboard in its own process; workers accept and complete at once',
   reference: { livekitDocumentedMaxMs: LIVEKIT_MS },
@@ -126,4 +232,5 @@ writeResult('dispatch', {
   throughputRunMs: THROUGHPUT_MS,
   concurrency: CONCURRENCY,
   rows,
+  backlog: backlogRows,
 })

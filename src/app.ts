@@ -81,6 +81,9 @@ export function createApp(options: CreateAppOptions) {
       lossAction: config.worker_loss_action,
       heartbeatMs: config.instance_heartbeat_s * 1000,
       assignmentUrl: config.public_url ?? '',
+      jobQueueMax: config.job_queue_max,
+      jobQueueClientMax: config.job_queue_client_max,
+      jobPendingTtlMs: config.job_pending_ttl_s * 1000,
     },
     logger,
   )

@@ -64,6 +64,15 @@ export const ConfigSchema = v.object({
   gravestone_expiration_d: v.optional(positive('Days a terminated mailbox is remembered (every built-in backend).'), 365),
   availability_timeout_ms: v.optional(integer(1, 600000, 'How long a worker may take to answer an availability request.'), 3000),
   dispatch_timeout_ms: v.optional(integer(1, 600000, 'Longest a whole dispatch may take before the caller is told no worker is available.'), 10000),
+  job_queue_max: v.optional(
+    integer(0, 1000000, 'Pending jobs that may wait per agent name (and client) for a worker with room; past it a dispatch is refused 503 with Retry-After (0: no backlog, a dispatch no worker can take at once is refused).'),
+    0,
+  ),
+  job_queue_client_max: v.optional(
+    integer(1, 100000000, 'Pending jobs one client may have waiting in the backlog over all its agent names; past it a dispatch is refused 503 with Retry-After.'),
+    10000,
+  ),
+  job_pending_ttl_s: v.optional(integer(1, 86400, 'Seconds a job may wait in the backlog; past it, it ends failed with the reason in its history.'), 300),
   worker_grace_s: v.optional(v.pipe(v.number(), v.minValue(0), v.description('Seconds a lost worker has to reconnect before its jobs are handled.')), 15),
   worker_loss_action: v.optional(choice(['redispatch', 'fail'], 'What happens to the jobs of a worker lost for longer than the grace period.'), 'redispatch'),
   instance_heartbeat_s: v.optional(

@@ -1,5 +1,5 @@
 import { utf8Bytes } from '../../src/backend/mailboxes'
-import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { applyTransition, FINISHED_JOB_STATES, jobMatches, type JobFilter, type EnqueueOutcome, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 const clone = <T>(value: T): T => structuredClone(value)
 
@@ -31,6 +31,12 @@ export class MemoryWorkers implements WorkerStore {
   /** Bytes of each finished job, in the order they finished (a Map keeps insertion order). */
   private readonly finished = new Map<string, number>()
   private finishedBytes = 0
+  /** Queued job ids by queue (tenant and agent name), oldest first (insertion order), with their claims. */
+  private readonly queues = new Map<string, Map<string, { claimant: string; until: number } | null>>()
+  /** Jobs each tenant has in its queues together. */
+  private readonly queuedBy = new Map<string, number>()
+  /** Remembered dispatches by tenant and key, in the order they were remembered (Switchboard gives each the same time to live, so the order they expire in). */
+  private readonly dispatches = new Map<string, RememberedDispatch & { expiresAt: number }>()
 
   constructor(private readonly options: MemoryWorkersOptions) {}
 
@@ -149,17 +155,17 @@ export class MemoryWorkers implements WorkerStore {
   }
 
   async listJobs(filter: JobFilter): Promise<JobRecord[]> {
-    const found: JobRecord[] = []
     // Newest first: later insertions win ties on createdAt.
-    for (const job of [...this.jobs.values()].reverse()) {
-      if (filter.agentName !== undefined && job.agentName !== filter.agentName) continue
-      if (filter.state !== undefined && job.state !== filter.state) continue
-      if (filter.workerId !== undefined && job.workerId !== filter.workerId) continue
-      if (filter.owner !== undefined && job.owner !== filter.owner) continue
-      found.push(job)
-    }
+    const found = [...this.jobs.values()].reverse().filter((job) => jobMatches(job, filter))
     found.sort((a, b) => b.createdAt - a.createdAt)
-    return found.slice(0, filter.limit ?? found.length).map(clone)
+    let start = 0
+    if (filter.after) {
+      const { createdAt, id } = filter.after
+      const at = found.findIndex((job) => job.id === id)
+      start = at >= 0 ? at + 1 : found.findIndex((job) => job.createdAt < createdAt)
+      if (start < 0) return []
+    }
+    return found.slice(start, filter.limit === undefined ? undefined : start + filter.limit).map(clone)
   }
 
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
@@ -168,4 +174,87 @@ export class MemoryWorkers implements WorkerStore {
     this.noteState(job)
     return clone(job)
   }
+
+  async enqueueJob(job: JobRecord, max: number, clientMax: number): Promise<EnqueueOutcome> {
+    const key = queueKey(job.owner, job.agentName)
+    const queue = this.queues.get(key) ?? new Map()
+    if (queue.size >= max) return 'queue full'
+    const held = this.queuedBy.get(job.owner) ?? 0
+    if (held >= clientMax) return 'client full'
+    this.queues.set(key, queue.set(job.id, null))
+    this.queuedBy.set(job.owner, held + 1)
+    await this.createJob(job)
+    return 'queued'
+  }
+
+  /** Takes a job out of a queue, keeping the tenant's count. */
+  private unqueue(owner: string, key: string, jobId: string): void {
+    const queue = this.queues.get(key)
+    if (!queue?.delete(jobId)) return
+    if (queue.size === 0) this.queues.delete(key)
+    const held = (this.queuedBy.get(owner) ?? 1) - 1
+    if (held > 0) this.queuedBy.set(owner, held)
+    else this.queuedBy.delete(owner)
+  }
+
+  async claimQueuedJob(owner: string, agentName: string, claimant: string, until: number): Promise<JobRecord | null> {
+    const key = queueKey(owner, agentName)
+    const queue = this.queues.get(key)
+    if (!queue) return null
+    const now = Date.now()
+    for (const [id, claim] of queue) {
+      const job = this.jobs.get(id)
+      if (job?.state !== 'pending') {
+        this.unqueue(owner, key, id)
+        continue
+      }
+      if (claim && claim.until > now) continue
+      queue.set(id, { claimant, until })
+      return clone(job)
+    }
+    return null
+  }
+
+  async releaseQueuedJob(owner: string, agentName: string, jobId: string, claimant: string): Promise<void> {
+    const queue = this.queues.get(queueKey(owner, agentName))
+    if (queue?.get(jobId)?.claimant === claimant) queue.set(jobId, null)
+  }
+
+  async dequeueJob(owner: string, agentName: string, jobId: string): Promise<void> {
+    this.unqueue(owner, queueKey(owner, agentName), jobId)
+  }
+
+  async listQueues(): Promise<JobQueue[]> {
+    const found: JobQueue[] = []
+    for (const [key, queue] of this.queues) {
+      const head = [...queue.keys()].map((id) => this.jobs.get(id)).find((job) => job?.state === 'pending')
+      if (!head) continue
+      const [owner, agentName] = JSON.parse(key) as [string, string]
+      found.push({ owner, agentName, length: queue.size, oldestCreatedAt: head.createdAt })
+    }
+    return found
+  }
+
+  async rememberDispatch(owner: string, key: string, dispatch: RememberedDispatch, expiresAt: number, maxKept: number): Promise<RememberedDispatch | null> {
+    const now = Date.now()
+    for (const [name, entry] of this.dispatches) {
+      if (entry.expiresAt > now) break
+      this.dispatches.delete(name)
+    }
+    const name = queueKey(owner, key)
+    const live = this.dispatches.get(name)
+    if (live && live.expiresAt > now) return { jobId: live.jobId, fingerprint: live.fingerprint }
+    this.dispatches.delete(name)
+    while (this.dispatches.size >= maxKept) this.dispatches.delete(this.dispatches.keys().next().value!)
+    this.dispatches.set(name, { ...dispatch, expiresAt })
+    return null
+  }
+
+  async forgetDispatch(owner: string, key: string, jobId: string): Promise<void> {
+    const name = queueKey(owner, key)
+    if (this.dispatches.get(name)?.jobId === jobId) this.dispatches.delete(name)
+  }
 }
+
+/** One key for a pair of strings that may hold any character. */
+const queueKey = (owner: string, name: string) => JSON.stringify([owner, name])

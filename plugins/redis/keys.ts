@@ -176,6 +176,36 @@ export class RedisKeys {
     return this.key('jobs-indexed')
   }
 
+  /** Sorted set of the ids of one tenant's queued jobs of one agent name, scored by the order they were queued (the backlog, FIFO). */
+  jobQueue(owner: string, agentName: string): string {
+    return this.key('jobs-queue', JSON.stringify([owner, agentName]))
+  }
+
+  /** Hash job id → "<claimant> <epoch ms until>": the claims on one queue's jobs being dispatched. */
+  jobQueueClaims(owner: string, agentName: string): string {
+    return this.key('jobs-queue-claims', JSON.stringify([owner, agentName]))
+  }
+
+  /** Set of the ids of the jobs one tenant has in its queues together. */
+  jobsQueuedBy(owner: string): string {
+    return this.key('jobs-queued-by', JSON.stringify(owner))
+  }
+
+  /** Set of the queues holding jobs, each as the JSON [owner, agent name]. */
+  jobQueues(): string {
+    return this.key('jobs-queues')
+  }
+
+  /** String: the JSON { jobId, fingerprint } a tenant's idempotency key names, expiring with the key. */
+  dispatchKey(owner: string, key: string): string {
+    return this.key('dispatch-key', JSON.stringify([owner, key]))
+  }
+
+  /** Sorted set of the live idempotency keys' Redis keys, scored by when they expire (the ones expiring first go past the bound). */
+  dispatchKeys(): string {
+    return this.key('dispatch-keys')
+  }
+
   /** Set once the workers stored before the agent-name indexes existed have been put into them. */
   workersIndexed(): string {
     return this.key('workers-indexed')

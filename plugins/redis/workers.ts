@@ -1,5 +1,5 @@
 /** Workers and jobs in Redis: every record a hash of JSON fields, every capacity or job move one Lua script. */
-import { FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type Reservation, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { FINISHED_JOB_STATES, type JobFilter, type EnqueueOutcome, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type Reservation, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 import { script, storeError, type RedisConnection } from './connection'
 import type { RedisKeys } from './keys'
 import * as lua from './scripts/workers'
@@ -18,10 +18,16 @@ const SCRIPTS = {
   trimFinished: script(lua.TRIM_FINISHED_JOBS),
   indexJobs: script(lua.INDEX_JOBS),
   indexNames: script(lua.INDEX_WORKER_NAMES),
+  enqueue: script(lua.ENQUEUE_JOB),
+  claimQueued: script(lua.CLAIM_QUEUED_JOB),
+  releaseQueued: script(lua.RELEASE_QUEUED_JOB),
+  dequeue: script(lua.DEQUEUE_JOB),
+  remember: script(lua.REMEMBER_DISPATCH),
+  forget: script(lua.FORGET_DISPATCH),
 }
 
 /** The fields of a job a list reads: first those its filter compares, in JobFilter's order, then those it orders by. */
-const LIST_FIELDS = ['agentName', 'state', 'workerId', 'owner', 'createdAt', 'seq'] as const
+const LIST_FIELDS = ['agentName', 'state', 'workerId', 'owner', 'roomId', 'createdAt', 'seq'] as const
 
 /** A job a list considers: its id and what the list orders by. */
 interface ListedJob {
@@ -219,7 +225,19 @@ export class RedisWorkers implements WorkerStore {
     const { command } = this.connection
     // Only the fields the filter and the order need are read of the jobs considered; the whole records only of those returned.
     // The filter's values as the hashes hold them (JSON), at the positions of LIST_FIELDS.
-    const wanted = [filter.agentName, filter.state, filter.workerId, filter.owner].map((value) => (value === undefined ? undefined : JSON.stringify(value)))
+    const wanted = [filter.agentName, filter.state, filter.workerId, filter.owner, filter.roomId].map((value) => (value === undefined ? undefined : JSON.stringify(value)))
+    const from = filter.createdFrom ?? -Infinity
+    const before = Math.min(filter.createdBefore ?? Infinity, filter.after ? filter.after.createdAt + 1 : Infinity)
+    // After the cursor's job: created before it, or at its time and stored after it (none when it is no longer stored).
+    let afterSeq = -Infinity
+    if (filter.after) {
+      try {
+        afterSeq = Number((await command.hget(this.keys.job(filter.after.id), 'seq')) ?? -Infinity)
+      } catch (error) {
+        throw storeError(error)
+      }
+    }
+    const { after } = filter
     const matching: ListedJob[] = []
     // A job created or dropped while the newest are paged through moves the others by one: none is taken twice.
     const seen = new Set<string>()
@@ -232,11 +250,14 @@ export class RedisWorkers implements WorkerStore {
         seen.add(id)
         const [error, values] = results[index]!
         if (error) throw error
-        const [agentName, state, workerId, owner, createdAt, seq] = values as (string | null)[]
+        const [agentName, state, workerId, owner, roomId, createdAt, seq] = values as (string | null)[]
         // A job dropped since the index was read has no fields left.
         if (agentName === null) return
-        if ([agentName, state, workerId, owner].some((field, at) => wanted[at] !== undefined && field !== wanted[at])) return
-        matching.push({ id, createdAt: Number(createdAt), seq: Number(seq) })
+        if ([agentName, state, workerId, owner, roomId].some((field, at) => wanted[at] !== undefined && field !== wanted[at])) return
+        const job = { id, createdAt: Number(createdAt), seq: Number(seq) }
+        if (job.createdAt < from || job.createdAt >= before) return
+        if (after && job.createdAt === after.createdAt && !(job.seq < afterSeq)) return
+        matching.push(job)
       })
     }
     try {
@@ -244,7 +265,15 @@ export class RedisWorkers implements WorkerStore {
         // The newest first, a page at a time, until `limit` match and every job left was created before the last of them.
         const page = Math.max(200, 2 * filter.limit)
         for (let offset = 0; ; offset += page) {
-          const entries = await command.zrevrange(this.keys.jobsByCreation(), offset, offset + page - 1, 'WITHSCORES')
+          const entries = await command.zrevrangebyscore(
+            this.keys.jobsByCreation(),
+            Number.isFinite(before) ? `(${before}` : '+inf',
+            Number.isFinite(from) ? from : '-inf',
+            'WITHSCORES',
+            'LIMIT',
+            offset,
+            page,
+          )
           await consider(entries.filter((_, at) => at % 2 === 0))
           if (entries.length < 2 * page) break
           if (matching.length >= filter.limit && Number(entries[entries.length - 1]) < matching.sort(newestFirst)[filter.limit - 1]!.createdAt) break
@@ -278,8 +307,88 @@ export class RedisWorkers implements WorkerStore {
         this.finishedJobsKept,
         this.keys.jobPrefix(),
         this.keys.jobsInStatePrefix(),
+        transition.participantIdentity ?? '',
       ],
     )) as string[]
     return fromFields<JobRecord>(hash, ['seq'])
+  }
+
+  private queueKeys(owner: string, agentName: string): [string, string, string, string] {
+    return [this.keys.jobQueue(owner, agentName), this.keys.jobQueueClaims(owner, agentName), this.keys.jobQueues(), this.keys.jobsQueuedBy(owner)]
+  }
+
+  async enqueueJob(job: JobRecord, max: number, clientMax: number): Promise<EnqueueOutcome> {
+    const queued = await this.connection.run(
+      SCRIPTS.enqueue,
+      [
+        this.keys.job(job.id),
+        this.keys.jobs(),
+        this.keys.sequence(),
+        this.keys.finishedJobs(),
+        this.keys.finishedSequence(),
+        this.keys.jobsByCreation(),
+        this.keys.jobQueue(job.owner, job.agentName),
+        this.keys.jobQueues(),
+        this.keys.jobsQueuedBy(job.owner),
+      ],
+      [job.id, this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), max, JSON.stringify([job.owner, job.agentName]), clientMax, ...toFields(job)],
+    )
+    return queued === 1 ? 'queued' : queued === 0 ? 'queue full' : 'client full'
+  }
+
+  async claimQueuedJob(owner: string, agentName: string, claimant: string, until: number): Promise<JobRecord | null> {
+    const hash = (await this.connection.run(SCRIPTS.claimQueued, this.queueKeys(owner, agentName), [this.keys.jobPrefix(), claimant, until, Date.now(), JSON.stringify([owner, agentName])])) as string[]
+    return fromFields<JobRecord>(hash, ['seq'])
+  }
+
+  async releaseQueuedJob(owner: string, agentName: string, jobId: string, claimant: string): Promise<void> {
+    await this.connection.run(SCRIPTS.releaseQueued, [this.keys.jobQueueClaims(owner, agentName)], [jobId, claimant])
+  }
+
+  async dequeueJob(owner: string, agentName: string, jobId: string): Promise<void> {
+    await this.connection.run(SCRIPTS.dequeue, this.queueKeys(owner, agentName), [jobId, JSON.stringify([owner, agentName])])
+  }
+
+  async listQueues(): Promise<JobQueue[]> {
+    const { command } = this.connection
+    try {
+      const names = (await command.smembers(this.keys.jobQueues())).map((name) => JSON.parse(name) as [string, string])
+      if (names.length === 0) return []
+      const heads = command.pipeline()
+      for (const [owner, agentName] of names) heads.zcard(this.keys.jobQueue(owner, agentName)).zrange(this.keys.jobQueue(owner, agentName), '0', '0')
+      const results = (await heads.exec()) ?? []
+      const created = command.pipeline()
+      const found: JobQueue[] = []
+      names.forEach(([owner, agentName], index) => {
+        const [[lengthError, length], [headError, head]] = [results[2 * index]!, results[2 * index + 1]!]
+        if (lengthError || headError) throw lengthError ?? headError
+        const [id] = head as string[]
+        if (!id) return
+        created.hget(this.keys.job(id), 'createdAt')
+        found.push({ owner, agentName, length: length as number, oldestCreatedAt: 0 })
+      })
+      const times = (await created.exec()) ?? []
+      found.forEach((queue, index) => {
+        const [error, at] = times[index]!
+        if (error) throw error
+        queue.oldestCreatedAt = Number(at ?? Date.now())
+      })
+      return found
+    } catch (error) {
+      throw storeError(error)
+    }
+  }
+
+  async rememberDispatch(owner: string, key: string, dispatch: RememberedDispatch, expiresAt: number, maxKept: number): Promise<RememberedDispatch | null> {
+    const live = (await this.connection.run(
+      SCRIPTS.remember,
+      [this.keys.dispatchKey(owner, key), this.keys.dispatchKeys()],
+      [JSON.stringify({ jobId: dispatch.jobId, fingerprint: dispatch.fingerprint }), expiresAt, Date.now(), maxKept],
+    )) as string | null
+    return live ? (JSON.parse(live) as RememberedDispatch) : null
+  }
+
+  async forgetDispatch(owner: string, key: string, jobId: string): Promise<void> {
+    await this.connection.run(SCRIPTS.forget, [this.keys.dispatchKey(owner, key), this.keys.dispatchKeys()], [jobId])
   }
 }

@@ -113,6 +113,30 @@ export const MIGRATIONS: readonly string[] = [
   -- A list of one state (the metrics read every active state's on each scrape) reads only those jobs.
   CREATE INDEX jobs_state ON jobs (state, created_at, seq);
   `,
+  // 3: the dispatch backlog (one FIFO queue per tenant and agent name, with claims), idempotency keys, jobs by room.
+  `
+  CREATE TABLE job_queue (
+    position INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    agent_name TEXT NOT NULL,
+    claimant TEXT,
+    claimed_until INTEGER
+  );
+  CREATE INDEX job_queue_order ON job_queue (owner, agent_name, position);
+  CREATE TABLE dispatch_keys (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (owner, key)
+  );
+  CREATE INDEX dispatch_keys_expiry ON dispatch_keys (expires_at);
+  ALTER TABLE jobs ADD COLUMN room_id TEXT;
+  UPDATE jobs SET room_id = json_extract(record, '$.roomId');
+  CREATE INDEX jobs_room ON jobs (room_id, created_at, seq);
+  `,
 ]
 
 /** The schema version this build writes. */

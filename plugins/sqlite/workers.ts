@@ -7,7 +7,7 @@
  */
 import type { Database, Statement } from 'bun:sqlite'
 import type { GroupCommit } from './commit'
-import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type JobRecord, type JobTransition, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
+import { applyTransition, FINISHED_JOB_STATES, type JobFilter, type EnqueueOutcome, type JobQueue, type JobRecord, type JobTransition, type RememberedDispatch, type WorkerPatch, type WorkerRecord, type WorkerStore } from '../../src/backend/workers'
 
 type Row<T> = Statement<T, (string | number | null)[]>
 
@@ -23,6 +23,21 @@ export class SqliteWorkers implements WorkerStore {
     finishedSeq: Row<{ finished_seq: number | null }>
     nextFinishedSeq: Row<{ next: number }>
     dropFinished: Row<never>
+    queueLength: Row<{ length: number }>
+    clientQueued: Row<{ length: number }>
+    enqueue: Row<never>
+    queued: Row<{ position: number; job_id: string; claimed_until: number | null; state: string | null; record: string | null }>
+    claim: Row<never>
+    unqueue: Row<never>
+    release: Row<never>
+    dequeue: Row<never>
+    queues: Row<{ owner: string; agent_name: string; length: number; oldest: number | null }>
+    dispatchKey: Row<{ job_id: string; fingerprint: string }>
+    dropExpiredKeys: Row<never>
+    keyCount: Row<{ count: number }>
+    dropEarliestKeys: Row<never>
+    saveKey: Row<never>
+    forgetKey: Row<never>
   }
 
   private readonly upsertTx: (worker: WorkerRecord) => WorkerRecord | null
@@ -33,6 +48,9 @@ export class SqliteWorkers implements WorkerStore {
   private readonly assignTx: (workerId: string, jobId: string) => boolean
   private readonly releaseTx: (workerId: string, jobId: string) => void
   private readonly transitionTx: (id: string, transition: JobTransition) => JobRecord | null
+  private readonly enqueueTx: (job: JobRecord, max: number, clientMax: number) => EnqueueOutcome
+  private readonly claimTx: (owner: string, agentName: string, claimant: string, until: number) => JobRecord | null
+  private readonly rememberTx: (owner: string, key: string, dispatch: RememberedDispatch, expiresAt: number, maxKept: number) => RememberedDispatch | null
 
   constructor(
     private readonly db: Database,
@@ -49,13 +67,33 @@ export class SqliteWorkers implements WorkerStore {
       deleteWorker: prepare('DELETE FROM workers WHERE id = ?'),
       job: prepare('SELECT record FROM jobs WHERE id = ?'),
       saveJob: prepare(
-        'INSERT INTO jobs (id, agent_name, state, worker_id, owner, created_at, finished_seq, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ' +
+        'INSERT INTO jobs (id, agent_name, state, worker_id, owner, created_at, finished_seq, room_id, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ' +
           'ON CONFLICT (id) DO UPDATE SET agent_name = excluded.agent_name, state = excluded.state, worker_id = excluded.worker_id, ' +
-          'owner = excluded.owner, created_at = excluded.created_at, finished_seq = excluded.finished_seq, record = excluded.record',
+          'owner = excluded.owner, created_at = excluded.created_at, finished_seq = excluded.finished_seq, room_id = excluded.room_id, record = excluded.record',
       ),
       finishedSeq: prepare('SELECT finished_seq FROM jobs WHERE id = ?'),
       nextFinishedSeq: prepare('SELECT COALESCE(MAX(finished_seq), 0) + 1 AS next FROM jobs'),
       dropFinished: prepare('DELETE FROM jobs WHERE finished_seq <= ?'),
+      queueLength: prepare('SELECT COUNT(*) AS length FROM job_queue WHERE owner = ? AND agent_name = ?'),
+      clientQueued: prepare('SELECT COUNT(*) AS length FROM job_queue WHERE owner = ?'),
+      enqueue: prepare('INSERT INTO job_queue (job_id, owner, agent_name) VALUES (?, ?, ?)'),
+      queued: prepare(
+        'SELECT q.position, q.job_id, q.claimed_until, j.state, j.record FROM job_queue q LEFT JOIN jobs j ON j.id = q.job_id ' +
+          'WHERE q.owner = ? AND q.agent_name = ? AND q.position > ? ORDER BY q.position LIMIT 64',
+      ),
+      claim: prepare('UPDATE job_queue SET claimant = ?, claimed_until = ? WHERE position = ?'),
+      unqueue: prepare('DELETE FROM job_queue WHERE position = ?'),
+      release: prepare('UPDATE job_queue SET claimant = NULL, claimed_until = NULL WHERE job_id = ? AND claimant = ?'),
+      dequeue: prepare('DELETE FROM job_queue WHERE job_id = ?'),
+      queues: prepare(
+        'SELECT q.owner, q.agent_name, COUNT(*) AS length, MIN(j.created_at) AS oldest FROM job_queue q LEFT JOIN jobs j ON j.id = q.job_id AND j.state = ? GROUP BY q.owner, q.agent_name',
+      ),
+      dispatchKey: prepare('SELECT job_id, fingerprint FROM dispatch_keys WHERE owner = ? AND key = ?'),
+      dropExpiredKeys: prepare('DELETE FROM dispatch_keys WHERE expires_at <= ?'),
+      keyCount: prepare('SELECT COUNT(*) AS count FROM dispatch_keys'),
+      dropEarliestKeys: prepare('DELETE FROM dispatch_keys WHERE rowid IN (SELECT rowid FROM dispatch_keys ORDER BY expires_at LIMIT ?)'),
+      saveKey: prepare('INSERT INTO dispatch_keys (owner, key, job_id, fingerprint, expires_at) VALUES (?, ?, ?, ?, ?)'),
+      forgetKey: prepare('DELETE FROM dispatch_keys WHERE owner = ? AND key = ? AND job_id = ?'),
     }
 
     this.upsertTx = db.transaction((worker: WorkerRecord) => {
@@ -124,6 +162,41 @@ export class SqliteWorkers implements WorkerStore {
       this.saveJob(job)
       return job
     })
+
+    this.enqueueTx = db.transaction((job: JobRecord, max: number, clientMax: number): EnqueueOutcome => {
+      if (this.statements.queueLength.get(job.owner, job.agentName)!.length >= max) return 'queue full'
+      if (this.statements.clientQueued.get(job.owner)!.length >= clientMax) return 'client full'
+      this.saveJob(job)
+      this.statements.enqueue.run(job.id, job.owner, job.agentName)
+      return 'queued'
+    })
+
+    this.claimTx = db.transaction((owner: string, agentName: string, claimant: string, until: number) => {
+      const now = Date.now()
+      // A page at a time: entries whose job left the backlog are dropped, claimed ones passed over.
+      for (let after = 0; ; ) {
+        const rows = this.statements.queued.all(owner, agentName, after)
+        if (rows.length === 0) return null
+        for (const row of rows) {
+          after = row.position
+          if (row.state !== 'pending') this.statements.unqueue.run(row.position)
+          else if (row.claimed_until === null || row.claimed_until <= now) {
+            this.statements.claim.run(claimant, until, row.position)
+            return JSON.parse(row.record!) as JobRecord
+          }
+        }
+      }
+    })
+
+    this.rememberTx = db.transaction((owner: string, key: string, dispatch: RememberedDispatch, expiresAt: number, maxKept: number) => {
+      this.statements.dropExpiredKeys.run(Date.now())
+      const live = this.statements.dispatchKey.get(owner, key)
+      if (live) return { jobId: live.job_id, fingerprint: live.fingerprint }
+      const over = this.statements.keyCount.get()!.count - maxKept + 1
+      if (over > 0) this.statements.dropEarliestKeys.run(over)
+      this.statements.saveKey.run(owner, key, dispatch.jobId, dispatch.fingerprint, expiresAt)
+      return null
+    })
   }
 
   private readWorker(id: string): WorkerRecord | null {
@@ -150,7 +223,7 @@ export class SqliteWorkers implements WorkerStore {
       // A finished job is never moved again (its state is final), so one already numbered keeps its number.
       finished = this.statements.finishedSeq.get(job.id)?.finished_seq ?? this.statements.nextFinishedSeq.get()!.next
     }
-    this.statements.saveJob.run(job.id, job.agentName, job.state, job.workerId, job.owner, job.createdAt, finished, JSON.stringify(job))
+    this.statements.saveJob.run(job.id, job.agentName, job.state, job.workerId, job.owner, job.createdAt, finished, job.roomId, JSON.stringify(job))
     if (finished !== null) this.statements.dropFinished.run(finished - this.finishedJobsKept)
   }
 
@@ -211,6 +284,20 @@ export class SqliteWorkers implements WorkerStore {
     match('state', filter.state)
     match('worker_id', filter.workerId)
     match('owner', filter.owner)
+    match('room_id', filter.roomId)
+    if (filter.createdFrom !== undefined) {
+      conditions.push('created_at >= ?')
+      values.push(filter.createdFrom)
+    }
+    if (filter.createdBefore !== undefined) {
+      conditions.push('created_at < ?')
+      values.push(filter.createdBefore)
+    }
+    if (filter.after !== undefined) {
+      // After the cursor's job in the order below; when it is no longer stored, after those created at its time.
+      conditions.push('(created_at < ? OR (created_at = ? AND seq < (SELECT seq FROM jobs WHERE id = ?)))')
+      values.push(filter.after.createdAt, filter.after.createdAt, filter.after.id)
+    }
     const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : ''
     // Newest first: later insertions win ties on created_at.
     const limit = filter.limit === undefined ? '' : ' LIMIT ?'
@@ -221,5 +308,36 @@ export class SqliteWorkers implements WorkerStore {
 
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
     return this.writes.run(() => this.transitionTx(id, transition))
+  }
+
+  async enqueueJob(job: JobRecord, max: number, clientMax: number): Promise<EnqueueOutcome> {
+    return this.writes.run(() => this.enqueueTx(job, max, clientMax))
+  }
+
+  async claimQueuedJob(owner: string, agentName: string, claimant: string, until: number): Promise<JobRecord | null> {
+    return this.writes.run(() => this.claimTx(owner, agentName, claimant, until))
+  }
+
+  async releaseQueuedJob(_owner: string, _agentName: string, jobId: string, claimant: string): Promise<void> {
+    await this.writes.run(() => this.statements.release.run(jobId, claimant))
+  }
+
+  async dequeueJob(_owner: string, _agentName: string, jobId: string): Promise<void> {
+    await this.writes.run(() => this.statements.dequeue.run(jobId))
+  }
+
+  async listQueues(): Promise<JobQueue[]> {
+    return this.statements.queues
+      .all('pending')
+      .filter((row) => row.oldest !== null)
+      .map((row) => ({ owner: row.owner, agentName: row.agent_name, length: row.length, oldestCreatedAt: row.oldest! }))
+  }
+
+  async rememberDispatch(owner: string, key: string, dispatch: RememberedDispatch, expiresAt: number, maxKept: number): Promise<RememberedDispatch | null> {
+    return this.writes.run(() => this.rememberTx(owner, key, dispatch, expiresAt, maxKept))
+  }
+
+  async forgetDispatch(owner: string, key: string, jobId: string): Promise<void> {
+    await this.writes.run(() => this.statements.forgetKey.run(owner, key, jobId))
   }
 }

@@ -68,6 +68,14 @@ export interface JobRecord {
   history: JobEvent[]
   createdAt: number
   updatedAt: number
+  /** The identity the worker joined the room as, from its job updates (absent until it sends one). */
+  participantIdentity?: string
+}
+
+/** A job's place in the newest-first order of a list: the next page starts after it. */
+export interface JobCursor {
+  createdAt: number
+  id: string
 }
 
 export interface JobFilter {
@@ -75,7 +83,45 @@ export interface JobFilter {
   state?: JobState
   workerId?: string
   owner?: string
+  roomId?: string
+  /** Created at or after this epoch ms. */
+  createdFrom?: number
+  /** Created before this epoch ms. */
+  createdBefore?: number
+  /** Only jobs after this one in the newest-first order (the ones after a job no longer stored: those created before it). */
+  after?: JobCursor
   limit?: number
+}
+
+/** What became of a job put into the backlog: queued, or refused because its queue or its tenant's queues together are full. */
+export type EnqueueOutcome = 'queued' | 'queue full' | 'client full'
+
+/** One agent name's queue of pending jobs for one tenant (FIFO). */
+export interface JobQueue {
+  owner: string
+  agentName: string
+  /** Jobs waiting in it. */
+  length: number
+  /** `createdAt` of the job at its head (the oldest). */
+  oldestCreatedAt: number
+}
+
+/** A dispatch remembered under its idempotency key: the job it created and the fingerprint of the request's body. */
+export interface RememberedDispatch {
+  jobId: string
+  fingerprint: string
+}
+
+/** Whether a job passes every field of a filter but `limit` and `after` (which depend on the order). Plugins that read records share this one rule. */
+export function jobMatches(job: JobRecord, filter: JobFilter): boolean {
+  if (filter.agentName !== undefined && job.agentName !== filter.agentName) return false
+  if (filter.state !== undefined && job.state !== filter.state) return false
+  if (filter.workerId !== undefined && job.workerId !== filter.workerId) return false
+  if (filter.owner !== undefined && job.owner !== filter.owner) return false
+  if (filter.roomId !== undefined && job.roomId !== filter.roomId) return false
+  if (filter.createdFrom !== undefined && job.createdAt < filter.createdFrom) return false
+  if (filter.createdBefore !== undefined && job.createdAt >= filter.createdBefore) return false
+  return true
 }
 
 /** One compare-and-set move of a job's state machine. */
@@ -89,6 +135,8 @@ export interface JobTransition {
   workerId?: string | null
   /** Why, recorded in the history event. */
   reason?: string
+  /** Kept on the job as `participantIdentity` when given. */
+  participantIdentity?: string
 }
 
 /**
@@ -101,6 +149,7 @@ export function applyTransition(job: JobRecord, transition: JobTransition, at = 
   if (!transition.from.includes(job.state)) return false
   if (transition.heldBy !== undefined && job.workerId !== transition.heldBy) return false
   if (transition.workerId !== undefined) job.workerId = transition.workerId
+  if (transition.participantIdentity !== undefined) job.participantIdentity = transition.participantIdentity
   job.state = transition.to
   job.updatedAt = at
   job.history.push({
@@ -160,6 +209,35 @@ export interface WorkerStore {
    * omitted). Returns the new record, or null when the job is unknown or does not match.
    */
   transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null>
+
+  // The backlog: pending jobs wait in one FIFO queue per tenant and agent name until a worker has room.
+
+  /**
+   * Store `job` (pending) at the tail of its tenant's and agent name's queue, unless that queue holds `max` jobs
+   * already, or the tenant's queues together hold `clientMax`: then nothing is stored, and the answer says which.
+   */
+  enqueueJob(job: JobRecord, max: number, clientMax: number): Promise<EnqueueOutcome>
+  /**
+   * Claim the oldest job of the queue that no claim holds (or whose claim ran out), for `claimant` until `until`
+   * (epoch ms), and return it; null when there is none. Entries whose job is no longer pending are dropped on the way.
+   */
+  claimQueuedJob(owner: string, agentName: string, claimant: string, until: number): Promise<JobRecord | null>
+  /** Give a claim back: the job keeps its place (no-op unless `claimant` holds it). */
+  releaseQueuedJob(owner: string, agentName: string, jobId: string, claimant: string): Promise<void>
+  /** Take a job out of its queue (no-op when absent). */
+  dequeueJob(owner: string, agentName: string, jobId: string): Promise<void>
+  /** Every queue holding jobs. */
+  listQueues(): Promise<JobQueue[]>
+
+  // Idempotent dispatch: a key remembers the job it created, per tenant, until it expires.
+
+  /**
+   * Remember `dispatch` under the tenant's `key` until `expiresAt` unless a live entry is there: returns that entry
+   * (storing nothing), or null once stored. Past `maxKept` live entries, the one expiring first is forgotten.
+   */
+  rememberDispatch(owner: string, key: string, dispatch: RememberedDispatch, expiresAt: number, maxKept: number): Promise<RememberedDispatch | null>
+  /** Forget the tenant's `key` if it still names `jobId`. */
+  forgetDispatch(owner: string, key: string, jobId: string): Promise<void>
 }
 
 /** Jobs a worker can hold by Switchboard's rule (n < maxProcesses and n / maxProcesses < loadThreshold). */

@@ -89,6 +89,23 @@ export function collectRuntimeGauges(metrics: SwitchboardMetrics, runtime: { rea
     const counts = await Promise.all(ACTIVE_JOB_STATES.map((state) => runtime.backend.workers.listJobs({ state })))
     ACTIVE_JOB_STATES.forEach((state, index) => jobs.set({ state }, counts[index]!.length))
   })
+  // What an autoscaler reads (docs/workers.md): how many jobs wait for a worker, and for how long the oldest has.
+  const backlog = registry.gauge('switchboard_jobs_queued', 'Jobs waiting in the backlog for a worker with room, by agent name (every tenant and every instance sharing the backend).', ['agent_name'])
+  const oldest = registry.gauge('switchboard_jobs_queued_oldest_age_seconds', 'How long the oldest job in the backlog has waited, by agent name.', ['agent_name'])
+  registry.collect([backlog, oldest], async () => {
+    const now = Date.now()
+    const byName = new Map<string, { length: number; oldestCreatedAt: number }>()
+    for (const queue of await runtime.backend.workers.listQueues()) {
+      const entry = byName.get(queue.agentName) ?? { length: 0, oldestCreatedAt: Infinity }
+      entry.length += queue.length
+      entry.oldestCreatedAt = Math.min(entry.oldestCreatedAt, queue.oldestCreatedAt)
+      byName.set(queue.agentName, entry)
+    }
+    for (const [name, entry] of byName) {
+      backlog.set({ agent_name: name }, entry.length)
+      oldest.set({ agent_name: name }, Math.max(0, now - entry.oldestCreatedAt) / 1000)
+    }
+  })
 }
 
 export interface FinishedRequest {

@@ -101,6 +101,13 @@ describe('bun run bench', () => {
       expect(row.latency.count).toBe(10)
       expect(row.failures).toBe(0)
     }
+    expect(dispatch.backlog.map((row: { backend: string }) => row.backend).sort()).toEqual([...backends].sort())
+    for (const row of dispatch.backlog) {
+      expect(row.waiting).toBe(100)
+      expect(row.jobsPerSecond).toBeGreaterThan(0)
+      expect(row.enqueueToAssignment.count).toBeGreaterThan(0)
+      expect(row.failures).toBe(0)
+    }
     const a2a = result('a2a')
     // JSON-RPC at two sizes and HTTP+JSON at one, each at 1 and 64 callers, each over its own bare forwarder.
     expect(a2a.send.map((row: { binding: string }) => row.binding)).toEqual(['JSON-RPC', 'JSON-RPC', 'JSON-RPC', 'JSON-RPC', 'HTTP+JSON', 'HTTP+JSON'])

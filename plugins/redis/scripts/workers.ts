@@ -297,6 +297,30 @@ return 1
 `
 
 /**
+ * Stores a job (CREATE_JOB's keys; the field, JSON value pairs from ARGV[from]).
+ */
+const STORE_JOB = `
+local function store_job(KEYS, ARGV, from)
+  local before = redis.call('HGET', KEYS[1], 'state')
+  -- Only a job stored before is cleared: a new job's first write is its own, which a full Redis refuses.
+  if before then redis.call('DEL', KEYS[1]) end
+  for i = from, #ARGV, 2 do
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+  redis.call('HSET', KEYS[1], 'seq', redis.call('INCR', KEYS[3]))
+  redis.call('SADD', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[6], tonumber(redis.call('HGET', KEYS[1], 'createdAt')), ARGV[1])
+  local state = redis.call('HGET', KEYS[1], 'state')
+  move_state(ARGV[4], ARGV[1], before, state)
+  if FINISHED[state] then
+    finished({ KEYS[4], KEYS[5], KEYS[2], KEYS[6] }, ARGV[1], ARGV[2], { ARGV[3], ARGV[4] })
+  else
+    redis.call('ZREM', KEYS[4], ARGV[1])
+  end
+end
+`
+
+/**
  * Store a job (replacing one with the same id) and index it by creation and
  * state; one stored finished is counted among the finished jobs (keeping its
  * place if it was already).
@@ -304,22 +328,114 @@ return 1
  * KEYS[6] creation index
  * ARGV[1] job id · ARGV[2] finished jobs kept · ARGV[3] job hash prefix · ARGV[4] state set prefix · ARGV[5..] field, JSON value pairs
  */
-export const CREATE_JOB = `${BOOKKEEPING}
-local before = redis.call('HGET', KEYS[1], 'state')
--- Only a job stored before is cleared: a new job's first write is its own, which a full Redis refuses.
-if before then redis.call('DEL', KEYS[1]) end
-for i = 5, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+export const CREATE_JOB = `${BOOKKEEPING}${STORE_JOB}
+store_job(KEYS, ARGV, 5)
+return 1
+`
+
+/**
+ * Store a pending job as CREATE_JOB does and put it at the tail of its queue, unless the queue holds the most it
+ * may: then nothing is stored.
+ * KEYS[1..6] as CREATE_JOB · KEYS[7] queue · KEYS[8] queue index · KEYS[9] the tenant's queued jobs
+ * ARGV[1..4] as CREATE_JOB · ARGV[5] most jobs the queue holds · ARGV[6] the queue's name in the index
+ * ARGV[7] most jobs the tenant's queues hold together · ARGV[8..] field, JSON value pairs
+ * Returns 1 when queued, 0 when the queue is full, -1 when the tenant's queues are.
+ */
+export const ENQUEUE_JOB = `${BOOKKEEPING}${STORE_JOB}
+if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[5]) then return 0 end
+if redis.call('SCARD', KEYS[9]) >= tonumber(ARGV[7]) then return -1 end
+store_job(KEYS, ARGV, 8)
+redis.call('ZADD', KEYS[7], redis.call('HGET', KEYS[1], 'seq'), ARGV[1])
+redis.call('SADD', KEYS[8], ARGV[6])
+redis.call('SADD', KEYS[9], ARGV[1])
+return 1
+`
+
+/**
+ * Claim the oldest job of a queue that no live claim holds; entries whose job is no longer pending are dropped.
+ * KEYS[1] queue · KEYS[2] claims · KEYS[3] queue index · KEYS[4] the tenant's queued jobs
+ * ARGV[1] job hash prefix · ARGV[2] claimant · ARGV[3] claim's end (epoch ms) · ARGV[4] now (epoch ms) · ARGV[5] the queue's name in the index
+ * Returns the claimed job's hash as a flat list, or an empty list.
+ */
+export const CLAIM_QUEUED_JOB = `
+local after = '-inf'
+while true do
+  local entries = redis.call('ZRANGEBYSCORE', KEYS[1], after, '+inf', 'WITHSCORES', 'LIMIT', 0, 64)
+  if #entries == 0 then break end
+  for i = 1, #entries, 2 do
+    local id = entries[i]
+    after = '(' .. entries[i + 1]
+    if redis.call('HGET', ARGV[1] .. id, 'state') ~= '"pending"' then
+      -- first write: cannot grow memory, so the backlog still moves in a full Redis.
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('HDEL', KEYS[2], id)
+      redis.call('SREM', KEYS[4], id)
+    else
+      local claim = redis.call('HGET', KEYS[2], id)
+      if not claim or tonumber(string.match(claim, ' (%d+)$')) <= tonumber(ARGV[4]) then
+        redis.call('HSET', KEYS[2], id, ARGV[2] .. ' ' .. ARGV[3])
+        return redis.call('HGETALL', ARGV[1] .. id)
+      end
+    end
+  end
 end
-redis.call('HSET', KEYS[1], 'seq', redis.call('INCR', KEYS[3]))
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[6], tonumber(redis.call('HGET', KEYS[1], 'createdAt')), ARGV[1])
-local state = redis.call('HGET', KEYS[1], 'state')
-move_state(ARGV[4], ARGV[1], before, state)
-if FINISHED[state] then
-  finished({ KEYS[4], KEYS[5], KEYS[2], KEYS[6] }, ARGV[1], ARGV[2], { ARGV[3], ARGV[4] })
-else
-  redis.call('ZREM', KEYS[4], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[5]) end
+return {}
+`
+
+/**
+ * Give back a claim the claimant holds. KEYS[1] claims · ARGV[1] job id · ARGV[2] claimant
+ */
+export const RELEASE_QUEUED_JOB = `
+local claim = redis.call('HGET', KEYS[1], ARGV[1])
+if claim and string.sub(claim, 1, #ARGV[2] + 1) == ARGV[2] .. ' ' then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+`
+
+/**
+ * Take a job out of its queue. KEYS[1] queue · KEYS[2] claims · KEYS[3] queue index · KEYS[4] the tenant's queued jobs
+ * ARGV[1] job id · ARGV[2] the queue's name in the index
+ */
+export const DEQUEUE_JOB = `
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+if redis.call('ZCARD', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[2]) end
+return 1
+`
+
+/**
+ * Remember a dispatch under an idempotency key unless a live one is there; expired entries leave the index, and
+ * past the bound the ones expiring first are forgotten.
+ * KEYS[1] the key's string · KEYS[2] index of live keys · ARGV[1] { jobId, fingerprint } JSON · ARGV[2] expiry (epoch ms)
+ * ARGV[3] now (epoch ms) · ARGV[4] most keys kept
+ * Returns the live entry's JSON, or false once stored.
+ */
+export const REMEMBER_DISPATCH = `
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, 100)) do
+  redis.call('DEL', old)
+  redis.call('ZREM', KEYS[2], old)
+end
+local live = redis.call('GET', KEYS[1])
+if live then return live end
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[4]) + 1
+if over > 0 then
+  for _, old in ipairs(redis.call('ZRANGE', KEYS[2], 0, over - 1)) do redis.call('DEL', old) end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, over - 1)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', math.max(1, tonumber(ARGV[2]) - tonumber(ARGV[3])))
+redis.call('ZADD', KEYS[2], ARGV[2], KEYS[1])
+return false
+`
+
+/**
+ * Forget an idempotency key if it still names the job. KEYS[1] the key's string · KEYS[2] index of live keys · ARGV[1] job id
+ */
+export const FORGET_DISPATCH = `
+local live = redis.call('GET', KEYS[1])
+if live and cjson.decode(live).jobId == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], KEYS[1])
 end
 return 1
 `
@@ -332,6 +448,7 @@ return 1
  * ARGV[1] JSON array of the states it may be in · ARGV[2] new state · ARGV[3] '1' to check the holder · ARGV[4] expected holder as JSON
  * ARGV[5] '1' to set the holder · ARGV[6] new holder as JSON · ARGV[7] now (ms) · ARGV[8] reason, or '' for none
  * ARGV[9] job id · ARGV[10] finished jobs kept · ARGV[11] job hash prefix · ARGV[12] state set prefix
+ * ARGV[13] participant identity, or '' to keep the job's
  * Returns the new hash as a flat list, or an empty list when unknown or not matching.
  */
 export const TRANSITION_JOB = `${BOOKKEEPING}
@@ -355,6 +472,7 @@ if history == '[]' then history = '[' .. event .. ']' else history = string.sub(
 -- trimmed in time) in a full Redis.
 move_state(ARGV[12], ARGV[9], job[1], cjson.encode(ARGV[2]))
 redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[2]), 'workerId', holder, 'updatedAt', ARGV[7], 'history', history)
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'participantIdentity', cjson.encode(ARGV[13])) end
 local hash = redis.call('HGETALL', KEYS[1])
 -- A finished job is never moved again (its state is final): only a job that has just finished joins the finished set.
 if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4], KEYS[5] }, ARGV[9], ARGV[10], { ARGV[11], ARGV[12] }) end

@@ -40,6 +40,7 @@ export const JobUpdateFrame = v.object({
   job_id: JobId,
   status: v.picklist(['running', 'completed', 'failed']),
   error: OptionalText,
+  participant_identity: v.optional(v.nullable(v.pipe(v.string(), v.maxLength(256)))),
 })
 
 export const StatusUpdateFrame = v.object({
@@ -131,6 +132,14 @@ export const frames = {
 
 // VideoSDK's HTTP API.
 
+/** An idempotency key, as the `Idempotency-Key` header or the `request_id` field. */
+export const IDEMPOTENCY_KEY = /^[\x21-\x7e]{1,256}$/
+const RequestId = v.pipe(
+  v.string(),
+  v.regex(IDEMPOTENCY_KEY, 'request_id must be 1 to 256 printable ASCII characters without spaces'),
+  v.description('Idempotency key (as the Idempotency-Key header): the same key and body within 24 h give the same job'),
+)
+
 const Metadata = JsonObject('Free-form object handed to the worker in job_assignment.metadata (at most max_field_kb of JSON)')
 const RoomOptions = JsonObject('Free-form object handed to the worker in job_assignment.room_options (at most max_field_kb of JSON)')
 
@@ -141,13 +150,20 @@ export const DispatchBody = v.pipe(
     metadata: v.optional(v.nullable(Metadata)),
     roomOptions: v.optional(v.nullable(RoomOptions)),
     wait: v.optional(v.nullable(v.pipe(v.boolean(), v.description('Accepted for compatibility; the reply always comes once a worker has accepted')))),
+    request_id: v.optional(RequestId),
   }),
   v.examples([{ meetingId: 'room-1', agentId: 'support-agent', metadata: { topic: 'billing' } }]),
 )
 
 export const DispatchResponse = v.object({
   message: v.literal('Agent dispatch requested successfully.'),
-  data: v.object({ success: v.literal(true), status: v.literal('assigned'), roomId: v.string(), agentId: v.string(), jobId: v.string() }),
+  data: v.object({
+    success: v.literal(true),
+    status: v.pipe(v.picklist(['assigned', 'pending']), v.description('pending: no worker took the job within the deadline; it waits in the backlog (job_queue_max)')),
+    roomId: v.string(),
+    agentId: v.string(),
+    jobId: v.string(),
+  }),
 })
 
 export const InitConfigResponse = v.object({
@@ -166,15 +182,45 @@ export const CreateJobBody = v.pipe(
     metadata: v.optional(v.nullable(Metadata)),
     room_options: v.optional(v.nullable(RoomOptions)),
     timeout_ms: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(600000), v.description('Longest the dispatch may take (default and ceiling: dispatch_timeout_ms)'))),
+    request_id: v.optional(RequestId),
   }),
   v.examples([{ agent_name: 'support-agent', room_id: 'room-1', metadata: { topic: 'billing' } }]),
+)
+
+const EpochTime = (name: string, what: string) =>
+  v.pipe(
+    v.string(),
+    v.transform((text) => (/^[0-9]{1,15}$/.test(text) ? Number(text) : Date.parse(text))),
+    v.check((at) => Number.isFinite(at), `${name} must be an ISO 8601 time or epoch milliseconds`),
+    v.description(what),
+  )
+
+/** A page's `next_cursor`: the last job's `createdAt` and id, base64url JSON. */
+export const JobCursorParam = v.pipe(
+  v.string(),
+  v.maxLength(512),
+  v.transform((text) => {
+    try {
+      const [createdAt, id] = JSON.parse(Buffer.from(text, 'base64url').toString('utf8')) as unknown[]
+      return typeof createdAt === 'number' && typeof id === 'string' ? { createdAt, id } : null
+    } catch {
+      return null
+    }
+  }),
+  v.check((cursor) => cursor !== null, 'cursor must be a next_cursor this server gave'),
+  v.transform((cursor) => cursor!),
+  v.description('The next_cursor of the previous page'),
 )
 
 export const JobListQuery = v.object({
   agent_name: v.optional(v.string()),
   state: v.optional(v.picklist(JobStates)),
   worker_id: v.optional(v.string()),
-  limit: v.optional(v.pipe(v.string(), v.regex(/^[1-9][0-9]{0,3}$/, 'limit must be an integer from 1 to 9999'), v.transform(Number))),
+  room_id: v.optional(v.string()),
+  created_from: v.optional(EpochTime('created_from', 'Only jobs created at or after this time (ISO 8601 or epoch ms)')),
+  created_before: v.optional(EpochTime('created_before', 'Only jobs created before this time (ISO 8601 or epoch ms)')),
+  cursor: v.optional(JobCursorParam),
+  limit: v.optional(v.pipe(v.string(), v.regex(/^[1-9][0-9]{0,3}$/, 'limit must be an integer from 1 to 9999'), v.transform(Number), v.description('Page size (default 100, at most 9999)'))),
 })
 
 export const WorkerListQuery = v.object({ agent_name: v.optional(v.string()) })
@@ -196,12 +242,16 @@ export const JobView = v.object({
   worker_id: v.nullable(v.string()),
   metadata: v.nullable(v.record(v.string(), v.unknown())),
   room_options: v.nullable(v.record(v.string(), v.unknown())),
+  participant_identity: v.pipe(v.nullable(v.string()), v.description('The identity the worker joined the room as (from its job updates)')),
   created_at: v.string(),
   updated_at: v.string(),
   history: v.array(JobEventView),
 })
 
-export const JobList = v.object({ jobs: v.array(JobView) })
+export const JobList = v.object({
+  jobs: v.array(JobView),
+  next_cursor: v.pipe(v.nullable(v.string()), v.description('Pass as `cursor` for the next page; null on the last page')),
+})
 
 export const WorkerView = v.object({
   id: v.string(),

@@ -10,7 +10,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 import { credentialOf, type Authenticator } from '../../http/auth'
 import type { Client } from '../../backend/mailboxes'
 import type { JobRecord, WorkerRecord } from '../../backend/workers'
-import { AppError } from '../../errors'
+import { AppError, BadRequestError, ConflictError } from '../../errors'
 import { describeIssue } from '../../http/input'
 import { json } from '../../http/reply'
 import { route, type AnyRoute, type ChannelDoc, type UpgradeHandler } from '../../http/route'
@@ -31,6 +31,20 @@ export interface WorkersRoutesOptions {
 
 const iso = (at: number) => new Date(at).toISOString()
 
+/** The caller's idempotency key: the `Idempotency-Key` header or the body's `request_id` (the same when both are given). */
+function idempotencyKeyOf(header: string | undefined, requestId: string | undefined): string | undefined {
+  if (header === undefined) return requestId
+  if (!model.IDEMPOTENCY_KEY.test(header)) throw new BadRequestError('Idempotency-Key must be 1 to 256 printable ASCII characters without spaces')
+  if (requestId !== undefined && requestId !== header) throw new BadRequestError('Idempotency-Key and request_id differ; send one of them')
+  return header
+}
+
+/** The cursor of the page after `jobs`, or null when it is the last. */
+function nextCursor(jobs: JobRecord[], limit: number): string | null {
+  const last = jobs.at(-1)
+  return jobs.length < limit || !last ? null : Buffer.from(JSON.stringify([last.createdAt, last.id])).toString('base64url')
+}
+
 /** The native view of a job. */
 export function jobView(job: JobRecord): v.InferOutput<typeof model.JobView> {
   return {
@@ -41,6 +55,7 @@ export function jobView(job: JobRecord): v.InferOutput<typeof model.JobView> {
     worker_id: job.workerId,
     metadata: job.metadata,
     room_options: job.roomOptions,
+    participant_identity: job.participantIdentity ?? null,
     created_at: iso(job.createdAt),
     updated_at: iso(job.updatedAt),
     history: job.history.map((event) => ({
@@ -83,7 +98,8 @@ const videoSdkErrors = {
   400: { description: 'Invalid body (the message names the field)' },
   401: { description: 'No Authorization header (auth token)' },
   403: { description: 'Unknown token' },
-  503: { description: 'No worker registered for the agent, or none available in time (Retry-After)' },
+  409: { description: 'The idempotency key was used for a different dispatch, or the job ended before a worker took it' },
+  503: { description: 'No worker registered for the agent, or none available in time, or its backlog is full (Retry-After)' },
 }
 const nativeErrors = {
   400: { description: 'Invalid parameter or body (the message names it)' },
@@ -123,17 +139,30 @@ export function workersRoutes(options: WorkersRoutesOptions): AnyRoute[] {
       ...videoSdk,
       method: 'POST',
       path: '/v2/agent/dispatch',
-      summary: 'Dispatch an agent to a room (VideoSDK); answers once a worker has accepted',
+      summary: 'Dispatch an agent to a room (VideoSDK); answers once a worker has accepted, or with the backlog at the deadline that the job waits',
+      description:
+        'With `Idempotency-Key` (or `request_id`), a retry with the same key and body within 24 h answers for the same job; the same key with another body is 409.',
       body: model.DispatchBody,
-      responses: { 200: { description: 'A worker accepted the job', schema: model.DispatchResponse }, ...videoSdkErrors, 413: { description: 'Request body larger than max_body_kb, or metadata or roomOptions larger than max_field_kb' } },
-      handle: async ({ caller, body }) => {
+      responses: {
+        200: { description: 'A worker accepted the job', schema: model.DispatchResponse },
+        202: { description: 'No worker took the job within dispatch_timeout_ms; it waits in the backlog (job_queue_max > 0)', schema: model.DispatchResponse },
+        ...videoSdkErrors,
+        413: { description: 'Request body larger than max_body_kb, or metadata or roomOptions larger than max_field_kb' },
+      },
+      handle: async ({ caller, body, header }) => {
         checkFieldSize('metadata', body.metadata, options.maxFieldBytes)
         checkFieldSize('roomOptions', body.roomOptions, options.maxFieldBytes)
-        const job = await service.createJob(caller.id, { agentName: body.agentId, roomId: body.meetingId, metadata: body.metadata ?? null, roomOptions: body.roomOptions ?? null })
-        return json({
-          message: 'Agent dispatch requested successfully.',
-          data: { success: true, status: 'assigned', roomId: job.roomId, agentId: job.agentName, jobId: job.id },
-        })
+        const job = await service.createJob(
+          caller.id,
+          { agentName: body.agentId, roomId: body.meetingId, metadata: body.metadata ?? null, roomOptions: body.roomOptions ?? null },
+          { idempotencyKey: idempotencyKeyOf(header('idempotency-key'), body.request_id) },
+        )
+        if (job.state === 'failed' || job.state === 'cancelled') throw new ConflictError(`job ${job.id} was ${job.state} before a worker took it: ${job.history.at(-1)?.reason ?? ''}`)
+        const status = job.state === 'pending' ? 'pending' : 'assigned'
+        return json(
+          { message: 'Agent dispatch requested successfully.', data: { success: true, status, roomId: job.roomId, agentId: job.agentName, jobId: job.id } },
+          status === 'pending' ? 202 : 200,
+        )
       },
     }),
     route({
@@ -167,35 +196,51 @@ export function workersRoutes(options: WorkersRoutesOptions): AnyRoute[] {
       ...native,
       method: 'POST',
       path: '/jobs',
-      summary: 'Create a job and dispatch it; answers once a worker has accepted (503 when none can)',
+      summary: 'Create a job and dispatch it; answers once a worker has accepted (503 when none can), or with the backlog 202 once it waits',
+      description:
+        'With `Idempotency-Key` (or `request_id`), a retry with the same key and body within 24 h answers with the same job as it is now; the same key with another body is 409.',
       body: model.CreateJobBody,
       responses: {
-        201: { description: 'The job, assigned', schema: model.JobView },
+        201: { description: 'The job, taken by a worker (or, for a retried key, as it is now)', schema: model.JobView },
+        202: { description: 'The job, pending: no worker has room, it waits in the backlog (job_queue_max > 0)', schema: model.JobView },
         ...nativeErrors,
-        409: { description: 'Conflict' },
+        409: { description: 'The idempotency key was used for a different dispatch, or the job was cancelled while being dispatched' },
         413: { description: 'Request body larger than max_body_kb, or metadata or room_options larger than max_field_kb' },
-        503: { description: 'No worker registered for the agent, or none available in time (Retry-After)' },
+        503: { description: 'No worker registered for the agent, or none available in time, or its backlog is full (Retry-After)' },
       },
-      handle: async ({ caller, body }) => {
+      handle: async ({ caller, body, header }) => {
         checkFieldSize('metadata', body.metadata, options.maxFieldBytes)
         checkFieldSize('room_options', body.room_options, options.maxFieldBytes)
         const job = await service.createJob(
           caller.id,
           { agentName: body.agent_name, roomId: body.room_id, metadata: body.metadata ?? null, roomOptions: body.room_options ?? null },
-          body.timeout_ms,
+          { timeoutMs: body.timeout_ms, returnWhenQueued: true, idempotencyKey: idempotencyKeyOf(header('idempotency-key'), body.request_id) },
         )
-        return json(jobView(job), 201)
+        return json(jobView(job), job.state === 'pending' ? 202 : 201)
       },
     }),
     route({
       ...native,
       method: 'GET',
       path: '/jobs',
-      summary: 'List jobs, newest first, filtered by agent name, state or worker (default limit 100)',
+      summary: 'List jobs, newest first, filtered by agent name, state, worker, room and creation time; paged by cursor (default limit 100)',
+      description: 'A page holds at most `limit` jobs; pass its `next_cursor` as `cursor` (with the same filters) for the next. Jobs created meanwhile do not shift the pages.',
       query: model.JobListQuery,
       responses: { 200: { description: 'Jobs of this client', schema: model.JobList }, ...nativeErrors },
-      handle: async ({ caller, query }) =>
-        json({ jobs: (await service.listJobs(caller.id, { agentName: query.agent_name, state: query.state, workerId: query.worker_id, limit: query.limit })).map(jobView) }),
+      handle: async ({ caller, query }) => {
+        const limit = query.limit ?? 100
+        const jobs = await service.listJobs(caller.id, {
+          agentName: query.agent_name,
+          state: query.state,
+          workerId: query.worker_id,
+          roomId: query.room_id,
+          createdFrom: query.created_from,
+          createdBefore: query.created_before,
+          after: query.cursor,
+          limit,
+        })
+        return json({ jobs: jobs.map(jobView), next_cursor: nextCursor(jobs, limit) })
+      },
     }),
     route({
       ...native,

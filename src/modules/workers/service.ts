@@ -12,10 +12,12 @@
  * compare-and-set in the store, so it happens once across instances.
  */
 import { randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import * as v from 'valibot'
+import { sha256 } from '../../backend/agents'
 import type { EventBus } from '../../backend/events'
 import { Heartbeat, type InstanceStore } from '../../backend/instances'
-import { reserveAny, type JobRecord, type JobState, type WorkerRecord, type WorkerStore } from '../../backend/workers'
+import { reserveAny, type JobCursor, type JobRecord, type JobState, type JobTransition, type WorkerRecord, type WorkerStore } from '../../backend/workers'
 import { AppError, ConflictError, NotFoundError } from '../../errors'
 import type { Logger } from '../../ops/logger'
 import { frames, WORKER_FRAME_TYPES, WORKER_ID, WorkerFrame, type Assignment, type RegisterFrame, type ServerFrame } from './model'
@@ -35,7 +37,28 @@ export interface WorkerServiceOptions {
   heartbeatMs: number
   /** Sent to workers in job_assignment.url. */
   assignmentUrl: string
+  /** Pending jobs one queue (tenant and agent name) may hold; 0: no backlog, a dispatch no worker takes at once is refused. */
+  jobQueueMax: number
+  /** Pending jobs one tenant may have in its queues together. */
+  jobQueueClientMax: number
+  /** How long a job may wait in the backlog before it ends failed. */
+  jobPendingTtlMs: number
 }
+
+/** How a dispatch is asked for. */
+export interface DispatchOptions {
+  /** Longest the caller waits for a worker to accept (default and ceiling: dispatchTimeoutMs). */
+  timeoutMs?: number
+  /** With the backlog: answer once the job waits in its queue with no worker free, rather than at the deadline. */
+  returnWhenQueued?: boolean
+  /** The caller's idempotency key: the same key and body within IDEMPOTENCY_MS give the same job. */
+  idempotencyKey?: string
+}
+
+/** How long an idempotency key names its job. */
+export const IDEMPOTENCY_MS = 24 * 60 * 60 * 1000
+/** Idempotency keys kept at most per store; past it, the one expiring first is forgotten. */
+export const IDEMPOTENCY_KEYS_KEPT = 100_000
 
 /** What the service needs of a worker's socket. */
 export interface WorkerSocket {
@@ -97,6 +120,10 @@ export interface JobQuery {
   agentName?: string
   state?: JobState
   workerId?: string
+  roomId?: string
+  createdFrom?: number
+  createdBefore?: number
+  after?: JobCursor
   limit?: number
 }
 
@@ -114,8 +141,46 @@ export class NoWorkersAvailableError extends AppError {
   }
 }
 
+/** A queue of pending jobs (tenant and agent name) is full, or the tenant's queues together are. */
+export class JobQueueFullError extends AppError {
+  constructor(message: string) {
+    super(503, 'JOB_QUEUE_FULL', message, undefined, 1)
+  }
+}
+
 const ACTIVE: readonly JobState[] = ['pending', 'assigned', 'running', 'reassigning']
 const channelOf = (instanceId: string) => `workers:${instanceId}`
+/** Every instance hears on it of queued jobs that left the backlog, so a caller waiting on another instance is answered. */
+const SETTLED_CHANNEL = 'workers:jobs-settled'
+const queueOf = (owner: string, agentName: string) => JSON.stringify([owner, agentName])
+
+/** Adds `member` to the set kept under `key`. */
+function joinSet<K, T>(sets: Map<K, Set<T>>, key: K, member: T): void {
+  let set = sets.get(key)
+  if (!set) sets.set(key, (set = new Set()))
+  set.add(member)
+}
+
+/** Removes `member` from the set kept under `key`, and the set once empty. */
+function leaveSet<K, T>(sets: Map<K, Set<T>>, key: K, member: T): void {
+  const set = sets.get(key)
+  set?.delete(member)
+  if (set?.size === 0) sets.delete(key)
+}
+
+/** The same for the same dispatch whatever the order of its objects' keys. */
+function fingerprintOf(input: NewJob): string {
+  const canonical = (value: unknown): unknown =>
+    Array.isArray(value)
+      ? value.map(canonical)
+      : typeof value === 'object' && value !== null
+        ? Object.fromEntries(Object.keys(value).sort().map((key) => [key, canonical((value as Record<string, unknown>)[key])]))
+        : value
+  return sha256(JSON.stringify(canonical(input)))
+}
+
+/** A caller waiting for its job to leave the backlog: `settle` answers it. */
+type JobWaiter = () => void
 
 export class WorkerService {
   private readonly sessions = new Map<string, WorkerSession>()
@@ -128,6 +193,13 @@ export class WorkerService {
   private readonly started: Promise<unknown>
   /** Connections between their record's write and their session's, which a sweep must not take for lost sockets. */
   private readonly registering = new Set<string>()
+  /** Queues this instance is serving now; `again` when a slot freed meanwhile. */
+  private readonly pumps = new Map<string, { again: boolean }>()
+  /** Callers waiting here for their job to leave the backlog, by job id. */
+  private readonly waiters = new Map<string, Set<JobWaiter>>()
+  /** Those of them answered when a pass over their queue ends here (POST /jobs), by queue. */
+  private readonly queuedWaiters = new Map<string, Set<JobWaiter>>()
+  private readonly settledSubscription: Promise<() => void>
   private stopped = false
 
   constructor(
@@ -140,6 +212,8 @@ export class WorkerService {
     this.subscribed = events.subscribe(channelOf(options.instanceId), (payload) => this.onRelay(payload))
     // Surfaced by every caller that awaits it; this only keeps an early failure from going unhandled.
     this.subscribed.catch((error) => logger.error('workers: cannot subscribe to the event bus', { error: String(error) }))
+    this.settledSubscription = options.jobQueueMax > 0 ? events.subscribe(SETTLED_CHANNEL, (jobId) => this.wake(jobId)) : Promise.resolve(() => {})
+    this.settledSubscription.catch((error) => logger.error('workers: cannot subscribe to the event bus', { error: String(error) }))
     this.heartbeat = new Heartbeat(instances, options.instanceId, options.heartbeatMs, () => this.sweep(), logger)
     this.started = this.subscribed.then(() => this.heartbeat.start())
   }
@@ -195,6 +269,7 @@ export class WorkerService {
       this.logger.info('worker registered', { worker: workerId, agent: frame.agent_name, jobs: previous?.jobs.length ?? 0 })
     }
     this.sessions.set(workerId, session)
+    this.serveQueue(owner, frame.agent_name)
     return session
   }
 
@@ -225,14 +300,17 @@ export class WorkerService {
         return null
       }
       case 'job_update':
-        await this.applyJobUpdate(session.workerId, frame.job_id, frame.status, frame.error ?? undefined)
+        await this.applyJobUpdate(session.workerId, frame.job_id, frame.status, frame.error ?? undefined, frame.participant_identity ?? undefined)
         return null
-      case 'status_update':
-        await this.store.updateWorker(session.workerId, session.connection, {
+      case 'status_update': {
+        const worker = await this.store.updateWorker(session.workerId, session.connection, {
           status: frame.status,
           ...(typeof frame.load === 'number' ? { reportedLoad: frame.load } : {}),
         })
+        // A drain that ends (or any report of room) may let the backlog move.
+        if (worker && frame.status === 'available') this.serveQueue(worker.owner, worker.agentName)
         return null
+      }
       case 'ping':
         session.socket.send(frames.pong(frame.timestamp ?? Date.now()))
         return null
@@ -307,15 +385,94 @@ export class WorkerService {
       if (this.sessions.get(workerId) !== session || records.get(workerId)?.connection === session.connection) continue
       this.closeSession(session.connection, workerId, 'registration lost; register again')
     }
+    await this.sweepBacklog()
+  }
+
+  /** Ends the jobs that waited in the backlog past their time, and serves every queue (a slot freed on an instance that is gone is found here). */
+  private async sweepBacklog(): Promise<void> {
+    if (this.options.jobQueueMax === 0) return
+    const expiredBefore = Date.now() - this.options.jobPendingTtlMs
+    for (const queue of await this.store.listQueues()) {
+      if (this.stopped) return
+      if (queue.oldestCreatedAt < expiredBefore) {
+        for (const job of await this.store.listJobs({ owner: queue.owner, agentName: queue.agentName, state: 'pending', createdBefore: expiredBefore })) await this.expire(job)
+      }
+      this.serveQueue(queue.owner, queue.agentName)
+    }
+  }
+
+  /** A job that waited in the backlog longer than job_pending_ttl_s ends failed. */
+  private async expire(job: JobRecord): Promise<void> {
+    const reason = `expired: waited ${this.options.jobPendingTtlMs / 1000} s in the backlog (job_pending_ttl_s) with no worker free`
+    if (await this.transition(job.id, { from: ['pending'], to: 'failed', reason })) this.logger.info('pending job expired', { job: job.id, agent: job.agentName })
   }
 
   // ---- jobs --------------------------------------------------------------
 
-  /** Creates a job and dispatches it; resolves once a worker has accepted it, or fails it and throws. */
-  async createJob(owner: string, input: NewJob, timeoutMs = this.options.dispatchTimeoutMs): Promise<JobRecord> {
+  /**
+   * Creates a job and dispatches it. Without the backlog: resolves once a worker has accepted it, or fails it and
+   * throws. With it: the job waits in its queue, and this resolves once it left the queue, or (`returnWhenQueued`)
+   * once no worker had room for it, or at the deadline, with the job as it is then. The same idempotency key and
+   * body give the job the first call created.
+   */
+  async createJob(owner: string, input: NewJob, options: DispatchOptions = {}): Promise<JobRecord> {
+    const deadline = Date.now() + Math.min(options.timeoutMs ?? this.options.dispatchTimeoutMs, this.options.dispatchTimeoutMs)
+    const key = options.idempotencyKey
+    const id = randomUUID()
+    if (key !== undefined) {
+      const fingerprint = fingerprintOf(input)
+      const earlier = await this.store.rememberDispatch(owner, key, { jobId: id, fingerprint }, Date.now() + IDEMPOTENCY_MS, IDEMPOTENCY_KEYS_KEPT)
+      if (earlier) {
+        if (earlier.fingerprint !== fingerprint) {
+          throw new ConflictError(`Idempotency key "${key}" was used for a different dispatch (job ${earlier.jobId}); a new dispatch needs a new key`, { job_id: earlier.jobId })
+        }
+        const job = await this.storedJob(earlier.jobId)
+        if (job?.owner === owner) {
+          if (job.state !== 'pending') return job
+          // Without the backlog, the first call is dispatching it right now: its outcome is near.
+          if (this.options.jobQueueMax === 0) return this.whilePending(job, deadline)
+          // A job waiting in the backlog is answered as the first call was: at once, or once a worker takes it within the deadline.
+          if (options.returnWhenQueued) return job
+          await this.settledSubscription
+          return this.awaitJob(job, deadline, false)
+        }
+        // The first call was refused before its job was stored: this one dispatches anew.
+        await this.store.forgetDispatch(owner, key, earlier.jobId)
+        return this.createJob(owner, input, options)
+      }
+    }
+    try {
+      return await this.dispatchNew(owner, id, input, deadline, options.returnWhenQueued ?? false)
+    } catch (error) {
+      // A refused dispatch is not remembered: its retry is a new attempt.
+      if (key !== undefined) await this.store.forgetDispatch(owner, key, id).catch(() => {})
+      throw error
+    }
+  }
+
+  /** The job once it is no longer pending, or as it is at the deadline. */
+  private async whilePending(job: JobRecord, deadline: number): Promise<JobRecord> {
+    let now: JobRecord | null = job
+    while (now?.state === 'pending' && Date.now() < deadline && !this.stopped) {
+      await sleep(50)
+      now = await this.store.getJob(job.id)
+    }
+    return now ?? job
+  }
+
+  /** A job by id, waiting a moment for one whose creation another call has just remembered under its key. */
+  private async storedJob(id: string): Promise<JobRecord | null> {
+    for (let tries = 0; ; tries++) {
+      const job = await this.store.getJob(id)
+      if (job || tries >= 20 || this.stopped) return job
+      await sleep(50)
+    }
+  }
+
+  private async dispatchNew(owner: string, id: string, input: NewJob, deadline: number, returnWhenQueued: boolean): Promise<JobRecord> {
     const now = Date.now()
     const job: JobRecord = {
-      id: randomUUID(),
+      id,
       agentName: input.agentName,
       roomId: input.roomId,
       owner,
@@ -327,12 +484,128 @@ export class WorkerService {
       createdAt: now,
       updatedAt: now,
     }
-    await this.store.createJob(job)
+    if (this.options.jobQueueMax === 0) {
+      await this.store.createJob(job)
+      this.jobChanged(job)
+      try {
+        return await this.dispatch(job, deadline)
+      } catch (error) {
+        await this.transition(job.id, { from: ['pending'], to: 'failed', reason: (error as Error).message })
+        throw error
+      }
+    }
+    // Subscribed before the job is queued, so that no instance can assign it before this one would hear of it.
+    await this.settledSubscription
+    const outcome = await this.store.enqueueJob(job, this.options.jobQueueMax, this.options.jobQueueClientMax)
+    if (outcome === 'queue full') throw new JobQueueFullError(`The backlog of ${job.agentName} is full (${this.options.jobQueueMax} pending jobs, job_queue_max); retry later`)
+    if (outcome === 'client full') throw new JobQueueFullError(`This client has ${this.options.jobQueueClientMax} pending jobs in the backlog (job_queue_client_max); retry later`)
+    this.jobChanged(job)
+    // The waiter is in place before the queue is served, so the end of this pass answers it.
+    const answered = this.awaitJob(job, deadline, returnWhenQueued)
+    this.serveQueue(owner, job.agentName)
+    return answered
+  }
+
+  /**
+   * Resolves with the job once it left the backlog, or (`returnWhenQueued`) once a pass over its queue on this
+   * instance ends, or at the deadline. The waiter is in place when this returns.
+   */
+  private async awaitJob(job: JobRecord, deadline: number, returnWhenQueued: boolean): Promise<JobRecord> {
+    let timer: ReturnType<typeof setTimeout> | undefined
+    let waiter: JobWaiter = () => {}
+    const settled = new Promise<void>((resolve) => {
+      waiter = resolve
+      timer = setTimeout(resolve, Math.max(0, deadline - Date.now()))
+    })
+    const queue = queueOf(job.owner, job.agentName)
+    joinSet(this.waiters, job.id, waiter)
+    if (returnWhenQueued) joinSet(this.queuedWaiters, queue, waiter)
     try {
-      return await this.dispatch(job, now + Math.min(timeoutMs, this.options.dispatchTimeoutMs))
-    } catch (error) {
-      await this.store.transitionJob(job.id, { from: ['pending'], to: 'failed', reason: (error as Error).message })
-      throw error
+      // It may have left the queue before the waiter was in place.
+      const now = await this.store.getJob(job.id)
+      if (now && now.state !== 'pending') return now
+      await settled
+      return (await this.store.getJob(job.id)) ?? job
+    } finally {
+      clearTimeout(timer)
+      leaveSet(this.waiters, job.id, waiter)
+      if (returnWhenQueued) leaveSet(this.queuedWaiters, queue, waiter)
+    }
+  }
+
+  /** Answers the callers waiting here for a job that left the backlog. */
+  private wake(jobId: string): void {
+    for (const settle of this.waiters.get(jobId) ?? []) settle()
+  }
+
+  /**
+   * Every change of a job passes here once it is stored (its creation, then each transition). A queued job that
+   * has just left the backlog is taken out of its queue, and the callers waiting for it are answered.
+   */
+  private jobChanged(job: JobRecord): void {
+    const leftBacklog = this.options.jobQueueMax > 0 && job.state !== 'pending' && job.history.at(-2)?.state === 'pending'
+    if (!leftBacklog) return
+    this.track(this.store.dequeueJob(job.owner, job.agentName, job.id))
+    // Callers here are answered at once; a retry of its idempotency key may be waiting on another instance too.
+    this.wake(job.id)
+    this.track(this.events.publish(SETTLED_CHANNEL, job.id))
+  }
+
+  /** Moves a job through the store's compare-and-set; every transition of a job is made here. */
+  private async transition(id: string, transition: JobTransition): Promise<JobRecord | null> {
+    const job = await this.store.transitionJob(id, transition)
+    if (job) this.jobChanged(job)
+    return job
+  }
+
+  /** Serves the backlog of a tenant's agent name on this instance (a slot freed, a worker registered, a drain ended). */
+  private serveQueue(owner: string, agentName: string): void {
+    if (this.options.jobQueueMax === 0 || this.stopped) return
+    const key = queueOf(owner, agentName)
+    const running = this.pumps.get(key)
+    if (running) {
+      running.again = true
+      return
+    }
+    const pump = { again: false }
+    this.pumps.set(key, pump)
+    this.track(
+      (async () => {
+        try {
+          do {
+            pump.again = false
+            await this.drainQueue(owner, agentName)
+          } while (pump.again && !this.stopped)
+        } finally {
+          this.pumps.delete(key)
+          for (const settle of this.queuedWaiters.get(key) ?? []) settle()
+        }
+      })(),
+    )
+  }
+
+  /**
+   * Dispatches the queue's oldest jobs one after another while workers take them. A job is claimed first, so
+   * no two instances dispatch it at once; one that no worker takes (none has room, or every one declined in this
+   * attempt) is given back in its place, and the queue waits for the next slot, registration or drain's end.
+   */
+  private async drainQueue(owner: string, agentName: string): Promise<void> {
+    const claimant = randomUUID()
+    while (!this.stopped) {
+      const job = await this.store.claimQueuedJob(owner, agentName, claimant, Date.now() + this.options.dispatchTimeoutMs + this.options.availabilityTimeoutMs)
+      if (!job) return
+      if (job.createdAt + this.options.jobPendingTtlMs <= Date.now()) {
+        await this.expire(job)
+        continue
+      }
+      try {
+        await this.dispatch(job, Date.now() + this.options.dispatchTimeoutMs)
+      } catch (error) {
+        await this.store.releaseQueuedJob(owner, agentName, job.id, claimant)
+        if (error instanceof ConflictError) continue // cancelled meanwhile
+        if (!(error instanceof NoWorkersAvailableError || error instanceof NoWorkersRegisteredError)) throw error
+        return
+      }
     }
   }
 
@@ -351,7 +624,7 @@ export class WorkerService {
   /** Cancels a job at once and tells its worker (job_termination); the worker's later updates are ignored. */
   async terminateJob(owner: string, id: string, reason = 'terminated by request'): Promise<JobRecord> {
     const job = await this.getJob(owner, id)
-    const cancelled = await this.store.transitionJob(id, { from: ACTIVE, to: 'cancelled', reason })
+    const cancelled = await this.transition(id, { from: ACTIVE, to: 'cancelled', reason })
     if (!cancelled) {
       const now = await this.getJob(owner, id)
       if (now.state === 'cancelled') return now
@@ -362,6 +635,7 @@ export class WorkerService {
       await this.store.releaseSlot(workerId, id)
       const worker = await this.store.getWorker(workerId)
       if (worker?.instance) await this.relay(worker.instance, { kind: 'terminate', workerId, jobId: id, reason })
+      this.serveQueue(cancelled.owner, cancelled.agentName)
     }
     return cancelled
   }
@@ -408,11 +682,11 @@ export class WorkerService {
       session.socket.close(1001, 'switchboard is shutting down')
     }
     for (const settle of [...this.answers.values()]) settle({ available: false, token: null, reason: 'switchboard is shutting down' })
+    for (const set of this.waiters.values()) for (const settle of set) settle()
     // After the workers are marked disconnected: the others then give them the rest of their grace, starting at once.
     await this.heartbeat.stop()
     await Promise.allSettled([...this.background])
-    const unsubscribe = await this.subscribed.catch(() => null)
-    unsubscribe?.()
+    for (const subscription of [this.subscribed, this.settledSubscription]) (await subscription.catch(() => null))?.()
   }
 
   // ---- dispatch ----------------------------------------------------------
@@ -437,7 +711,7 @@ export class WorkerService {
         this.logger.debug('worker did not take the job', { job: job.id, worker: worker.id, reason: answer.reason || 'reservation lost' })
         continue
       }
-      const assigned = await this.store.transitionJob(job.id, { from: ['pending', 'reassigning'], heldBy: null, to: 'assigned', workerId: worker.id })
+      const assigned = await this.transition(job.id, { from: ['pending', 'reassigning'], heldBy: null, to: 'assigned', workerId: worker.id })
       if (!assigned) {
         await this.store.releaseSlot(worker.id, job.id)
         throw new ConflictError(`job ${job.id} was cancelled while being dispatched`)
@@ -484,18 +758,20 @@ export class WorkerService {
   }
 
   /** Applies a worker's job_update; unknown jobs, jobs it does not hold and repeated terminal updates are ignored. */
-  private async applyJobUpdate(workerId: string, jobId: string, status: 'running' | 'completed' | 'failed', error?: string): Promise<void> {
+  private async applyJobUpdate(workerId: string, jobId: string, status: 'running' | 'completed' | 'failed', error?: string, participantIdentity?: string): Promise<void> {
+    const identity = participantIdentity ? { participantIdentity } : {}
     if (status === 'running') {
-      const moved = await this.store.transitionJob(jobId, { from: ['assigned'], heldBy: workerId, to: 'running' })
+      const moved = await this.transition(jobId, { from: ['assigned'], heldBy: workerId, to: 'running', ...identity })
       if (!moved) this.logger.debug('job update ignored', { worker: workerId, job: jobId, status })
       return
     }
-    const ended = await this.store.transitionJob(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: status, ...(error ? { reason: error } : {}) })
+    const ended = await this.transition(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: status, ...(error ? { reason: error } : {}), ...identity })
     if (!ended) {
       this.logger.debug('job update ignored', { worker: workerId, job: jobId, status })
       return
     }
     await this.store.releaseSlot(workerId, jobId)
+    this.serveQueue(ended.owner, ended.agentName)
   }
 
   /** After the grace period: if the worker is still gone, its jobs are re-dispatched or failed. */
@@ -512,10 +788,10 @@ export class WorkerService {
     this.logger.warn('worker did not come back; handling its jobs', { worker: workerId, jobs: lost.jobs.length, action: this.options.lossAction })
     for (const jobId of lost.jobs) {
       if (this.options.lossAction === 'fail') {
-        await this.store.transitionJob(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: 'failed', reason })
+        await this.transition(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: 'failed', reason })
         continue
       }
-      const orphan = await this.store.transitionJob(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: 'reassigning', workerId: null, reason })
+      const orphan = await this.transition(jobId, { from: ['assigned', 'running'], heldBy: workerId, to: 'reassigning', workerId: null, reason })
       if (orphan) this.track(this.redispatch(orphan))
     }
   }
@@ -525,7 +801,7 @@ export class WorkerService {
       const assigned = await this.dispatch(job, Date.now() + this.options.dispatchTimeoutMs)
       this.logger.info('job re-dispatched', { job: job.id, worker: assigned.workerId })
     } catch (error) {
-      await this.store.transitionJob(job.id, { from: ['reassigning'], to: 'failed', reason: (error as Error).message }).catch(() => null)
+      await this.transition(job.id, { from: ['reassigning'], to: 'failed', reason: (error as Error).message }).catch(() => null)
       this.logger.warn('job could not be re-dispatched', { job: job.id, error: (error as Error).message })
     }
   }

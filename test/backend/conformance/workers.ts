@@ -522,5 +522,150 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
         expect(await store.listJobs({ agentName: 'none' })).toEqual([])
       })
     })
+
+    describe('job lists by room, time and cursor', () => {
+      it('filters by room and creation time, and pages by cursor without repeating or skipping a job, ties included', async () => {
+        const store = await open()
+        const now = Date.now()
+        // 30 jobs, in threes created in the same millisecond, in two rooms.
+        const records = Array.from({ length: 30 }, (_, i) => job({ createdAt: now + Math.floor(i / 3), roomId: i % 2 === 0 ? 'room-even' : 'room-odd' }))
+        for (const record of records) await store.createJob(record)
+        const newestFirst = [...records].reverse()
+        expect((await store.listJobs({ roomId: 'room-odd' })).map((found) => found.id)).toEqual(newestFirst.filter((record) => record.roomId === 'room-odd').map((record) => record.id))
+        expect((await store.listJobs({ createdFrom: now + 8, createdBefore: now + 9 })).map((found) => found.id)).toEqual(newestFirst.slice(3, 6).map((record) => record.id))
+        const paged: string[] = []
+        for (let after: JobRecord | undefined, rounds = 0; rounds < 20; rounds++) {
+          const page = await store.listJobs({ limit: 4, ...(after ? { after: { createdAt: after.createdAt, id: after.id } } : {}) })
+          paged.push(...page.map((found) => found.id))
+          if (page.length < 4) break
+          after = page.at(-1)
+        }
+        expect(paged).toEqual(newestFirst.map((record) => record.id))
+        // A cursor whose job is gone continues with those created before it.
+        expect((await store.listJobs({ after: { createdAt: now + 5, id: 'gone' }, limit: 2 })).map((found) => found.id)).toEqual(newestFirst.slice(15, 17).map((record) => record.id))
+      })
+
+      it('keeps the participant identity a transition gives', async () => {
+        const store = await open()
+        const record = job()
+        await store.createJob(record)
+        await store.transitionJob(record.id, { from: ['pending'], to: 'assigned', workerId: 'w1' })
+        const running = await store.transitionJob(record.id, { from: ['assigned'], to: 'running', participantIdentity: 'agent-w1' })
+        expect(running?.participantIdentity).toBe('agent-w1')
+        await store.transitionJob(record.id, { from: ['running'], to: 'completed' })
+        expect((await store.getJob(record.id))?.participantIdentity).toBe('agent-w1')
+      })
+    })
+
+    describe('backlog', () => {
+      it('queues jobs per tenant and agent name up to the bound, storing nothing past it', async () => {
+        const store = await open()
+        const queued = Array.from({ length: 3 }, (_, i) => job({ createdAt: Date.now() + i }))
+        for (const record of queued) expect(await store.enqueueJob(record, 3, 100)).toBe('queued')
+        const refused = job()
+        expect(await store.enqueueJob(refused, 3, 100)).toBe('queue full')
+        expect(await store.getJob(refused.id)).toBeNull()
+        expect(await store.listJobs({ state: 'pending' })).toHaveLength(3)
+        // Another tenant's and another agent name's queues have their own bound.
+        expect(await store.enqueueJob(job({ owner: 'tenant-b' }), 3, 100)).toBe('queued')
+        expect(await store.enqueueJob(job({ agentName: 'other-agent' }), 3, 100)).toBe('queued')
+        const queues = (await store.listQueues()).sort((a, b) => (a.owner + a.agentName < b.owner + b.agentName ? -1 : 1))
+        expect(queues.map(({ owner, agentName, length }) => ({ owner, agentName, length }))).toEqual([
+          { owner: 'tenant-a', agentName: 'other-agent', length: 1 },
+          { owner: 'tenant-a', agentName: 'voice-agent', length: 3 },
+          { owner: 'tenant-b', agentName: 'voice-agent', length: 1 },
+        ])
+        expect(queues[1]!.oldestCreatedAt).toBe(queued[0]!.createdAt)
+      })
+
+      it("bounds a tenant's queues together, and gives the room back as jobs leave them", async () => {
+        const store = await open()
+        const [first, second] = [job({ agentName: 'a' }), job({ agentName: 'b' })]
+        expect(await store.enqueueJob(first, 10, 2)).toBe('queued')
+        expect(await store.enqueueJob(second, 10, 2)).toBe('queued')
+        const refused = job({ agentName: 'c' })
+        expect(await store.enqueueJob(refused, 10, 2)).toBe('client full')
+        expect(await store.getJob(refused.id)).toBeNull()
+        expect(await store.enqueueJob(job({ owner: 'tenant-b', agentName: 'c' }), 10, 2)).toBe('queued')
+        // Taken out after it was assigned; and dropped by a claim once cancelled without being taken out.
+        await store.transitionJob(first.id, { from: ['pending'], to: 'assigned', workerId: 'w1' })
+        await store.dequeueJob('tenant-a', 'a', first.id)
+        expect(await store.enqueueJob(job({ agentName: 'c' }), 10, 2)).toBe('queued')
+        await store.transitionJob(second.id, { from: ['pending'], to: 'cancelled' })
+        expect(await store.claimQueuedJob('tenant-a', 'b', 'x', Date.now() + 60_000)).toBeNull()
+        expect(await store.enqueueJob(job({ agentName: 'd' }), 10, 2)).toBe('queued')
+        expect(await store.enqueueJob(job({ agentName: 'e' }), 10, 2)).toBe('client full')
+      })
+
+      it('hands out the oldest unclaimed job first, once per live claim, and takes back a claim or a job that left the queue', async () => {
+        const store = await open()
+        const [first, second, third] = Array.from({ length: 3 }, (_, i) => job({ createdAt: Date.now() + i }))
+        for (const record of [first!, second!, third!]) await store.enqueueJob(record, 10, 100)
+        const until = Date.now() + 60_000
+        expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'a', until))?.id).toBe(first!.id)
+        expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'b', until))?.id).toBe(second!.id)
+        // A claim given back by someone else's name stays; given back by its holder, the job is the next handed out.
+        await store.releaseQueuedJob('tenant-a', 'voice-agent', first!.id, 'b')
+        expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'c', until))?.id).toBe(third!.id)
+        await store.releaseQueuedJob('tenant-a', 'voice-agent', first!.id, 'a')
+        expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'c', until))?.id).toBe(first!.id)
+        expect(await store.claimQueuedJob('tenant-a', 'voice-agent', 'd', until)).toBeNull()
+        // A job that left the backlog (assigned, then taken out) and one moved without being taken out both leave the queue.
+        await store.transitionJob(second!.id, { from: ['pending'], to: 'assigned', workerId: 'w1' })
+        await store.dequeueJob('tenant-a', 'voice-agent', second!.id)
+        await store.transitionJob(third!.id, { from: ['pending'], to: 'cancelled' })
+        await store.releaseQueuedJob('tenant-a', 'voice-agent', third!.id, 'c')
+        expect(await store.claimQueuedJob('tenant-a', 'voice-agent', 'e', until)).toBeNull()
+        expect((await store.listQueues()).map((queue) => queue.length)).toEqual([1])
+        await store.dequeueJob('tenant-a', 'voice-agent', first!.id)
+        expect(await store.listQueues()).toEqual([])
+      })
+
+      it('hands a job out again once its claim ran out', async () => {
+        const store = await open()
+        const record = job()
+        await store.enqueueJob(record, 10, 100)
+        expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'a', Date.now() + 50))?.id).toBe(record.id)
+        expect(await store.claimQueuedJob('tenant-a', 'voice-agent', 'b', Date.now() + 50)).toBeNull()
+        await Bun.sleep(80)
+        expect((await store.claimQueuedJob('tenant-a', 'voice-agent', 'b', Date.now() + 50))?.id).toBe(record.id)
+      })
+
+      it('gives each of many concurrent claimants a different job', async () => {
+        const store = await open()
+        for (let i = 0; i < 10; i++) await store.enqueueJob(job({ createdAt: Date.now() + i }), 10, 100)
+        const claimed = await Promise.all(Array.from({ length: 12 }, (_, i) => store.claimQueuedJob('tenant-a', 'voice-agent', `c${i}`, Date.now() + 60_000)))
+        const ids = claimed.filter((found) => found !== null).map((found) => found!.id)
+        expect(ids).toHaveLength(10)
+        expect(new Set(ids).size).toBe(10)
+      })
+    })
+
+    describe('idempotency keys', () => {
+      it('remembers the first dispatch of a key per tenant until it expires, and forgets it only for its own job', async () => {
+        const store = await open()
+        const later = Date.now() + 60_000
+        expect(await store.rememberDispatch('tenant-a', 'key-1', { jobId: 'j1', fingerprint: 'f1' }, later, 100)).toBeNull()
+        expect(await store.rememberDispatch('tenant-a', 'key-1', { jobId: 'j2', fingerprint: 'f2' }, later, 100)).toEqual({ jobId: 'j1', fingerprint: 'f1' })
+        expect(await store.rememberDispatch('tenant-b', 'key-1', { jobId: 'j3', fingerprint: 'f1' }, later, 100)).toBeNull()
+        await store.forgetDispatch('tenant-a', 'key-1', 'j2')
+        expect(await store.rememberDispatch('tenant-a', 'key-1', { jobId: 'j4', fingerprint: 'f4' }, later, 100)).toEqual({ jobId: 'j1', fingerprint: 'f1' })
+        await store.forgetDispatch('tenant-a', 'key-1', 'j1')
+        expect(await store.rememberDispatch('tenant-a', 'key-1', { jobId: 'j5', fingerprint: 'f5' }, later, 100)).toBeNull()
+        expect(await store.rememberDispatch('tenant-a', 'short', { jobId: 'j6', fingerprint: 'f6' }, Date.now() + 30, 100)).toBeNull()
+        await Bun.sleep(60)
+        expect(await store.rememberDispatch('tenant-a', 'short', { jobId: 'j7', fingerprint: 'f7' }, later, 100)).toBeNull()
+      })
+
+      it('keeps at most the bound of keys, forgetting the one expiring first', async () => {
+        const store = await open()
+        const now = Date.now()
+        for (let i = 0; i < 3; i++) expect(await store.rememberDispatch('tenant-a', `key-${i}`, { jobId: `j${i}`, fingerprint: 'f' }, now + 60_000 + i, 3)).toBeNull()
+        expect(await store.rememberDispatch('tenant-a', 'key-3', { jobId: 'j3', fingerprint: 'f' }, now + 60_003, 3)).toBeNull()
+        // key-0 was forgotten to make room; the others are still there.
+        expect(await store.rememberDispatch('tenant-a', 'key-0', { jobId: 'new', fingerprint: 'f' }, now + 60_004, 3)).toBeNull()
+        expect(await store.rememberDispatch('tenant-a', 'key-3', { jobId: 'other', fingerprint: 'f' }, now + 60_005, 3)).toEqual({ jobId: 'j3', fingerprint: 'f' })
+      })
+    })
   })
 }

@@ -431,3 +431,238 @@ describe('under load', () => {
     for (const holders of byJob.values()) expect(holders.length).toBe(1)
   }, 60000)
 })
+
+describe('backlog', () => {
+  /** Completes every job assigned to `list` as it arrives, until `count` jobs have completed; resolves with them in the order they were assigned. */
+  async function completeAssigned(list: TestWorker[], count: number): Promise<string[]> {
+    const done: string[] = []
+    await eventually(
+      () => {
+        for (const worker of list) {
+          for (const frame of worker.assignments) {
+            const id = String(frame.job_id)
+            if (done.includes(id)) continue
+            done.push(id)
+            worker.update(id, 'completed')
+          }
+        }
+        return done.length >= count
+      },
+      20_000,
+      `${count} jobs completed`,
+    )
+    return done
+  }
+
+  it('takes 50 dispatches for 2 one-slot workers without refusing one, and runs them all in the order they came as slots free', async () => {
+    await start({ job_queue_max: 50 })
+    const pair = [await connect({ maxProcesses: 1 }), await connect({ maxProcesses: 1 })]
+    const created: Json[] = []
+    for (let i = 0; i < 50; i++) {
+      const { status, body } = await createJob({ room_id: `room-${i}` })
+      expect([201, 202]).toContain(status)
+      created.push(body)
+    }
+    expect(created.slice(0, 2).map((job) => job.state)).toEqual(['assigned', 'assigned'])
+    expect(created.slice(2).every((job) => job.state === 'pending')).toBe(true)
+    const order = await completeAssigned(pair, 50)
+    expect(order.sort()).toEqual(created.map((job) => job.id).sort())
+    await eventually(async () => (await request('GET', '/jobs?state=completed&limit=100')).body.jobs.length === 50, 5000, 'all 50 completed')
+    // Each job was assigned no earlier than every job dispatched before it.
+    const assignedAt = await Promise.all(created.map(async (job) => Date.parse((await getJob(job.id)).history.find((event: Json) => event.state === 'assigned').at)))
+    for (let i = 1; i < assignedAt.length; i++) expect(assignedAt[i]!).toBeGreaterThanOrEqual(assignedAt[i - 1]!)
+    expect(pair.flatMap((worker) => worker.protocolErrors)).toEqual([])
+  }, 30_000)
+
+  it('drains the backlog to a worker that registers late', async () => {
+    await start({ job_queue_max: 10 })
+    const queued = await Promise.all(Array.from({ length: 5 }, (_, i) => createJob({ room_id: `late-${i}` })))
+    expect(queued.map((answer) => [answer.status, answer.body.state])).toEqual(Array.from({ length: 5 }, () => [202, 'pending']))
+    const late = await connect()
+    for (const answer of queued) await late.waitForAssignment(answer.body.id, 2000)
+    expect((await request('GET', '/jobs?state=pending')).body.jobs).toEqual([])
+  })
+
+  it("dispatches a queued job the moment a worker's drain ends", async () => {
+    await start({ job_queue_max: 5 })
+    const worker = await connect()
+    worker.send({ type: 'status_update', worker_id: worker.workerId, agent_name: 'voice-agent', status: 'draining', load: 0, job_count: 0 })
+    await eventually(async () => (await getWorker(worker.workerId)).status === 'draining', 5000, 'worker draining')
+    const queued = await createJob()
+    expect([queued.status, queued.body.state]).toEqual([202, 'pending'])
+    worker.send({ type: 'status_update', worker_id: worker.workerId, agent_name: 'voice-agent', status: 'available', load: 0, job_count: 0 })
+    await worker.waitForAssignment(queued.body.id, 2000)
+  })
+
+  it('refuses a dispatch past job_queue_max with 503 and Retry-After, storing nothing', async () => {
+    await start({ job_queue_max: 2 })
+    expect((await createJob()).status).toBe(202)
+    expect((await createJob()).status).toBe(202)
+    const response = await fetch(server!.url + '/jobs', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ agent_name: 'voice-agent', room_id: 'one-too-many' }) })
+    expect(response.status).toBe(503)
+    expect(response.headers.get('retry-after')).toBe('1')
+    expect(((await response.json()) as Json).error.code).toBe('JOB_QUEUE_FULL')
+    const videoSdk = await request('POST', '/v2/agent/dispatch', { meetingId: 'one-too-many', agentId: 'voice-agent' }, { authorization: 't' })
+    expect(videoSdk).toEqual({ status: 503, body: { message: 'The backlog of voice-agent is full (2 pending jobs, job_queue_max); retry later' } })
+    expect((await request('GET', '/jobs?room_id=one-too-many')).body.jobs).toEqual([])
+    expect((await request('GET', '/jobs')).body.jobs).toHaveLength(2)
+    // Another agent name has a backlog of its own.
+    expect((await createJob({ agent_name: 'other-agent' })).status).toBe(202)
+  })
+
+  it("refuses a client's dispatch past job_queue_client_max over all its agent names, storing nothing", async () => {
+    await start({ job_queue_max: 10, job_queue_client_max: 3 })
+    for (const agent of ['a', 'b', 'c']) expect((await createJob({ agent_name: agent })).status).toBe(202)
+    const refused = await createJob({ agent_name: 'd' })
+    expect(refused.status).toBe(503)
+    expect(refused.body.error).toEqual({ code: 'JOB_QUEUE_FULL', message: 'This client has 3 pending jobs in the backlog (job_queue_client_max); retry later' })
+    expect((await request('GET', '/jobs')).body.jobs).toHaveLength(3)
+  })
+
+  it('ends a job that waited past job_pending_ttl_s as failed, with the reason in its history', async () => {
+    await start({ job_queue_max: 5, job_pending_ttl_s: 1, instance_heartbeat_s: 0.1 })
+    const { status, body } = await createJob()
+    expect(status).toBe(202)
+    await eventually(async () => (await getJob(body.id)).state === 'failed', 5000, 'job expired')
+    const job = await getJob(body.id)
+    expect(job.history.map((event: Json) => event.state)).toEqual(['pending', 'failed'])
+    expect(job.history[1].reason).toBe('expired: waited 1 s in the backlog (job_pending_ttl_s) with no worker free')
+    // A worker that comes after is not offered it.
+    const worker = await connect()
+    await Bun.sleep(300)
+    expect(worker.frames.filter((frame) => frame.type === 'availability_request')).toEqual([])
+  })
+
+  it('answers a VideoSDK dispatch once a slot frees within its deadline, and says pending after it', async () => {
+    await start({ job_queue_max: 5, dispatch_timeout_ms: 1500 })
+    const busy = await connect({ maxProcesses: 1 })
+    const first = await request('POST', '/v2/agent/dispatch', { meetingId: 'r1', agentId: 'voice-agent' }, { authorization: 't' })
+    expect(first.body.data.status).toBe('assigned')
+    const waiting = request('POST', '/v2/agent/dispatch', { meetingId: 'r2', agentId: 'voice-agent' }, { authorization: 't' })
+    await Bun.sleep(200)
+    busy.update(first.body.data.jobId, 'completed')
+    const second = await waiting
+    expect(second.status).toBe(200)
+    expect(second.body).toEqual({ message: 'Agent dispatch requested successfully.', data: { success: true, status: 'assigned', roomId: 'r2', agentId: 'voice-agent', jobId: second.body.data.jobId } })
+    const started = Date.now()
+    const third = await request('POST', '/v2/agent/dispatch', { meetingId: 'r3', agentId: 'voice-agent' }, { authorization: 't' })
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1400)
+    expect(third.status).toBe(202)
+    expect(third.body).toEqual({ message: 'Agent dispatch requested successfully.', data: { success: true, status: 'pending', roomId: 'r3', agentId: 'voice-agent', jobId: third.body.data.jobId } })
+    busy.update(second.body.data.jobId, 'completed')
+    await busy.waitForAssignment(third.body.data.jobId)
+  })
+
+  it('reports the backlog per agent name in the metrics', async () => {
+    await start({ job_queue_max: 5 })
+    await createJob()
+    await Bun.sleep(20)
+    await createJob()
+    await createJob({ agent_name: 'other-agent' })
+    const text = await (await fetch(server!.url + '/metrics')).text()
+    expect(text).toContain('switchboard_jobs_queued{agent_name="voice-agent"} 2')
+    expect(text).toContain('switchboard_jobs_queued{agent_name="other-agent"} 1')
+    const age = Number(/switchboard_jobs_queued_oldest_age_seconds\{agent_name="voice-agent"\} ([0-9.]+)/.exec(text)?.[1])
+    expect(age).toBeGreaterThanOrEqual(0.02)
+    await connect()
+    await eventually(async () => !(await (await fetch(server!.url + '/metrics')).text()).includes('switchboard_jobs_queued{agent_name="voice-agent"}'), 5000, "voice-agent's backlog gone")
+    expect(await (await fetch(server!.url + '/metrics')).text()).toContain('switchboard_jobs_queued{agent_name="other-agent"} 1')
+  })
+})
+
+describe('idempotent dispatch', () => {
+  it('gives the same job for the same key and body, on both dispatch routes, and 409 naming the conflict for another body', async () => {
+    await start()
+    const worker = await connect()
+    const first = await createJob({ metadata: { a: 1, b: 2 } }, { 'idempotency-key': 'order-17' })
+    expect(first.status).toBe(201)
+    const again = await createJob({ metadata: { b: 2, a: 1 } }, { 'idempotency-key': 'order-17' })
+    expect(again.body.id).toBe(first.body.id)
+    const byField = await createJob({ metadata: { a: 1, b: 2 }, request_id: 'order-17' })
+    expect(byField.body.id).toBe(first.body.id)
+    expect(worker.assignments).toHaveLength(1)
+    const conflict = await createJob({ room_id: 'another-room' }, { 'idempotency-key': 'order-17' })
+    expect(conflict.status).toBe(409)
+    expect(conflict.body.error.message).toBe(`Idempotency key "order-17" was used for a different dispatch (job ${first.body.id}); a new dispatch needs a new key`)
+    const videoSdk = { meetingId: 'room-v', agentId: 'voice-agent' }
+    const dispatched = await request('POST', '/v2/agent/dispatch', videoSdk, { authorization: 't', 'idempotency-key': 'v-1' })
+    const redispatched = await request('POST', '/v2/agent/dispatch', { ...videoSdk, request_id: 'v-1' }, { authorization: 't' })
+    expect(redispatched).toEqual(dispatched)
+    expect((await request('POST', '/v2/agent/dispatch', { ...videoSdk, meetingId: 'other' }, { authorization: 't', 'idempotency-key': 'v-1' })).status).toBe(409)
+    expect(worker.assignments).toHaveLength(2)
+    const bad = await createJob({}, { 'idempotency-key': 'has space' })
+    expect(bad.status).toBe(400)
+    expect(bad.body.error.message).toContain('Idempotency-Key')
+  })
+
+  it('answers a retry that comes while the first call is still dispatching with the same job, once a worker took it', async () => {
+    await start()
+    const worker = await connect({ availability: 'ignore' })
+    const first = createJob({}, { 'idempotency-key': 'in-flight' })
+    const asked = await worker.waitFor((frame) => frame.type === 'availability_request')
+    const retry = createJob({}, { 'idempotency-key': 'in-flight' })
+    await Bun.sleep(150)
+    worker.send({ type: 'availability_response', job_id: asked.job_id, available: true, token: 'worker-token' })
+    const [answer, retried] = await Promise.all([first, retry])
+    expect([answer.status, retried.status]).toEqual([201, 201])
+    expect(retried.body.id).toBe(answer.body.id)
+    expect(retried.body.state).not.toBe('pending')
+  })
+
+  it('answers a retry of a job still waiting in the backlog at once, with the same job', async () => {
+    await start({ job_queue_max: 5 })
+    const first = await createJob({}, { 'idempotency-key': 'waiting' })
+    expect(first.status).toBe(202)
+    const started = Date.now()
+    const retried = await createJob({}, { 'idempotency-key': 'waiting' })
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect([retried.status, retried.body.id, retried.body.state]).toEqual([202, first.body.id, 'pending'])
+    expect((await request('GET', '/jobs')).body.jobs).toHaveLength(1)
+  })
+
+  it('dispatches anew after a refused dispatch with the same key, and keeps keys apart per tenant', async () => {
+    await start({ auth: 'token', tokens_file: writeTokensFile([{ token: 'ta', client: 'tenant-a' }, { token: 'tb', client: 'tenant-b' }]) })
+    const refused = await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer ta' })
+    expect(refused.status).toBe(503)
+    await connect({ token: 'ta' })
+    await connect({ token: 'tb' })
+    const accepted = await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer ta' })
+    expect(accepted.status).toBe(201)
+    expect((await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer ta' })).body.id).toBe(accepted.body.id)
+    const theirs = await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer tb' })
+    expect(theirs.status).toBe(201)
+    expect(theirs.body.id).not.toBe(accepted.body.id)
+    expect((await createJob({}, { 'idempotency-key': 'k', authorization: 'Bearer tb' })).body.id).toBe(theirs.body.id)
+  })
+})
+
+describe('job lists', () => {
+  it('filters by room and creation time, pages by cursor, and shows the participant identity a worker reported', async () => {
+    await start()
+    const worker = await connect({ autoRun: false })
+    const ids: string[] = []
+    for (let i = 0; i < 7; i++) ids.push((await createJob({ room_id: i % 2 === 0 ? 'even' : 'odd' })).body.id)
+    worker.send({ type: 'job_update', job_id: ids[0], status: 'running', participant_identity: 'agent-alice' })
+    await eventually(async () => (await getJob(ids[0]!)).participant_identity === 'agent-alice', 5000, 'participant identity kept')
+    expect((await getJob(ids[1]!)).participant_identity).toBeNull()
+    const odd = await request('GET', '/jobs?room_id=odd')
+    expect(odd.body.jobs.map((job: Json) => job.id)).toEqual([ids[5], ids[3], ids[1]])
+    expect(odd.body.next_cursor).toBeNull()
+    const pages: string[] = []
+    let cursor: string | null = null
+    do {
+      const page: { body: Json } = await request('GET', `/jobs?limit=3${cursor ? `&cursor=${cursor}` : ''}`)
+      pages.push(...page.body.jobs.map((job: Json) => job.id))
+      cursor = page.body.next_cursor
+    } while (cursor)
+    expect(pages).toEqual([...ids].reverse())
+    const firstAt = (await getJob(ids[0]!)).created_at
+    expect((await request('GET', `/jobs?created_before=${encodeURIComponent(firstAt)}`)).body.jobs).toEqual([])
+    expect((await request('GET', `/jobs?created_from=${Date.parse(firstAt)}&room_id=even`)).body.jobs).toHaveLength(4)
+    for (const [query, field] of [['cursor=nonsense', 'cursor'], ['created_from=yesterday', 'created_from'], ['limit=10000', 'limit']]) {
+      const refused = await request('GET', `/jobs?${query}`)
+      expect(refused.status).toBe(400)
+      expect(refused.body.error.message).toContain(field)
+    }
+  })
+})

@@ -110,6 +110,6 @@ describe('OpenAPI document', () => {
     const dispatchBody = document.paths['/v2/agent/dispatch'].post.requestBody.content['application/json'].schema
     expect(dispatchBody.required).toEqual(['meetingId', 'agentId'])
     const jobsQuery = document.paths['/jobs'].get.parameters.map((parameter: Json) => parameter.name).sort()
-    expect(jobsQuery).toEqual(['agent_name', 'limit', 'state', 'worker_id'])
+    expect(jobsQuery).toEqual(['agent_name', 'created_before', 'created_from', 'cursor', 'limit', 'room_id', 'state', 'worker_id'])
   })
 })

@@ -9,6 +9,7 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
 import { createApp } from '../../../src/app'
+import type { Config } from '../../../src/config'
 import type { Backend } from '../../../src/backend/index'
 import { BUILT_IN_BACKENDS } from '../../../plugins/index'
 import { serve, type RunningServer } from '../../../src/http/node'
@@ -25,8 +26,8 @@ interface Instance {
 /** What a case opened, closed after it; `redis` holds the key prefixes it wrote under, deleted once its backends are closed. */
 const open: { instances: Instance[]; backends: Backend[]; workers: TestWorker[]; redis: { url: string; prefix: string }[] } = { instances: [], backends: [], workers: [], redis: [] }
 
-async function startInstance(backend: Backend): Promise<Instance> {
-  const app = createApp({ backend, config: { log_level: 'silent' }, logger })
+async function startInstance(backend: Backend, config: Partial<Config> = {}): Promise<Instance> {
+  const app = createApp({ backend, config: { log_level: 'silent', ...config }, logger })
   const server = await serve(app, { host: '127.0.0.1', port: 0 })
   const instance = { app, server }
   open.instances.push(instance)
@@ -34,8 +35,8 @@ async function startInstance(backend: Backend): Promise<Instance> {
 }
 
 type Json = Record<string, any>
-const post = async (instance: Instance, path: string, body: Json) => {
-  const response = await fetch(instance.server.url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+const post = async (instance: Instance, path: string, body: Json, headers: Record<string, string> = {}) => {
+  const response = await fetch(instance.server.url + path, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
   return { status: response.status, body: (await response.json()) as Json }
 }
 const get = async (instance: Instance, path: string) => (await (await fetch(instance.server.url + path)).json()) as Json
@@ -84,6 +85,81 @@ function scaleOutCases(makeSharedBackends: () => Promise<[Backend, Backend]>): v
     expect(created.status).toBe(201)
     expect(created.body.worker_id).toBe(workerId)
     await after.waitForAssignment(created.body.id)
+  })
+
+  it('serves a job queued through instance A with a worker on instance B once its slot frees', async () => {
+    const [first, second] = await makeSharedBackends()
+    const backlog = { job_queue_max: 10 }
+    const a = await startInstance(first, backlog)
+    const b = await startInstance(second, backlog)
+    const worker = await TestWorker.connect(b.server.url, { agentName: `queue-${randomUUID()}`, maxProcesses: 1 })
+    open.workers.push(worker)
+    const running = await post(a, '/jobs', { agent_name: worker.options.agentName, room_id: 'first' })
+    expect(running.status).toBe(201)
+    const queued = await post(a, '/jobs', { agent_name: worker.options.agentName, room_id: 'second' })
+    expect(queued.status).toBe(202)
+    expect(queued.body.state).toBe('pending')
+    // The slot frees on B, which serves the job A queued.
+    worker.update(running.body.id, 'completed')
+    await worker.waitForAssignment(queued.body.id)
+    await eventually(async () => (await get(a, `/jobs/${queued.body.id}`)).state === 'running', 5000, 'queued job running, seen through A')
+  })
+
+  it('answers a VideoSDK dispatch waiting on instance A when a worker on instance B takes its queued job', async () => {
+    const [first, second] = await makeSharedBackends()
+    const backlog = { job_queue_max: 10 }
+    const a = await startInstance(first, backlog)
+    const b = await startInstance(second, backlog)
+    const agentName = `wait-${randomUUID()}`
+    const waiting = post(a, '/v2/agent/dispatch', { meetingId: 'room-w', agentId: agentName })
+    await eventually(async () => (await get(a, `/jobs?agent_name=${agentName}&state=pending`)).jobs.length === 1, 5000, 'job queued')
+    const worker = await TestWorker.connect(b.server.url, { agentName })
+    open.workers.push(worker)
+    const answer = await waiting
+    expect(answer.status).toBe(200)
+    expect(answer.body.data.status).toBe('assigned')
+    await worker.waitForAssignment(answer.body.data.jobId)
+  })
+
+  it('answers a VideoSDK dispatch and its retry through the other instance once a worker takes their one queued job', async () => {
+    const [first, second] = await makeSharedBackends()
+    const backlog = { job_queue_max: 10, dispatch_timeout_ms: 5000 }
+    const a = await startInstance(first, backlog)
+    const b = await startInstance(second, backlog)
+    const agentName = `retry-${randomUUID()}`
+    const key = { 'idempotency-key': `k-${randomUUID()}` }
+    const original = post(a, '/v2/agent/dispatch', { meetingId: 'room-r', agentId: agentName }, key)
+    await eventually(async () => (await get(a, `/jobs?agent_name=${agentName}&state=pending`)).jobs.length === 1, 5000, 'job queued')
+    const retry = post(b, '/v2/agent/dispatch', { meetingId: 'room-r', agentId: agentName }, key)
+    await Bun.sleep(100)
+    const worker = await TestWorker.connect(a.server.url, { agentName })
+    open.workers.push(worker)
+    const connectedAt = Date.now()
+    const [answer, retried] = await Promise.all([original, retry])
+    // Both at once, not at the retry's deadline.
+    expect(Date.now() - connectedAt).toBeLessThan(2000)
+    expect([answer.status, retried.status]).toEqual([200, 200])
+    expect(retried.body.data.jobId).toBe(answer.body.data.jobId)
+    await worker.waitForAssignment(answer.body.data.jobId)
+    expect(worker.assignments).toHaveLength(1)
+  })
+
+  it('gives the job of an idempotency key retried through the other instance, and 409 for another body', async () => {
+    const [first, second] = await makeSharedBackends()
+    const a = await startInstance(first)
+    const b = await startInstance(second)
+    const worker = await TestWorker.connect(b.server.url, { agentName: `idem-${randomUUID()}` })
+    open.workers.push(worker)
+    const body = { agent_name: worker.options.agentName, room_id: 'room-i', metadata: { order: 17 } }
+    const key = { 'idempotency-key': `retry-${randomUUID()}` }
+    const created = await post(a, '/jobs', body, key)
+    expect(created.status).toBe(201)
+    const retried = await post(b, '/jobs', body, key)
+    expect(retried.body.id).toBe(created.body.id)
+    const conflicting = await post(b, '/jobs', { ...body, room_id: 'room-j' }, key)
+    expect(conflicting.status).toBe(409)
+    expect(conflicting.body.error.message).toContain(created.body.id)
+    expect(worker.assignments).toHaveLength(1)
   })
 }
 
