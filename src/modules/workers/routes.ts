@@ -9,10 +9,10 @@ import * as v from 'valibot'
 import { WebSocket, WebSocketServer } from 'ws'
 import { credentialOf, type Authenticator } from '../../http/auth'
 import type { Client } from '../../backend/mailboxes'
-import type { JobRecord, WorkerRecord } from '../../backend/workers'
+import type { JobCursor, JobRecord, WorkerRecord } from '../../backend/workers'
 import { AppError, BadRequestError, ConflictError } from '../../errors'
 import { describeIssue } from '../../http/input'
-import { json } from '../../http/reply'
+import { JSON_TYPE, json } from '../../http/reply'
 import { route, type AnyRoute, type ChannelDoc, type UpgradeHandler } from '../../http/route'
 import { throttled, type Logger } from '../../ops/logger'
 import { checkFieldSize } from '../fields'
@@ -39,10 +39,41 @@ function idempotencyKeyOf(header: string | undefined, requestId: string | undefi
   return header
 }
 
-/** The cursor of the page after `jobs`, or null when it is the last. */
-function nextCursor(jobs: JobRecord[], limit: number): string | null {
-  const last = jobs.at(-1)
-  return jobs.length < limit || !last ? null : Buffer.from(JSON.stringify([last.createdAt, last.id])).toString('base64url')
+/** The `next_cursor` that continues after `job`. */
+const cursorAfter = (job: JobRecord) => Buffer.from(JSON.stringify([job.createdAt, job.id])).toString('base64url')
+
+/**
+ * Bytes of jobs one page of GET /jobs holds at most (a page always holds one): with metadata and room options of up
+ * to max_field_kb each, `limit` jobs alone could make a page of gigabytes. Jobs are read from the store in chunks of
+ * JOB_PAGE_CHUNK, so what one page holds in memory is bounded too.
+ */
+export const JOB_PAGE_MAX_BYTES = 8 * 1024 * 1024
+const JOB_PAGE_CHUNK = 100
+
+/** One page of GET /jobs as JSON text: up to `limit` jobs and JOB_PAGE_MAX_BYTES, and the cursor of the next page when there may be one. */
+async function jobPage(read: (after: JobCursor | undefined, limit: number) => Promise<JobRecord[]>, after: JobCursor | undefined, limit: number): Promise<string> {
+  const views: string[] = []
+  let bytes = 0
+  let last: JobRecord | undefined
+  let full = false
+  while (!full && views.length < limit) {
+    const asked = Math.min(JOB_PAGE_CHUNK, limit - views.length)
+    const chunk = await read(last ?? after, asked)
+    for (const job of chunk) {
+      const view = JSON.stringify(jobView(job))
+      const size = Buffer.byteLength(view)
+      if (views.length > 0 && bytes + size > JOB_PAGE_MAX_BYTES) {
+        full = true
+        break
+      }
+      views.push(view)
+      bytes += size
+      last = job
+    }
+    if (chunk.length < asked) break
+  }
+  const more = last !== undefined && (full || views.length === limit)
+  return `{"jobs":[${views.join(',')}],"next_cursor":${more ? JSON.stringify(cursorAfter(last!)) : 'null'}}`
 }
 
 /** The native view of a job. */
@@ -224,22 +255,13 @@ export function workersRoutes(options: WorkersRoutesOptions): AnyRoute[] {
       method: 'GET',
       path: '/jobs',
       summary: 'List jobs, newest first, filtered by agent name, state, worker, room and creation time; paged by cursor (default limit 100)',
-      description: 'A page holds at most `limit` jobs; pass its `next_cursor` as `cursor` (with the same filters) for the next. Jobs created meanwhile do not shift the pages.',
+      description: 'A page holds at most `limit` jobs and 8 MiB of JSON (always at least one job); pass its `next_cursor` as `cursor` (with the same filters) for the next. Jobs created meanwhile do not shift the pages.',
       query: model.JobListQuery,
       responses: { 200: { description: 'Jobs of this client', schema: model.JobList }, ...nativeErrors },
       handle: async ({ caller, query }) => {
-        const limit = query.limit ?? 100
-        const jobs = await service.listJobs(caller.id, {
-          agentName: query.agent_name,
-          state: query.state,
-          workerId: query.worker_id,
-          roomId: query.room_id,
-          createdFrom: query.created_from,
-          createdBefore: query.created_before,
-          after: query.cursor,
-          limit,
-        })
-        return json({ jobs: jobs.map(jobView), next_cursor: nextCursor(jobs, limit) })
+        const filter = { agentName: query.agent_name, state: query.state, workerId: query.worker_id, roomId: query.room_id, createdFrom: query.created_from, createdBefore: query.created_before }
+        const page = await jobPage((after, limit) => service.listJobs(caller.id, { ...filter, after, limit }), query.cursor, query.limit ?? 100)
+        return { status: 200, headers: { 'content-type': JSON_TYPE }, body: page }
       },
     }),
     route({

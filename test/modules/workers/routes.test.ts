@@ -43,6 +43,35 @@ describe('native routes', () => {
     expect([...listed[0].jobs].sort()).toEqual([first.body.id, third.body.id].sort())
   })
 
+  it('holds a page of GET /jobs to 8 MiB however large its jobs, and pages through all of them by cursor, each once', async () => {
+    // max_field_kb raised so that each job carries 1.5 MiB: 12 of them are 18 MiB, more than two pages.
+    server = await startServer({ max_field_kb: 2048, max_body_kb: 4096 })
+    for (let i = 0; i < 12; i++) {
+      // No worker serves the name: each dispatch fails, and the failed job is kept for its history.
+      const refused = await request('POST', '/jobs', JSON.stringify({ agent_name: 'nobody', room_id: `room-${i}`, metadata: { pad: 'm'.repeat(1.5 * 1024 * 1024), i } }))
+      expect(refused.status).toBe(503)
+    }
+    const firstPage = ((await request('GET', '/jobs?limit=9999')).body.jobs as Json[]).map((job) => job.id)
+    expect(firstPage).toHaveLength(5)
+    const seen: string[] = []
+    let cursor: string | null = null
+    let pages = 0
+    do {
+      const response = await fetch(`${server.url}/jobs?limit=9999${cursor === null ? '' : `&cursor=${cursor}`}`)
+      const text = await response.text()
+      expect(Buffer.byteLength(text)).toBeLessThanOrEqual(8 * 1024 * 1024 + 1024)
+      const page = JSON.parse(text) as { jobs: Json[]; next_cursor: string | null }
+      expect(page.jobs.length).toBeGreaterThan(0)
+      seen.push(...page.jobs.map((job) => job.id))
+      cursor = page.next_cursor
+      pages++
+    } while (cursor !== null && pages < 10)
+    expect(pages).toBe(3)
+    expect(seen).toHaveLength(12)
+    expect(new Set(seen).size).toBe(12)
+    expect(seen.slice(0, 5)).toEqual(firstPage)
+  }, 60_000)
+
   it('answers bad input with 400 and a message naming what was wrong', async () => {
     server = await startServer()
     const cases: [string, string, string | undefined, string][] = [
