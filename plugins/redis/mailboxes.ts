@@ -18,17 +18,17 @@ import * as lua from './scripts/mailboxes'
 
 const SCRIPTS = {
   create: script(lua.CREATE_MAILBOX),
-  status: script(lua.MAILBOX_STATUS),
+  status: script(lua.MAILBOX_STATUS, { answered: false }),
   terminate: script(lua.TERMINATE_MAILBOX),
   put: script(lua.PUT_MESSAGE),
   take: script(lua.TAKE_MESSAGE),
   restore: script(lua.RESTORE_MESSAGE),
-  recover: script(lua.RECOVER_INFLIGHT),
-  discover: script(lua.DISCOVER_AGENTS),
-  heartbeat: script(lua.MAILBOX_HEARTBEAT),
-  stats: script(lua.MAILBOX_STATS),
+  recover: script(lua.RECOVER_INFLIGHT, { answered: false }),
+  discover: script(lua.DISCOVER_AGENTS, { answered: false }),
+  heartbeat: script(lua.MAILBOX_HEARTBEAT, { answered: false }),
+  stats: script(lua.MAILBOX_STATS, { answered: false }),
   share: script(lua.SHARE_MAILBOX),
-  counts: script(lua.COUNT_MAILBOXES),
+  counts: script(lua.COUNT_MAILBOXES, { answered: false }),
 }
 
 /** A take waits for the wake-up instead of asking Redis only when its caller waits at least this long. */
@@ -36,6 +36,12 @@ const SKIP_WAIT_MIN_MS = 1000
 
 /** Index entries one counts call settles at most, so a scrape after many expiries never blocks Redis for long. */
 const SWEEP_BATCH = 1000
+
+/**
+ * How long Redis remembers a put's id. ioredis re-sends a command whose reply was lost only while it reconnects
+ * (a few attempts of at most 2 s each, or a Sentinel failover), well within it.
+ */
+const PUT_ID_MS = 60_000
 
 /** Dead instances one recovery call puts back the messages of, at most, so that it never blocks Redis for long. */
 const RECOVER_BATCH = 10
@@ -134,6 +140,7 @@ export class RedisMailboxes implements MailboxStore {
         this.keys.outgoing(src, client?.id ?? ''),
         ...this.countKeys(),
         this.keys.queue(src),
+        this.keys.puts(dest),
       ],
       [
         client ? '1' : '',
@@ -151,6 +158,9 @@ export class RedisMailboxes implements MailboxStore {
         mailboxKey(src),
         destOwner === undefined ? '' : '1',
         destOwner ?? '',
+        // The put's id: the same in every attempt ioredis sends of this call.
+        randomUUID(),
+        PUT_ID_MS,
       ],
     )
   }
@@ -194,6 +204,8 @@ export class RedisMailboxes implements MailboxStore {
     const settled = this.unsettled.splice(0, count)
     try {
       await this.connection.command.hdel(this.keys.inflight(this.instance), ...settled.map((entry) => String(entry.take)))
+      // With redis_wait_replicas, a settle lost in a failover would deliver its messages again when this instance dies.
+      await this.connection.replicated()
     } catch (error) {
       // Tried again a window later, rather than at once against a store that just failed.
       const now = Date.now()

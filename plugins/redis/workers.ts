@@ -15,9 +15,9 @@ const SCRIPTS = {
   release: script(lua.RELEASE_SLOT),
   createJob: script(lua.CREATE_JOB),
   transition: script(lua.TRANSITION_JOB),
-  trimFinished: script(lua.TRIM_FINISHED_JOBS),
-  indexJobs: script(lua.INDEX_JOBS),
-  indexNames: script(lua.INDEX_WORKER_NAMES),
+  trimFinished: script(lua.TRIM_FINISHED_JOBS, { answered: false }),
+  indexJobs: script(lua.INDEX_JOBS, { answered: false }),
+  indexNames: script(lua.INDEX_WORKER_NAMES, { answered: false }),
 }
 
 /** The fields of a job a list reads: first those its filter compares, in JobFilter's order, then those it orders by. */
