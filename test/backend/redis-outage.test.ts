@@ -2,7 +2,7 @@
  * A Switchboard whose Redis connection drops: killed by Redis (CLIENT KILL),
  * or cut off for a while (a TCP relay between Switchboard and Redis stops
  * passing traffic). It reconnects, reports not-ready meanwhile, loses no
- * acknowledged message, and its waiting receivers carry on.
+ * acknowledged message, queues none twice, and its waiting receivers carry on.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import net from 'node:net'
@@ -159,6 +159,26 @@ describe.skipIf(redis.url === null)('redis connection loss', () => {
     relay!.dropAll()
     expect(await taking).toBe(first)
     expect(await a.backend.mailboxes.take(caller, mailbox, { deadline: Date.now() + 5000 })).toBe(second)
+  })
+
+  it('queues a put once when its reply is lost with the connection after Redis applied it, and ioredis sends it again', async () => {
+    const { prefix, relay, a, user, agent } = await setup(true)
+    const admin = new Redis(redis.url!)
+    cleanup.push(async () => void (await admin.quit()))
+    const queue = new RedisKeys(prefix).queue(agent)
+    // One put first, so that Redis knows the script and the put below is one EVALSHA.
+    const before = messageJson(user, agent)
+    expect((await rawRequest(`${a.url}/message`, { method: 'PUT', body: bodies.send(before) })).status).toBe(200)
+    relay!.swallowReplies()
+    const sent = messageJson(user, agent)
+    const putting = rawRequest(`${a.url}/message`, { method: 'PUT', body: bodies.send(sent) })
+    // The put ran in Redis; its reply is gone. Cutting the connection makes ioredis send it again once reconnected.
+    await eventually(async () => (await admin.llen(queue)) === 2, 10_000, 'the message queued')
+    relay!.dropAll()
+    expect((await putting).status).toBe(200)
+    expect(await admin.lrange(queue, 0, -1)).toEqual([before, sent])
+    const stats = await rawRequest(`${a.url}/mailbox/stats`, { body: bodies.mailbox(agent) })
+    expect(JSON.parse(stats.text).queued).toBe(2)
   })
 
   it('counts the store failures while Redis is cut off, per instance, and not the callers\' mistakes', async () => {
