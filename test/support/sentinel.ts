@@ -23,6 +23,8 @@ export interface SentinelGroup {
   masterPort(): Promise<number>
   /** SIGKILLs the master the Sentinels name now; resolves with its port once it is dead. */
   killMaster(): Promise<number>
+  /** Starts a server again on `port` (empty, as after a crash without persistence); the Sentinels make it a replica of the master they name. */
+  restart(port: number): Promise<void>
   /** Resolves with the new master's port once the Sentinels name a master other than `port`. */
   failedOver(port: number, timeoutMs?: number): Promise<number>
   stop(): void
@@ -138,6 +140,11 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
         await child.exited
         servers.delete(port)
         return port
+      },
+      async restart(port) {
+        const started = await spawnRedisServer(binaries.server, port, quick)
+        if (!started) throw new Error(`redis-server did not start again on port ${port}`)
+        servers.set(port, started.process)
       },
       async failedOver(port, timeoutMs = 30_000) {
         let now = port

@@ -318,6 +318,30 @@ return { restored, #dead }
 `
 
 /**
+ * Put back at the head of its mailbox the message one take of this instance
+ * holds in flight, if that take ran: a take whose receiver got an error
+ * instead (its reply lost with the connection, or not acknowledged by the
+ * replicas). Also when Redis is at its maxmemory.
+ * KEYS[1] the instance's in-flight hash · KEYS[2] mailbox hash · KEYS[3] queue · KEYS[4..6] counts
+ * ARGV[1] take number · ARGV[2] idle expiry ms · ARGV[3] wake channel
+ * Returns 1 when a message went back, 0 when the take had not run or its mailbox is gone.
+ */
+export const GIVE_BACK_MESSAGE = `${COUNTING}${INFLIGHT}
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry then return 0 end
+-- first write: shrinks memory, so the message goes back even in a full Redis.
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[2], 'state') ~= 'ACTIVE' then return 0 end
+local key, message = from_inflight(entry)
+local length = redis.call('LPUSH', KEYS[3], message)
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+track({ KEYS[4], KEYS[5], KEYS[6] }, key, now_ms() + tonumber(ARGV[2]), length)
+redis.call('PUBLISH', ARGV[3], key)
+return 1
+`
+
+/**
  * Put a message back at the head of an active mailbox's queue and wake one
  * waiter; also when Redis is at its maxmemory.
  * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3..5] counts
