@@ -116,7 +116,10 @@ export class RedisConnection {
     private readonly acknowledgement: Acknowledgement,
   ) {
     const options: ClientOptions = {
-      ...('url' in target ? {} : { ...target, sentinelRetryStrategy: reconnectDelay, failoverDetector: true }),
+      ...('url' in target ? {} : { ...target, sentinelRetryStrategy: reconnectDelay }),
+      // A master demoted while up refuses writes until the Sentinels cut its clients: reconnect, so that they name the
+      // new master, and send the refused (so not run) command again there.
+      reconnectOnError: (error: Error) => (error.message.startsWith('READONLY') ? 2 : false),
       lazyConnect: true,
       retryStrategy: reconnectDelay,
       // A command sent before the connection dropped is sent again after a quick reconnect (a take whose reply was

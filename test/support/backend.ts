@@ -39,6 +39,7 @@ async function testSentinels(): Promise<{ redis_sentinels: string; redis_master_
 async function sentinelMasterUrl(options: { redis_sentinels: string; redis_master_name: string }): Promise<string> {
   const [host, port] = options.redis_sentinels.split(',')[0]!.split(':')
   const sentinel = new Redis({ host, port: Number(port), lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  sentinel.on('error', () => {})
   try {
     await sentinel.connect()
     const [masterHost, masterPort] = (await sentinel.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', options.redis_master_name)) as [string, string]

@@ -49,6 +49,8 @@ export function sentinelBinaries(): { server: string; sentinel: string } | strin
 /** Asks the Sentinel at `port` a question; resolves with its answer. */
 async function askSentinel<T>(port: number, ask: (client: Redis) => Promise<T>): Promise<T> {
   const client = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+  // A Sentinel that is down rejects `connect`; the error event would be reported unhandled too.
+  client.on('error', () => {})
   try {
     await client.connect()
     return await ask(client)
