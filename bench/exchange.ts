@@ -11,7 +11,7 @@
 import Redis from 'ioredis'
 import { deleteKeys } from '../test/support/redis'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
-import { sentinelBinaries, startSentinelGroup } from '../test/support/sentinel'
+import { masterUrl, sentinelBinaries, startSentinelGroup } from '../test/support/sentinel'
 import { removeTempDirs } from '../test/support/temp'
 import { benchStore, listen, load, redisAvailable, REDIS_URL, request, startSwitchboard, table, writeResult, type BenchBackend, type LoadResult } from './lib'
 
@@ -126,7 +126,7 @@ async function sentinelRows(): Promise<void> {
         console.log(`${backend} pairs=${pairs} size=1024: p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, ${result.perSecond * 2} msg/s`)
       }
       await server.stop()
-      await deleteKeys(`redis://127.0.0.1:${await group.masterPort()}`, prefix)
+      await deleteKeys(await masterUrl(group.sentinels), prefix)
     }
   } finally {
     group.stop()

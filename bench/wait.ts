@@ -15,7 +15,7 @@ import { loadPlugin } from '../plugins/index'
 import { createBackend, type Backend, type Client, type EntityId } from '../src/backend/index'
 import { createLogger } from '../src/ops/logger'
 import { deleteKeys } from '../test/support/redis'
-import { sentinelBinaries, startSentinelGroup } from '../test/support/sentinel'
+import { masterUrl, sentinelBinaries, startSentinelGroup } from '../test/support/sentinel'
 import { removeTempDirs } from '../test/support/temp'
 import { load, round, table, writeResult, type LoadResult } from './lib'
 
@@ -93,7 +93,7 @@ try {
   }
 } finally {
   for (const backend of backends) await backend.close()
-  for (const prefix of prefixes) await deleteKeys(`redis://127.0.0.1:${await group.masterPort()}`, prefix)
+  for (const prefix of prefixes) await deleteKeys(await masterUrl(group.sentinels), prefix)
   master.disconnect()
   group.stop()
   removeTempDirs()

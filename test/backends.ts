@@ -4,17 +4,19 @@
  * main run). Without a Redis (or the redis-sentinel binary) that run is
  * skipped with the reason printed, except under CI=true. A Redis run must
  * leave no test key behind: every backend a test opens there is closed and
- * its prefix deleted.
+ * its prefix deleted. Each pass prints how long it took.
  */
 import { keysMatching, testRedis } from './support/redis'
-import { sentinelBinaries, startSentinelGroup, type SentinelGroup } from './support/sentinel'
+import { masterUrl, sentinelBinaries, startSentinelGroup, type SentinelGroup } from './support/sentinel'
 
 /** The keys under test prefixes (`sbtest-…`, random per backend) at `url`. */
 const testKeys = (url: string) => keysMatching(url, 'sbtest-*')
 
 const SUITES = ['test/modules', 'test/compat']
 let failed = false
-for (const backend of ['sqlite', 'redis', 'redis-sentinel']) {
+// `bun test/backends.ts redis-sentinel` runs the named passes only.
+const chosen = process.argv.slice(2)
+for (const backend of ['sqlite', 'redis', 'redis-sentinel'].filter((name) => chosen.length === 0 || chosen.includes(name))) {
   const env: Record<string, string | undefined> = { ...process.env, TEST_BACKEND: backend }
   /** Where the run's keys are; null for SQLite. */
   let keysAt: (() => Promise<string>) | null = null
@@ -40,7 +42,7 @@ for (const backend of ['sqlite', 'redis', 'redis-sentinel']) {
     env.REDIS_SENTINELS = group.options.redis_sentinels
     env.REDIS_MASTER_NAME = group.options.redis_master_name
     const sentinels = group
-    keysAt = async () => `redis://127.0.0.1:${await sentinels.masterPort()}`
+    keysAt = async () => masterUrl(sentinels.sentinels)
   }
   console.log(`\n${SUITES.join(' ')} on ${backend}`)
   const started = Date.now()

@@ -10,10 +10,9 @@ import { createBackend, type Backend } from '../../src/backend/index'
 import { loadPlugin } from '../../plugins/index'
 import { createLogger } from '../../src/ops/logger'
 import { deleteKeys, randomPrefix, testRedis } from './redis'
-import { MASTER_NAME, startSentinelGroup, type SentinelGroup } from './sentinel'
+import { MASTER_NAME, masterUrl, startSentinelGroup, type SentinelGroup } from './sentinel'
 import { tempDir } from './temp'
 import { randomUUID } from 'node:crypto'
-import Redis from 'ioredis'
 import { join } from 'node:path'
 
 export const logger = createLogger((process.env.TEST_LOG_LEVEL as 'debug' | undefined) ?? 'silent')
@@ -33,20 +32,6 @@ async function testSentinels(): Promise<{ redis_sentinels: string; redis_master_
   if (process.env.REDIS_SENTINELS) return { redis_sentinels: process.env.REDIS_SENTINELS, redis_master_name: process.env.REDIS_MASTER_NAME ?? MASTER_NAME }
   sentinelGroup ??= startSentinelGroup()
   return (await sentinelGroup).options
-}
-
-/** The URL of the master the Sentinels of `options` name now (to delete a test's keys there). */
-async function sentinelMasterUrl(options: { redis_sentinels: string; redis_master_name: string }): Promise<string> {
-  const [host, port] = options.redis_sentinels.split(',')[0]!.split(':')
-  const sentinel = new Redis({ host, port: Number(port), lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  sentinel.on('error', () => {})
-  try {
-    await sentinel.connect()
-    const [masterHost, masterPort] = (await sentinel.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', options.redis_master_name)) as [string, string]
-    return `redis://${masterHost}:${masterPort}`
-  } finally {
-    sentinel.disconnect()
-  }
 }
 
 /** The plugin a test backend name stands for. */
@@ -82,7 +67,7 @@ export async function makeBackend(name: string, options: Record<string, unknown>
     ...backend,
     async close() {
       await backend.close()
-      await deleteKeys(url ?? (await sentinelMasterUrl(isolated as { redis_sentinels: string; redis_master_name: string })), prefix)
+      await deleteKeys(url ?? (await masterUrl(isolated.redis_sentinels as string, isolated.redis_master_name as string)), prefix)
     },
   }
 }

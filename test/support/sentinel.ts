@@ -46,9 +46,9 @@ export function sentinelBinaries(): { server: string; sentinel: string } | strin
   return `no ${server ? 'redis-sentinel' : 'redis-server'} binary on PATH (Debian packages redis-server and redis-sentinel)`
 }
 
-/** Asks the Sentinel at `port` a question; resolves with its answer. */
-async function askSentinel<T>(port: number, ask: (client: Redis) => Promise<T>): Promise<T> {
-  const client = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
+/** Asks the Sentinel at `host`:`port` a question; resolves with its answer. */
+async function askSentinel<T>(host: string, port: number, ask: (client: Redis) => Promise<T>): Promise<T> {
+  const client = new Redis({ host, port, lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
   // A Sentinel that is down rejects `connect`; the error event would be reported unhandled too.
   client.on('error', () => {})
   try {
@@ -61,10 +61,24 @@ async function askSentinel<T>(port: number, ask: (client: Redis) => Promise<T>):
 
 /** The master's fields as `SENTINEL MASTER` lists them. */
 async function masterInfo(port: number): Promise<Record<string, string>> {
-  const fields = (await askSentinel(port, (client) => client.call('SENTINEL', 'MASTER', MASTER_NAME))) as string[]
+  const fields = (await askSentinel('127.0.0.1', port, (client) => client.call('SENTINEL', 'MASTER', MASTER_NAME))) as string[]
   const info: Record<string, string> = {}
   for (let i = 0; i + 1 < fields.length; i += 2) info[fields[i]!] = fields[i + 1]!
   return info
+}
+
+/** The URL of the master `name` as the first Sentinel of `sentinels` (host:port,…) that answers names it. */
+export async function masterUrl(sentinels: string, name = MASTER_NAME): Promise<string> {
+  for (const sentinel of sentinels.split(',')) {
+    const [host, port] = sentinel.split(':')
+    try {
+      const [masterHost, masterPort] = (await askSentinel(host!, Number(port), (client) => client.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name))) as [string, string]
+      return `redis://${masterHost}:${masterPort}`
+    } catch {
+      // That Sentinel may be down: ask the next.
+    }
+  }
+  throw new Error(`no Sentinel of ${sentinels} names master "${name}"`)
 }
 
 /** Starts a master, its replica and 3 Sentinels; resolves once every Sentinel sees the replica and the two other Sentinels. */
@@ -118,18 +132,8 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
       }
     }
     await eventually(async () => (await Promise.all(ports.map(seesAll))).every(Boolean), 20_000, 'every Sentinel sees the replica and the other Sentinels')
-    const masterPort = async () => {
-      for (const port of ports) {
-        try {
-          const [, found] = (await askSentinel(port, (client) => client.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', MASTER_NAME))) as [string, string]
-          return Number(found)
-        } catch {
-          // That Sentinel may be down: ask the next.
-        }
-      }
-      throw new Error('no Sentinel answers')
-    }
     const list = ports.map((port) => `127.0.0.1:${port}`).join(',')
+    const masterPort = async () => Number(new URL(await masterUrl(list)).port)
     group = {
       sentinels: list,
       options: { redis_sentinels: list, redis_master_name: MASTER_NAME },
