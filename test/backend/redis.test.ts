@@ -7,7 +7,7 @@ import { RedisKeys } from '../../plugins/redis/keys'
 import { Drained } from '../../plugins/redis/drained'
 import { script } from '../../plugins/redis/connection'
 import { TAKE_MESSAGE } from '../../plugins/redis/scripts/mailboxes'
-import { ForbiddenError, MailboxTerminatedError } from '../../src/errors'
+import { ForbiddenError, MailboxTerminatedError, UnavailableError } from '../../src/errors'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
@@ -97,6 +97,26 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect((await next.workers.listWorkers('voice')).map((found) => found.id)).toEqual(['w1', 'w3'])
       expect((await next.workers.listWorkers('chat')).map((found) => found.id)).toEqual(['w2'])
       expect(await db.get(keys.workersIndexed())).toBe('1')
+    })
+
+    it('with redis_wait_replicas, answers 503 for a write no replica acknowledges, and gives back a take\'s message', async () => {
+      // This Redis has no replica: WAIT 1 times out.
+      const { backend: plain, prefix, keys } = await open()
+      const waiting = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix, redis_wait_replicas: 1, redis_wait_timeout_ms: 50 })
+      opened.push({ backend: waiting, prefix })
+      const [box, sender] = [agent(), agent()]
+      await plain.mailboxes.create(client, box, null)
+      const refusal = await waiting.mailboxes.put(client, message(box, sender)).catch((error: Error) => error)
+      expect(refusal).toBeInstanceOf(UnavailableError)
+      expect((refusal as Error).message).toContain('not acknowledged by 1 Redis replica(s) within 50 ms (only by 0)')
+      // Applied in the master all the same: the sender was told it may or may not survive a failover.
+      expect(await (await inspect()).llen(keys.queue(box))).toBe(1)
+      const taking = await waiting.mailboxes.take(client, box, { deadline: Date.now() + 1000 }).catch((error: Error) => error)
+      expect(taking).toBeInstanceOf(UnavailableError)
+      // The receiver got an error, so the message went back to the queue and left the in-flight hash.
+      await eventually(async () => (await (await inspect()).llen(keys.queue(box))) === 1, 5000, 'the message back in its queue')
+      expect(await (await inspect()).hlen(keys.inflight((waiting.mailboxes as unknown as { instance: string }).instance))).toBe(0)
+      expect(await plain.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).not.toBeNull()
     })
 
     it('refuses to start with a clear message when Redis cannot be reached', async () => {
