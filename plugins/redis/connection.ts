@@ -105,6 +105,8 @@ export class RedisConnection {
   private readonly channels = new Map<string, (payload: string) => void>()
   private subscribed = false
   private closing = false
+  /** Set once both connections came up at startup. */
+  private opened = false
   /** The WAIT the writes answered in this tick share (a WAIT covers every earlier write of its connection). */
   private nextWait: Promise<void> | null = null
 
@@ -116,7 +118,8 @@ export class RedisConnection {
     private readonly acknowledgement: Acknowledgement,
   ) {
     const options: ClientOptions = {
-      ...('url' in target ? {} : { ...target, sentinelRetryStrategy: reconnectDelay }),
+      // At startup, Sentinels that cannot be reached fail the start at once, as an unreachable Redis does; later they are asked again.
+      ...('url' in target ? {} : { ...target, sentinelRetryStrategy: (times: number) => (this.opened ? reconnectDelay(times) : null) }),
       // A master demoted while up refuses writes until the Sentinels cut its clients: reconnect, so that they name the
       // new master, and send the refused (so not run) command again there.
       reconnectOnError: (error: Error) => (error.message.startsWith('READONLY') ? 2 : false),
@@ -158,6 +161,7 @@ export class RedisConnection {
     for (const [channel, handler] of Object.entries(channels)) connection.channels.set(channel, handler)
     try {
       await Promise.all([connection.command.connect(), connection.subscriber.connect()])
+      connection.opened = true
       await connection.resubscribe()
     } catch (error) {
       await connection.close()

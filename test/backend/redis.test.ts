@@ -123,6 +123,12 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       const failure = await makeBackend('redis', { redis_url: 'redis://127.0.0.1:1', redis_prefix: randomPrefix() }).catch((error: unknown) => error)
       expect(failure).toBeInstanceOf(PluginError)
       expect((failure as Error).message).toContain('cannot reach Redis at redis://127.0.0.1:1')
+      // Through Sentinels none of which answers: refused at once too, rather than asking them again forever.
+      const started = Date.now()
+      const viaSentinels = await makeBackend('redis', { redis_sentinels: '127.0.0.1:1,127.0.0.1:2', redis_master_name: 'main', redis_prefix: randomPrefix() }).catch((error: unknown) => error)
+      expect(viaSentinels).toBeInstanceOf(PluginError)
+      expect((viaSentinels as Error).message).toContain('cannot reach Redis at master "main" of Sentinels 127.0.0.1:1,127.0.0.1:2: All sentinels are unreachable')
+      expect(Date.now() - started).toBeLessThan(2000)
     })
 
     it('keeps every key under its prefix', async () => {
