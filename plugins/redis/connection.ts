@@ -109,6 +109,8 @@ export class RedisConnection {
   private opened = false
   /** The WAIT the writes answered in this tick share (a WAIT covers every earlier write of its connection). */
   private nextWait: Promise<void> | null = null
+  /** Counts the command connection's drops: a WAIT answered on a later connection says nothing of the writes of an earlier one. */
+  private drops = 0
 
   private constructor(
     target: RedisTarget,
@@ -134,6 +136,7 @@ export class RedisConnection {
     const client = (more: ClientOptions) => ('url' in target ? new Redis(target.url, { ...options, ...more }) : new Redis({ ...options, ...more }))
     this.command = client({ enableOfflineQueue: false, connectionName: `${name}:command` })
     this.subscriber = client({ connectionName: `${name}:events`, autoResubscribe: false })
+    this.command.on('close', () => this.drops++)
     this.subscriber.on('message', (channel: string, payload: string) => this.channels.get(channel)?.(payload))
     this.subscriber.on('close', () => {
       this.subscribed = false
@@ -218,6 +221,7 @@ export class RedisConnection {
     const { replicas, timeoutMs } = this.acknowledgement
     if (replicas === 0) return Promise.resolve()
     // Writes answered in the same tick share one WAIT, sent after all of them.
+    const drops = this.drops
     this.nextWait ??= Promise.resolve().then(async () => {
       this.nextWait = null
       let acknowledged: number
@@ -226,6 +230,8 @@ export class RedisConnection {
       } catch (error) {
         throw storeError(error)
       }
+      // ioredis sends a WAIT whose reply was lost again after reconnecting, maybe to a new master: that answer does not count.
+      if (this.drops !== drops) throw new UnavailableError('the connection to Redis dropped before the replicas acknowledged the write; it may or may not survive a failover')
       if (acknowledged < replicas) throw new UnavailableError(`the write was not acknowledged by ${replicas} Redis replica(s) within ${timeoutMs} ms (only by ${acknowledged}); it may or may not survive a failover`)
     })
     return this.nextWait

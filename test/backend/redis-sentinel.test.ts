@@ -1,14 +1,17 @@
 /**
  * The redis backend behind Sentinels (1 master, 1 replica, 3 Sentinels the
  * test starts): where the settings say the master is, the backend contract
- * with WAIT on, and a failover under load. Two Switchboards serve senders and receivers while the master is
- * SIGKILLed; the Sentinels promote the replica, every instance finds it by
- * itself and /readyz is 200 again, a receiver that waited through it gets a
- * message sent after it (woken, re-subscribed). With redis_wait_replicas every message
- * acknowledged with a 2xx is received exactly once; without, what was lost
- * and duplicated is counted and printed.
+ * with WAIT on, and a failover under load. Two Switchboards serve senders
+ * and receivers while the master is SIGKILLed after its replica fell 300 ms
+ * behind; the Sentinels promote the replica, every instance finds it by
+ * itself and /readyz is 200 again, and a receiver that waited through it
+ * gets a message sent after it (woken, re-subscribed). With
+ * redis_wait_replicas every message acknowledged with a 2xx is received
+ * exactly once; without, what was lost and duplicated is counted and
+ * printed (some of either, since the replica missed the last writes).
  */
 import { afterEach, describe, expect, it } from 'bun:test'
+import Redis from 'ioredis'
 import { createApp } from '../../src/app'
 import { createBackend } from '../../src/backend/index'
 import { serve, type RunningServer } from '../../src/http/node'
@@ -19,7 +22,7 @@ import { logger, makeBackend } from '../support/backend'
 import { testBackend } from './conformance'
 import { rawRequest } from '../support/http'
 import { randomPrefix } from '../support/redis'
-import { sentinelBinaries, startSentinelGroup, type SentinelGroup } from '../support/sentinel'
+import { masterUrl, sentinelBinaries, startSentinelGroup, type SentinelGroup } from '../support/sentinel'
 import { eventually } from '../support/wait'
 
 describe('where the settings say the master is', () => {
@@ -143,8 +146,17 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     for (const id of [lateUser, lateAgent]) expect((await rawRequest(`${a}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
     const waiting = rawRequest(`${b}/message`, { body: bodies.receive(lateAgent, 60) })
     await Bun.sleep(100)
+    // The replica falls behind before the master dies: stopped, its link cut by the master (what was sent before
+    // waits in its socket), it misses what is written in the last 300 ms, which is in the master alone.
+    const replica = await group.replicaPort()
+    group.signal(replica, 'SIGSTOP')
+    const master = new Redis(await masterUrl(group.sentinels))
+    await master.call('CLIENT', 'KILL', 'TYPE', 'replica')
+    master.disconnect()
+    await Bun.sleep(300)
     const killedAt = Date.now()
     const old = await group.killMaster()
+    group.signal(replica, 'SIGCONT')
     // Polled from the kill on: the first moment both instances answer 200 again.
     let readyAt = 0
     const ready = eventually(
@@ -192,9 +204,11 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     expect(counts.waiter).toEqual({ status: 200, gotIt: true })
   }, 120_000)
 
-  it('without WAIT, recovers by itself; what was lost and duplicated is counted', async () => {
+  it('without WAIT, recovers by itself, and loses or duplicates what the replica missed (counted)', async () => {
     const counts = await failoverUnderLoad(0)
     console.log(`Sentinel failover, no WAIT: ${JSON.stringify(counts)}`)
+    // What the replica missed is gone or delivered again: the case WAIT exists for does happen here.
+    expect(counts.lost + counts.duplicated).toBeGreaterThan(0)
     expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
     expect(counts.readyAfterMs).toBeLessThan(20_000)
     expect(counts.waiter).toEqual({ status: 200, gotIt: true })

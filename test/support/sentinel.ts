@@ -21,6 +21,10 @@ export interface SentinelGroup {
   options: { redis_sentinels: string; redis_master_name: string }
   /** The port of the server the Sentinels name master now. */
   masterPort(): Promise<number>
+  /** The port of the server the Sentinels do not name master (the replica). */
+  replicaPort(): Promise<number>
+  /** Sends `signal` to the server on `port` (SIGSTOP and SIGCONT: a replica that falls behind for a while). */
+  signal(port: number, signal: 'SIGSTOP' | 'SIGCONT'): void
   /** SIGKILLs the master the Sentinels name now; resolves with its port once it is dead. */
   killMaster(): Promise<number>
   /** Starts a server again on `port` (empty, as after a crash without persistence); the Sentinels make it a replica of the master they name. */
@@ -138,6 +142,15 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
       sentinels: list,
       options: { redis_sentinels: list, redis_master_name: MASTER_NAME },
       masterPort,
+      async replicaPort() {
+        const master = await masterPort()
+        const replica = [...servers.keys()].find((port) => port !== master)
+        if (replica === undefined) throw new Error('the group has no replica running')
+        return replica
+      },
+      signal(port, signal) {
+        servers.get(port)?.kill(signal)
+      },
       async killMaster() {
         const port = await masterPort()
         const child = servers.get(port)
