@@ -3,16 +3,11 @@
  * (PUT /message), the agent receives it on its SSE listener and answers
  * (PUT /message), the user receives the answer on its own listener. Pairs
  * run concurrently; on each backend; with a raw ioredis RPUSH/BLPOP round
- * trip as the floor any Redis-backed exchange pays. Then on Redis behind
- * Sentinels (a group of 1 master, 1 replica, 3 Sentinels started here),
- * without and with redis_wait_replicas = 1: the cost of WAIT beside the
- * single-Redis rows of the same run.
+ * trip as the floor any Redis-backed exchange pays.
  */
 import Redis from 'ioredis'
 import { deleteKeys } from '../test/support/redis'
 import { listenBody, mailboxBody, newAgent, newUser, sendBody } from './academy'
-import { masterUrl, sentinelBinaries, startSentinelGroup } from '../test/support/sentinel'
-import { removeTempDirs } from '../test/support/temp'
 import { benchStore, listen, load, redisAvailable, REDIS_URL, request, startSwitchboard, table, writeResult, type BenchBackend, type LoadResult } from './lib'
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
@@ -108,32 +103,6 @@ for (const backend of backends) {
   await server.stop()
   await store.remove()
 }
-
-/** The Sentinel rows: 1 KB messages, each pair count, without and with WAIT 1. */
-async function sentinelRows(): Promise<void> {
-  const binaries = sentinelBinaries()
-  if (typeof binaries === 'string') return console.log(`redis behind Sentinels: ${binaries}; skipped`)
-  const group = await startSentinelGroup()
-  try {
-    for (const wait of [0, 1]) {
-      const backend = wait === 0 ? 'redis, Sentinel' : 'redis, Sentinel, WAIT 1'
-      const prefix = `bench:${crypto.randomUUID()}`
-      const server = await startSwitchboard(['--backend', 'redis', '--redis-sentinels', group.sentinels, '--redis-master-name', group.options.redis_master_name, '--redis-prefix', prefix, '--redis-wait-replicas', String(wait)])
-      for (const pairs of PAIRS) {
-        const result = await exchangeRoundTrips(server.url, pairs, 1024)
-        figures.push({ backend, pairs, sizeBytes: 1024, result, redisFloor: null })
-        rows.push([backend, pairs, '1 KB', result.latency.p50, result.latency.p99, result.perSecond * 2, '—', result.errors])
-        console.log(`${backend} pairs=${pairs} size=1024: p50 ${result.latency.p50} ms, p99 ${result.latency.p99} ms, ${result.perSecond * 2} msg/s`)
-      }
-      await server.stop()
-      await deleteKeys(await masterUrl(group.sentinels), prefix)
-    }
-  } finally {
-    group.stop()
-    removeTempDirs()
-  }
-}
-if (hasRedis) await sentinelRows()
 
 const markdown = table(['backend', 'pairs', 'message', 'round trip p50 ms', 'p99 ms', 'messages/s', 'raw Redis RPUSH/BLPOP p50 / p99 ms', 'errors'], rows)
 console.log(`\nExchange round trip (PUT + SSE listen, both directions; ${SECONDS} s per row)\n\n${markdown}\n`)
