@@ -85,10 +85,6 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   let target: RedisTarget
   try {
     target = redisTarget(options)
-  } catch (error) {
-    throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
-  }
-  try {
     connection = await RedisConnection.open(target, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters, drained), {
       replicas: options.redis_wait_replicas,
       timeoutMs: options.redis_wait_timeout_ms,

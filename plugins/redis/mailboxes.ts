@@ -46,6 +46,12 @@ const SWEEP_BATCH = 1000
  */
 const PUT_ID_MS = 60_000
 
+/** What ioredis says of a command it refused to send because the connection is down. */
+const NOT_SENT = 'enableOfflineQueue options is false'
+
+/** Takes remembered for a give-back at most; past it the oldest is left in flight, put back only when this instance dies. */
+const UNCERTAIN_MAX = 10_000
+
 /** Milliseconds between attempts to give back the messages of takes whose receivers got an error, while Redis refuses. */
 const GIVE_BACK_RETRY_MS = 500
 
@@ -196,8 +202,8 @@ export class RedisMailboxes implements MailboxStore {
         )) as [string, number] | null
       } catch (error) {
         this.drained.taken(key, sent, false, caller)
-        // The take may have run with its reply lost (a connection cut, a failover): what it popped goes back.
-        if (error instanceof UnavailableError) this.giveBackLater(take, id)
+        // A take sent may have run with its reply lost (a connection cut, a failover): what it popped goes back.
+        if (error instanceof UnavailableError && !error.message.includes(NOT_SENT)) this.giveBackLater(take, id)
         throw error
       }
       this.drained.taken(key, sent, reply !== null && reply[1] === 0, caller)
@@ -217,6 +223,7 @@ export class RedisMailboxes implements MailboxStore {
   /** Gives back, as soon as Redis answers, the message take number `take` may hold in flight, its receiver having got an error. */
   private giveBackLater(take: number, id: EntityId): void {
     this.uncertain.push({ take, id })
+    if (this.uncertain.length > UNCERTAIN_MAX) this.uncertain.shift()
     void this.giveBack().finally(() => this.scheduleGiveBack())
   }
 
