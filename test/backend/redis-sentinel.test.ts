@@ -4,8 +4,9 @@
  * with WAIT on, and a failover under load. Two Switchboards serve senders
  * and receivers while the master is SIGKILLed after its replica fell 300 ms
  * behind; the Sentinels promote the replica, every instance finds it by
- * itself and /readyz is 200 again, and a receiver that waited through it
- * gets a message sent after it (woken, re-subscribed). With
+ * itself and /readyz is 200 again, a receiver that waited through it gets
+ * a message sent after it (woken, re-subscribed), and an event published
+ * after it crosses instances. With
  * redis_wait_replicas every message acknowledged with a 2xx is received
  * exactly once; without, what was lost and duplicated is counted and
  * printed (some of either, since the replica missed the last writes).
@@ -13,7 +14,7 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
 import { createApp } from '../../src/app'
-import { createBackend } from '../../src/backend/index'
+import { createBackend, type Backend } from '../../src/backend/index'
 import { serve, type RunningServer } from '../../src/http/node'
 import { loadPlugin } from '../../plugins/index'
 import { describeTarget, redisTarget } from '../../plugins/redis/connection'
@@ -73,6 +74,8 @@ interface Counts {
   readyAfterMs: number
   /** What a receiver waiting since before the SIGKILL got, for a message sent through the other instance after it. */
   waiter: { status: number; gotIt: boolean }
+  /** Whether an event published through the first instance after the failover reached a subscriber on the second. */
+  eventHeard: boolean
 }
 
 /** The pairs of mailboxes messages go through, one sender and one receiver each. */
@@ -84,10 +87,11 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     for (const step of cleanup.splice(0).reverse()) await step()
   })
 
-  /** Two Switchboards on the group's master through its Sentinels. */
-  async function instances(group: SentinelGroup, waitReplicas: number): Promise<string[]> {
+  /** Two Switchboards on the group's master through its Sentinels: their URLs and backends. */
+  async function instances(group: SentinelGroup, waitReplicas: number): Promise<{ urls: string[]; backends: Backend[] }> {
     const prefix = randomPrefix()
     const urls: string[] = []
+    const backends: Backend[] = []
     for (let i = 0; i < 2; i++) {
       const options = { ...group.options, redis_prefix: prefix, redis_wait_replicas: waitReplicas, redis_wait_timeout_ms: 500 }
       const backend = await createBackend(await loadPlugin('redis'), options, { logger })
@@ -98,15 +102,20 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
         await app.decorator.switchboard.close()
       })
       urls.push(server.url)
+      backends.push(backend)
     }
-    return urls
+    return { urls, backends }
   }
 
   /** Sends and receives through both instances while the master is killed; counts what was acknowledged and received. */
   async function failoverUnderLoad(waitReplicas: number): Promise<Counts> {
     const group = await startSentinelGroup()
     cleanup.push(() => group.stop())
-    const [a, b] = await instances(group, waitReplicas)
+    const { urls, backends } = await instances(group, waitReplicas)
+    const [a, b] = urls as [string, string]
+    // An event bus subscriber on the second instance, for an event the first publishes after the failover.
+    const events: string[] = []
+    cleanup.push(await backends[1]!.events.subscribe('failover-probe', (payload) => events.push(payload)))
     const pairs: [Id, Id][] = Array.from({ length: PAIRS }, () => [userId(), agentId()])
     for (const [user, agent] of pairs) for (const id of [user, agent]) expect((await rawRequest(`${a}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
 
@@ -179,6 +188,8 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     const late = messageJson(lateUser, lateAgent)
     expect((await rawRequest(`${a}/message`, { method: 'PUT', body: bodies.send(late) })).status).toBe(200)
     const woken = await waiting
+    await backends[0]!.events.publish('failover-probe', 'after')
+    await eventually(() => events.includes('after'), 5000, 'the event published after the failover heard by the other instance').catch(() => {})
     sending = false
     await Promise.all(senders)
     await eventually(() => [...acknowledged].every((message) => received.has(message)), 10_000, 'every acknowledged message received').catch(() => {})
@@ -191,6 +202,7 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
       duplicated: [...received.values()].filter((count) => count > 1).length,
       readyAfterMs: readyAt - killedAt,
       waiter: { status: woken.status, gotIt: woken.text === JSON.stringify({ message: late }) },
+      eventHeard: events.includes('after'),
     }
   }
 
@@ -202,6 +214,7 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     expect(counts.duplicated).toBe(0)
     expect(counts.readyAfterMs).toBeLessThan(20_000)
     expect(counts.waiter).toEqual({ status: 200, gotIt: true })
+    expect(counts.eventHeard).toBe(true)
   }, 120_000)
 
   it('without WAIT, recovers by itself, and loses or duplicates what the replica missed (counted)', async () => {
@@ -212,5 +225,6 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
     expect(counts.readyAfterMs).toBeLessThan(20_000)
     expect(counts.waiter).toEqual({ status: 200, gotIt: true })
+    expect(counts.eventHeard).toBe(true)
   }, 120_000)
 })
