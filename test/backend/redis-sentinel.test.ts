@@ -206,6 +206,23 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     }
   }
 
+  it('follows a failover the Sentinels are asked for while the master stays up', async () => {
+    const group = await startSentinelGroup()
+    cleanup.push(() => group.stop())
+    const { urls } = await instances(group, 1)
+    const [a, b] = urls as [string, string]
+    const [user, agent] = [userId(), agentId()]
+    for (const id of [user, agent]) expect((await rawRequest(`${a}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    const old = await group.switchMaster()
+    await group.failedOver(old)
+    // The old master is a replica now (the Sentinels cut its clients); the instances reach the new master.
+    const message = messageJson(user, agent)
+    await eventually(async () => (await rawRequest(`${a}/message`, { method: 'PUT', body: bodies.send(message) })).status === 200, 20_000, 'a message sent after the switch')
+    const received = await rawRequest(`${b}/message`, { body: bodies.receive(agent, 10) })
+    expect([received.status, received.text]).toEqual([200, JSON.stringify({ message })])
+    for (const url of [a, b]) expect((await rawRequest(`${url}/readyz`)).status).toBe(200)
+  }, 60_000)
+
   it('with redis_wait_replicas = 1, delivers every acknowledged message exactly once', async () => {
     const counts = await failoverUnderLoad(1)
     console.log(`Sentinel failover, WAIT 1: ${JSON.stringify(counts)}`)

@@ -25,6 +25,8 @@ export interface SentinelGroup {
   replicaPort(): Promise<number>
   /** Sends `signal` to the server on `port` (SIGSTOP and SIGCONT: a replica that falls behind for a while). */
   signal(port: number, signal: 'SIGSTOP' | 'SIGCONT'): void
+  /** Asks the Sentinels for a failover while the master stays up (as for maintenance); resolves with the old master's port. */
+  switchMaster(): Promise<number>
   /** SIGKILLs the master the Sentinels name now; resolves with its port once it is dead. */
   killMaster(): Promise<number>
   /** Starts a server again on `port` (empty, as after a crash without persistence); the Sentinels make it a replica of the master they name. */
@@ -150,6 +152,11 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
       },
       signal(port, signal) {
         servers.get(port)?.kill(signal)
+      },
+      async switchMaster() {
+        const port = await masterPort()
+        await askSentinel('127.0.0.1', ports[0]!, (client) => client.call('SENTINEL', 'FAILOVER', MASTER_NAME))
+        return port
       },
       async killMaster() {
         const port = await masterPort()
