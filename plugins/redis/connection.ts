@@ -120,11 +120,16 @@ export class RedisConnection {
     private readonly acknowledgement: Acknowledgement,
   ) {
     const options: ClientOptions = {
-      // At startup, Sentinels that cannot be reached fail the start at once, as an unreachable Redis does; later they are asked again.
-      ...('url' in target ? {} : { ...target, sentinelRetryStrategy: (times: number) => (this.opened ? reconnectDelay(times) : null) }),
-      // A master demoted while up refuses writes until the Sentinels cut its clients: reconnect, so that they name the
-      // new master, and send the refused (so not run) command again there.
-      reconnectOnError: (error: Error) => (error.message.startsWith('READONLY') ? 2 : false),
+      ...('url' in target
+        ? {}
+        : {
+            ...target,
+            // At startup, Sentinels that cannot be reached fail the start at once, as an unreachable Redis does; later they are asked again.
+            sentinelRetryStrategy: (times: number) => (this.opened ? reconnectDelay(times) : null),
+            // A master demoted while up refuses writes until the Sentinels cut its clients: reconnect, so that they name
+            // the new master, and send the refused (so not run) command again there.
+            reconnectOnError: (error: Error) => (error.message.startsWith('READONLY') ? 2 : false),
+          }),
       lazyConnect: true,
       retryStrategy: reconnectDelay,
       // A command sent before the connection dropped is sent again after a quick reconnect (a take whose reply was
