@@ -72,6 +72,8 @@ interface Counts {
   duplicated: number
   /** From the SIGKILL until both instances' /readyz answer 200 again. */
   readyAfterMs: number
+  /** Whether /readyz answered 503 in between. */
+  notReadySeen: boolean
   /** What a receiver waiting since before the SIGKILL got, for a message sent through the other instance after it. */
   waiter: { status: number; gotIt: boolean }
   /** Whether an event published through the first instance after the failover reached a subscriber on the second. */
@@ -168,10 +170,12 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     group.signal(replica, 'SIGCONT')
     // Polled from the kill on: the first moment both instances answer 200 again.
     let readyAt = 0
+    let notReadySeen = false
     const ready = eventually(
       async () => {
         const statuses = await Promise.all([a, b].map(async (url) => (await rawRequest(`${url}/readyz`).catch(() => null))?.status))
         readyAt = Date.now()
+        if (statuses.includes(503)) notReadySeen = true
         return statuses.every((status) => status === 200) && (await group.masterPort().catch(() => old)) !== old
       },
       30_000,
@@ -201,6 +205,7 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
       lost: [...acknowledged].filter((message) => !received.has(message)).length,
       duplicated: [...received.values()].filter((count) => count > 1).length,
       readyAfterMs: readyAt - killedAt,
+      notReadySeen,
       waiter: { status: woken.status, gotIt: woken.text === JSON.stringify({ message: late }) },
       eventHeard: events.includes('after'),
     }
@@ -229,6 +234,7 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
     expect(counts.lost).toBe(0)
     expect(counts.duplicated).toBe(0)
+    expect(counts.notReadySeen).toBe(true)
     expect(counts.readyAfterMs).toBeLessThan(20_000)
     expect(counts.waiter).toEqual({ status: 200, gotIt: true })
     expect(counts.eventHeard).toBe(true)
@@ -240,6 +246,7 @@ describe.skipIf(typeof binaries === 'string')('a Sentinel failover under load', 
     // What the replica missed is gone or delivered again: the case WAIT exists for does happen here.
     expect(counts.lost + counts.duplicated).toBeGreaterThan(0)
     expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
+    expect(counts.notReadySeen).toBe(true)
     expect(counts.readyAfterMs).toBeLessThan(20_000)
     expect(counts.waiter).toEqual({ status: 200, gotIt: true })
     expect(counts.eventHeard).toBe(true)
