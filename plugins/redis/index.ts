@@ -96,6 +96,13 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   } catch (error) {
     throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
   }
+  if (options.redis_wait_replicas > 0) {
+    // Said at startup, since otherwise the first sign is every write answered 503.
+    const replicas = Number(/^connected_slaves:(\d+)/m.exec(await connection.command.info('replication'))?.[1] ?? 0)
+    if (replicas < options.redis_wait_replicas) {
+      context.logger.warn('redis_wait_replicas asks for more replicas than the Redis master has: writes get 503 until enough of them follow it', { wanted: options.redis_wait_replicas, connected: replicas, redis: describeTarget(target) })
+    }
+  }
   const mailboxes = new RedisMailboxes(
     connection,
     keys,

@@ -1,7 +1,9 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
 import type { Backend, Client, EntityId, JobRecord, WorkerRecord } from '../../src/backend/index'
-import { PluginError } from '../../src/backend/index'
+import { createBackend, PluginError } from '../../src/backend/index'
+import { loadPlugin } from '../../plugins/index'
+import { createLogger } from '../../src/ops/logger'
 import { reserveAny } from '../../src/backend/workers'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { Drained } from '../../plugins/redis/drained'
@@ -102,8 +104,10 @@ describe.skipIf(redis.url === null)('redis backend', () => {
     it('with redis_wait_replicas, answers 503 for a write no replica acknowledges, and gives back a take\'s message', async () => {
       // This Redis has no replica: WAIT 1 times out.
       const { backend: plain, prefix, keys } = await open()
-      const waiting = await makeBackend('redis', { redis_url: redis.url!, redis_prefix: prefix, redis_wait_replicas: 1, redis_wait_timeout_ms: 50 })
+      const lines: string[] = []
+      const waiting = await createBackend(await loadPlugin('redis'), { redis_url: redis.url!, redis_prefix: prefix, redis_wait_replicas: 1, redis_wait_timeout_ms: 50 }, { logger: createLogger('warn', (line) => lines.push(line)) })
       opened.push({ backend: waiting, prefix })
+      expect(lines.some((line) => line.includes('redis_wait_replicas asks for more replicas than the Redis master has') && line.includes('"connected":0'))).toBe(true)
       const [box, sender] = [agent(), agent()]
       await plain.mailboxes.create(client, box, null)
       const refusal = await waiting.mailboxes.put(client, message(box, sender)).catch((error: Error) => error)
