@@ -60,6 +60,19 @@ export const ConfigSchema = v.object({
   db: v.optional(text('SQLite database file (backend sqlite).'), './switchboard.db'),
   redis_url: v.optional(text('Redis URL (backend redis).'), 'redis://127.0.0.1:6379'),
   redis_prefix: v.optional(text('Prefix of every Redis key (backend redis).'), 'switchboard'),
+  redis_sentinels: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\s*(\[[^\]]+\]|[^\s,:\[\]]+):\d{1,5}\s*(,\s*(\[[^\]]+\]|[^\s,:\[\]]+):\d{1,5}\s*)*$/, 'expected host:port of each Sentinel, separated by commas'),
+      v.description('Comma-separated host:port of the Redis Sentinels that name the master (backend redis); with redis_master_name, used instead of redis_url. A redis_url of the form redis+sentinel://[user:password@]host:port,…/master_name[/db] does the same.'),
+    ),
+  ),
+  redis_master_name: v.optional(text('Name of the master the Sentinels of redis_sentinels watch (backend redis).')),
+  redis_wait_replicas: v.optional(
+    integer(0, 100, 'Replicas that must acknowledge (Redis WAIT) each write a success answer depends on before it is given, so that the write survives a failover; fewer within redis_wait_timeout_ms and the caller gets 503. 0: off (backend redis).'),
+    0,
+  ),
+  redis_wait_timeout_ms: v.optional(integer(1, 600000, 'Longest wait for the replicas of redis_wait_replicas to acknowledge a write (backend redis).'), 1000),
   mailbox_expiration_d: v.optional(positive('Days an idle mailbox and its queue are kept (every built-in backend).'), 7),
   gravestone_expiration_d: v.optional(positive('Days a terminated mailbox is remembered (every built-in backend).'), 365),
   availability_timeout_ms: v.optional(integer(1, 600000, 'How long a worker may take to answer an availability request.'), 3000),

@@ -1,19 +1,26 @@
 /**
  * Runs the API and wire-compatibility tests again on the SQLite and Redis
- * backends (`npm test` calls it after the main run). Without a Redis the
- * Redis run is skipped with the reason printed, except under CI=true. The
- * Redis run must leave no test key behind: every backend a test opens there
- * is closed and its prefix deleted.
+ * backends, and on Redis behind Sentinels (`npm test` calls it after the
+ * main run). Without a Redis (or the redis-sentinel binary) that run is
+ * skipped with the reason printed, except under CI=true. A Redis run must
+ * leave no test key behind: every backend a test opens there is closed and
+ * its prefix deleted. Each pass prints how long it took.
  */
 import { keysMatching, testRedis } from './support/redis'
+import { masterUrl, sentinelBinaries, startSentinelGroup, type SentinelGroup } from './support/sentinel'
 
 /** The keys under test prefixes (`sbtest-…`, random per backend) at `url`. */
 const testKeys = (url: string) => keysMatching(url, 'sbtest-*')
 
 const SUITES = ['test/modules', 'test/compat']
 let failed = false
-for (const backend of ['sqlite', 'redis']) {
+// `bun test/backends.ts redis-sentinel` runs the named passes only.
+const chosen = process.argv.slice(2)
+for (const backend of ['sqlite', 'redis', 'redis-sentinel'].filter((name) => chosen.length === 0 || chosen.includes(name))) {
   const env: Record<string, string | undefined> = { ...process.env, TEST_BACKEND: backend }
+  /** Where the run's keys are; null for SQLite. */
+  let keysAt: (() => Promise<string>) | null = null
+  let group: SentinelGroup | null = null
   if (backend === 'redis') {
     const redis = await testRedis()
     if (redis.url === null) {
@@ -22,17 +29,34 @@ for (const backend of ['sqlite', 'redis']) {
       continue
     }
     env.REDIS_URL = redis.url
+    keysAt = async () => redis.url!
+  }
+  if (backend === 'redis-sentinel') {
+    const binaries = sentinelBinaries()
+    if (typeof binaries === 'string') {
+      if (process.env.CI === 'true') throw new Error(`the Redis Sentinel run needs ${binaries}`)
+      console.warn(`skipping the Redis Sentinel run of ${SUITES.join(' ')}: ${binaries}`)
+      continue
+    }
+    group = await startSentinelGroup()
+    env.REDIS_SENTINELS = group.options.redis_sentinels
+    env.REDIS_MASTER_NAME = group.options.redis_master_name
+    const sentinels = group
+    keysAt = async () => masterUrl(sentinels.sentinels)
   }
   console.log(`\n${SUITES.join(' ')} on ${backend}`)
-  const before = backend === 'redis' ? new Set(await testKeys(env.REDIS_URL!)) : null
+  const started = Date.now()
+  const before = keysAt === null ? null : new Set(await testKeys(await keysAt()))
   const run = Bun.spawn([process.execPath, 'test', '--timeout', '20000', ...SUITES], { env, stdout: 'inherit', stderr: 'inherit' })
   if ((await run.exited) !== 0) failed = true
-  if (before !== null) {
-    const left = (await testKeys(env.REDIS_URL!)).filter((key) => !before.has(key))
+  console.log(`${SUITES.join(' ')} on ${backend} took ${((Date.now() - started) / 1000).toFixed(1)} s`)
+  if (keysAt !== null && before !== null) {
+    const left = (await testKeys(await keysAt())).filter((key) => !before.has(key))
     if (left.length > 0) {
-      console.error(`the Redis run left ${left.length} test keys behind, e.g. ${left.slice(0, 5).join(', ')}: a backend a test opened was not closed`)
+      console.error(`the ${backend} run left ${left.length} test keys behind, e.g. ${left.slice(0, 5).join(', ')}: a backend a test opened was not closed`)
       failed = true
     }
   }
+  group?.stop()
 }
 process.exit(failed ? 1 : 0)

@@ -10,8 +10,8 @@ const SCRIPTS = {
   update: script(lua.UPDATE_WORKSPACE),
   remove: script(lua.REMOVE_WORKSPACE),
   rotate: script(lua.ROTATE_TOKEN),
-  record: script(lua.RECORD_ACTIVITY),
-  list: script(lua.LIST_ACTIVITY),
+  record: script(lua.RECORD_ACTIVITY, { answered: false }),
+  list: script(lua.LIST_ACTIVITY, { answered: false }),
 }
 
 /** Activity kept per workspace; older calls are dropped first. */

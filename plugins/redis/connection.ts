@@ -3,22 +3,79 @@
  * wait: one for commands and scripts, one for pub/sub. The subscriber
  * re-subscribes itself after every reconnect and then tells the backend,
  * which wakes its local waiters so they re-check what they may have missed.
+ *
+ * With Sentinels, both connections ask them for the master at every
+ * (re)connect, so after a failover each instance finds the new master by
+ * itself; meanwhile commands fail at once (503) and the instance is not ready.
  */
 import { createHash } from 'node:crypto'
-import Redis from 'ioredis'
+import Redis, { type RedisOptions as ClientOptions } from 'ioredis'
 import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnavailableError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/ops/logger'
 import { redactUrl } from '../../src/config'
+
+/** Where the Redis is: a URL, or the Sentinels that name its master. */
+export type RedisTarget = { url: string } | { sentinels: { host: string; port: number }[]; name: string; username?: string; password?: string; db?: number }
+
+/** The settings that say where the Redis is. */
+export interface TargetSettings {
+  redis_url: string
+  redis_sentinels?: string
+  redis_master_name?: string
+}
+
+/** Parses `host:port,[v6]:port,…` into Sentinel addresses. */
+function sentinelAddresses(list: string): { host: string; port: number }[] {
+  return list.split(',').map((entry) => {
+    const match = /^\s*\[?([^\]]*?)\]?:(\d+)\s*$/.exec(entry)
+    if (!match || match[1] === '') throw new Error(`redis_sentinels: "${entry.trim()}" is not host:port`)
+    return { host: match[1]!, port: Number(match[2]) }
+  })
+}
+
+/** Where the settings say the Redis is; a `redis+sentinel://[user:password@]host:port,…/master[/db]` URL names Sentinels too. */
+export function redisTarget(settings: TargetSettings): RedisTarget {
+  if (settings.redis_sentinels !== undefined) {
+    if (settings.redis_master_name === undefined) throw new Error('redis_sentinels needs redis_master_name, the name of the master the Sentinels watch')
+    return { sentinels: sentinelAddresses(settings.redis_sentinels), name: settings.redis_master_name }
+  }
+  if (settings.redis_master_name !== undefined) throw new Error('redis_master_name needs redis_sentinels, the Sentinels that watch it')
+  if (!/^redis\+sentinel:/i.test(settings.redis_url)) return { url: settings.redis_url }
+  const match = /^redis\+sentinel:\/\/(?:([^:@/]*)(?::([^]*))?@)?([^/@]+)\/([^/]+)(?:\/(\d+))?\/?$/i.exec(settings.redis_url)
+  if (!match) throw new Error(`redis_url ${redactUrl(settings.redis_url)}: expected redis+sentinel://[user:password@]host:port,…/master_name[/db]`)
+  const [, username, password, hosts, name, db] = match
+  return {
+    sentinels: sentinelAddresses(hosts!),
+    name: decodeURIComponent(name!),
+    ...(username ? { username: decodeURIComponent(username) } : {}),
+    ...(password !== undefined ? { password: decodeURIComponent(password) } : {}),
+    ...(db !== undefined ? { db: Number(db) } : {}),
+  }
+}
+
+/** The target as log lines and errors name it (no password). */
+export function describeTarget(target: RedisTarget): string {
+  if ('url' in target) return redactUrl(target.url)
+  return `master "${target.name}" of Sentinels ${target.sentinels.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)).join(',')}`
+}
+
+/** Replicas that must acknowledge a write (Redis WAIT) before the answer that depends on it is given; 0: none. */
+export interface Acknowledgement {
+  replicas: number
+  timeoutMs: number
+}
 
 /** A Lua script with its SHA, so it is sent in full only when Redis does not know it yet. */
 export interface Script {
   lua: string
   sha: string
+  /** Whether a caller's success answer depends on what it writes: then, with redis_wait_replicas, replicas must acknowledge it first. */
+  answered: boolean
 }
 
-/** Prepares a script constant for `RedisConnection.run`. */
-export function script(lua: string): Script {
-  return { lua, sha: createHash('sha1').update(lua).digest('hex') }
+/** Prepares a script constant for `RedisConnection.run`; `answered: false` for reads and for bookkeeping no answer depends on. */
+export function script(lua: string, { answered = true }: { answered?: boolean } = {}): Script {
+  return { lua, sha: createHash('sha1').update(lua).digest('hex'), answered }
 }
 
 const REPLY_ERRORS = new Set(['ReplyError', 'SimpleError', 'BlobError'])
@@ -48,14 +105,31 @@ export class RedisConnection {
   private readonly channels = new Map<string, (payload: string) => void>()
   private subscribed = false
   private closing = false
+  /** Set once both connections came up at startup. */
+  private opened = false
+  /** The WAIT the writes answered in this tick share (a WAIT covers every earlier write of its connection). */
+  private nextWait: Promise<void> | null = null
+  /** Counts the command connection's drops: a WAIT answered on a later connection says nothing of the writes of an earlier one. */
+  private drops = 0
 
   private constructor(
-    url: string,
+    target: RedisTarget,
     name: string,
     private readonly logger: Logger,
     private readonly onResubscribed: () => void,
+    private readonly acknowledgement: Acknowledgement,
   ) {
-    const options = {
+    const options: ClientOptions = {
+      ...('url' in target
+        ? {}
+        : {
+            ...target,
+            // At startup, Sentinels that cannot be reached fail the start at once, as an unreachable Redis does; later they are asked again.
+            sentinelRetryStrategy: (times: number) => (this.opened ? reconnectDelay(times) : null),
+            // A master demoted while up refuses writes until the Sentinels cut its clients: reconnect, so that they name
+            // the new master, and send the refused (so not run) command again there.
+            reconnectOnError: (error: Error) => (error.message.startsWith('READONLY') ? 2 : false),
+          }),
       lazyConnect: true,
       retryStrategy: reconnectDelay,
       // A command sent before the connection dropped is sent again after a quick reconnect (a take whose reply was
@@ -64,8 +138,10 @@ export class RedisConnection {
     }
     // While the connection is down a new command fails at once (503) rather than waiting in a queue for the next
     // reconnect attempt; reconnecting goes on in the background.
-    this.command = new Redis(url, { ...options, enableOfflineQueue: false, connectionName: `${name}:command` })
-    this.subscriber = new Redis(url, { ...options, connectionName: `${name}:events`, autoResubscribe: false })
+    const client = (more: ClientOptions) => ('url' in target ? new Redis(target.url, { ...options, ...more }) : new Redis({ ...options, ...more }))
+    this.command = client({ enableOfflineQueue: false, connectionName: `${name}:command` })
+    this.subscriber = client({ connectionName: `${name}:events`, autoResubscribe: false })
+    this.command.on('close', () => this.drops++)
     this.subscriber.on('message', (channel: string, payload: string) => this.channels.get(channel)?.(payload))
     this.subscriber.on('close', () => {
       this.subscribed = false
@@ -81,15 +157,23 @@ export class RedisConnection {
   }
 
   /** Connects both clients; fails with a clear message when Redis cannot be reached. */
-  static async open(url: string, name: string, logger: Logger, onResubscribed: () => void, channels: Record<string, (payload: string) => void>): Promise<RedisConnection> {
-    const connection = new RedisConnection(url, name, logger, onResubscribed)
+  static async open(
+    target: RedisTarget,
+    name: string,
+    logger: Logger,
+    onResubscribed: () => void,
+    channels: Record<string, (payload: string) => void>,
+    acknowledgement: Acknowledgement = { replicas: 0, timeoutMs: 0 },
+  ): Promise<RedisConnection> {
+    const connection = new RedisConnection(target, name, logger, onResubscribed, acknowledgement)
     for (const [channel, handler] of Object.entries(channels)) connection.channels.set(channel, handler)
     try {
       await Promise.all([connection.command.connect(), connection.subscriber.connect()])
+      connection.opened = true
       await connection.resubscribe()
     } catch (error) {
       await connection.close()
-      throw new Error(`cannot reach Redis at ${redactUrl(url)}: ${(error as Error).message}`)
+      throw new Error(`cannot reach Redis at ${describeTarget(target)}: ${(error as Error).message}`)
     }
     return connection
   }
@@ -117,18 +201,45 @@ export class RedisConnection {
     return this.command.status === 'ready' && this.subscribed && this.subscriber.status === 'ready'
   }
 
-  /** Runs a script by SHA, sending its source only if Redis does not have it (new or restarted Redis). */
+  /**
+   * Runs a script by SHA, sending its source only if Redis does not have it (new or restarted Redis). A script
+   * whose writes a caller's answer depends on resolves, with redis_wait_replicas, once replicas acknowledged them.
+   */
   async run(script: Script, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
+    let reply: unknown
     try {
       try {
-        return await this.command.evalsha(script.sha, keys.length, ...keys, ...args)
+        reply = await this.command.evalsha(script.sha, keys.length, ...keys, ...args)
       } catch (error) {
         if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error
-        return await this.command.eval(script.lua, keys.length, ...keys, ...args)
+        reply = await this.command.eval(script.lua, keys.length, ...keys, ...args)
       }
     } catch (error) {
       throw storeError(error)
     }
+    if (script.answered) await this.replicated()
+    return reply
+  }
+
+  /** Resolves once the replicas acknowledged every write answered on this connection so far (at once when redis_wait_replicas is 0). */
+  replicated(): Promise<void> {
+    const { replicas, timeoutMs } = this.acknowledgement
+    if (replicas === 0) return Promise.resolve()
+    // Writes answered in the same tick share one WAIT, sent after all of them.
+    const drops = this.drops
+    this.nextWait ??= Promise.resolve().then(async () => {
+      this.nextWait = null
+      let acknowledged: number
+      try {
+        acknowledged = await this.command.wait(replicas, timeoutMs)
+      } catch (error) {
+        throw storeError(error)
+      }
+      // ioredis sends a WAIT whose reply was lost again after reconnecting, maybe to a new master: that answer does not count.
+      if (this.drops !== drops) throw new UnavailableError('the connection to Redis dropped before the replicas acknowledged the write; it may or may not survive a failover')
+      if (acknowledged < replicas) throw new UnavailableError(`the write was not acknowledged by ${replicas} Redis replica(s) within ${timeoutMs} ms (only by ${acknowledged}); it may or may not survive a failover`)
+    })
+    return this.nextWait
   }
 
   /** Starts delivering `channel` to `handler`; resolves once Redis confirms the subscription. */

@@ -33,9 +33,9 @@ import { Waiters } from '../../src/backend/waiters'
 import { Heartbeat } from '../../src/backend/instances'
 import { RedeliveryWindowOption } from '../../src/backend/mailboxes'
 import { FinishedJobsKeptOption } from '../../src/backend/workers'
-import { ConfigSchema, redactUrl } from '../../src/config'
+import { ConfigSchema } from '../../src/config'
 import { RedisAgents } from './agents'
-import { RedisConnection } from './connection'
+import { describeTarget, RedisConnection, redisTarget, type RedisTarget } from './connection'
 import { RedisEventBus } from './events'
 import { RedisInstances } from './instances'
 import { RedisKeys } from './keys'
@@ -46,7 +46,7 @@ import { RedisWorkers } from './workers'
 export const DRIVER_NAME = 'redis'
 
 const RedisOptionsSchema = v.object({
-  ...v.pick(ConfigSchema, ['redis_url', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s']).entries,
+  ...v.pick(ConfigSchema, ['redis_url', 'redis_sentinels', 'redis_master_name', 'redis_wait_replicas', 'redis_wait_timeout_ms', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s']).entries,
   /** How long a message handed to a receiver stays in flight, put back by the other instances if this one dies first. Set in `[backend_options]`. */
   redelivery_window_ms: RedeliveryWindowOption,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
@@ -74,7 +74,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     const created = (await connection.command.set(keys.storeMarker(), fresh, 'NX')) === 'OK'
     const current = created ? fresh : await connection.command.get(keys.storeMarker())
     if (marker !== null && current !== marker) {
-      context.logger.error('Redis lost the data of this store (restarted without persistence, or flushed): serving from an empty store', { prefix: options.redis_prefix, url: redactUrl(options.redis_url) })
+      context.logger.error('Redis lost the data of this store (restarted without persistence, or flushed): serving from an empty store', { prefix: options.redis_prefix, redis: describeTarget(target) })
     }
     marker = current
   }
@@ -82,14 +82,26 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     wakeAll(waiters, drained)
     if (marker !== null) void checkStoreMarker().catch((error) => context.logger.warn('could not check the Redis store marker', { error: (error as Error).message }))
   }
+  let target: RedisTarget
   try {
-    connection = await RedisConnection.open(options.redis_url, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters, drained))
+    target = redisTarget(options)
+    connection = await RedisConnection.open(target, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters, drained), {
+      replicas: options.redis_wait_replicas,
+      timeoutMs: options.redis_wait_timeout_ms,
+    })
     await checkStoreMarker()
     workers = new RedisWorkers(connection, keys, options.finished_jobs_kept)
     await workers.indexEarlierJobs()
     await workers.indexEarlierWorkers()
   } catch (error) {
     throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
+  }
+  if (options.redis_wait_replicas > 0) {
+    // Said at startup, since otherwise the first sign is every write answered 503.
+    const replicas = Number(/^connected_slaves:(\d+)/m.exec(await connection.command.info('replication'))?.[1] ?? 0)
+    if (replicas < options.redis_wait_replicas) {
+      context.logger.warn('redis_wait_replicas asks for more replicas than the Redis master has: writes get 503 until enough of them follow it', { wanted: options.redis_wait_replicas, connected: replicas, redis: describeTarget(target) })
+    }
   }
   const mailboxes = new RedisMailboxes(
     connection,

@@ -9,8 +9,8 @@ import type { RedisKeys } from './keys'
 import * as lua from './scripts/instances'
 
 const SCRIPTS = {
-  beat: script(lua.BEAT),
-  alive: script(lua.ALIVE),
+  beat: script(lua.BEAT, { answered: false }),
+  alive: script(lua.ALIVE, { answered: false }),
 }
 
 export class RedisInstances implements InstanceStore {

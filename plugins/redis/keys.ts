@@ -38,6 +38,11 @@ export class RedisKeys {
     return this.key('queue', mailboxKey(id))
   }
 
+  /** Sorted set put id → epoch ms until which it is remembered: the puts into the mailbox Redis applied lately, so that a put it receives twice (re-sent after a lost reply) queues once. */
+  puts(id: EntityId): string {
+    return this.key('puts', mailboxKey(id))
+  }
+
   /** Hash tag → PendingRequest JSON: requests put into the mailbox and not yet answered. */
   pending(id: EntityId): string {
     return this.key('pending', mailboxKey(id))

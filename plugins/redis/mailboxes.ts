@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto'
 import type { Client, EntityId, Envelope, MailboxCounts, MailboxStats, MailboxStatus, MailboxStore, PendingRequest, TakeOptions } from '../../src/backend/mailboxes'
 import { mailboxKey, mailboxStats, retentionMs } from '../../src/backend/mailboxes'
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
-import { MailboxTerminatedError } from '../../src/errors'
+import { MailboxTerminatedError, UnavailableError } from '../../src/errors'
 import type { Logger } from '../../src/ops/logger'
 import { script, type RedisConnection } from './connection'
 import type { Drained } from './drained'
@@ -18,17 +18,20 @@ import * as lua from './scripts/mailboxes'
 
 const SCRIPTS = {
   create: script(lua.CREATE_MAILBOX),
-  status: script(lua.MAILBOX_STATUS),
+  status: script(lua.MAILBOX_STATUS, { answered: false }),
   terminate: script(lua.TERMINATE_MAILBOX),
   put: script(lua.PUT_MESSAGE),
-  take: script(lua.TAKE_MESSAGE),
-  restore: script(lua.RESTORE_MESSAGE),
-  recover: script(lua.RECOVER_INFLIGHT),
-  discover: script(lua.DISCOVER_AGENTS),
-  heartbeat: script(lua.MAILBOX_HEARTBEAT),
-  stats: script(lua.MAILBOX_STATS),
+  // Acknowledged by the replicas in `take`, which gives the message back when they do not acknowledge it.
+  take: script(lua.TAKE_MESSAGE, { answered: false }),
+  giveBack: script(lua.GIVE_BACK_MESSAGE, { answered: false }),
+  // A put back after a failed delivery: no caller's answer depends on it.
+  restore: script(lua.RESTORE_MESSAGE, { answered: false }),
+  recover: script(lua.RECOVER_INFLIGHT, { answered: false }),
+  discover: script(lua.DISCOVER_AGENTS, { answered: false }),
+  heartbeat: script(lua.MAILBOX_HEARTBEAT, { answered: false }),
+  stats: script(lua.MAILBOX_STATS, { answered: false }),
   share: script(lua.SHARE_MAILBOX),
-  counts: script(lua.COUNT_MAILBOXES),
+  counts: script(lua.COUNT_MAILBOXES, { answered: false }),
 }
 
 /** A take waits for the wake-up instead of asking Redis only when its caller waits at least this long. */
@@ -36,6 +39,21 @@ const SKIP_WAIT_MIN_MS = 1000
 
 /** Index entries one counts call settles at most, so a scrape after many expiries never blocks Redis for long. */
 const SWEEP_BATCH = 1000
+
+/**
+ * How long Redis remembers a put's id. ioredis re-sends a command whose reply was lost only while it reconnects
+ * (a few attempts of at most 2 s each, or a Sentinel failover), well within it.
+ */
+const PUT_ID_MS = 60_000
+
+/** What ioredis says of a command it refused to send because the connection is down. */
+const NOT_SENT = 'enableOfflineQueue options is false'
+
+/** Takes remembered for a give-back at most; past it the oldest is left in flight, put back only when this instance dies. */
+const UNCERTAIN_MAX = 10_000
+
+/** Milliseconds between attempts to give back the messages of takes whose receivers got an error, while Redis refuses. */
+const GIVE_BACK_RETRY_MS = 500
 
 /** Dead instances one recovery call puts back the messages of, at most, so that it never blocks Redis for long. */
 const RECOVER_BATCH = 10
@@ -76,6 +94,10 @@ export class RedisMailboxes implements MailboxStore {
   /** Takes answered and not yet settled, oldest first: their numbers and when each reply arrived. */
   private unsettled: { take: number; at: number }[] = []
   private settleTimer: ReturnType<typeof setTimeout> | null = null
+  /** Takes that failed with Redis unavailable and may have popped a message (held in flight) nobody received, oldest first. */
+  private uncertain: { take: number; id: EntityId }[] = []
+  private giveBackTimer: ReturnType<typeof setTimeout> | null = null
+  private givingBack: Promise<void> | null = null
   private closed = false
 
   constructor(
@@ -134,6 +156,7 @@ export class RedisMailboxes implements MailboxStore {
         this.keys.outgoing(src, client?.id ?? ''),
         ...this.countKeys(),
         this.keys.queue(src),
+        this.keys.puts(dest),
       ],
       [
         client ? '1' : '',
@@ -151,6 +174,9 @@ export class RedisMailboxes implements MailboxStore {
         mailboxKey(src),
         destOwner === undefined ? '' : '1',
         destOwner ?? '',
+        // The put's id: the same in every attempt ioredis sends of this call.
+        randomUUID(),
+        PUT_ID_MS,
       ],
     )
   }
@@ -176,14 +202,59 @@ export class RedisMailboxes implements MailboxStore {
         )) as [string, number] | null
       } catch (error) {
         this.drained.taken(key, sent, false, caller)
+        // A take sent may have run with its reply lost (a connection cut, a failover): what it popped goes back.
+        if (error instanceof UnavailableError && !error.message.includes(NOT_SENT)) this.giveBackLater(take, id)
         throw error
       }
       this.drained.taken(key, sent, reply !== null && reply[1] === 0, caller)
       if (reply === null) return null
+      try {
+        await this.connection.replicated()
+      } catch (error) {
+        this.giveBackLater(take, id)
+        throw error
+      }
       this.unsettled.push({ take, at: Date.now() })
       this.scheduleSettle()
       return reply[0]
     })
+  }
+
+  /** Gives back, as soon as Redis answers, the message take number `take` may hold in flight, its receiver having got an error. */
+  private giveBackLater(take: number, id: EntityId): void {
+    this.uncertain.push({ take, id })
+    if (this.uncertain.length > UNCERTAIN_MAX) this.uncertain.shift()
+    void this.giveBack().finally(() => this.scheduleGiveBack())
+  }
+
+  /** Puts back at the head of their mailboxes the messages the uncertain takes hold in flight; one run at a time, stopping at the first failure. */
+  private giveBack(): Promise<void> {
+    this.givingBack ??= this.giveBackAll().finally(() => (this.givingBack = null))
+    return this.givingBack
+  }
+
+  private async giveBackAll(): Promise<void> {
+    while (this.uncertain.length > 0) {
+      const { take, id } = this.uncertain[0]!
+      try {
+        await this.connection.run(SCRIPTS.giveBack, [this.keys.inflight(this.instance), this.keys.mailbox(id), this.keys.queue(id), ...this.countKeys()], [take, this.idleMs, this.keys.wakeChannel()])
+      } catch (error) {
+        if (this.closed) this.logger.warn('could not give back messages their receivers did not get; they stay in flight', { error: String(error), count: this.uncertain.length })
+        return
+      }
+      this.uncertain.shift()
+    }
+  }
+
+  private scheduleGiveBack(): void {
+    if (this.closed || this.giveBackTimer !== null || this.uncertain.length === 0) return
+    this.giveBackTimer = setTimeout(() => {
+      void this.giveBack().finally(() => {
+        this.giveBackTimer = null
+        this.scheduleGiveBack()
+      })
+    }, GIVE_BACK_RETRY_MS)
+    this.giveBackTimer.unref?.()
   }
 
   /** Settles (drops from the in-flight hash) the takes answered before `cutoff`; those that fail to settle are tried again later. */
@@ -194,6 +265,8 @@ export class RedisMailboxes implements MailboxStore {
     const settled = this.unsettled.splice(0, count)
     try {
       await this.connection.command.hdel(this.keys.inflight(this.instance), ...settled.map((entry) => String(entry.take)))
+      // With redis_wait_replicas, a settle lost in a failover would deliver its messages again when this instance dies.
+      await this.connection.replicated()
     } catch (error) {
       // Tried again a window later, rather than at once against a store that just failed.
       const now = Date.now()
@@ -277,7 +350,10 @@ export class RedisMailboxes implements MailboxStore {
     this.closed = true
     this.waiters.failAll(() => new MailboxTerminatedError())
     if (this.settleTimer !== null) clearTimeout(this.settleTimer)
+    if (this.giveBackTimer !== null) clearTimeout(this.giveBackTimer)
     this.settleTimer = null
+    this.giveBackTimer = null
+    await this.giveBack()
     await this.settle(Number.POSITIVE_INFINITY)
   }
 }

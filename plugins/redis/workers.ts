@@ -15,15 +15,17 @@ const SCRIPTS = {
   release: script(lua.RELEASE_SLOT),
   createJob: script(lua.CREATE_JOB),
   transition: script(lua.TRANSITION_JOB),
-  trimFinished: script(lua.TRIM_FINISHED_JOBS),
-  indexJobs: script(lua.INDEX_JOBS),
-  indexNames: script(lua.INDEX_WORKER_NAMES),
+  trimFinished: script(lua.TRIM_FINISHED_JOBS, { answered: false }),
+  indexJobs: script(lua.INDEX_JOBS, { answered: false }),
+  indexNames: script(lua.INDEX_WORKER_NAMES, { answered: false }),
+  // A 202 says the job waits, and a key's job is what a retry gets: the client's answer depends on both writes.
   enqueue: script(lua.ENQUEUE_JOB),
-  claimQueued: script(lua.CLAIM_QUEUED_JOB),
-  releaseQueued: script(lua.RELEASE_QUEUED_JOB),
-  dequeue: script(lua.DEQUEUE_JOB),
   remember: script(lua.REMEMBER_DISPATCH),
-  forget: script(lua.FORGET_DISPATCH),
+  // Steps of dispatching itself: what the caller is told rests on the job's own transition, not on these.
+  claimQueued: script(lua.CLAIM_QUEUED_JOB, { answered: false }),
+  releaseQueued: script(lua.RELEASE_QUEUED_JOB, { answered: false }),
+  dequeue: script(lua.DEQUEUE_JOB, { answered: false }),
+  forget: script(lua.FORGET_DISPATCH, { answered: false }),
 }
 
 /** The fields of a job a list reads: first those its filter compares, in JobFilter's order, then those it orders by. */

@@ -2,7 +2,7 @@
  * A Switchboard whose Redis connection drops: killed by Redis (CLIENT KILL),
  * or cut off for a while (a TCP relay between Switchboard and Redis stops
  * passing traffic). It reconnects, reports not-ready meanwhile, loses no
- * acknowledged message, and its waiting receivers carry on.
+ * acknowledged message, queues none twice, and its waiting receivers carry on.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import net from 'node:net'
@@ -14,6 +14,7 @@ import { makeBackend } from '../support/backend'
 import { serveBackend } from '../support/app'
 import { rawRequest } from '../support/http'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
+import { masterUrl, sentinelBinaries, startSentinelGroup } from '../support/sentinel'
 import { eventually } from '../support/wait'
 
 const redis = await testRedis()
@@ -159,6 +160,54 @@ describe.skipIf(redis.url === null)('redis connection loss', () => {
     relay!.dropAll()
     expect(await taking).toBe(first)
     expect(await a.backend.mailboxes.take(caller, mailbox, { deadline: Date.now() + 5000 })).toBe(second)
+  })
+
+  it('queues a put once when its reply is lost with the connection after Redis applied it, and ioredis sends it again', async () => {
+    const { prefix, relay, a, user, agent } = await setup(true)
+    const admin = new Redis(redis.url!)
+    cleanup.push(async () => void (await admin.quit()))
+    const queue = new RedisKeys(prefix).queue(agent)
+    // One put first, so that Redis knows the script and the put below is one EVALSHA.
+    const before = messageJson(user, agent)
+    expect((await rawRequest(`${a.url}/message`, { method: 'PUT', body: bodies.send(before) })).status).toBe(200)
+    relay!.swallowReplies()
+    const sent = messageJson(user, agent)
+    const putting = rawRequest(`${a.url}/message`, { method: 'PUT', body: bodies.send(sent) })
+    // The put ran in Redis; its reply is gone. Cutting the connection makes ioredis send it again once reconnected.
+    await eventually(async () => (await admin.llen(queue)) === 2, 10_000, 'the message queued')
+    relay!.dropAll()
+    expect((await putting).status).toBe(200)
+    expect(await admin.lrange(queue, 0, -1)).toEqual([before, sent])
+    const stats = await rawRequest(`${a.url}/mailbox/stats`, { body: bodies.mailbox(agent) })
+    expect(JSON.parse(stats.text).queued).toBe(2)
+  })
+
+  it.skipIf(typeof sentinelBinaries() === 'string')('does not count a WAIT sent again after the connection dropped as the replicas\' acknowledgement of the put', async () => {
+    // A master with a replica; the replica stops, so the WAIT after the put blocks until the connection is cut.
+    const group = await startSentinelGroup()
+    cleanup.push(async () => group.stop())
+    const master = await masterUrl(group.sentinels)
+    const relay = await startRelay(new URL(master))
+    cleanup.push(() => relay.close())
+    const prefix = randomPrefix()
+    const backend = await makeBackend('redis', { redis_url: relay.url, redis_prefix: prefix, redis_wait_replicas: 1, redis_wait_timeout_ms: 2000 })
+    cleanup.push(() => backend.close())
+    const caller: Client = { id: '', groups: [] }
+    const [source, box] = [userId(), agentId()]
+    await backend.mailboxes.create(caller, box as EntityId, null)
+    const admin = new Redis(master)
+    cleanup.push(async () => void (await admin.quit()))
+    const queue = new RedisKeys(prefix).queue(box as EntityId)
+    group.signal(await group.replicaPort(), 'SIGSTOP')
+    cleanup.push(async () => group.signal(await group.replicaPort(), 'SIGCONT'))
+    const putting = backend.mailboxes.put(caller, { raw: messageJson(source, box), src: source as EntityId, dest: box as EntityId, tag: crypto.randomUUID(), label: null, kind: 'request' }).catch((error: Error) => error)
+    await eventually(async () => (await admin.llen(queue)) === 1, 10_000, 'the put applied')
+    await Bun.sleep(100)
+    // The WAIT is blocked in Redis; cut: ioredis sends it again on a new connection, where it has no write to wait for.
+    relay.dropAll()
+    const outcome = await putting
+    expect(outcome).toBeInstanceOf(Error)
+    expect((outcome as Error).message).toContain('the connection to Redis dropped before the replicas acknowledged the write')
   })
 
   it('counts the store failures while Redis is cut off, per instance, and not the callers\' mistakes', async () => {

@@ -1,13 +1,15 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
 import type { Backend, Client, EntityId, JobRecord, WorkerRecord } from '../../src/backend/index'
-import { PluginError } from '../../src/backend/index'
+import { createBackend, PluginError } from '../../src/backend/index'
+import { loadPlugin } from '../../plugins/index'
+import { createLogger } from '../../src/ops/logger'
 import { reserveAny } from '../../src/backend/workers'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { Drained } from '../../plugins/redis/drained'
 import { script } from '../../plugins/redis/connection'
 import { TAKE_MESSAGE } from '../../plugins/redis/scripts/mailboxes'
-import { ForbiddenError, MailboxTerminatedError } from '../../src/errors'
+import { ForbiddenError, MailboxTerminatedError, UnavailableError } from '../../src/errors'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
@@ -99,10 +101,38 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(await db.get(keys.workersIndexed())).toBe('1')
     })
 
+    it('with redis_wait_replicas, answers 503 for a write no replica acknowledges, and gives back a take\'s message', async () => {
+      // This Redis has no replica: WAIT 1 times out.
+      const { backend: plain, prefix, keys } = await open()
+      const lines: string[] = []
+      const waiting = await createBackend(await loadPlugin('redis'), { redis_url: redis.url!, redis_prefix: prefix, redis_wait_replicas: 1, redis_wait_timeout_ms: 50 }, { logger: createLogger('warn', (line) => lines.push(line)) })
+      opened.push({ backend: waiting, prefix })
+      expect(lines.some((line) => line.includes('redis_wait_replicas asks for more replicas than the Redis master has') && line.includes('"connected":0'))).toBe(true)
+      const [box, sender] = [agent(), agent()]
+      await plain.mailboxes.create(client, box, null)
+      const refusal = await waiting.mailboxes.put(client, message(box, sender)).catch((error: Error) => error)
+      expect(refusal).toBeInstanceOf(UnavailableError)
+      expect((refusal as Error).message).toContain('not acknowledged by 1 Redis replica(s) within 50 ms (only by 0)')
+      // Applied in the master all the same: the sender was told it may or may not survive a failover.
+      expect(await (await inspect()).llen(keys.queue(box))).toBe(1)
+      const taking = await waiting.mailboxes.take(client, box, { deadline: Date.now() + 1000 }).catch((error: Error) => error)
+      expect(taking).toBeInstanceOf(UnavailableError)
+      // The receiver got an error, so the message went back to the queue and left the in-flight hash.
+      await eventually(async () => (await (await inspect()).llen(keys.queue(box))) === 1, 5000, 'the message back in its queue')
+      expect(await (await inspect()).hlen(keys.inflight((waiting.mailboxes as unknown as { instance: string }).instance))).toBe(0)
+      expect(await plain.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+    })
+
     it('refuses to start with a clear message when Redis cannot be reached', async () => {
       const failure = await makeBackend('redis', { redis_url: 'redis://127.0.0.1:1', redis_prefix: randomPrefix() }).catch((error: unknown) => error)
       expect(failure).toBeInstanceOf(PluginError)
       expect((failure as Error).message).toContain('cannot reach Redis at redis://127.0.0.1:1')
+      // Through Sentinels none of which answers: refused at once too, rather than asking them again forever.
+      const started = Date.now()
+      const viaSentinels = await makeBackend('redis', { redis_sentinels: '127.0.0.1:1,127.0.0.1:2', redis_master_name: 'main', redis_prefix: randomPrefix() }).catch((error: unknown) => error)
+      expect(viaSentinels).toBeInstanceOf(PluginError)
+      expect((viaSentinels as Error).message).toContain('cannot reach Redis at master "main" of Sentinels 127.0.0.1:1,127.0.0.1:2: All sentinels are unreachable')
+      expect(Date.now() - started).toBeLessThan(2000)
     })
 
     it('keeps every key under its prefix', async () => {

@@ -70,6 +70,16 @@ describe('configuration', () => {
     expect(fromFile({ logger: { level: 'INFO', logfile_level: 20 } }).settings.log_level).toBe('INFO')
   })
 
+  it('takes the Redis Sentinels and master name from the file or flags, and refuses a list that is not host:port by name', async () => {
+    const file = tempFile('sentinel.toml', 'backend = "redis"\nredis_sentinels = "10.0.0.1:26379,10.0.0.2:26379"\nredis_master_name = "main"\nredis_wait_replicas = 1\n')
+    const { config } = await loadConfig(['--config', file, '--redis-wait-timeout-ms', '250'], {})
+    expect([config.redis_sentinels, config.redis_master_name, config.redis_wait_replicas, config.redis_wait_timeout_ms]).toEqual(['10.0.0.1:26379,10.0.0.2:26379', 'main', 1, 250])
+    expect(resolveConfig(parseArgs(['--redis-sentinels', '[::1]:26379', '--redis-master-name', 'main']).settings).redis_sentinels).toBe('[::1]:26379')
+    expect(() => resolveConfig({ redis_sentinels: '10.0.0.1' })).toThrow('invalid setting "redis_sentinels" (--redis-sentinels / SWITCHBOARD_REDIS_SENTINELS): expected host:port of each Sentinel, separated by commas')
+    expect(() => resolveConfig({ redis_wait_replicas: -1 })).toThrow(/setting "redis_wait_replicas"/)
+    expect(redactUrl('redis+sentinel://app:secret@s1:26379,s2:26379/main')).toBe('redis+sentinel://app:********@s1:26379,s2:26379/main')
+  })
+
   it('masks the password of a URL and nothing else', () => {
     expect(redactUrl('redis://:secret@cache:6379/2')).toBe('redis://:********@cache:6379/2')
     expect(redactUrl('rediss://app:p@ss@cache:6380')).toBe('rediss://app:********@cache:6380')

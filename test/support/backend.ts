@@ -1,12 +1,16 @@
 /**
  * Fresh backends for tests. API-level tests call `makeTestBackend()`, which
- * honours TEST_BACKEND (memory | sqlite | redis), so the same suite runs on
- * every plugin: `TEST_BACKEND=redis bun test`.
+ * honours TEST_BACKEND (memory | sqlite | redis | redis-sentinel), so the
+ * same suite runs on every plugin: `TEST_BACKEND=redis bun test`.
+ * redis-sentinel is the redis plugin reaching its master through Sentinels:
+ * those of REDIS_SENTINELS (with REDIS_MASTER_NAME) if set, else a group
+ * this test process starts (test/support/sentinel.ts).
  */
 import { createBackend, type Backend } from '../../src/backend/index'
 import { loadPlugin } from '../../plugins/index'
 import { createLogger } from '../../src/ops/logger'
 import { deleteKeys, randomPrefix, testRedis } from './redis'
+import { MASTER_NAME, masterUrl, startSentinelGroup, type SentinelGroup } from './sentinel'
 import { tempDir } from './temp'
 import { randomUUID } from 'node:crypto'
 import { join } from 'node:path'
@@ -21,6 +25,18 @@ function sqliteDirectory(): string {
   return sqliteFiles
 }
 
+let sentinelGroup: Promise<SentinelGroup> | null = null
+
+/** The Sentinels tests use: REDIS_SENTINELS's, else a group started once per test process. */
+async function testSentinels(): Promise<{ redis_sentinels: string; redis_master_name: string }> {
+  if (process.env.REDIS_SENTINELS) return { redis_sentinels: process.env.REDIS_SENTINELS, redis_master_name: process.env.REDIS_MASTER_NAME ?? MASTER_NAME }
+  sentinelGroup ??= startSentinelGroup()
+  return (await sentinelGroup).options
+}
+
+/** The plugin a test backend name stands for. */
+const pluginOf = (name: string) => (name === 'redis-sentinel' ? 'redis' : name)
+
 /** Plugin options that isolate one backend from every other (temp file, random key prefix). */
 async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
   switch (name) {
@@ -31,6 +47,8 @@ async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
       if (redis.url === null) throw new Error(`backend redis needs a Redis: ${redis.reason}`)
       return { redis_url: redis.url, redis_prefix: randomPrefix() }
     }
+    case 'redis-sentinel':
+      return { ...(await testSentinels()), redis_prefix: randomPrefix() }
     default:
       return {}
   }
@@ -38,17 +56,18 @@ async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
 
 /** A fresh backend of the named plugin. */
 export async function makeBackend(name: string, options: Record<string, unknown> = {}): Promise<Backend> {
-  const plugin = await loadPlugin(name)
+  const plugin = await loadPlugin(pluginOf(name))
   const isolated = await isolatedOptions(name)
   const backend = await createBackend(plugin, { ...isolated, ...options }, { logger })
-  if (name !== 'redis' || options.redis_prefix !== undefined) return backend
+  if (pluginOf(name) !== 'redis' || options.redis_prefix !== undefined) return backend
   // The random prefix is this backend's alone: its keys go when it closes.
-  const { redis_url: url, redis_prefix: prefix } = isolated as { redis_url: string; redis_prefix: string }
+  const { redis_prefix: prefix } = isolated as { redis_prefix: string }
+  const url = name === 'redis' ? (isolated.redis_url as string) : null
   return {
     ...backend,
     async close() {
       await backend.close()
-      await deleteKeys(url, prefix)
+      await deleteKeys(url ?? (await masterUrl(isolated.redis_sentinels as string, isolated.redis_master_name as string)), prefix)
     },
   }
 }

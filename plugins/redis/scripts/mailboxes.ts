@@ -166,17 +166,23 @@ return pending
  * Append a message to its destination's queue, track request/response pairs,
  * record a client's send as activity of an active source mailbox (its queue
  * and pending requests kept as long as it), and wake one waiter on any instance.
+ * Idempotent per put id: ioredis re-sends a command whose reply was lost with a dropped connection, and a
+ * re-sent put whose first attempt landed returns without queueing the message again.
  * KEYS[1] destination hash · KEYS[2] destination queue · KEYS[3] destination pending hash
  * KEYS[4] source hash · KEYS[5] source pending hash · KEYS[6] source outgoing counter · KEYS[7..9] counts
- * KEYS[10] source queue
+ * KEYS[10] source queue · KEYS[11] destination's recent put ids
  * ARGV[1] '1' when a client calls ('' for Switchboard itself) · ARGV[2] client · ARGV[3] groups
  * ARGV[4] kind (request | response) · ARGV[5] tag · ARGV[6] PendingRequest JSON · ARGV[7] message text
  * ARGV[8] idle expiry ms · ARGV[9] wake channel · ARGV[10] destination mailbox key (the channel payload)
  * ARGV[11] now (ms) · ARGV[12] source mailbox key
  * ARGV[13] '1' when the destination must be owned by ARGV[14] (Switchboard's answers on terminate) · ARGV[14] that owner
+ * ARGV[15] put id · ARGV[16] ms a put id is remembered
  * ARGV[6] is the PendingRequest JSON without its closing brace: the script adds srcOwner, the source's owner or null.
  */
 export const PUT_MESSAGE = `${PRELUDE}${COUNTING}
+-- a read, so that a full Redis still refuses the first write below.
+local seen = redis.call('ZSCORE', KEYS[11], ARGV[15])
+if seen and tonumber(seen) > now_ms() then return 1 end
 local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
 local source_owner = redis.call('HGET', KEYS[4], 'owner')
 if ARGV[1] == '1' then
@@ -208,6 +214,10 @@ if ARGV[1] == '1' and redis.call('HGET', KEYS[4], 'state') == 'ACTIVE' then
   redis.call('PEXPIRE', KEYS[5], ARGV[8])
   track({ KEYS[7], KEYS[8], KEYS[9] }, ARGV[12], deadline, redis.call('LLEN', KEYS[10]))
 end
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now)
+redis.call('ZADD', KEYS[11], now + tonumber(ARGV[16]), ARGV[15])
+redis.call('PEXPIRE', KEYS[11], ARGV[16])
 redis.call('PUBLISH', ARGV[9], ARGV[10])
 return 1
 `
@@ -305,6 +315,30 @@ for _, instance in ipairs(dead) do
   end
 end
 return { restored, #dead }
+`
+
+/**
+ * Put back at the head of its mailbox the message one take of this instance
+ * holds in flight, if that take ran: a take whose receiver got an error
+ * instead (its reply lost with the connection, or not acknowledged by the
+ * replicas). Also when Redis is at its maxmemory.
+ * KEYS[1] the instance's in-flight hash · KEYS[2] mailbox hash · KEYS[3] queue · KEYS[4..6] counts
+ * ARGV[1] take number · ARGV[2] idle expiry ms · ARGV[3] wake channel
+ * Returns 1 when a message went back, 0 when the take had not run or its mailbox is gone.
+ */
+export const GIVE_BACK_MESSAGE = `${COUNTING}${INFLIGHT}
+local entry = redis.call('HGET', KEYS[1], ARGV[1])
+if not entry then return 0 end
+-- first write: shrinks memory, so the message goes back even in a full Redis.
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HGET', KEYS[2], 'state') ~= 'ACTIVE' then return 0 end
+local key, message = from_inflight(entry)
+local length = redis.call('LPUSH', KEYS[3], message)
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+track({ KEYS[4], KEYS[5], KEYS[6] }, key, now_ms() + tonumber(ARGV[2]), length)
+redis.call('PUBLISH', ARGV[3], key)
+return 1
 `
 
 /**
