@@ -113,6 +113,13 @@ export const MIGRATIONS: readonly string[] = [
   -- A list of one state (the metrics read every active state's on each scrape) reads only those jobs.
   CREATE INDEX jobs_state ON jobs (state, created_at, seq);
   `,
+  // 3: settings Switchboard keeps for itself, written once (the card-signing key).
+  `
+  CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ]
 
 /** The schema version this build writes. */
