@@ -501,8 +501,12 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         const { id } = request.params
         const workspace = await service.discover(request.caller, id)
         if (workspace.agentCard === null) throw new AppError(404, 'NOT_FOUND', `workspace ${id} has not registered an agent card`)
-        const body = JSON.stringify(await signedCard(request, id, workspace.agentCard, workspace.cardSignature))
-        const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`
+        const card = await signedCard(request, id, workspace.agentCard, workspace.cardSignature)
+        const body = JSON.stringify(card)
+        // Of the card and its signature's header, not the signature's bytes: ECDSA makes them anew on each instance.
+        const { signatures, ...unsigned } = card
+        const signedBy = Array.isArray(signatures) ? signatures.map((entry: { protected?: unknown }) => entry.protected) : null
+        const etag = `"${createHash('sha256').update(JSON.stringify(unsigned)).update(JSON.stringify(signedBy)).digest('base64url').slice(0, 27)}"`
         const headers = { etag, 'cache-control': 'private, max-age=60' }
         const wanted = request.header('if-none-match')
         if (wanted !== undefined && wanted.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag || tag.trim() === '*')) return { status: 304, headers }

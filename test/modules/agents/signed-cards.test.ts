@@ -16,7 +16,8 @@ import { AGENT_CARD_PATH, generateAgentCardSignature, verifyAgentCardSignature, 
 import { DefaultRequestHandler, InMemoryTaskStore, type AgentExecutor } from '@a2a-js/sdk/server'
 import { agentCardHandler, jsonRpcHandler, restHandler, UserBuilder } from '@a2a-js/sdk/server/express'
 import { createLogger } from '../../../src/ops/logger'
-import { canonicalCard } from '../../../src/modules/agents/signing'
+import { canonicalCard, CardVerifier } from '../../../src/modules/agents/signing'
+import { AgentUrlGuard } from '../../../src/modules/agents/ssrf'
 import { makeBackend } from '../../support/backend'
 import { serveBackend, makeApp } from '../../support/app'
 import { deleteKeys, randomPrefix, testRedis } from '../../support/redis'
@@ -97,13 +98,14 @@ const sdkVerifier = () =>
 const headerOf = (card: Json) => jose.decodeProtectedHeader({ protected: (card.signatures as { protected: string }[])[0]!.protected })
 
 /** An SDK agent serving its signed card, and a signed extended card, on both bindings. */
-async function startSignedAgent(sign: (card: AgentCard) => Promise<AgentCard>) {
+async function startSignedAgent(sign: (card: AgentCard) => Promise<AgentCard>, options: { extendedChangedAfterSigning?: boolean } = {}) {
   const app = express()
   const server = app.listen(0, '127.0.0.1')
   await new Promise((resolve) => server.once('listening', resolve))
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   const card = await sign(cardFor(base))
-  const extended = await sign({ ...cardFor(base), skills: [...cardFor(base).skills, { id: 'extended', name: 'extended', description: 'for callers who authenticate', tags: ['x'], examples: [], inputModes: [], outputModes: [], securityRequirements: [] }] })
+  const signedExtended = await sign({ ...cardFor(base), skills: [...cardFor(base).skills, { id: 'extended', name: 'extended', description: 'for callers who authenticate', tags: ['x'], examples: [], inputModes: [], outputModes: [], securityRequirements: [] }] })
+  const extended = options.extendedChangedAfterSigning ? { ...signedExtended, description: 'changed after signing' } : signedExtended
   const idle: AgentExecutor = { execute: async (_context, bus) => bus.finished(), cancelTask: async () => {} }
   const handler = new DefaultRequestHandler(card, new InMemoryTaskStore(), idle, undefined, undefined, undefined, async () => extended)
   app.use(`/${AGENT_CARD_PATH}`, agentCardHandler({ agentCardProvider: handler }))
@@ -198,6 +200,54 @@ describe('signed agent cards', () => {
     }
   })
 
+  it("refuses an extended card whose signature does not verify with a 502 naming why, on both bindings, and relays it unsigned with --allow-unverified-cards", async () => {
+    const jku = `${keySet.url}/jwks.json`
+    const changed = await startSignedAgent(generateAgentCardSignature(key.privateKey, { alg: 'ES256', typ: 'JOSE', kid: 'agent-key-1', jku }), { extendedChangedAfterSigning: true })
+    const lenient = await startRegistry({ allow_unverified_cards: true })
+    try {
+      for (const server of [registry, lenient]) {
+        const target = await server.createWorkspace('extended-changed')
+        await server.register(target, changed.url, changed.card)
+        const rpc = await server.request('POST', `/workspaces/${target.id}/a2a`, { token: ADMIN_TOKEN, headers: { 'a2a-version': '1.0' }, body: { jsonrpc: '2.0', id: 1, method: 'GetExtendedAgentCard', params: {} } })
+        const rest = await server.request('GET', `/workspaces/${target.id}/a2a/extendedAgentCard`, { token: ADMIN_TOKEN, headers: { 'a2a-version': '1.0' } })
+        if (server === registry) {
+          expect(rpc.status).toBe(502)
+          expect(((await rpc.json()) as { error: { message: string } }).error.message).toContain('extended card: the agent card of workspace')
+          expect(rest.status).toBe(502)
+          expect(JSON.stringify(await rest.json())).toContain('CARD_SIGNATURE_INVALID')
+        } else {
+          const cards = [((await rpc.json()) as { result: Json }).result, (await rest.json()) as Json]
+          for (const card of cards) {
+            expect(card.description).toBe('changed after signing')
+            expect(card.signatures).toBeUndefined()
+          }
+        }
+      }
+    } finally {
+      await lenient.close()
+      await changed.close()
+    }
+  })
+
+  it('keeps key sets for a bounded time and count: past either, the key set is fetched again', async () => {
+    const verifier = new CardVerifier(new AgentUrlGuard({ allowPrivate: true }), { cacheMs: 300, cacheEntries: 1, timeoutMs: 2000, maxBytes: 65536 })
+    const signedWith = (jku: string) => generateAgentCardSignature(key.privateKey, { alg: 'ES256', typ: 'JOSE', kid: 'agent-key-1', jku })({ ...(agent.card as unknown as AgentCard), signatures: [] }) as unknown as Promise<Json>
+    const [first, second] = await Promise.all([signedWith(`${keySet.url}/jwks.json?first`), signedWith(`${keySet.url}/jwks.json?second`)])
+    const fetches = () => keySet.requests.filter((path) => path.startsWith('/jwks.json?')).length
+    for (const [card, expected] of [
+      [first, 1],
+      [first, 1],
+      [second, 2],
+      [first, 3],
+    ] as const) {
+      expect((await verifier.check(card)).status).toBe('verified')
+      expect(fetches()).toBe(expected)
+    }
+    await Bun.sleep(350)
+    expect((await verifier.check(first)).status).toBe('verified')
+    expect(fetches()).toBe(4)
+  })
+
   it('refuses a card whose signature does not verify, with the reason, and keeps the card it had', async () => {
     const forged = { ...agent.card, description: 'changed after signing' }
     const response = await registry.request('POST', '/registry/update-card', { token: workspace.token, body: { workspace_id: workspace.id, agent_card: forged } })
@@ -229,7 +279,7 @@ describe('signed agent cards', () => {
       expect(((await response.json()) as { error: { message: string } }).error.message).toContain(reason)
     }
     // Only the loopback key set was called (its redirect was not followed).
-    expect(keySet.requests.filter((path) => path !== '/jwks.json')).toEqual(['/redirect.json', '/huge.json'])
+    expect(keySet.requests.filter((path) => !path.startsWith('/jwks.json'))).toEqual(['/redirect.json', '/huge.json'])
   })
 
   it('refuses a signature that names no jku, or an algorithm outside the asymmetric ones', async () => {
@@ -313,7 +363,8 @@ describe.skipIf(redis.url === null)('card signing across instances sharing Redis
     const prefix = randomPrefix()
     const options = { redis_url: redis.url!, redis_prefix: prefix }
     const [a, b] = await Promise.all([makeBackend('redis', options), makeBackend('redis', options)])
-    const config = { admin_token: ADMIN_TOKEN, allow_private_agent_urls: true }
+    // One public URL, as instances behind one load balancer have: the cards they serve name the same URLs.
+    const config = { admin_token: ADMIN_TOKEN, allow_private_agent_urls: true, public_url: 'https://switchboard.example' }
     const [one, two] = await Promise.all([serveBackend(a, config), serveBackend(b, config)])
     try {
       const auth = { authorization: `Bearer ${ADMIN_TOKEN}` }
@@ -330,7 +381,13 @@ describe.skipIf(redis.url === null)('card signing across instances sharing Redis
       expect(sets[0]).toEqual(sets[1]!)
       expect(headerOf(cards[0]!).kid).toBe(headerOf(cards[1]!).kid!)
       expect(headerOf(cards[0]!).kid).toBe(sets[0]!.keys[0]!.kid!)
-      for (const card of cards) await sdkVerifier()(card as unknown as AgentCard)
+      // The ETag does not depend on the signature's bytes, which each instance makes anew: a cached card is good at either.
+      const etags = await Promise.all([one, two].map(async (server) => (await fetch(`${server.url}/workspaces/${created.id}/.well-known/agent-card.json`, { headers: auth })).headers.get('etag')))
+      expect(etags[0]).toBe(etags[1]!)
+      expect((await fetch(`${two.url}/workspaces/${created.id}/.well-known/agent-card.json`, { headers: { ...auth, 'if-none-match': etags[0]! } })).status).toBe(304)
+      expect(headerOf(cards[0]!).jku).toBe('https://switchboard.example/.well-known/jwks.json')
+      const verify = verifyAgentCardSignature(async (kid) => sets[0]!.keys.find((entry) => entry.kid === kid)!)
+      for (const card of cards) await verify(card as unknown as AgentCard)
     } finally {
       await Promise.all([one.close(), two.close()])
       await deleteKeys(redis.url!, prefix)
