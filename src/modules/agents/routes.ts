@@ -222,6 +222,8 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         contextId: facts?.contextId ?? call?.facts.contextId ?? null,
         taskState: facts?.state ?? null,
       })
+    // Set once the proxy told how the call ended (and it was recorded): a failure it then throws is not recorded again.
+    let outcome: Promise<void> | undefined
     try {
       call = read()
       const target = await service.discover(caller, targetId)
@@ -249,7 +251,6 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         const value = request.header(name)
         if (value !== undefined) headers[name] = value
       }
-      let outcome: Promise<void> | undefined
       const forwarded = { url, address, method: call.verb, body: call.body, wording: call.wording, rewrite: call.rewrite, headers, onGone: (listener: (reason: GoneReason) => void) => request.onGone(listener) }
       const reply = await proxy.forward(forwarded, (ended) => {
         count(ended.outcome)
@@ -262,7 +263,8 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
     } catch (error) {
       const reply = render(error)
       count(error instanceof RpcRequestError ? 'rejected' : outcomeOfStatus(reply.status))
-      if (!(error instanceof AppError && error.status === 499)) await record(reply.status, 0, error instanceof Error ? error.message : String(error), null)
+      if (outcome !== undefined) await outcome
+      else if (!(error instanceof AppError && error.status === 499)) await record(reply.status, 0, error instanceof Error ? error.message : String(error), null)
       reply.headers = { ...reply.headers, ...traceHeaders }
       return reply
     }

@@ -215,6 +215,12 @@ describe('signed agent cards', () => {
           expect(((await rpc.json()) as { error: { message: string } }).error.message).toContain('extended card: the agent card of workspace')
           expect(rest.status).toBe(502)
           expect(JSON.stringify(await rest.json())).toContain('CARD_SIGNATURE_INVALID')
+          const { items } = (await (await server.request('GET', `/workspaces/${target.id}/activity`, { token: ADMIN_TOKEN })).json()) as { items: Json[] }
+          // Once each: the proxy records a call it ends itself, and the refusal it throws is not recorded again.
+          expect(items.map((item) => [item.method, item.status, String(item.error).includes('does not verify')])).toEqual([
+            ['GetExtendedAgentCard', 502, true],
+            ['GetExtendedAgentCard', 502, true],
+          ])
         } else {
           const cards = [((await rpc.json()) as { result: Json }).result, (await rest.json()) as Json]
           for (const card of cards) {
