@@ -354,6 +354,40 @@ describe("Switchboard's card-signing key", () => {
     }
   })
 
+  it('signs with a key file holding a JWK (Ed25519, EdDSA)', async () => {
+    const { privateKey } = generateKeyPairSync('ed25519')
+    const path = join(tempDir('card-key'), 'card-key.jwk')
+    writeFileSync(path, JSON.stringify(privateKey.export({ format: 'jwk' })))
+    const registry = await startRegistry({ card_signing_key: path })
+    try {
+      const target = await registry.createWorkspace('jwk-keyed')
+      await registry.register(target, 'http://127.0.0.1:9/a2a', { ...cardFor('http://127.0.0.1:9'), signatures: [] })
+      const card = (await (await registry.request('GET', `/workspaces/${target.id}/.well-known/agent-card.json`, { token: ADMIN_TOKEN })).json()) as Json
+      expect(headerOf(card).alg).toBe('EdDSA')
+      await sdkVerifier()(card as unknown as AgentCard)
+    } finally {
+      await registry.close()
+    }
+  })
+
+  it('signs a v0.3 card (url, additionalInterfaces, preferredTransport) over all its fields', async () => {
+    const registry = await startRegistry()
+    try {
+      const target = await registry.createWorkspace('v03')
+      const v03 = { name: 'v0.3 agent', description: 'old', version: '1', protocolVersion: '0.3.0', url: 'http://127.0.0.1:9/a2a', preferredTransport: 'JSONRPC', additionalInterfaces: [{ url: 'http://127.0.0.1:9/rest', transport: 'HTTP+JSON' }], capabilities: {}, skills: [] }
+      await registry.register(target, 'http://127.0.0.1:9/a2a', v03)
+      const card = (await (await registry.request('GET', `/workspaces/${target.id}/.well-known/agent-card.json`, { token: ADMIN_TOKEN })).json()) as Json
+      expect(card.url).toBe(`${registry.url}/workspaces/${target.id}/a2a`)
+      const { keys } = (await (await registry.request('GET', '/.well-known/jwks.json')).json()) as { keys: jose.JWK[] }
+      const signature = (card.signatures as { protected: string; signature: string }[])[0]!
+      const verify = (signed: Json) => jose.flattenedVerify({ ...signature, payload: jose.base64url.encode(canonicalCard(signed)) }, jose.createLocalJWKSet({ keys }))
+      await verify(card)
+      await expect(verify({ ...card, url: 'https://attacker.example/a2a' })).rejects.toThrow('signature verification failed')
+    } finally {
+      await registry.close()
+    }
+  })
+
   it('refuses to start with a key file that holds no private key, naming the setting', async () => {
     const path = join(tempDir('card-key'), 'public.pem')
     writeFileSync(path, generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ format: 'pem', type: 'spki' }))
