@@ -60,7 +60,11 @@ const errors = {
   410: { description: 'The workspace was removed', schema: model.RemovedBody },
   503: { description: 'The registry cannot be reached right now (Retry-After)' },
 }
-const cardTooLarge = { 413: { description: 'Request body larger than max_body_kb, or agent_card larger than max_field_kb' } }
+/** What registering a card may be refused for beyond the shared errors. */
+const cardRefused = {
+  400: { description: 'Invalid body, or an agent card whose signature does not verify (CARD_SIGNATURE_INVALID, naming why; taken with allow_unverified_cards)' },
+  413: { description: 'Request body larger than max_body_kb, or agent_card larger than max_field_kb' },
+}
 
 /** The JSON-RPC methods that answer the extended card (v0.3 and v1.0 names). */
 const EXTENDED_CARD_METHODS = new Set(['agent/getAuthenticatedExtendedCard', 'GetExtendedAgentCard'])
@@ -547,7 +551,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       path: '/registry/register',
       summary: "Register an agent's URL and card",
       body: model.RegisterBody,
-      responses: { 200: { description: 'Registered (a new workspace gets its token and inbound secret)', schema: model.RegisterResponse }, ...errors, ...cardTooLarge },
+      responses: { 200: { description: 'Registered (a new workspace gets its token and inbound secret)', schema: model.RegisterResponse }, ...errors, ...cardRefused },
       handle: async ({ body, credentials }) => {
         checkFieldSize('agent_card', body.agent_card, options.maxFieldBytes)
         const { workspace, token } = await service.register(credentials.token, credentials.workspaceId, {
@@ -585,7 +589,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       path: '/registry/update-card',
       summary: "Replace the workspace's agent card",
       body: model.UpdateCardBody,
-      responses: { 200: { description: 'Updated', schema: model.OkBody }, ...errors, ...cardTooLarge },
+      responses: { 200: { description: 'Updated', schema: model.OkBody }, ...errors, ...cardRefused },
       handle: async ({ caller, body }) => {
         checkFieldSize('agent_card', body.agent_card, options.maxFieldBytes)
         await service.updateCard(caller, body.workspace_id, body.agent_card)

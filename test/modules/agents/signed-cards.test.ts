@@ -288,6 +288,20 @@ describe('signed agent cards', () => {
     expect(keySet.requests.filter((path) => !path.startsWith('/jwks.json'))).toEqual(['/redirect.json', '/huge.json'])
   })
 
+  it('refuses a key set in a private or loopback range unless --allow-private-agent-urls is given, without calling it', async () => {
+    const strict = await startRegistry({ allow_private_agent_urls: false })
+    try {
+      const target = await strict.createWorkspace('strict')
+      const before = keySet.requests.length
+      const response = await strict.request('POST', '/registry/update-card', { token: target.token, body: { workspace_id: target.id, agent_card: agent.card } })
+      expect(response.status).toBe(400)
+      expect(((await response.json()) as { error: { message: string } }).error.message).toContain('a loopback address (allowed only with --allow-private-agent-urls)')
+      expect(keySet.requests.length).toBe(before)
+    } finally {
+      await strict.close()
+    }
+  })
+
   it('refuses a signature that names no jku, or an algorithm outside the asymmetric ones', async () => {
     const noJku = (await generateAgentCardSignature(key.privateKey, { alg: 'ES256', typ: 'JOSE', kid: 'agent-key-1' })({ ...(agent.card as unknown as AgentCard), signatures: [] })) as unknown as Json
     const hmac = (await generateAgentCardSignature({ kty: 'oct', k: jose.base64url.encode('shared-secret-shared-secret-1234') }, { alg: 'HS256', typ: 'JOSE', kid: 'agent-key-1', jku: `${keySet.url}/jwks.json` })({ ...(agent.card as unknown as AgentCard), signatures: [] })) as unknown as Json
