@@ -177,6 +177,9 @@ export interface CardVerifierOptions {
 const SIGNATURES_CHECKED = 4
 /** Keys of one key set used at most. */
 const KEYS_READ = 100
+/** Longest `kid` and `jku` taken (they are kept on the workspace): a jku as long as an agent URL may be. */
+const KID_MAX = 256
+const JKU_MAX = 2048
 /** A key set this young is not fetched again for a `kid` it lacks (an agent rotating keys is seen after that). */
 const REFETCH_AFTER_MS = 30_000
 
@@ -235,6 +238,8 @@ export class CardVerifier {
     }
     if (typeof header.alg !== 'string' || !ALGORITHMS.includes(header.alg)) throw new SignatureProblem(`alg ${JSON.stringify(header.alg ?? null)} is not one of ${ALGORITHMS.join(', ')}`)
     if (typeof header.kid !== 'string' || header.kid === '') throw new SignatureProblem('its protected header names no kid')
+    if (header.kid.length > KID_MAX) throw new SignatureProblem(`its kid is longer than ${KID_MAX} characters`)
+    if (typeof header.jku === 'string' && header.jku.length > JKU_MAX) throw new SignatureProblem(`its jku is longer than ${JKU_MAX} characters`)
     if (typeof header.jku !== 'string' || header.jku === '') throw new SignatureProblem(`its protected header names no jku: Switchboard verifies a card by the key set the signature names, and holds no keys of its own for kid ${JSON.stringify(shown(header.kid))}`)
     return { kid: header.kid, jku: header.jku }
   }

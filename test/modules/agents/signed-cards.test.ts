@@ -302,12 +302,16 @@ describe('signed agent cards', () => {
     }
   })
 
-  it('refuses a signature that names no jku, or an algorithm outside the asymmetric ones', async () => {
+  it('refuses a signature that names no jku, an algorithm outside the asymmetric ones, or a kid or jku past its bound (both are kept on the workspace)', async () => {
     const noJku = (await generateAgentCardSignature(key.privateKey, { alg: 'ES256', typ: 'JOSE', kid: 'agent-key-1' })({ ...(agent.card as unknown as AgentCard), signatures: [] })) as unknown as Json
+    const longKid = (await generateAgentCardSignature(key.privateKey, { alg: 'ES256', typ: 'JOSE', kid: 'k'.repeat(257), jku: `${keySet.url}/jwks.json` })({ ...(agent.card as unknown as AgentCard), signatures: [] })) as unknown as Json
+    const longJku = (await generateAgentCardSignature(key.privateKey, { alg: 'ES256', typ: 'JOSE', kid: 'agent-key-1', jku: `${keySet.url}/jwks.json?${'q'.repeat(2048)}` })({ ...(agent.card as unknown as AgentCard), signatures: [] })) as unknown as Json
     const hmac = (await generateAgentCardSignature({ kty: 'oct', k: jose.base64url.encode('shared-secret-shared-secret-1234') }, { alg: 'HS256', typ: 'JOSE', kid: 'agent-key-1', jku: `${keySet.url}/jwks.json` })({ ...(agent.card as unknown as AgentCard), signatures: [] })) as unknown as Json
     for (const [card, reason] of [
       [noJku, 'names no jku'],
       [hmac, 'alg "HS256" is not one of'],
+      [longKid, 'its kid is longer than 256 characters'],
+      [longJku, 'its jku is longer than 2048 characters'],
     ] as const) {
       const response = await registry.request('POST', '/registry/update-card', { token: workspace.token, body: { workspace_id: workspace.id, agent_card: card } })
       expect(response.status).toBe(400)
