@@ -263,6 +263,11 @@ describe('signed agent cards', () => {
     expect(error.message).toContain('does not verify with key "agent-key-1"')
     expect(error.message).toContain('--allow-unverified-cards')
     expect(((await workspaceRecord()).agent_card as Json).description).toBe('signs its card')
+    // The JS SDK signs only the fields of the v1.0 schema: a field outside it is not covered, so the card does not verify here.
+    const withExtra = (await generateAgentCardSignature(key.privateKey, { alg: 'ES256', typ: 'JOSE', kid: 'agent-key-1', jku: `${keySet.url}/jwks.json` })({ ...(agent.card as unknown as AgentCard), signatures: [], vendorNote: 'unsigned by the SDK' } as AgentCard)) as unknown as Json
+    expect(withExtra.vendorNote).toBe('unsigned by the SDK')
+    const extra = await registry.request('POST', '/registry/update-card', { token: workspace.token, body: { workspace_id: workspace.id, agent_card: withExtra } })
+    expect(extra.status).toBe(400)
     const other = await registry.createWorkspace('forged')
     const refused = await registry.request('POST', '/registry/register', { token: other.token, body: { id: other.id, url: agent.url, agent_card: forged } })
     expect(refused.status).toBe(400)
