@@ -324,6 +324,26 @@ describe('signed agent cards', () => {
     }
   })
 
+  it('refuses malformed signatures with a 400 naming what is wrong, never a 500', async () => {
+    const header = (value: unknown) => jose.base64url.encode(JSON.stringify(value))
+    const cases: [unknown, string][] = [
+      ['not a list', '`signatures` is not an array'],
+      [[null], 'needs `protected` and `signature`'],
+      [[{ protected: 42, signature: 'x' }], 'needs `protected` and `signature`'],
+      [[{ protected: '!!!', signature: 'x' }], 'protected header is not base64url JSON'],
+      [[{ protected: header(['a']), signature: 'x' }], 'protected header is not base64url JSON'],
+      [[{ protected: header({ alg: 'none', kid: 'k', jku: `${keySet.url}/jwks.json` }), signature: '' }], 'alg "none" is not one of'],
+      [[{ protected: header({ alg: 'ES256', kid: 7, jku: `${keySet.url}/jwks.json` }), signature: 'x' }], 'names no kid'],
+      [[{ protected: header({ alg: 'ES256', kid: 'missing', jku: `${keySet.url}/jwks.json` }), signature: 'x' }], 'has no key with kid "missing"'],
+      [[{ protected: header({ alg: 'ES256', kid: 'agent-key-1', jku: `${keySet.url}/jwks.json` }), signature: 'AAAA' }], 'does not verify with key "agent-key-1"'],
+    ]
+    for (const [signatures, reason] of cases) {
+      const response = await registry.request('POST', '/registry/update-card', { token: workspace.token, body: { workspace_id: workspace.id, agent_card: { ...agent.card, signatures } } })
+      expect(response.status).toBe(400)
+      expect(((await response.json()) as { error: { message: string } }).error.message).toContain(reason)
+    }
+  })
+
   it('signs a card the agent did not sign, and records it as unsigned', async () => {
     const plain = await registry.createWorkspace('plain')
     await registry.register(plain, agent.url, { ...agent.card, signatures: [] })
