@@ -274,6 +274,21 @@ describe('signed agent cards', () => {
     expect((await workspaceRecord(other.id)).url).toBeNull()
   })
 
+  it('with open registration, creates no workspace for a card whose signature does not verify', async () => {
+    const open = await startRegistry({ open_registration: true })
+    try {
+      const id = crypto.randomUUID()
+      const refused = await open.request('POST', '/registry/register', { body: { id, url: agent.url, agent_card: { ...agent.card, description: 'changed after signing' } } })
+      expect(refused.status).toBe(400)
+      expect((await open.request('GET', `/workspaces/${id}`, { token: ADMIN_TOKEN })).status).toBe(404)
+      const taken = await open.request('POST', '/registry/register', { body: { id, url: agent.url, agent_card: agent.card } })
+      expect(taken.status).toBe(200)
+      expect(((await (await open.request('GET', `/workspaces/${id}`, { token: ADMIN_TOKEN })).json()) as Json).card_signature).toMatchObject({ status: 'verified' })
+    } finally {
+      await open.close()
+    }
+  })
+
   it('refuses a signature whose key set is named at a metadata or link-local address without calling it, and one whose key set redirects or is too large', async () => {
     const cases = [
       { jku: 'http://169.254.169.254/latest/jwks.json', reason: 'link-local (cloud metadata)' },
