@@ -7,7 +7,7 @@
  */
 import { randomUUID } from 'node:crypto'
 import type { Backend } from './backend/index'
-import { resolveConfig, type Config } from './config'
+import { ConfigError, resolveConfig, type Config } from './config'
 import { createAuthenticator, credentialOf, type Authenticator } from './http/auth'
 import { corsPolicy } from './http/cors'
 import { docsRoutes } from './http/docs'
@@ -20,6 +20,7 @@ import { UnauthorizedError } from './errors'
 import { a2aRestStreamChannel, a2aStreamChannel, agentsRoutes } from './modules/agents/routes'
 import type { CallOutcome } from './modules/agents/proxy'
 import { AgentsService } from './modules/agents/service'
+import { CardSigner, CardVerifier, readSigningKeyFile } from './modules/agents/signing'
 import { AgentUrlGuard, type Resolver } from './modules/agents/ssrf'
 import { exchangeRoutes, listenStreamChannel } from './modules/exchange/routes'
 import { ExchangeService, type ExchangeEvent } from './modules/exchange/service'
@@ -40,6 +41,15 @@ export interface CreateAppOptions {
   resolve?: Resolver
   /** Routes of the host's own, run by the same pipeline and documented alike. */
   routes?: readonly AnyRoute[]
+}
+
+/** The operator's card-signing key, read at start-up so a bad file stops Switchboard with the reason. */
+function signingKeyOf(path: string) {
+  try {
+    return readSigningKeyFile(path)
+  } catch (error) {
+    throw new ConfigError(`invalid setting "card_signing_key" (--card-signing-key / SWITCHBOARD_CARD_SIGNING_KEY): ${(error as Error).message}`)
+  }
 }
 
 export function createApp(options: CreateAppOptions) {
@@ -65,10 +75,12 @@ export function createApp(options: CreateAppOptions) {
   const agentUrls = new AgentUrlGuard({ allowPrivate: config.allow_private_agent_urls, resolve: options.resolve })
   const agents = new AgentsService(
     backend.agents,
-    { adminToken: config.admin_token, openRegistration: config.open_registration, heartbeatTtlSeconds: config.heartbeat_ttl_s },
+    { adminToken: config.admin_token, openRegistration: config.open_registration, heartbeatTtlSeconds: config.heartbeat_ttl_s, allowUnverifiedCards: config.allow_unverified_cards },
     agentUrls,
     logger,
+    new CardVerifier(agentUrls, { cacheMs: 300_000, cacheEntries: 1000, timeoutMs: config.a2a_connect_timeout_ms, maxBytes: 64 * 1024 }),
   )
+  const cardSigner = new CardSigner(config.card_signing_key === undefined ? { store: backend.agents } : { jwk: signingKeyOf(config.card_signing_key) })
   const workers = new WorkerService(
     backend.workers,
     backend.events,
@@ -131,6 +143,7 @@ export function createApp(options: CreateAppOptions) {
       a2aResponseLimitBytes: config.a2a_response_limit_kb * 1024,
       publicUrl: config.public_url,
       maxFieldBytes: config.max_field_kb * 1024,
+      signer: cardSigner,
       onCallEnded: (outcome) => a2aCallsOf(outcome).inc(),
       timeouts: {
         connectMs: config.a2a_connect_timeout_ms,

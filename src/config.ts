@@ -106,6 +106,11 @@ export const ConfigSchema = v.object({
   worker_ping_s: v.optional(positive('Seconds between WebSocket pings to workers; two missed pings drop a worker.'), 10),
   public_url: v.optional(text('URL clients reach this server at (used in init-config and agent cards); default from the request.')),
   allow_private_agent_urls: v.optional(flag('Allow agent URLs in private and loopback ranges.'), false),
+  allow_unverified_cards: v.optional(
+    flag("Register an agent whose card signature does not verify, serving its card unsigned with a warning in the log and on the workspace; default: refused with the reason."),
+    false,
+  ),
+  card_signing_key: v.optional(text("Private key file (PEM or JWK: EC P-256/P-384/P-521, RSA or Ed25519) the agent cards Switchboard serves are signed with; default: a P-256 key generated once and kept in the backend.")),
   open_registration: v.optional(flag('Let unknown agents register (a root workspace is created).'), false),
   heartbeat_ttl_s: v.optional(positive('Seconds without a heartbeat before an agent counts as offline.'), 180),
   a2a_connect_timeout_ms: v.optional(integer(1, 600000, 'Connect timeout towards agents.'), 5000),

@@ -61,6 +61,7 @@ export class MemoryAgents implements AgentStore {
   private recordedHead = 0
   private workspaceBytes = 0
   private activityBytes = 0
+  private signingKey: string | null = null
   private activityEntries = 0
 
   /** `maxBytes`: what workspaces, tokens and activity may take together (max_registry_mb). */
@@ -211,5 +212,10 @@ export class MemoryAgents implements AgentStore {
     const start = Math.max(visible, end - limit)
     const items = log.entries.slice(start, Math.max(start, end)).reverse()
     return { items, next: start > visible ? String(start + log.first) : null }
+  }
+
+  async cardSigningKey(candidate: string): Promise<string> {
+    this.signingKey ??= candidate
+    return this.signingKey
   }
 }

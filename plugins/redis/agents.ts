@@ -111,4 +111,11 @@ export class RedisAgents implements AgentStore {
     const items = entries.reverse().map((entry) => JSON.parse(entry) as ActivityRecord)
     return { items, next: olderKept === 1 ? String(start) : null }
   }
+
+  async cardSigningKey(candidate: string): Promise<string> {
+    const key = this.keys.cardSigningKey()
+    // The first instance to write it wins; the key is never changed, so reading it after is enough.
+    await this.command(() => this.connection.command.set(key, candidate, 'NX'))
+    return (await this.command(() => this.connection.command.get(key)))!
+  }
 }

@@ -216,6 +216,11 @@ export class RedisKeys {
     return this.key('workers-indexed')
   }
 
+  /** String: Switchboard's card-signing key (a private JWK as JSON), written once by the first instance. */
+  cardSigningKey(): string {
+    return this.key('card-signing-key')
+  }
+
   /** Hash of one workspace: each WorkspaceRecord field as JSON. */
   workspace(id: string): string {
     return this.key('workspace', id)

@@ -29,6 +29,8 @@ export class SqliteAgents implements AgentStore {
     trimActivity: Row<never>
     activityPage: Row<{ seq: number; record: string }>
     oldestShown: Row<{ seq: number }>
+    keepSetting: Row<never>
+    setting: Row<{ value: string }>
   }
 
   /** Calls recorded per workspace since its activity was last trimmed. */
@@ -60,6 +62,8 @@ export class SqliteAgents implements AgentStore {
       activityPage: prepare('SELECT seq, record FROM activity WHERE workspace_id = ? AND seq < ? AND seq > ? ORDER BY seq DESC LIMIT ?'),
       // The newest entry past the ACTIVITY_KEPT shown (none while a workspace holds no more than that).
       oldestShown: prepare(`SELECT seq FROM activity WHERE workspace_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ${ACTIVITY_KEPT}`),
+      keepSetting: prepare('INSERT OR IGNORE INTO settings (name, value) VALUES (?, ?)'),
+      setting: prepare('SELECT value FROM settings WHERE name = ?'),
     }
 
     this.createTx = db.transaction((workspace: WorkspaceRecord, tokenHash: string) => {
@@ -168,5 +172,10 @@ export class SqliteAgents implements AgentStore {
     const page = rows.slice(0, limit)
     const next = rows.length > limit && page.length > 0 ? String(page[page.length - 1]!.seq) : null
     return { items: page.map((row) => JSON.parse(row.record) as ActivityRecord), next }
+  }
+
+  async cardSigningKey(candidate: string): Promise<string> {
+    await this.writes.run(() => this.statements.keepSetting.run('card_signing_key', candidate))
+    return this.statements.setting.get('card_signing_key')!.value
   }
 }

@@ -137,6 +137,13 @@ export const MIGRATIONS: readonly string[] = [
   UPDATE jobs SET room_id = json_extract(record, '$.roomId');
   CREATE INDEX jobs_room ON jobs (room_id, created_at, seq);
   `,
+  // 4: settings Switchboard keeps for itself, written once (the card-signing key).
+  `
+  CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+  ) WITHOUT ROWID;
+  `,
 ]
 
 /** The schema version this build writes. */

@@ -29,11 +29,26 @@ export interface WorkspaceRecord {
   activeTasks: number
   currentTask: string | null
   uptimeSeconds: number | null
+  /** How the card's signature checked out when it was registered; absent for records written before it was kept. */
+  cardSignature?: CardSignatureCheck | null
+}
+
+/**
+ * The outcome of checking an agent card's signatures (A2A §8.4): `verified` (one verified, by `kid` from `jku`),
+ * `unsigned` (the card has none), or `invalid` (none verified; `reason` says why, and the card is served unsigned).
+ */
+export interface CardSignatureCheck {
+  status: 'verified' | 'unsigned' | 'invalid'
+  kid: string | null
+  jku: string | null
+  reason: string | null
+  /** When it was checked, in ms since the epoch. */
+  checkedAt: number
 }
 
 /** The fields registration and heartbeats may change; identity, hierarchy and removal are not among them. */
 export type WorkspacePatch = Partial<
-  Pick<WorkspaceRecord, 'name' | 'role' | 'url' | 'agentCard' | 'deliveryMode' | 'lastHeartbeatAt' | 'errorRate' | 'activeTasks' | 'currentTask' | 'uptimeSeconds'>
+  Pick<WorkspaceRecord, 'name' | 'role' | 'url' | 'agentCard' | 'deliveryMode' | 'lastHeartbeatAt' | 'errorRate' | 'activeTasks' | 'currentTask' | 'uptimeSeconds' | 'cardSignature'>
 >
 
 /** One proxied call. */
@@ -96,4 +111,9 @@ export interface AgentStore {
   recordActivity(activity: ActivityRecord): Promise<void>
   /** A page of the calls a workspace made or received, most recently recorded first. */
   listActivity(workspaceId: string, limit: number, cursor: string | null): Promise<ActivityPage>
+  /**
+   * Switchboard's card-signing key (text the caller chose, a private JWK): stores `candidate` when no key is stored
+   * and answers the stored one, so every instance sharing the store signs with the first key written.
+   */
+  cardSigningKey(candidate: string): Promise<string>
 }

@@ -93,7 +93,7 @@ export type PluginFactory = (host: PluginHost) => BackendPlugin | Promise<Backen
 const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events' | 'instances', readonly string[]> = {
   mailboxes: ['create', 'status', 'terminate', 'put', 'take', 'restore', 'discover', 'heartbeat', 'stats', 'share', 'unshare', 'shares', 'counts'],
   workers: ['upsertWorker', 'getWorker', 'listWorkers', 'updateWorker', 'setDraining', 'deleteWorker', 'reserveSlot', 'releaseSlot', 'assignSlot', 'createJob', 'getJob', 'listJobs', 'transitionJob', 'enqueueJob', 'claimQueuedJob', 'releaseQueuedJob', 'dequeueJob', 'listQueues', 'rememberDispatch', 'forgetDispatch'],
-  agents: ['createWorkspace', 'getWorkspace', 'listWorkspaces', 'listChildren', 'updateWorkspace', 'removeWorkspace', 'rotateToken', 'workspaceOfToken', 'hasToken', 'recordActivity', 'listActivity'],
+  agents: ['createWorkspace', 'getWorkspace', 'listWorkspaces', 'listChildren', 'updateWorkspace', 'removeWorkspace', 'rotateToken', 'workspaceOfToken', 'hasToken', 'recordActivity', 'listActivity', 'cardSigningKey'],
   events: ['publish', 'subscribe'],
   instances: ['beat', 'alive', 'leave'],
 }

@@ -243,6 +243,15 @@ describe('the sqlite backend on one file', () => {
     await backend.close()
   })
 
+  it('keeps the card-signing key across a restart: a file opened again signs with the key it holds', async () => {
+    const file = join(dir, `${randomUUID()}.db`)
+    let backend = await open(file)
+    expect(await backend.agents.cardSigningKey('{"k":"first"}')).toBe('{"k":"first"}')
+    await backend.close()
+    backend = await open(file)
+    expect(await backend.agents.cardSigningKey('{"k":"second"}')).toBe('{"k":"first"}')
+  })
+
   it('records the schema version it wrote', async () => {
     const file = join(dir, `${randomUUID()}.db`)
     await (await open(file)).close()

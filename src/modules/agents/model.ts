@@ -79,6 +79,18 @@ export const WorkspaceInfo = v.object({
   created_at: v.string(),
   error_rate: v.number(),
   uptime_seconds: v.nullable(v.number()),
+  card_signature: v.pipe(
+    v.nullable(
+      v.object({
+        status: v.picklist(['verified', 'unsigned', 'invalid']),
+        kid: v.nullable(v.string()),
+        jku: v.nullable(v.string()),
+        reason: v.nullable(v.string()),
+        checked_at: v.string(),
+      }),
+    ),
+    v.description("How the agent card's signature checked out when it was registered: verified (by kid from the key set at jku), unsigned, or invalid (taken with allow_unverified_cards; the card is served unsigned). Null before a card is registered"),
+  ),
   inbound_secret: v.optional(v.pipe(v.string(), v.description('Sent to the agent as X-Switchboard-Secret on every proxied call (shown to the workspace itself and admins)'))),
 })
 

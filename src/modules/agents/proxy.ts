@@ -338,7 +338,7 @@ export interface ForwardRequest {
   body: Uint8Array<ArrayBuffer> | null
   wording: AnswerWording
   /** Rewrites a whole 2xx JSON answer before it is relayed (an extended card's interfaces); undefined keeps it as it came. */
-  rewrite?: (answer: unknown) => unknown
+  rewrite?: (answer: unknown) => Promise<unknown>
   /** Headers for the agent: caller id, inbound secret, A2A version and extensions. */
   headers: Record<string, string>
   /** Calls its listener when the caller goes away or shutdown cuts the call; returns the function that stops listening. */
@@ -385,7 +385,7 @@ class Aborted extends Error {
 }
 
 /** What a call is sent to: the URL with the checked address for its host, and what keeps the agent's name. */
-interface Destination {
+export interface Destination {
   href: string
   /** The Host header (the URL's own host) when the URL names the agent by name. */
   host?: string
@@ -399,7 +399,7 @@ interface Destination {
  * checked address, with the name as Host and, over https, as the TLS server
  * name, so the certificate is still checked against the name.
  */
-function destinationOf(url: URL, address: string): Destination {
+export function destinationOf(url: URL, address: string): Destination {
   if (isIP(url.hostname.replace(/^\[|\]$/g, '')) !== 0) return { href: url.href }
   const host = isIP(address) === 6 ? `[${address}]` : address
   const href = `${url.protocol}//${host}${url.port === '' ? '' : `:${url.port}`}${url.pathname}${url.search}`
@@ -593,7 +593,12 @@ export class A2AProxy {
     }
     noteTaskFacts(facts, request.wording.resultOf(answer))
     if (request.rewrite !== undefined && response.ok && answer !== undefined) {
-      const rewritten = request.rewrite(answer)
+      let rewritten: unknown
+      try {
+        rewritten = await request.rewrite(answer)
+      } catch (error) {
+        return fail(error instanceof AppError ? error : new AppError(502, 'BAD_GATEWAY', `the agent's answer could not be rewritten: ${(error as Error).message}`))
+      }
       if (rewritten !== undefined) body = encoder.encode(JSON.stringify(rewritten))
     }
     finish({ status: response.status, responseBytes: body.length, error: response.status >= 300 ? `agent answered HTTP ${response.status}` : null, outcome: outcomeOfStatus(response.status), facts })

@@ -6,7 +6,7 @@
  */
 import { createHash, randomUUID } from 'node:crypto'
 import * as v from 'valibot'
-import type { Caller, WorkspaceRecord } from '../../backend/agents'
+import type { Caller, CardSignatureCheck, WorkspaceRecord } from '../../backend/agents'
 import { AppError } from '../../errors'
 import { json, type Reply } from '../../http/reply'
 import { route, type AnyRoute, type ChannelDoc, type RouteRequest } from '../../http/route'
@@ -19,6 +19,7 @@ import { interfaceUrlOf, servedAgentCard, type Binding } from './interfaces'
 import { A2AProxy, jsonRpcWording, outcomeOfStatus, readRpcRequest, RpcRequestError, type AnswerWording, type CallOutcome, type ProxyTimeouts, type PushUrl, type TaskFacts } from './proxy'
 import { readRestRequest, REST_OPERATIONS, restWording, type RestOperation } from './rest'
 import type { AgentsService } from './service'
+import type { CardSigner } from './signing'
 import type { AgentUrlGuard } from './ssrf'
 import { traceContextOf } from './trace'
 
@@ -37,6 +38,8 @@ export interface AgentsRoutesOptions {
   publicUrl?: string
   /** Largest JSON of an agent card, in bytes (max_field_kb). */
   maxFieldBytes: number
+  /** Signs the cards served. */
+  signer: CardSigner
 }
 
 /** Header carrying the target's inbound secret on every proxied call, so an agent can refuse calls that bypass Switchboard. */
@@ -44,6 +47,8 @@ export const INBOUND_SECRET_HEADER = 'x-switchboard-secret'
 
 const JSON_HEADERS = { 'content-type': 'application/json' }
 const iso = (at: number | null) => (at === null ? null : new Date(at).toISOString())
+const cardSignatureInfo = (check: CardSignatureCheck | null | undefined) =>
+  check ? { status: check.status, kid: check.kid, jku: check.jku, reason: check.reason, checked_at: iso(check.checkedAt)! } : null
 
 const IdParams = v.object({ id: model.WorkspaceId })
 
@@ -55,10 +60,17 @@ const errors = {
   410: { description: 'The workspace was removed', schema: model.RemovedBody },
   503: { description: 'The registry cannot be reached right now (Retry-After)' },
 }
-const cardTooLarge = { 413: { description: 'Request body larger than max_body_kb, or agent_card larger than max_field_kb' } }
+/** What registering a card may be refused for beyond the shared errors. */
+const cardRefused = {
+  400: { description: 'Invalid body, or an agent card whose signature does not verify (CARD_SIGNATURE_INVALID, naming why; taken with allow_unverified_cards)' },
+  413: { description: 'Request body larger than max_body_kb, or agent_card larger than max_field_kb' },
+}
 
 /** The JSON-RPC methods that answer the extended card (v0.3 and v1.0 names). */
 const EXTENDED_CARD_METHODS = new Set(['agent/getAuthenticatedExtendedCard', 'GetExtendedAgentCard'])
+
+/** Where Switchboard publishes the key set that verifies the cards it serves. */
+const JWKS_PATH = '/.well-known/jwks.json'
 
 const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
 
@@ -105,6 +117,17 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
   const baseUrl = (request: AnyRequest) => (options.publicUrl ? options.publicUrl.replace(/\/+$/, '') : request.origin)
   const proxyUrlOf = (request: AnyRequest, id: string) => `${baseUrl(request)}/workspaces/${id}/a2a`
 
+  /**
+   * A card as Switchboard serves it, signed with Switchboard's key (the key set named at /.well-known/jwks.json);
+   * a card whose own signature did not verify (taken with allow_unverified_cards) is served unsigned.
+   */
+  const signedCard = async (request: AnyRequest, id: string, card: Record<string, unknown>, check: CardSignatureCheck | null | undefined) => {
+    const served = servedAgentCard(card, proxyUrlOf(request, id))
+    if (check?.status !== 'invalid') return options.signer.sign(served, `${baseUrl(request)}${JWKS_PATH}`)
+    delete served.signatures
+    return served
+  }
+
   const peerInfo = (request: AnyRequest, workspace: WorkspaceRecord) => ({
     id: workspace.id,
     name: workspace.name,
@@ -124,6 +147,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
     created_at: iso(workspace.createdAt)!,
     error_rate: workspace.errorRate,
     uptime_seconds: workspace.uptimeSeconds,
+    card_signature: cardSignatureInfo(workspace.cardSignature),
     ...(withSecret ? { inbound_secret: workspace.inboundSecret } : {}),
   })
   const seesSecret = (caller: Caller, id: string) => caller.kind === 'admin' || caller.id === id
@@ -158,7 +182,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
     /** The binding's error for a refused push-notification URL. */
     refusePush(message: string, field: string): AppError
     /** Rewrites a whole answer before it is relayed (an extended card). */
-    rewrite?: (answer: unknown) => unknown
+    rewrite?: (answer: unknown) => Promise<unknown>
   }
 
   /**
@@ -202,6 +226,8 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         contextId: facts?.contextId ?? call?.facts.contextId ?? null,
         taskState: facts?.state ?? null,
       })
+    // Set once the proxy told how the call ended (and it was recorded): a failure it then throws is not recorded again.
+    let outcome: Promise<void> | undefined
     try {
       call = read()
       const target = await service.discover(caller, targetId)
@@ -229,7 +255,6 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
         const value = request.header(name)
         if (value !== undefined) headers[name] = value
       }
-      let outcome: Promise<void> | undefined
       const forwarded = { url, address, method: call.verb, body: call.body, wording: call.wording, rewrite: call.rewrite, headers, onGone: (listener: (reason: GoneReason) => void) => request.onGone(listener) }
       const reply = await proxy.forward(forwarded, (ended) => {
         count(ended.outcome)
@@ -242,17 +267,23 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
     } catch (error) {
       const reply = render(error)
       count(error instanceof RpcRequestError ? 'rejected' : outcomeOfStatus(reply.status))
-      if (!(error instanceof AppError && error.status === 499)) await record(reply.status, 0, error instanceof Error ? error.message : String(error), null)
+      if (outcome !== undefined) await outcome
+      else if (!(error instanceof AppError && error.status === 499)) await record(reply.status, 0, error instanceof Error ? error.message : String(error), null)
       reply.headers = { ...reply.headers, ...traceHeaders }
       return reply
     }
   }
 
-  /** An extended card's answer with the card served as the public one is (JSON-RPC: under `result`). */
-  const servedCardOf = (request: AnyRequest, id: string, jsonRpc: boolean) => (answer: unknown) => {
+  /**
+   * An extended card's answer with the card served as the public one is (JSON-RPC: under `result`). Its own
+   * signature is checked as a registered card's is; one that does not verify is refused (502), or with
+   * allow_unverified_cards served unsigned.
+   */
+  const servedCardOf = (request: AnyRequest, id: string, jsonRpc: boolean) => async (answer: unknown) => {
     const card = jsonRpc ? (isObject(answer) ? answer.result : undefined) : answer
     if (!isObject(card)) return undefined
-    const served = servedAgentCard(card, proxyUrlOf(request, id))
+    const check = await service.checkCard(id, card, (message) => new AppError(502, 'CARD_SIGNATURE_INVALID', `extended card: ${message}`))
+    const served = await signedCard(request, id, card, check)
     return jsonRpc ? { ...(answer as object), result: served } : served
   }
 
@@ -359,6 +390,19 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
   return [
     route({
       ...registry,
+      access: 'none',
+      method: 'GET',
+      path: JWKS_PATH,
+      summary: 'The key set (RFC 7517) that verifies the signatures of the agent cards Switchboard serves',
+      description: "Each card Switchboard serves (public and extended, on both bindings) carries one signature (A2A §8.4: a JWS over the card's RFC 8785 canonical form) whose protected header names this key (kid) and this URL (jku).",
+      responses: {
+        200: { description: 'The key set', schema: v.object({ keys: v.array(v.record(v.string(), v.unknown())) }), contentType: 'application/jwk-set+json' },
+        503: { description: 'The card-signing key cannot be read from the backend right now (Retry-After)' },
+      },
+      handle: async () => ({ status: 200, headers: { 'content-type': 'application/jwk-set+json', 'cache-control': 'public, max-age=300' }, body: JSON.stringify(await options.signer.jwks()) }),
+    }),
+    route({
+      ...registry,
       access: 'admin',
       method: 'POST',
       path: '/workspaces',
@@ -456,15 +500,19 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       access: 'workspace',
       method: 'GET',
       path: '/workspaces/:id/.well-known/agent-card.json',
-      summary: 'The agent card, its endpoints rewritten to point at this proxy (ETag, If-None-Match)',
+      summary: "The agent card, its endpoints rewritten to point at this proxy and signed with Switchboard's key (ETag, If-None-Match)",
       params: IdParams,
       responses: { 200: { description: 'A2A agent card', schema: v.record(v.string(), v.unknown()) }, 304: { description: 'Not modified' }, ...errors },
       handle: async (request) => {
         const { id } = request.params
         const workspace = await service.discover(request.caller, id)
         if (workspace.agentCard === null) throw new AppError(404, 'NOT_FOUND', `workspace ${id} has not registered an agent card`)
-        const body = JSON.stringify(servedAgentCard(workspace.agentCard, proxyUrlOf(request, id)))
-        const etag = `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"`
+        const card = await signedCard(request, id, workspace.agentCard, workspace.cardSignature)
+        const body = JSON.stringify(card)
+        // Of the card and its signature's header, not the signature's bytes: ECDSA makes them anew on each instance.
+        const { signatures, ...unsigned } = card
+        const signedBy = Array.isArray(signatures) ? signatures.map((entry: { protected?: unknown }) => entry.protected) : null
+        const etag = `"${createHash('sha256').update(JSON.stringify(unsigned)).update(JSON.stringify(signedBy)).digest('base64url').slice(0, 27)}"`
         const headers = { etag, 'cache-control': 'private, max-age=60' }
         const wanted = request.header('if-none-match')
         if (wanted !== undefined && wanted.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag || tag.trim() === '*')) return { status: 304, headers }
@@ -503,7 +551,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       path: '/registry/register',
       summary: "Register an agent's URL and card",
       body: model.RegisterBody,
-      responses: { 200: { description: 'Registered (a new workspace gets its token and inbound secret)', schema: model.RegisterResponse }, ...errors, ...cardTooLarge },
+      responses: { 200: { description: 'Registered (a new workspace gets its token and inbound secret)', schema: model.RegisterResponse }, ...errors, ...cardRefused },
       handle: async ({ body, credentials }) => {
         checkFieldSize('agent_card', body.agent_card, options.maxFieldBytes)
         const { workspace, token } = await service.register(credentials.token, credentials.workspaceId, {
@@ -541,7 +589,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
       path: '/registry/update-card',
       summary: "Replace the workspace's agent card",
       body: model.UpdateCardBody,
-      responses: { 200: { description: 'Updated', schema: model.OkBody }, ...errors, ...cardTooLarge },
+      responses: { 200: { description: 'Updated', schema: model.OkBody }, ...errors, ...cardRefused },
       handle: async ({ caller, body }) => {
         checkFieldSize('agent_card', body.agent_card, options.maxFieldBytes)
         await service.updateCard(caller, body.workspace_id, body.agent_card)

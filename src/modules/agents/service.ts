@@ -5,7 +5,7 @@
  */
 import { randomBytes, randomUUID } from 'node:crypto'
 import * as v from 'valibot'
-import { sha256, type ActivityPage, type ActivityRecord, type AgentStore, type Caller, type WorkspacePatch, type WorkspaceRecord, type WorkspaceStatus } from '../../backend/agents'
+import { sha256, type ActivityPage, type ActivityRecord, type AgentStore, type Caller, type CardSignatureCheck, type WorkspacePatch, type WorkspaceRecord, type WorkspaceStatus } from '../../backend/agents'
 import { AppError, BadRequestError, ConflictError, ForbiddenError, GoneError, NotFoundError, UnauthorizedError, UnavailableError } from '../../errors'
 import type { Logger } from '../../ops/logger'
 import { CANONICAL_UUID } from '../ids'
@@ -22,6 +22,13 @@ export interface AgentsServiceOptions {
   openRegistration: boolean
   /** Seconds without a heartbeat before a workspace counts as offline. */
   heartbeatTtlSeconds: number
+  /** Take an agent card whose signature does not verify (served unsigned, with a warning) instead of refusing it. */
+  allowUnverifiedCards?: boolean
+}
+
+/** Checks an agent card's signatures (A2A §8.4). */
+export interface CardChecker {
+  check(card: Record<string, unknown>): Promise<CardSignatureCheck>
 }
 
 export interface NewWorkspace {
@@ -64,6 +71,7 @@ export class AgentsService {
     private readonly options: AgentsServiceOptions,
     private readonly urls: AgentUrlGuard,
     private readonly logger: Logger,
+    private readonly cards: CardChecker,
   ) {
     this.adminDigest = options.adminToken ? sha256(options.adminToken) : null
   }
@@ -216,22 +224,28 @@ export class AgentsService {
     await this.urls.check(input.url)
     const existing = await this.stored(() => this.store.getWorkspace(input.id))
     const patch: WorkspacePatch = { url: input.url, lastHeartbeatAt: Date.now() }
-    if (input.agentCard !== undefined) patch.agentCard = input.agentCard
     if (input.deliveryMode !== undefined) patch.deliveryMode = input.deliveryMode
+    const withCard = async () => {
+      if (input.agentCard === undefined) return patch
+      return { ...patch, agentCard: input.agentCard, cardSignature: input.agentCard === null ? null : await this.checkCard(input.id, input.agentCard) }
+    }
     if (existing === null) {
       if (!this.options.openRegistration) {
         throw new NotFoundError(`workspace ${input.id} is not known: an operator must create it first (POST /workspaces), or start Switchboard with --open-registration`)
       }
+      // Checked before the workspace is created, so a refused card leaves nothing behind.
+      const checked = await withCard()
       const name = typeof input.agentCard?.name === 'string' && input.agentCard.name.trim() !== '' ? input.agentCard.name.trim().slice(0, 200) : 'agent'
       const { token } = await this.createWorkspace({ id: input.id, name })
-      const workspace = await this.stored(() => this.store.updateWorkspace(input.id, patch))
+      const workspace = await this.stored(() => this.store.updateWorkspace(input.id, checked))
       if (workspace === null) throw this.gone(await this.load(input.id, true))
       return { workspace, token }
     }
     if (existing.removedAt !== null) throw this.gone(existing)
     const caller = await this.authenticate(token, workspaceHeader)
     this.requireSelf(caller, input.id, 'register')
-    const workspace = await this.stored(() => this.store.updateWorkspace(input.id, patch))
+    const checked = await withCard()
+    const workspace = await this.stored(() => this.store.updateWorkspace(input.id, checked))
     if (workspace === null) throw this.gone(await this.load(input.id, true))
     return { workspace }
   }
@@ -257,9 +271,24 @@ export class AgentsService {
   async updateCard(caller: Caller, id: string, agentCard: Record<string, unknown>): Promise<WorkspaceRecord> {
     this.requireSelf(caller, id, 'update the agent card')
     await this.load(id)
-    const workspace = await this.stored(() => this.store.updateWorkspace(id, { agentCard }))
+    const cardSignature = await this.checkCard(id, agentCard)
+    const workspace = await this.stored(() => this.store.updateWorkspace(id, { agentCard, cardSignature }))
     if (workspace === null) throw this.gone(await this.load(id, true))
     return workspace
+  }
+
+  /**
+   * Checks a card's signatures. One that does not verify is refused with the reason (400), or, with
+   * allowUnverifiedCards, taken with a warning: its card is then served unsigned.
+   */
+  async checkCard(id: string, card: Record<string, unknown>, refuse = (message: string): AppError => new AppError(400, 'CARD_SIGNATURE_INVALID', message)): Promise<CardSignatureCheck> {
+    const check = await this.cards.check(card)
+    if (check.status !== 'invalid') return check
+    if (!this.options.allowUnverifiedCards) {
+      throw refuse(`the agent card of workspace ${id} has a signature that does not verify: ${check.reason} (Switchboard refuses such cards unless started with --allow-unverified-cards, which serves them unsigned)`)
+    }
+    this.logger.warn('agent card signature does not verify: the card is served unsigned', { workspace: id, kid: check.kid, jku: check.jku, reason: check.reason })
+    return check
   }
 
   /** The ancestors of a workspace, nearest first (a broken or cyclic chain ends the walk). */

@@ -258,5 +258,24 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
       expect(new Set(all.map((item) => item.id)).size).toBe(100)
       for (const source of sources) expect((await store.listActivity(source, 100, null)).items).toHaveLength(10)
     })
-  })
+  
+    it("keeps a workspace's card-signature check, and replaces it with the next one", async () => {
+      const store = await open()
+      const record = workspace()
+      await store.createWorkspace(record, digest())
+      const check = { status: 'invalid' as const, kid: 'key-1', jku: 'http://127.0.0.1:9/jwks.json', reason: 'no signature verified', checkedAt: 7 }
+      expect((await store.updateWorkspace(record.id, { cardSignature: check }))?.cardSignature).toEqual(check)
+      expect((await store.getWorkspace(record.id))?.cardSignature).toEqual(check)
+      await store.updateWorkspace(record.id, { cardSignature: { ...check, status: 'unsigned', kid: null, jku: null, reason: null } })
+      expect((await store.getWorkspace(record.id))?.cardSignature?.status).toBe('unsigned')
+    })
+
+    it('keeps the first card-signing key written: every later candidate, concurrent ones too, gets that key back', async () => {
+      const store = await open()
+      const answers = await Promise.all(['{"k":"a"}', '{"k":"b"}', '{"k":"c"}'].map((candidate) => store.cardSigningKey(candidate)))
+      expect(new Set(answers).size).toBe(1)
+      expect(['{"k":"a"}', '{"k":"b"}', '{"k":"c"}']).toContain(answers[0]!)
+      expect(await store.cardSigningKey('{"k":"d"}')).toBe(answers[0]!)
+    })
+})
 }
