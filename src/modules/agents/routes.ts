@@ -160,7 +160,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
   const checkPushUrls = async (pushUrls: PushUrl[], refuse: (message: string, field: string) => AppError): Promise<void> => {
     for (const { field, url } of pushUrls) {
       if (typeof url !== 'string') throw refuse(`push-notification url at ${field} must be a string`, field)
-      await urls.target(url, 'push-notification url').catch((error: AppError) => {
+      await urls.checkForAgent(url, 'push-notification url').catch((error: AppError) => {
         throw refuse(`${error.message} (${field})`, field)
       })
     }

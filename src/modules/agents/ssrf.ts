@@ -138,7 +138,11 @@ export class AgentUrlRefusedError extends BadRequestError {}
 /** How many parsed agent URLs are kept: one per agent in use is what the proxy needs. */
 const PARSED_URLS_KEPT = 1000
 
-type HostVerdict = { until: number; refusal: string; address: null } | { until: number; refusal: null; address: string }
+/** A host refused (`unresolved` when it has no address), or allowed with the address to connect to. */
+type HostJudgement = { refusal: string; address: null; unresolved: boolean } | { refusal: null; address: string; unresolved: false }
+
+/** A host's judgement, reused until `until`. */
+type HostVerdict = HostJudgement & { until: number }
 
 /**
  * Checks agent URLs, resolving hostnames; a host's verdict, and the address
@@ -169,6 +173,23 @@ export class AgentUrlGuard {
    * `what` names the URL in a refusal (a push-notification webhook is held to the same rules).
    */
   async target(raw: string, what = 'agent url'): Promise<AgentTarget> {
+    const { url, verdict } = await this.judged(raw, what)
+    if (verdict.refusal !== null) throw new AgentUrlRefusedError(`${what} "${shown(raw)}" is not allowed: ${verdict.refusal}`)
+    return { url, address: verdict.address }
+  }
+
+  /**
+   * Checks a URL that an agent will call, not Switchboard (a push-notification webhook), by the same rules, except
+   * that a host that does not resolve here is let through: the agent resolves it when it calls, so refusing it now
+   * would refuse what the agent can reach while judging nothing. A host that resolves is judged by every address.
+   */
+  async checkForAgent(raw: string, what: string): Promise<void> {
+    const { verdict } = await this.judged(raw, what)
+    if (verdict.refusal !== null && !verdict.unresolved) throw new AgentUrlRefusedError(`${what} "${shown(raw)}" is not allowed: ${verdict.refusal}`)
+  }
+
+  /** The URL parsed and its host's verdict, from the cache while it is fresh. */
+  private async judged(raw: string, what: string): Promise<{ url: URL; verdict: HostVerdict }> {
     const { url, host } = this.parsed.get(raw) ?? this.parse(raw, what)
     const now = Date.now()
     let verdict = this.verdicts.get(host)
@@ -177,8 +198,7 @@ export class AgentUrlGuard {
       if (this.verdicts.size > 10_000) this.verdicts.clear()
       this.verdicts.set(host, verdict)
     }
-    if (verdict.refusal !== null) throw new AgentUrlRefusedError(`${what} "${shown(raw)}" is not allowed: ${verdict.refusal}`)
-    return { url, address: verdict.address }
+    return { url, verdict }
   }
 
   /** Parses a URL that is well-formed, http(s) and without credentials, and remembers it; throws the refusal otherwise. */
@@ -198,9 +218,9 @@ export class AgentUrlGuard {
     return entry
   }
 
-  /** Resolves and judges a host: the refusal, or the first of its addresses (all of them must pass). */
-  private async verdictFor(host: string): Promise<{ refusal: string; address: null } | { refusal: null; address: string }> {
-    const refuse = (refusal: string) => ({ refusal, address: null })
+  /** Resolves and judges a host: the refusal (`unresolved` when it has no address), or the first of its addresses (all of them must pass). */
+  private async verdictFor(host: string): Promise<HostJudgement> {
+    const refuse = (refusal: string, unresolved = false): HostJudgement => ({ refusal, address: null, unresolved })
     let addresses: string[]
     if (isIP(host) !== 0) {
       addresses = [host]
@@ -208,9 +228,9 @@ export class AgentUrlGuard {
       try {
         addresses = await this.resolve(host)
       } catch (error) {
-        return refuse(`host "${host}" does not resolve (${(error as NodeJS.ErrnoException).code ?? 'lookup failed'})`)
+        return refuse(`host "${host}" does not resolve (${(error as NodeJS.ErrnoException).code ?? 'lookup failed'})`, true)
       }
-      if (addresses.length === 0) return refuse(`host "${host}" does not resolve`)
+      if (addresses.length === 0) return refuse(`host "${host}" does not resolve`, true)
     }
     for (const address of addresses) {
       if (isIP(address) === 0) return refuse(`${host} resolves to "${address}", which is not an IP address`)
@@ -219,6 +239,6 @@ export class AgentUrlGuard {
       if (kind === 'blocked') return refuse(what)
       if (kind === 'private' && !this.policy.allowPrivate) return refuse(`${what} (allowed only with --allow-private-agent-urls)`)
     }
-    return { refusal: null, address: addresses[0]! }
+    return { refusal: null, address: addresses[0]!, unresolved: false }
   }
 }

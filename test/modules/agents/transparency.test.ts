@@ -330,3 +330,42 @@ describe('push-notification webhook URLs with --allow-private-agent-urls', () =>
     }
   })
 })
+
+describe('push-notification webhook hosts that do not resolve here', () => {
+  // A stub resolver: one name that does not resolve (as a public name does on a host without DNS), one that resolves to
+  // the metadata address.
+  const resolve = async (host: string) => {
+    if (host === 'meta.example.test') return ['169.254.169.254']
+    throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' })
+  }
+  const s = { } as { registry: Registry; agent: PlainAgent; caller: Workspace; target: Workspace }
+  beforeAll(async () => {
+    s.registry = await startRegistry({ allow_private_agent_urls: true }, { resolve })
+    s.agent = await startPlainAgent()
+    const parent = await s.registry.createWorkspace('parent')
+    s.caller = await s.registry.createWorkspace('caller', parent.id)
+    s.target = await s.registry.createWorkspace('target', parent.id)
+    await s.registry.register(s.target, s.agent.url)
+  })
+  afterAll(async () => {
+    await s.registry.close()
+    await s.agent.close()
+  })
+
+  it('are left to the agent, which resolves them when it calls; a name that resolves is judged by its addresses', async () => {
+    const params = { taskId: 't', url: 'https://hooks.example.test/webhook', id: 'cfg-1' }
+    const received = s.agent.nextCall()
+    const response = await s.registry.request('POST', `/workspaces/${s.target.id}/a2a`, { token: s.caller.token, body: { jsonrpc: '2.0', id: 1, method: 'CreateTaskPushNotificationConfig', params } })
+    expect(response.status).toBe(200)
+    expect((await received).body.params).toEqual(params)
+    const refused = await s.registry.request('POST', `/workspaces/${s.target.id}/a2a`, { token: s.caller.token, body: { jsonrpc: '2.0', id: 2, method: 'CreateTaskPushNotificationConfig', params: { ...params, url: 'https://meta.example.test/webhook' } } })
+    expect(((await refused.json()) as RpcAnswer).error).toMatchObject({ code: -32602, data: { code: 'PUSH_URL_REFUSED' }, message: expect.stringContaining('169.254.169.254') })
+  })
+
+  it('still refuse an agent URL that does not resolve: Switchboard calls that one itself', async () => {
+    const other = await s.registry.createWorkspace('other')
+    const response = await s.registry.request('POST', '/registry/register', { token: other.token, body: { id: other.id, url: 'https://hooks.example.test/a2a', agent_card: { name: 'other' } } })
+    expect(response.status).toBe(400)
+    expect(await response.text()).toContain('does not resolve')
+  })
+})
