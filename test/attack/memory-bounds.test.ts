@@ -32,10 +32,19 @@ async function start(options: Record<string, number>, flags: string[] = []): Pro
   return startProcess([BUN, 'src/main.ts', '--port', '0', '--log-level', 'warn', '--config', config, ...flags])
 }
 
-/** Resident memory once the process has had a moment to collect what the traffic left. */
-async function settled(child: RunningProcess): Promise<number> {
-  await Bun.sleep(1500)
-  return memoryOf(child.process.pid).now
+/**
+ * Resident memory once the process has had time to collect what the traffic left: the lowest reading over up to
+ * 10 s, sooner once it is within `bound` MiB of `before` (the collector and the allocator's return of pages to the
+ * system run on their own schedule, later on a busy machine).
+ */
+async function settled(child: RunningProcess, before: number, bound = BOUND_MB + SLACK_MB): Promise<number> {
+  let lowest = Number.POSITIVE_INFINITY
+  for (const started = Date.now(); Date.now() - started < 10_000; ) {
+    await Bun.sleep(500)
+    lowest = Math.min(lowest, memoryOf(child.process.pid).now)
+    if (lowest - before < bound) break
+  }
+  return lowest
 }
 
 describe.skipIf(!existsSync('/proc/self/status'))('a Switchboard process on the memory backend under traffic that fills its bounds', () => {
@@ -61,7 +70,7 @@ describe.skipIf(!existsSync('/proc/self/status'))('a Switchboard process on the 
       statuses[sent.status] = (statuses[sent.status] ?? 0) + 1
       if (sent.status === 200) expect((await exchange('GET', '/message', bodies.receive(dest, 1))).status).toBe(200)
     }
-    const after = await settled(child)
+    const after = await settled(child, before)
     const stats = JSON.parse((await exchange('GET', '/mailbox/stats', bodies.mailbox(dest))).text) as { incoming: number; queued: number }
     console.log(`pending requests: ${JSON.stringify(statuses)}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB (+${(after - before).toFixed(1)})`)
     // Each pending request holds two 100 KiB names: about 160 fit in 32 MiB, and the rest are refused.
@@ -90,7 +99,7 @@ describe.skipIf(!existsSync('/proc/self/status'))('a Switchboard process on the 
         refused++
       }
     }
-    const after = await settled(child)
+    const after = await settled(child, before)
     console.log(`CJK: ${(accepted / MIB).toFixed(1)} MiB of UTF-8 accepted, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB (+${(after - before).toFixed(1)})`)
     expect(refused).toBe(5)
     expect(accepted).toBeLessThanOrEqual(BOUND_MB * MIB)
@@ -114,7 +123,7 @@ describe.skipIf(!existsSync('/proc/self/status'))('a Switchboard process on the 
       statuses[registered.status] = (statuses[registered.status] ?? 0) + 1
       if (registered.status === 507) refusal = registered.text
     }
-    const after = await settled(child)
+    const after = await settled(child, before)
     console.log(`registrations: ${JSON.stringify(statuses)}, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB (+${(after - before).toFixed(1)})`)
     // 31 cards of 1 MiB fit in 32 MiB with their records.
     expect(statuses).toEqual({ 200: BOUND_MB - 1, 507: 64 - (BOUND_MB - 1) })
@@ -136,13 +145,21 @@ describe.skipIf(!existsSync('/proc/self/status'))('a Switchboard process on the 
       })
       expect(created.status).toBe(503)
     }
-    const listed = await rawRequest(`${child.url}/jobs?limit=9999`)
-    const after = await settled(child)
-    const jobs = (JSON.parse(listed.text) as { jobs: { room_id: string }[] }).jobs
-    console.log(`jobs: ${jobs.length} of ${JOBS} kept, GET /jobs ${(listed.text.length / MIB).toFixed(1)} MiB, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB (+${(after - before).toFixed(1)})`)
+    // Every page, by cursor: a page holds at most 8 MiB of JSON or one job, so one of these jobs a page.
+    const jobs: { room_id: string }[] = []
+    let largest = 0
+    for (let cursor: string | null = '', pages = 0; cursor !== null && pages < JOBS; pages++) {
+      const listed = await rawRequest(`${child.url}/jobs?limit=9999${cursor === '' ? '' : `&cursor=${cursor}`}`)
+      const page = JSON.parse(listed.text) as { jobs: { room_id: string }[]; next_cursor: string | null }
+      jobs.push(...page.jobs)
+      largest = Math.max(largest, listed.bytes.length)
+      cursor = page.next_cursor
+    }
+    const after = await settled(child, before)
+    console.log(`jobs: ${jobs.length} of ${JOBS} kept, largest GET /jobs page ${(largest / MIB).toFixed(1)} MiB, RSS ${before.toFixed(1)} → ${after.toFixed(1)} MiB (+${(after - before).toFixed(1)})`)
     // Three of 8 MiB fit in 32 MiB: the newest three.
     expect(jobs.map((job) => job.room_id)).toEqual([`room-${JOBS - 1}`, `room-${JOBS - 2}`, `room-${JOBS - 3}`])
-    expect(listed.text.length).toBeLessThan(BOUND_MB * MIB)
+    expect(largest).toBeLessThan(9 * MIB)
     expect(after - before).toBeLessThan(BOUND_MB + SLACK_MB)
   }, 120_000)
 })
