@@ -261,6 +261,46 @@ export class RedisKeys {
     return this.key('event', channel)
   }
 
+  /** Stream: the retained event log, one entry (field b: the event's JSON) per event. */
+  eventLog(): string {
+    return this.key('eventlog')
+  }
+
+  /** Hash: bytes (of the events the log keeps), dropped (the newest id trimmed away). */
+  eventLogState(): string {
+    return this.key('eventlog', 'state')
+  }
+
+  /** Hash: subscription id → WebhookSubscription JSON. */
+  webhookSubscriptions(): string {
+    return this.key('webhooks', 'subscriptions')
+  }
+
+  /** Prefix of the sorted sets of a tenant's subscription ids by creation; scripts append the tenant. */
+  webhookTenantPrefix(): string {
+    return this.key('webhooks', 'tenant', '')
+  }
+
+  /** Hash: delivery id → WebhookDelivery JSON (pending and dead-lettered). */
+  webhookDeliveries(): string {
+    return this.key('webhooks', 'deliveries')
+  }
+
+  /** Sorted set: pending delivery ids by the time they are due (a taken one: when its lease ends). */
+  webhookDue(): string {
+    return this.key('webhooks', 'due')
+  }
+
+  /** Prefix of the sets of delivery ids one subscription holds; scripts append the subscription id. */
+  webhookHeldPrefix(): string {
+    return this.key('webhooks', 'held', '')
+  }
+
+  /** Prefix of the sorted sets of a subscription's dead letters by the time they died; scripts append the subscription id. */
+  webhookDeadPrefix(): string {
+    return this.key('webhooks', 'dead', '')
+  }
+
   /** The event bus channel a Redis channel stands for, or null when it is not an event channel. */
   eventOf(redisChannel: string): string | null {
     const prefix = this.key('event', '')
