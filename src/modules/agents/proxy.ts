@@ -399,7 +399,7 @@ interface Destination {
  * checked address, with the name as Host and, over https, as the TLS server
  * name, so the certificate is still checked against the name.
  */
-function destinationOf(url: URL, address: string): Destination {
+export function destinationOf(url: URL, address: string): Destination {
   if (isIP(url.hostname.replace(/^\[|\]$/g, '')) !== 0) return { href: url.href }
   const host = isIP(address) === 6 ? `[${address}]` : address
   const href = `${url.protocol}//${host}${url.port === '' ? '' : `:${url.port}`}${url.pathname}${url.search}`
