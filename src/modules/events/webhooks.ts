@@ -180,6 +180,8 @@ export class WebhookService {
     const dueAt = attempts >= this.options.attempts ? null : now + Math.min(MAX_BACKOFF_MS, this.options.backoffMs * 2 ** (attempts - 1))
     if (dueAt === null) this.logger.warn('webhook delivery dead-lettered', { webhook: subscription.id, event: delivery.eventId, attempts, error: failure })
     await this.store.failDelivery(delivery.id, attempts, failure, dueAt, now)
+    // Tried again here when due, without waiting for the next poll.
+    if (dueAt !== null && !this.stopped) setTimeout(() => this.pump(), dueAt - now + 5).unref?.()
   }
 
   /** POSTs the signed event to the checked address of the URL: null when it answered 2xx, else why not. */

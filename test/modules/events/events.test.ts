@@ -1,0 +1,236 @@
+/**
+ * Events end to end, on a real port over the test backend (TEST_BACKEND):
+ * GET /events resumed with Last-Event-ID, tenants kept apart, webhooks signed,
+ * retried, dead-lettered, and refused for metadata addresses.
+ */
+import { afterEach, describe, expect, it } from 'bun:test'
+import { startServer, writeTokensFile, type TestServer } from '../../support/app'
+import { openStream, sseEvents, type EventStream, type SseEvent } from '../../support/http'
+import { eventually } from '../../support/wait'
+import { Receiver } from './receiver'
+
+const SECRET = 'test-secret-0123456789'
+const tokens = writeTokensFile([
+  { token: 'token-acme', client: 'acme' },
+  { token: 'token-globex', client: 'globex' },
+])
+const as = (token: string) => ({ authorization: `Bearer ${token}` })
+
+let server: TestServer | null = null
+const streams: EventStream[] = []
+const receivers: Receiver[] = []
+afterEach(async () => {
+  for (const stream of streams.splice(0)) stream.close()
+  for (const receiver of receivers.splice(0)) await receiver.stop()
+  await server?.close()
+  server = null
+})
+
+const start = async (config: Record<string, unknown> = {}, backendOptions: Record<string, unknown> = {}) =>
+  (server = await startServer({ auth: 'token', tokens_file: tokens, allow_private_agent_urls: true, ...config }, backendOptions))
+const receiver = () => {
+  const made = new Receiver(SECRET).start()
+  receivers.push(made)
+  return made
+}
+
+/** Creates a mailbox as `token`'s client (one mailbox.created event); returns its uid. */
+async function createMailbox(token: string): Promise<string> {
+  const uid = crypto.randomUUID()
+  const response = await fetch(`${server!.url}/mailbox`, { method: 'POST', headers: { 'content-type': 'application/json', ...as(token) }, body: JSON.stringify({ mailbox: JSON.stringify({ uid, name: null, role: 'agent' }) }) })
+  expect(response.status).toBe(200)
+  return uid
+}
+
+async function open(token: string, query = '', headers: Record<string, string> = {}): Promise<EventStream> {
+  const stream = await openStream(`${server!.url}/events${query}`, { headers: { ...as(token), ...headers } })
+  expect(stream.status).toBe(200)
+  streams.push(stream)
+  return stream
+}
+
+/** The complete events of a stream (comments and the retry field left out). */
+const eventsOf = (stream: EventStream): SseEvent[] => sseEvents(stream.received())
+const uidsOf = (events: SseEvent[]) => events.filter((event) => event.event === 'mailbox.created').map((event) => JSON.parse(event.data).resource.id as string)
+
+async function subscribe(token: string, url: string, types?: string[]): Promise<{ id: string; secret: string }> {
+  const response = await fetch(`${server!.url}/webhooks`, { method: 'POST', headers: { 'content-type': 'application/json', ...as(token) }, body: JSON.stringify({ url, secret: SECRET, ...(types ? { types } : {}) }) })
+  expect(response.status).toBe(201)
+  return (await response.json()) as { id: string; secret: string }
+}
+
+describe('GET /events', () => {
+  it('resumes with Last-Event-ID: a reader that reconnects misses no event and sees none twice', async () => {
+    await start()
+    const first = await open('token-acme')
+    const created: string[] = []
+    for (let n = 0; n < 5; n++) created.push(await createMailbox('token-acme'))
+    await eventually(() => eventsOf(first).length === 5, 5000, 'five events on the first stream')
+    first.close()
+    const seen = eventsOf(first)
+    // Emitted while nobody reads: the log keeps them.
+    for (let n = 0; n < 5; n++) created.push(await createMailbox('token-acme'))
+    const resumed = await open('token-acme', '', { 'last-event-id': seen.at(-1)!.idText! })
+    for (let n = 0; n < 5; n++) created.push(await createMailbox('token-acme'))
+    await eventually(() => eventsOf(resumed).length >= 10, 5000, 'ten events on the resumed stream')
+    await Bun.sleep(100)
+    const all = [...seen, ...eventsOf(resumed)]
+    expect(uidsOf(all)).toEqual(created)
+    expect(new Set(all.map((event) => event.idText)).size).toBe(15)
+    for (const event of all) expect(JSON.parse(event.data).id).toBe(event.idText)
+  }, 20000)
+
+  it('starts a stream resumed from an id older than the retained log with an events.missed event', async () => {
+    await start({}, { events_retained: 3 })
+    const first = await open('token-acme')
+    await createMailbox('token-acme')
+    await eventually(() => eventsOf(first).length === 1)
+    const old = eventsOf(first)[0]!.idText!
+    for (let n = 0; n < 5; n++) await createMailbox('token-acme')
+    const resumed = await open('token-acme', '', { 'last-event-id': old })
+    await eventually(() => eventsOf(resumed).length === 4, 5000, 'the missed notice and the three kept events')
+    const events = eventsOf(resumed)
+    expect(events[0]!.event).toBe('events.missed')
+    expect(JSON.parse(events[0]!.data)).toMatchObject({ last_event_id: old })
+    expect(events.slice(1).every((event) => event.event === 'mailbox.created')).toBe(true)
+  })
+
+  it('filters by type and by resource', async () => {
+    await start()
+    const uid = crypto.randomUUID()
+    const byResource = await open('token-acme', `?resource=${uid}`)
+    const byType = await open('token-acme', '?types=mailbox.terminated')
+    await createMailbox('token-acme')
+    const body = JSON.stringify({ mailbox: JSON.stringify({ uid, name: null, role: 'agent' }) })
+    await fetch(`${server!.url}/mailbox`, { method: 'POST', headers: { 'content-type': 'application/json', ...as('token-acme') }, body })
+    await fetch(`${server!.url}/mailbox`, { method: 'DELETE', headers: { 'content-type': 'application/json', ...as('token-acme') }, body })
+    await eventually(() => eventsOf(byResource).length === 2 && eventsOf(byType).length === 1)
+    await Bun.sleep(100)
+    expect(eventsOf(byResource).map((event) => event.event)).toEqual(['mailbox.created', 'mailbox.terminated'])
+    expect(eventsOf(byType).map((event) => [event.event, JSON.parse(event.data).resource.id])).toEqual([['mailbox.terminated', uid]])
+  })
+
+  it('refuses an unknown type and a malformed Last-Event-ID naming what is wrong', async () => {
+    await start()
+    const unknown = await fetch(`${server!.url}/events?types=job.created,job.exploded`, { headers: as('token-acme') })
+    expect(unknown.status).toBe(400)
+    expect(((await unknown.json()) as { error: { message: string } }).error.message).toContain('job.exploded')
+    const badId = await fetch(`${server!.url}/events`, { headers: { ...as('token-acme'), 'last-event-id': 'yesterday' } })
+    expect(badId.status).toBe(400)
+    expect(((await badId.json()) as { error: { message: string } }).error.message).toContain('Last-Event-ID')
+    expect((await fetch(`${server!.url}/events`)).status).toBe(401)
+  })
+
+  it('never shows a tenant the events of another, live or resumed', async () => {
+    await start()
+    const acme = await open('token-acme')
+    const globex = await open('token-globex')
+    const acmeUids = [await createMailbox('token-acme'), await createMailbox('token-acme')]
+    const globexUid = await createMailbox('token-globex')
+    await eventually(() => eventsOf(acme).length === 2 && eventsOf(globex).length === 1)
+    const resumed = await open('token-globex', '', { 'last-event-id': '0' })
+    await eventually(() => eventsOf(resumed).length >= 1)
+    await Bun.sleep(150)
+    expect(uidsOf(eventsOf(acme))).toEqual(acmeUids)
+    expect(uidsOf(eventsOf(globex))).toEqual([globexUid])
+    expect(uidsOf(eventsOf(resumed))).toEqual([globexUid])
+    for (const event of [...eventsOf(globex), ...eventsOf(resumed)]) expect(JSON.parse(event.data).tenant).toBe('globex')
+  })
+})
+
+describe('webhooks', () => {
+  it('delivers every event signed, and retries those made while the receiver was down', async () => {
+    await start({ webhook_backoff_ms: 50 })
+    const hook = receiver()
+    await subscribe('token-acme', hook.url)
+    const early = [await createMailbox('token-acme'), await createMailbox('token-acme')]
+    await eventually(() => hook.deliveries.length === 2, 5000, 'two deliveries')
+    await hook.stop()
+    const late = [await createMailbox('token-acme'), await createMailbox('token-acme')]
+    await Bun.sleep(300)
+    hook.start()
+    await eventually(() => hook.deliveries.length === 4, 10000, 'the deliveries made while the receiver was down')
+    expect(hook.deliveries.map((delivery) => delivery.event.resource.id).sort()).toEqual([...early, ...late].sort())
+    expect(hook.deliveries.every((delivery) => delivery.verified)).toBe(true)
+    expect(hook.deliveries.every((delivery) => delivery.eventId === delivery.event.id)).toBe(true)
+    expect(Math.max(...hook.deliveries.map((delivery) => delivery.attempt))).toBeGreaterThan(1)
+  }, 20000)
+
+  it('dead-letters a delivery after webhook_attempts failures, with its last error; a retry delivers it, a drop forgets it', async () => {
+    await start({ webhook_attempts: 2, webhook_backoff_ms: 20 })
+    const hook = receiver()
+    hook.status = 500
+    const { id } = await subscribe('token-acme', hook.url)
+    const [first, second] = [await createMailbox('token-acme'), await createMailbox('token-acme')]
+    const deadLetters = async () => ((await (await fetch(`${server!.url}/webhooks/${id}/dead-letters`, { headers: as('token-acme') })).json()) as { dead_letters: { id: string; attempts: number; last_error: string; event: { resource: { id: string } } }[] }).dead_letters
+    await eventually(async () => (await deadLetters()).length === 2, 10000, 'two dead letters')
+    const dead = await deadLetters()
+    expect(dead.map((letter) => letter.event.resource.id).sort()).toEqual([first, second].sort())
+    for (const letter of dead) expect(letter).toMatchObject({ attempts: 2, last_error: 'HTTP 500: receiver is failing on purpose' })
+    expect(hook.calls).toBe(4)
+    hook.status = 204
+    const retried = dead.find((letter) => letter.event.resource.id === first)!
+    const dropped = dead.find((letter) => letter.event.resource.id === second)!
+    expect((await fetch(`${server!.url}/webhooks/${id}/dead-letters/${retried.id}/retry`, { method: 'POST', headers: as('token-acme') })).status).toBe(202)
+    expect((await fetch(`${server!.url}/webhooks/${id}/dead-letters/${dropped.id}`, { method: 'DELETE', headers: as('token-acme') })).status).toBe(204)
+    await eventually(() => hook.deliveries.length === 1, 5000, 'the retried dead letter')
+    expect(hook.deliveries[0]!.event.resource.id).toBe(first)
+    expect(await deadLetters()).toEqual([])
+    // Another tenant cannot see or touch them.
+    expect((await fetch(`${server!.url}/webhooks/${id}/dead-letters`, { headers: as('token-globex') })).status).toBe(404)
+  }, 20000)
+
+  it("never delivers one tenant's events to another's webhook", async () => {
+    await start()
+    const [acmeHook, globexHook] = [receiver(), receiver()]
+    await subscribe('token-acme', acmeHook.url)
+    await subscribe('token-globex', globexHook.url)
+    const acmeUid = await createMailbox('token-acme')
+    const globexUid = await createMailbox('token-globex')
+    await eventually(() => acmeHook.deliveries.length === 1 && globexHook.deliveries.length === 1)
+    await Bun.sleep(200)
+    expect(acmeHook.deliveries.map((delivery) => delivery.event.resource.id)).toEqual([acmeUid])
+    expect(globexHook.deliveries.map((delivery) => delivery.event.resource.id)).toEqual([globexUid])
+    const listed = (await (await fetch(`${server!.url}/webhooks`, { headers: as('token-globex') })).json()) as { webhooks: { url: string; secret?: string }[] }
+    expect(listed.webhooks).toEqual([expect.objectContaining({ url: globexHook.url })])
+    expect(listed.webhooks[0]!.secret).toBeUndefined()
+  })
+
+  it('delivers only the types a subscription names', async () => {
+    await start()
+    const hook = receiver()
+    await subscribe('token-acme', hook.url, ['mailbox.terminated'])
+    const uid = await createMailbox('token-acme')
+    const body = JSON.stringify({ mailbox: JSON.stringify({ uid, name: null, role: 'agent' }) })
+    await fetch(`${server!.url}/mailbox`, { method: 'DELETE', headers: { 'content-type': 'application/json', ...as('token-acme') }, body })
+    await eventually(() => hook.deliveries.length === 1)
+    await Bun.sleep(200)
+    expect(hook.deliveries.map((delivery) => delivery.event.type)).toEqual(['mailbox.terminated'])
+  })
+
+  it('refuses a URL to a metadata or link-local address, and a private one without allow_private_agent_urls, without calling it', async () => {
+    await start({ allow_private_agent_urls: false })
+    const hook = receiver()
+    for (const url of ['http://169.254.169.254/latest/meta-data', 'http://[fe80::1]/hook', 'http://[::ffff:169.254.169.254]/', hook.url]) {
+      const response = await fetch(`${server!.url}/webhooks`, { method: 'POST', headers: { 'content-type': 'application/json', ...as('token-acme') }, body: JSON.stringify({ url }) })
+      expect(response.status).toBe(400)
+      expect(((await response.json()) as { error: { message: string } }).error.message).toContain('webhook url')
+    }
+    expect(hook.calls).toBe(0)
+    expect(((await (await fetch(`${server!.url}/webhooks`, { headers: as('token-acme') })).json()) as { webhooks: unknown[] }).webhooks).toEqual([])
+  })
+
+  it('holds at most webhooks_per_tenant subscriptions per tenant, and a secret of bounded length', async () => {
+    await start({ webhooks_per_tenant: 2 })
+    const hook = receiver()
+    await subscribe('token-acme', hook.url)
+    await subscribe('token-acme', hook.url)
+    const third = await fetch(`${server!.url}/webhooks`, { method: 'POST', headers: { 'content-type': 'application/json', ...as('token-acme') }, body: JSON.stringify({ url: hook.url }) })
+    expect(third.status).toBe(409)
+    expect(((await third.json()) as { error: { message: string } }).error.message).toContain('webhooks_per_tenant')
+    await subscribe('token-globex', hook.url)
+    const long = await fetch(`${server!.url}/webhooks`, { method: 'POST', headers: { 'content-type': 'application/json', ...as('token-globex') }, body: JSON.stringify({ url: hook.url, secret: 'x'.repeat(257) }) })
+    expect(long.status).toBe(400)
+    expect(((await long.json()) as { error: { message: string } }).error.message).toContain('secret')
+  })
+})
