@@ -7,6 +7,7 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import { startServer, writeTokensFile, type TestServer } from '../../support/app'
 import { openStream, sseEvents, type EventStream, type SseEvent } from '../../support/http'
 import { eventually } from '../../support/wait'
+import { TestWorker } from '../workers/worker'
 import { Receiver } from './receiver'
 
 const SECRET = 'test-secret-0123456789'
@@ -233,4 +234,72 @@ describe('webhooks', () => {
     expect(long.status).toBe(400)
     expect(((await long.json()) as { error: { message: string } }).error.message).toContain('secret')
   })
+})
+
+describe('what is emitted', () => {
+  const workers: TestWorker[] = []
+  afterEach(async () => {
+    for (const worker of workers.splice(0)) await worker.kill()
+  })
+
+  it("tells a job's life and its worker's: registered, created, assigned, running, completed, drained, lost", async () => {
+    await start()
+    const stream = await open('token-acme', '?types=job.*,worker.*')
+    const other = await open('token-globex')
+    const worker = await TestWorker.connect(server!.url, { agentName: `events-${crypto.randomUUID()}`, token: 'token-acme' })
+    workers.push(worker)
+    const created = await fetch(`${server!.url}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...as('token-acme') }, body: JSON.stringify({ agent_name: worker.options.agentName, room_id: 'room-e' }) })
+    expect(created.status).toBe(201)
+    const job = (await created.json()) as { id: string }
+    await worker.waitForAssignment(job.id)
+    worker.update(job.id, 'running')
+    await eventually(() => eventsOf(stream).some((event) => event.event === 'job.running'))
+    worker.update(job.id, 'completed')
+    await eventually(() => eventsOf(stream).some((event) => event.event === 'job.completed'))
+    expect((await fetch(`${server!.url}/workers/${worker.workerId}/drain`, { method: 'POST', headers: as('token-acme') })).status).toBe(200)
+    await worker.close()
+    await eventually(() => eventsOf(stream).some((event) => event.event === 'worker.lost'))
+    const events = eventsOf(stream).map((event) => ({ type: event.event, ...JSON.parse(event.data) }))
+    expect(events.map((event) => event.type)).toEqual(['worker.registered', 'job.created', 'job.assigned', 'job.running', 'job.completed', 'worker.drained', 'worker.lost'])
+    for (const event of events.filter((item) => item.type.startsWith('job.'))) expect(event).toMatchObject({ tenant: 'acme', resource: { kind: 'job', id: job.id }, data: { agent_name: worker.options.agentName, room_id: 'room-e' } })
+    expect(events.find((event) => event.type === 'job.assigned').data.worker_id).toBe(worker.workerId)
+    expect(eventsOf(other)).toEqual([])
+  }, 20000)
+
+  it('tells a job that waited in the backlog and one that expired there', async () => {
+    await start({ job_queue_max: 5, job_pending_ttl_s: 1, instance_heartbeat_s: 0.2 })
+    const stream = await open('token-acme', '?types=job.*')
+    const created = await fetch(`${server!.url}/jobs`, { method: 'POST', headers: { 'content-type': 'application/json', ...as('token-acme') }, body: JSON.stringify({ agent_name: `nobody-${crypto.randomUUID()}`, room_id: 'r' }) })
+    expect(created.status).toBe(202)
+    await eventually(() => eventsOf(stream).some((event) => event.event === 'job.expired'), 8000, 'job.expired')
+    expect(eventsOf(stream).map((event) => event.event)).toEqual(['job.created', 'job.pending', 'job.expired'])
+    expect(JSON.parse(eventsOf(stream)[2]!.data).data).toMatchObject({ state: 'failed', reason: expect.stringContaining('job_pending_ttl_s') })
+  }, 20000)
+
+  it('tells the operator every workspace, and a workspace its own subtree: registered, online, offline, removed', async () => {
+    await start({ admin_token: 'admin-token', heartbeat_ttl_s: 1, instance_heartbeat_s: 0.2 })
+    const admin = { 'content-type': 'application/json', ...as('admin-token') }
+    const make = async (body: Record<string, unknown>) => (await (await fetch(`${server!.url}/workspaces`, { method: 'POST', headers: admin, body: JSON.stringify(body) })).json()) as { id: string; auth_token: string }
+    const parent = await make({ name: 'parent' })
+    const child = await make({ name: 'child', parent_id: parent.id })
+    const stranger = await make({ name: 'stranger' })
+    const operator = await open('admin-token', '?types=workspace.*')
+    const parentView = await open(parent.auth_token, '?types=workspace.*')
+    const childView = await open(child.auth_token)
+    const acme = await open('token-acme')
+    const register = (workspace: { id: string; auth_token: string }) =>
+      fetch(`${server!.url}/registry/register`, { method: 'POST', headers: { 'content-type': 'application/json', ...as(workspace.auth_token) }, body: JSON.stringify({ id: workspace.id, url: 'http://127.0.0.1:9/a2a' }) })
+    expect((await register(child)).status).toBe(200)
+    expect((await register(stranger)).status).toBe(200)
+    await eventually(() => eventsOf(childView).some((event) => event.event === 'workspace.offline'), 5000, 'the child goes offline')
+    expect((await fetch(`${server!.url}/workspaces/${child.id}`, { method: 'DELETE', headers: as('admin-token') })).status).toBe(200)
+    await eventually(() => eventsOf(parentView).some((event) => event.event === 'workspace.removed'))
+    const typesFor = (events: SseEvent[], id: string) => events.filter((event) => JSON.parse(event.data).resource.id === id).map((event) => event.event)
+    expect(typesFor(eventsOf(parentView), child.id)).toEqual(['workspace.registered', 'workspace.online', 'workspace.offline', 'workspace.removed'])
+    expect(typesFor(eventsOf(parentView), stranger.id)).toEqual([])
+    expect(eventsOf(childView).every((event) => JSON.parse(event.data).resource.id === child.id)).toBe(true)
+    await eventually(() => typesFor(eventsOf(operator), stranger.id).includes('workspace.offline'), 5000, 'the operator sees the stranger go offline')
+    expect(JSON.parse(eventsOf(parentView)[0]!.data)).toMatchObject({ tenant: parent.id, workspaces: [child.id, parent.id] })
+    expect(eventsOf(acme)).toEqual([])
+  }, 20000)
 })
