@@ -57,7 +57,8 @@ export function createApp(options: CreateAppOptions) {
   const exchangeEventsOf = memoized((event: ExchangeEvent) => metrics.exchangeEvents.series({ event }))
   const a2aCallsOf = memoized((outcome: CallOutcome) => metrics.a2aCalls.series({ outcome }))
 
-  const instanceId = randomUUID()
+  // Marked so the offline sweep can tell app instances from the other heartbeats a backend keeps (Redis's in-flight messages).
+  const instanceId = `${APP_INSTANCE}${randomUUID()}`
   const events = new EventService(backend.eventLog, { pingSeconds: config.sse_ping_s, streamBuffer: config.event_stream_buffer, retained: config.events_retained }, logger)
   const emit = events.emit
   const exchange = new ExchangeService(
@@ -237,6 +238,9 @@ export function createApp(options: CreateAppOptions) {
   return elysiaApp(runtime).decorate('workerService', workers)
 }
 
+/** How the id of an app instance starts, in the heartbeats of the instances. */
+const APP_INSTANCE = 'app-'
+
 /**
  * Emits workspace.offline as heartbeat TTLs run out: every `periodMs` the instance with the lowest id among the
  * live ones sweeps the time since its last sweep (one sweeper, so each transition is told once while the set of
@@ -248,7 +252,7 @@ function sweepingOffline(agents: AgentsService, backend: Backend, instanceId: st
     const now = Date.now()
     try {
       const alive = await backend.instances.alive()
-      if ([instanceId, ...alive].sort()[0] === instanceId) await agents.sweepOffline(since, now)
+      if ([instanceId, ...alive.filter((id) => id.startsWith(APP_INSTANCE))].sort()[0] === instanceId) await agents.sweepOffline(since, now)
       since = now
     } catch (error) {
       logger.warn('events: the workspace offline sweep failed; it is tried again next period', { error: String(error) })
