@@ -109,6 +109,14 @@ export const EventsQuery = v.object({
     ),
   ),
   resource: v.optional(v.pipe(v.string(), v.minLength(1), v.maxLength(256), v.description('Only events of this resource id (a job, worker, workspace or mailbox id).'))),
+  timeout: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\d{1,7}(\.\d{1,3})?$/, 'timeout must be a number of seconds'),
+      v.transform(Number),
+      v.description('Seconds after which the stream ends (default: it stays open until the reader leaves); resume with Last-Event-ID.'),
+    ),
+  ),
 })
 
 /** The types a `types` parameter names: null for all; throws naming an unknown one. */

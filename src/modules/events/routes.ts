@@ -92,7 +92,8 @@ export function eventsRoutes(options: EventsRoutesOptions): AnyRoute[] {
         const release = options.admitWaiting(request)
         if (release === null) throw new TooManyRequestsError('Too many open event streams and long-polls for this client (max_waiting_per_client)', 1)
         try {
-          const stream = await service.open(who, filter, lastEventId, release)
+          const endsAt = request.query.timeout === undefined ? null : Date.now() + request.query.timeout * 1000
+          const stream = await service.open(who, filter, lastEventId, { endsAt }, release)
           return { status: 200, headers: EVENT_STREAM, stream }
         } catch (error) {
           release()

@@ -19,10 +19,15 @@ export interface EventServiceOptions {
   retained: number
 }
 
-/** What a stream (or a webhook) wants: types (null: all) and one resource id (null: any). */
+/** What a stream wants: types (null: all) and one resource id (null: any). */
 export interface EventFilter {
   types: ReadonlySet<EventType> | null
   resource: string | null
+}
+
+/** A stream's own bounds: when it ends (epoch ms; null: when its reader leaves). */
+export interface StreamOptions {
+  endsAt: number | null
 }
 
 /** An event as this instance heard it: parsed once, its SSE frame written once for every stream. */
@@ -85,9 +90,9 @@ export class EventService {
   }
 
   /** A stream of the events `viewer` may see that pass `filter`, after `lastEventId` when given. */
-  async open(viewer: Viewer, filter: EventFilter, lastEventId: string | null, onClose: () => void): Promise<EventStream> {
+  async open(viewer: Viewer, filter: EventFilter, lastEventId: string | null, bounds: StreamOptions, onClose: () => void): Promise<EventStream> {
     await this.subscription
-    const stream = new EventStream(this, viewerKey(viewer), filter, this.options, onClose)
+    const stream = new EventStream(this, viewerKey(viewer), filter, this.options, bounds.endsAt, onClose)
     this.streams.add(stream)
     if (lastEventId !== null) await stream.replay(this.log, lastEventId)
     stream.goLive()
@@ -154,6 +159,7 @@ export class EventStream implements Chunks {
     private readonly viewer: string,
     private readonly filter: EventFilter,
     private readonly options: EventServiceOptions,
+    private readonly endsAt: number | null,
     private readonly onClose: () => void,
   ) {}
 
@@ -214,15 +220,20 @@ export class EventStream implements Chunks {
         this.finish()
         return sseEvent(null, JSON.stringify({ message: `this reader fell ${this.options.streamBuffer} events behind (event_stream_buffer); reconnect with Last-Event-ID to resume` }), 'events.overflow')
       }
+      const left = this.endsAt === null ? Infinity : this.endsAt - Date.now()
+      if (left <= 0) {
+        this.finish()
+        return null
+      }
       const pinged = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(true), this.options.pingSeconds * 1000)
+        const timer = setTimeout(() => resolve(true), Math.min(this.options.pingSeconds * 1000, left))
         this.wake = () => {
           clearTimeout(timer)
           resolve(false)
         }
       })
       this.wake = null
-      if (pinged && this.queue.length === 0 && this.open) return ': ping\r\n\r\n'
+      if (pinged && this.queue.length === 0 && this.open && (this.endsAt === null || Date.now() < this.endsAt)) return ': ping\r\n\r\n'
     }
   }
 

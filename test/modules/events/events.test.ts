@@ -120,6 +120,18 @@ describe('GET /events', () => {
     expect(badId.status).toBe(400)
     expect(((await badId.json()) as { error: { message: string } }).error.message).toContain('Last-Event-ID')
     expect((await fetch(`${server!.url}/events`)).status).toBe(401)
+    const badTimeout = await fetch(`${server!.url}/events?timeout=soon`, { headers: as('token-acme') })
+    expect(badTimeout.status).toBe(400)
+    expect(((await badTimeout.json()) as { error: { message: string } }).error.message).toContain('timeout')
+  })
+
+  it('ends a stream after ?timeout= seconds', async () => {
+    await start()
+    const started = Date.now()
+    const stream = await open('token-acme', '?timeout=0.3')
+    await stream.ended
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250)
+    expect(Date.now() - started).toBeLessThan(3000)
   })
 
   it('never shows a tenant the events of another, live or resumed', async () => {
