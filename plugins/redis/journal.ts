@@ -74,8 +74,8 @@ export class RedisWebhooks implements WebhookStore {
   }
 
   async createSubscription(subscription: WebhookSubscription, maxPerTenant: number): Promise<boolean> {
-    const keys = [this.keys.webhookSubscriptions(), this.keys.webhookTenantPrefix() + subscription.tenant]
-    return (await this.connection.run(SCRIPTS.createSubscription, keys, [subscription.id, JSON.stringify(subscription), maxPerTenant, subscription.createdAt])) === 1
+    const keys = [this.keys.webhookSubscriptions(), this.keys.webhookTenantPrefix() + subscription.tenant, this.keys.sequence()]
+    return (await this.connection.run(SCRIPTS.createSubscription, keys, [subscription.id, JSON.stringify(subscription), maxPerTenant])) === 1
   }
 
   listSubscriptions(tenant: string): Promise<WebhookSubscription[]> {

@@ -78,7 +78,7 @@ export class RedisKeys {
     return this.key('queued-total')
   }
 
-  /** Counter giving every mailbox its creation order. */
+  /** Counter giving every mailbox (and webhook subscription) its creation order. */
   sequence(): string {
     return this.key('sequence')
   }

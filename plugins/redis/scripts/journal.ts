@@ -22,14 +22,14 @@ return id
 `
 
 /**
- * Store a subscription unless its tenant holds the most it may.
- * KEYS[1] subscriptions hash · KEYS[2] the tenant's sorted set
- * ARGV[1] id · ARGV[2] JSON · ARGV[3] most per tenant · ARGV[4] creation time
+ * Store a subscription unless its tenant holds the most it may; its place in the tenant's list is its creation order.
+ * KEYS[1] subscriptions hash · KEYS[2] the tenant's sorted set · KEYS[3] creation counter
+ * ARGV[1] id · ARGV[2] JSON · ARGV[3] most per tenant
  */
 export const CREATE_SUBSCRIPTION = `
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
 return 1
 `
 
