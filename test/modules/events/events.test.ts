@@ -233,6 +233,36 @@ describe('webhooks', () => {
     expect(((await (await fetch(`${server!.url}/webhooks`, { headers: as('token-acme') })).json()) as { webhooks: unknown[] }).webhooks).toEqual([])
   })
 
+  it("reads no more than a KiB of a receiver's answer, and gives up on one that does not answer within webhook_timeout_ms", async () => {
+    await start({ webhook_attempts: 1, webhook_timeout_ms: 200 })
+    const [loud, silent] = [receiver(), receiver()]
+    loud.status = 500
+    loud.failureBody = 'x'.repeat(4 * 1024 * 1024)
+    silent.silent = true
+    const loudHook = await subscribe('token-acme', loud.url)
+    const silentHook = await subscribe('token-acme', silent.url)
+    await createMailbox('token-acme')
+    const deadLetters = async (id: string) => ((await (await fetch(`${server!.url}/webhooks/${id}/dead-letters`, { headers: as('token-acme') })).json()) as { dead_letters: { last_error: string }[] }).dead_letters
+    await eventually(async () => (await deadLetters(loudHook.id)).length === 1 && (await deadLetters(silentHook.id)).length === 1, 5000, 'both dead-lettered')
+    const [loudError] = await deadLetters(loudHook.id)
+    expect(loudError!.last_error.startsWith('HTTP 500: xxx')).toBe(true)
+    expect(loudError!.last_error.length).toBeLessThanOrEqual('HTTP 500: '.length + 1024)
+    expect((await deadLetters(silentHook.id))[0]!.last_error).toContain('webhook_timeout_ms')
+  })
+
+  it('holds at most webhook_backlog deliveries for a subscription whose receiver is down, and delivers those', async () => {
+    await start({ webhook_backlog: 2, webhook_backoff_ms: 50 })
+    const hook = receiver()
+    await subscribe('token-acme', hook.url)
+    await hook.stop()
+    const uids = [await createMailbox('token-acme'), await createMailbox('token-acme'), await createMailbox('token-acme')]
+    await Bun.sleep(200)
+    hook.start()
+    await eventually(() => hook.deliveries.length === 2, 5000, 'the two held deliveries')
+    await Bun.sleep(300)
+    expect(hook.deliveries.map((delivery) => delivery.event.resource.id).sort()).toEqual(uids.slice(0, 2).sort())
+  }, 10000)
+
   it('holds at most webhooks_per_tenant subscriptions per tenant, and a secret of bounded length', async () => {
     await start({ webhooks_per_tenant: 2 })
     const hook = receiver()

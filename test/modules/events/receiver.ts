@@ -25,6 +25,10 @@ export class Receiver {
   calls = 0
   /** The status it answers with (2xx: taken). */
   status = 204
+  /** What it answers a failure with. */
+  failureBody = 'receiver is failing on purpose'
+  /** Never answers (until stopped). */
+  silent = false
   private server: ReturnType<typeof Bun.serve> | null = null
   port = 0
 
@@ -42,7 +46,8 @@ export class Receiver {
       fetch: async (request) => {
         this.calls++
         const body = await request.text()
-        if (this.status >= 300) return new Response('receiver is failing on purpose', { status: this.status })
+        if (this.silent) return new Promise<Response>(() => {})
+        if (this.status >= 300) return new Response(this.failureBody, { status: this.status })
         this.deliveries.push({
           eventId: request.headers.get('switchboard-event-id') ?? '',
           deliveryId: request.headers.get('switchboard-delivery-id') ?? '',
