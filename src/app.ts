@@ -28,7 +28,7 @@ import { WorkerService } from './modules/workers/service'
 import type { Viewer } from './modules/events/model'
 import { eventsRoutes, eventsStreamChannel } from './modules/events/routes'
 import { EventService } from './modules/events/service'
-import { WebhookService } from './modules/events/webhooks'
+import { WebhookService, type DeliveryOutcome } from './modules/events/webhooks'
 import { healthRoutes } from './ops/health'
 import { createLogger, logWriter, type Logger } from './ops/logger'
 import { memoized } from './ops/metrics'
@@ -56,6 +56,7 @@ export function createApp(options: CreateAppOptions) {
   // Counted on every send and every proxied call: each label's series (a handful: the unions below) is looked up once.
   const exchangeEventsOf = memoized((event: ExchangeEvent) => metrics.exchangeEvents.series({ event }))
   const a2aCallsOf = memoized((outcome: CallOutcome) => metrics.a2aCalls.series({ outcome }))
+  const webhookOutcomesOf = memoized((outcome: DeliveryOutcome) => metrics.webhookDeliveries.series({ outcome }))
 
   // Marked so the offline sweep can tell app instances from the other heartbeats a backend keeps (Redis's in-flight messages).
   const instanceId = `${APP_INSTANCE}${randomUUID()}`
@@ -88,6 +89,7 @@ export function createApp(options: CreateAppOptions) {
       attempts: config.webhook_attempts,
       backoffMs: config.webhook_backoff_ms,
       timeoutMs: config.webhook_timeout_ms,
+      onOutcome: (outcome) => webhookOutcomesOf(outcome).inc(),
     },
     logger,
   )

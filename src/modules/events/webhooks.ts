@@ -32,7 +32,11 @@ export interface WebhookOptions {
   timeoutMs: number
   /** How often this instance looks for due deliveries (it also looks at once when it queues one). */
   pollMs?: number
+  /** Told how each attempt ended, and of each delivery dropped (metrics). */
+  onOutcome?: (outcome: DeliveryOutcome) => void
 }
+
+export type DeliveryOutcome = 'delivered' | 'retried' | 'dead_lettered' | 'dropped'
 
 /** Bytes of a receiver's answer read at most (for the error a dead letter shows); the rest is not read. */
 export const RESPONSE_READ_BYTES = 1024
@@ -137,9 +141,14 @@ export class WebhookService {
       if (subscription.types.length > 0 && !subscription.types.includes(event.type)) continue
       const delivery: WebhookDelivery = { id: randomUUID(), subscriptionId: subscription.id, eventId: event.id, body: event.json, attempts: 0, dueAt: Date.now(), lastError: null, deadAt: null }
       if (await this.store.addDelivery(delivery, this.options.backlog)) queued = true
-      else this.logger.warn('webhook delivery dropped: the subscription holds webhook_backlog deliveries', { webhook: subscription.id, event: event.id })
+      else this.dropped(subscription, event)
     }
     if (queued) this.pump()
+  }
+
+  private dropped(subscription: WebhookSubscription, event: HeardEvent): void {
+    this.options.onOutcome?.('dropped')
+    this.logger.warn('webhook delivery dropped: the subscription holds webhook_backlog deliveries', { webhook: subscription.id, event: event.id })
   }
 
   /** Makes the due deliveries, CONCURRENCY at a time, until none is due; one pass at a time on this instance. */
@@ -174,10 +183,14 @@ export class WebhookService {
     if (subscription === null) return // deleted meanwhile, with its deliveries
     const failure = await this.post(subscription, delivery)
     if (this.stopped && failure !== null) return // cut by shutdown: the lease brings it back
-    if (failure === null) return this.store.completeDelivery(delivery.id)
+    if (failure === null) {
+      this.options.onOutcome?.('delivered')
+      return this.store.completeDelivery(delivery.id)
+    }
     const attempts = delivery.attempts + 1
     const now = Date.now()
     const dueAt = attempts >= this.options.attempts ? null : now + Math.min(MAX_BACKOFF_MS, this.options.backoffMs * 2 ** (attempts - 1))
+    this.options.onOutcome?.(dueAt === null ? 'dead_lettered' : 'retried')
     if (dueAt === null) this.logger.warn('webhook delivery dead-lettered', { webhook: subscription.id, event: delivery.eventId, attempts, error: failure })
     await this.store.failDelivery(delivery.id, attempts, failure, dueAt, now)
     // Tried again here when due, without waiting for the next poll.

@@ -189,6 +189,9 @@ describe('webhooks', () => {
     await eventually(() => hook.deliveries.length === 1, 5000, 'the retried dead letter')
     expect(hook.deliveries[0]!.event.resource.id).toBe(first)
     expect(await deadLetters()).toEqual([])
+    const metrics = await (await fetch(`${server!.url}/metrics`)).text()
+    const count = (outcome: string) => Number(new RegExp(`^switchboard_webhook_deliveries_total\\{outcome="${outcome}"\\} (\\d+)`, 'm').exec(metrics)?.[1])
+    expect([count('retried'), count('dead_lettered'), count('delivered')]).toEqual([2, 2, 1])
     // Another tenant cannot see or touch them.
     expect((await fetch(`${server!.url}/webhooks/${id}/dead-letters`, { headers: as('token-globex') })).status).toBe(404)
   }, 20000)
