@@ -41,10 +41,11 @@ export interface HeardEvent {
   frame: string
 }
 
+/** Events read from the log at a time when a stream resumes. */
 const PAGE = 500
 
 /** The event's JSON as sent: the stored body with its id put first. */
-export const withId = (event: LoggedEvent): string => `{"id":${JSON.stringify(event.id)},${event.body.slice(1)}`
+const withId = (event: LoggedEvent): string => `{"id":${JSON.stringify(event.id)},${event.body.slice(1)}`
 
 function heard(event: LoggedEvent): HeardEvent {
   const parsed = JSON.parse(event.body) as NewEvent
@@ -84,11 +85,6 @@ export class EventService {
     this.appended.push(listener)
   }
 
-  /** Resolves once this instance hears the log. */
-  ready(): Promise<unknown> {
-    return this.subscription
-  }
-
   /** A stream of the events `viewer` may see that pass `filter`, after `lastEventId` when given. */
   async open(viewer: Viewer, filter: EventFilter, lastEventId: string | null, bounds: StreamOptions, onClose: () => void): Promise<EventStream> {
     await this.subscription
@@ -97,11 +93,6 @@ export class EventService {
     if (lastEventId !== null) await stream.replay(this.log, lastEventId)
     stream.goLive()
     return stream
-  }
-
-  /** Streams open on this instance. */
-  get open_streams(): number {
-    return this.streams.size
   }
 
   /** A stream that ended is no longer fed. */

@@ -12,7 +12,7 @@
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto'
 import type { WebhookDelivery, WebhookStore, WebhookSubscription } from '../../backend/journal'
-import { AppError, ConflictError, NotFoundError } from '../../errors'
+import { AppError, ConflictError, ForbiddenError, NotFoundError } from '../../errors'
 import type { Logger } from '../../ops/logger'
 import { destinationOf } from '../agents/proxy'
 import type { AgentUrlGuard } from '../agents/ssrf'
@@ -74,7 +74,7 @@ export class WebhookService {
 
   /** Creates a subscription for the viewer; the URL must pass the agent URL guard. Answers it with its secret. */
   async create(viewer: Viewer, input: { url: string; types?: string[]; secret?: string }): Promise<WebhookSubscription> {
-    if (this.options.perTenant === 0) throw new AppError(403, 'FORBIDDEN', 'webhooks are off (webhooks_per_tenant is 0)')
+    if (this.options.perTenant === 0) throw new ForbiddenError('webhooks are off (webhooks_per_tenant is 0)')
     await this.urls.target(input.url, 'webhook url')
     const types = parseTypes(input.types?.join(','))
     const subscription: WebhookSubscription = {
@@ -91,6 +91,7 @@ export class WebhookService {
     return subscription
   }
 
+  /** The viewer's subscriptions, oldest first. */
   list(viewer: Viewer): Promise<WebhookSubscription[]> {
     return this.store.listSubscriptions(viewerKey(viewer))
   }
@@ -102,11 +103,13 @@ export class WebhookService {
     return subscription
   }
 
+  /** Deletes one of the viewer's subscriptions with its deliveries. */
   async delete(viewer: Viewer, id: string): Promise<void> {
     await this.get(viewer, id)
     await this.store.deleteSubscription(id)
   }
 
+  /** The dead letters of one of the viewer's subscriptions, oldest first. */
   async deadLetters(viewer: Viewer, id: string): Promise<WebhookDelivery[]> {
     await this.get(viewer, id)
     return this.store.deadLetters(id)
@@ -119,6 +122,7 @@ export class WebhookService {
     this.pump()
   }
 
+  /** Forgets a dead letter of one of the viewer's subscriptions. */
   async drop(viewer: Viewer, id: string, deliveryId: string): Promise<void> {
     await this.get(viewer, id)
     if (!(await this.store.dropDeadLetter(id, deliveryId))) throw new NotFoundError(`dead letter ${deliveryId} not found`)

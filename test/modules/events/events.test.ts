@@ -266,6 +266,13 @@ describe('webhooks', () => {
     expect(hook.deliveries.map((delivery) => delivery.event.resource.id).sort()).toEqual(uids.slice(0, 2).sort())
   }, 10000)
 
+  it('refuses subscriptions with 403 when webhooks_per_tenant is 0', async () => {
+    await start({ webhooks_per_tenant: 0 })
+    const response = await fetch(`${server!.url}/webhooks`, { method: 'POST', headers: { 'content-type': 'application/json', ...as('token-acme') }, body: JSON.stringify({ url: 'http://127.0.0.1:9/hook' }) })
+    expect(response.status).toBe(403)
+    expect(((await response.json()) as { error: { message: string } }).error.message).toContain('webhooks_per_tenant')
+  })
+
   it('holds at most webhooks_per_tenant subscriptions per tenant, and a secret of bounded length', async () => {
     await start({ webhooks_per_tenant: 2 })
     const hook = receiver()
