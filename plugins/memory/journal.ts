@@ -4,14 +4,18 @@ import type { EventLogStore, EventPage, LoggedEvent, WebhookDelivery, WebhookSto
 
 const LOG_CHANNEL = 'event-log'
 
-/** The retained log of one process: ids count up from 1; the oldest go first past either bound. */
+/**
+ * The retained log of one process; the oldest go first past either bound. Ids count up from the microseconds
+ * since the epoch at start, so they keep growing across restarts, and a reader resuming from an id of an earlier
+ * process is told it missed what that process held.
+ */
 export class MemoryEventLog implements EventLogStore {
   private readonly kept: { seq: number; body: string; bytes: number }[] = []
   private head = 0
   private bytes = 0
-  private last = 0
-  /** The newest id dropped from the log (0: none). */
-  private dropped = 0
+  private last = Date.now() * 1000
+  /** The newest id dropped from the log: at first, every id of earlier processes. */
+  private dropped = this.last
   private readonly bus = new LocalEventBus()
 
   constructor(private readonly bounds: { maxEvents: number; maxBytes: number }) {}

@@ -65,7 +65,7 @@ async function survivesRestart(open: () => Promise<Backend>): Promise<void> {
   hook.start()
   const after = await serve(await open())
   await eventually(() => hook.deliveries.length >= 2, 10000, 'the deliveries pending across the restart')
-  expect(hook.deliveries.map((delivery) => delivery.event.resource.id).sort()).toEqual(uids.sort())
+  expect(hook.deliveries.map((delivery) => delivery.event.resource.id).sort()).toEqual([...uids].sort())
   expect(hook.deliveries.every((delivery) => delivery.verified)).toBe(true)
   // Resuming from the start reads them from the retained log of the new process too.
   const stream = await openStream(`${after.url}/events`, { headers: { ...headers, 'last-event-id': '0' } })
@@ -113,7 +113,7 @@ describe.skipIf(redis.url === null)('on Redis', () => {
     for (let n = 0; n < 20; n++) uids.push(await createMailbox(n % 2 === 0 ? a : b))
     await eventually(() => hook.deliveries.length >= 20, 10000, 'twenty deliveries')
     await Bun.sleep(1500)
-    expect(hook.deliveries.map((delivery) => delivery.event.resource.id).sort()).toEqual(uids.sort())
+    expect(hook.deliveries.map((delivery) => delivery.event.resource.id).sort()).toEqual([...uids].sort())
     expect(new Set(hook.deliveries.map((delivery) => delivery.eventId)).size).toBe(20)
   }, 20000)
 })

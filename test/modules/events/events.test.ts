@@ -147,7 +147,8 @@ describe('GET /events', () => {
     expect(uidsOf(eventsOf(acme))).toEqual(acmeUids)
     expect(uidsOf(eventsOf(globex))).toEqual([globexUid])
     expect(uidsOf(eventsOf(resumed))).toEqual([globexUid])
-    for (const event of [...eventsOf(globex), ...eventsOf(resumed)]) expect(JSON.parse(event.data).tenant).toBe('globex')
+    // A resumed stream may open with events.missed (the memory backend's log starts with its process), which names no tenant.
+    for (const event of [...eventsOf(globex), ...eventsOf(resumed)].filter((item) => item.event !== 'events.missed')) expect(JSON.parse(event.data).tenant).toBe('globex')
   })
 })
 
