@@ -125,6 +125,23 @@ describe('GET /events', () => {
     expect(((await badTimeout.json()) as { error: { message: string } }).error.message).toContain('timeout')
   })
 
+  it('counts open streams toward max_waiting_per_client, refusing one more with 429', async () => {
+    await start({ max_waiting_per_client: 2 })
+    const first = await open('token-acme')
+    await open('token-acme')
+    const refused = await fetch(`${server!.url}/events`, { headers: as('token-acme') })
+    expect(refused.status).toBe(429)
+    expect(((await refused.json()) as { error: { message: string } }).error.message).toContain('max_waiting_per_client')
+    // Another client has its own count; a closed stream gives its slot back.
+    await open('token-globex')
+    first.close()
+    await eventually(async () => {
+      const again = await fetch(`${server!.url}/events?timeout=0.05`, { headers: as('token-acme') })
+      await again.text()
+      return again.status === 200
+    })
+  })
+
   it('ends a stream after ?timeout= seconds', async () => {
     await start()
     const started = Date.now()
