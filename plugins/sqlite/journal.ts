@@ -14,8 +14,7 @@ export class SqliteEventLog implements EventLogStore {
   private readonly statements: {
     insert: Row<{ id: number }>
     grow: Row<{ count: number; bytes: number }>
-    oldest: Row<{ id: number; bytes: number }>
-    drop: Row<never>
+    dropOldest: Row<{ id: number; bytes: number }>
     shrink: Row<never>
     page: Row<{ id: number; body: string }>
     dropped: Row<{ dropped: number }>
@@ -30,9 +29,8 @@ export class SqliteEventLog implements EventLogStore {
     this.statements = {
       insert: prepare('INSERT INTO event_log (body, bytes) VALUES (?, ?) RETURNING id'),
       grow: prepare('UPDATE event_log_state SET count = count + 1, bytes = bytes + ? RETURNING count, bytes'),
-      oldest: prepare('SELECT id, bytes FROM event_log ORDER BY id LIMIT 1'),
-      drop: prepare('DELETE FROM event_log WHERE id = ?'),
-      shrink: prepare('UPDATE event_log_state SET count = count - 1, bytes = bytes - ?, dropped = ?'),
+      dropOldest: prepare('DELETE FROM event_log WHERE id IN (SELECT id FROM event_log ORDER BY id LIMIT ?) RETURNING id, bytes'),
+      shrink: prepare('UPDATE event_log_state SET count = count - ?, bytes = bytes - ?, dropped = max(dropped, ?)'),
       page: prepare('SELECT id, body FROM event_log WHERE id > ? ORDER BY id LIMIT ?'),
       dropped: prepare('SELECT dropped FROM event_log_state'),
     }
@@ -45,11 +43,13 @@ export class SqliteEventLog implements EventLogStore {
       const { id } = s.insert.get(body, bytes)!
       let { count, bytes: total } = s.grow.get(bytes)!
       while (count > this.bounds.maxEvents || total > this.bounds.maxBytes) {
-        const oldest = s.oldest.get()!
-        s.drop.run(oldest.id)
-        s.shrink.run(oldest.bytes, oldest.id)
-        total -= oldest.bytes
-        count--
+        // Past the count, a hundredth more goes at once, so a full log is trimmed once in a while rather than on every event.
+        const excess = count > this.bounds.maxEvents ? count - this.bounds.maxEvents + Math.floor(this.bounds.maxEvents / 100) : 1
+        const dropped = s.dropOldest.all(excess)
+        const freed = dropped.reduce((sum, row) => sum + row.bytes, 0)
+        s.shrink.run(dropped.length, freed, Math.max(...dropped.map((row) => row.id)))
+        total -= freed
+        count -= dropped.length
       }
       return String(id)
     })

@@ -47,8 +47,8 @@ const PAGE = 500
 /** The event's JSON as sent: the stored body with its id put first. */
 const withId = (event: LoggedEvent): string => `{"id":${JSON.stringify(event.id)},${event.body.slice(1)}`
 
-function heard(event: LoggedEvent): HeardEvent {
-  const parsed = JSON.parse(event.body) as NewEvent
+/** An event read from the log, or (`parsed`) one this instance has just appended, which needs no parsing. */
+function heard(event: LoggedEvent, parsed = JSON.parse(event.body) as NewEvent): HeardEvent {
   const json = withId(event)
   return { id: event.id, type: parsed.type, resourceId: parsed.resource.id, audience: audienceOf(parsed), json, frame: sseEvent(event.id, json, parsed.type) }
 }
@@ -74,7 +74,7 @@ export class EventService {
     const body = JSON.stringify({ type: event.type, time: new Date().toISOString(), tenant: event.tenant, resource: event.resource, ...(event.workspaces ? { workspaces: event.workspaces } : {}), data: event.data })
     this.track(
       this.log.append(body).then(async (id) => {
-        const appended = heard({ id, body })
+        const appended = heard({ id, body }, event)
         for (const listener of this.appended) await listener(appended)
       }),
     )
