@@ -82,6 +82,7 @@ export function createApp(options: CreateAppOptions) {
   const webhooks = new WebhookService(
     backend.webhooks,
     events,
+    backend.events,
     agentUrls,
     {
       perTenant: config.webhooks_per_tenant,

@@ -84,11 +84,6 @@ export class MemoryWebhooks implements WebhookStore {
     return true
   }
 
-  async subscriptionsOf(tenants: readonly string[]): Promise<WebhookSubscription[]> {
-    const wanted = new Set(tenants)
-    return [...this.subscriptions.values()].filter((subscription) => wanted.has(subscription.tenant)).map((subscription) => ({ ...subscription }))
-  }
-
   async addDelivery(delivery: WebhookDelivery, maxPerSubscription: number): Promise<boolean> {
     if (!this.subscriptions.has(delivery.subscriptionId)) return false
     let held = 0

@@ -92,10 +92,6 @@ export class RedisWebhooks implements WebhookStore {
     return (await this.connection.run(SCRIPTS.deleteSubscription, keys, [id, this.keys.webhookTenantPrefix(), this.keys.webhookHeldPrefix(), this.keys.webhookDeadPrefix()])) === 1
   }
 
-  async subscriptionsOf(tenants: readonly string[]): Promise<WebhookSubscription[]> {
-    return (await Promise.all(tenants.map((tenant) => this.listSubscriptions(tenant)))).flat()
-  }
-
   async addDelivery(delivery: WebhookDelivery, maxPerSubscription: number): Promise<boolean> {
     const keys = [this.keys.webhookSubscriptions(), this.keys.webhookHeldPrefix() + delivery.subscriptionId, this.keys.webhookDeliveries(), this.keys.webhookDue()]
     return (await this.connection.run(SCRIPTS.addDelivery, keys, [delivery.subscriptionId, delivery.id, JSON.stringify(delivery), delivery.dueAt, maxPerSubscription])) === 1

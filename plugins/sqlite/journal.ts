@@ -147,10 +147,6 @@ export class SqliteWebhooks implements WebhookStore {
     })
   }
 
-  async subscriptionsOf(tenants: readonly string[]): Promise<WebhookSubscription[]> {
-    return tenants.flatMap((tenant) => this.statements.subscriptionsOfTenant.all(tenant).map((row) => JSON.parse(row.record) as WebhookSubscription))
-  }
-
   async addDelivery(delivery: WebhookDelivery, maxPerSubscription: number): Promise<boolean> {
     return this.writes.run(() => {
       if (!this.statements.subscription.get(delivery.subscriptionId)) return false

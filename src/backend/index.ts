@@ -103,7 +103,7 @@ const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events' | 'ins
   events: ['publish', 'subscribe'],
   instances: ['beat', 'alive', 'leave'],
   eventLog: ['append', 'read', 'subscribe'],
-  webhooks: ['createSubscription', 'listSubscriptions', 'getSubscription', 'deleteSubscription', 'subscriptionsOf', 'addDelivery', 'claimDeliveries', 'completeDelivery', 'failDelivery', 'deadLetters', 'redeliver', 'dropDeadLetter'],
+  webhooks: ['createSubscription', 'listSubscriptions', 'getSubscription', 'deleteSubscription', 'addDelivery', 'claimDeliveries', 'completeDelivery', 'failDelivery', 'deadLetters', 'redeliver', 'dropDeadLetter'],
 }
 
 /** Methods a store may offer beyond the contract; used when present (WorkerStore.reserveAny). */

@@ -75,8 +75,6 @@ export interface WebhookStore {
   getSubscription(id: string): Promise<WebhookSubscription | null>
   /** Removes a subscription with its deliveries; false when it does not exist. */
   deleteSubscription(id: string): Promise<boolean>
-  /** The subscriptions of any of these tenants. */
-  subscriptionsOf(tenants: readonly string[]): Promise<WebhookSubscription[]>
   /** Queues a delivery; false (nothing stored) when its subscription is gone or holds `maxPerSubscription` deliveries, pending and dead. */
   addDelivery(delivery: WebhookDelivery, maxPerSubscription: number): Promise<boolean>
   /** Takes up to `limit` pending deliveries due by `now`, each leased until `leaseUntil` (then due again). */

@@ -11,6 +11,7 @@
  * until it is retried or dropped.
  */
 import { createHmac, randomBytes, randomUUID } from 'node:crypto'
+import type { EventBus } from '../../backend/events'
 import type { WebhookDelivery, WebhookStore, WebhookSubscription } from '../../backend/journal'
 import { AppError, ConflictError, ForbiddenError, NotFoundError } from '../../errors'
 import type { Logger } from '../../ops/logger'
@@ -44,6 +45,12 @@ export const RESPONSE_READ_BYTES = 1024
 const CONCURRENCY = 32
 /** Longest wait between two attempts. */
 const MAX_BACKOFF_MS = 3_600_000
+/** How long a tenant's subscriptions are reused to match events without asking the store (a change on any instance clears them at once). */
+const SUBSCRIPTIONS_CACHE_MS = 5000
+/** Tenants whose subscriptions are kept at most; past it the cache starts over. */
+const SUBSCRIPTIONS_CACHED = 10_000
+/** Bus channel telling every instance whose subscriptions changed. */
+const CHANGED_CHANNEL = 'webhooks:changed'
 
 /** The headers of a signed delivery: `Switchboard-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">`. */
 export function signatureHeaders(secret: string, body: string, timestamp: number): Record<string, string> {
@@ -59,14 +66,20 @@ export class WebhookService {
   private again = false
   private stopped = false
   private readonly inFlight = new Set<AbortController>()
+  /** Each tenant's subscriptions, to match events without a store round trip per event and tenant. */
+  private readonly cached = new Map<string, { until: number; subscriptions: Promise<WebhookSubscription[]> }>()
+  private readonly changes: Promise<() => void>
 
   constructor(
     private readonly store: WebhookStore,
     events: EventService,
+    private readonly bus: EventBus,
     private readonly urls: AgentUrlGuard,
     private readonly options: WebhookOptions,
     private readonly logger: Logger,
   ) {
+    this.changes = bus.subscribe(CHANGED_CHANNEL, (tenant) => this.cached.delete(tenant))
+    this.changes.catch((error) => logger.error('webhooks: cannot subscribe to the event bus', { error: String(error) }))
     events.onAppended((event) => this.enqueue(event))
     this.timer = setInterval(() => this.pump(), options.pollMs ?? 1000)
     this.timer.unref?.()
@@ -88,6 +101,7 @@ export class WebhookService {
     if (!(await this.store.createSubscription(subscription, this.options.perTenant))) {
       throw new ConflictError(`this tenant already has ${this.options.perTenant} webhook subscriptions (webhooks_per_tenant); delete one first`)
     }
+    await this.changed(subscription.tenant)
     return subscription
   }
 
@@ -105,8 +119,30 @@ export class WebhookService {
 
   /** Deletes one of the viewer's subscriptions with its deliveries. */
   async delete(viewer: Viewer, id: string): Promise<void> {
-    await this.get(viewer, id)
+    const subscription = await this.get(viewer, id)
     await this.store.deleteSubscription(id)
+    await this.changed(subscription.tenant)
+  }
+
+  /** Clears a tenant's cached subscriptions here and on every instance. */
+  private async changed(tenant: string): Promise<void> {
+    this.cached.delete(tenant)
+    await this.bus.publish(CHANGED_CHANNEL, tenant)
+  }
+
+  /** A tenant's subscriptions, from the cache while it is fresh. */
+  private subscriptionsOf(tenant: string): Promise<WebhookSubscription[]> {
+    const now = Date.now()
+    const hit = this.cached.get(tenant)
+    if (hit !== undefined && hit.until > now) return hit.subscriptions
+    if (this.cached.size >= SUBSCRIPTIONS_CACHED) this.cached.clear()
+    const subscriptions = this.store.listSubscriptions(tenant)
+    this.cached.set(tenant, { until: now + SUBSCRIPTIONS_CACHE_MS, subscriptions })
+    // A failed read is not kept.
+    subscriptions.catch(() => {
+      if (this.cached.get(tenant)?.subscriptions === subscriptions) this.cached.delete(tenant)
+    })
+    return subscriptions
   }
 
   /** The dead letters of one of the viewer's subscriptions, oldest first. */
@@ -132,6 +168,7 @@ export class WebhookService {
   async stop(): Promise<void> {
     this.stopped = true
     clearInterval(this.timer)
+    ;(await this.changes.catch(() => null))?.()
     for (const attempt of this.inFlight) attempt.abort()
     await this.pumping
   }
@@ -139,7 +176,7 @@ export class WebhookService {
   /** Queues a delivery of `event` for each subscription of its audience that wants its type. */
   private async enqueue(event: HeardEvent): Promise<void> {
     if (this.options.perTenant === 0) return
-    const subscriptions = await this.store.subscriptionsOf(event.audience)
+    const subscriptions = (await Promise.all(event.audience.map((tenant) => this.subscriptionsOf(tenant)))).flat()
     let queued = false
     for (const subscription of subscriptions) {
       if (subscription.types.length > 0 && !subscription.types.includes(event.type)) continue

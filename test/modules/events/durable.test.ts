@@ -108,6 +108,8 @@ describe.skipIf(redis.url === null)('on Redis', () => {
     const open = shared()
     const [a, b] = [await serve(await open()), await serve(await open())]
     const hook = receiver()
+    // B has looked up the tenant's subscriptions (none) before A adds one: A's change must reach B at once.
+    await createMailbox(b)
     await subscribe(a, hook.url)
     const uids: string[] = []
     for (let n = 0; n < 20; n++) uids.push(await createMailbox(n % 2 === 0 ? a : b))
