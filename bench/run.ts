@@ -18,6 +18,7 @@ const SCRIPTS: [string, string, number][] = [
   ['Framework ceiling', 'bench/ceiling.ts', 150],
   ['Exchange round trip', 'bench/exchange.ts', 120],
   ['Dispatch', 'bench/dispatch.ts', 60],
+  ['Event fan-out', 'bench/events.ts', 60],
   ['A2A proxy', 'bench/a2a.ts', 90],
   ['Scale', 'bench/scale.ts', 120],
   ['Soak', 'bench/soak.ts', 90],

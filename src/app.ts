@@ -14,7 +14,7 @@ import { docsRoutes } from './http/docs'
 import { elysiaApp } from './http/elysia'
 import { callerKey, RateLimiter, WaitingLimit } from './http/limits'
 import { Pipeline, type Resolvers } from './http/pipeline'
-import type { AnyRoute } from './http/route'
+import type { AnyRoute, Credentials } from './http/route'
 import type { SwitchboardRuntime } from './http/runtime'
 import { UnauthorizedError } from './errors'
 import { a2aRestStreamChannel, a2aStreamChannel, agentsRoutes } from './modules/agents/routes'
@@ -26,6 +26,10 @@ import { exchangeRoutes, listenStreamChannel } from './modules/exchange/routes'
 import { ExchangeService, type ExchangeEvent } from './modules/exchange/service'
 import { workerSocketChannel, workerSockets, workersRoutes } from './modules/workers/routes'
 import { WorkerService } from './modules/workers/service'
+import type { Viewer } from './modules/events/model'
+import { eventsRoutes, eventsStreamChannel } from './modules/events/routes'
+import { EventService } from './modules/events/service'
+import { WebhookService, type DeliveryOutcome } from './modules/events/webhooks'
 import { healthRoutes } from './ops/health'
 import { createLogger, logWriter, type Logger } from './ops/logger'
 import { memoized } from './ops/metrics'
@@ -62,31 +66,69 @@ export function createApp(options: CreateAppOptions) {
   // Counted on every send and every proxied call: each label's series (a handful: the unions below) is looked up once.
   const exchangeEventsOf = memoized((event: ExchangeEvent) => metrics.exchangeEvents.series({ event }))
   const a2aCallsOf = memoized((outcome: CallOutcome) => metrics.a2aCalls.series({ outcome }))
+  const webhookOutcomesOf = memoized((outcome: DeliveryOutcome) => metrics.webhookDeliveries.series({ outcome }))
 
+  // Marked so the offline sweep can tell app instances from the other heartbeats a backend keeps (Redis's in-flight messages).
+  const instanceId = `${APP_INSTANCE}${randomUUID()}`
+  const events = new EventService(backend.eventLog, { pingSeconds: config.sse_ping_s, streamBuffer: config.event_stream_buffer, retained: config.events_retained }, logger)
+  const emit = events.emit
   const exchange = new ExchangeService(
     backend.mailboxes,
     {
       listenTimeout: config.listen_timeout,
       messageSizeLimitBytes: config.message_size_limit_kb * 1024,
       onEvent: (event) => exchangeEventsOf(event).inc(),
+      emit,
     },
     logger,
   )
   const agentUrls = new AgentUrlGuard({ allowPrivate: config.allow_private_agent_urls, resolve: options.resolve })
   const agents = new AgentsService(
     backend.agents,
-    { adminToken: config.admin_token, openRegistration: config.open_registration, heartbeatTtlSeconds: config.heartbeat_ttl_s, allowUnverifiedCards: config.allow_unverified_cards },
+    { adminToken: config.admin_token, openRegistration: config.open_registration, heartbeatTtlSeconds: config.heartbeat_ttl_s, allowUnverifiedCards: config.allow_unverified_cards, emit },
     agentUrls,
     logger,
     new CardVerifier(agentUrls, { cacheMs: 300_000, cacheEntries: 1000, timeoutMs: config.a2a_connect_timeout_ms, maxBytes: 64 * 1024 }),
   )
   const cardSigner = new CardSigner(config.card_signing_key === undefined ? { store: backend.agents } : { jwk: signingKeyOf(config.card_signing_key) })
+  const webhooks = new WebhookService(
+    backend.webhooks,
+    events,
+    backend.events,
+    agentUrls,
+    {
+      perTenant: config.webhooks_per_tenant,
+      backlog: config.webhook_backlog,
+      attempts: config.webhook_attempts,
+      backoffMs: config.webhook_backoff_ms,
+      timeoutMs: config.webhook_timeout_ms,
+      onOutcome: (outcome) => webhookOutcomesOf(outcome).inc(),
+    },
+    logger,
+  )
+  const offlineSweep = sweepingOffline(agents, backend, instanceId, config.instance_heartbeat_s * 1000, logger)
+  /** Who a request's credentials name, for the events routes: a tokens-file client, else the operator or a workspace. */
+  const viewerOf = async (credentials: Credentials): Promise<Viewer> => {
+    const credential = credentialOf(credentials.token === null ? undefined : `Bearer ${credentials.token}`)
+    const client = auth.known(credential)
+    if (client !== null) return { kind: 'client', id: client.id }
+    if (credentials.token !== null) {
+      try {
+        const caller = await agents.authenticate(credentials.token, credentials.workspaceId)
+        return caller.kind === 'admin' ? { kind: 'admin' } : { kind: 'workspace', id: caller.id }
+      } catch (error) {
+        // With auth none, a token that names no workspace is the anonymous client's, as on every client route.
+        if (auth.enabled) throw error
+      }
+    }
+    return { kind: 'client', id: auth.client(credential).id }
+  }
   const workers = new WorkerService(
     backend.workers,
     backend.events,
     backend.instances,
     {
-      instanceId: randomUUID(),
+      instanceId,
       availabilityTimeoutMs: config.availability_timeout_ms,
       dispatchTimeoutMs: config.dispatch_timeout_ms,
       graceMs: config.worker_grace_s * 1000,
@@ -96,6 +138,7 @@ export function createApp(options: CreateAppOptions) {
       jobQueueMax: config.job_queue_max,
       jobQueueClientMax: config.job_queue_client_max,
       jobPendingTtlMs: config.job_pending_ttl_s * 1000,
+      emit,
     },
     logger,
   )
@@ -152,8 +195,14 @@ export function createApp(options: CreateAppOptions) {
         maxMs: config.a2a_max_duration_s * 1000,
       },
     }),
+    ...eventsRoutes({
+      service: events,
+      webhooks,
+      viewerOf,
+      admitWaiting: (request) => waitingLimit.enter(callerKey(credentialOf(request.header('authorization')), request.remoteAddress, auth)),
+    }),
     ...healthRoutes({ config, backend, registry: metrics.registry, logger, version: VERSION, draining: () => draining }),
-    ...docsRoutes(() => routes, [workerSocketChannel, listenStreamChannel, a2aStreamChannel, a2aRestStreamChannel], VERSION),
+    ...docsRoutes(() => routes, [workerSocketChannel, listenStreamChannel, eventsStreamChannel, a2aStreamChannel, a2aRestStreamChannel], VERSION),
     ...(options.routes ?? []),
   ]
   const pipeline = new Pipeline({
@@ -184,8 +233,11 @@ export function createApp(options: CreateAppOptions) {
       draining = true
       drained = (async () => {
         try {
+          clearInterval(offlineSweep)
           await workers.stop()
           await workerEndpoint.close()
+          await webhooks.stop()
+          await events.stop()
         } catch (error) {
           logger.error('error while draining', { error: String(error) })
         }
@@ -200,6 +252,30 @@ export function createApp(options: CreateAppOptions) {
   collectRuntimeGauges(metrics, runtime)
   // The worker service is decorated so operators' tooling and tests can inspect what is in flight.
   return elysiaApp(runtime).decorate('workerService', workers)
+}
+
+/** How the id of an app instance starts, in the heartbeats of the instances. */
+const APP_INSTANCE = 'app-'
+
+/**
+ * Emits workspace.offline as heartbeat TTLs run out: every `periodMs` the instance with the lowest id among the
+ * live ones sweeps the time since its last sweep (one sweeper, so each transition is told once while the set of
+ * instances is stable; a sweeper that dies takes its last period's transitions with it).
+ */
+function sweepingOffline(agents: AgentsService, backend: Backend, instanceId: string, periodMs: number, logger: Logger): ReturnType<typeof setInterval> {
+  let since = Date.now()
+  const timer = setInterval(async () => {
+    const now = Date.now()
+    try {
+      const alive = await backend.instances.alive()
+      if ([instanceId, ...alive.filter((id) => id.startsWith(APP_INSTANCE))].sort()[0] === instanceId) await agents.sweepOffline(since, now)
+      since = now
+    } catch (error) {
+      logger.warn('events: the workspace offline sweep failed; it is tried again next period', { error: String(error) })
+    }
+  }, periodMs)
+  timer.unref?.()
+  return timer
 }
 
 export type SwitchboardApp = ReturnType<typeof createApp>

@@ -23,6 +23,7 @@ import { ConfigSchema } from '../../src/config'
 import { MemoryMailboxes } from './mailboxes'
 import { MemoryWorkers } from './workers'
 import { MemoryAgents } from './agents'
+import { MemoryEventLog, MemoryWebhooks } from './journal'
 
 export const DRIVER_NAME = 'memory'
 
@@ -36,6 +37,8 @@ const MemoryOptionsSchema = v.object({
   /** MiB (UTF-8 bytes plus each record's cost) of queued messages, pending requests, mailboxes and sent-request counts together; a send, create or share past it is refused with 507. Set in `[backend_options]`. */
   max_queued_mb: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_048_576)), 512),
   /** MiB (UTF-8 JSON) of workspaces, their tokens and the proxy's activity records together; a workspace created or grown past it is refused with 507, activity past it pushes out the oldest activity. Set in `[backend_options]`. */
+  events_retained: ConfigSchema.entries.events_retained,
+  events_retained_kb: ConfigSchema.entries.events_retained_kb,
   max_registry_mb: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_048_576)), 256),
 })
 
@@ -58,6 +61,8 @@ const plugin: BackendPlugin<MemoryOptions> = {
       agents: new MemoryAgents(options.max_registry_mb * 1024 * 1024),
       events: new LocalEventBus(),
       instances: new LocalInstances(),
+      eventLog: new MemoryEventLog({ maxEvents: options.events_retained, maxBytes: options.events_retained_kb * 1024 }),
+      webhooks: new MemoryWebhooks(),
       ready: async () => true,
       close: async () => mailboxes.close(),
     }

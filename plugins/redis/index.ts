@@ -42,11 +42,12 @@ import { RedisKeys } from './keys'
 import { Drained } from './drained'
 import { mailboxChannels, RedisMailboxes, wakeAll } from './mailboxes'
 import { RedisWorkers } from './workers'
+import { RedisEventLog, RedisWebhooks } from './journal'
 
 export const DRIVER_NAME = 'redis'
 
 const RedisOptionsSchema = v.object({
-  ...v.pick(ConfigSchema, ['redis_url', 'redis_sentinels', 'redis_master_name', 'redis_wait_replicas', 'redis_wait_timeout_ms', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s']).entries,
+  ...v.pick(ConfigSchema, ['redis_url', 'redis_sentinels', 'redis_master_name', 'redis_wait_replicas', 'redis_wait_timeout_ms', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s', 'events_retained', 'events_retained_kb']).entries,
   /** How long a message handed to a receiver stays in flight, put back by the other instances if this one dies first. Set in `[backend_options]`. */
   redelivery_window_ms: RedeliveryWindowOption,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
@@ -125,13 +126,16 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     context.logger,
   )
   await heartbeat.start()
+  const events = new RedisEventBus(connection, keys)
   return {
     name: DRIVER_NAME,
     mailboxes,
     workers,
     agents: new RedisAgents(connection, keys),
-    events: new RedisEventBus(connection, keys),
+    events,
     instances,
+    eventLog: new RedisEventLog(connection, keys, events, { maxEvents: options.events_retained, maxBytes: options.events_retained_kb * 1024 }),
+    webhooks: new RedisWebhooks(connection, keys),
     async ready() {
       if (!connection.isReady()) return false
       const answer = await Promise.race([connection.command.ping().catch(() => null), Bun.sleep(1000).then(() => null)])

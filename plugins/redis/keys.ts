@@ -83,7 +83,7 @@ export class RedisKeys {
     return this.key('queued-total')
   }
 
-  /** Counter giving every mailbox its creation order. */
+  /** Counter giving every mailbox (and webhook subscription) its creation order. */
   sequence(): string {
     return this.key('sequence')
   }
@@ -269,6 +269,46 @@ export class RedisKeys {
   /** Channel of the cross-instance event bus. */
   eventChannel(channel: string): string {
     return this.key('event', channel)
+  }
+
+  /** Stream: the retained event log, one entry (field b: the event's JSON) per event. */
+  eventLog(): string {
+    return this.key('eventlog')
+  }
+
+  /** Hash: bytes (of the events the log keeps), dropped (the newest id trimmed away). */
+  eventLogState(): string {
+    return this.key('eventlog', 'state')
+  }
+
+  /** Hash: subscription id → WebhookSubscription JSON. */
+  webhookSubscriptions(): string {
+    return this.key('webhooks', 'subscriptions')
+  }
+
+  /** Prefix of the sorted sets of a tenant's subscription ids by creation; scripts append the tenant. */
+  webhookTenantPrefix(): string {
+    return this.key('webhooks', 'tenant', '')
+  }
+
+  /** Hash: delivery id → WebhookDelivery JSON (pending and dead-lettered). */
+  webhookDeliveries(): string {
+    return this.key('webhooks', 'deliveries')
+  }
+
+  /** Sorted set: pending delivery ids by the time they are due (a taken one: when its lease ends). */
+  webhookDue(): string {
+    return this.key('webhooks', 'due')
+  }
+
+  /** Prefix of the sets of delivery ids one subscription holds; scripts append the subscription id. */
+  webhookHeldPrefix(): string {
+    return this.key('webhooks', 'held', '')
+  }
+
+  /** Prefix of the sorted sets of a subscription's dead letters by the time they died; scripts append the subscription id. */
+  webhookDeadPrefix(): string {
+    return this.key('webhooks', 'dead', '')
   }
 
   /** The event bus channel a Redis channel stands for, or null when it is not an event channel. */

@@ -144,6 +144,37 @@ export const MIGRATIONS: readonly string[] = [
     value TEXT NOT NULL
   ) WITHOUT ROWID;
   `,
+  // 5: the retained event log (GET /events resumes from it), webhook subscriptions and their deliveries.
+  `
+  CREATE TABLE event_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    body TEXT NOT NULL,
+    bytes INTEGER NOT NULL
+  );
+  CREATE TABLE event_log_state (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    count INTEGER NOT NULL,                  -- events kept
+    bytes INTEGER NOT NULL,                  -- of the events kept
+    dropped INTEGER NOT NULL                 -- newest id trimmed away (0: none)
+  );
+  INSERT INTO event_log_state VALUES (1, 0, 0, 0);
+  CREATE TABLE webhook_subscriptions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    record TEXT NOT NULL                     -- JSON WebhookSubscription
+  );
+  CREATE INDEX webhook_subscriptions_tenant ON webhook_subscriptions (tenant, seq);
+  CREATE TABLE webhook_deliveries (
+    id TEXT PRIMARY KEY,
+    subscription_id TEXT NOT NULL,
+    due_at INTEGER NOT NULL,
+    dead_at INTEGER,
+    record TEXT NOT NULL                     -- JSON WebhookDelivery
+  );
+  CREATE INDEX webhook_deliveries_due ON webhook_deliveries (dead_at, due_at);
+  CREATE INDEX webhook_deliveries_subscription ON webhook_deliveries (subscription_id, dead_at);
+  `,
 ]
 
 /** The schema version this build writes. */

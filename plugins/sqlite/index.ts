@@ -15,6 +15,7 @@ import { DatabaseSize, openDatabase } from './database'
 import { SqliteMailboxes } from './mailboxes'
 import { SqliteWorkers } from './workers'
 import { SqliteAgents } from './agents'
+import { SqliteEventLog, SqliteWebhooks } from './journal'
 
 export const DRIVER_NAME = 'sqlite'
 
@@ -31,6 +32,8 @@ const SqliteOptions = v.object({
   gravestone_expiration_d: ConfigSchema.entries.gravestone_expiration_d,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. */
   finished_jobs_kept: FinishedJobsKeptOption,
+  events_retained: ConfigSchema.entries.events_retained,
+  events_retained_kb: ConfigSchema.entries.events_retained_kb,
 })
 
 export type SqliteOptions = v.InferOutput<typeof SqliteOptions>
@@ -52,6 +55,8 @@ const plugin: BackendPlugin<SqliteOptions> = {
       events: new LocalEventBus(),
       // One process per file (its lock): every instance a previous process recorded is dead, so beats need not outlive this one.
       instances: new LocalInstances(),
+      eventLog: new SqliteEventLog(db, writes, { maxEvents: options.events_retained, maxBytes: options.events_retained_kb * 1024 }),
+      webhooks: new SqliteWebhooks(db, writes),
       async ready() {
         if (closed) return false
         try {

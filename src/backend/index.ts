@@ -24,6 +24,7 @@ import type { WorkerStore } from './workers'
 import type { AgentStore } from './agents'
 import type { EventBus } from './events'
 import type { InstanceStore } from './instances'
+import type { EventLogStore, WebhookStore } from './journal'
 import type { Logger } from '../ops/logger'
 
 export type * from './mailboxes'
@@ -31,6 +32,7 @@ export type * from './workers'
 export type * from './agents'
 export type * from './events'
 export type * from './instances'
+export type * from './journal'
 
 export interface Backend {
   readonly name: string
@@ -40,6 +42,10 @@ export interface Backend {
   readonly events: EventBus
   /** The heartbeats of the instances sharing the store. */
   readonly instances: InstanceStore
+  /** The retained event log (GET /events, resume by Last-Event-ID). */
+  readonly eventLog: EventLogStore
+  /** Webhook subscriptions and their pending and dead-lettered deliveries. */
+  readonly webhooks: WebhookStore
   /** True while the store is reachable and consistent (drives /readyz). */
   ready(): Promise<boolean>
   /** Flush and release everything; waiters are woken. */
@@ -90,12 +96,14 @@ export interface PluginHost {
 /** The default export of a plugin file that takes what it needs from the host. */
 export type PluginFactory = (host: PluginHost) => BackendPlugin | Promise<BackendPlugin>
 
-const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events' | 'instances', readonly string[]> = {
+const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events' | 'instances' | 'eventLog' | 'webhooks', readonly string[]> = {
   mailboxes: ['create', 'status', 'terminate', 'put', 'take', 'restore', 'discover', 'heartbeat', 'stats', 'share', 'unshare', 'shares', 'counts'],
   workers: ['upsertWorker', 'getWorker', 'listWorkers', 'updateWorker', 'setDraining', 'deleteWorker', 'reserveSlot', 'releaseSlot', 'assignSlot', 'createJob', 'getJob', 'listJobs', 'transitionJob', 'enqueueJob', 'claimQueuedJob', 'releaseQueuedJob', 'dequeueJob', 'listQueues', 'rememberDispatch', 'forgetDispatch'],
   agents: ['createWorkspace', 'getWorkspace', 'listWorkspaces', 'listChildren', 'updateWorkspace', 'removeWorkspace', 'rotateToken', 'workspaceOfToken', 'hasToken', 'recordActivity', 'listActivity', 'cardSigningKey'],
   events: ['publish', 'subscribe'],
   instances: ['beat', 'alive', 'leave'],
+  eventLog: ['append', 'read', 'subscribe'],
+  webhooks: ['createSubscription', 'listSubscriptions', 'getSubscription', 'deleteSubscription', 'addDelivery', 'claimDeliveries', 'completeDelivery', 'failDelivery', 'deadLetters', 'redeliver', 'dropDeadLetter'],
 }
 
 /** Methods a store may offer beyond the contract; used when present (WorkerStore.reserveAny). */
@@ -185,6 +193,8 @@ function countingFailures(backend: Backend): Backend {
     agents: wrap(backend.agents, STORE_METHODS.agents),
     events: wrap(backend.events, STORE_METHODS.events),
     instances: wrap(backend.instances, STORE_METHODS.instances),
+    eventLog: wrap(backend.eventLog, STORE_METHODS.eventLog),
+    webhooks: wrap(backend.webhooks, STORE_METHODS.webhooks),
     ready: () => backend.ready(),
     close: () => backend.close(),
     failures,

@@ -53,6 +53,7 @@ const TAGS = [
   { name: 'exchange', description: "Academy-compatible mailbox exchange (Academy's HttpExchangeFactory). Request bodies are JSON on every method, GET included; ids and messages are JSON strings." },
   { name: 'workers', description: "Worker registry and job dispatch (VideoSDK's BackendConnection and dispatch API; native REST)." },
   { name: 'agents', description: "Agent (workspace) registry and A2A proxy (Molecule's a2a_client, A2A SDK clients)." },
+  { name: 'events', description: 'Everything that happens to jobs, workers, workspaces and mailboxes: an SSE stream resumable with Last-Event-ID, and signed webhooks.' },
   { name: 'operations', description: 'Health, readiness, metrics and these docs.' },
 ]
 

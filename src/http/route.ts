@@ -37,7 +37,7 @@ export interface Callers {
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'DELETE'
 
-export type Tag = 'exchange' | 'workers' | 'agents' | 'operations'
+export type Tag = 'exchange' | 'workers' | 'agents' | 'events' | 'operations'
 
 /** The credentials a request carries, as the auth step read them (handlers that verify them themselves get these). */
 export interface Credentials {

@@ -25,6 +25,7 @@ export interface SwitchboardMetrics {
   readonly serverErrors: Counter
   readonly a2aCalls: Counter
   readonly exchangeEvents: Counter
+  readonly webhookDeliveries: Counter
 }
 
 /** Seconds; from a cached read to a long-poll that runs to its full minute. */
@@ -41,6 +42,7 @@ export function createSwitchboardMetrics(): SwitchboardMetrics {
     serverErrors: registry.counter('switchboard_server_errors_total', 'Responses with a 5xx status (503: a backend, worker or agent was unavailable), by status.', ['status']),
     a2aCalls: registry.counter('switchboard_a2a_calls_total', 'A2A calls that reached the proxy, by how they ended: ok, rejected (4xx), agent_error (5xx from the agent, or a stream it broke off), unavailable (503), timeout (504, or a stream gone silent or past its ceiling), caller_gone, error.', ['outcome']),
     exchangeEvents: registry.counter('switchboard_exchange_events_total', 'Exchange events on this instance: mailboxes created and terminated, messages sent, delivered and returned to their mailbox after a failed stream write.', ['event']),
+    webhookDeliveries: registry.counter('switchboard_webhook_deliveries_total', 'Webhook delivery attempts made on this instance, by outcome: delivered, retried (failed, tried again later), dead_lettered; and dropped (not queued: the subscription held webhook_backlog).', ['outcome']),
   }
 }
 

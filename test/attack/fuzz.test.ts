@@ -23,6 +23,8 @@ interface Operation {
   method: string
   path: string
   bodySchema: { properties?: Record<string, { type?: string }> } | null
+  /** Query every attempt carries: an event stream is told to end, so a request it takes ends too. */
+  query: string
 }
 
 interface Attempt {
@@ -64,8 +66,8 @@ function attemptsFor(operation: Operation): Attempt[] {
   const hasId = operation.path.includes('{id}')
   const paths = hasId ? [...INVALID_IDS, randomUUID()].map((id) => operation.path.replace('{id}', id)) : [operation.path]
   const { method } = operation
-  for (const path of paths) attempts.push({ label: 'no body', method, path, headers: AUTH })
-  const path = paths.at(-1)!
+  for (const path of paths) attempts.push({ label: 'no body', method, path: `${path}${operation.query}`, headers: AUTH })
+  const path = `${paths.at(-1)!}${operation.query}`
   const send = (label: string, body: string | Buffer, contentType = 'application/json') =>
     attempts.push({ label, method, path, body, headers: { ...AUTH, 'content-type': contentType } })
   for (const text of ['', 'not json', '{', '123', 'null', '[]', '"a string"', '{"__proto__": {"polluted": true}}']) send(`body ${JSON.stringify(text)}`, text)
@@ -87,7 +89,7 @@ function attemptsFor(operation: Operation): Attempt[] {
   }
   attempts.push({ label: '64 KB header', method, path, headers: { ...AUTH, 'x-padding': 'a'.repeat(64 * 1024) } })
   attempts.push({ label: 'garbage authorization', method, path, headers: { authorization: 'Bearer \u00ff\u00fe'.padEnd(2000, '=') } })
-  attempts.push({ label: 'query garbage', method, path: `${path}?limit=-1&limit=abc&state=%ff&agent_name[]=x&cursor=${'z'.repeat(500)}&q=%00`, headers: AUTH })
+  attempts.push({ label: 'query garbage', method, path: `${path}${operation.query === '' ? '?' : '&'}limit=-1&limit=abc&state=%ff&agent_name[]=x&cursor=${'z'.repeat(500)}&q=%00`, headers: AUTH })
   return attempts
 }
 
@@ -135,12 +137,13 @@ describe('malformed input against a real server', () => {
 
   it('answers every malformed request to every documented route with a 4xx, never a 5xx', async () => {
     const document = JSON.parse((await rawRequest(`${running.url}/swagger/json`)).text) as {
-      paths: Record<string, Record<string, { requestBody?: { content?: Record<string, { schema?: Operation['bodySchema'] }> } }>>
+      paths: Record<string, Record<string, { requestBody?: { content?: Record<string, { schema?: Operation['bodySchema'] }> }; responses?: Record<string, { content?: Record<string, unknown> }> }>>
     }
     const operations: Operation[] = []
     for (const [path, methods] of Object.entries(document.paths)) {
       for (const [method, spec] of Object.entries(methods)) {
-        operations.push({ method: method.toUpperCase(), path, bodySchema: spec.requestBody?.content?.['application/json']?.schema ?? null })
+        const stream = spec.responses?.['200']?.content?.['text/event-stream'] !== undefined
+        operations.push({ method: method.toUpperCase(), path, bodySchema: spec.requestBody?.content?.['application/json']?.schema ?? null, query: stream ? '?timeout=0.05' : '' })
       }
     }
     expect(operations.length).toBeGreaterThan(30)

@@ -7,6 +7,7 @@ import { mailboxStoreCases } from './conformance/mailboxes'
 import { workerStoreCases } from './conformance/workers'
 import { agentStoreCases } from './conformance/agents'
 import { instanceStoreCases } from './conformance/instances'
+import { journalStoreCases } from './conformance/journal'
 
 /** A factory of fresh, isolated backends (its own key prefix or file), with the plugin options a case sets (e.g. `finished_jobs_kept`). */
 export type MakeBackend = (options?: Record<string, unknown>) => Promise<Backend>
@@ -16,4 +17,5 @@ export function testBackend(makeBackend: MakeBackend): void {
   workerStoreCases(makeBackend)
   agentStoreCases(makeBackend)
   instanceStoreCases(makeBackend)
+  journalStoreCases(makeBackend)
 }

@@ -331,3 +331,21 @@ describe('memory registry bound (max_registry_mb)', () => {
     expect(String((error as Error).message)).toContain('max_registry_mb')
   })
 })
+
+describe('memory event log across processes', () => {
+  it("gives ids above an earlier process's, and tells a reader resuming from one that it missed what that process held", async () => {
+    const earlier = await makeBackend('memory')
+    const old = await earlier.eventLog.append('{"n":0}')
+    await earlier.close()
+    await Bun.sleep(2)
+    const later = await makeBackend('memory')
+    try {
+      const id = await later.eventLog.append('{"n":1}')
+      expect(Number(id)).toBeGreaterThan(Number(old))
+      expect(await later.eventLog.read(old, 10)).toEqual({ events: [{ id, body: '{"n":1}' }], missed: true })
+      expect(await later.eventLog.read(id, 10)).toEqual({ events: [], missed: false })
+    } finally {
+      await later.close()
+    }
+  })
+})

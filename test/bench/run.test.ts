@@ -15,7 +15,7 @@ import { spawnRedisServer } from '../support/redis'
 import { BUN, ROOT, runToEnd } from '../support/process'
 import { tempDir } from '../support/temp'
 
-const SECTIONS = ['Footprint', 'Framework ceiling', 'Exchange round trip', 'Dispatch', 'A2A proxy', 'Scale', 'Soak']
+const SECTIONS = ['Footprint', 'Framework ceiling', 'Exchange round trip', 'Dispatch', 'Event fan-out', 'A2A proxy', 'Scale', 'Soak']
 const SHORT = {
   // wrk, when installed, drives the ceiling's load, and it runs for whole seconds only.
   BENCH_SECONDS: '1',
@@ -23,6 +23,8 @@ const SHORT = {
   BENCH_PAIRS: '1',
   DISPATCH_BENCH_SAMPLES: '10',
   DISPATCH_BENCH_RUN_MS: '200',
+  BENCH_SUBSCRIBERS: '50',
+  EVENTS_BENCH_ROUNDS: '2',
   A2A_BENCH_RUN_MS: '150',
   BENCH_LISTENERS: '200',
   BENCH_WORKERS: '20',
@@ -30,7 +32,7 @@ const SHORT = {
   SOAK_WARMUP_SECONDS: '1',
 }
 
-const NAMES = ['footprint', 'ceiling', 'exchange', 'dispatch', 'a2a', 'scale', 'soak']
+const NAMES = ['footprint', 'ceiling', 'exchange', 'dispatch', 'events', 'a2a', 'scale', 'soak']
 /** The committed results, which a run into BENCH_OUT must not touch. */
 const COMMITTED = [join(ROOT, 'bench/RESULTS.md'), ...NAMES.map((name) => join(ROOT, 'bench/results', `${name}.json`))]
 const modified = () => COMMITTED.map((path) => statSync(path).mtimeMs)
@@ -126,6 +128,14 @@ describe('bun run bench', () => {
     } finally {
       client.disconnect()
     }
+  })
+
+  it('fans one event out to every subscriber it opened, on each backend it could reach', () => {
+    const events = result('events')
+    expect(events.rows.map((row: { backend: string; subscribers: number }) => `${row.backend}:${row.subscribers}`)).toEqual(
+      (redisUrl !== null ? ['memory', 'redis'] : ['memory']).flatMap((backend) => [`${backend}:1`, `${backend}:${SHORT.BENCH_SUBSCRIBERS}`]),
+    )
+    for (const row of events.rows) expect(row.latency.count).toBe(row.subscribers * Number(SHORT.EVENTS_BENCH_ROUNDS))
   })
 
   it('opens the listeners and connects the workers it was asked for, and soaks within its bounds', () => {

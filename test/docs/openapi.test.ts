@@ -90,7 +90,9 @@ describe('the AsyncAPI document', () => {
     expect(diagnostics.filter((diagnostic) => diagnostic.severity === 0).map((diagnostic) => `${diagnostic.path.join('.')}: ${diagnostic.message}`)).toEqual([])
     expect(document).toBeDefined()
     const parsed = JSON.parse(text)
-    expect(Object.values(parsed.channels as Record<string, { address: string }>).map((channel) => channel.address).sort()).toEqual(['/agent', '/mailbox/listen', '/workspaces/{id}/a2a', '/workspaces/{id}/a2a/message:stream'])
+    expect(Object.values(parsed.channels as Record<string, { address: string }>).map((channel) => channel.address).sort()).toEqual(['/agent', '/events', '/mailbox/listen', '/workspaces/{id}/a2a', '/workspaces/{id}/a2a/message:stream'])
+    const eventNames = Object.values(parsed.channels.events.messages as Record<string, { name: string }>).map((message) => message.name)
+    expect(eventNames).toEqual(['event', 'events.missed', 'events.overflow'])
     const agent = parsed.channels.workerSocket.messages as Record<string, { payload: { properties: { type: { const: string } } } }>
     const types = Object.values(agent).map((message) => message.payload.properties.type.const)
     for (const type of ['register', 'availability_response', 'job_update', 'status_update', 'ping', 'availability_request', 'job_assignment', 'job_termination', 'pong']) expect(types).toContain(type)

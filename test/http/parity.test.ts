@@ -54,8 +54,10 @@ const VALID: Record<string, string> = {
 
 /** A value for each path parameter of the table. */
 const PARAMS: Record<string, string> = { id: ID, name: 'swagger-ui.css', tenant: 'acme', taskId: 'task-1', configId: 'config-1' }
-const pathOf = (route: AnyRoute) => route.path.replace(/\/:([A-Za-z_][A-Za-z0-9_]*)/g, (_, name: string) => `/${PARAMS[name]}`)
 const key = (route: AnyRoute) => `${route.method} ${route.path}`
+/** A query for routes that need one to end: an event stream stays open unless told when to end. */
+const QUERY: Record<string, string> = { 'GET /events': '?timeout=0.1' }
+const pathOf = (route: AnyRoute) => route.path.replace(/\/:([A-Za-z_][A-Za-z0-9_]*)/g, (_, name: string) => `/${PARAMS[name]}`) + (QUERY[key(route)] ?? '')
 /** The credentials a route's access asks for. */
 const credentialsFor = (route: AnyRoute): Record<string, string> =>
   route.access === 'none' ? {} : { authorization: route.access === 'client' || route.access === 'worker' ? 'Bearer alice-token' : `Bearer ${ADMIN}` }

@@ -112,9 +112,13 @@ export function openStream(url: string, options: { method?: string; body?: strin
 export interface SseEvent {
   id: number | null
   data: string
+  /** The `id:` field as sent (event-log ids may be `<ms>-<seq>`), or null. */
+  idText: string | null
+  /** The `event:` field, or null. */
+  event: string | null
 }
 
-/** The complete SSE events in `text` as the exchange writes them (CRLF), each with its integer id. */
+/** The complete SSE events in `text` as Switchboard writes them (CRLF), each with its id (as an integer, and as sent) and event name. */
 export function sseEvents(text: string): SseEvent[] {
   const events: SseEvent[] = []
   for (const block of text.split('\r\n\r\n').slice(0, -1)) {
@@ -122,7 +126,8 @@ export function sseEvents(text: string): SseEvent[] {
     const data = lines.filter((line) => line.startsWith('data: ')).map((line) => line.slice(6))
     if (data.length === 0) continue
     const id = lines.find((line) => line.startsWith('id: '))
-    events.push({ id: id === undefined ? null : Number(id.slice(4)), data: data.join('\n') })
+    const event = lines.find((line) => line.startsWith('event: '))
+    events.push({ id: id === undefined ? null : Number(id.slice(4)), data: data.join('\n'), idText: id === undefined ? null : id.slice(4), event: event === undefined ? null : event.slice(7) })
   }
   return events
 }

@@ -9,6 +9,7 @@ import { sha256, type ActivityPage, type ActivityRecord, type AgentStore, type C
 import { AppError, BadRequestError, ConflictError, ForbiddenError, GoneError, NotFoundError, UnauthorizedError, UnavailableError } from '../../errors'
 import type { Logger } from '../../ops/logger'
 import { CANONICAL_UUID } from '../ids'
+import type { EmitEvent } from '../events/model'
 import { WorkspaceId } from './model'
 import type { AgentUrlGuard } from './ssrf'
 
@@ -24,6 +25,8 @@ export interface AgentsServiceOptions {
   heartbeatTtlSeconds: number
   /** Take an agent card whose signature does not verify (served unsigned, with a warning) instead of refusing it. */
   allowUnverifiedCards?: boolean
+  /** Where workspace events go (GET /events, webhooks). */
+  emit?: EmitEvent
 }
 
 /** Checks an agent card's signatures (A2A §8.4). */
@@ -190,8 +193,11 @@ export class AgentsService {
 
   /** Marks a workspace removed and revokes its tokens (idempotent). */
   async removeWorkspace(id: string): Promise<WorkspaceRecord> {
-    const removed = await this.stored(() => this.store.removeWorkspace(id, Date.now()))
+    const at = Date.now()
+    const removed = await this.stored(() => this.store.removeWorkspace(id, at))
     if (removed === null) throw new NotFoundError(`workspace ${id} is not registered`)
+    // Removal is idempotent; only the call that removed it tells.
+    if (removed.removedAt === at) await this.emitWorkspace('workspace.removed', removed)
     return removed
   }
 
@@ -239,6 +245,7 @@ export class AgentsService {
       const { token } = await this.createWorkspace({ id: input.id, name })
       const workspace = await this.stored(() => this.store.updateWorkspace(input.id, checked))
       if (workspace === null) throw this.gone(await this.load(input.id, true))
+      await this.emitRegistered(null, workspace)
       return { workspace, token }
     }
     if (existing.removedAt !== null) throw this.gone(existing)
@@ -247,6 +254,7 @@ export class AgentsService {
     const checked = await withCard()
     const workspace = await this.stored(() => this.store.updateWorkspace(input.id, checked))
     if (workspace === null) throw this.gone(await this.load(input.id, true))
+    await this.emitRegistered(existing, workspace)
     return { workspace }
   }
 
@@ -257,7 +265,7 @@ export class AgentsService {
 
   async heartbeat(caller: Caller, beat: Heartbeat): Promise<WorkspaceRecord> {
     this.requireSelf(caller, beat.workspaceId, 'send heartbeats')
-    await this.load(beat.workspaceId)
+    const before = await this.load(beat.workspaceId)
     const patch: WorkspacePatch = { lastHeartbeatAt: Date.now() }
     if (beat.errorRate != null) patch.errorRate = beat.errorRate
     if (beat.activeTasks != null) patch.activeTasks = beat.activeTasks
@@ -265,7 +273,40 @@ export class AgentsService {
     if (beat.uptimeSeconds != null) patch.uptimeSeconds = beat.uptimeSeconds
     const workspace = await this.stored(() => this.store.updateWorkspace(beat.workspaceId, patch))
     if (workspace === null) throw this.gone(await this.load(beat.workspaceId, true))
+    if (!this.isLive(before) && this.isLive(workspace)) await this.emitWorkspace('workspace.online', workspace)
     return workspace
+  }
+
+  /** Online or degraded: registered, with a heartbeat within the TTL. */
+  private isLive(workspace: WorkspaceRecord, now = Date.now()): boolean {
+    const status = this.statusOf(workspace, now)
+    return status === 'online' || status === 'degraded'
+  }
+
+  private async emitRegistered(before: WorkspaceRecord | null, workspace: WorkspaceRecord): Promise<void> {
+    await this.emitWorkspace('workspace.registered', workspace)
+    if (before === null || !this.isLive(before)) await this.emitWorkspace('workspace.online', workspace)
+  }
+
+  /** Emits a workspace event, naming the workspace's ancestors (who may see it) and its root (its tenant). */
+  private async emitWorkspace(type: 'workspace.registered' | 'workspace.online' | 'workspace.offline' | 'workspace.removed', workspace: WorkspaceRecord): Promise<void> {
+    const emit = this.options.emit
+    if (!emit) return
+    const workspaces = [workspace.id, ...(await this.ancestors(workspace).catch(() => []))]
+    emit({ type, tenant: workspaces.at(-1)!, resource: { kind: 'workspace', id: workspace.id }, workspaces, data: { name: workspace.name, url: workspace.url, parent_id: workspace.parentId } })
+  }
+
+  /**
+   * Emits workspace.offline for each workspace whose heartbeat TTL ran out in [since, now): offline is a
+   * moment no request marks, so a periodic sweep finds it (one instance sweeps; see app.ts).
+   */
+  async sweepOffline(since: number, now: number): Promise<void> {
+    const ttl = this.options.heartbeatTtlSeconds * 1000
+    for (const workspace of await this.stored(() => this.store.listWorkspaces())) {
+      if (workspace.removedAt !== null || workspace.url === null || workspace.lastHeartbeatAt === null) continue
+      const offlineAt = workspace.lastHeartbeatAt + ttl
+      if (offlineAt >= since && offlineAt < now) await this.emitWorkspace('workspace.offline', workspace)
+    }
   }
 
   async updateCard(caller: Caller, id: string, agentCard: Record<string, unknown>): Promise<WorkspaceRecord> {

@@ -7,6 +7,7 @@ import type { Client, EntityId } from '../../backend/mailboxes'
 import { AppError, MailboxTerminatedError, TooManyRequestsError, UnknownMailboxError } from '../../errors'
 import { empty, json, type Chunks } from '../../http/reply'
 import { route, type AnyRoute, type ChannelDoc, type RouteRequest } from '../../http/route'
+import { EVENT_STREAM, sseEvent } from '../../http/sse'
 import type { MetricsRegistry } from '../../ops/metrics'
 import type { Logger } from '../../ops/logger'
 import * as model from './model'
@@ -30,21 +31,6 @@ export interface ExchangeRoutesOptions {
 function lastEventIdOf(header: string | undefined): number | null {
   if (header === undefined || !/^\d{1,16}$/.test(header.trim())) return null
   return Number(header.trim())
-}
-
-const EVENT_STREAM = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-accel-buffering': 'no' }
-
-/**
- * One SSE event carrying `message`. JSON may hold raw line breaks between
- * tokens; each line gets its own `data:` field, so a line break can neither
- * end the event early nor start a field of its own (the client joins the
- * lines back with \n, which JSON reads as the same whitespace).
- */
-function sseEvent(id: number, message: string): string {
-  return `id: ${id}\r\n${message
-    .split(/\r\n|\r|\n/)
-    .map((line) => `data: ${line}`)
-    .join('\r\n')}\r\n\r\n`
 }
 
 /**

@@ -1,5 +1,6 @@
 /** The exchange's logic: Academy's mailbox semantics over a MailboxStore. Knows no HTTP. */
 import type { Client, EntityId, Envelope, MailboxStats, MailboxStatus, MailboxStore, PendingRequest } from '../../backend/mailboxes'
+import type { EmitEvent } from '../events/model'
 import { BadRequestError, MailboxTerminatedError, PayloadTooLargeError, RequestTimeoutError, UnknownMailboxError } from '../../errors'
 import { parseWith } from '../../http/input'
 import type { Logger } from '../../ops/logger'
@@ -15,6 +16,8 @@ export interface ExchangeOptions {
   messageSizeLimitBytes: number
   /** Told of each exchange event (metrics). */
   onEvent?: (event: ExchangeEvent) => void
+  /** Where mailbox.created and mailbox.terminated go (GET /events, webhooks). */
+  emit?: EmitEvent
 }
 
 /** Serialises an EntityId the way Academy (pydantic) does: uid, name, role. */
@@ -84,6 +87,11 @@ export class ExchangeService {
     const mro = agent === undefined || agent === null ? null : agent.split(',')
     await this.store.create(client, id, mro)
     this.options.onEvent?.('created')
+    this.emitMailbox('mailbox.created', client, id)
+  }
+
+  private emitMailbox(type: 'mailbox.created' | 'mailbox.terminated', client: Client, id: EntityId): void {
+    this.options.emit?.({ type, tenant: client.id, resource: { kind: 'mailbox', id: id.uid }, data: { uid: id.uid, role: id.role, name: id.name } })
   }
 
   status(client: Client, id: EntityId): Promise<MailboxStatus> {
@@ -94,6 +102,7 @@ export class ExchangeService {
   async terminate(client: Client, id: EntityId): Promise<void> {
     const pending = await this.store.terminate(client, id)
     this.options.onEvent?.('terminated')
+    this.emitMailbox('mailbox.terminated', client, id)
     for (const request of pending) {
       // Sent from a key with no mailbox: there is nobody to answer, and a mailbox created there later is someone else's.
       if (request.srcOwner === null) continue

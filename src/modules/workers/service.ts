@@ -20,6 +20,7 @@ import { Heartbeat, type InstanceStore } from '../../backend/instances'
 import { reserveAny, type JobCursor, type JobRecord, type JobState, type JobTransition, type WorkerRecord, type WorkerStore } from '../../backend/workers'
 import { AppError, ConflictError, NotFoundError } from '../../errors'
 import type { Logger } from '../../ops/logger'
+import type { EmitEvent, EventType } from '../events/model'
 import { frames, WORKER_FRAME_TYPES, WORKER_ID, WorkerFrame, type Assignment, type RegisterFrame, type ServerFrame } from './model'
 
 export interface WorkerServiceOptions {
@@ -43,6 +44,8 @@ export interface WorkerServiceOptions {
   jobQueueClientMax: number
   /** How long a job may wait in the backlog before it ends failed. */
   jobPendingTtlMs: number
+  /** Where job and worker events go (GET /events, webhooks). */
+  emit?: EmitEvent
 }
 
 /** How a dispatch is asked for. */
@@ -54,6 +57,9 @@ export interface DispatchOptions {
   /** The caller's idempotency key: the same key and body within IDEMPOTENCY_MS give the same job. */
   idempotencyKey?: string
 }
+
+/** How the reason of a job that waited in the backlog too long starts (its event is job.expired). */
+const EXPIRED_REASON = 'expired:'
 
 /** How long an idempotency key names its job. */
 export const IDEMPOTENCY_MS = 24 * 60 * 60 * 1000
@@ -269,6 +275,7 @@ export class WorkerService {
       this.logger.info('worker registered', { worker: workerId, agent: frame.agent_name, jobs: previous?.jobs.length ?? 0 })
     }
     this.sessions.set(workerId, session)
+    this.emitWorker('worker.registered', { id: workerId, owner, agentName: frame.agent_name, jobs: previous?.jobs ?? [] })
     this.serveQueue(owner, frame.agent_name)
     return session
   }
@@ -331,6 +338,7 @@ export class WorkerService {
 
   /** A worker just marked disconnected (by this compare-and-set alone): removed at once without jobs, else given the grace period. */
   private async afterLoss(worker: WorkerRecord): Promise<void> {
+    this.emitWorker('worker.lost', worker)
     if (worker.jobs.length === 0) {
       await this.store.deleteWorker(worker.id, null)
       this.logger.info('worker disconnected', { worker: worker.id })
@@ -403,7 +411,7 @@ export class WorkerService {
 
   /** A job that waited in the backlog longer than job_pending_ttl_s ends failed. */
   private async expire(job: JobRecord): Promise<void> {
-    const reason = `expired: waited ${this.options.jobPendingTtlMs / 1000} s in the backlog (job_pending_ttl_s) with no worker free`
+    const reason = `${EXPIRED_REASON} waited ${this.options.jobPendingTtlMs / 1000} s in the backlog (job_pending_ttl_s) with no worker free`
     if (await this.transition(job.id, { from: ['pending'], to: 'failed', reason })) this.logger.info('pending job expired', { job: job.id, agent: job.agentName })
   }
 
@@ -543,12 +551,41 @@ export class WorkerService {
    * has just left the backlog is taken out of its queue, and the callers waiting for it are answered.
    */
   private jobChanged(job: JobRecord): void {
+    this.emitJob(job)
     const leftBacklog = this.options.jobQueueMax > 0 && job.state !== 'pending' && job.history.at(-2)?.state === 'pending'
     if (!leftBacklog) return
     this.track(this.store.dequeueJob(job.owner, job.agentName, job.id))
     // Callers here are answered at once; a retry of its idempotency key may be waiting on another instance too.
     this.wake(job.id)
     this.track(this.events.publish(SETTLED_CHANNEL, job.id))
+  }
+
+  /** The events of a job's change: created (and pending, when it waits in the backlog), then one per state it takes. */
+  private emitJob(job: JobRecord): void {
+    const emit = this.options.emit
+    if (!emit) return
+    const last = job.history.at(-1)
+    const types: EventType[] =
+      job.history.length === 1
+        ? ['job.created', ...(this.options.jobQueueMax > 0 ? (['job.pending'] as const) : [])]
+        : job.state === 'reassigning' || job.state === 'pending'
+          ? ['job.pending']
+          : job.state === 'failed' && last?.reason?.startsWith(EXPIRED_REASON)
+            ? ['job.expired']
+            : [`job.${job.state}` as EventType]
+    const data = {
+      state: job.state,
+      agent_name: job.agentName,
+      room_id: job.roomId,
+      worker_id: job.workerId,
+      ...(last?.reason ? { reason: last.reason } : {}),
+      ...(job.participantIdentity ? { participant_identity: job.participantIdentity } : {}),
+    }
+    for (const type of types) emit({ type, tenant: job.owner, resource: { kind: 'job', id: job.id }, data })
+  }
+
+  private emitWorker(type: 'worker.registered' | 'worker.lost' | 'worker.drained', worker: Pick<WorkerRecord, 'id' | 'owner' | 'agentName' | 'jobs'>): void {
+    this.options.emit?.({ type, tenant: worker.owner, resource: { kind: 'worker', id: worker.id }, data: { agent_name: worker.agentName, jobs: worker.jobs.length } })
   }
 
   /** Moves a job through the store's compare-and-set; every transition of a job is made here. */
@@ -659,6 +696,7 @@ export class WorkerService {
     await this.getWorker(owner, id)
     const drained = await this.store.setDraining(id, true)
     if (!drained) throw new NotFoundError(`worker ${id} not found`)
+    this.emitWorker('worker.drained', drained)
     return drained
   }
 
