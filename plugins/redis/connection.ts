@@ -9,32 +9,37 @@
  * itself; meanwhile commands fail at once (503) and the instance is not ready.
  */
 import { createHash } from 'node:crypto'
-import Redis, { type RedisOptions as ClientOptions } from 'ioredis'
+import Redis, { Cluster, type RedisOptions as ClientOptions } from 'ioredis'
 import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnavailableError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/ops/logger'
 import { redactUrl } from '../../src/config'
 
-/** Where the Redis is: a URL, or the Sentinels that name its master. */
-export type RedisTarget = { url: string } | { sentinels: { host: string; port: number }[]; name: string; username?: string; password?: string; db?: number }
+/** Where the Redis is: a URL, the Sentinels that name its master, or some nodes of a Redis Cluster. */
+export type RedisTarget = { url: string } | { sentinels: { host: string; port: number }[]; name: string; username?: string; password?: string; db?: number } | { cluster: { host: string; port: number }[] }
 
 /** The settings that say where the Redis is. */
 export interface TargetSettings {
   redis_url: string
   redis_sentinels?: string
   redis_master_name?: string
+  redis_cluster?: string
 }
 
-/** Parses `host:port,[v6]:port,…` into Sentinel addresses. */
-function sentinelAddresses(list: string): { host: string; port: number }[] {
+/** Parses `host:port,[v6]:port,…` into addresses (of Sentinels or Cluster nodes: `setting` names the list in errors). */
+function sentinelAddresses(list: string, setting = 'redis_sentinels'): { host: string; port: number }[] {
   return list.split(',').map((entry) => {
     const match = /^\s*\[?([^\]]*?)\]?:(\d+)\s*$/.exec(entry)
-    if (!match || match[1] === '') throw new Error(`redis_sentinels: "${entry.trim()}" is not host:port`)
+    if (!match || match[1] === '') throw new Error(`${setting}: "${entry.trim()}" is not host:port`)
     return { host: match[1]!, port: Number(match[2]) }
   })
 }
 
 /** Where the settings say the Redis is; a `redis+sentinel://[user:password@]host:port,…/master[/db]` URL names Sentinels too. */
 export function redisTarget(settings: TargetSettings): RedisTarget {
+  if (settings.redis_cluster !== undefined) {
+    if (settings.redis_sentinels !== undefined || settings.redis_master_name !== undefined) throw new Error('redis_cluster and redis_sentinels exclude each other: a Redis Cluster fails over by itself')
+    return { cluster: sentinelAddresses(settings.redis_cluster, 'redis_cluster') }
+  }
   if (settings.redis_sentinels !== undefined) {
     if (settings.redis_master_name === undefined) throw new Error('redis_sentinels needs redis_master_name, the name of the master the Sentinels watch')
     return { sentinels: sentinelAddresses(settings.redis_sentinels), name: settings.redis_master_name }
@@ -56,7 +61,9 @@ export function redisTarget(settings: TargetSettings): RedisTarget {
 /** The target as log lines and errors name it (no password). */
 export function describeTarget(target: RedisTarget): string {
   if ('url' in target) return redactUrl(target.url)
-  return `master "${target.name}" of Sentinels ${target.sentinels.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)).join(',')}`
+  const list = (nodes: { host: string; port: number }[]) => nodes.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)).join(',')
+  if ('cluster' in target) return `Redis Cluster of ${list(target.cluster)}`
+  return `master "${target.name}" of Sentinels ${list(target.sentinels)}`
 }
 
 /** Replicas that must acknowledge a write (Redis WAIT) before the answer that depends on it is given; 0: none. */
@@ -88,6 +95,8 @@ export function storeError(error: unknown): Error {
   if (refusal === 'FORBIDDEN') return new ForbiddenError()
   if (refusal === 'UNKNOWN') return new UnknownMailboxError()
   if (refusal === 'TERMINATED') return new MailboxTerminatedError()
+  // A Cluster whose slot has no master yet (failover under way), or that moves it, refuses: the write did not run.
+  if (/^(CLUSTERDOWN|TRYAGAIN|MOVED|ASK|MASTERDOWN|LOADING) /.test(message)) return new UnavailableError(`Redis is unreachable: ${message}`)
   // Redis at its maxmemory (policy noeviction) refuses a script's first write, so the script stored nothing.
   if (message.startsWith('OOM ')) return new StoreFullError('Redis is out of memory (its maxmemory is reached): nothing was stored. Take messages, or raise maxmemory')
   // An error Redis replied with is a fault of ours, not an outage.
@@ -99,8 +108,8 @@ export function storeError(error: unknown): Error {
 const reconnectDelay = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000)
 
 export class RedisConnection {
-  readonly command: Redis
-  private readonly subscriber: Redis
+  readonly command: Redis | Cluster
+  private readonly subscriber: Redis | Cluster
   /** Redis channel → what to do with a message on it. */
   private readonly channels = new Map<string, (payload: string) => void>()
   private subscribed = false
@@ -118,9 +127,11 @@ export class RedisConnection {
     private readonly logger: Logger,
     private readonly onResubscribed: () => void,
     private readonly acknowledgement: Acknowledgement,
+    /** A key of this store: in a Cluster, keyless commands that concern the store's writes (WAIT, PING) go to the node holding its slot. */
+    private readonly anchor: string,
   ) {
     const options: ClientOptions = {
-      ...('url' in target
+      ...('url' in target || 'cluster' in target
         ? {}
         : {
             ...target,
@@ -138,10 +149,24 @@ export class RedisConnection {
     }
     // While the connection is down a new command fails at once (503) rather than waiting in a queue for the next
     // reconnect attempt; reconnecting goes on in the background.
-    const client = (more: ClientOptions) => ('url' in target ? new Redis(target.url, { ...options, ...more }) : new Redis({ ...options, ...more }))
+    const client = (more: ClientOptions) => {
+      if ('cluster' in target) return this.cluster(target.cluster, more)
+      return 'url' in target ? new Redis(target.url, { ...options, ...more }) : new Redis({ ...options, ...more })
+    }
     this.command = client({ enableOfflineQueue: false, connectionName: `${name}:command` })
     this.subscriber = client({ connectionName: `${name}:events`, autoResubscribe: false })
     this.command.on('close', () => this.drops++)
+    if (this.command instanceof Cluster) {
+      // A node lost (a master killed, its replica promoted): its connection's writes are not covered by a later WAIT, and
+      // wake-ups published meanwhile (classic pub/sub, over the cluster bus) may be lost, so the waiters look again.
+      this.command.on('-node', () => {
+        this.drops++
+        if (this.opened && !this.closing) this.reconnected()
+      })
+      this.command.on('+node', () => {
+        if (this.opened && !this.closing) this.reconnected()
+      })
+    }
     this.subscriber.on('message', (channel: string, payload: string) => this.channels.get(channel)?.(payload))
     this.subscriber.on('close', () => {
       this.subscribed = false
@@ -156,6 +181,25 @@ export class RedisConnection {
     }
   }
 
+  /**
+   * A Cluster client. Commands to a master that is lost are sent again once its replica serves the slot (ioredis asks
+   * the nodes for the slots every 200 ms meanwhile, a few times, then the caller gets 503). Pub/sub is classic: any
+   * node hears every PUBLISH, and ioredis moves the subscriptions to another node when the one it used goes.
+   */
+  private cluster(nodes: { host: string; port: number }[], more: ClientOptions): Cluster {
+    return new Cluster(nodes, {
+      lazyConnect: true,
+      enableOfflineQueue: more.enableOfflineQueue ?? true,
+      // At startup, nodes that cannot be reached fail the start at once, as an unreachable Redis does.
+      clusterRetryStrategy: (times: number) => (this.opened ? reconnectDelay(times) : null),
+      retryDelayOnFailover: 200,
+      retryDelayOnClusterDown: 200,
+      retryDelayOnTryAgain: 200,
+      slotsRefreshInterval: 2000,
+      redisOptions: { connectionName: more.connectionName, maxRetriesPerRequest: 2 },
+    })
+  }
+
   /** Connects both clients; fails with a clear message when Redis cannot be reached. */
   static async open(
     target: RedisTarget,
@@ -164,8 +208,9 @@ export class RedisConnection {
     onResubscribed: () => void,
     channels: Record<string, (payload: string) => void>,
     acknowledgement: Acknowledgement = { replicas: 0, timeoutMs: 0 },
+    anchor = `${name}:store`,
   ): Promise<RedisConnection> {
-    const connection = new RedisConnection(target, name, logger, onResubscribed, acknowledgement)
+    const connection = new RedisConnection(target, name, logger, onResubscribed, acknowledgement, anchor)
     for (const [channel, handler] of Object.entries(channels)) connection.channels.set(channel, handler)
     try {
       await Promise.all([connection.command.connect(), connection.subscriber.connect()])
@@ -194,6 +239,16 @@ export class RedisConnection {
   /** Tells the backend once commands can be sent and the subscriptions are live again. */
   private reconnected(): void {
     if (this.subscribed && this.command.status === 'ready') this.onResubscribed()
+  }
+
+  /** Sends a keyless command to the server holding this store's keys (in a Cluster, the master of their slot) and resolves with its reply. */
+  async atStore(name: string, ...args: (string | number)[]): Promise<unknown> {
+    if (!(this.command instanceof Cluster)) return this.command.call(name, ...args)
+    // A pipeline goes to one node: the one serving its keyed command's slot.
+    const results = (await this.command.pipeline().exists(this.anchor).call(name, ...args).exec()) ?? []
+    const [error, reply] = results[1] ?? [new Error('no reply'), null]
+    if (error) throw error
+    return reply
   }
 
   /** Both connections are up and the subscriptions are live. */
@@ -231,7 +286,7 @@ export class RedisConnection {
       this.nextWait = null
       let acknowledged: number
       try {
-        acknowledged = await this.command.wait(replicas, timeoutMs)
+        acknowledged = (await this.atStore('WAIT', replicas, timeoutMs)) as number
       } catch (error) {
         throw storeError(error)
       }

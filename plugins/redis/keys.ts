@@ -2,15 +2,29 @@
  * Every Redis key and pub/sub channel of the redis backend, in one place.
  * All of them start with the configured prefix, so several Switchboards (or
  * test runs) can share one Redis without seeing each other.
+ *
+ * In a Redis Cluster the prefix is a hash tag, `{prefix}:…`: every key of a
+ * store is in one slot, so every script (some reach keys by name) and every
+ * pipeline runs on one master, as on a single Redis. A single Redis or a
+ * Sentinel master keeps the untagged names, so stores written before stay
+ * readable without a migration.
  */
 import type { EntityId } from '../../src/backend/mailboxes'
 import { mailboxKey, outgoingKey } from '../../src/backend/mailboxes'
 
 export class RedisKeys {
-  constructor(readonly prefix: string) {}
+  /** What every key starts with: the prefix, as a hash tag in a Cluster. */
+  private readonly start: string
+
+  constructor(
+    readonly prefix: string,
+    { cluster = false }: { cluster?: boolean } = {},
+  ) {
+    this.start = cluster ? `{${prefix}}` : prefix
+  }
 
   private key(...parts: string[]): string {
-    return `${this.prefix}:${parts.join(':')}`
+    return `${this.start}:${parts.join(':')}`
   }
 
   /** String: the id of this store's data, written once; its absence after a reconnect means Redis lost the data. */
