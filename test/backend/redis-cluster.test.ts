@@ -1,12 +1,18 @@
 /**
  * The redis backend on a Redis Cluster (3 masters, 3 replicas the test
- * starts): where the settings say the nodes are, and the backend contract
- * with WAIT on.
+ * starts): where the settings say the nodes are, the backend contract with
+ * WAIT on, and a failover under load (test/support/failover.ts): the master
+ * of the store's slot is SIGKILLed after its replica fell 300 ms behind;
+ * its replica takes the slot over, both instances follow by themselves. With
+ * redis_wait_replicas every message acknowledged with a 2xx is received
+ * exactly once; without, what was lost and duplicated is counted and printed.
  */
-import { describe, expect, it } from 'bun:test'
+import { afterEach, describe, expect, it } from 'bun:test'
 import { describeTarget, redisTarget } from '../../plugins/redis/connection'
 import { makeBackend } from '../support/backend'
-import { clusterBinaries } from '../support/cluster'
+import { clusterBinaries, startRedisCluster, type RedisCluster } from '../support/cluster'
+import { failoverUnderLoad as underLoad, type Counts, type Replicated } from '../support/failover'
+import { randomPrefix } from '../support/redis'
 import { testBackend } from './conformance'
 
 describe('where the settings say the cluster is', () => {
@@ -28,4 +34,54 @@ if (typeof binaries === 'string') {
 // The backend contract on a Cluster, with every answered write acknowledged by the slot's replica (WAIT 1).
 describe.skipIf(typeof binaries === 'string')('redis backend on a Redis Cluster, with redis_wait_replicas = 1', () => {
   testBackend((options) => makeBackend('redis-cluster', { redis_wait_replicas: 1, ...options }))
+})
+
+describe.skipIf(typeof binaries === 'string')('a Redis Cluster failover under load', () => {
+  const cleanup: (() => unknown)[] = []
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step()
+  })
+
+  /** The cluster as the failover harness drives it: a store's keys are in the slot of its hash tag. */
+  const replicated = (cluster: RedisCluster): Replicated => {
+    const slotKey = (prefix: string) => `{${prefix}}:store`
+    return {
+      options: cluster.options,
+      master: (prefix) => cluster.masterOf(slotKey(prefix)),
+      replica: (prefix) => cluster.replicaOf(slotKey(prefix)),
+      signal: (port, signal) => cluster.signal(port, signal),
+      killMaster: (prefix) => cluster.killMasterOf(slotKey(prefix)),
+      failedOver: (prefix, old) => cluster.failedOver(slotKey(prefix), old),
+      restart: (port) => cluster.restart(port),
+    }
+  }
+
+  async function failoverUnderLoad(waitReplicas: number): Promise<Counts> {
+    const cluster = await startRedisCluster()
+    cleanup.push(() => cluster.stop())
+    return underLoad(replicated(cluster), randomPrefix(), waitReplicas, cleanup)
+  }
+
+  it('with redis_wait_replicas = 1, delivers every acknowledged message exactly once', async () => {
+    const counts = await failoverUnderLoad(1)
+    console.log(`Cluster failover, WAIT 1: ${JSON.stringify(counts)}`)
+    expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
+    expect(counts.lost).toBe(0)
+    expect(counts.duplicated).toBe(0)
+    expect(counts.notReadySeen).toBe(true)
+    expect(counts.readyAfterMs).toBeLessThan(20_000)
+    expect(counts.waiter).toEqual({ status: 200, gotIt: true })
+    expect(counts.eventHeard).toBe(true)
+  }, 120_000)
+
+  it('without WAIT, recovers by itself, and loses or duplicates what the replica missed (counted)', async () => {
+    const counts = await failoverUnderLoad(0)
+    console.log(`Cluster failover, no WAIT: ${JSON.stringify(counts)}`)
+    expect(counts.lost + counts.duplicated).toBeGreaterThan(0)
+    expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
+    expect(counts.notReadySeen).toBe(true)
+    expect(counts.readyAfterMs).toBeLessThan(20_000)
+    expect(counts.waiter).toEqual({ status: 200, gotIt: true })
+    expect(counts.eventHeard).toBe(true)
+  }, 120_000)
 })

@@ -19,6 +19,12 @@ export interface RedisCluster {
   masterOf(key: string): Promise<number>
   /** SIGKILLs the master serving `key`; resolves with its port once it is dead. */
   killMasterOf(key: string): Promise<number>
+  /** The port of the replica of the master serving `key`. */
+  replicaOf(key: string): Promise<number>
+  /** Sends `signal` to the node on `port` (SIGSTOP and SIGCONT: a replica that falls behind for a while). */
+  signal(port: number, signal: 'SIGSTOP' | 'SIGCONT'): void
+  /** Starts the node on `port` again, empty, with its cluster file: it rejoins as a replica of the master that replaced it. */
+  restart(port: number): Promise<void>
   /** Resolves with the new master's port once a node other than `port` serves the slot of `key`. */
   failedOver(key: string, port: number, timeoutMs?: number): Promise<number>
   stop(): void
@@ -92,6 +98,7 @@ export async function startRedisCluster(): Promise<RedisCluster> {
   if (typeof binaries === 'string') throw new Error(binaries)
   const dir = tempDir('cluster')
   const servers = new Map<number, ReturnType<typeof Bun.spawn>>()
+  const settingsOf = new Map<number, string[]>()
   let cluster: RedisCluster | null = null
   const stop = () => {
     for (const child of servers.values()) child.kill('SIGKILL')
@@ -100,10 +107,11 @@ export async function startRedisCluster(): Promise<RedisCluster> {
   try {
     for (let i = 0; i < 6; i++) {
       // The cluster bus gets its own free port (port + 10000 may be out of range or taken).
-      const settings = ['--cluster-enabled', 'yes', '--cluster-port', String(await freePort()), '--cluster-config-file', `${dir}/nodes-${i}.conf`, '--cluster-node-timeout', '1000', '--dir', dir]
-      const node = await spawnRedisServer(binaries.server, undefined, [...settings, '--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0'])
+      const settings = ['--cluster-enabled', 'yes', '--cluster-port', String(await freePort()), '--cluster-config-file', `${dir}/nodes-${i}.conf`, '--cluster-node-timeout', '1000', '--dir', dir, '--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0']
+      const node = await spawnRedisServer(binaries.server, undefined, settings)
       if (!node) throw new Error('a cluster redis-server did not start')
       servers.set(node.port, node.process)
+      settingsOf.set(node.port, settings)
     }
     const ports = [...servers.keys()]
     const create = Bun.spawn([binaries.cli, '--cluster', 'create', ...ports.map((port) => `127.0.0.1:${port}`), '--cluster-replicas', '1', '--cluster-yes'], { stdout: 'pipe', stderr: 'pipe' })
@@ -128,23 +136,35 @@ export async function startRedisCluster(): Promise<RedisCluster> {
       'every master has its replica online',
     )
     const list = ports.map((port) => `127.0.0.1:${port}`).join(',')
-    const masterOf = async (key: string) => {
+    const nodeOf = async (key: string, role: 'master' | 'replica'): Promise<number> => {
       for (const port of servers.keys()) {
         try {
           const slot = (await askNode(port, (client) => client.call('CLUSTER', 'KEYSLOT', key))) as number
-          const slots = (await askNode(port, (client) => client.call('CLUSTER', 'SLOTS'))) as [number, number, [string, number]][]
+          const slots = (await askNode(port, (client) => client.call('CLUSTER', 'SLOTS'))) as [number, number, ...[string, number][]][]
           const range = slots.find(([from, to]) => slot >= from && slot <= to)
-          if (range) return range[2][1]
+          // The master first, then its replicas.
+          const node = range?.[role === 'master' ? 2 : 3]
+          if (node) return node[1]
         } catch {
           // That node may be down: ask the next.
         }
       }
-      throw new Error(`no node of the cluster names a master for ${key}`)
+      throw new Error(`no node of the cluster names a ${role} for ${key}`)
     }
+    const masterOf = (key: string) => nodeOf(key, 'master')
     cluster = {
       nodes: list,
       options: { redis_cluster: list },
       masterOf,
+      replicaOf: (key) => nodeOf(key, 'replica'),
+      signal(port, signal) {
+        servers.get(port)?.kill(signal)
+      },
+      async restart(port) {
+        const started = await spawnRedisServer(binaries.server, port, settingsOf.get(port))
+        if (!started) throw new Error(`redis-server did not start again on port ${port}`)
+        servers.set(port, started.process)
+      },
       async killMasterOf(key) {
         const port = await masterOf(key)
         const child = servers.get(port)
