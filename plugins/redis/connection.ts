@@ -116,8 +116,8 @@ export class RedisConnection {
   private closing = false
   /** Set once both connections came up at startup. */
   private opened = false
-  /** The WAIT the writes answered in this tick share (a WAIT covers every earlier write of its connection). */
-  private nextWait: Promise<void> | null = null
+  /** The WAIT the writes answered in this tick share, by the slot's key they went to (a WAIT covers every earlier write of its connection). */
+  private readonly nextWait = new Map<string, Promise<void>>()
   /** Counts the command connection's drops: a WAIT answered on a later connection says nothing of the writes of an earlier one. */
   private drops = 0
 
@@ -241,11 +241,11 @@ export class RedisConnection {
     if (this.subscribed && this.command.status === 'ready') this.onResubscribed()
   }
 
-  /** Sends a keyless command to the server holding this store's keys (in a Cluster, the master of their slot) and resolves with its reply. */
-  async atStore(name: string, ...args: (string | number)[]): Promise<unknown> {
+  /** Sends a keyless command to the server holding `key` (by default the store's keys; in a Cluster, the master of the key's slot) and resolves with its reply. */
+  async atStore(name: string, args: (string | number)[] = [], key = this.anchor): Promise<unknown> {
     if (!(this.command instanceof Cluster)) return this.command.call(name, ...args)
     // A pipeline goes to one node: the one serving its keyed command's slot.
-    const results = (await this.command.pipeline().exists(this.anchor).call(name, ...args).exec()) ?? []
+    const results = (await this.command.pipeline().exists(key).call(name, ...args).exec()) ?? []
     const [error, reply] = results[1] ?? [new Error('no reply'), null]
     if (error) throw error
     return reply
@@ -272,21 +272,27 @@ export class RedisConnection {
     } catch (error) {
       throw storeError(error)
     }
-    if (script.answered) await this.replicated()
+    if (script.answered) await this.replicated(keys[0])
     return reply
   }
 
-  /** Resolves once the replicas acknowledged every write answered on this connection so far (at once when redis_wait_replicas is 0). */
-  replicated(): Promise<void> {
+  /**
+   * Resolves once the replicas acknowledged every write answered on this connection so far (at once when
+   * redis_wait_replicas is 0); in a Cluster, on the connection to the master holding `key` (where the writes went).
+   */
+  replicated(key = this.anchor): Promise<void> {
     const { replicas, timeoutMs } = this.acknowledgement
     if (replicas === 0) return Promise.resolve()
-    // Writes answered in the same tick share one WAIT, sent after all of them.
+    // Writes answered in the same tick share one WAIT (one per slot written to), sent after all of them.
     const drops = this.drops
-    this.nextWait ??= Promise.resolve().then(async () => {
-      this.nextWait = null
+    const slot = this.command instanceof Cluster ? key : this.anchor
+    const pending = this.nextWait.get(slot)
+    if (pending) return pending
+    const wait = Promise.resolve().then(async () => {
+      this.nextWait.delete(slot)
       let acknowledged: number
       try {
-        acknowledged = (await this.atStore('WAIT', replicas, timeoutMs)) as number
+        acknowledged = (await this.atStore('WAIT', [replicas, timeoutMs], key)) as number
       } catch (error) {
         throw storeError(error)
       }
@@ -294,7 +300,8 @@ export class RedisConnection {
       if (this.drops !== drops) throw new UnavailableError('the connection to Redis dropped before the replicas acknowledged the write; it may or may not survive a failover')
       if (acknowledged < replicas) throw new UnavailableError(`the write was not acknowledged by ${replicas} Redis replica(s) within ${timeoutMs} ms (only by ${acknowledged}); it may or may not survive a failover`)
     })
-    return this.nextWait
+    this.nextWait.set(slot, wait)
+    return wait
   }
 
   /** Starts delivering `channel` to `handler`; resolves once Redis confirms the subscription. */

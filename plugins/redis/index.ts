@@ -98,7 +98,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   }
   if (options.redis_wait_replicas > 0) {
     // Said at startup, since otherwise the first sign is every write answered 503.
-    const replicas = Number(/^connected_slaves:(\d+)/m.exec(((await connection.atStore('INFO', 'replication')) as string))?.[1] ?? 0)
+    const replicas = Number(/^connected_slaves:(\d+)/m.exec(((await connection.atStore('INFO', ['replication'])) as string))?.[1] ?? 0)
     if (replicas < options.redis_wait_replicas) {
       context.logger.warn('redis_wait_replicas asks for more replicas than the Redis master has: writes get 503 until enough of them follow it', { wanted: options.redis_wait_replicas, connected: replicas, redis: describeTarget(target) })
     }
