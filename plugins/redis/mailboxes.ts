@@ -226,7 +226,8 @@ export class RedisMailboxes implements MailboxStore {
         this.idleMs,
         this.keys.wakeChannel(),
         mailboxKey(dest),
-        sourceOwner ?? '',
+        // JSON: an owner may be '' (the client of an instance without auth).
+        JSON.stringify(sourceOwner),
         destOwner === undefined ? '' : '1',
         destOwner ?? '',
         putId,

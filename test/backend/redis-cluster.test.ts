@@ -8,7 +8,9 @@
  * exactly once; without, what was lost and duplicated is counted and printed.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
+import type { Client, EntityId } from '../../src/backend/index'
 import { describeTarget, redisTarget } from '../../plugins/redis/connection'
+import { RedisKeys } from '../../plugins/redis/keys'
 import { makeBackend } from '../support/backend'
 import { clusterBinaries, startRedisCluster, type RedisCluster } from '../support/cluster'
 import { failoverUnderLoad as underLoad, type Counts, type Replicated } from '../support/failover'
@@ -34,6 +36,54 @@ if (typeof binaries === 'string') {
 // The backend contract on a Cluster, with every answered write acknowledged by the slot's replica (WAIT 1).
 describe.skipIf(typeof binaries === 'string')('redis backend on a Redis Cluster, with redis_wait_replicas = 1', () => {
   testBackend((options) => makeBackend('redis-cluster', { redis_wait_replicas: 1, ...options }))
+})
+
+describe.skipIf(typeof binaries === 'string')('mailboxes in buckets of a Redis Cluster', () => {
+  const keys = new RedisKeys('any', { cluster: true })
+  /** A mailbox id in bucket `bucket`, or out of it. */
+  const idIn = (role: 'user' | 'agent', wanted: (bucket: number) => boolean): EntityId => {
+    for (;;) {
+      const id: EntityId = { uid: crypto.randomUUID(), name: null, role }
+      if (wanted(keys.bucketOf(id))) return id
+    }
+  }
+
+  it('spreads the buckets over every master of the cluster', async () => {
+    const cluster = await startRedisCluster()
+    try {
+      const masters = new Set(await Promise.all(keys.allBuckets().map((bucket) => cluster.masterOf(keys.mailboxPrefix(bucket)))))
+      expect(masters.size).toBe(3)
+    } finally {
+      cluster.stop()
+    }
+  }, 30_000)
+
+  // Within a bucket a put is one script; between two it is two: both keep the same books.
+  for (const [name, apart] of [['the same bucket', false], ['two buckets', true]] as const) {
+    it(`keeps the books of a request and its answer between mailboxes of ${name}, for an owner that is '' (no auth)`, async () => {
+      const backend = await makeBackend('redis-cluster')
+      try {
+        const client: Client = { id: '', groups: [] }
+        const user = idIn('user', () => true)
+        const agent = idIn('agent', (bucket) => (bucket !== keys.bucketOf(user)) === apart)
+        for (const id of [user, agent]) await backend.mailboxes.create(client, id, ['mod.Agent'])
+        const message = (src: EntityId, dest: EntityId, kind: 'request' | 'response') => ({ raw: `${kind} ${src.uid}`, src, dest, tag: 'tag-1', label: null, kind })
+        await backend.mailboxes.put(client, message(user, agent, 'request'))
+        expect(await backend.mailboxes.stats(client, user)).toMatchObject({ outgoing: 1 })
+        expect(await backend.mailboxes.stats(client, agent)).toMatchObject({ incoming: 1, queued: 1 })
+        expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 1 })
+        expect(await backend.mailboxes.take(client, agent, { deadline: Date.now() + 1000 })).toBe(`request ${user.uid}`)
+        await backend.mailboxes.put(client, message(agent, user, 'response'))
+        expect(await backend.mailboxes.stats(client, agent)).toMatchObject({ completed: 1, incoming: 1 })
+        await backend.mailboxes.put(client, message(user, agent, 'request'))
+        // The source's owner ('') goes with the pending request, so that Switchboard answers it when the agent goes.
+        expect(await backend.mailboxes.terminate(client, agent)).toEqual([{ src: user, dest: agent, tag: 'tag-1', label: null, srcOwner: '' }])
+        expect(await backend.mailboxes.discover(client, 'mod.Agent', true)).toEqual([])
+      } finally {
+        await backend.close()
+      }
+    }, 30_000)
+  }
 })
 
 describe.skipIf(typeof binaries === 'string')('a Redis Cluster failover under load', () => {

@@ -232,7 +232,7 @@ return 1
  * destination bucket's counts · KEYS[7] destination's recent put ids
  * ARGV[1] '1' when a client calls · ARGV[2] client · ARGV[3] groups · ARGV[4] kind · ARGV[5] tag
  * ARGV[6] PendingRequest JSON without its closing brace · ARGV[7] message text · ARGV[8] idle expiry ms
- * ARGV[9] wake channel · ARGV[10] destination mailbox key · ARGV[11] the source's owner, or '' for none
+ * ARGV[9] wake channel · ARGV[10] destination mailbox key · ARGV[11] the source's owner as JSON, null for none
  * ARGV[12] '1' when the destination must be owned by ARGV[13] · ARGV[13] that owner · ARGV[14] put id · ARGV[15] ms a put id is remembered
  */
 export const PUT_INTO = `${PRELUDE}${COUNTING}
@@ -241,7 +241,7 @@ local seen = redis.call('ZSCORE', KEYS[7], ARGV[14])
 if seen and tonumber(seen) > now_ms() then return 1 end
 local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
 local source_owner = false
-if ARGV[11] ~= '' then source_owner = ARGV[11] end
+if ARGV[11] ~= 'null' then source_owner = cjson.decode(ARGV[11]) end
 if ARGV[1] == '1' then
   if dest[1] and not can_access(dest[1], dest[2], ARGV[2], ARGV[3]) then return refuse('FORBIDDEN') end
   if source_owner and source_owner ~= ARGV[2] then return refuse('FORBIDDEN') end
