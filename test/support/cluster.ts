@@ -85,10 +85,10 @@ export async function clusterKeysMatching(nodes: string, pattern: string): Promi
   return found
 }
 
-/** Deletes the keys of the store with key prefix `prefix` (a hash tag in a Cluster) from the masters of `nodes`. */
+/** Deletes the keys of the store with key prefix `prefix` from the masters of `nodes`: tagged `{prefix}` (the store's) and `{prefix:m<n>}` (its mailbox buckets'). */
 export async function deleteClusterKeys(nodes: string, prefix: string): Promise<number> {
   let deleted = 0
-  for (const port of await clusterMasters(clusterPorts(nodes))) deleted += await deleteMatching(`redis://127.0.0.1:${port}`, `{${prefix}}:*`)
+  for (const port of await clusterMasters(clusterPorts(nodes))) deleted += await deleteMatching(`redis://127.0.0.1:${port}`, `{${prefix}[:}]*`)
   return deleted
 }
 
