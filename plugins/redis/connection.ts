@@ -161,11 +161,9 @@ export class RedisConnection {
       // wake-ups published meanwhile (classic pub/sub, over the cluster bus) may be lost, so the waiters look again.
       this.command.on('-node', () => {
         this.drops++
-        if (this.opened && !this.closing) this.reconnected()
+        void this.wakeWhenServing()
       })
-      this.command.on('+node', () => {
-        if (this.opened && !this.closing) this.reconnected()
-      })
+      this.command.on('+node', () => void this.wakeWhenServing())
     }
     this.subscriber.on('message', (channel: string, payload: string) => this.channels.get(channel)?.(payload))
     this.subscriber.on('close', () => {
@@ -249,6 +247,27 @@ export class RedisConnection {
     const [error, reply] = results[1] ?? [new Error('no reply'), null]
     if (error) throw error
     return reply
+  }
+
+  /** Slots' keys (the store's and each mailbox bucket's) that must answer before waiters are woken after a Cluster change. */
+  probes: string[] = []
+  private probing: Promise<void> | null = null
+
+  /**
+   * After a node left or joined a Cluster: once a master serves every slot of the store again, tells the backend,
+   * which wakes its waiters (woken earlier, a waiter on a slot without a master would get 503 instead of waiting).
+   */
+  private wakeWhenServing(): Promise<void> {
+    if (!this.opened || this.closing) return Promise.resolve()
+    this.probing ??= (async () => {
+      while (!this.closing) {
+        const answers = await Promise.all([this.anchor, ...this.probes].map((key) => this.atStore('PING', [], key).then(() => true, () => false)))
+        if (answers.every(Boolean)) break
+        await Bun.sleep(200)
+      }
+      if (!this.closing) this.reconnected()
+    })().finally(() => (this.probing = null))
+    return this.probing
   }
 
   /** Both connections are up and the subscriptions are live. */

@@ -90,6 +90,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
       timeoutMs: options.redis_wait_timeout_ms,
     }, keys.storeMarker())
     await checkStoreMarker()
+    connection.probes = keys.buckets > 1 ? keys.allBuckets().map((bucket) => keys.activeMailboxes(bucket)) : []
     workers = new RedisWorkers(connection, keys, options.finished_jobs_kept)
     await workers.indexEarlierJobs()
     await workers.indexEarlierWorkers()

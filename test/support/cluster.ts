@@ -6,7 +6,7 @@
  * touches 127.0.0.1:6379.
  */
 import Redis from 'ioredis'
-import { deleteMatching, keysMatching, spawnRedisServer } from './redis'
+import { keysMatching, spawnRedisServer } from './redis'
 import { tempDir } from './temp'
 import { eventually, freePort } from './wait'
 
@@ -88,7 +88,17 @@ export async function clusterKeysMatching(nodes: string, pattern: string): Promi
 /** Deletes the keys of the store with key prefix `prefix` from the masters of `nodes`: tagged `{prefix}` (the store's) and `{prefix:m<n>}` (its mailbox buckets'). */
 export async function deleteClusterKeys(nodes: string, prefix: string): Promise<number> {
   let deleted = 0
-  for (const port of await clusterMasters(clusterPorts(nodes))) deleted += await deleteMatching(`redis://127.0.0.1:${port}`, `{${prefix}[:}]*`)
+  for (const port of await clusterMasters(clusterPorts(nodes))) {
+    // One key per UNLINK: a node holds several of the store's slots, and one command may not span two.
+    const keys = await keysMatching(`redis://127.0.0.1:${port}`, `{${prefix}[:}]*`)
+    if (keys.length === 0) continue
+    await askNode(port, async (client) => {
+      const pipeline = client.pipeline()
+      for (const key of keys) pipeline.unlink(key)
+      await pipeline.exec()
+    })
+    deleted += keys.length
+  }
   return deleted
 }
 
