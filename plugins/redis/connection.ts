@@ -234,9 +234,11 @@ export class RedisConnection {
     this.reconnected()
   }
 
-  /** Tells the backend once commands can be sent and the subscriptions are live again. */
+  /** Tells the backend once commands can be sent and the subscriptions are live again (in a Cluster, once every slot of the store answers). */
   private reconnected(): void {
-    if (this.subscribed && this.command.status === 'ready') this.onResubscribed()
+    if (!this.subscribed || this.command.status !== 'ready') return
+    if (this.command instanceof Cluster && this.opened) void this.wakeWhenServing()
+    else this.onResubscribed()
   }
 
   /** Sends a keyless command to the server holding `key` (by default the store's keys; in a Cluster, the master of the key's slot) and resolves with its reply. */
@@ -244,8 +246,12 @@ export class RedisConnection {
     if (!(this.command instanceof Cluster)) return this.command.call(name, ...args)
     // A pipeline goes to one node: the one serving its keyed command's slot.
     const results = (await this.command.pipeline().exists(key).call(name, ...args).exec()) ?? []
+    // A keyed command refused (MOVED to a node that is gone) means the keyless one ran on some other node.
+    const [keyError] = results[0] ?? [new Error('no reply')]
     const [error, reply] = results[1] ?? [new Error('no reply'), null]
-    if (error) throw error
+    // ioredis asks the nodes for the slots again on a MOVED of a lone command, not of a pipeline's: ask here.
+    if (keyError && /^(MOVED|ASK) /.test(keyError.message)) this.command.refreshSlotsCache()
+    if (keyError ?? error) throw keyError ?? error
     return reply
   }
 
@@ -260,14 +266,19 @@ export class RedisConnection {
   private wakeWhenServing(): Promise<void> {
     if (!this.opened || this.closing) return Promise.resolve()
     this.probing ??= (async () => {
-      while (!this.closing) {
-        const answers = await Promise.all([this.anchor, ...this.probes].map((key) => this.atStore('PING', [], key).then(() => true, () => false)))
-        if (answers.every(Boolean)) break
-        await Bun.sleep(200)
-      }
-      if (!this.closing) this.reconnected()
+      while (!this.closing && !(await this.serving())) await Bun.sleep(200)
+      if (!this.closing && this.subscribed) this.onResubscribed()
     })().finally(() => (this.probing = null))
     return this.probing
+  }
+
+  /** Whether the masters of every slot of the store answer (one, the only server, without a Cluster). */
+  async serving(): Promise<boolean> {
+    const command = this.command
+    if (!(command instanceof Cluster)) return (await command.ping().catch(() => null)) === 'PONG'
+    // A keyed read per slot: ioredis follows a slot that moved to its new master by itself.
+    const answers = await Promise.all([this.anchor, ...this.probes].map((key) => command.exists(key).then(() => true, () => false)))
+    return answers.every(Boolean)
   }
 
   /** Both connections are up and the subscriptions are live. */

@@ -135,8 +135,8 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     instances,
     async ready() {
       if (!connection.isReady()) return false
-      const answer = await Promise.race([connection.atStore('PING').catch(() => null), Bun.sleep(1000).then(() => null)])
-      return answer === 'PONG'
+      // In a Cluster, the masters of every slot of the store (a store with a slot unserved cannot serve some mailboxes).
+      return await Promise.race([connection.serving(), Bun.sleep(1000).then(() => false)])
     },
     async close() {
       // Deliveries settled before the heartbeat stops, so nobody puts back what was delivered.

@@ -30,6 +30,17 @@ describe('where the settings say the cluster is', () => {
   })
 })
 
+/** Buckets do not depend on the prefix. */
+const keys = new RedisKeys('any', { cluster: true })
+
+/** A new mailbox id whose bucket `wanted` accepts. */
+function idIn(role: 'user' | 'agent', wanted: (bucket: number) => boolean): EntityId {
+  for (;;) {
+    const id: EntityId = { uid: crypto.randomUUID(), name: null, role }
+    if (wanted(keys.bucketOf(id))) return id
+  }
+}
+
 const binaries = clusterBinaries()
 if (typeof binaries === 'string') {
   if (process.env.CI === 'true') throw new Error(`the Redis Cluster tests need ${binaries}`)
@@ -42,14 +53,6 @@ describe.skipIf(typeof binaries === 'string')('redis backend on a Redis Cluster,
 })
 
 describe.skipIf(typeof binaries === 'string')('mailboxes in buckets of a Redis Cluster', () => {
-  const keys = new RedisKeys('any', { cluster: true })
-  /** A mailbox id in bucket `bucket`, or out of it. */
-  const idIn = (role: 'user' | 'agent', wanted: (bucket: number) => boolean): EntityId => {
-    for (;;) {
-      const id: EntityId = { uid: crypto.randomUUID(), name: null, role }
-      if (wanted(keys.bucketOf(id))) return id
-    }
-  }
 
   it('spreads the buckets over every master of the cluster', async () => {
     const cluster = await startRedisCluster()
@@ -95,10 +98,11 @@ describe.skipIf(typeof binaries === 'string')('a Redis Cluster failover under lo
     for (const step of cleanup.splice(0).reverse()) await step()
   })
 
-  /** The cluster as the failover harness drives it: a store's keys are in the slot of its hash tag. */
+  /** The cluster as the failover harness drives it: the master killed is that of mailbox bucket 0, where the receivers' mailboxes are. */
   const replicated = (cluster: RedisCluster): Replicated => {
-    const slotKey = (prefix: string) => `{${prefix}}:store`
+    const slotKey = (prefix: string) => new RedisKeys(prefix, { cluster: true }).mailboxPrefix(0)
     return {
+      agentId: () => idIn('agent', (bucket) => bucket === 0),
       options: cluster.options,
       master: (prefix) => cluster.masterOf(slotKey(prefix)),
       replica: (prefix) => cluster.replicaOf(slotKey(prefix)),

@@ -52,6 +52,8 @@ export interface Replicated {
   failedOver(prefix: string, old: number): Promise<unknown>
   /** Starts the killed node again (empty): it follows the new master, so that WAIT can be met again. */
   restart(port: number): Promise<void>
+  /** A new agent mailbox id whose keys the killed master holds (in a Cluster, where a store spreads over several); any by default. */
+  agentId?: () => Id
 }
 
 /** The pairs of mailboxes messages go through, one sender and one receiver each. */
@@ -83,7 +85,9 @@ export async function failoverUnderLoad(redis: Replicated, prefix: string, waitR
   // An event bus subscriber on the second instance, for an event the first publishes after the failover.
   const events: string[] = []
   cleanup.push(await backends[1]!.events.subscribe('failover-probe', (payload) => events.push(payload)))
-  const pairs: [Id, Id][] = Array.from({ length: PAIRS }, () => [userId(), agentId()])
+  const newAgent = redis.agentId ?? (() => agentId())
+  // The receivers' mailboxes are on the master killed, so that what its replica missed is theirs.
+  const pairs: [Id, Id][] = Array.from({ length: PAIRS }, () => [userId(), newAgent()])
   for (const [user, agent] of pairs) for (const id of [user, agent]) expect((await rawRequest(`${a}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
 
   const acknowledged = new Set<string>()
@@ -118,7 +122,7 @@ export async function failoverUnderLoad(redis: Replicated, prefix: string, waitR
 
   await eventually(() => acknowledged.size >= 100, 20_000, '100 messages acknowledged before the failover')
   // A receiver waiting on one instance through the failover, for a message sent through the other one after it.
-  const [lateUser, lateAgent] = [userId(), agentId()]
+  const [lateUser, lateAgent] = [userId(), newAgent()]
   for (const id of [lateUser, lateAgent]) expect((await rawRequest(`${a}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
   const waiting = rawRequest(`${b}/message`, { body: bodies.receive(lateAgent, 60) })
   await Bun.sleep(100)
