@@ -9,7 +9,8 @@
  * workers connected round robin to the instances, until the assignment
  * reaches the worker (16 callers). With the Redis commands each operation
  * costs, from the servers' `INFO commandstats` (every master's summed):
- * what a Cluster spreads over its masters. On 2 cores the instances and the
+ * the scripts called, and every command run (those inside scripts too,
+ * which Redis counts alike): what a Cluster spreads over its masters. On 2 cores the instances and the
  * 6 Redis processes share the same cores, so the rows show the Cluster's
  * overhead, not scaling. About a minute; not part of `bun run bench`.
  *
@@ -34,15 +35,17 @@ if (typeof binaries === 'string') {
   process.exit(0)
 }
 
-/** Commands of each kind the servers on `ports` ran so far, summed. */
-async function commandCalls(ports: number[]): Promise<number> {
-  let calls = 0
+/** Commands the servers on `ports` ran so far, summed: scripts called (EVALSHA, EVAL), and every command (those inside scripts too). */
+async function commandCalls(ports: number[]): Promise<{ scripts: number; all: number }> {
+  const calls = { scripts: 0, all: 0 }
   for (const port of ports) {
     const client = new Redis({ host: '127.0.0.1', port })
     for (const line of ((await client.info('commandstats')) as string).split('\n')) {
       const match = /^cmdstat_(\w+):calls=(\d+)/.exec(line)
-      // The commands Switchboard sends, not those of this count or of replication.
-      if (match && !['info', 'ping', 'replconf', 'cluster', 'client', 'command', 'hello'].includes(match[1]!)) calls += Number(match[2])
+      // Switchboard's, not those of this count or of replication.
+      if (!match || ['info', 'ping', 'replconf', 'cluster', 'client', 'command', 'hello'].includes(match[1]!)) continue
+      calls.all += Number(match[2])
+      if (match[1] === 'evalsha' || match[1] === 'eval') calls.scripts += Number(match[2])
     }
     client.disconnect()
   }
@@ -113,9 +116,9 @@ interface Row {
   redis: string
   instances: number
   exchange: LoadResult
-  exchangeCommands: number
+  exchangeCommands: { scripts: number; all: number }
   dispatch: LoadResult
-  dispatchCommands: number
+  dispatchCommands: { scripts: number; all: number }
 }
 
 /** Both measurements through `urls`, with the commands per operation the servers on `ports()` counted. */
@@ -125,16 +128,13 @@ async function measure(redis: string, urls: string[], ports: () => Promise<numbe
   const middle = await commandCalls(await ports())
   const dispatched = await dispatch(urls)
   const after = await commandCalls(await ports())
-  const row = {
-    redis,
-    instances: urls.length,
-    exchange: exchanged,
-    // Warm-up rounds and setup count too: divided by the measured operations, a slight overestimate.
-    exchangeCommands: round((middle - before) / Math.max(exchanged.requests, 1), 1),
-    dispatch: dispatched,
-    dispatchCommands: round((after - middle) / Math.max(dispatched.requests, 1), 1),
-  }
-  console.log(`${redis} × ${urls.length}: exchange ${exchanged.perSecond}/s (p50 ${exchanged.latency.p50} ms, ${row.exchangeCommands} commands), dispatch ${dispatched.perSecond}/s (p50 ${dispatched.latency.p50} ms, ${row.dispatchCommands} commands), errors ${exchanged.errors + dispatched.errors}`)
+  // Warm-up rounds and setup count too: divided by the measured operations, a slight overestimate.
+  const per = (from: { scripts: number; all: number }, to: { scripts: number; all: number }, operations: number) => ({
+    scripts: round((to.scripts - from.scripts) / Math.max(operations, 1), 1),
+    all: round((to.all - from.all) / Math.max(operations, 1), 1),
+  })
+  const row = { redis, instances: urls.length, exchange: exchanged, exchangeCommands: per(before, middle, exchanged.requests), dispatch: dispatched, dispatchCommands: per(middle, after, dispatched.requests) }
+  console.log(`${redis} × ${urls.length}: exchange ${exchanged.perSecond}/s (p50 ${exchanged.latency.p50} ms, ${JSON.stringify(row.exchangeCommands)}), dispatch ${dispatched.perSecond}/s (p50 ${dispatched.latency.p50} ms, ${JSON.stringify(row.dispatchCommands)}), errors ${exchanged.errors + dispatched.errors}`)
   return row
 }
 
@@ -167,8 +167,19 @@ try {
 }
 
 const markdown = table(
-  ['Redis', 'instances', 'exchange round trips/s', 'p50 ms', 'p99 ms', 'Redis commands per round trip', 'dispatches/s', 'p50 ms', 'p99 ms', 'Redis commands per dispatch'],
-  rows.map((row) => [row.redis, row.instances, row.exchange.perSecond, row.exchange.latency.p50, row.exchange.latency.p99, row.exchangeCommands, row.dispatch.perSecond, row.dispatch.latency.p50, row.dispatch.latency.p99, row.dispatchCommands]),
+  ['Redis', 'instances', 'exchange round trips/s', 'p50 ms', 'p99 ms', 'scripts (all commands) per round trip', 'dispatches/s', 'p50 ms', 'p99 ms', 'scripts (all commands) per dispatch'],
+  rows.map((row) => [
+    row.redis,
+    row.instances,
+    row.exchange.perSecond,
+    row.exchange.latency.p50,
+    row.exchange.latency.p99,
+    `${row.exchangeCommands.scripts} (${row.exchangeCommands.all})`,
+    row.dispatch.perSecond,
+    row.dispatch.latency.p50,
+    row.dispatch.latency.p99,
+    `${row.dispatchCommands.scripts} (${row.dispatchCommands.all})`,
+  ]),
 )
 const seconds = Math.round((Date.now() - started) / 1000)
 console.log(`\nExchange (${PAIRS} pairs, 1 KiB, request and answer) and dispatch (${CALLERS} callers, ${WORKERS} workers), ${SECONDS} s each, ${seconds} s in all\n\n${markdown}\n`)
