@@ -76,6 +76,13 @@ export const ConfigSchema = v.object({
     ),
   ),
   redis_master_name: v.optional(text('Name of the master the Sentinels of redis_sentinels watch (backend redis).')),
+  redis_cluster: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\s*(\[[^\]]+\]|[^\s,:\[\]]+):\d{1,5}\s*(,\s*(\[[^\]]+\]|[^\s,:\[\]]+):\d{1,5}\s*)*$/, 'expected host:port of each Redis Cluster node, separated by commas'),
+      v.description('Comma-separated host:port of some nodes of a Redis Cluster (backend redis); the others are found from them. Used instead of redis_url and the Sentinels.'),
+    ),
+  ),
   redis_wait_replicas: v.optional(
     integer(0, 100, 'Replicas that must acknowledge (Redis WAIT) each write a success answer depends on before it is given, so that the write survives a failover; fewer within redis_wait_timeout_ms and the caller gets 503. 0: off (backend redis).'),
     0,

@@ -9,32 +9,37 @@
  * itself; meanwhile commands fail at once (503) and the instance is not ready.
  */
 import { createHash } from 'node:crypto'
-import Redis, { type RedisOptions as ClientOptions } from 'ioredis'
+import Redis, { Cluster, type RedisOptions as ClientOptions } from 'ioredis'
 import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnavailableError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/ops/logger'
 import { redactUrl } from '../../src/config'
 
-/** Where the Redis is: a URL, or the Sentinels that name its master. */
-export type RedisTarget = { url: string } | { sentinels: { host: string; port: number }[]; name: string; username?: string; password?: string; db?: number }
+/** Where the Redis is: a URL, the Sentinels that name its master, or some nodes of a Redis Cluster. */
+export type RedisTarget = { url: string } | { sentinels: { host: string; port: number }[]; name: string; username?: string; password?: string; db?: number } | { cluster: { host: string; port: number }[] }
 
 /** The settings that say where the Redis is. */
 export interface TargetSettings {
   redis_url: string
   redis_sentinels?: string
   redis_master_name?: string
+  redis_cluster?: string
 }
 
-/** Parses `host:port,[v6]:port,…` into Sentinel addresses. */
-function sentinelAddresses(list: string): { host: string; port: number }[] {
+/** Parses `host:port,[v6]:port,…` into addresses (of Sentinels or Cluster nodes: `setting` names the list in errors). */
+function sentinelAddresses(list: string, setting = 'redis_sentinels'): { host: string; port: number }[] {
   return list.split(',').map((entry) => {
     const match = /^\s*\[?([^\]]*?)\]?:(\d+)\s*$/.exec(entry)
-    if (!match || match[1] === '') throw new Error(`redis_sentinels: "${entry.trim()}" is not host:port`)
+    if (!match || match[1] === '') throw new Error(`${setting}: "${entry.trim()}" is not host:port`)
     return { host: match[1]!, port: Number(match[2]) }
   })
 }
 
 /** Where the settings say the Redis is; a `redis+sentinel://[user:password@]host:port,…/master[/db]` URL names Sentinels too. */
 export function redisTarget(settings: TargetSettings): RedisTarget {
+  if (settings.redis_cluster !== undefined) {
+    if (settings.redis_sentinels !== undefined || settings.redis_master_name !== undefined) throw new Error('redis_cluster and redis_sentinels exclude each other: a Redis Cluster fails over by itself')
+    return { cluster: sentinelAddresses(settings.redis_cluster, 'redis_cluster') }
+  }
   if (settings.redis_sentinels !== undefined) {
     if (settings.redis_master_name === undefined) throw new Error('redis_sentinels needs redis_master_name, the name of the master the Sentinels watch')
     return { sentinels: sentinelAddresses(settings.redis_sentinels), name: settings.redis_master_name }
@@ -56,7 +61,9 @@ export function redisTarget(settings: TargetSettings): RedisTarget {
 /** The target as log lines and errors name it (no password). */
 export function describeTarget(target: RedisTarget): string {
   if ('url' in target) return redactUrl(target.url)
-  return `master "${target.name}" of Sentinels ${target.sentinels.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)).join(',')}`
+  const list = (nodes: { host: string; port: number }[]) => nodes.map(({ host, port }) => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`)).join(',')
+  if ('cluster' in target) return `Redis Cluster of ${list(target.cluster)}`
+  return `master "${target.name}" of Sentinels ${list(target.sentinels)}`
 }
 
 /** Replicas that must acknowledge a write (Redis WAIT) before the answer that depends on it is given; 0: none. */
@@ -88,6 +95,8 @@ export function storeError(error: unknown): Error {
   if (refusal === 'FORBIDDEN') return new ForbiddenError()
   if (refusal === 'UNKNOWN') return new UnknownMailboxError()
   if (refusal === 'TERMINATED') return new MailboxTerminatedError()
+  // A Cluster whose slot has no master yet (failover under way), or that moves it, refuses: the write did not run.
+  if (/^(CLUSTERDOWN|TRYAGAIN|MOVED|ASK|MASTERDOWN|LOADING) /.test(message)) return new UnavailableError(`Redis is unreachable: ${message}`)
   // Redis at its maxmemory (policy noeviction) refuses a script's first write, so the script stored nothing.
   if (message.startsWith('OOM ')) return new StoreFullError('Redis is out of memory (its maxmemory is reached): nothing was stored. Take messages, or raise maxmemory')
   // An error Redis replied with is a fault of ours, not an outage.
@@ -99,16 +108,16 @@ export function storeError(error: unknown): Error {
 const reconnectDelay = (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000)
 
 export class RedisConnection {
-  readonly command: Redis
-  private readonly subscriber: Redis
+  readonly command: Redis | Cluster
+  private readonly subscriber: Redis | Cluster
   /** Redis channel → what to do with a message on it. */
   private readonly channels = new Map<string, (payload: string) => void>()
   private subscribed = false
   private closing = false
   /** Set once both connections came up at startup. */
   private opened = false
-  /** The WAIT the writes answered in this tick share (a WAIT covers every earlier write of its connection). */
-  private nextWait: Promise<void> | null = null
+  /** The WAIT the writes answered in this tick share, by the slot's key they went to (a WAIT covers every earlier write of its connection). */
+  private readonly nextWait = new Map<string, Promise<void>>()
   /** Counts the command connection's drops: a WAIT answered on a later connection says nothing of the writes of an earlier one. */
   private drops = 0
 
@@ -118,9 +127,11 @@ export class RedisConnection {
     private readonly logger: Logger,
     private readonly onResubscribed: () => void,
     private readonly acknowledgement: Acknowledgement,
+    /** A key of this store: in a Cluster, keyless commands that concern the store's writes (WAIT, PING) go to the node holding its slot. */
+    private readonly anchor: string,
   ) {
     const options: ClientOptions = {
-      ...('url' in target
+      ...('url' in target || 'cluster' in target
         ? {}
         : {
             ...target,
@@ -138,10 +149,22 @@ export class RedisConnection {
     }
     // While the connection is down a new command fails at once (503) rather than waiting in a queue for the next
     // reconnect attempt; reconnecting goes on in the background.
-    const client = (more: ClientOptions) => ('url' in target ? new Redis(target.url, { ...options, ...more }) : new Redis({ ...options, ...more }))
+    const client = (more: ClientOptions) => {
+      if ('cluster' in target) return this.cluster(target.cluster, more)
+      return 'url' in target ? new Redis(target.url, { ...options, ...more }) : new Redis({ ...options, ...more })
+    }
     this.command = client({ enableOfflineQueue: false, connectionName: `${name}:command` })
     this.subscriber = client({ connectionName: `${name}:events`, autoResubscribe: false })
     this.command.on('close', () => this.drops++)
+    if (this.command instanceof Cluster) {
+      // A node lost (a master killed, its replica promoted): its connection's writes are not covered by a later WAIT, and
+      // wake-ups published meanwhile (classic pub/sub, over the cluster bus) may be lost, so the waiters look again.
+      this.command.on('-node', () => {
+        this.drops++
+        void this.wakeWhenServing()
+      })
+      this.command.on('+node', () => void this.wakeWhenServing())
+    }
     this.subscriber.on('message', (channel: string, payload: string) => this.channels.get(channel)?.(payload))
     this.subscriber.on('close', () => {
       this.subscribed = false
@@ -156,6 +179,25 @@ export class RedisConnection {
     }
   }
 
+  /**
+   * A Cluster client. Commands to a master that is lost are sent again once its replica serves the slot (ioredis asks
+   * the nodes for the slots every 200 ms meanwhile, a few times, then the caller gets 503). Pub/sub is classic: any
+   * node hears every PUBLISH, and ioredis moves the subscriptions to another node when the one it used goes.
+   */
+  private cluster(nodes: { host: string; port: number }[], more: ClientOptions): Cluster {
+    return new Cluster(nodes, {
+      lazyConnect: true,
+      enableOfflineQueue: more.enableOfflineQueue ?? true,
+      // At startup, nodes that cannot be reached fail the start at once, as an unreachable Redis does.
+      clusterRetryStrategy: (times: number) => (this.opened ? reconnectDelay(times) : null),
+      retryDelayOnFailover: 200,
+      retryDelayOnClusterDown: 200,
+      retryDelayOnTryAgain: 200,
+      slotsRefreshInterval: 2000,
+      redisOptions: { connectionName: more.connectionName, maxRetriesPerRequest: 2 },
+    })
+  }
+
   /** Connects both clients; fails with a clear message when Redis cannot be reached. */
   static async open(
     target: RedisTarget,
@@ -164,8 +206,9 @@ export class RedisConnection {
     onResubscribed: () => void,
     channels: Record<string, (payload: string) => void>,
     acknowledgement: Acknowledgement = { replicas: 0, timeoutMs: 0 },
+    anchor = `${name}:store`,
   ): Promise<RedisConnection> {
-    const connection = new RedisConnection(target, name, logger, onResubscribed, acknowledgement)
+    const connection = new RedisConnection(target, name, logger, onResubscribed, acknowledgement, anchor)
     for (const [channel, handler] of Object.entries(channels)) connection.channels.set(channel, handler)
     try {
       await Promise.all([connection.command.connect(), connection.subscriber.connect()])
@@ -191,9 +234,51 @@ export class RedisConnection {
     this.reconnected()
   }
 
-  /** Tells the backend once commands can be sent and the subscriptions are live again. */
+  /** Tells the backend once commands can be sent and the subscriptions are live again (in a Cluster, once every slot of the store answers). */
   private reconnected(): void {
-    if (this.subscribed && this.command.status === 'ready') this.onResubscribed()
+    if (!this.subscribed || this.command.status !== 'ready') return
+    if (this.command instanceof Cluster && this.opened) void this.wakeWhenServing()
+    else this.onResubscribed()
+  }
+
+  /** Sends a keyless command to the server holding `key` (by default the store's keys; in a Cluster, the master of the key's slot) and resolves with its reply. */
+  async atStore(name: string, args: (string | number)[] = [], key = this.anchor): Promise<unknown> {
+    if (!(this.command instanceof Cluster)) return this.command.call(name, ...args)
+    // A pipeline goes to one node: the one serving its keyed command's slot.
+    const results = (await this.command.pipeline().exists(key).call(name, ...args).exec()) ?? []
+    // A keyed command refused (MOVED to a node that is gone) means the keyless one ran on some other node.
+    const [keyError] = results[0] ?? [new Error('no reply')]
+    const [error, reply] = results[1] ?? [new Error('no reply'), null]
+    // ioredis asks the nodes for the slots again on a MOVED of a lone command, not of a pipeline's: ask here.
+    if (keyError && /^(MOVED|ASK) /.test(keyError.message)) this.command.refreshSlotsCache()
+    if (keyError ?? error) throw keyError ?? error
+    return reply
+  }
+
+  /** Slots' keys (the store's and each mailbox bucket's) that must answer before waiters are woken after a Cluster change. */
+  probes: string[] = []
+  private probing: Promise<void> | null = null
+
+  /**
+   * After a node left or joined a Cluster: once a master serves every slot of the store again, tells the backend,
+   * which wakes its waiters (woken earlier, a waiter on a slot without a master would get 503 instead of waiting).
+   */
+  private wakeWhenServing(): Promise<void> {
+    if (!this.opened || this.closing) return Promise.resolve()
+    this.probing ??= (async () => {
+      while (!this.closing && !(await this.serving())) await Bun.sleep(200)
+      if (!this.closing && this.subscribed) this.onResubscribed()
+    })().finally(() => (this.probing = null))
+    return this.probing
+  }
+
+  /** Whether the masters of every slot of the store answer (one, the only server, without a Cluster). */
+  async serving(): Promise<boolean> {
+    const command = this.command
+    if (!(command instanceof Cluster)) return (await command.ping().catch(() => null)) === 'PONG'
+    // A keyed read per slot: ioredis follows a slot that moved to its new master by itself.
+    const answers = await Promise.all([this.anchor, ...this.probes].map((key) => command.exists(key).then(() => true, () => false)))
+    return answers.every(Boolean)
   }
 
   /** Both connections are up and the subscriptions are live. */
@@ -217,21 +302,27 @@ export class RedisConnection {
     } catch (error) {
       throw storeError(error)
     }
-    if (script.answered) await this.replicated()
+    if (script.answered) await this.replicated(keys[0])
     return reply
   }
 
-  /** Resolves once the replicas acknowledged every write answered on this connection so far (at once when redis_wait_replicas is 0). */
-  replicated(): Promise<void> {
+  /**
+   * Resolves once the replicas acknowledged every write answered on this connection so far (at once when
+   * redis_wait_replicas is 0); in a Cluster, on the connection to the master holding `key` (where the writes went).
+   */
+  replicated(key = this.anchor): Promise<void> {
     const { replicas, timeoutMs } = this.acknowledgement
     if (replicas === 0) return Promise.resolve()
-    // Writes answered in the same tick share one WAIT, sent after all of them.
+    // Writes answered in the same tick share one WAIT (one per slot written to), sent after all of them.
     const drops = this.drops
-    this.nextWait ??= Promise.resolve().then(async () => {
-      this.nextWait = null
+    const slot = this.command instanceof Cluster ? key : this.anchor
+    const pending = this.nextWait.get(slot)
+    if (pending) return pending
+    const wait = Promise.resolve().then(async () => {
+      this.nextWait.delete(slot)
       let acknowledged: number
       try {
-        acknowledged = await this.command.wait(replicas, timeoutMs)
+        acknowledged = (await this.atStore('WAIT', [replicas, timeoutMs], key)) as number
       } catch (error) {
         throw storeError(error)
       }
@@ -239,7 +330,8 @@ export class RedisConnection {
       if (this.drops !== drops) throw new UnavailableError('the connection to Redis dropped before the replicas acknowledged the write; it may or may not survive a failover')
       if (acknowledged < replicas) throw new UnavailableError(`the write was not acknowledged by ${replicas} Redis replica(s) within ${timeoutMs} ms (only by ${acknowledged}); it may or may not survive a failover`)
     })
-    return this.nextWait
+    this.nextWait.set(slot, wait)
+    return wait
   }
 
   /** Starts delivering `channel` to `handler`; resolves once Redis confirms the subscription. */

@@ -16,7 +16,9 @@ export class RedisEventBus implements EventBus {
 
   async publish(channel: string, payload: string): Promise<void> {
     try {
-      await this.connection.command.publish(this.keys.eventChannel(channel), payload)
+      // In a Cluster, every event of a store goes out through one node (the master of the store's slot), so one
+      // instance's events arrive in the order it published them (a keyless PUBLISH would go to any node).
+      await this.connection.atStore('PUBLISH', [this.keys.eventChannel(channel), payload])
     } catch (error) {
       throw storeError(error)
     }

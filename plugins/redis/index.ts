@@ -47,7 +47,7 @@ import { RedisEventLog, RedisWebhooks } from './journal'
 export const DRIVER_NAME = 'redis'
 
 const RedisOptionsSchema = v.object({
-  ...v.pick(ConfigSchema, ['redis_url', 'redis_sentinels', 'redis_master_name', 'redis_wait_replicas', 'redis_wait_timeout_ms', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s', 'events_retained', 'events_retained_kb']).entries,
+  ...v.pick(ConfigSchema, ['redis_url', 'redis_sentinels', 'redis_master_name', 'redis_cluster', 'redis_wait_replicas', 'redis_wait_timeout_ms', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s', 'events_retained', 'events_retained_kb']).entries,
   /** How long a message handed to a receiver stays in flight, put back by the other instances if this one dies first. Set in `[backend_options]`. */
   redelivery_window_ms: RedeliveryWindowOption,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
@@ -58,7 +58,7 @@ export type RedisOptions = v.InferOutput<typeof RedisOptionsSchema>
 
 /** Connects to Redis and builds the backend; fails with a clear message when Redis cannot be reached. */
 async function createRedisBackend(options: RedisOptions, context: PluginContext): Promise<Backend> {
-  const keys = new RedisKeys(options.redis_prefix)
+  const keys = new RedisKeys(options.redis_prefix, { cluster: options.redis_cluster !== undefined })
   const waiters = new Waiters()
   const drained = new Drained()
   let connection: RedisConnection
@@ -89,8 +89,9 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     connection = await RedisConnection.open(target, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters, drained), {
       replicas: options.redis_wait_replicas,
       timeoutMs: options.redis_wait_timeout_ms,
-    })
+    }, keys.storeMarker())
     await checkStoreMarker()
+    connection.probes = keys.buckets > 1 ? keys.allBuckets().map((bucket) => keys.activeMailboxes(bucket)) : []
     workers = new RedisWorkers(connection, keys, options.finished_jobs_kept)
     await workers.indexEarlierJobs()
     await workers.indexEarlierWorkers()
@@ -99,7 +100,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
   }
   if (options.redis_wait_replicas > 0) {
     // Said at startup, since otherwise the first sign is every write answered 503.
-    const replicas = Number(/^connected_slaves:(\d+)/m.exec(await connection.command.info('replication'))?.[1] ?? 0)
+    const replicas = Number(/^connected_slaves:(\d+)/m.exec(((await connection.atStore('INFO', ['replication'])) as string))?.[1] ?? 0)
     if (replicas < options.redis_wait_replicas) {
       context.logger.warn('redis_wait_replicas asks for more replicas than the Redis master has: writes get 503 until enough of them follow it', { wanted: options.redis_wait_replicas, connected: replicas, redis: describeTarget(target) })
     }
@@ -138,8 +139,8 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     webhooks: new RedisWebhooks(connection, keys),
     async ready() {
       if (!connection.isReady()) return false
-      const answer = await Promise.race([connection.command.ping().catch(() => null), Bun.sleep(1000).then(() => null)])
-      return answer === 'PONG'
+      // In a Cluster, the masters of every slot of the store (a store with a slot unserved cannot serve some mailboxes).
+      return await Promise.race([connection.serving(), Bun.sleep(1000).then(() => false)])
     },
     async close() {
       // Deliveries settled before the heartbeat stops, so nobody puts back what was delivered.

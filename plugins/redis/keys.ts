@@ -2,15 +2,65 @@
  * Every Redis key and pub/sub channel of the redis backend, in one place.
  * All of them start with the configured prefix, so several Switchboards (or
  * test runs) can share one Redis without seeing each other.
+ *
+ * In a Redis Cluster every key carries a hash tag naming its unit of
+ * atomicity, so that each script's keys share one slot:
+ * - a mailbox bucket, `{prefix:m<n>}` (MAILBOX_BUCKETS of them): a mailbox
+ *   with its queue, pending requests, put ids and outgoing counters, and
+ *   the bucket's own counts, discover indexes and in-flight hashes. The
+ *   exchange's traffic spreads over the buckets' slots; what spans
+ *   mailboxes (counts, discover, recovery) walks the buckets (bounded
+ *   fan-out) and sums, and a put between two buckets is two scripts;
+ * - the store, `{prefix}`: workers, jobs, workspaces and tokens, instances,
+ *   the store marker and the sequence (one slot, for now).
+ * A single Redis or a Sentinel master has one bucket and keeps the untagged
+ * names, so stores written before stay readable without a migration.
+ * Channels are classic pub/sub (heard on every node), named alike.
  */
 import type { EntityId } from '../../src/backend/mailboxes'
 import { mailboxKey, outgoingKey } from '../../src/backend/mailboxes'
 
+/** Mailbox buckets in a Redis Cluster: enough to spread over a few masters' slots, few enough to walk on every scrape. Fixed: every instance of a store must agree. */
+export const MAILBOX_BUCKETS = 16
+
+/** FNV-1a: a mailbox key's bucket, the same on every instance and version. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5
+  for (let i = 0; i < text.length; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193) >>> 0
+  return hash
+}
+
 export class RedisKeys {
-  constructor(readonly prefix: string) {}
+  /** What every store key starts with: the prefix, as a hash tag in a Cluster. */
+  private readonly start: string
+  /** Mailbox buckets: MAILBOX_BUCKETS in a Cluster, 1 (untagged) otherwise. */
+  readonly buckets: number
+
+  constructor(
+    readonly prefix: string,
+    { cluster = false }: { cluster?: boolean } = {},
+  ) {
+    this.start = cluster ? `{${prefix}}` : prefix
+    this.buckets = cluster ? MAILBOX_BUCKETS : 1
+  }
 
   private key(...parts: string[]): string {
-    return `${this.prefix}:${parts.join(':')}`
+    return `${this.start}:${parts.join(':')}`
+  }
+
+  /** A key of mailbox bucket `bucket`. */
+  private inBucket(bucket: number, ...parts: string[]): string {
+    return this.buckets === 1 ? this.key(...parts) : `{${this.prefix}:m${bucket}}:${parts.join(':')}`
+  }
+
+  /** The bucket whose slot holds a mailbox's keys. */
+  bucketOf(id: EntityId): number {
+    return this.buckets === 1 ? 0 : fnv1a(mailboxKey(id)) % this.buckets
+  }
+
+  /** Every bucket number. */
+  allBuckets(): number[] {
+    return Array.from({ length: this.buckets }, (_, bucket) => bucket)
   }
 
   /** String: the id of this store's data, written once; its absence after a reconnect means Redis lost the data. */
@@ -20,67 +70,67 @@ export class RedisKeys {
 
   /** Hash: owner, state, class, mro, seq, shares, active, completed. */
   mailbox(id: EntityId): string {
-    return this.key('mailbox', mailboxKey(id))
+    return this.inBucket(this.bucketOf(id), 'mailbox', mailboxKey(id))
   }
 
   /** Prefix of every mailbox hash; scripts append a mailbox key (the counts sweep walks an index of mailbox keys). */
-  mailboxPrefix(): string {
-    return this.key('mailbox', '')
+  mailboxPrefix(bucket = 0): string {
+    return this.inBucket(bucket, 'mailbox', '')
   }
 
   /** Prefix of agent mailbox hashes; scripts append a uid (discover walks an index of uids). */
-  agentMailboxPrefix(): string {
-    return this.key('mailbox', 'agent', '')
+  agentMailboxPrefix(bucket = 0): string {
+    return this.inBucket(bucket, 'mailbox', 'agent', '')
   }
 
   /** List of queued message texts, oldest first. */
   queue(id: EntityId): string {
-    return this.key('queue', mailboxKey(id))
+    return this.inBucket(this.bucketOf(id), 'queue', mailboxKey(id))
   }
 
   /** Sorted set put id → epoch ms until which it is remembered: the puts into the mailbox Redis applied lately, so that a put it receives twice (re-sent after a lost reply) queues once. */
   puts(id: EntityId): string {
-    return this.key('puts', mailboxKey(id))
+    return this.inBucket(this.bucketOf(id), 'puts', mailboxKey(id))
   }
 
   /** Hash tag → PendingRequest JSON: requests put into the mailbox and not yet answered. */
   pending(id: EntityId): string {
-    return this.key('pending', mailboxKey(id))
+    return this.inBucket(this.bucketOf(id), 'pending', mailboxKey(id))
   }
 
   /** Counter of the requests one client sent from the mailbox key (kept even when the sender has no mailbox here). */
   outgoing(id: EntityId, clientId: string): string {
-    return this.outgoingPrefix() + outgoingKey(id, clientId)
+    return this.outgoingPrefix(this.bucketOf(id)) + outgoingKey(id, clientId)
   }
 
   /** Prefix of the outgoing counters; the stats script appends the outgoingKey of the client whose count it reads. */
-  outgoingPrefix(): string {
-    return this.key('outgoing', '')
+  outgoingPrefix(bucket = 0): string {
+    return this.inBucket(bucket, 'outgoing', '')
   }
 
-  /** Prefix of the discover indexes; scripts append a class name. Each index is a sorted set of agent uids by creation order. */
-  discoverPrefix(): string {
-    return this.key('discover', '')
+  /** Prefix of one bucket's discover indexes; scripts append a class name. Each index is a sorted set of agent uids by creation order. */
+  discoverPrefix(bucket = 0): string {
+    return this.inBucket(bucket, 'discover', '')
   }
 
-  /** Sorted set of the agents whose MRO holds `className`. */
-  discover(className: string): string {
-    return this.discoverPrefix() + className
+  /** Sorted set of the agents of one bucket whose MRO holds `className`. */
+  discover(bucket: number, className: string): string {
+    return this.discoverPrefix(bucket) + className
   }
 
-  /** Sorted set of the active mailboxes' keys, scored by the epoch ms at which each one's hash expires (the counts' index). */
-  activeMailboxes(): string {
-    return this.key('active')
+  /** Sorted set of one bucket's active mailboxes' keys, scored by the epoch ms at which each one's hash expires (the counts' index). */
+  activeMailboxes(bucket = 0): string {
+    return this.inBucket(bucket, 'active')
   }
 
-  /** Hash mailbox key → queue length as last seen by a script, for the active mailboxes with messages queued. */
-  queuedBy(): string {
-    return this.key('queued')
+  /** Hash mailbox key → queue length as last seen by a script, for one bucket's active mailboxes with messages queued. */
+  queuedBy(bucket = 0): string {
+    return this.inBucket(bucket, 'queued')
   }
 
-  /** Counter: the sum of `queuedBy`, i.e. the messages queued in active mailboxes. */
-  queuedTotal(): string {
-    return this.key('queued-total')
+  /** Counter: the sum of `queuedBy`, i.e. the messages queued in one bucket's active mailboxes. */
+  queuedTotal(bucket = 0): string {
+    return this.inBucket(bucket, 'queued-total')
   }
 
   /** Counter giving every mailbox (and webhook subscription) its creation order. */
@@ -94,21 +144,22 @@ export class RedisKeys {
   }
 
   /**
-   * Hash take number → the message one take of `instance` popped (with its mailbox key), kept until it is settled:
-   * a take re-sent after a reconnect gets the same message, and the survivors put it back if the instance dies first.
+   * Hash take number → the message one take of `instance` popped from a mailbox of `bucket` (with its mailbox key),
+   * kept until it is settled: a take re-sent after a reconnect gets the same message, and the survivors put it back
+   * if the instance dies first.
    */
-  inflight(instance: string): string {
-    return this.inflightPrefix() + instance
+  inflight(instance: string, bucket: number): string {
+    return this.inflightPrefix(bucket) + instance
   }
 
-  /** The in-flight hashes' common prefix (a script reaches a dead instance's by its id). */
-  inflightPrefix(): string {
-    return this.key('inflight', '')
+  /** One bucket's in-flight hashes' common prefix (a script reaches a dead instance's by its id). */
+  inflightPrefix(bucket = 0): string {
+    return this.inBucket(bucket, 'inflight', '')
   }
 
-  /** The queues' common prefix (a script reaches a mailbox's queue by its key). */
-  queuePrefix(): string {
-    return this.key('queue', '')
+  /** One bucket's queues' common prefix (a script reaches a mailbox's queue by its key). */
+  queuePrefix(bucket = 0): string {
+    return this.inBucket(bucket, 'queue', '')
   }
 
   /** Hash of one worker: each WorkerRecord field as JSON. */

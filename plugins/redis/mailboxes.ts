@@ -11,22 +11,27 @@ import { mailboxKey, mailboxStats, retentionMs } from '../../src/backend/mailbox
 import { Waiters, takeOrWait } from '../../src/backend/waiters'
 import { MailboxTerminatedError, UnavailableError } from '../../src/errors'
 import type { Logger } from '../../src/ops/logger'
-import { script, type RedisConnection } from './connection'
+import { script, storeError, type RedisConnection } from './connection'
 import type { Drained } from './drained'
 import type { RedisKeys } from './keys'
 import * as lua from './scripts/mailboxes'
+import * as instanceLua from './scripts/instances'
 
 const SCRIPTS = {
   create: script(lua.CREATE_MAILBOX),
   status: script(lua.MAILBOX_STATUS, { answered: false }),
   terminate: script(lua.TERMINATE_MAILBOX),
   put: script(lua.PUT_MESSAGE),
+  putInto: script(lua.PUT_INTO),
+  putFrom: script(lua.PUT_FROM),
   // Acknowledged by the replicas in `take`, which gives the message back when they do not acknowledge it.
   take: script(lua.TAKE_MESSAGE, { answered: false }),
   giveBack: script(lua.GIVE_BACK_MESSAGE, { answered: false }),
   // A put back after a failed delivery: no caller's answer depends on it.
   restore: script(lua.RESTORE_MESSAGE, { answered: false }),
   recover: script(lua.RECOVER_INFLIGHT, { answered: false }),
+  dead: script(instanceLua.DEAD, { answered: false }),
+  forgetDead: script(instanceLua.FORGET_DEAD, { answered: false }),
   discover: script(lua.DISCOVER_AGENTS, { answered: false }),
   heartbeat: script(lua.MAILBOX_HEARTBEAT, { answered: false }),
   stats: script(lua.MAILBOX_STATS, { answered: false }),
@@ -91,8 +96,8 @@ export class RedisMailboxes implements MailboxStore {
   /** The instance whose in-flight hash this one's takes go to; its heartbeat (see index.ts) tells the others it lives. */
   readonly instance = randomUUID()
   private takes = 0
-  /** Takes answered and not yet settled, oldest first: their numbers and when each reply arrived. */
-  private unsettled: { take: number; at: number }[] = []
+  /** Takes answered and not yet settled, oldest first: their numbers, their mailbox buckets and when each reply arrived. */
+  private unsettled: { take: number; bucket: number; at: number }[] = []
   private settleTimer: ReturnType<typeof setTimeout> | null = null
   /** Takes that failed with Redis unavailable and may have popped a message (held in flight) nobody received, oldest first. */
   private uncertain: { take: number; id: EntityId }[] = []
@@ -114,17 +119,25 @@ export class RedisMailboxes implements MailboxStore {
     this.gravestoneMs = retentionMs(expiry.gravestoneDays)
   }
 
-  /** The keys of the counts' bookkeeping, as the scripts take them. */
-  private countKeys(): string[] {
-    return [this.keys.activeMailboxes(), this.keys.queuedBy(), this.keys.queuedTotal()]
+  /** The keys of one bucket's counts' bookkeeping, as the scripts take them. */
+  private countKeys(bucket: number): string[] {
+    return [this.keys.activeMailboxes(bucket), this.keys.queuedBy(bucket), this.keys.queuedTotal(bucket)]
   }
 
   async create(client: Client, id: EntityId, mro: readonly string[] | null): Promise<void> {
     const classes = id.role === 'agent' && mro && mro.length > 0 ? JSON.stringify(mro) : ''
+    const bucket = this.keys.bucketOf(id)
+    let seq: number
+    try {
+      // The store's counter orders the agents of every bucket (discover); a create refused below leaves a gap.
+      seq = await this.connection.command.incr(this.keys.sequence())
+    } catch (error) {
+      throw storeError(error)
+    }
     await this.connection.run(
       SCRIPTS.create,
-      [this.keys.mailbox(id), this.keys.sequence(), ...this.countKeys()],
-      [client.id, groups(client), classes, this.idleMs, this.keys.discoverPrefix(), id.uid, mailboxKey(id), this.keys.mailboxPrefix()],
+      [this.keys.mailbox(id), ...this.countKeys(bucket)],
+      [client.id, groups(client), classes, this.idleMs, this.keys.discoverPrefix(bucket), id.uid, mailboxKey(id), this.keys.mailboxPrefix(bucket), seq],
     )
   }
 
@@ -135,8 +148,8 @@ export class RedisMailboxes implements MailboxStore {
   async terminate(client: Client, id: EntityId): Promise<PendingRequest[]> {
     const pending = (await this.connection.run(
       SCRIPTS.terminate,
-      [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id), ...this.countKeys()],
-      [client.id, this.gravestoneMs, this.keys.discoverPrefix(), id.uid, this.keys.terminatedChannel(), mailboxKey(id)],
+      [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id), ...this.countKeys(this.keys.bucketOf(id))],
+      [client.id, this.gravestoneMs, this.keys.discoverPrefix(this.keys.bucketOf(id)), id.uid, this.keys.terminatedChannel(), mailboxKey(id)],
     )) as string[]
     return pending.map((json) => JSON.parse(json) as PendingRequest)
   }
@@ -145,6 +158,10 @@ export class RedisMailboxes implements MailboxStore {
     const { src, dest } = message
     const pending: PendingRequest = { src, dest, tag: message.tag, label: message.label }
     const destOwner = client === null ? message.destOwner : undefined
+    // The same in every attempt ioredis sends of this call.
+    const putId = randomUUID()
+    const [bucket, sourceBucket] = [this.keys.bucketOf(dest), this.keys.bucketOf(src)]
+    if (bucket !== sourceBucket) return this.putBetween(client, message, pending, destOwner, putId)
     await this.connection.run(
       SCRIPTS.put,
       [
@@ -154,7 +171,7 @@ export class RedisMailboxes implements MailboxStore {
         this.keys.mailbox(src),
         this.keys.pending(src),
         this.keys.outgoing(src, client?.id ?? ''),
-        ...this.countKeys(),
+        ...this.countKeys(bucket),
         this.keys.queue(src),
         this.keys.puts(dest),
       ],
@@ -174,16 +191,60 @@ export class RedisMailboxes implements MailboxStore {
         mailboxKey(src),
         destOwner === undefined ? '' : '1',
         destOwner ?? '',
-        // The put's id: the same in every attempt ioredis sends of this call.
-        randomUUID(),
+        putId,
         PUT_ID_MS,
       ],
+    )
+  }
+
+  /**
+   * A put whose source and destination are in different buckets (slots of a Cluster): the destination's half
+   * (checks, queue, wake-up), then the source's (outgoing count or answered request, activity). Each half is
+   * idempotent per put id; a failure between them leaves the source's bookkeeping behind (its stats, the expiry
+   * of its activity), never the message.
+   */
+  private async putBetween(client: Client | null, message: Envelope, pending: PendingRequest, destOwner: string | null | undefined, putId: string): Promise<void> {
+    const { src, dest } = message
+    let sourceOwner: string | null
+    try {
+      // An owner, once set, never changes: read before the destination's half, which checks it.
+      sourceOwner = await this.connection.command.hget(this.keys.mailbox(src), 'owner')
+    } catch (error) {
+      throw storeError(error)
+    }
+    await this.connection.run(
+      SCRIPTS.putInto,
+      [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), ...this.countKeys(this.keys.bucketOf(dest)), this.keys.puts(dest)],
+      [
+        client ? '1' : '',
+        client?.id ?? '',
+        client ? groups(client) : '[]',
+        message.kind,
+        message.tag,
+        JSON.stringify(pending).slice(0, -1),
+        message.raw,
+        this.idleMs,
+        this.keys.wakeChannel(),
+        mailboxKey(dest),
+        // JSON: an owner may be '' (the client of an instance without auth).
+        JSON.stringify(sourceOwner),
+        destOwner === undefined ? '' : '1',
+        destOwner ?? '',
+        putId,
+        PUT_ID_MS,
+      ],
+    )
+    await this.connection.run(
+      SCRIPTS.putFrom,
+      [this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src, client?.id ?? ''), this.keys.queue(src), ...this.countKeys(this.keys.bucketOf(src)), this.keys.puts(src)],
+      [client ? '1' : '', message.kind, message.tag, this.idleMs, Date.now(), mailboxKey(src), putId, PUT_ID_MS],
     )
   }
 
   async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {
     const key = mailboxKey(id)
     const [box, queue, pending] = [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)]
+    const bucket = this.keys.bucketOf(id)
     const clientGroups = groups(client)
     const caller = `${client.id}\n${clientGroups}`
     return takeOrWait(this.waiters, key, options, async () => {
@@ -197,7 +258,7 @@ export class RedisMailboxes implements MailboxStore {
       try {
         reply = (await this.connection.run(
           SCRIPTS.take,
-          [box, queue, pending, this.keys.inflight(this.instance), ...this.countKeys()],
+          [box, queue, pending, this.keys.inflight(this.instance, bucket), ...this.countKeys(bucket)],
           [client.id, clientGroups, Date.now(), this.idleMs, take, key],
         )) as [string, number] | null
       } catch (error) {
@@ -209,12 +270,12 @@ export class RedisMailboxes implements MailboxStore {
       this.drained.taken(key, sent, reply !== null && reply[1] === 0, caller)
       if (reply === null) return null
       try {
-        await this.connection.replicated()
+        await this.connection.replicated(box)
       } catch (error) {
         this.giveBackLater(take, id)
         throw error
       }
-      this.unsettled.push({ take, at: Date.now() })
+      this.unsettled.push({ take, bucket, at: Date.now() })
       this.scheduleSettle()
       return reply[0]
     })
@@ -237,7 +298,8 @@ export class RedisMailboxes implements MailboxStore {
     while (this.uncertain.length > 0) {
       const { take, id } = this.uncertain[0]!
       try {
-        await this.connection.run(SCRIPTS.giveBack, [this.keys.inflight(this.instance), this.keys.mailbox(id), this.keys.queue(id), ...this.countKeys()], [take, this.idleMs, this.keys.wakeChannel()])
+        const bucket = this.keys.bucketOf(id)
+        await this.connection.run(SCRIPTS.giveBack, [this.keys.inflight(this.instance, bucket), this.keys.mailbox(id), this.keys.queue(id), ...this.countKeys(bucket)], [take, this.idleMs, this.keys.wakeChannel()])
       } catch (error) {
         if (this.closed) this.logger.warn('could not give back messages their receivers did not get; they stay in flight', { error: String(error), count: this.uncertain.length })
         return
@@ -263,10 +325,17 @@ export class RedisMailboxes implements MailboxStore {
     while (count < this.unsettled.length && this.unsettled[count]!.at <= cutoff) count++
     if (count === 0) return
     const settled = this.unsettled.splice(0, count)
+    const byBucket = new Map<number, string[]>()
+    for (const { take, bucket } of settled) byBucket.set(bucket, [...(byBucket.get(bucket) ?? []), String(take)])
     try {
-      await this.connection.command.hdel(this.keys.inflight(this.instance), ...settled.map((entry) => String(entry.take)))
-      // With redis_wait_replicas, a settle lost in a failover would deliver its messages again when this instance dies.
-      await this.connection.replicated()
+      await Promise.all(
+        [...byBucket].map(async ([bucket, takes]) => {
+          const inflight = this.keys.inflight(this.instance, bucket)
+          await this.connection.command.hdel(inflight, ...takes)
+          // With redis_wait_replicas, a settle lost in a failover would deliver its messages again when this instance dies.
+          await this.connection.replicated(inflight)
+        }),
+      )
     } catch (error) {
       // Tried again a window later, rather than at once against a store that just failed.
       const now = Date.now()
@@ -294,22 +363,40 @@ export class RedisMailboxes implements MailboxStore {
   async recoverDead(): Promise<number> {
     let restored = 0
     for (;;) {
-      const [count, instances] = (await this.connection.run(
-        SCRIPTS.recover,
-        [this.keys.instances(), ...this.countKeys()],
-        [this.keys.inflightPrefix(), this.keys.mailboxPrefix(), this.keys.queuePrefix(), this.idleMs, this.keys.wakeChannel(), RECOVER_BATCH],
-      )) as [number, number]
-      restored += count
-      if (instances < RECOVER_BATCH) return restored
+      const dead = (await this.connection.run(SCRIPTS.dead, [this.keys.instances()], [RECOVER_BATCH])) as string[]
+      if (dead.length === 0) return restored
+      // Bucket by bucket (each its own slot in a Cluster); an instance is forgotten once every bucket put its messages back.
+      const counts = await Promise.all(
+        this.keys.allBuckets().map(
+          async (bucket) =>
+            (await this.connection.run(
+              SCRIPTS.recover,
+              this.countKeys(bucket),
+              [this.keys.inflightPrefix(bucket), this.keys.mailboxPrefix(bucket), this.keys.queuePrefix(bucket), this.idleMs, this.keys.wakeChannel(), ...dead],
+            )) as number,
+        ),
+      )
+      restored += counts.reduce((sum, count) => sum + count, 0)
+      await this.connection.run(SCRIPTS.forgetDead, [this.keys.instances()], dead)
+      if (dead.length < RECOVER_BATCH) return restored
     }
   }
 
   async restore(id: EntityId, raw: string): Promise<void> {
-    await this.connection.run(SCRIPTS.restore, [this.keys.mailbox(id), this.keys.queue(id), ...this.countKeys()], [raw, this.idleMs, this.keys.wakeChannel(), mailboxKey(id)])
+    await this.connection.run(SCRIPTS.restore, [this.keys.mailbox(id), this.keys.queue(id), ...this.countKeys(this.keys.bucketOf(id))], [raw, this.idleMs, this.keys.wakeChannel(), mailboxKey(id)])
   }
 
   async discover(client: Client, agent: string, allowSubclasses: boolean): Promise<string[]> {
-    return (await this.connection.run(SCRIPTS.discover, [this.keys.discover(agent)], [client.id, groups(client), allowSubclasses ? '' : '1', agent, this.keys.agentMailboxPrefix()])) as string[]
+    // Each bucket's index (its own slot in a Cluster), merged in creation order.
+    const found = await Promise.all(
+      this.keys.allBuckets().map(
+        async (bucket) =>
+          (await this.connection.run(SCRIPTS.discover, [this.keys.discover(bucket, agent)], [client.id, groups(client), allowSubclasses ? '' : '1', agent, this.keys.agentMailboxPrefix(bucket)])) as string[],
+      ),
+    )
+    const agents: { uid: string; seq: number }[] = []
+    for (const flat of found) for (let i = 0; i + 1 < flat.length; i += 2) agents.push({ uid: flat[i]!, seq: Number(flat[i + 1]) })
+    return agents.sort((a, b) => a.seq - b.seq).map((entry) => entry.uid)
   }
 
   async heartbeat(client: Client, id: EntityId): Promise<number | null> {
@@ -321,7 +408,7 @@ export class RedisMailboxes implements MailboxStore {
     const [pending, queued, completed, outgoing] = (await this.connection.run(
       SCRIPTS.stats,
       [this.keys.mailbox(id), this.keys.queue(id), this.keys.pending(id)],
-      [client.id, groups(client), this.keys.outgoingPrefix(), mailboxKey(id)],
+      [client.id, groups(client), this.keys.outgoingPrefix(this.keys.bucketOf(id)), mailboxKey(id)],
     )) as [number, number, number, number]
     return mailboxStats(pending, queued, completed, outgoing)
   }
@@ -339,10 +426,16 @@ export class RedisMailboxes implements MailboxStore {
   }
 
   async counts(): Promise<MailboxCounts> {
-    for (;;) {
-      const [mailboxes, queued, more] = (await this.connection.run(SCRIPTS.counts, this.countKeys(), [this.keys.mailboxPrefix(), this.idleMs, SWEEP_BATCH])) as [number, number, number]
-      if (more === 0) return { mailboxes, queued }
-    }
+    // Kept per bucket (its own slot in a Cluster), summed.
+    const counts = await Promise.all(
+      this.keys.allBuckets().map(async (bucket) => {
+        for (;;) {
+          const [mailboxes, queued, more] = (await this.connection.run(SCRIPTS.counts, this.countKeys(bucket), [this.keys.mailboxPrefix(bucket), this.idleMs, SWEEP_BATCH])) as [number, number, number]
+          if (more === 0) return { mailboxes, queued }
+        }
+      }),
+    )
+    return counts.reduce((sum, count) => ({ mailboxes: sum.mailboxes + count.mailboxes, queued: sum.queued + count.queued }), { mailboxes: 0, queued: 0 })
   }
 
   /** Wake every waiter with an error, and settle every delivery (a clean stop answers its receivers before this); used when the backend closes. */

@@ -119,7 +119,7 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(taking).toBeInstanceOf(UnavailableError)
       // The receiver got an error, so the message went back to the queue and left the in-flight hash.
       await eventually(async () => (await (await inspect()).llen(keys.queue(box))) === 1, 5000, 'the message back in its queue')
-      expect(await (await inspect()).hlen(keys.inflight((waiting.mailboxes as unknown as { instance: string }).instance))).toBe(0)
+      expect(await (await inspect()).hlen(keys.inflight((waiting.mailboxes as unknown as { instance: string }).instance, keys.bucketOf(box)))).toBe(0)
       expect(await plain.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).not.toBeNull()
     })
 
@@ -167,7 +167,7 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(await backend.mailboxes.status(client, id)).toBe('MISSING')
       expect(await db.exists(keys.queue(id))).toBe(0)
       expect(await backend.mailboxes.discover(client, 'mod.Idle', false)).toEqual([])
-      expect(await db.zcard(keys.discover('mod.Idle'))).toBe(0)
+      expect(await db.zcard(keys.discover(0, 'mod.Idle'))).toBe(0)
     })
 
     it('keeps a gravestone for gravestone_expiration_d and drops the queue at once', async () => {
@@ -226,7 +226,7 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       await Bun.sleep(100)
       monitor.disconnect()
       const commands = seen.map((args) => args[0]!.toLowerCase())
-      expect(seen.some((args) => args[0]!.toLowerCase() === 'zrange' && args[1] === keys.discover(kind))).toBe(true)
+      expect(seen.some((args) => args[0]!.toLowerCase() === 'zrange' && args[1] === keys.discover(0, kind))).toBe(true)
       expect(commands).not.toContain('scan')
       expect(commands).not.toContain('keys')
     })

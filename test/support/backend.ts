@@ -1,15 +1,19 @@
 /**
  * Fresh backends for tests. API-level tests call `makeTestBackend()`, which
- * honours TEST_BACKEND (memory | sqlite | redis | redis-sentinel), so the
- * same suite runs on every plugin: `TEST_BACKEND=redis bun test`.
- * redis-sentinel is the redis plugin reaching its master through Sentinels:
- * those of REDIS_SENTINELS (with REDIS_MASTER_NAME) if set, else a group
- * this test process starts (test/support/sentinel.ts).
+ * honours TEST_BACKEND (memory | sqlite | redis | redis-sentinel |
+ * redis-cluster), so the same suite runs on every plugin:
+ * `TEST_BACKEND=redis bun test`. redis-sentinel is the redis plugin
+ * reaching its master through Sentinels: those of REDIS_SENTINELS (with
+ * REDIS_MASTER_NAME) if set, else a group this test process starts
+ * (test/support/sentinel.ts). redis-cluster is the redis plugin on a Redis
+ * Cluster: REDIS_CLUSTER's nodes if set, else a cluster this test process
+ * starts (test/support/cluster.ts).
  */
 import { createBackend, type Backend } from '../../src/backend/index'
 import { loadPlugin } from '../../plugins/index'
 import { createLogger } from '../../src/ops/logger'
 import { deleteKeys, randomPrefix, testRedis } from './redis'
+import { deleteClusterKeys, startRedisCluster, type RedisCluster } from './cluster'
 import { MASTER_NAME, masterUrl, startSentinelGroup, type SentinelGroup } from './sentinel'
 import { tempDir } from './temp'
 import { randomUUID } from 'node:crypto'
@@ -34,8 +38,17 @@ async function testSentinels(): Promise<{ redis_sentinels: string; redis_master_
   return (await sentinelGroup).options
 }
 
+let redisCluster: Promise<RedisCluster> | null = null
+
+/** The Redis Cluster nodes tests use: REDIS_CLUSTER's, else a cluster started once per test process. */
+async function testCluster(): Promise<string> {
+  if (process.env.REDIS_CLUSTER) return process.env.REDIS_CLUSTER
+  redisCluster ??= startRedisCluster()
+  return (await redisCluster).nodes
+}
+
 /** The plugin a test backend name stands for. */
-const pluginOf = (name: string) => (name === 'redis-sentinel' ? 'redis' : name)
+const pluginOf = (name: string) => (name === 'redis-sentinel' || name === 'redis-cluster' ? 'redis' : name)
 
 /** Plugin options that isolate one backend from every other (temp file, random key prefix). */
 async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
@@ -49,6 +62,8 @@ async function isolatedOptions(name: string): Promise<Record<string, unknown>> {
     }
     case 'redis-sentinel':
       return { ...(await testSentinels()), redis_prefix: randomPrefix() }
+    case 'redis-cluster':
+      return { redis_cluster: await testCluster(), redis_prefix: randomPrefix() }
     default:
       return {}
   }
@@ -67,6 +82,7 @@ export async function makeBackend(name: string, options: Record<string, unknown>
     ...backend,
     async close() {
       await backend.close()
+      if (name === 'redis-cluster') return void (await deleteClusterKeys(isolated.redis_cluster as string, prefix))
       await deleteKeys(url ?? (await masterUrl(isolated.redis_sentinels as string, isolated.redis_master_name as string)), prefix)
     },
   }

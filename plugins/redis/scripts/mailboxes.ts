@@ -93,9 +93,11 @@ const SWEEP_ON_CREATE = 20
 /**
  * Create a mailbox if absent; the creator owns it. An existing mailbox (even
  * a gravestone) is left as it is, after an access check.
- * KEYS[1] mailbox hash · KEYS[2] sequence counter · KEYS[3..5] counts (active index, queued-by hash, queued total)
+ * KEYS[1] mailbox hash · KEYS[2..4] counts of its bucket (active index, queued-by hash, queued total)
  * ARGV[1] client · ARGV[2] groups · ARGV[3] MRO as a JSON array, or '' (users, agents without one)
- * ARGV[4] idle expiry ms · ARGV[5] discover index prefix · ARGV[6] uid · ARGV[7] mailbox key · ARGV[8] mailbox hash prefix
+ * ARGV[4] idle expiry ms · ARGV[5] the bucket's discover index prefix · ARGV[6] uid · ARGV[7] mailbox key
+ * ARGV[8] the bucket's mailbox hash prefix · ARGV[9] creation sequence number (from the store's counter, which
+ * is in another slot in a Cluster: discover orders the buckets' agents by it)
  * Returns 1 when created, 0 when it existed.
  */
 export const CREATE_MAILBOX = `${PRELUDE}${COUNTING}
@@ -104,10 +106,10 @@ if existing[1] then
   if not can_access(existing[1], existing[2], ARGV[1], ARGV[2]) then return refuse('FORBIDDEN') end
   return 0
 end
-local counts = { KEYS[3], KEYS[4], KEYS[5] }
+local counts = { KEYS[2], KEYS[3], KEYS[4] }
 local now = now_ms()
+local seq = ARGV[9]
 -- first write: the mailbox's own, so that a full Redis refuses the create (the sweep, which can only shrink, comes last).
-local seq = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'state', 'ACTIVE', 'seq', seq)
 if ARGV[3] ~= '' then
   local mro = cjson.decode(ARGV[3])
@@ -223,6 +225,81 @@ return 1
 `
 
 /**
+ * The destination's half of a put between two mailbox buckets (different slots in a Cluster): PUT_MESSAGE's
+ * checks, the queueing, the pending request and the wake-up. The caller read the source's owner first (it never
+ * changes once set), and runs PUT_FROM in the source's bucket once this succeeded. Idempotent per put id.
+ * KEYS[1] destination hash · KEYS[2] destination queue · KEYS[3] destination pending hash · KEYS[4..6] the
+ * destination bucket's counts · KEYS[7] destination's recent put ids
+ * ARGV[1] '1' when a client calls · ARGV[2] client · ARGV[3] groups · ARGV[4] kind · ARGV[5] tag
+ * ARGV[6] PendingRequest JSON without its closing brace · ARGV[7] message text · ARGV[8] idle expiry ms
+ * ARGV[9] wake channel · ARGV[10] destination mailbox key · ARGV[11] the source's owner as JSON, null for none
+ * ARGV[12] '1' when the destination must be owned by ARGV[13] · ARGV[13] that owner · ARGV[14] put id · ARGV[15] ms a put id is remembered
+ */
+export const PUT_INTO = `${PRELUDE}${COUNTING}
+-- a read, so that a full Redis still refuses the first write below.
+local seen = redis.call('ZSCORE', KEYS[7], ARGV[14])
+if seen and tonumber(seen) > now_ms() then return 1 end
+local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
+local source_owner = false
+if ARGV[11] ~= 'null' then source_owner = cjson.decode(ARGV[11]) end
+if ARGV[1] == '1' then
+  if dest[1] and not can_access(dest[1], dest[2], ARGV[2], ARGV[3]) then return refuse('FORBIDDEN') end
+  if source_owner and source_owner ~= ARGV[2] then return refuse('FORBIDDEN') end
+end
+if not dest[1] then return refuse('UNKNOWN') end
+if dest[3] == 'TERMINATED' then return refuse('TERMINATED') end
+if ARGV[12] == '1' and dest[1] ~= ARGV[13] then return refuse('UNKNOWN') end
+if ARGV[4] == 'request' then
+  local owner = 'null'
+  if source_owner then owner = cjson.encode(source_owner) end
+  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6] .. ',"srcOwner":' .. owner .. '}')
+  redis.call('PEXPIRE', KEYS[3], ARGV[8])
+end
+local length = redis.call('RPUSH', KEYS[2], ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[8])
+local now = now_ms()
+track({ KEYS[4], KEYS[5], KEYS[6] }, ARGV[10], now + tonumber(ARGV[8]), length)
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
+redis.call('ZADD', KEYS[7], now + tonumber(ARGV[15]), ARGV[14])
+redis.call('PEXPIRE', KEYS[7], ARGV[15])
+redis.call('PUBLISH', ARGV[9], ARGV[10])
+return 1
+`
+
+/**
+ * The source's half of a put between two mailbox buckets, after PUT_INTO: the request counted as outgoing, or the
+ * answered request no longer pending; a client's send kept as activity of its active source mailbox. Idempotent
+ * per put id (remembered among the source's put ids).
+ * KEYS[1] source hash · KEYS[2] source pending hash · KEYS[3] source outgoing counter · KEYS[4] source queue
+ * KEYS[5..7] the source bucket's counts · KEYS[8] source's recent put ids
+ * ARGV[1] '1' when a client calls · ARGV[2] kind · ARGV[3] tag · ARGV[4] idle expiry ms · ARGV[5] now (ms)
+ * ARGV[6] source mailbox key · ARGV[7] put id · ARGV[8] ms a put id is remembered
+ */
+export const PUT_FROM = `${COUNTING}
+local seen = redis.call('ZSCORE', KEYS[8], ARGV[7])
+if seen and tonumber(seen) > now_ms() then return 1 end
+if ARGV[2] == 'request' then
+  redis.call('INCR', KEYS[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
+elseif redis.call('HDEL', KEYS[2], ARGV[3]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'completed', 1)
+end
+local now = now_ms()
+if ARGV[1] == '1' and redis.call('HGET', KEYS[1], 'state') == 'ACTIVE' then
+  redis.call('HSET', KEYS[1], 'active', ARGV[5])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[4], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  track({ KEYS[5], KEYS[6], KEYS[7] }, ARGV[6], now + tonumber(ARGV[4]), redis.call('LLEN', KEYS[4]))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
+redis.call('ZADD', KEYS[8], now + tonumber(ARGV[8]), ARGV[7])
+redis.call('PEXPIRE', KEYS[8], ARGV[8])
+return 1
+`
+
+/**
  * A message in flight as its instance's in-flight hash holds it: the length
  * of its mailbox key, ':', the key, then the message text (a mailbox key may
  * hold any character, so it is measured rather than delimited).
@@ -274,25 +351,25 @@ return { message, left }
 `
 
 /**
- * Put back what dead instances had in flight: for each instance whose last
- * heartbeat expired, every message of its in-flight hash goes back to the
- * head of its mailbox (if still active), in the order the instance took them,
- * and one waiter is woken per message; then the hash and the instance's
- * entry go. One script per instance, so a message is put back once however
- * many survivors run it at the same time. The mailbox keys are reached by
- * name (prefix .. key), so this script needs a single Redis, not a cluster.
- * KEYS[1] instances sorted set · KEYS[2..4] counts
- * ARGV[1] in-flight hash prefix · ARGV[2] mailbox hash prefix · ARGV[3] queue prefix · ARGV[4] idle expiry ms
- * ARGV[5] wake channel · ARGV[6] most instances to settle
- * Returns { messages put back, instances settled }.
+ * Put back what dead instances had in flight in one mailbox bucket: for each
+ * instance named (its last heartbeat expired), every message of its in-flight
+ * hash of the bucket goes back to the head of its mailbox (if still active),
+ * in the order the instance took them, and one waiter is woken per message;
+ * then the hash goes. The hash goes in the same script, so a message is put
+ * back once however many survivors run it at the same time. The bucket's
+ * mailboxes, queues and in-flight hashes are reached by name (prefix .. key):
+ * all in the bucket's slot.
+ * KEYS[1..3] the bucket's counts
+ * ARGV[1] the bucket's in-flight hash prefix · ARGV[2] mailbox hash prefix · ARGV[3] queue prefix · ARGV[4] idle expiry ms
+ * ARGV[5] wake channel · ARGV[6..] the dead instances
+ * Returns the number of messages put back.
  */
 export const RECOVER_INFLIGHT = `${COUNTING}${INFLIGHT}
 local now = now_ms()
-local counts = { KEYS[2], KEYS[3], KEYS[4] }
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+local counts = { KEYS[1], KEYS[2], KEYS[3] }
 local restored = 0
-for _, instance in ipairs(dead) do
-  local hash = ARGV[1] .. instance
+for i = 6, #ARGV do
+  local hash = ARGV[1] .. ARGV[i]
   local flat = redis.call('HGETALL', hash)
   local taken = {}
   for i = 1, #flat, 2 do taken[#taken + 1] = { tonumber(flat[i]), flat[i + 1] } end
@@ -300,7 +377,6 @@ for _, instance in ipairs(dead) do
   table.sort(taken, function(a, b) return a[1] > b[1] end)
   -- first write: shrinks memory, so the messages go back even in a full Redis.
   redis.call('DEL', hash)
-  redis.call('ZREM', KEYS[1], instance)
   for _, entry in ipairs(taken) do
     local key, message = from_inflight(entry[2])
     if redis.call('HGET', ARGV[2] .. key, 'state') == 'ACTIVE' then
@@ -314,7 +390,7 @@ for _, instance in ipairs(dead) do
     end
   end
 end
-return { restored, #dead }
+return restored
 `
 
 /**
@@ -360,22 +436,25 @@ return 1
 `
 
 /**
- * Uids of the active agents in one class index that the caller may access.
- * Index entries whose mailbox expired while idle are removed on the way.
- * The mailbox hashes are reached by name (ARGV[5] .. uid), so this script
- * needs a single Redis, not a cluster.
- * KEYS[1] discover index of the class
- * ARGV[1] client · ARGV[2] groups · ARGV[3] '1' to match only the first MRO class · ARGV[4] class · ARGV[5] agent mailbox prefix
- * Returns uids in creation order.
+ * Uids of the active agents in one bucket's class index that the caller may
+ * access. Index entries whose mailbox expired while idle are removed on the
+ * way. The mailbox hashes are reached by name (ARGV[5] .. uid), in the
+ * bucket's slot.
+ * KEYS[1] the bucket's discover index of the class
+ * ARGV[1] client · ARGV[2] groups · ARGV[3] '1' to match only the first MRO class · ARGV[4] class · ARGV[5] the bucket's agent mailbox prefix
+ * Returns uid, creation sequence, uid, … in creation order.
  */
 export const DISCOVER_AGENTS = `${PRELUDE}
 local found = {}
-for _, uid in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+local entries = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+for i = 1, #entries, 2 do
+  local uid = entries[i]
   local box = redis.call('HMGET', ARGV[5] .. uid, 'owner', 'shares', 'state', 'class')
   if not box[1] or box[3] ~= 'ACTIVE' then
     redis.call('ZREM', KEYS[1], uid)
   elseif (ARGV[3] ~= '1' or box[4] == ARGV[4]) and can_access(box[1], box[2], ARGV[1], ARGV[2]) then
     found[#found + 1] = uid
+    found[#found + 1] = entries[i + 1]
   end
 end
 return found
@@ -394,7 +473,7 @@ return box[3]
 `
 
 /**
- * Active mailboxes and the messages queued in them, across the store. Settles
+ * Active mailboxes and the messages queued in them, in one bucket. Settles
  * up to ARGV[3] index entries that have come due first; the caller calls again
  * while the third value says more may be due.
  * KEYS[1..3] counts (active index, queued-by hash, queued total)
@@ -412,7 +491,7 @@ return { redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[3]) or '0
 /**
  * The raw counters behind Academy's stats. The outgoing count read is the
  * owner's, or for a key with no mailbox the caller's own: its counter is
- * reached by name (see outgoingKey), so this script needs a single Redis.
+ * reached by name (see outgoingKey), in the mailbox's bucket.
  * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash
  * ARGV[1] client · ARGV[2] groups · ARGV[3] outgoing counters' prefix · ARGV[4] mailbox key
  * Returns { pending, queued, completed, outgoing }.

@@ -1,0 +1,144 @@
+/**
+ * The redis backend on a Redis Cluster (3 masters, 3 replicas the test
+ * starts): where the settings say the nodes are, the backend contract with
+ * WAIT on, and a failover under load (test/support/failover.ts): the master
+ * of the store's slot is SIGKILLed after its replica fell 300 ms behind;
+ * its replica takes the slot over, both instances follow by themselves. With
+ * redis_wait_replicas every message acknowledged with a 2xx is received
+ * exactly once; without, what was lost and duplicated is counted and printed.
+ * A .check.ts file, outside `npm test` (which must stay under 10 minutes):
+ * `npm run test:cluster` runs it, then test/modules and test/compat on a
+ * cluster (test/backends.ts redis-cluster); CI runs that after `npm test`.
+ */
+import { afterEach, describe, expect, it } from 'bun:test'
+import type { Client, EntityId } from '../../src/backend/index'
+import { describeTarget, redisTarget } from '../../plugins/redis/connection'
+import { RedisKeys } from '../../plugins/redis/keys'
+import { makeBackend } from '../support/backend'
+import { clusterBinaries, startRedisCluster, type RedisCluster } from '../support/cluster'
+import { failoverUnderLoad as underLoad, type Counts, type Replicated } from '../support/failover'
+import { randomPrefix } from '../support/redis'
+import { testBackend } from './conformance'
+
+describe('where the settings say the cluster is', () => {
+  it('takes redis_cluster, and refuses it with Sentinels', () => {
+    const target = redisTarget({ redis_url: 'redis://ignored:6379', redis_cluster: '10.0.0.1:7000, [::1]:7001' })
+    expect(target).toEqual({ cluster: [{ host: '10.0.0.1', port: 7000 }, { host: '::1', port: 7001 }] })
+    expect(describeTarget(target)).toBe('Redis Cluster of 10.0.0.1:7000,[::1]:7001')
+    expect(() => redisTarget({ redis_url: 'redis://x', redis_cluster: 'a:1', redis_sentinels: 'b:2', redis_master_name: 'main' })).toThrow('redis_cluster and redis_sentinels exclude each other')
+    expect(() => redisTarget({ redis_url: 'redis://x', redis_cluster: 'a' })).toThrow('redis_cluster: "a" is not host:port')
+  })
+})
+
+/** Buckets do not depend on the prefix. */
+const keys = new RedisKeys('any', { cluster: true })
+
+/** A new mailbox id whose bucket `wanted` accepts. */
+function idIn(role: 'user' | 'agent', wanted: (bucket: number) => boolean): EntityId {
+  for (;;) {
+    const id: EntityId = { uid: crypto.randomUUID(), name: null, role }
+    if (wanted(keys.bucketOf(id))) return id
+  }
+}
+
+const binaries = clusterBinaries()
+if (typeof binaries === 'string') {
+  if (process.env.CI === 'true') throw new Error(`the Redis Cluster tests need ${binaries}`)
+  console.warn(`skipping the Redis Cluster tests: ${binaries}`)
+}
+
+// The backend contract on a Cluster, with every answered write acknowledged by the slot's replica (WAIT 1).
+describe.skipIf(typeof binaries === 'string')('redis backend on a Redis Cluster, with redis_wait_replicas = 1', () => {
+  testBackend((options) => makeBackend('redis-cluster', { redis_wait_replicas: 1, ...options }))
+})
+
+describe.skipIf(typeof binaries === 'string')('mailboxes in buckets of a Redis Cluster', () => {
+
+  it('spreads the buckets over every master of the cluster', async () => {
+    const cluster = await startRedisCluster()
+    try {
+      const masters = new Set(await Promise.all(keys.allBuckets().map((bucket) => cluster.masterOf(keys.mailboxPrefix(bucket)))))
+      expect(masters.size).toBe(3)
+    } finally {
+      cluster.stop()
+    }
+  }, 30_000)
+
+  // Within a bucket a put is one script; between two it is two: both keep the same books.
+  for (const [name, apart] of [['the same bucket', false], ['two buckets', true]] as const) {
+    it(`keeps the books of a request and its answer between mailboxes of ${name}, for an owner that is '' (no auth)`, async () => {
+      const backend = await makeBackend('redis-cluster')
+      try {
+        const client: Client = { id: '', groups: [] }
+        const user = idIn('user', () => true)
+        const agent = idIn('agent', (bucket) => (bucket !== keys.bucketOf(user)) === apart)
+        for (const id of [user, agent]) await backend.mailboxes.create(client, id, ['mod.Agent'])
+        const message = (src: EntityId, dest: EntityId, kind: 'request' | 'response') => ({ raw: `${kind} ${src.uid}`, src, dest, tag: 'tag-1', label: null, kind })
+        await backend.mailboxes.put(client, message(user, agent, 'request'))
+        expect(await backend.mailboxes.stats(client, user)).toMatchObject({ outgoing: 1 })
+        expect(await backend.mailboxes.stats(client, agent)).toMatchObject({ incoming: 1, queued: 1 })
+        expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 1 })
+        expect(await backend.mailboxes.take(client, agent, { deadline: Date.now() + 1000 })).toBe(`request ${user.uid}`)
+        await backend.mailboxes.put(client, message(agent, user, 'response'))
+        expect(await backend.mailboxes.stats(client, agent)).toMatchObject({ completed: 1, incoming: 1 })
+        await backend.mailboxes.put(client, message(user, agent, 'request'))
+        // The source's owner ('') goes with the pending request, so that Switchboard answers it when the agent goes.
+        expect(await backend.mailboxes.terminate(client, agent)).toEqual([{ src: user, dest: agent, tag: 'tag-1', label: null, srcOwner: '' }])
+        expect(await backend.mailboxes.discover(client, 'mod.Agent', true)).toEqual([])
+      } finally {
+        await backend.close()
+      }
+    }, 30_000)
+  }
+})
+
+describe.skipIf(typeof binaries === 'string')('a Redis Cluster failover under load', () => {
+  const cleanup: (() => unknown)[] = []
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step()
+  })
+
+  /** The cluster as the failover harness drives it: the master killed is that of mailbox bucket 0, where the receivers' mailboxes are. */
+  const replicated = (cluster: RedisCluster): Replicated => {
+    const slotKey = (prefix: string) => new RedisKeys(prefix, { cluster: true }).mailboxPrefix(0)
+    return {
+      agentId: () => idIn('agent', (bucket) => bucket === 0),
+      options: cluster.options,
+      master: (prefix) => cluster.masterOf(slotKey(prefix)),
+      replica: (prefix) => cluster.replicaOf(slotKey(prefix)),
+      signal: (port, signal) => cluster.signal(port, signal),
+      killMaster: (prefix) => cluster.killMasterOf(slotKey(prefix)),
+      failedOver: (prefix, old) => cluster.failedOver(slotKey(prefix), old),
+      restart: (port) => cluster.restart(port),
+    }
+  }
+
+  async function failoverUnderLoad(waitReplicas: number): Promise<Counts> {
+    const cluster = await startRedisCluster()
+    cleanup.push(() => cluster.stop())
+    return underLoad(replicated(cluster), randomPrefix(), waitReplicas, cleanup)
+  }
+
+  it('with redis_wait_replicas = 1, delivers every acknowledged message exactly once', async () => {
+    const counts = await failoverUnderLoad(1)
+    console.log(`Cluster failover, WAIT 1: ${JSON.stringify(counts)}`)
+    expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
+    expect(counts.lost).toBe(0)
+    expect(counts.duplicated).toBe(0)
+    expect(counts.notReadySeen).toBe(true)
+    expect(counts.readyAfterMs).toBeLessThan(20_000)
+    expect(counts.waiter).toEqual({ status: 200, gotIt: true })
+    expect(counts.eventHeard).toBe(true)
+  }, 120_000)
+
+  it('without WAIT, recovers by itself, and loses or duplicates what the replica missed (counted)', async () => {
+    const counts = await failoverUnderLoad(0)
+    console.log(`Cluster failover, no WAIT: ${JSON.stringify(counts)}`)
+    expect(counts.lost + counts.duplicated).toBeGreaterThan(0)
+    expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
+    expect(counts.notReadySeen).toBe(true)
+    expect(counts.readyAfterMs).toBeLessThan(20_000)
+    expect(counts.waiter).toEqual({ status: 200, gotIt: true })
+    expect(counts.eventHeard).toBe(true)
+  }, 120_000)
+})
