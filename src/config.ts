@@ -88,6 +88,10 @@ export const ConfigSchema = v.object({
     0,
   ),
   redis_wait_timeout_ms: v.optional(integer(1, 600000, 'Longest wait for the replicas of redis_wait_replicas to acknowledge a write (backend redis).'), 1000),
+  redis_command_timeout_ms: v.optional(
+    integer(0, 600000, 'Longest a Redis command may wait for its answer before the caller gets 503, so a Redis that stops answering with its connections open is noticed (at least redis_wait_timeout_ms + 500 with redis_wait_replicas). 0: no limit (backend redis).'),
+    2000,
+  ),
   mailbox_expiration_d: v.optional(positive('Days an idle mailbox and its queue are kept (every built-in backend).'), 7),
   gravestone_expiration_d: v.optional(positive('Days a terminated mailbox is remembered (every built-in backend).'), 365),
   availability_timeout_ms: v.optional(integer(1, 600000, 'How long a worker may take to answer an availability request.'), 3000),

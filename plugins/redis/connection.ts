@@ -67,9 +67,16 @@ export function describeTarget(target: RedisTarget): string {
 }
 
 /** Replicas that must acknowledge a write (Redis WAIT) before the answer that depends on it is given; 0: none. */
+/** How long answers may take: the replicas a write waits for (WAIT) and for how long, and any one command. */
 export interface Acknowledgement {
   replicas: number
   timeoutMs: number
+  /**
+   * Longest a command waits for Redis's answer before the caller gets 503 (0: no limit). A Redis that stopped
+   * answering with its connections open (stopped, swapping, a network path that drops packets) is noticed so, not
+   * only one that closed them. Kept above `timeoutMs`, which WAIT itself takes.
+   */
+  commandTimeoutMs?: number
 }
 
 /** A Lua script with its SHA, so it is sent in full only when Redis does not know it yet. */
@@ -153,7 +160,9 @@ export class RedisConnection {
       if ('cluster' in target) return this.cluster(target.cluster, more)
       return 'url' in target ? new Redis(target.url, { ...options, ...more }) : new Redis({ ...options, ...more })
     }
-    this.command = client({ enableOfflineQueue: false, connectionName: `${name}:command` })
+    const { commandTimeoutMs = 0, replicas, timeoutMs } = acknowledgement
+    const commandTimeout = commandTimeoutMs > 0 ? Math.max(commandTimeoutMs, replicas > 0 ? timeoutMs + 500 : 0) : undefined
+    this.command = client({ enableOfflineQueue: false, connectionName: `${name}:command`, ...(commandTimeout === undefined ? {} : { commandTimeout }) })
     this.subscriber = client({ connectionName: `${name}:events`, autoResubscribe: false })
     this.command.on('close', () => this.drops++)
     if (this.command instanceof Cluster) {
@@ -194,7 +203,7 @@ export class RedisConnection {
       retryDelayOnClusterDown: 200,
       retryDelayOnTryAgain: 200,
       slotsRefreshInterval: 2000,
-      redisOptions: { connectionName: more.connectionName, maxRetriesPerRequest: 2 },
+      redisOptions: { connectionName: more.connectionName, maxRetriesPerRequest: 2, ...(more.commandTimeout === undefined ? {} : { commandTimeout: more.commandTimeout }) },
     })
   }
 

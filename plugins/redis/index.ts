@@ -47,7 +47,7 @@ import { RedisEventLog, RedisWebhooks } from './journal'
 export const DRIVER_NAME = 'redis'
 
 const RedisOptionsSchema = v.object({
-  ...v.pick(ConfigSchema, ['redis_url', 'redis_sentinels', 'redis_master_name', 'redis_cluster', 'redis_wait_replicas', 'redis_wait_timeout_ms', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s', 'events_retained', 'events_retained_kb']).entries,
+  ...v.pick(ConfigSchema, ['redis_url', 'redis_sentinels', 'redis_master_name', 'redis_cluster', 'redis_wait_replicas', 'redis_wait_timeout_ms', 'redis_command_timeout_ms', 'redis_prefix', 'mailbox_expiration_d', 'gravestone_expiration_d', 'instance_heartbeat_s', 'events_retained', 'events_retained_kb']).entries,
   /** How long a message handed to a receiver stays in flight, put back by the other instances if this one dies first. Set in `[backend_options]`. */
   redelivery_window_ms: RedeliveryWindowOption,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
@@ -89,6 +89,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     connection = await RedisConnection.open(target, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters, drained), {
       replicas: options.redis_wait_replicas,
       timeoutMs: options.redis_wait_timeout_ms,
+      commandTimeoutMs: options.redis_command_timeout_ms,
     }, keys.storeMarker())
     await checkStoreMarker()
     connection.probes = keys.buckets > 1 ? keys.allBuckets().map((bucket) => keys.activeMailboxes(bucket)) : []

@@ -80,4 +80,47 @@ describe.skipIf(!binary)('requests while Redis is unreachable', () => {
     expect((await rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(message) })).status).toBe(200)
     expect(JSON.parse((await rawRequest(`${url}/message`, { body: bodies.receive(newAgent, 5) })).text)).toEqual({ message })
   }, 40_000)
+
+  it('get their 503 within redis_command_timeout_ms from a Redis that stops answering with its connections open, and lose no message', async () => {
+    await server?.stop()
+    await closeApp?.()
+    redis?.kill('SIGKILL')
+    const port = await freePort()
+    const started = await spawnRedisServer(binary!, port)
+    if (!started) throw new Error('redis-server did not start')
+    redis = started.process
+    const backend = await createBackend(await loadPlugin('redis'), { redis_url: `redis://127.0.0.1:${port}`, redis_prefix: 'stalled', redis_command_timeout_ms: 500 }, { logger: createLogger('silent') })
+    const app = createApp({ backend, config: { log_level: 'silent' }, logger: createLogger('silent') })
+    closeApp = () => app.decorator.switchboard.close()
+    server = await serve(app, { host: '127.0.0.1', port: 0 })
+    const url = server.url
+    const [user, agent] = [userId(), agentId()]
+    for (const id of [user, agent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    const before = messageJson(user, agent)
+    expect((await rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(before) })).status).toBe(200)
+
+    // Stopped, not killed: its sockets stay open and nothing answers on them.
+    redis.kill('SIGSTOP')
+    const timings: { what: string; status: number; ms: number }[] = []
+    for (const [what, request] of [
+      // A take sent to the stopped Redis: it runs when Redis wakes, and its message must come back to the mailbox.
+      ['receive', () => rawRequest(`${url}/message`, { body: bodies.receive(agent, 5) })],
+      ['mailbox', () => rawRequest(`${url}/mailbox`, { body: bodies.mailbox(agent) })],
+      ['workers', () => rawRequest(`${url}/workers`)],
+      ['readyz', () => rawRequest(`${url}/readyz`)],
+    ] as const) {
+      const startedAt = performance.now()
+      const answer = await request()
+      timings.push({ what, status: answer.status, ms: Math.round(performance.now() - startedAt) })
+    }
+    console.log(`time to 503 from a stopped Redis: ${timings.map((timing) => `${timing.what} ${timing.ms} ms`).join(', ')}`)
+    expect(timings.map((timing) => timing.status)).toEqual([503, 503, 503, 503])
+    expect(timings.filter((timing) => timing.ms > 1500)).toEqual([])
+
+    redis.kill('SIGCONT')
+    await eventually(async () => (await rawRequest(`${url}/readyz`)).status === 200, 10_000, '/readyz ready after Redis answers again')
+    // The message queued before the stall, taken by the timed-out receive when Redis woke, was given back: there, once.
+    expect(JSON.parse((await rawRequest(`${url}/message`, { body: bodies.receive(agent, 5) })).text)).toEqual({ message: before })
+    expect((await rawRequest(`${url}/message`, { body: bodies.receive(agent, 0.2) })).status).toBe(408)
+  }, 40_000)
 })

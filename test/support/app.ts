@@ -16,7 +16,13 @@ export type AppExtras = Pick<CreateAppOptions, 'resolve' | 'routes' | 'logger'>
 /** A fresh app on the test backend. */
 export async function makeApp(config: Partial<Config> = {}, backendOptions: Record<string, unknown> = {}, extras: AppExtras = {}): Promise<TestApp> {
   const backend = await makeTestBackend(backendOptions)
-  return createApp({ backend, config: { log_level: 'silent', ...config }, logger, ...extras })
+  try {
+    return createApp({ backend, config: { log_level: 'silent', ...config }, logger, ...extras })
+  } catch (error) {
+    // A setting createApp refuses: the backend made for it goes (with its Redis keys) before the refusal reaches the test.
+    await backend.close()
+    throw error
+  }
 }
 
 /** Sends one request through `app.handle`, with a body on any method. */
