@@ -9,7 +9,7 @@ import { createBackend } from '../../src/backend/index'
 import { loadPlugin } from '../../plugins/index'
 import { createLogger } from '../../src/ops/logger'
 import { serve, type RunningServer } from '../../src/http/node'
-import { agentId, bodies, messageJson, userId } from '../support/academy'
+import { agentId, bodies, messageJson, userId, type Id } from '../support/academy'
 import { rawRequest } from '../support/http'
 import { spawnRedisServer } from '../support/redis'
 import { eventually, freePort } from '../support/wait'
@@ -33,24 +33,26 @@ describe.skipIf(!binary)('requests while Redis is unreachable', () => {
     redis?.kill('SIGKILL')
   })
 
-  it('get their 503 within a second throughout the outage, and succeed again once Redis is back', async () => {
-    const port = await freePort()
-    const start = async () => {
-      const started = await spawnRedisServer(binary!, port)
-      if (!started) throw new Error('redis-server did not start')
-      return started.process
-    }
-    redis = await start()
-    const backend = await createBackend(await loadPlugin('redis'), { redis_url: `redis://127.0.0.1:${port}`, redis_prefix: 'fail-fast' }, { logger: createLogger('silent') })
+  /** A private redis-server on `port`, and one Switchboard on it with these plugin options serving two mailboxes (user, agent). */
+  async function startOn(port: number, options: Record<string, unknown>): Promise<{ url: string; user: Id; agent: Id }> {
+    const started = await spawnRedisServer(binary!, port)
+    if (!started) throw new Error('redis-server did not start')
+    redis = started.process
+    const backend = await createBackend(await loadPlugin('redis'), { redis_url: `redis://127.0.0.1:${port}`, ...options }, { logger: createLogger('silent') })
     const app = createApp({ backend, config: { log_level: 'silent' }, logger: createLogger('silent') })
     closeApp = () => app.decorator.switchboard.close()
     server = await serve(app, { host: '127.0.0.1', port: 0 })
-    const url = server.url
     const [user, agent] = [userId(), agentId()]
-    for (const id of [user, agent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    for (const id of [user, agent]) expect((await rawRequest(`${server.url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    return { url: server.url, user, agent }
+  }
 
-    redis.kill('SIGKILL')
-    await redis.exited
+  it('get their 503 within a second throughout the outage, and succeed again once Redis is back', async () => {
+    const port = await freePort()
+    const { url, user, agent } = await startOn(port, { redis_prefix: 'fail-fast' })
+
+    redis!.kill('SIGKILL')
+    await redis!.exited
     // Requests of each kind, spread over 6 s of outage: the reconnect backoff grows to 2 s meanwhile.
     const requests = [
       () => rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(messageJson(user, agent)) }),
@@ -72,7 +74,9 @@ describe.skipIf(!binary)('requests while Redis is unreachable', () => {
     expect(timings.filter((timing) => timing.status !== 503)).toEqual([])
     expect(timings.filter((timing) => timing.ms > FAIL_FAST_MS)).toEqual([])
 
-    redis = await start()
+    const restarted = await spawnRedisServer(binary!, port)
+    if (!restarted) throw new Error('redis-server did not start again')
+    redis = restarted.process
     await eventually(async () => (await rawRequest(`${url}/readyz`)).status === 200, 10_000, '/readyz ready after Redis is back')
     const [newUser, newAgent] = [userId(), agentId()]
     for (const id of [newUser, newAgent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
@@ -82,25 +86,16 @@ describe.skipIf(!binary)('requests while Redis is unreachable', () => {
   }, 40_000)
 
   it('get their 503 within redis_command_timeout_ms from a Redis that stops answering with its connections open, and lose no message', async () => {
+    // The first case's Switchboard and Redis go: this one has its own.
     await server?.stop()
     await closeApp?.()
     redis?.kill('SIGKILL')
-    const port = await freePort()
-    const started = await spawnRedisServer(binary!, port)
-    if (!started) throw new Error('redis-server did not start')
-    redis = started.process
-    const backend = await createBackend(await loadPlugin('redis'), { redis_url: `redis://127.0.0.1:${port}`, redis_prefix: 'stalled', redis_command_timeout_ms: 500 }, { logger: createLogger('silent') })
-    const app = createApp({ backend, config: { log_level: 'silent' }, logger: createLogger('silent') })
-    closeApp = () => app.decorator.switchboard.close()
-    server = await serve(app, { host: '127.0.0.1', port: 0 })
-    const url = server.url
-    const [user, agent] = [userId(), agentId()]
-    for (const id of [user, agent]) expect((await rawRequest(`${url}/mailbox`, { method: 'POST', body: bodies.create(id) })).status).toBe(200)
+    const { url, user, agent } = await startOn(await freePort(), { redis_prefix: 'stalled', redis_command_timeout_ms: 500 })
     const before = messageJson(user, agent)
     expect((await rawRequest(`${url}/message`, { method: 'PUT', body: bodies.send(before) })).status).toBe(200)
 
     // Stopped, not killed: its sockets stay open and nothing answers on them.
-    redis.kill('SIGSTOP')
+    redis!.kill('SIGSTOP')
     const timings: { what: string; status: number; ms: number }[] = []
     for (const [what, request] of [
       // A take sent to the stopped Redis: it runs when Redis wakes, and its message must come back to the mailbox.
@@ -117,7 +112,7 @@ describe.skipIf(!binary)('requests while Redis is unreachable', () => {
     expect(timings.map((timing) => timing.status)).toEqual([503, 503, 503, 503])
     expect(timings.filter((timing) => timing.ms > 1500)).toEqual([])
 
-    redis.kill('SIGCONT')
+    redis!.kill('SIGCONT')
     await eventually(async () => (await rawRequest(`${url}/readyz`)).status === 200, 10_000, '/readyz ready after Redis answers again')
     // The message queued before the stall, taken by the timed-out receive when Redis woke, was given back: there, once.
     expect(JSON.parse((await rawRequest(`${url}/message`, { body: bodies.receive(agent, 5) })).text)).toEqual({ message: before })

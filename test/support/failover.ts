@@ -179,3 +179,22 @@ export async function failoverUnderLoad(redis: Replicated, prefix: string, waitR
     eventHeard: events.includes('after'),
   }
 }
+
+/**
+ * What a failover under load must show, with or without WAIT: traffic acknowledged after it, /readyz 503 during the
+ * gap and 200 within 20 s, a receiver waiting through it answered, an event heard across instances; with WAIT, no
+ * acknowledged message lost or duplicated; without, the loss WAIT exists for does happen.
+ */
+export function expectFailoverOutcome(counts: Counts, waitReplicas: number): void {
+  if (waitReplicas > 0) {
+    expect(counts.lost).toBe(0)
+    expect(counts.duplicated).toBe(0)
+  } else {
+    expect(counts.lost + counts.duplicated).toBeGreaterThan(0)
+  }
+  expect(counts.acknowledgedAfterFailover).toBeGreaterThan(0)
+  expect(counts.notReadySeen).toBe(true)
+  expect(counts.readyAfterMs).toBeLessThan(20_000)
+  expect(counts.waiter).toEqual({ status: 200, gotIt: true })
+  expect(counts.eventHeard).toBe(true)
+}

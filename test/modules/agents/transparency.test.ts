@@ -28,10 +28,10 @@ interface ActivityItem {
 }
 
 /** A registry, one plain agent, and two siblings (caller, target) on it; `lines` holds the registry's log lines. */
-function siblings(config: Parameters<typeof startRegistry>[0] = {}) {
+function siblings(config: Parameters<typeof startRegistry>[0] = {}, extras: Parameters<typeof startRegistry>[1] = {}) {
   const state = { lines: [] as string[] } as { registry: Registry; agent: PlainAgent; caller: Workspace; target: Workspace; lines: string[] }
   beforeAll(async () => {
-    state.registry = await startRegistry({ log_level: 'info', ...config }, { logger: createLogger('info', (line) => state.lines.push(line)) })
+    state.registry = await startRegistry({ log_level: 'info', ...config }, { logger: createLogger('info', (line) => state.lines.push(line)), ...extras })
     state.agent = await startPlainAgent()
     const parent = await state.registry.createWorkspace('parent')
     state.caller = await state.registry.createWorkspace('caller', parent.id)
@@ -338,19 +338,7 @@ describe('push-notification webhook hosts that do not resolve here', () => {
     if (host === 'meta.example.test') return ['169.254.169.254']
     throw Object.assign(new Error(`getaddrinfo ENOTFOUND ${host}`), { code: 'ENOTFOUND' })
   }
-  const s = { } as { registry: Registry; agent: PlainAgent; caller: Workspace; target: Workspace }
-  beforeAll(async () => {
-    s.registry = await startRegistry({ allow_private_agent_urls: true }, { resolve })
-    s.agent = await startPlainAgent()
-    const parent = await s.registry.createWorkspace('parent')
-    s.caller = await s.registry.createWorkspace('caller', parent.id)
-    s.target = await s.registry.createWorkspace('target', parent.id)
-    await s.registry.register(s.target, s.agent.url)
-  })
-  afterAll(async () => {
-    await s.registry.close()
-    await s.agent.close()
-  })
+  const s = siblings({ allow_private_agent_urls: true }, { resolve })
 
   it('are left to the agent, which resolves them when it calls; a name that resolves is judged by its addresses', async () => {
     const params = { taskId: 't', url: 'https://hooks.example.test/webhook', id: 'cfg-1' }
