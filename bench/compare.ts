@@ -46,7 +46,7 @@ function checkout(ref: string, dir: string): string {
 
 /** Starts the Switchboard of `root` with the settings every scenario needs. */
 const startAt = (root: string, config: string) =>
-  startChild([BUN, join(root, 'src/main.ts'), '--port', '0', '--log-level', 'error', '--admin-token', ADMIN, '--worker-ping-s', '30', '--config', config])
+  startChild([BUN, join(root, 'src/main.ts'), '--port', '0', '--log-level', 'error', '--admin-token', ADMIN, '--allow-private-agent-urls', '--worker-ping-s', '30', '--config', config])
 
 interface Scenario {
   name: string
@@ -60,6 +60,8 @@ const expectStatus = async (sent: Promise<{ status: number; text: string }>, wan
   return text
 }
 const workers: TestWorker[] = []
+/** The A2A agent both sides proxy to, started by the first scenario that needs it. */
+let agent = null as ChildServer | null
 
 const SCENARIOS: Scenario[] = [
   { name: 'GET /healthz', prepare: async (server) => () => expectStatus(request(`${server.url}/healthz`, 'GET'), [200]).then(() => {}) },
@@ -84,6 +86,20 @@ const SCENARIOS: Scenario[] = [
       workers.push(worker)
       const body = JSON.stringify({ agentId: 'compare', meetingId: 'compare-room' })
       return () => expectStatus(request(`${server.url}/v2/agent/dispatch`, 'POST', body, { authorization: 'bench-token' }), [200]).then(() => {})
+    },
+  },
+  {
+    name: 'POST /workspaces/{id}/a2a (A2A JSON-RPC message/send, 1 KiB)',
+    prepare: async (server) => {
+      agent ??= await startChild([BUN, join(ROOT, 'bench/a2a.ts'), '--agent'])
+      const create = async (body: Record<string, unknown>) => JSON.parse(await expectStatus(request(`${server.url}/workspaces`, 'POST', JSON.stringify(body), { authorization: `Bearer ${ADMIN}` }), [200, 201])) as { id: string; auth_token: string }
+      const parent = await create({ name: 'compare' })
+      const [caller, target] = [await create({ name: 'caller', parent_id: parent.id }), await create({ name: 'target', parent_id: parent.id })]
+      const registration = JSON.stringify({ id: target.id, url: agent.url, agent_card: { name: 'echo', url: agent.url } })
+      await expectStatus(request(`${server.url}/registry/register`, 'POST', registration, { authorization: `Bearer ${target.auth_token}` }), [200])
+      const body = JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'message/send', params: { message: { role: 'user', messageId: 'm-1', parts: [{ kind: 'text', text: 'x'.repeat(1024) }] } } })
+      const headers = { authorization: `Bearer ${caller.auth_token}`, 'x-workspace-id': caller.id }
+      return () => expectStatus(request(`${server.url}/workspaces/${target.id}/a2a`, 'POST', body, headers), [200]).then(() => {})
     },
   },
   {
@@ -147,6 +163,7 @@ try {
     }
   }
 } finally {
+  await agent?.stop()
   keepAlive.destroy()
   rmSync(dir, { recursive: true, force: true })
 }

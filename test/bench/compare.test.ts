@@ -15,7 +15,7 @@ it('compares HEAD with this checkout on every route, in alternating turns, and w
   expect(run.stderr.slice(-2000)).not.toContain('error:')
   expect(run.code).toBe(0)
   const result = JSON.parse(readFileSync(join(out, 'results', 'compare.json'), 'utf8'))
-  expect(result.rows.map((row: { scenario: string }) => row.scenario)).toEqual(['GET /healthz', 'PUT /message 1 KB (Academy)', 'POST /v2/agent/dispatch (VideoSDK), one worker', 'POST /registry/heartbeat'])
+  expect(result.rows.map((row: { scenario: string }) => row.scenario)).toEqual(['GET /healthz', 'PUT /message 1 KB (Academy)', 'POST /v2/agent/dispatch (VideoSDK), one worker', 'POST /workspaces/{id}/a2a (A2A JSON-RPC message/send, 1 KiB)', 'POST /registry/heartbeat'])
   for (const row of result.rows) {
     expect(row.before).toHaveLength(1)
     expect(row.after[0].result.requests).toBeGreaterThan(0)
