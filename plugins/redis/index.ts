@@ -32,7 +32,7 @@ import { PluginError } from '../../src/backend/index'
 import { Waiters } from '../../src/backend/waiters'
 import { Heartbeat } from '../../src/backend/instances'
 import { RedeliveryWindowOption } from '../../src/backend/mailboxes'
-import { FinishedJobsKeptOption } from '../../src/backend/workers'
+import { FinishedJobsKeptOption, FinishedJobsMaxMbOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { RedisAgents } from './agents'
 import { describeTarget, RedisConnection, redisTarget, type RedisTarget } from './connection'
@@ -52,6 +52,8 @@ const RedisOptionsSchema = v.object({
   redelivery_window_ms: RedeliveryWindowOption,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. Set in `[backend_options]`. */
   finished_jobs_kept: FinishedJobsKeptOption,
+  /** MiB the finished jobs kept take together (their values in Redis); past it the one that finished longest ago goes first too. */
+  finished_jobs_max_mb: FinishedJobsMaxMbOption,
 })
 
 export type RedisOptions = v.InferOutput<typeof RedisOptionsSchema>
@@ -93,7 +95,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     }, keys.storeMarker())
     await checkStoreMarker()
     connection.probes = keys.buckets > 1 ? keys.allBuckets().map((bucket) => keys.activeMailboxes(bucket)) : []
-    workers = new RedisWorkers(connection, keys, options.finished_jobs_kept)
+    workers = new RedisWorkers(connection, keys, options.finished_jobs_kept, options.finished_jobs_max_mb * 1024 * 1024)
     await workers.indexEarlierJobs()
     await workers.indexEarlierWorkers()
   } catch (error) {

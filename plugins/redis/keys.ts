@@ -227,6 +227,11 @@ export class RedisKeys {
     return this.key('jobs-finished-sequence')
   }
 
+  /** Hash: each finished job's size in bytes by id, and their sum (`~total`), for finished_jobs_max_mb. */
+  finishedJobSizes(): string {
+    return this.key('jobs-finished-sizes')
+  }
+
   /** Set once the jobs stored before the per-state sets and `finishedJobs` existed have been put into them. */
   jobsIndexed(): string {
     return this.key('jobs-indexed')

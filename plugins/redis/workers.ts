@@ -72,6 +72,8 @@ export class RedisWorkers implements WorkerStore {
     private readonly keys: RedisKeys,
     /** Finished jobs kept for their history; beyond it, the one that finished longest ago is dropped. */
     private readonly finishedJobsKept: number,
+    /** Bytes the finished jobs kept may take together (their hashes' values); beyond it, too, the oldest is dropped. */
+    private readonly finishedJobsMaxBytes: number = Number.MAX_SAFE_INTEGER,
   ) {}
 
   /**
@@ -112,8 +114,8 @@ export class RedisWorkers implements WorkerStore {
     } catch (error) {
       throw storeError(error)
     }
-    const keys = [this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs(), this.keys.jobsByCreation()]
-    while (((await this.connection.run(SCRIPTS.trimFinished, keys, [this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix()])) as number) > 0);
+    const keys = [this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs(), this.keys.jobsByCreation(), this.keys.finishedJobSizes()]
+    while (((await this.connection.run(SCRIPTS.trimFinished, keys, [this.finishedBounds(), this.keys.jobPrefix(), this.keys.jobsInStatePrefix()])) as number) > 0);
   }
 
   /** Indexes the workers a Switchboard without agent-name indexes stored under their names, once per store (a key marks it done). */
@@ -210,11 +212,16 @@ export class RedisWorkers implements WorkerStore {
     await this.connection.run(SCRIPTS.release, [this.keys.worker(workerId)], [jobId])
   }
 
+  /** The finished jobs' bounds as the scripts take them: JSON [count, bytes]. */
+  private finishedBounds(): string {
+    return JSON.stringify([this.finishedJobsKept, this.finishedJobsMaxBytes])
+  }
+
   async createJob(job: JobRecord): Promise<void> {
     await this.connection.run(
       SCRIPTS.createJob,
-      [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence(), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobsByCreation()],
-      [job.id, this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), ...toFields(job)],
+      [this.keys.job(job.id), this.keys.jobs(), this.keys.sequence(), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobsByCreation(), this.keys.finishedJobSizes()],
+      [job.id, this.finishedBounds(), this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), ...toFields(job)],
     )
   }
 
@@ -295,7 +302,7 @@ export class RedisWorkers implements WorkerStore {
   async transitionJob(id: string, transition: JobTransition): Promise<JobRecord | null> {
     const hash = (await this.connection.run(
       SCRIPTS.transition,
-      [this.keys.job(id), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs(), this.keys.jobsByCreation()],
+      [this.keys.job(id), this.keys.finishedJobs(), this.keys.finishedSequence(), this.keys.jobs(), this.keys.jobsByCreation(), this.keys.finishedJobSizes()],
       [
         JSON.stringify(transition.from),
         transition.to,
@@ -306,7 +313,7 @@ export class RedisWorkers implements WorkerStore {
         Date.now(),
         transition.reason ?? '',
         id,
-        this.finishedJobsKept,
+        this.finishedBounds(),
         this.keys.jobPrefix(),
         this.keys.jobsInStatePrefix(),
         transition.participantIdentity ?? '',
@@ -332,8 +339,9 @@ export class RedisWorkers implements WorkerStore {
         this.keys.jobQueue(job.owner, job.agentName),
         this.keys.jobQueues(),
         this.keys.jobsQueuedBy(job.owner),
+        this.keys.finishedJobSizes(),
       ],
-      [job.id, this.finishedJobsKept, this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), max, JSON.stringify([job.owner, job.agentName]), clientMax, ...toFields(job)],
+      [job.id, this.finishedBounds(), this.keys.jobPrefix(), this.keys.jobsInStatePrefix(), max, JSON.stringify([job.owner, job.agentName]), clientMax, ...toFields(job)],
     )
     return queued === 1 ? 'queued' : queued === 0 ? 'queue full' : 'client full'
   }

@@ -175,6 +175,16 @@ export const MIGRATIONS: readonly string[] = [
   CREATE INDEX webhook_deliveries_due ON webhook_deliveries (dead_at, due_at);
   CREATE INDEX webhook_deliveries_subscription ON webhook_deliveries (subscription_id, dead_at);
   `,
+  // 6: finished jobs bounded by their total size too (finished_jobs_max_mb): each one's JSON bytes, and their sum.
+  `
+  ALTER TABLE jobs ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0;
+  UPDATE jobs SET bytes = length(CAST(record AS BLOB)) WHERE finished_seq IS NOT NULL;
+  CREATE TABLE finished_jobs_size (
+    singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+    bytes INTEGER NOT NULL
+  );
+  INSERT INTO finished_jobs_size SELECT 1, COALESCE(SUM(bytes), 0) FROM jobs WHERE finished_seq IS NOT NULL;
+  `,
 ]
 
 /** The schema version this build writes. */

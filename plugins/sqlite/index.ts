@@ -8,7 +8,7 @@ import type { Backend, BackendPlugin } from '../../src/backend/index'
 import { LocalEventBus } from '../../src/backend/events'
 import { LocalInstances } from '../../src/backend/instances'
 import { mailboxRetention, RedeliveryWindowOption } from '../../src/backend/mailboxes'
-import { FinishedJobsKeptOption } from '../../src/backend/workers'
+import { FinishedJobsKeptOption, FinishedJobsMaxMbOption } from '../../src/backend/workers'
 import { ConfigSchema } from '../../src/config'
 import { GroupCommit } from './commit'
 import { DatabaseSize, openDatabase } from './database'
@@ -32,6 +32,8 @@ const SqliteOptions = v.object({
   gravestone_expiration_d: ConfigSchema.entries.gravestone_expiration_d,
   /** Finished jobs (completed, failed, cancelled) kept for their history; the one that finished longest ago goes first. */
   finished_jobs_kept: FinishedJobsKeptOption,
+  /** MiB the finished jobs kept take together (their JSON); past it the one that finished longest ago goes first too. */
+  finished_jobs_max_mb: FinishedJobsMaxMbOption,
   events_retained: ConfigSchema.entries.events_retained,
   events_retained_kb: ConfigSchema.entries.events_retained_kb,
 })
@@ -50,7 +52,7 @@ const plugin: BackendPlugin<SqliteOptions> = {
     return {
       name: DRIVER_NAME,
       mailboxes,
-      workers: new SqliteWorkers(db, writes, options.finished_jobs_kept),
+      workers: new SqliteWorkers(db, writes, options.finished_jobs_kept, options.finished_jobs_max_mb * 1024 * 1024),
       agents: new SqliteAgents(db, writes),
       events: new LocalEventBus(),
       // One process per file (its lock): every instance a previous process recorded is dead, so beats need not outlive this one.

@@ -2,8 +2,10 @@
  * Workers and jobs in SQLite; every compare-and-set is one transaction,
  * committed with the other writes of its turn (GroupCommit). Finished jobs
  * are numbered in the order they finished (`finished_seq`), and each one
- * that finishes deletes those numbered `finishedJobsKept` or more below it:
- * at most that many are kept, and jobs still running are never dropped.
+ * that finishes deletes those numbered `finishedJobsKept` or more below it,
+ * then the oldest while they take more than `finishedJobsMaxBytes` together
+ * (their JSON, summed in `finished_jobs_size`): jobs still running are never
+ * dropped.
  */
 import type { Database, Statement } from 'bun:sqlite'
 import type { GroupCommit } from './commit'
@@ -20,9 +22,12 @@ export class SqliteWorkers implements WorkerStore {
     deleteWorker: Row<never>
     job: Row<{ record: string }>
     saveJob: Row<never>
-    finishedSeq: Row<{ finished_seq: number | null }>
+    finishedSeq: Row<{ finished_seq: number | null; bytes: number }>
     nextFinishedSeq: Row<{ next: number }>
-    dropFinished: Row<never>
+    dropFinished: Row<{ bytes: number }>
+    oldestFinished: Row<{ finished_seq: number; bytes: number }>
+    finishedBytes: Row<{ bytes: number }>
+    setFinishedBytes: Row<never>
     queueLength: Row<{ length: number }>
     clientQueued: Row<{ length: number }>
     enqueue: Row<never>
@@ -57,6 +62,8 @@ export class SqliteWorkers implements WorkerStore {
     private readonly writes: GroupCommit,
     /** Finished jobs kept for their history; beyond it, the one that finished longest ago is dropped. */
     private readonly finishedJobsKept: number,
+    /** Bytes (JSON) the finished jobs kept may take together; beyond it, too, the one that finished longest ago is dropped. */
+    private readonly finishedJobsMaxBytes = Number.POSITIVE_INFINITY,
   ) {
     const prepare = <T>(sql: string) => db.prepare(sql) as Row<T>
     this.statements = {
@@ -67,13 +74,16 @@ export class SqliteWorkers implements WorkerStore {
       deleteWorker: prepare('DELETE FROM workers WHERE id = ?'),
       job: prepare('SELECT record FROM jobs WHERE id = ?'),
       saveJob: prepare(
-        'INSERT INTO jobs (id, agent_name, state, worker_id, owner, created_at, finished_seq, room_id, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ' +
+        'INSERT INTO jobs (id, agent_name, state, worker_id, owner, created_at, finished_seq, room_id, bytes, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ' +
           'ON CONFLICT (id) DO UPDATE SET agent_name = excluded.agent_name, state = excluded.state, worker_id = excluded.worker_id, ' +
-          'owner = excluded.owner, created_at = excluded.created_at, finished_seq = excluded.finished_seq, room_id = excluded.room_id, record = excluded.record',
+          'owner = excluded.owner, created_at = excluded.created_at, finished_seq = excluded.finished_seq, room_id = excluded.room_id, bytes = excluded.bytes, record = excluded.record',
       ),
-      finishedSeq: prepare('SELECT finished_seq FROM jobs WHERE id = ?'),
+      finishedSeq: prepare('SELECT finished_seq, bytes FROM jobs WHERE id = ?'),
       nextFinishedSeq: prepare('SELECT COALESCE(MAX(finished_seq), 0) + 1 AS next FROM jobs'),
-      dropFinished: prepare('DELETE FROM jobs WHERE finished_seq <= ?'),
+      dropFinished: prepare('DELETE FROM jobs WHERE finished_seq <= ? RETURNING bytes'),
+      oldestFinished: prepare('SELECT finished_seq, bytes FROM jobs WHERE finished_seq IS NOT NULL ORDER BY finished_seq LIMIT 100'),
+      finishedBytes: prepare('SELECT bytes FROM finished_jobs_size'),
+      setFinishedBytes: prepare('UPDATE finished_jobs_size SET bytes = ?'),
       queueLength: prepare('SELECT COUNT(*) AS length FROM job_queue WHERE owner = ? AND agent_name = ?'),
       clientQueued: prepare('SELECT COUNT(*) AS length FROM job_queue WHERE owner = ?'),
       enqueue: prepare('INSERT INTO job_queue (job_id, owner, agent_name) VALUES (?, ?, ?)'),
@@ -218,13 +228,30 @@ export class SqliteWorkers implements WorkerStore {
    * finished jobs that this pushes past `finishedJobsKept` are deleted in the same transaction.
    */
   private saveJob(job: JobRecord): void {
+    const record = JSON.stringify(job)
     let finished: number | null = null
+    let before = 0
     if (FINISHED_JOB_STATES.includes(job.state)) {
       // A finished job is never moved again (its state is final), so one already numbered keeps its number.
-      finished = this.statements.finishedSeq.get(job.id)?.finished_seq ?? this.statements.nextFinishedSeq.get()!.next
+      const stored = this.statements.finishedSeq.get(job.id)
+      if (stored?.finished_seq != null) before = stored.bytes
+      finished = stored?.finished_seq ?? this.statements.nextFinishedSeq.get()!.next
     }
-    this.statements.saveJob.run(job.id, job.agentName, job.state, job.workerId, job.owner, job.createdAt, finished, job.roomId, JSON.stringify(job))
-    if (finished !== null) this.statements.dropFinished.run(finished - this.finishedJobsKept)
+    const bytes = finished === null ? 0 : Buffer.byteLength(record)
+    this.statements.saveJob.run(job.id, job.agentName, job.state, job.workerId, job.owner, job.createdAt, finished, job.roomId, bytes, record)
+    if (finished === null) return
+    let total = this.statements.finishedBytes.get()!.bytes - before + bytes
+    for (const dropped of this.statements.dropFinished.all(finished - this.finishedJobsKept)) total -= dropped.bytes
+    while (total > this.finishedJobsMaxBytes) {
+      const oldest = this.statements.oldestFinished.all()
+      if (oldest.length === 0) break
+      for (const { finished_seq: seq, bytes: size } of oldest) {
+        if (total <= this.finishedJobsMaxBytes) break
+        this.statements.dropFinished.run(seq)
+        total -= size
+      }
+    }
+    this.statements.setFinishedBytes.run(total)
   }
 
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {

@@ -44,7 +44,7 @@ export const FINISHED_JOB_STATES: readonly JobState[] = ['completed', 'failed', 
 export const FinishedJobsKeptOption = v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(10_000_000)), 10_000)
 
 /**
- * The `finished_jobs_max_mb` option of the memory backend (`[backend_options]`): the finished jobs kept take at most
+ * The `finished_jobs_max_mb` option of every built-in backend (`[backend_options]`): the finished jobs kept take at most
  * this many MiB together (their JSON in UTF-8 bytes); past it, too, the one that finished longest ago goes first.
  */
 export const FinishedJobsMaxMbOption = v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(1_048_576)), 64)

@@ -58,41 +58,7 @@ describe('memory retention', () => {
   })
 })
 
-describe('memory finished-job bound (finished_jobs_max_mb)', () => {
-  it('keeps the newest finished jobs that fit in finished_jobs_max_mb together, and never drops one still running', async () => {
-    const backend = await makeBackend('memory', { finished_jobs_max_mb: 1 })
-    try {
-      const { workers } = backend
-      const now = Date.now()
-      const job = (state: JobRecord['state']): JobRecord => ({
-        id: randomUUID(),
-        agentName: 'a',
-        roomId: 'r',
-        owner: 'o',
-        metadata: { pad: 'm'.repeat(250 * 1024) },
-        roomOptions: null,
-        state,
-        workerId: null,
-        history: [{ state, at: now }],
-        createdAt: now,
-        updatedAt: now,
-      })
-      const running = [job('running'), job('running'), job('running'), job('running'), job('running'), job('running')]
-      for (const record of running) await workers.createJob(record)
-      const finished = Array.from({ length: 10 }, () => job('pending'))
-      for (const record of finished) {
-        await workers.createJob(record)
-        await workers.transitionJob(record.id, { from: ['pending'], to: 'failed', reason: 'no worker' })
-      }
-      // 250 KiB each: four fit in 1 MiB, a fifth would not.
-      const kept = await Promise.all(finished.map(async (record) => (await workers.getJob(record.id)) !== null))
-      expect(kept).toEqual([false, false, false, false, false, false, true, true, true, true])
-      for (const record of running) expect((await workers.getJob(record.id))?.state).toBe('running')
-    } finally {
-      await backend.close()
-    }
-  })
-
+describe('memory finished-job bound (finished_jobs_max_mb; the bound itself is a conformance case)', () => {
   it('refuses a finished_jobs_max_mb below 1, naming the option', async () => {
     const failure = await makeBackend('memory', { finished_jobs_max_mb: 0 }).catch((error: unknown) => error)
     expect(failure).toBeInstanceOf(PluginError)

@@ -238,15 +238,19 @@ return 1
 
 /** Finished jobs one script deletes at most, so that trimming a large backlog never blocks Redis for long. */
 const TRIM_BATCH = 200
+/** The field of the finished sizes hash that holds their sum (the others are job ids). */
+const SIZES_TOTAL = '~total'
 
 /**
  * Bookkeeping of jobs. Each job's id is in the set of its state (so a list
  * of one state reads only those jobs); each job that finishes takes the next
- * number in a sorted set, and those it pushes past finished_jobs_kept are
- * deleted (hash and index entries), oldest first, at most TRIM_BATCH at a
- * time, so jobs still running are never dropped. `keys` is { finished set,
- * finished counter, job index, creation index }; `prefixes` is { job hash,
- * state set }. A state comes as the hashes hold it (JSON: `"pending"`).
+ * number in a sorted set and its size (the bytes of its hash's values) in
+ * the finished sizes hash, beside their sum; those it pushes past either
+ * bound (finished_jobs_kept, finished_jobs_max_mb) are deleted (hash and
+ * index entries), oldest first, at most TRIM_BATCH at a time, so jobs still
+ * running are never dropped. `keys` is { finished set, finished counter, job
+ * index, creation index, finished sizes }; `prefixes` is { job hash, state
+ * set }. A state comes as the hashes hold it (JSON: `"pending"`).
  */
 const BOOKKEEPING = `
 local FINISHED = { ${FINISHED_JOB_STATES.map((state) => `['${JSON.stringify(state)}'] = true`).join(', ')} }
@@ -254,32 +258,49 @@ local function move_state(state_prefix, id, from, to)
   if from then redis.call('SREM', state_prefix .. cjson.decode(from), id) end
   if to then redis.call('SADD', state_prefix .. cjson.decode(to), id) end
 end
-local function trim(keys, kept, prefixes)
-  local over = math.min(redis.call('ZCARD', keys[1]) - tonumber(kept), ${TRIM_BATCH})
-  if over <= 0 then return 0 end
-  for _, old in ipairs(redis.call('ZRANGE', keys[1], 0, over - 1)) do
+local function job_bytes(key)
+  local bytes = 0
+  for _, value in ipairs(redis.call('HVALS', key)) do bytes = bytes + #value end
+  return bytes
+end
+local function trim(keys, bounds, prefixes)
+  local kept, max_bytes = tonumber(bounds[1]), tonumber(bounds[2])
+  local dropped = 0
+  while dropped < ${TRIM_BATCH} do
+    local count = redis.call('ZCARD', keys[1])
+    if count == 0 then break end
+    if count <= kept and tonumber(redis.call('HGET', keys[5], '${SIZES_TOTAL}') or '0') <= max_bytes then break end
+    local old = redis.call('ZRANGE', keys[1], 0, 0)[1]
     move_state(prefixes[2], old, redis.call('HGET', prefixes[1] .. old, 'state'), nil)
     redis.call('DEL', prefixes[1] .. old)
     redis.call('SREM', keys[3], old)
     redis.call('ZREM', keys[4], old)
+    redis.call('ZREM', keys[1], old)
+    local size = tonumber(redis.call('HGET', keys[5], old) or '0')
+    if size ~= 0 then redis.call('HINCRBY', keys[5], '${SIZES_TOTAL}', -size) end
+    redis.call('HDEL', keys[5], old)
+    dropped = dropped + 1
   end
-  redis.call('ZREMRANGEBYRANK', keys[1], 0, over - 1)
-  return over
+  return dropped
 end
-local function finished(keys, id, kept, prefixes)
+local function finished(keys, id, bounds, prefixes)
   if not redis.call('ZSCORE', keys[1], id) then redis.call('ZADD', keys[1], redis.call('INCR', keys[2]), id) end
-  trim(keys, kept, prefixes)
+  local size = job_bytes(prefixes[1] .. id)
+  local before = tonumber(redis.call('HGET', keys[5], id) or '0')
+  redis.call('HSET', keys[5], id, size)
+  redis.call('HINCRBY', keys[5], '${SIZES_TOTAL}', size - before)
+  trim(keys, bounds, prefixes)
 end
 `
 
 /**
- * Delete the finished jobs past finished_jobs_kept, oldest first, at most TRIM_BATCH.
- * KEYS[1] finished set · KEYS[2] finished counter · KEYS[3] job index · KEYS[4] creation index
- * ARGV[1] finished jobs kept · ARGV[2] job hash prefix · ARGV[3] state set prefix
+ * Delete the finished jobs past finished_jobs_kept or finished_jobs_max_mb, oldest first, at most TRIM_BATCH.
+ * KEYS[1] finished set · KEYS[2] finished counter · KEYS[3] job index · KEYS[4] creation index · KEYS[5] finished sizes
+ * ARGV[1] the finished jobs' bounds, JSON [count, bytes] · ARGV[2] job hash prefix · ARGV[3] state set prefix
  * Returns how many were deleted.
  */
 export const TRIM_FINISHED_JOBS = `${BOOKKEEPING}
-return trim({ KEYS[1], KEYS[2], KEYS[3], KEYS[4] }, ARGV[1], { ARGV[2], ARGV[3] })
+return trim({ KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5] }, cjson.decode(ARGV[1]), { ARGV[2], ARGV[3] })
 `
 
 /**
@@ -297,10 +318,10 @@ return 1
 `
 
 /**
- * Stores a job (CREATE_JOB's keys; the field, JSON value pairs from ARGV[from]).
+ * Stores a job (CREATE_JOB's keys; the field, JSON value pairs from ARGV[from]; `sizes`, the finished sizes hash).
  */
 const STORE_JOB = `
-local function store_job(KEYS, ARGV, from)
+local function store_job(KEYS, ARGV, from, sizes)
   local before = redis.call('HGET', KEYS[1], 'state')
   -- Only a job stored before is cleared: a new job's first write is its own, which a full Redis refuses.
   if before then redis.call('DEL', KEYS[1]) end
@@ -313,7 +334,7 @@ local function store_job(KEYS, ARGV, from)
   local state = redis.call('HGET', KEYS[1], 'state')
   move_state(ARGV[4], ARGV[1], before, state)
   if FINISHED[state] then
-    finished({ KEYS[4], KEYS[5], KEYS[2], KEYS[6] }, ARGV[1], ARGV[2], { ARGV[3], ARGV[4] })
+    finished({ KEYS[4], KEYS[5], KEYS[2], KEYS[6], sizes }, ARGV[1], cjson.decode(ARGV[2]), { ARGV[3], ARGV[4] })
   else
     redis.call('ZREM', KEYS[4], ARGV[1])
   end
@@ -325,18 +346,19 @@ end
  * state; one stored finished is counted among the finished jobs (keeping its
  * place if it was already).
  * KEYS[1] job hash · KEYS[2] job index (a set of ids) · KEYS[3] sequence counter · KEYS[4] finished set · KEYS[5] finished counter
- * KEYS[6] creation index
- * ARGV[1] job id · ARGV[2] finished jobs kept · ARGV[3] job hash prefix · ARGV[4] state set prefix · ARGV[5..] field, JSON value pairs
+ * KEYS[6] creation index · KEYS[7] finished sizes
+ * ARGV[1] job id · ARGV[2] the finished jobs' bounds, JSON [count, bytes] · ARGV[3] job hash prefix · ARGV[4] state set prefix
+ * ARGV[5..] field, JSON value pairs
  */
 export const CREATE_JOB = `${BOOKKEEPING}${STORE_JOB}
-store_job(KEYS, ARGV, 5)
+store_job(KEYS, ARGV, 5, KEYS[7])
 return 1
 `
 
 /**
  * Store a pending job as CREATE_JOB does and put it at the tail of its queue, unless the queue holds the most it
  * may: then nothing is stored.
- * KEYS[1..6] as CREATE_JOB · KEYS[7] queue · KEYS[8] queue index · KEYS[9] the tenant's queued jobs
+ * KEYS[1..6] as CREATE_JOB · KEYS[7] queue · KEYS[8] queue index · KEYS[9] the tenant's queued jobs · KEYS[10] finished sizes
  * ARGV[1..4] as CREATE_JOB · ARGV[5] most jobs the queue holds · ARGV[6] the queue's name in the index
  * ARGV[7] most jobs the tenant's queues hold together · ARGV[8..] field, JSON value pairs
  * Returns 1 when queued, 0 when the queue is full, -1 when the tenant's queues are.
@@ -344,7 +366,7 @@ return 1
 export const ENQUEUE_JOB = `${BOOKKEEPING}${STORE_JOB}
 if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[5]) then return 0 end
 if redis.call('SCARD', KEYS[9]) >= tonumber(ARGV[7]) then return -1 end
-store_job(KEYS, ARGV, 8)
+store_job(KEYS, ARGV, 8, KEYS[10])
 redis.call('ZADD', KEYS[7], redis.call('HGET', KEYS[1], 'seq'), ARGV[1])
 redis.call('SADD', KEYS[8], ARGV[6])
 redis.call('SADD', KEYS[9], ARGV[1])
@@ -445,9 +467,10 @@ return 1
  * worker), appending the event to its history; a job that finishes is counted
  * among the finished jobs. Also when Redis is at its maxmemory.
  * KEYS[1] job hash · KEYS[2] finished set · KEYS[3] finished counter · KEYS[4] job index · KEYS[5] creation index
+ * KEYS[6] finished sizes
  * ARGV[1] JSON array of the states it may be in · ARGV[2] new state · ARGV[3] '1' to check the holder · ARGV[4] expected holder as JSON
  * ARGV[5] '1' to set the holder · ARGV[6] new holder as JSON · ARGV[7] now (ms) · ARGV[8] reason, or '' for none
- * ARGV[9] job id · ARGV[10] finished jobs kept · ARGV[11] job hash prefix · ARGV[12] state set prefix
+ * ARGV[9] job id · ARGV[10] the finished jobs' bounds, JSON [count, bytes] · ARGV[11] job hash prefix · ARGV[12] state set prefix
  * ARGV[13] participant identity, or '' to keep the job's
  * Returns the new hash as a flat list, or an empty list when unknown or not matching.
  */
@@ -475,6 +498,6 @@ redis.call('HSET', KEYS[1], 'state', cjson.encode(ARGV[2]), 'workerId', holder, 
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'participantIdentity', cjson.encode(ARGV[13])) end
 local hash = redis.call('HGETALL', KEYS[1])
 -- A finished job is never moved again (its state is final): only a job that has just finished joins the finished set.
-if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4], KEYS[5] }, ARGV[9], ARGV[10], { ARGV[11], ARGV[12] }) end
+if FINISHED[cjson.encode(ARGV[2])] then finished({ KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6] }, ARGV[9], cjson.decode(ARGV[10]), { ARGV[11], ARGV[12] }) end
 return hash
 `

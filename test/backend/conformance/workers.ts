@@ -378,6 +378,27 @@ export function workerStoreCases(makeBackend: MakeBackend): void {
         expect((await store.listJobs({ state: 'running' })).map((kept) => kept.id)).toEqual([running.id])
       })
 
+      it('keeps the newest finished jobs that fit in finished_jobs_max_mb together, and never drops one still running', async () => {
+        const store = await open({ finished_jobs_max_mb: 1 })
+        const padded = (state: JobRecord['state']) => job({ metadata: { pad: 'm'.repeat(250 * 1024) }, state, history: [{ state, at: Date.now() }] })
+        const running = [padded('running'), padded('running'), padded('running'), padded('running'), padded('running'), padded('running')]
+        for (const record of running) await store.createJob(record)
+        const finished = Array.from({ length: 10 }, () => padded('pending'))
+        for (const record of finished) {
+          await store.createJob(record)
+          await store.transitionJob(record.id, { from: ['pending'], to: 'failed', reason: 'no worker' })
+        }
+        // 250 KiB each: four fit in 1 MiB, a fifth would not.
+        const kept = await Promise.all(finished.map(async (record) => (await store.getJob(record.id)) !== null))
+        expect(kept).toEqual([false, false, false, false, false, false, true, true, true, true])
+        for (const record of running) expect((await store.getJob(record.id))?.state).toBe('running')
+        // Small finished jobs push out the large ones first, oldest first, by the same sum.
+        const small = Array.from({ length: 3 }, () => job({ state: 'completed' }))
+        for (const record of small) await store.createJob(record)
+        for (const record of small) expect(await store.getJob(record.id)).not.toBeNull()
+        expect((await store.listJobs({ state: 'failed' })).length).toBeLessThanOrEqual(4)
+      })
+
       it('stores a job and returns it field for field', async () => {
         const store = await open()
         const record = job({ metadata: { topic: 'support', nested: { n: 1 } }, roomOptions: { vision: true } })
