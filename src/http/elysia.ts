@@ -11,9 +11,44 @@ import { observeRequests, requestIdOf } from '../ops/observability'
 import { routeLabel, type Incoming } from './pipeline'
 import { toResponse } from './reply'
 import { InFlight } from './served'
+import { BadRequestError, RequestTimeoutError } from '../errors'
+
+/**
+ * Reads a web Request's body as the node:http adapter reads a socket's: null once it is over `limit` bytes (reading
+ * stops there, so a host's request is never held whole first), and a 408 when it has not arrived whole within
+ * `timeoutMs` (0: no deadline).
+ */
+async function boundedBody(request: Request, limit: number, timeoutMs: number): Promise<Uint8Array | null> {
+  if (request.body === null) return new Uint8Array(0)
+  const reader = request.body.getReader()
+  const chunks: Uint8Array[] = []
+  let size = 0
+  let timedOut = false
+  const deadline = timeoutMs > 0 ? setTimeout(() => ((timedOut = true), void reader.cancel()), timeoutMs) : undefined
+  try {
+    for (;;) {
+      const { done, value } = await reader.read()
+      if (timedOut) throw new RequestTimeoutError(`request body did not arrive whole within ${timeoutMs / 1000} s (request_body_timeout_s)`)
+      if (done) break
+      size += value.length
+      if (size > limit) {
+        void reader.cancel()
+        return null
+      }
+      chunks.push(value)
+    }
+  } catch (error) {
+    if (timedOut) throw new RequestTimeoutError(`request body did not arrive whole within ${timeoutMs / 1000} s (request_body_timeout_s)`)
+    if (error instanceof RequestTimeoutError) throw error
+    throw new BadRequestError('request body could not be read')
+  } finally {
+    clearTimeout(deadline)
+  }
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks)
+}
 
 /** A web Request as the pipeline reads it. */
-function incomingOf(request: Request): Incoming {
+function incomingOf(request: Request, bodyTimeoutMs: number): Incoming {
   const url = new URL(request.url)
   let read: Promise<Uint8Array | null> | null = null
   return {
@@ -22,7 +57,7 @@ function incomingOf(request: Request): Incoming {
     search: url.search.slice(1),
     header: (name) => request.headers.get(name) ?? undefined,
     body(limit) {
-      read ??= request.bytes().then((bytes) => (bytes.length > limit ? null : bytes))
+      read ??= boundedBody(request, limit, bodyTimeoutMs)
       return read
     },
     served: InFlight.of(request, requestIdOf(request.headers.get('x-request-id') ?? undefined)),
@@ -52,7 +87,7 @@ export function elysiaApp(runtime: SwitchboardRuntime) {
   const observer = observeRequests(runtime)
   const handle = async ({ request }: { request: Request }): Promise<Response> => {
     const startedAt = performance.now()
-    const incoming = incomingOf(request)
+    const incoming = incomingOf(request, runtime.config.request_body_timeout_s * 1000)
     const matched = runtime.pipeline.match(incoming.method, incoming.path)
     const reply = await runtime.pipeline.handle(incoming, matched)
     observer.finish({

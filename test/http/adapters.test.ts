@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { agentId, bodies, messageJson, userId } from '../support/academy'
-import { call, startServer, writeTokensFile, type TestServer } from '../support/app'
+import { call, makeApp, startServer, writeTokensFile, type TestServer } from '../support/app'
 import http from 'node:http'
 import { openStream, rawRequest } from '../support/http'
 import { eventually } from '../support/wait'
@@ -242,5 +242,51 @@ describe('the node:http adapter writing a route\'s reply', () => {
     await stopped
     expect(outcome.text).toBe('retry: 0\r\n\r\n')
     expect(outcome.complete).toBe(true)
+  })
+})
+
+describe('app.handle reading a body', () => {
+  /** A streamed body (no declared length): `chunks` chunks of `size` bytes, then, unless `close`, nothing more. */
+  function streamed(chunks: number, size: number, close: boolean): { body: ReadableStream<Uint8Array>; pulled: () => number } {
+    let pulled = 0
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        if (pulled < chunks) {
+          pulled++
+          controller.enqueue(new Uint8Array(size).fill(32))
+        } else if (close) controller.close()
+        else return new Promise(() => {})
+      },
+    })
+    return { body, pulled: () => pulled }
+  }
+  const put = (app: Awaited<ReturnType<typeof makeApp>>, body: ReadableStream<Uint8Array>) =>
+    app.handle(new Request('http://localhost/message', { method: 'PUT', body, headers: { 'content-type': 'application/json' }, duplex: 'half' } as RequestInit))
+
+  it('refuses a body over the limit with 413 once it passes it, reading no further', async () => {
+    const app = await makeApp({ max_body_kb: 64 })
+    try {
+      const source = streamed(1024, 16 * 1024, true)
+      const answer = await put(app, source.body)
+      expect(answer.status).toBe(413)
+      expect(await answer.text()).toContain('request body is larger than the limit of 65536 bytes')
+      // 16 MiB offered; what was read stops within a chunk or two of the limit.
+      expect(source.pulled()).toBeLessThan(16)
+    } finally {
+      await app.decorator.switchboard.close()
+    }
+  })
+
+  it('answers 408 to a body that does not arrive whole within request_body_timeout_s', async () => {
+    const app = await makeApp({ request_body_timeout_s: 0.3 })
+    try {
+      const startedAt = performance.now()
+      const answer = await put(app, streamed(1, 10, false).body)
+      expect(answer.status).toBe(408)
+      expect(await answer.text()).toContain('request body did not arrive whole within 0.3 s (request_body_timeout_s)')
+      expect(performance.now() - startedAt).toBeLessThan(2000)
+    } finally {
+      await app.decorator.switchboard.close()
+    }
   })
 })
