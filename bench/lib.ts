@@ -203,7 +203,7 @@ export const keepAlive = new http.Agent({ keepAlive: true, maxSockets: 1024 })
  * Academy's client sends); `localAddress` sends it from that loopback address,
  * so that a server counts it against that address's rate-limit bucket.
  */
-export function request(url: string, method: string, body?: string, headers: Record<string, string> = {}, localAddress?: string): Promise<{ status: number; text: string }> {
+export function request(url: string, method: string, body?: string, headers: Record<string, string> = {}, localAddress?: string, retried = false): Promise<{ status: number; text: string }> {
   return new Promise((resolvePromise, reject) => {
     const payload = body === undefined ? undefined : Buffer.from(body)
     const req = http.request(url, { method, agent: keepAlive, ...(localAddress ? { localAddress } : {}), headers: { ...(payload ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}), ...headers } }, (res) => {
@@ -212,7 +212,12 @@ export function request(url: string, method: string, body?: string, headers: Rec
       res.on('end', () => resolvePromise({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }))
       res.on('error', reject)
     })
-    req.on('error', reject)
+    req.on('error', (error: NodeJS.ErrnoException) => {
+      // A kept-alive socket the server closed just as it was reused: the request never reached it, so it is sent
+      // again once, on a new socket (as Node's documentation advises for reused sockets).
+      if (!retried && req.reusedSocket && error.code === 'ECONNRESET') resolvePromise(request(url, method, body, headers, localAddress, true))
+      else reject(error)
+    })
     req.end(payload)
   })
 }

@@ -137,7 +137,7 @@ export async function startSentinelGroup(): Promise<SentinelGroup> {
         return false
       }
     }
-    await eventually(async () => (await Promise.all(ports.map(seesAll))).every(Boolean), 20_000, 'every Sentinel sees the replica and the other Sentinels')
+    await eventually(async () => (await Promise.all(ports.map(seesAll))).every(Boolean), 60_000, 'every Sentinel sees the replica and the other Sentinels')
     const list = ports.map((port) => `127.0.0.1:${port}`).join(',')
     const masterPort = async () => Number(new URL(await masterUrl(list)).port)
     group = {
