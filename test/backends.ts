@@ -1,8 +1,8 @@
 /**
  * Runs the API and wire-compatibility tests again on the SQLite and Redis
- * backends, and on Redis behind Sentinels (`npm test` calls it after the
- * main run); on a Redis Cluster when named (`npm run test:cluster`, which
- * CI runs after `npm test`, keeping that under its 10 minutes). Without a Redis (or the redis-sentinel binary) that run is
+ * backends (`npm test` calls it after the main run); on Redis behind
+ * Sentinels and on a Redis Cluster when named (`npm run test:replicated`,
+ * which CI runs after `npm test`, keeping that under its 10 minutes). Without a Redis (or the redis-sentinel binary) that run is
  * skipped with the reason printed, except under CI=true. A Redis run must
  * leave no test key behind: every backend a test opens there is closed and
  * its prefix deleted. Each pass prints how long it took.
@@ -16,9 +16,9 @@ const testKeys = (url: string) => keysMatching(url, 'sbtest-*')
 
 const SUITES = ['test/modules', 'test/compat']
 let failed = false
-// `bun test/backends.ts redis-sentinel` runs the named passes only; redis-cluster runs only when named.
+// `bun test/backends.ts redis-sentinel` runs the named passes only; the replicated ones run only when named.
 const chosen = process.argv.slice(2)
-for (const backend of ['sqlite', 'redis', 'redis-sentinel', 'redis-cluster'].filter((name) => (chosen.length === 0 ? name !== 'redis-cluster' : chosen.includes(name)))) {
+for (const backend of ['sqlite', 'redis', 'redis-sentinel', 'redis-cluster'].filter((name) => (chosen.length === 0 ? name === 'sqlite' || name === 'redis' : chosen.includes(name)))) {
   const env: Record<string, string | undefined> = { ...process.env, TEST_BACKEND: backend }
   /** Where the run's keys are; null for SQLite. */
   let keysAt: (() => Promise<string>) | null = null

@@ -7,7 +7,7 @@
  * redis_wait_replicas every message acknowledged with a 2xx is received
  * exactly once; without, what was lost and duplicated is counted and printed.
  * A .check.ts file, outside `npm test` (which must stay under 10 minutes):
- * `npm run test:cluster` runs it, then test/modules and test/compat on a
+ * `npm run test:replicated` runs it, then test/modules and test/compat on a
  * cluster (test/backends.ts redis-cluster); CI runs that after `npm test`.
  */
 import { afterEach, describe, expect, it } from 'bun:test'

@@ -10,6 +10,7 @@
  * redis_wait_replicas every message acknowledged with a 2xx is received
  * exactly once; without, what was lost and duplicated is counted and
  * printed (some of either, since the replica missed the last writes).
+ * Named *.check.ts: `npm run test:replicated` runs it, outside `npm test`.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import { describeTarget, redisTarget } from '../../plugins/redis/connection'
