@@ -135,6 +135,17 @@ async function sdkSiblings() {
   return { registry, agent, parent, caller, target }
 }
 
+
+/** A fetch that sends `caller`'s credentials on every request the SDK makes (card and calls). */
+function fetchAs(caller: Workspace): typeof fetch {
+  return ((input: RequestInfo | URL, init?: RequestInit) => {
+    const headers = new Headers(init?.headers)
+    headers.set('authorization', `Bearer ${caller.token}`)
+    headers.set('x-workspace-id', caller.id)
+    return fetch(input, { ...init, headers })
+  }) as typeof fetch
+}
+
 describe('the A2A SDK through the proxy', () => {
   let registry: Registry
   let agent: Awaited<ReturnType<typeof startSdkAgent>>
@@ -144,12 +155,7 @@ describe('the A2A SDK through the proxy', () => {
   beforeAll(async () => {
     ;({ registry, agent, caller, target } = await sdkSiblings())
     // The caller's credentials ride on every request the SDK makes (card and calls).
-    const fetchImpl = ((input: RequestInfo | URL, init?: RequestInit) => {
-      const headers = new Headers(init?.headers)
-      headers.set('authorization', `Bearer ${caller.token}`)
-      headers.set('x-workspace-id', caller.id)
-      return fetch(input, { ...init, headers })
-    }) as typeof fetch
+    const fetchImpl = fetchAs(caller)
     factory = new ClientFactory({ transports: [new JsonRpcTransportFactory({ fetchImpl })], cardResolver: new DefaultAgentCardResolver({ fetchImpl }) })
   })
   afterAll(async () => {
@@ -287,12 +293,7 @@ describe.each(['JSONRPC', 'HTTP+JSON'] as const)('the A2A SDK client over %s thr
   beforeAll(async () => {
     ;({ registry, agent, caller, target } = await sdkSiblings())
     webhook = await startPlainAgent()
-    const fetchImpl = ((input: RequestInfo | URL, init?: RequestInit) => {
-      const headers = new Headers(init?.headers)
-      headers.set('authorization', `Bearer ${caller.token}`)
-      headers.set('x-workspace-id', caller.id)
-      return fetch(input, { ...init, headers })
-    }) as typeof fetch
+    const fetchImpl = fetchAs(caller)
     const cardResolver = new DefaultAgentCardResolver({ fetchImpl })
     const factory = new ClientFactory({ transports: [new JsonRpcTransportFactory({ fetchImpl }), new RestTransportFactory({ fetchImpl })], cardResolver, preferredTransports: [binding] })
     card = await cardResolver.resolve(`${registry.url}/workspaces/${target.id}/`)
