@@ -60,6 +60,12 @@ const UNCERTAIN_MAX = 10_000
 /** Milliseconds between attempts to give back the messages of takes whose receivers got an error, while Redis refuses. */
 const GIVE_BACK_RETRY_MS = 500
 
+/**
+ * How long the void mark of a take given back is kept: longer than ioredis may hold a command for a retry after its
+ * caller got a timeout (attempts every 200 ms while a Cluster fails over, at most 16 of them).
+ */
+const VOID_KEEP_MS = 60_000
+
 /** Dead instances one recovery call puts back the messages of, at most, so that it never blocks Redis for long. */
 const RECOVER_BATCH = 10
 
@@ -101,6 +107,8 @@ export class RedisMailboxes implements MailboxStore {
   private settleTimer: ReturnType<typeof setTimeout> | null = null
   /** Takes that failed with Redis unavailable and may have popped a message (held in flight) nobody received, oldest first. */
   private uncertain: { take: number; id: EntityId }[] = []
+  /** Takes given back, oldest first, whose void marks (in the in-flight hash) are removed VOID_KEEP_MS after. At most UNCERTAIN_MAX. */
+  private voided: { take: number; bucket: number; at: number }[] = []
   private giveBackTimer: ReturnType<typeof setTimeout> | null = null
   private givingBack: Promise<void> | null = null
   private closed = false
@@ -300,12 +308,14 @@ export class RedisMailboxes implements MailboxStore {
       try {
         const bucket = this.keys.bucketOf(id)
         await this.connection.run(SCRIPTS.giveBack, [this.keys.inflight(this.instance, bucket), this.keys.mailbox(id), this.keys.queue(id), ...this.countKeys(bucket)], [take, this.idleMs, this.keys.wakeChannel()])
+        this.voided.push({ take, bucket, at: Date.now() })
       } catch (error) {
         if (this.closed) this.logger.warn('could not give back messages their receivers did not get; they stay in flight', { error: String(error), count: this.uncertain.length })
         return
       }
       this.uncertain.shift()
     }
+    this.scheduleSettle()
   }
 
   private scheduleGiveBack(): void {
@@ -319,14 +329,21 @@ export class RedisMailboxes implements MailboxStore {
     this.giveBackTimer.unref?.()
   }
 
-  /** Settles (drops from the in-flight hash) the takes answered before `cutoff`; those that fail to settle are tried again later. */
-  private async settle(cutoff: number): Promise<void> {
+  /**
+   * Settles (drops from the in-flight hash) the takes answered a redelivery window before `now`, and the void marks
+   * of takes given back VOID_KEEP_MS before it (and past the UNCERTAIN_MAX newest); those that fail to settle are
+   * tried again later.
+   */
+  private async settle(now: number): Promise<void> {
     let count = 0
-    while (count < this.unsettled.length && this.unsettled[count]!.at <= cutoff) count++
-    if (count === 0) return
+    while (count < this.unsettled.length && this.unsettled[count]!.at <= now - this.redeliveryWindowMs) count++
+    let voids = Math.max(this.voided.length - UNCERTAIN_MAX, 0)
+    while (voids < this.voided.length && this.voided[voids]!.at <= now - VOID_KEEP_MS) voids++
+    if (count === 0 && voids === 0) return
     const settled = this.unsettled.splice(0, count)
+    const cleared = this.voided.splice(0, voids)
     const byBucket = new Map<number, string[]>()
-    for (const { take, bucket } of settled) byBucket.set(bucket, [...(byBucket.get(bucket) ?? []), String(take)])
+    for (const { take, bucket } of [...settled, ...cleared]) byBucket.set(bucket, [...(byBucket.get(bucket) ?? []), String(take)])
     try {
       await Promise.all(
         [...byBucket].map(async ([bucket, takes]) => {
@@ -340,15 +357,17 @@ export class RedisMailboxes implements MailboxStore {
       // Tried again a window later, rather than at once against a store that just failed.
       const now = Date.now()
       this.unsettled.unshift(...settled.map((entry) => ({ ...entry, at: now })))
+      this.voided.unshift(...cleared.map((entry) => ({ ...entry, at: now - VOID_KEEP_MS + GIVE_BACK_RETRY_MS })))
       this.logger.warn('could not settle delivered messages; trying again', { error: String(error), count })
     }
   }
 
   private scheduleSettle(): void {
-    if (this.closed || this.settleTimer !== null || this.unsettled.length === 0) return
-    const due = Math.max(this.unsettled[0]!.at + this.redeliveryWindowMs - Date.now(), 0)
+    if (this.closed || this.settleTimer !== null || (this.unsettled.length === 0 && this.voided.length === 0)) return
+    const next = Math.min((this.unsettled[0]?.at ?? Number.POSITIVE_INFINITY) + this.redeliveryWindowMs, (this.voided[0]?.at ?? Number.POSITIVE_INFINITY) + VOID_KEEP_MS)
+    const due = Math.max(next - Date.now(), 0)
     this.settleTimer = setTimeout(() => {
-      void this.settle(Date.now() - this.redeliveryWindowMs).finally(() => {
+      void this.settle(Date.now()).finally(() => {
         this.settleTimer = null
         this.scheduleSettle()
       })

@@ -8,7 +8,8 @@ import { reserveAny } from '../../src/backend/workers'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { Drained } from '../../plugins/redis/drained'
 import { script } from '../../plugins/redis/connection'
-import { TAKE_MESSAGE } from '../../plugins/redis/scripts/mailboxes'
+import { GIVE_BACK_MESSAGE, RECOVER_INFLIGHT, TAKE_MESSAGE } from '../../plugins/redis/scripts/mailboxes'
+import { mailboxKey } from '../../src/backend/mailboxes'
 import { ForbiddenError, MailboxTerminatedError, UnavailableError } from '../../src/errors'
 import { testBackend } from './conformance'
 import { makeBackend } from '../support/backend'
@@ -117,10 +118,40 @@ describe.skipIf(redis.url === null)('redis backend', () => {
       expect(await (await inspect()).llen(keys.queue(box))).toBe(1)
       const taking = await waiting.mailboxes.take(client, box, { deadline: Date.now() + 1000 }).catch((error: Error) => error)
       expect(taking).toBeInstanceOf(UnavailableError)
-      // The receiver got an error, so the message went back to the queue and left the in-flight hash.
+      // The receiver got an error, so the message went back to the queue and left the in-flight hash (a void mark stays).
       await eventually(async () => (await (await inspect()).llen(keys.queue(box))) === 1, 5000, 'the message back in its queue')
-      expect(await (await inspect()).hlen(keys.inflight((waiting.mailboxes as unknown as { instance: string }).instance, keys.bucketOf(box)))).toBe(0)
+      expect(Object.values(await (await inspect()).hgetall(keys.inflight((waiting.mailboxes as unknown as { instance: string }).instance, keys.bucketOf(box))))).toEqual([''])
       expect(await plain.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).not.toBeNull()
+    })
+
+    // ioredis can send a command whose caller already got a timeout, from its retry queue once a Cluster failed over:
+    // a take given back (its receiver got the error) before it ran must then pop nothing, or its message is lost.
+    it('lets a take given back before it ran pop nothing when it runs late, and survivors skip its void mark', async () => {
+      const { backend, keys } = await open()
+      const db = await inspect()
+      const box = agent()
+      await backend.mailboxes.create(client, box, null)
+      await backend.mailboxes.put(client, message(box))
+      const bucket = keys.bucketOf(box)
+      const counts = [keys.activeMailboxes(bucket), keys.queuedBy(bucket), keys.queuedTotal(bucket)]
+      const inflight = keys.inflight('late-instance', bucket)
+      const run = (lua: string, keyList: string[], args: (string | number)[]) => db.eval(lua, keyList.length, ...keyList, ...args)
+      // Take 7 failed for its caller and is given back before Redis ever ran it: nothing to put back, a void mark left.
+      expect(await run(GIVE_BACK_MESSAGE, [inflight, keys.mailbox(box), keys.queue(box), ...counts], [7, 60_000, keys.wakeChannel()])).toBe(0)
+      // Now it runs: it pops nothing, and the message stays queued for the next receiver.
+      const late = await run(TAKE_MESSAGE, [keys.mailbox(box), keys.queue(box), keys.pending(box), inflight, ...counts], [client.id, '[]', Date.now(), 60_000, 7, mailboxKey(box)])
+      expect(late).toBeNull()
+      expect(await db.llen(keys.queue(box))).toBe(1)
+      // A take given back after it ran puts its message back and leaves a void mark too.
+      const taken = (await run(TAKE_MESSAGE, [keys.mailbox(box), keys.queue(box), keys.pending(box), inflight, ...counts], [client.id, '[]', Date.now(), 60_000, 8, mailboxKey(box)])) as [string, number]
+      expect(await db.llen(keys.queue(box))).toBe(0)
+      expect(await run(GIVE_BACK_MESSAGE, [inflight, keys.mailbox(box), keys.queue(box), ...counts], [8, 60_000, keys.wakeChannel()])).toBe(1)
+      expect(await db.lrange(keys.queue(box), 0, -1)).toEqual([taken[0]])
+      expect(await db.hgetall(inflight)).toEqual({ '7': '', '8': '' })
+      // The survivors of a dead instance put back what it held in flight, and nothing for a void mark.
+      expect(await run(RECOVER_INFLIGHT, counts, [keys.inflightPrefix(bucket), keys.mailboxPrefix(bucket), keys.queuePrefix(bucket), 60_000, keys.wakeChannel(), 'late-instance'])).toBe(0)
+      expect(await db.llen(keys.queue(box))).toBe(1)
+      expect(await backend.mailboxes.take(client, box, { deadline: Date.now() + 1000 })).toBe(taken[0])
     })
 
     it('refuses to start with a clear message when Redis cannot be reached', async () => {

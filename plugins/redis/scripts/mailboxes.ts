@@ -322,13 +322,16 @@ end
  * that if the instance dies first the survivors put it back (RECOVER_INFLIGHT).
  * Idempotent per take number: ioredis re-sends a command whose reply was lost
  * with a dropped connection, and the re-sent call must return the message
- * the first one popped instead of popping (and losing) another.
+ * the first one popped instead of popping (and losing) another; a take given
+ * back (GIVE_BACK_MESSAGE) before it ran finds a void mark and pops nothing.
  * KEYS[1] mailbox hash · KEYS[2] queue · KEYS[3] pending hash · KEYS[4] the instance's in-flight hash · KEYS[5..7] counts
  * ARGV[1] client · ARGV[2] groups · ARGV[3] now (ms) · ARGV[4] idle expiry ms · ARGV[5] take number · ARGV[6] mailbox key
  * Returns { message text, messages left in the queue } (-1 left when not known: a re-sent take), or nil when the queue is empty.
  */
 export const TAKE_MESSAGE = `${PRELUDE}${COUNTING}${INFLIGHT}
 local already = redis.call('HGET', KEYS[4], ARGV[5])
+-- Given back before it ran (its caller got an error; ioredis sent it late, after a failover): it pops nothing.
+if already == '' then return nil end
 if already then
   local _, message = from_inflight(already)
   return { message, -1 }
@@ -372,7 +375,10 @@ for i = 6, #ARGV do
   local hash = ARGV[1] .. ARGV[i]
   local flat = redis.call('HGETALL', hash)
   local taken = {}
-  for i = 1, #flat, 2 do taken[#taken + 1] = { tonumber(flat[i]), flat[i + 1] } end
+  for i = 1, #flat, 2 do
+    -- A void mark (a take given back) holds no message.
+    if flat[i + 1] ~= '' then taken[#taken + 1] = { tonumber(flat[i]), flat[i + 1] } end
+  end
   -- Newest first, each to the head: the first taken ends up first.
   table.sort(taken, function(a, b) return a[1] > b[1] end)
   -- first write: shrinks memory, so the messages go back even in a full Redis.
@@ -397,16 +403,22 @@ return restored
  * Put back at the head of its mailbox the message one take of this instance
  * holds in flight, if that take ran: a take whose receiver got an error
  * instead (its reply lost with the connection, or not acknowledged by the
- * replicas). Also when Redis is at its maxmemory.
+ * replicas). Also when Redis is at its maxmemory. Either way the take is left
+ * a void mark (an empty value), so that it pops nothing if it runs later.
  * KEYS[1] the instance's in-flight hash · KEYS[2] mailbox hash · KEYS[3] queue · KEYS[4..6] counts
  * ARGV[1] take number · ARGV[2] idle expiry ms · ARGV[3] wake channel
  * Returns 1 when a message went back, 0 when the take had not run or its mailbox is gone.
  */
 export const GIVE_BACK_MESSAGE = `${COUNTING}${INFLIGHT}
 local entry = redis.call('HGET', KEYS[1], ARGV[1])
-if not entry then return 0 end
--- first write: shrinks memory, so the message goes back even in a full Redis.
+if entry == '' then return 0 end
+-- first write: not one that can grow memory, and once a script wrote Redis lets it finish, so the message goes back
+-- even in a full Redis.
 redis.call('HDEL', KEYS[1], ARGV[1])
+-- The take is void from now on: if ioredis sends it only now (a command whose caller got a timeout can still be
+-- sent, from its retry queue, after a failover), it pops nothing. The instance removes the mark later.
+redis.call('HSET', KEYS[1], ARGV[1], '')
+if not entry then return 0 end
 if redis.call('HGET', KEYS[2], 'state') ~= 'ACTIVE' then return 0 end
 local key, message = from_inflight(entry)
 local length = redis.call('LPUSH', KEYS[3], message)
