@@ -166,53 +166,39 @@ export class RedisMailboxes implements MailboxStore {
     const { src, dest } = message
     const pending: PendingRequest = { src, dest, tag: message.tag, label: message.label }
     const destOwner = client === null ? message.destOwner : undefined
+    const [bucket, sourceBucket] = [this.keys.bucketOf(dest), this.keys.bucketOf(src)]
+    const into = [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), ...this.countKeys(bucket), this.keys.puts(dest)]
+    const from = [this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src, client?.id ?? ''), this.keys.queue(src)]
     // The same in every attempt ioredis sends of this call.
     const putId = randomUUID()
-    const [bucket, sourceBucket] = [this.keys.bucketOf(dest), this.keys.bucketOf(src)]
-    if (bucket !== sourceBucket) return this.putBetween(client, message, pending, destOwner, putId)
-    await this.connection.run(
-      SCRIPTS.put,
-      [
-        this.keys.mailbox(dest),
-        this.keys.queue(dest),
-        this.keys.pending(dest),
-        this.keys.mailbox(src),
-        this.keys.pending(src),
-        this.keys.outgoing(src, client?.id ?? ''),
-        ...this.countKeys(bucket),
-        this.keys.queue(src),
-        this.keys.puts(dest),
-      ],
-      [
-        client ? '1' : '',
-        client?.id ?? '',
-        client ? groups(client) : '[]',
-        message.kind,
-        message.tag,
-        // The script closes the object with the source's owner (srcOwner), which only it reads atomically.
-        JSON.stringify(pending).slice(0, -1),
-        message.raw,
-        this.idleMs,
-        this.keys.wakeChannel(),
-        mailboxKey(dest),
-        Date.now(),
-        mailboxKey(src),
-        destOwner === undefined ? '' : '1',
-        destOwner ?? '',
-        putId,
-        PUT_ID_MS,
-      ],
-    )
-  }
-
-  /**
-   * A put whose source and destination are in different buckets (slots of a Cluster): the destination's half
-   * (checks, queue, wake-up), then the source's (outgoing count or answered request, activity). Each half is
-   * idempotent per put id; a failure between them leaves the source's bookkeeping behind (its stats, the expiry
-   * of its activity), never the message.
-   */
-  private async putBetween(client: Client | null, message: Envelope, pending: PendingRequest, destOwner: string | null | undefined, putId: string): Promise<void> {
-    const { src, dest } = message
+    // The arguments' layout PUT_HALVES documents.
+    const args = (sourceOwner: string | null | undefined) => [
+      client ? '1' : '',
+      client?.id ?? '',
+      client ? groups(client) : '[]',
+      message.kind,
+      message.tag,
+      // The script closes the object with the source's owner (srcOwner).
+      JSON.stringify(pending).slice(0, -1),
+      message.raw,
+      this.idleMs,
+      this.keys.wakeChannel(),
+      mailboxKey(dest),
+      // JSON: an owner may be '' (the client of an instance without auth); read by the script itself when undefined.
+      sourceOwner === undefined ? '' : JSON.stringify(sourceOwner),
+      destOwner === undefined ? '' : '1',
+      destOwner ?? '',
+      putId,
+      PUT_ID_MS,
+      Date.now(),
+      mailboxKey(src),
+    ]
+    if (bucket === sourceBucket) {
+      await this.connection.run(SCRIPTS.put, [...into, ...from], args(undefined))
+      return
+    }
+    // Between two buckets (slots of a Cluster): the destination's half, then the source's. Each is idempotent per put
+    // id; a failure between them leaves the source's books behind (its stats, the expiry of its activity), never the message.
     let sourceOwner: string | null
     try {
       // An owner, once set, never changes: read before the destination's half, which checks it.
@@ -220,33 +206,8 @@ export class RedisMailboxes implements MailboxStore {
     } catch (error) {
       throw storeError(error)
     }
-    await this.connection.run(
-      SCRIPTS.putInto,
-      [this.keys.mailbox(dest), this.keys.queue(dest), this.keys.pending(dest), ...this.countKeys(this.keys.bucketOf(dest)), this.keys.puts(dest)],
-      [
-        client ? '1' : '',
-        client?.id ?? '',
-        client ? groups(client) : '[]',
-        message.kind,
-        message.tag,
-        JSON.stringify(pending).slice(0, -1),
-        message.raw,
-        this.idleMs,
-        this.keys.wakeChannel(),
-        mailboxKey(dest),
-        // JSON: an owner may be '' (the client of an instance without auth).
-        JSON.stringify(sourceOwner),
-        destOwner === undefined ? '' : '1',
-        destOwner ?? '',
-        putId,
-        PUT_ID_MS,
-      ],
-    )
-    await this.connection.run(
-      SCRIPTS.putFrom,
-      [this.keys.mailbox(src), this.keys.pending(src), this.keys.outgoing(src, client?.id ?? ''), this.keys.queue(src), ...this.countKeys(this.keys.bucketOf(src)), this.keys.puts(src)],
-      [client ? '1' : '', message.kind, message.tag, this.idleMs, Date.now(), mailboxKey(src), putId, PUT_ID_MS],
-    )
+    await this.connection.run(SCRIPTS.putInto, into, args(sourceOwner))
+    await this.connection.run(SCRIPTS.putFrom, [...from, ...this.countKeys(sourceBucket), this.keys.puts(src)], args(sourceOwner))
   }
 
   async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {

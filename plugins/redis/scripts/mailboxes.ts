@@ -165,137 +165,114 @@ return pending
 `
 
 /**
- * Append a message to its destination's queue, track request/response pairs,
- * record a client's send as activity of an active source mailbox (its queue
- * and pending requests kept as long as it), and wake one waiter on any instance.
+ * A put, in halves that share one layout of arguments, so that a put within one mailbox bucket (one script,
+ * PUT_MESSAGE) and one between two buckets (different slots in a Cluster: PUT_INTO in the destination's, then
+ * PUT_FROM in the source's) run the same checks and keep the same books.
  * Idempotent per put id: ioredis re-sends a command whose reply was lost with a dropped connection, and a
  * re-sent put whose first attempt landed returns without queueing the message again.
- * KEYS[1] destination hash · KEYS[2] destination queue · KEYS[3] destination pending hash
- * KEYS[4] source hash · KEYS[5] source pending hash · KEYS[6] source outgoing counter · KEYS[7..9] counts
- * KEYS[10] source queue · KEYS[11] destination's recent put ids
  * ARGV[1] '1' when a client calls ('' for Switchboard itself) · ARGV[2] client · ARGV[3] groups
- * ARGV[4] kind (request | response) · ARGV[5] tag · ARGV[6] PendingRequest JSON · ARGV[7] message text
- * ARGV[8] idle expiry ms · ARGV[9] wake channel · ARGV[10] destination mailbox key (the channel payload)
- * ARGV[11] now (ms) · ARGV[12] source mailbox key
- * ARGV[13] '1' when the destination must be owned by ARGV[14] (Switchboard's answers on terminate) · ARGV[14] that owner
- * ARGV[15] put id · ARGV[16] ms a put id is remembered
- * ARGV[6] is the PendingRequest JSON without its closing brace: the script adds srcOwner, the source's owner or null.
+ * ARGV[4] kind (request | response) · ARGV[5] tag · ARGV[6] PendingRequest JSON without its closing brace (the
+ * destination's half adds srcOwner, the source's owner or null) · ARGV[7] message text · ARGV[8] idle expiry ms
+ * ARGV[9] wake channel · ARGV[10] destination mailbox key (the channel payload)
+ * ARGV[11] the source's owner as JSON, null for none (PUT_INTO only: the others read it atomically)
+ * ARGV[12] '1' when the destination must be owned by ARGV[13] (Switchboard's answers on terminate) · ARGV[13] that owner
+ * ARGV[14] put id · ARGV[15] ms a put id is remembered · ARGV[16] now (ms) · ARGV[17] source mailbox key
  */
-export const PUT_MESSAGE = `${PRELUDE}${COUNTING}
--- a read, so that a full Redis still refuses the first write below.
-local seen = redis.call('ZSCORE', KEYS[11], ARGV[15])
-if seen and tonumber(seen) > now_ms() then return 1 end
-local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
-local source_owner = redis.call('HGET', KEYS[4], 'owner')
-if ARGV[1] == '1' then
-  if dest[1] and not can_access(dest[1], dest[2], ARGV[2], ARGV[3]) then return refuse('FORBIDDEN') end
-  if source_owner and source_owner ~= ARGV[2] then return refuse('FORBIDDEN') end
+const PUT_HALVES = `
+local function seen(puts)
+  local until_ms = redis.call('ZSCORE', puts, ARGV[14])
+  return until_ms and tonumber(until_ms) > now_ms()
 end
-if not dest[1] then return refuse('UNKNOWN') end
-if dest[3] == 'TERMINATED' then return refuse('TERMINATED') end
-if ARGV[13] == '1' and dest[1] ~= ARGV[14] then return refuse('UNKNOWN') end
-if ARGV[4] == 'request' then
-  local owner = 'null'
-  if source_owner then owner = cjson.encode(source_owner) end
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6] .. ',"srcOwner":' .. owner .. '}')
-  redis.call('PEXPIRE', KEYS[3], ARGV[8])
-  redis.call('INCR', KEYS[6])
-  redis.call('PEXPIRE', KEYS[6], ARGV[8])
-elseif redis.call('HDEL', KEYS[5], ARGV[5]) == 1 then
-  redis.call('HINCRBY', KEYS[4], 'completed', 1)
+local function remember(puts, now)
+  redis.call('ZREMRANGEBYSCORE', puts, '-inf', now)
+  redis.call('ZADD', puts, now + tonumber(ARGV[15]), ARGV[14])
+  redis.call('PEXPIRE', puts, ARGV[15])
 end
-local length = redis.call('RPUSH', KEYS[2], ARGV[7])
-redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-local deadline = now_ms() + tonumber(ARGV[8])
-track({ KEYS[7], KEYS[8], KEYS[9] }, ARGV[10], deadline, length)
-if ARGV[1] == '1' and redis.call('HGET', KEYS[4], 'state') == 'ACTIVE' then
-  redis.call('HSET', KEYS[4], 'active', ARGV[11])
-  redis.call('PEXPIRE', KEYS[4], ARGV[8])
-  redis.call('PEXPIRE', KEYS[10], ARGV[8])
-  redis.call('PEXPIRE', KEYS[5], ARGV[8])
-  track({ KEYS[7], KEYS[8], KEYS[9] }, ARGV[12], deadline, redis.call('LLEN', KEYS[10]))
+-- The destination's half: the checks, then the message queued, the request pending, the put id remembered and one
+-- waiter woken on any instance. d: { hash, queue, pending, counts, puts }. Returns a refusal, 1 for a put id
+-- already applied, or nil once done.
+local function put_into(d, source_owner)
+  -- a read, so that a full Redis still refuses the first write below.
+  if seen(d.puts) then return 1 end
+  local dest = redis.call('HMGET', d.hash, 'owner', 'shares', 'state')
+  if ARGV[1] == '1' then
+    if dest[1] and not can_access(dest[1], dest[2], ARGV[2], ARGV[3]) then return refuse('FORBIDDEN') end
+    if source_owner and source_owner ~= ARGV[2] then return refuse('FORBIDDEN') end
+  end
+  if not dest[1] then return refuse('UNKNOWN') end
+  if dest[3] == 'TERMINATED' then return refuse('TERMINATED') end
+  if ARGV[12] == '1' and dest[1] ~= ARGV[13] then return refuse('UNKNOWN') end
+  if ARGV[4] == 'request' then
+    local owner = 'null'
+    if source_owner then owner = cjson.encode(source_owner) end
+    redis.call('HSET', d.pending, ARGV[5], ARGV[6] .. ',"srcOwner":' .. owner .. '}')
+    redis.call('PEXPIRE', d.pending, ARGV[8])
+  end
+  local length = redis.call('RPUSH', d.queue, ARGV[7])
+  redis.call('PEXPIRE', d.queue, ARGV[8])
+  redis.call('PEXPIRE', d.hash, ARGV[8])
+  local now = now_ms()
+  track(d.counts, ARGV[10], now + tonumber(ARGV[8]), length)
+  remember(d.puts, now)
+  redis.call('PUBLISH', ARGV[9], ARGV[10])
+  return nil
 end
-local now = now_ms()
-redis.call('ZREMRANGEBYSCORE', KEYS[11], '-inf', now)
-redis.call('ZADD', KEYS[11], now + tonumber(ARGV[16]), ARGV[15])
-redis.call('PEXPIRE', KEYS[11], ARGV[16])
-redis.call('PUBLISH', ARGV[9], ARGV[10])
+-- The source's half: the request counted as outgoing, or the answered request no longer pending; a client's send
+-- kept as activity of its active source mailbox (its queue and pending requests kept as long as it).
+-- s: { hash, pending, outgoing, queue, counts }.
+local function put_from(s)
+  if ARGV[4] == 'request' then
+    redis.call('INCR', s.outgoing)
+    redis.call('PEXPIRE', s.outgoing, ARGV[8])
+  elseif redis.call('HDEL', s.pending, ARGV[5]) == 1 then
+    redis.call('HINCRBY', s.hash, 'completed', 1)
+  end
+  if ARGV[1] == '1' and redis.call('HGET', s.hash, 'state') == 'ACTIVE' then
+    redis.call('HSET', s.hash, 'active', ARGV[16])
+    redis.call('PEXPIRE', s.hash, ARGV[8])
+    redis.call('PEXPIRE', s.queue, ARGV[8])
+    redis.call('PEXPIRE', s.pending, ARGV[8])
+    track(s.counts, ARGV[17], now_ms() + tonumber(ARGV[8]), redis.call('LLEN', s.queue))
+  end
+end
+`
+
+/**
+ * A put within one mailbox bucket: both halves, atomically.
+ * KEYS[1] destination hash · KEYS[2] destination queue · KEYS[3] destination pending hash · KEYS[4..6] the bucket's
+ * counts · KEYS[7] destination's recent put ids · KEYS[8] source hash · KEYS[9] source pending hash
+ * KEYS[10] source outgoing counter · KEYS[11] source queue · ARGV: see PUT_HALVES.
+ */
+export const PUT_MESSAGE = `${PRELUDE}${COUNTING}${PUT_HALVES}
+local counts = { KEYS[4], KEYS[5], KEYS[6] }
+local stop = put_into({ hash = KEYS[1], queue = KEYS[2], pending = KEYS[3], counts = counts, puts = KEYS[7] }, redis.call('HGET', KEYS[8], 'owner'))
+if stop then return stop end
+put_from({ hash = KEYS[8], pending = KEYS[9], outgoing = KEYS[10], queue = KEYS[11], counts = counts })
 return 1
 `
 
 /**
- * The destination's half of a put between two mailbox buckets (different slots in a Cluster): PUT_MESSAGE's
- * checks, the queueing, the pending request and the wake-up. The caller read the source's owner first (it never
- * changes once set), and runs PUT_FROM in the source's bucket once this succeeded. Idempotent per put id.
+ * The destination's half of a put between two mailbox buckets. The caller read the source's owner first (it never
+ * changes once set), and runs PUT_FROM in the source's bucket once this succeeded.
  * KEYS[1] destination hash · KEYS[2] destination queue · KEYS[3] destination pending hash · KEYS[4..6] the
- * destination bucket's counts · KEYS[7] destination's recent put ids
- * ARGV[1] '1' when a client calls · ARGV[2] client · ARGV[3] groups · ARGV[4] kind · ARGV[5] tag
- * ARGV[6] PendingRequest JSON without its closing brace · ARGV[7] message text · ARGV[8] idle expiry ms
- * ARGV[9] wake channel · ARGV[10] destination mailbox key · ARGV[11] the source's owner as JSON, null for none
- * ARGV[12] '1' when the destination must be owned by ARGV[13] · ARGV[13] that owner · ARGV[14] put id · ARGV[15] ms a put id is remembered
+ * destination bucket's counts · KEYS[7] destination's recent put ids · ARGV: see PUT_HALVES.
  */
-export const PUT_INTO = `${PRELUDE}${COUNTING}
--- a read, so that a full Redis still refuses the first write below.
-local seen = redis.call('ZSCORE', KEYS[7], ARGV[14])
-if seen and tonumber(seen) > now_ms() then return 1 end
-local dest = redis.call('HMGET', KEYS[1], 'owner', 'shares', 'state')
+export const PUT_INTO = `${PRELUDE}${COUNTING}${PUT_HALVES}
 local source_owner = false
 if ARGV[11] ~= 'null' then source_owner = cjson.decode(ARGV[11]) end
-if ARGV[1] == '1' then
-  if dest[1] and not can_access(dest[1], dest[2], ARGV[2], ARGV[3]) then return refuse('FORBIDDEN') end
-  if source_owner and source_owner ~= ARGV[2] then return refuse('FORBIDDEN') end
-end
-if not dest[1] then return refuse('UNKNOWN') end
-if dest[3] == 'TERMINATED' then return refuse('TERMINATED') end
-if ARGV[12] == '1' and dest[1] ~= ARGV[13] then return refuse('UNKNOWN') end
-if ARGV[4] == 'request' then
-  local owner = 'null'
-  if source_owner then owner = cjson.encode(source_owner) end
-  redis.call('HSET', KEYS[3], ARGV[5], ARGV[6] .. ',"srcOwner":' .. owner .. '}')
-  redis.call('PEXPIRE', KEYS[3], ARGV[8])
-end
-local length = redis.call('RPUSH', KEYS[2], ARGV[7])
-redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call('PEXPIRE', KEYS[1], ARGV[8])
-local now = now_ms()
-track({ KEYS[4], KEYS[5], KEYS[6] }, ARGV[10], now + tonumber(ARGV[8]), length)
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', now)
-redis.call('ZADD', KEYS[7], now + tonumber(ARGV[15]), ARGV[14])
-redis.call('PEXPIRE', KEYS[7], ARGV[15])
-redis.call('PUBLISH', ARGV[9], ARGV[10])
-return 1
+return put_into({ hash = KEYS[1], queue = KEYS[2], pending = KEYS[3], counts = { KEYS[4], KEYS[5], KEYS[6] }, puts = KEYS[7] }, source_owner) or 1
 `
 
 /**
- * The source's half of a put between two mailbox buckets, after PUT_INTO: the request counted as outgoing, or the
- * answered request no longer pending; a client's send kept as activity of its active source mailbox. Idempotent
- * per put id (remembered among the source's put ids).
+ * The source's half of a put between two mailbox buckets, after PUT_INTO; idempotent per put id (remembered among
+ * the source's put ids). A failure between the halves leaves the source's books behind, never the message.
  * KEYS[1] source hash · KEYS[2] source pending hash · KEYS[3] source outgoing counter · KEYS[4] source queue
- * KEYS[5..7] the source bucket's counts · KEYS[8] source's recent put ids
- * ARGV[1] '1' when a client calls · ARGV[2] kind · ARGV[3] tag · ARGV[4] idle expiry ms · ARGV[5] now (ms)
- * ARGV[6] source mailbox key · ARGV[7] put id · ARGV[8] ms a put id is remembered
+ * KEYS[5..7] the source bucket's counts · KEYS[8] source's recent put ids · ARGV: see PUT_HALVES.
  */
-export const PUT_FROM = `${COUNTING}
-local seen = redis.call('ZSCORE', KEYS[8], ARGV[7])
-if seen and tonumber(seen) > now_ms() then return 1 end
-if ARGV[2] == 'request' then
-  redis.call('INCR', KEYS[3])
-  redis.call('PEXPIRE', KEYS[3], ARGV[4])
-elseif redis.call('HDEL', KEYS[2], ARGV[3]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'completed', 1)
-end
-local now = now_ms()
-if ARGV[1] == '1' and redis.call('HGET', KEYS[1], 'state') == 'ACTIVE' then
-  redis.call('HSET', KEYS[1], 'active', ARGV[5])
-  redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  redis.call('PEXPIRE', KEYS[4], ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  track({ KEYS[5], KEYS[6], KEYS[7] }, ARGV[6], now + tonumber(ARGV[4]), redis.call('LLEN', KEYS[4]))
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[8], '-inf', now)
-redis.call('ZADD', KEYS[8], now + tonumber(ARGV[8]), ARGV[7])
-redis.call('PEXPIRE', KEYS[8], ARGV[8])
+export const PUT_FROM = `${PRELUDE}${COUNTING}${PUT_HALVES}
+if seen(KEYS[8]) then return 1 end
+put_from({ hash = KEYS[1], pending = KEYS[2], outgoing = KEYS[3], queue = KEYS[4], counts = { KEYS[5], KEYS[6], KEYS[7] } })
+remember(KEYS[8], now_ms())
 return 1
 `
 
