@@ -23,11 +23,6 @@ export class RedisAgents implements AgentStore {
     private readonly keys: RedisKeys,
   ) {}
 
-  /** The token key prefix the scripts append a digest to. */
-  private tokenPrefix(): string {
-    return this.keys.token('')
-  }
-
   private async command<T>(run: () => Promise<T>): Promise<T> {
     try {
       return await run()
@@ -36,28 +31,49 @@ export class RedisAgents implements AgentStore {
     }
   }
 
-  private async workspacesIn(index: string): Promise<WorkspaceRecord[]> {
-    const ids = await this.command(() => this.connection.command.zrange(index, '0', '-1'))
-    if (ids.length === 0) return []
-    const results = await this.command(async () => {
-      const pipeline = this.connection.command.pipeline()
-      for (const id of ids) pipeline.hgetall(this.keys.workspace(id))
-      return (await pipeline.exec()) ?? []
-    })
-    const found: WorkspaceRecord[] = []
-    for (const [error, hash] of results) {
-      if (error) throw storeError(error)
-      const workspace = fromFields<WorkspaceRecord>(hash as Record<string, string>)
-      if (workspace) found.push(workspace)
+  /** The workspaces `ids` name, in that order, skipping ids with no workspace; read one pipeline per bucket (slot). */
+  private async read(ids: string[]): Promise<WorkspaceRecord[]> {
+    const byBucket = new Map<number, string[]>()
+    for (const id of ids) {
+      const bucket = this.keys.workspaceBucketOf(id)
+      byBucket.set(bucket, [...(byBucket.get(bucket) ?? []), id])
     }
-    return found
+    const found = new Map<string, WorkspaceRecord>()
+    await Promise.all(
+      [...byBucket.values()].map(async (inBucket) => {
+        const results = await this.command(async () => {
+          const pipeline = this.connection.command.pipeline()
+          for (const id of inBucket) pipeline.hgetall(this.keys.workspace(id))
+          return (await pipeline.exec()) ?? []
+        })
+        results.forEach(([error, hash], at) => {
+          if (error) throw storeError(error)
+          const workspace = fromFields<WorkspaceRecord>(hash as Record<string, string>)
+          if (workspace) found.set(inBucket[at]!, workspace)
+        })
+      }),
+    )
+    return ids.flatMap((id) => found.get(id) ?? [])
+  }
+
+  /** The ids of a sorted set scored by creation sequence, with their scores. */
+  private async scored(index: string): Promise<[string, number][]> {
+    const flat = await this.command(() => this.connection.command.zrange(index, '0', '-1', 'WITHSCORES'))
+    const entries: [string, number][] = []
+    for (let at = 0; at < flat.length; at += 2) entries.push([flat[at]!, Number(flat[at + 1])])
+    return entries
   }
 
   async createWorkspace(workspace: WorkspaceRecord, tokenHash: string): Promise<boolean> {
+    // The creation order across buckets (slots of a Cluster) comes from the store's one sequence.
+    const seq = await this.command(() => this.connection.command.incr(this.keys.sequence()))
+    // Written before the child (its parent's index may be in another slot): an entry whose child the create refuses
+    // (the id was taken) names a workspace of another parent, or none, and listChildren leaves it out.
+    if (workspace.parentId !== null) await this.command(() => this.connection.command.zadd(this.keys.children(workspace.parentId!), 'NX', seq, workspace.id))
     const created = await this.connection.run(
       SCRIPTS.create,
-      [this.keys.workspace(workspace.id), this.keys.workspaces(), this.keys.children(workspace.parentId ?? ''), this.keys.token(tokenHash), this.keys.tokensOf(workspace.id), this.keys.sequence()],
-      [workspace.id, tokenHash, workspace.parentId !== null ? '1' : '', ...toFields(workspace)],
+      [this.keys.workspace(workspace.id), this.keys.workspaces(this.keys.workspaceBucketOf(workspace.id)), this.keys.token(tokenHash), this.keys.tokensOf(workspace.id)],
+      [workspace.id, tokenHash, seq, ...toFields(workspace)],
     )
     return created === 1
   }
@@ -66,12 +82,15 @@ export class RedisAgents implements AgentStore {
     return fromFields<WorkspaceRecord>(await this.command(() => this.connection.command.hgetall(this.keys.workspace(id))))
   }
 
-  listWorkspaces(): Promise<WorkspaceRecord[]> {
-    return this.workspacesIn(this.keys.workspaces())
+  async listWorkspaces(): Promise<WorkspaceRecord[]> {
+    // Each bucket's index, merged by creation sequence.
+    const indexes = await Promise.all(this.keys.allBuckets().map((bucket) => this.scored(this.keys.workspaces(bucket))))
+    return this.read(indexes.flat().sort((a, b) => a[1] - b[1]).map(([id]) => id))
   }
 
-  listChildren(parentId: string): Promise<WorkspaceRecord[]> {
-    return this.workspacesIn(this.keys.children(parentId))
+  async listChildren(parentId: string): Promise<WorkspaceRecord[]> {
+    const children = await this.read((await this.scored(this.keys.children(parentId))).map(([id]) => id))
+    return children.filter((child) => child.parentId === parentId)
   }
 
   async updateWorkspace(id: string, patch: WorkspacePatch): Promise<WorkspaceRecord | null> {
@@ -80,13 +99,17 @@ export class RedisAgents implements AgentStore {
   }
 
   async removeWorkspace(id: string, at: number): Promise<WorkspaceRecord | null> {
-    const hash = (await this.connection.run(SCRIPTS.remove, [this.keys.workspace(id), this.keys.tokensOf(id)], [JSON.stringify(at), this.tokenPrefix()])) as string[]
+    const hash = (await this.connection.run(SCRIPTS.remove, [this.keys.workspace(id), this.keys.tokensOf(id)], [JSON.stringify(at), this.keys.tokenPrefix(this.keys.workspaceBucketOf(id))])) as string[]
     return fromFields<WorkspaceRecord>(hash)
   }
 
   async rotateToken(id: string, tokenHash: string): Promise<boolean> {
-    const rotated = await this.connection.run(SCRIPTS.rotate, [this.keys.workspace(id), this.keys.tokensOf(id), this.keys.token(tokenHash)], [id, tokenHash, this.tokenPrefix()])
+    const rotated = await this.connection.run(SCRIPTS.rotate, [this.keys.workspace(id), this.keys.tokensOf(id), this.keys.token(tokenHash)], [id, tokenHash, this.keys.tokenPrefix(this.keys.workspaceBucketOf(id))])
     return rotated === 1
+  }
+
+  tokenFits(workspaceId: string, tokenHash: string): boolean {
+    return this.keys.tokenFits(workspaceId, tokenHash)
   }
 
   workspaceOfToken(tokenHash: string): Promise<string | null> {
@@ -99,11 +122,15 @@ export class RedisAgents implements AgentStore {
 
   async recordActivity(activity: ActivityRecord): Promise<void> {
     const source = activity.source !== null && activity.source !== activity.target ? activity.source : null
-    await this.connection.run(
-      SCRIPTS.record,
-      [this.keys.activity(activity.target), this.keys.activityCount(activity.target), this.keys.activity(source ?? activity.target), this.keys.activityCount(source ?? activity.target)],
-      [JSON.stringify(activity), source !== null ? '1' : '', ACTIVITY_KEPT],
-    )
+    const append = (first: string, second: string | null) =>
+      this.connection.run(
+        SCRIPTS.record,
+        [this.keys.activity(first), this.keys.activityCount(first), this.keys.activity(second ?? first), this.keys.activityCount(second ?? first)],
+        [JSON.stringify(activity), second !== null ? '1' : '', ACTIVITY_KEPT],
+      )
+    // One script when both logs share a bucket (always, on one Redis); one per log otherwise (two slots of a Cluster).
+    if (source === null || this.keys.workspaceBucketOf(source) === this.keys.workspaceBucketOf(activity.target)) await append(activity.target, source)
+    else await Promise.all([append(activity.target, null), append(source, null)])
   }
 
   async listActivity(workspaceId: string, limit: number, cursor: string | null): Promise<ActivityPage> {

@@ -11,16 +11,22 @@
  *   exchange's traffic spreads over the buckets' slots; what spans
  *   mailboxes (counts, discover, recovery) walks the buckets (bounded
  *   fan-out) and sums, and a put between two buckets is two scripts;
- * - the store, `{prefix}`: workers, jobs, workspaces and tokens, instances,
- *   the store marker and the sequence (one slot, for now).
- * A single Redis or a Sentinel master has one bucket and keeps the untagged
- * names, so stores written before stay readable without a migration.
+ * - a workspace bucket, `{prefix:a<n>}` (as many): a workspace with its
+ *   tokens (a token is chosen so that its digest falls in its workspace's
+ *   bucket: see `tokenFits`), its activity and the index of its children,
+ *   and the bucket's index of workspaces. Listings walk the buckets and
+ *   merge by the creation sequence; a child's entry in its parent's index
+ *   is written apart, before the child;
+ * - the store, `{prefix}`: workers, jobs, instances, the store marker and
+ *   the sequence (one slot, for now).
+ * A single Redis or a Sentinel master has one bucket of each and keeps the
+ * untagged names, so stores written before stay readable without a migration.
  * Channels are classic pub/sub (heard on every node), named alike.
  */
 import type { EntityId } from '../../src/backend/mailboxes'
 import { mailboxKey, outgoingKey } from '../../src/backend/mailboxes'
 
-/** Mailbox buckets in a Redis Cluster: enough to spread over a few masters' slots, few enough to walk on every scrape. Fixed: every instance of a store must agree. */
+/** Mailbox (and workspace) buckets in a Redis Cluster: enough to spread over a few masters' slots, few enough to walk on every scrape. Fixed: every instance of a store must agree. */
 export const MAILBOX_BUCKETS = 16
 
 /** FNV-1a: a mailbox key's bucket, the same on every instance and version. */
@@ -51,6 +57,21 @@ export class RedisKeys {
   /** A key of mailbox bucket `bucket`. */
   private inBucket(bucket: number, ...parts: string[]): string {
     return this.buckets === 1 ? this.key(...parts) : `{${this.prefix}:m${bucket}}:${parts.join(':')}`
+  }
+
+  /** A key of workspace bucket `bucket`. */
+  private inWorkspaceBucket(bucket: number, ...parts: string[]): string {
+    return this.buckets === 1 ? this.key(...parts) : `{${this.prefix}:a${bucket}}:${parts.join(':')}`
+  }
+
+  /** The bucket whose slot holds a workspace's keys (and its tokens'). */
+  workspaceBucketOf(id: string): number {
+    return this.buckets === 1 ? 0 : fnv1a(id) % this.buckets
+  }
+
+  /** Whether a token digest falls in the workspace's bucket, so that the workspace and its tokens change in one script. */
+  tokenFits(workspaceId: string, tokenHash: string): boolean {
+    return this.buckets === 1 || fnv1a(tokenHash) % this.buckets === this.workspaceBucketOf(workspaceId)
   }
 
   /** The bucket whose slot holds a mailbox's keys. */
@@ -279,37 +300,42 @@ export class RedisKeys {
 
   /** Hash of one workspace: each WorkspaceRecord field as JSON. */
   workspace(id: string): string {
-    return this.key('workspace', id)
+    return this.inWorkspaceBucket(this.workspaceBucketOf(id), 'workspace', id)
   }
 
-  /** Sorted set of workspace ids by creation order. */
-  workspaces(): string {
-    return this.key('workspaces')
+  /** Sorted set of one bucket's workspace ids, scored by the creation sequence. */
+  workspaces(bucket = 0): string {
+    return this.inWorkspaceBucket(bucket, 'workspaces')
   }
 
-  /** Sorted set of the direct children of a workspace by creation order. */
+  /** Sorted set of the direct children of a workspace (whatever their buckets), scored by the creation sequence. */
   children(parentId: string): string {
-    return this.key('children', parentId)
+    return this.inWorkspaceBucket(this.workspaceBucketOf(parentId), 'children', parentId)
   }
 
-  /** String: the workspace a token digest belongs to. */
+  /** String: the workspace a token digest belongs to (in that workspace's bucket: see `tokenFits`). */
   token(tokenHash: string): string {
-    return this.key('token', tokenHash)
+    return this.tokenPrefix(this.buckets === 1 ? 0 : fnv1a(tokenHash) % this.buckets) + tokenHash
+  }
+
+  /** One bucket's token keys' common prefix (a script revokes a workspace's tokens by their digests). */
+  tokenPrefix(bucket = 0): string {
+    return this.inWorkspaceBucket(bucket, 'token', '')
   }
 
   /** Set of the token digests of a workspace. */
   tokensOf(workspaceId: string): string {
-    return this.key('tokens', workspaceId)
+    return this.inWorkspaceBucket(this.workspaceBucketOf(workspaceId), 'tokens', workspaceId)
   }
 
   /** List of a workspace's activity JSON, oldest first (only the newest are kept). */
   activity(workspaceId: string): string {
-    return this.key('activity', workspaceId)
+    return this.inWorkspaceBucket(this.workspaceBucketOf(workspaceId), 'activity', workspaceId)
   }
 
   /** Counter of every activity ever appended for a workspace (the sequence that cursors count in). */
   activityCount(workspaceId: string): string {
-    return this.key('activity-count', workspaceId)
+    return this.inWorkspaceBucket(this.workspaceBucketOf(workspaceId), 'activity-count', workspaceId)
   }
 
   /** Channel: payload is a mailbox key that has a new message (wake one waiter). */

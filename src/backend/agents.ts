@@ -103,6 +103,12 @@ export interface AgentStore {
   removeWorkspace(id: string, at: number): Promise<WorkspaceRecord | null>
   /** Replaces the workspace's tokens with one new token; false when missing or removed. */
   rotateToken(id: string, tokenHash: string): Promise<boolean>
+  /**
+   * Optional: whether the store takes a token with this digest for the workspace; new tokens are drawn until one
+   * fits. A store partitioned by workspace (Redis Cluster) keeps a workspace's tokens in its partition this way,
+   * so that creating, rotating and revoking stay one atomic step. Without it, every token fits.
+   */
+  tokenFits?(workspaceId: string, tokenHash: string): boolean
   /** The workspace a live token belongs to, or null. */
   workspaceOfToken(tokenHash: string): Promise<string | null>
   /** Whether the workspace has any live token. */

@@ -106,9 +106,10 @@ const STORE_METHODS: Record<'mailboxes' | 'workers' | 'agents' | 'events' | 'ins
   webhooks: ['createSubscription', 'listSubscriptions', 'getSubscription', 'deleteSubscription', 'addDelivery', 'claimDeliveries', 'completeDelivery', 'failDelivery', 'deadLetters', 'redeliver', 'dropDeadLetter'],
 }
 
-/** Methods a store may offer beyond the contract; used when present (WorkerStore.reserveAny). */
-const OPTIONAL_STORE_METHODS: Record<'workers', readonly string[]> = {
+/** Methods a store may offer beyond the contract; used when present (WorkerStore.reserveAny, AgentStore.tokenFits). */
+const OPTIONAL_STORE_METHODS: Record<'workers' | 'agents', readonly string[]> = {
   workers: ['reserveAny'],
+  agents: ['tokenFits'],
 }
 
 /** Thrown when a backend cannot be loaded; the message says what is wrong. */
@@ -190,7 +191,7 @@ function countingFailures(backend: Backend): Backend {
     name: backend.name,
     mailboxes: wrap(backend.mailboxes, STORE_METHODS.mailboxes),
     workers: wrap(backend.workers, [...STORE_METHODS.workers, ...OPTIONAL_STORE_METHODS.workers]),
-    agents: wrap(backend.agents, STORE_METHODS.agents),
+    agents: wrap(backend.agents, [...STORE_METHODS.agents, ...OPTIONAL_STORE_METHODS.agents]),
     events: wrap(backend.events, STORE_METHODS.events),
     instances: wrap(backend.instances, STORE_METHODS.instances),
     eventLog: wrap(backend.eventLog, STORE_METHODS.eventLog),

@@ -11,6 +11,7 @@
  * cluster (test/backends.ts redis-cluster); CI runs that after `npm test`.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
+import Redis from 'ioredis'
 import type { Client, EntityId } from '../../src/backend/index'
 import { describeTarget, redisTarget } from '../../plugins/redis/connection'
 import { RedisKeys } from '../../plugins/redis/keys'
@@ -19,6 +20,7 @@ import { clusterBinaries, startRedisCluster, type RedisCluster } from '../suppor
 import { expectFailoverOutcome, failoverUnderLoad as underLoad, type Counts, type Replicated } from '../support/failover'
 import { randomPrefix } from '../support/redis'
 import { testBackend } from './conformance'
+import { activity, digest, workspace } from './conformance/agents'
 
 describe('where the settings say the cluster is', () => {
   it('takes redis_cluster, and refuses it with Sentinels', () => {
@@ -52,7 +54,7 @@ describe.skipIf(typeof binaries === 'string')('redis backend on a Redis Cluster,
   testBackend((options) => makeBackend('redis-cluster', { redis_wait_replicas: 1, ...options }))
 })
 
-describe.skipIf(typeof binaries === 'string')('mailboxes in buckets of a Redis Cluster', () => {
+describe.skipIf(typeof binaries === 'string')('mailboxes and workspaces in buckets of a Redis Cluster', () => {
 
   it('spreads the buckets over every master of the cluster', async () => {
     const cluster = await startRedisCluster()
@@ -63,6 +65,46 @@ describe.skipIf(typeof binaries === 'string')('mailboxes in buckets of a Redis C
       cluster.stop()
     }
   }, 30_000)
+
+  it('spreads workspaces over every master, each with its tokens, activity and children index in its own slot', async () => {
+    const cluster = await startRedisCluster()
+    const prefix = randomPrefix()
+    const backend = await makeBackend('redis-cluster', { ...cluster.options, redis_prefix: prefix })
+    const node = new Redis(`redis://${cluster.nodes.split(',')[0]}`)
+    try {
+      const store = backend.agents
+      const prefixed = new RedisKeys(prefix, { cluster: true })
+      const parent = workspace({ name: 'parent' })
+      await store.createWorkspace(parent, digest(store, parent.id))
+      const children = Array.from({ length: 24 }, (_, at) => workspace({ name: `child-${at}`, parentId: parent.id }))
+      const tokens = new Map<string, string>()
+      for (const child of children) {
+        const token = digest(store, child.id)
+        tokens.set(child.id, token)
+        expect(await store.createWorkspace(child, token)).toBe(true)
+      }
+      // One workspace's keys share a slot (one script changes them together); the workspaces spread over the masters.
+      const slotOf = (key: string) => node.call('CLUSTER', 'KEYSLOT', key)
+      for (const child of children) {
+        const slots = new Set(await Promise.all([prefixed.workspace(child.id), prefixed.token(tokens.get(child.id)!), prefixed.tokensOf(child.id), prefixed.activity(child.id)].map(slotOf)))
+        expect(slots.size).toBe(1)
+      }
+      const masters = new Set(await Promise.all(children.map((child) => cluster.masterOf(prefixed.workspace(child.id)))))
+      expect(masters.size).toBe(3)
+      // Listings walk every bucket and keep the creation order; a call between two buckets reaches both logs.
+      expect((await store.listChildren(parent.id)).map((item) => item.name)).toEqual(children.map((child) => child.name))
+      expect((await store.listWorkspaces()).map((item) => item.name)).toEqual(['parent', ...children.map((child) => child.name)])
+      const [a, b] = [children.find((child) => prefixed.workspaceBucketOf(child.id) !== prefixed.workspaceBucketOf(parent.id))!, parent]
+      await store.recordActivity(activity(a.id, b.id))
+      for (const id of [a.id, b.id]) expect((await store.listActivity(id, 10, null)).items).toHaveLength(1)
+      await store.removeWorkspace(a.id, 1)
+      expect(await store.workspaceOfToken(tokens.get(a.id)!)).toBeNull()
+    } finally {
+      node.disconnect()
+      await backend.close()
+      cluster.stop()
+    }
+  }, 60_000)
 
   // Within a bucket a put is one script; between two it is two: both keep the same books.
   for (const [name, apart] of [['the same bucket', false], ['two buckets', true]] as const) {

@@ -11,7 +11,7 @@
  * online in a full Redis.
  */
 
-/** Revokes every token of a workspace. Expects the token key prefix in `token_prefix`. */
+/** Revokes every token of a workspace. Expects the token key prefix of the workspace's bucket in `token_prefix`. */
 const REVOKE = `
 local function revoke(tokens_key, token_prefix)
   for _, hash in ipairs(redis.call('SMEMBERS', tokens_key)) do
@@ -22,10 +22,11 @@ end
 `
 
 /**
- * Create a workspace with its first token, unless the id is taken.
- * KEYS[1] workspace hash · KEYS[2] workspace index · KEYS[3] children index of its parent (unused without a parent)
- * KEYS[4] token key · KEYS[5] token set of the workspace · KEYS[6] sequence counter
- * ARGV[1] workspace id · ARGV[2] token digest · ARGV[3] '1' when it has a parent · ARGV[4..] field, JSON value pairs
+ * Create a workspace with its first token, unless the id is taken. The token's digest falls in the workspace's
+ * bucket (RedisKeys.tokenFits); the caller took the creation sequence number and wrote the entry in the parent's
+ * children index before (that index may be in another slot).
+ * KEYS[1] workspace hash · KEYS[2] its bucket's workspace index · KEYS[3] token key · KEYS[4] token set of the workspace
+ * ARGV[1] workspace id · ARGV[2] token digest · ARGV[3] creation sequence number · ARGV[4..] field, JSON value pairs
  * Returns 1 when created, 0 when the id was taken.
  */
 export const CREATE_WORKSPACE = `
@@ -33,11 +34,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 for i = 4, #ARGV, 2 do
   redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
 end
-local seq = redis.call('INCR', KEYS[6])
-redis.call('ZADD', KEYS[2], seq, ARGV[1])
-if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], seq, ARGV[1]) end
-redis.call('SET', KEYS[4], ARGV[1])
-redis.call('SADD', KEYS[5], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[2])
 return 1
 `
 
@@ -60,7 +59,7 @@ return redis.call('HGETALL', KEYS[1])
 /**
  * Mark a workspace removed (keeping the first removal time) and revoke its tokens.
  * KEYS[1] workspace hash · KEYS[2] token set of the workspace
- * ARGV[1] removal time (ms) · ARGV[2] token key prefix
+ * ARGV[1] removal time (ms) · ARGV[2] the token key prefix of the workspace's bucket
  * Returns the hash as a flat list, or an empty list when missing.
  */
 export const REMOVE_WORKSPACE = `${REVOKE}
@@ -73,8 +72,8 @@ return redis.call('HGETALL', KEYS[1])
 
 /**
  * Replace a live workspace's tokens with one new token.
- * KEYS[1] workspace hash · KEYS[2] token set of the workspace · KEYS[3] new token key
- * ARGV[1] workspace id · ARGV[2] new token digest · ARGV[3] token key prefix
+ * KEYS[1] workspace hash · KEYS[2] token set of the workspace · KEYS[3] new token key (in the workspace's bucket)
+ * ARGV[1] workspace id · ARGV[2] new token digest · ARGV[3] the token key prefix of the workspace's bucket
  * Returns 1 when rotated, 0 when missing or removed.
  */
 export const ROTATE_TOKEN = `${REVOKE}
@@ -86,7 +85,8 @@ return 1
 `
 
 /**
- * Append one call to the activity of its target and (when different) its source, keeping the newest `limit`.
+ * Append one call to the activity of its target and (when different, and in the same bucket) its source, keeping
+ * the newest `limit`; a source in another bucket gets its own call.
  * KEYS[1] target activity list · KEYS[2] target counter · KEYS[3] source activity list · KEYS[4] source counter
  * ARGV[1] activity JSON · ARGV[2] '1' when the source has its own log · ARGV[3] entries kept
  */

@@ -160,6 +160,15 @@ export class AgentsService {
     return workspace
   }
 
+  /** A new token for a workspace and its digest, drawn until the store takes it (AgentStore.tokenFits; 1 in 16 does in a Redis Cluster). */
+  private tokenFor(workspaceId: string): { token: string; digest: string } {
+    for (;;) {
+      const token = newToken()
+      const digest = sha256(token)
+      if (this.store.tokenFits?.(workspaceId, digest) ?? true) return { token, digest }
+    }
+  }
+
   /** Creates a workspace (admin, or open registration) and its first token. */
   async createWorkspace(input: NewWorkspace): Promise<{ workspace: WorkspaceRecord; token: string }> {
     const parentId = input.parentId ?? null
@@ -181,8 +190,8 @@ export class AgentsService {
       currentTask: null,
       uptimeSeconds: null,
     }
-    const token = newToken()
-    const created = await this.stored(() => this.store.createWorkspace(workspace, sha256(token)))
+    const { token, digest } = this.tokenFor(workspace.id)
+    const created = await this.stored(() => this.store.createWorkspace(workspace, digest))
     if (!created) throw new ConflictError(`workspace ${workspace.id} already exists`)
     return { workspace, token }
   }
@@ -205,8 +214,8 @@ export class AgentsService {
   async rotateToken(caller: Caller, id: string): Promise<string> {
     if (caller.kind !== 'admin' && caller.id !== id) throw new ForbiddenError('a workspace may rotate only its own token')
     await this.load(id)
-    const token = newToken()
-    const rotated = await this.stored(() => this.store.rotateToken(id, sha256(token)))
+    const { token, digest } = this.tokenFor(id)
+    const rotated = await this.stored(() => this.store.rotateToken(id, digest))
     if (!rotated) throw this.gone(await this.load(id, true))
     return token
   }

@@ -4,9 +4,15 @@
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
-import type { ActivityPage, ActivityRecord, Backend, WorkspaceRecord } from '../../../src/backend/index'
+import type { ActivityPage, ActivityRecord, AgentStore, Backend, WorkspaceRecord } from '../../../src/backend/index'
 
-export const digest = () => Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
+/** A new token digest; for `workspaceId`, one that `store` takes for it (AgentStore.tokenFits), as Switchboard draws them. */
+export function digest(store?: AgentStore, workspaceId?: string): string {
+  for (;;) {
+    const drawn = Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')
+    if (store === undefined || workspaceId === undefined || (store.tokenFits?.(workspaceId, drawn) ?? true)) return drawn
+  }
+}
 
 export function workspace(overrides: Partial<WorkspaceRecord> = {}): WorkspaceRecord {
   return {
@@ -58,19 +64,23 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
       const store = await open()
       const parent = workspace({ name: 'parent' })
       const record = workspace({ name: 'child', role: 'writer', parentId: parent.id, url: 'http://127.0.0.1:9/a2a', agentCard: { name: 'c', skills: [{ id: 's' }] }, deliveryMode: 'poll', uptimeSeconds: 5 })
-      expect(await store.createWorkspace(parent, digest())).toBe(true)
-      expect(await store.createWorkspace(record, digest())).toBe(true)
+      expect(await store.createWorkspace(parent, digest(store, parent.id))).toBe(true)
+      expect(await store.createWorkspace(record, digest(store, record.id))).toBe(true)
       expect(await store.getWorkspace(record.id)).toEqual(record)
     })
 
-    it('refuses to create a workspace whose id is taken and keeps the first one', async () => {
+    it('refuses to create a workspace whose id is taken and keeps the first one, under its own parent only', async () => {
       const store = await open()
-      const first = workspace({ name: 'first' })
-      const secondToken = digest()
-      expect(await store.createWorkspace(first, digest())).toBe(true)
-      expect(await store.createWorkspace({ ...first, name: 'second' }, secondToken)).toBe(false)
+      const [parent, other] = [workspace({ name: 'parent' }), workspace({ name: 'other' })]
+      for (const item of [parent, other]) await store.createWorkspace(item, digest(store, item.id))
+      const first = workspace({ name: 'first', parentId: parent.id })
+      const secondToken = digest(store, first.id)
+      expect(await store.createWorkspace(first, digest(store, first.id))).toBe(true)
+      expect(await store.createWorkspace({ ...first, name: 'second', parentId: other.id }, secondToken)).toBe(false)
       expect((await store.getWorkspace(first.id))?.name).toBe('first')
       expect(await store.workspaceOfToken(secondToken)).toBeNull()
+      expect((await store.listChildren(parent.id)).map((item) => item.name)).toEqual(['first'])
+      expect(await store.listChildren(other.id)).toEqual([])
     })
 
     it('answers null for a workspace that does not exist', async () => {
@@ -78,7 +88,8 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
       expect(await store.getWorkspace(randomUUID())).toBeNull()
       expect(await store.updateWorkspace(randomUUID(), { name: 'x' })).toBeNull()
       expect(await store.removeWorkspace(randomUUID(), Date.now())).toBeNull()
-      expect(await store.rotateToken(randomUUID(), digest())).toBe(false)
+      const unknown = randomUUID()
+      expect(await store.rotateToken(unknown, digest(store, unknown))).toBe(false)
     })
 
     it('lists every workspace and the direct children of one, removed ones included', async () => {
@@ -87,7 +98,7 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
       const a = workspace({ name: 'a', parentId: root.id, createdAt: 2 })
       const b = workspace({ name: 'b', parentId: root.id, createdAt: 3 })
       const grandchild = workspace({ name: 'g', parentId: a.id, createdAt: 4 })
-      for (const item of [root, a, b, grandchild]) await store.createWorkspace(item, digest())
+      for (const item of [root, a, b, grandchild]) await store.createWorkspace(item, digest(store, item.id))
       await store.removeWorkspace(b.id, 10)
       expect((await store.listWorkspaces()).map((item) => item.name).sort()).toEqual(['a', 'b', 'g', 'root'])
       expect((await store.listChildren(root.id)).map((item) => item.name).sort()).toEqual(['a', 'b'])
@@ -98,7 +109,7 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
     it('applies a patch and leaves the other fields alone', async () => {
       const store = await open()
       const record = workspace({ name: 'before', role: 'r' })
-      await store.createWorkspace(record, digest())
+      await store.createWorkspace(record, digest(store, record.id))
       const card = { name: 'card', url: 'http://127.0.0.1:1/' }
       const updated = await store.updateWorkspace(record.id, { url: 'http://127.0.0.1:1/', agentCard: card, lastHeartbeatAt: 42, errorRate: 0.5, currentTask: 'task' })
       expect(updated).toEqual({ ...record, url: 'http://127.0.0.1:1/', agentCard: card, lastHeartbeatAt: 42, errorRate: 0.5, currentTask: 'task' })
@@ -108,7 +119,7 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
     it('does not change a removed workspace', async () => {
       const store = await open()
       const record = workspace()
-      await store.createWorkspace(record, digest())
+      await store.createWorkspace(record, digest(store, record.id))
       await store.removeWorkspace(record.id, 5)
       expect(await store.updateWorkspace(record.id, { url: 'http://127.0.0.1:1/' })).toBeNull()
       expect((await store.getWorkspace(record.id))?.url).toBeNull()
@@ -117,7 +128,7 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
     it('finds the workspace of a live token and nothing for an unknown one', async () => {
       const store = await open()
       const record = workspace()
-      const token = digest()
+      const token = digest(store, record.id)
       await store.createWorkspace(record, token)
       expect(await store.workspaceOfToken(token)).toBe(record.id)
       expect(await store.workspaceOfToken(digest())).toBeNull()
@@ -128,7 +139,7 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
     it('removing a workspace marks it removed, keeps the first removal time and revokes its tokens', async () => {
       const store = await open()
       const record = workspace()
-      const token = digest()
+      const token = digest(store, record.id)
       await store.createWorkspace(record, token)
       const removed = await store.removeWorkspace(record.id, 1000)
       expect(removed?.removedAt).toBe(1000)
@@ -141,8 +152,8 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
     it('rotating a token revokes the old one and makes the new one live', async () => {
       const store = await open()
       const record = workspace()
-      const old = digest()
-      const fresh = digest()
+      const old = digest(store, record.id)
+      const fresh = digest(store, record.id)
       await store.createWorkspace(record, old)
       expect(await store.rotateToken(record.id, fresh)).toBe(true)
       expect(await store.workspaceOfToken(old)).toBeNull()
@@ -152,9 +163,9 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
     it('does not rotate the token of a removed workspace', async () => {
       const store = await open()
       const record = workspace()
-      await store.createWorkspace(record, digest())
+      await store.createWorkspace(record, digest(store, record.id))
       await store.removeWorkspace(record.id, 1)
-      const fresh = digest()
+      const fresh = digest(store, record.id)
       expect(await store.rotateToken(record.id, fresh)).toBe(false)
       expect(await store.workspaceOfToken(fresh)).toBeNull()
     })
@@ -163,8 +174,8 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
       const store = await open()
       const a = workspace()
       const b = workspace()
-      const tokenA = digest()
-      const tokenB = digest()
+      const tokenA = digest(store, a.id)
+      const tokenB = digest(store, b.id)
       await store.createWorkspace(a, tokenA)
       await store.createWorkspace(b, tokenB)
       await store.removeWorkspace(a.id, 1)
@@ -262,7 +273,7 @@ export function agentStoreCases(makeBackend: () => Promise<Backend>): void {
     it("keeps a workspace's card-signature check, and replaces it with the next one", async () => {
       const store = await open()
       const record = workspace()
-      await store.createWorkspace(record, digest())
+      await store.createWorkspace(record, digest(store, record.id))
       const check = { status: 'invalid' as const, kid: 'key-1', jku: 'http://127.0.0.1:9/jwks.json', reason: 'no signature verified', checkedAt: 7 }
       expect((await store.updateWorkspace(record.id, { cardSignature: check }))?.cardSignature).toEqual(check)
       expect((await store.getWorkspace(record.id))?.cardSignature).toEqual(check)
