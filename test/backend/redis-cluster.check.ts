@@ -11,13 +11,16 @@
  * cluster (test/backends.ts redis-cluster); CI runs that after `npm test`.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
+import Redis from 'ioredis'
 import type { Client, EntityId } from '../../src/backend/index'
 import { describeTarget, redisTarget } from '../../plugins/redis/connection'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { makeBackend } from '../support/backend'
-import { clusterBinaries, startRedisCluster, type RedisCluster } from '../support/cluster'
+import { clusterBinaries, clusterPorts, startRedisCluster, type RedisCluster } from '../support/cluster'
 import { expectFailoverOutcome, failoverUnderLoad as underLoad, type Counts, type Replicated } from '../support/failover'
 import { randomPrefix } from '../support/redis'
+import { startRelay } from '../support/relay'
+import { eventually } from '../support/wait'
 import { testBackend } from './conformance'
 
 describe('where the settings say the cluster is', () => {
@@ -89,6 +92,57 @@ describe.skipIf(typeof binaries === 'string')('mailboxes in buckets of a Redis C
         await backend.close()
       }
     }, 30_000)
+  }
+})
+
+// The single-Redis version is in test/backend/redis-outage.test.ts; here the reply is lost between Switchboard and one
+// master of a Cluster, which ioredis Cluster sends the command to again (after a slots refresh) once the connection drops.
+describe.skipIf(typeof binaries === 'string')('a put to a Redis Cluster master whose reply is lost with the connection', () => {
+  const cleanup: (() => unknown)[] = []
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step()
+  })
+
+  // Within a bucket the put is one script, sent again whole; between two, the destination's half is the one sent again.
+  for (const [name, apart] of [['the same bucket', false], ['two buckets', true]] as const) {
+    it(`queues it once, and the sender's books count it once, between mailboxes of ${name}`, async () => {
+      const cluster = await startRedisCluster()
+      cleanup.push(() => cluster.stop())
+      const prefix = randomPrefix()
+      const prefixed = new RedisKeys(prefix, { cluster: true })
+      const masters = await Promise.all(keys.allBuckets().map((bucket) => cluster.masterOf(prefixed.mailboxPrefix(bucket))))
+      const agent = idIn('agent', () => true)
+      const port = masters[keys.bucketOf(agent)]!
+      // Apart, the source's bucket is on another master: only the destination's half (PUT_INTO) goes through the relay.
+      const user = idIn('user', (bucket) => (apart ? masters[bucket] !== port : bucket === keys.bucketOf(agent)))
+      // The destination's master is reached only through the relay: the whole cluster names the relay for it.
+      const relay = await startRelay(new URL(`redis://127.0.0.1:${port}`))
+      cleanup.push(() => relay.close())
+      await cluster.announce(port, relay.port)
+      const others = clusterPorts(cluster.nodes).filter((node) => node !== port).map((node) => `127.0.0.1:${node}`).join(',')
+      // No WAIT: the master's replica replicates through the relay too, and would not acknowledge while it swallows.
+      const backend = await makeBackend('redis-cluster', { redis_cluster: others, redis_prefix: prefix, redis_wait_replicas: 0 })
+      cleanup.push(() => backend.close())
+      const node = new Redis({ host: '127.0.0.1', port })
+      cleanup.push(() => node.quit())
+      const client: Client = { id: '', groups: [] }
+      for (const id of [user, agent]) await backend.mailboxes.create(client, id, null)
+      const request = (tag: string) => ({ raw: `request ${tag}`, src: user, dest: agent, tag, label: null, kind: 'request' as const })
+      // One put first, so that the masters it goes to know its scripts and the put below is EVALSHA alone.
+      await backend.mailboxes.put(client, request('first'))
+      relay.swallowReplies()
+      const putting = backend.mailboxes.put(client, request('cut'))
+      // The put ran in Redis; its reply is gone. Cutting the connection makes ioredis send it again.
+      await eventually(async () => (await node.llen(prefixed.queue(agent))) === 2, 10_000, 'the put applied')
+      // Unanswered: the backend reaches that master through the relay alone.
+      expect(await Promise.race([putting.then(() => 'answered'), Bun.sleep(200).then(() => 'waiting')])).toBe('waiting')
+      relay.dropAll()
+      await putting
+      expect(await node.lrange(prefixed.queue(agent), 0, -1)).toEqual(['request first', 'request cut'])
+      expect(await backend.mailboxes.stats(client, user)).toMatchObject({ outgoing: 2 })
+      expect(await backend.mailboxes.stats(client, agent)).toMatchObject({ incoming: 2, queued: 2 })
+      expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 2 })
+    }, 60_000)
   }
 })
 
