@@ -1,14 +1,16 @@
 /**
  * The redis backend on a Redis Cluster (3 masters, 3 replicas the test
  * starts): where the settings say the nodes are, the backend contract with
- * WAIT on, and a failover under load (test/support/failover.ts): the master
- * of the store's slot is SIGKILLed after its replica fell 300 ms behind;
- * its replica takes the slot over, both instances follow by themselves. With
- * redis_wait_replicas every message acknowledged with a 2xx is received
- * exactly once; without, what was lost and duplicated is counted and printed.
- * A .check.ts file, outside `npm test` (which must stay under 10 minutes):
- * `npm run test:replicated` runs it, then test/modules and test/compat on a
- * cluster (test/backends.ts redis-cluster); CI runs that after `npm test`.
+ * WAIT on, a put whose reply a relay in front of one master drops before
+ * the connection (queued once), and a failover under load
+ * (test/support/failover.ts): the master of the store's slot is SIGKILLed
+ * after its replica fell 300 ms behind; its replica takes the slot over,
+ * both instances follow by themselves. With redis_wait_replicas every
+ * message acknowledged with a 2xx is received exactly once; without, what
+ * was lost and duplicated is counted and printed. A .check.ts file, outside
+ * `npm test` (which must stay under 10 minutes): `npm run test:replicated`
+ * runs it, then test/modules and test/compat on a cluster (test/backends.ts
+ * redis-cluster); CI runs that after `npm test`.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
@@ -103,19 +105,26 @@ describe.skipIf(typeof binaries === 'string')('a put to a Redis Cluster master w
     for (const step of cleanup.splice(0).reverse()) await step()
   })
 
-  // Within a bucket the put is one script, sent again whole; between two, the destination's half is the one sent again.
-  for (const [name, apart] of [['the same bucket', false], ['two buckets', true]] as const) {
-    it(`queues it once, and the sender's books count it once, between mailboxes of ${name}`, async () => {
+  // Within a bucket a put is one script, sent again whole; between two buckets (on two masters here) it is two, and the
+  // relay is in front of the master of the half whose reply is lost: the destination's (queue) or the source's (books).
+  const cases = [
+    ['within a bucket', 'one script'],
+    ["between two buckets, the destination's half cut", 'destination'],
+    ["between two buckets, the source's half cut", 'source'],
+  ] as const
+  for (const [name, cut] of cases) {
+    it(`queues it once, and the sender's books count it once: ${name}`, async () => {
       const cluster = await startRedisCluster()
       cleanup.push(() => cluster.stop())
       const prefix = randomPrefix()
       const prefixed = new RedisKeys(prefix, { cluster: true })
       const masters = await Promise.all(keys.allBuckets().map((bucket) => cluster.masterOf(prefixed.mailboxPrefix(bucket))))
       const agent = idIn('agent', () => true)
-      const port = masters[keys.bucketOf(agent)]!
-      // Apart, the source's bucket is on another master: only the destination's half (PUT_INTO) goes through the relay.
-      const user = idIn('user', (bucket) => (apart ? masters[bucket] !== port : bucket === keys.bucketOf(agent)))
-      // The destination's master is reached only through the relay: the whole cluster names the relay for it.
+      const destinationMaster = masters[keys.bucketOf(agent)]!
+      const user = idIn('user', (bucket) => (cut === 'one script' ? bucket === keys.bucketOf(agent) : masters[bucket] !== destinationMaster))
+      const sourceMaster = masters[keys.bucketOf(user)]!
+      const port = cut === 'source' ? sourceMaster : destinationMaster
+      // That master is reached only through the relay: the whole cluster names the relay for it.
       const relay = await startRelay(new URL(`redis://127.0.0.1:${port}`))
       cleanup.push(() => relay.close())
       await cluster.announce(port, relay.port)
@@ -123,22 +132,32 @@ describe.skipIf(typeof binaries === 'string')('a put to a Redis Cluster master w
       // No WAIT: the master's replica replicates through the relay too, and would not acknowledge while it swallows.
       const backend = await makeBackend('redis-cluster', { redis_cluster: others, redis_prefix: prefix, redis_wait_replicas: 0 })
       cleanup.push(() => backend.close())
-      const node = new Redis({ host: '127.0.0.1', port })
-      cleanup.push(() => node.quit())
+      // Straight to the masters, past the relay.
+      const [destination, source] = [destinationMaster, sourceMaster].map((master) => {
+        const direct = new Redis({ host: '127.0.0.1', port: master })
+        cleanup.push(() => direct.quit())
+        return direct
+      }) as [Redis, Redis]
+      const [queue, outgoing] = [prefixed.queue(agent), prefixed.outgoing(user, '')]
       const client: Client = { id: '', groups: [] }
       for (const id of [user, agent]) await backend.mailboxes.create(client, id, null)
       const request = (tag: string) => ({ raw: `request ${tag}`, src: user, dest: agent, tag, label: null, kind: 'request' as const })
       // One put first, so that the masters it goes to know its scripts and the put below is EVALSHA alone.
       await backend.mailboxes.put(client, request('first'))
-      relay.swallowReplies()
-      const putting = backend.mailboxes.put(client, request('cut'))
-      // The put ran in Redis; its reply is gone. Cutting the connection makes ioredis send it again.
-      await eventually(async () => (await node.llen(prefixed.queue(agent))) === 2, 10_000, 'the put applied')
+      const tag = `cut-${crypto.randomUUID()}`
+      // The source's half (PUT_FROM) is the first command to that master that carries the tag: the HGET before passes.
+      if (cut === 'source') relay.swallowRepliesFrom(tag)
+      else relay.swallowReplies()
+      const putting = backend.mailboxes.put(client, request(tag))
+      // The put (or its half) ran in Redis; its reply is gone. Cutting the connection makes ioredis send it again.
+      const applied = async () => (cut === 'source' ? (await source.get(outgoing)) === '2' : (await destination.llen(queue)) === 2)
+      await eventually(applied, 10_000, 'the put applied')
       // Unanswered: the backend reaches that master through the relay alone.
       expect(await Promise.race([putting.then(() => 'answered'), Bun.sleep(200).then(() => 'waiting')])).toBe('waiting')
       relay.dropAll()
       await putting
-      expect(await node.lrange(prefixed.queue(agent), 0, -1)).toEqual(['request first', 'request cut'])
+      expect(await destination.lrange(queue, 0, -1)).toEqual(['request first', `request ${tag}`])
+      expect(await source.get(outgoing)).toBe('2')
       expect(await backend.mailboxes.stats(client, user)).toMatchObject({ outgoing: 2 })
       expect(await backend.mailboxes.stats(client, agent)).toMatchObject({ incoming: 2, queued: 2 })
       expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 2 })

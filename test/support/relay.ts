@@ -13,6 +13,8 @@ export interface Relay {
   port: number
   /** Keep forwarding commands but drop every reply. */
   swallowReplies(): void
+  /** Pass traffic until a command carrying `marker` goes through; from its reply on, drop every reply (as swallowReplies). */
+  swallowRepliesFrom(marker: string): void
   /** Drop every connection and refuse new ones. */
   cut(): void
   /** Drop every connection, then let reconnects through again. */
@@ -24,12 +26,26 @@ export interface Relay {
 /** A TCP relay to the Redis at `target` (a redis:// URL) that can stop passing replies, or drop and refuse every connection. */
 export async function startRelay(target: URL): Promise<Relay> {
   let mode: 'pass' | 'swallow-replies' | 'refuse' = 'pass'
+  /** Set by swallowRepliesFrom until a command carrying it passes. */
+  let marker: string | null = null
   const sockets = new Set<net.Socket>()
   const server = net.createServer((downstream) => {
     if (mode === 'refuse') return void downstream.destroy()
     const upstream = net.connect(Number(target.port || 6379), target.hostname)
     sockets.add(downstream).add(upstream)
-    downstream.on('data', (chunk) => upstream.write(chunk))
+    // The end of the last chunk: a marker may straddle two.
+    let tail = ''
+    downstream.on('data', (chunk: Buffer) => {
+      if (marker !== null) {
+        const text = tail + chunk.toString('latin1')
+        tail = text.slice(-marker.length)
+        if (text.includes(marker)) {
+          mode = 'swallow-replies'
+          marker = null
+        }
+      }
+      upstream.write(chunk)
+    })
     upstream.on('data', (chunk) => {
       if (mode === 'pass') downstream.write(chunk)
     })
@@ -48,6 +64,7 @@ export async function startRelay(target: URL): Promise<Relay> {
     url: `redis://127.0.0.1:${port}`,
     port,
     swallowReplies: () => void (mode = 'swallow-replies'),
+    swallowRepliesFrom: (text) => void (marker = text),
     cut() {
       mode = 'refuse'
       for (const socket of sockets) socket.destroy()
@@ -55,8 +72,12 @@ export async function startRelay(target: URL): Promise<Relay> {
     dropAll() {
       for (const socket of sockets) socket.destroy()
       mode = 'pass'
+      marker = null
     },
-    restore: () => void (mode = 'pass'),
+    restore() {
+      mode = 'pass'
+      marker = null
+    },
     close: () => new Promise<void>((resolve) => {
       for (const socket of sockets) socket.destroy()
       server.close(() => resolve())
