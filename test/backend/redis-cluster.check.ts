@@ -1,14 +1,16 @@
 /**
  * The redis backend on a Redis Cluster (3 masters, 3 replicas the test
  * starts): where the settings say the nodes are, the backend contract with
- * WAIT on, and a failover under load (test/support/failover.ts): the master
- * of the store's slot is SIGKILLed after its replica fell 300 ms behind;
- * its replica takes the slot over, both instances follow by themselves. With
- * redis_wait_replicas every message acknowledged with a 2xx is received
- * exactly once; without, what was lost and duplicated is counted and printed.
- * A .check.ts file, outside `npm test` (which must stay under 10 minutes):
- * `npm run test:replicated` runs it, then test/modules and test/compat on a
- * cluster (test/backends.ts redis-cluster); CI runs that after `npm test`.
+ * WAIT on, a put whose reply a relay in front of one master drops before
+ * the connection (queued once), and a failover under load
+ * (test/support/failover.ts): the master of the store's slot is SIGKILLed
+ * after its replica fell 300 ms behind; its replica takes the slot over,
+ * both instances follow by themselves. With redis_wait_replicas every
+ * message acknowledged with a 2xx is received exactly once; without, what
+ * was lost and duplicated is counted and printed. A .check.ts file, outside
+ * `npm test` (which must stay under 10 minutes): `npm run test:replicated`
+ * runs it, then test/modules and test/compat on a cluster (test/backends.ts
+ * redis-cluster); CI runs that after `npm test`.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
@@ -16,9 +18,11 @@ import type { Client, EntityId } from '../../src/backend/index'
 import { describeTarget, redisTarget } from '../../plugins/redis/connection'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { makeBackend } from '../support/backend'
-import { clusterBinaries, startRedisCluster, type RedisCluster } from '../support/cluster'
+import { clusterBinaries, clusterPorts, startRedisCluster, type RedisCluster } from '../support/cluster'
 import { expectFailoverOutcome, failoverUnderLoad as underLoad, type Counts, type Replicated } from '../support/failover'
 import { randomPrefix } from '../support/redis'
+import { startRelay } from '../support/relay'
+import { eventually } from '../support/wait'
 import { testBackend } from './conformance'
 import { activity, digest, workspace } from './conformance/agents'
 
@@ -131,6 +135,74 @@ describe.skipIf(typeof binaries === 'string')('mailboxes and workspaces in bucke
         await backend.close()
       }
     }, 30_000)
+  }
+})
+
+// The single-Redis version is in test/backend/redis-outage.test.ts; here the reply is lost between Switchboard and one
+// master of a Cluster, which ioredis Cluster sends the command to again (after a slots refresh) once the connection drops.
+describe.skipIf(typeof binaries === 'string')('a put to a Redis Cluster master whose reply is lost with the connection', () => {
+  const cleanup: (() => unknown)[] = []
+  afterEach(async () => {
+    for (const step of cleanup.splice(0).reverse()) await step()
+  })
+
+  // Within a bucket a put is one script, sent again whole; between two buckets (on two masters here) it is two, and the
+  // relay is in front of the master of the half whose reply is lost: the destination's (queue) or the source's (books).
+  const cases = [
+    ['within a bucket', 'one script'],
+    ["between two buckets, the destination's half cut", 'destination'],
+    ["between two buckets, the source's half cut", 'source'],
+  ] as const
+  for (const [name, cut] of cases) {
+    it(`queues it once, and the sender's books count it once: ${name}`, async () => {
+      const cluster = await startRedisCluster()
+      cleanup.push(() => cluster.stop())
+      const prefix = randomPrefix()
+      const prefixed = new RedisKeys(prefix, { cluster: true })
+      const masters = await Promise.all(keys.allBuckets().map((bucket) => cluster.masterOf(prefixed.mailboxPrefix(bucket))))
+      const agent = idIn('agent', () => true)
+      const destinationMaster = masters[keys.bucketOf(agent)]!
+      const user = idIn('user', (bucket) => (cut === 'one script' ? bucket === keys.bucketOf(agent) : masters[bucket] !== destinationMaster))
+      const sourceMaster = masters[keys.bucketOf(user)]!
+      const port = cut === 'source' ? sourceMaster : destinationMaster
+      // That master is reached only through the relay: the whole cluster names the relay for it.
+      const relay = await startRelay(new URL(`redis://127.0.0.1:${port}`))
+      cleanup.push(() => relay.close())
+      await cluster.announce(port, relay.port)
+      const others = clusterPorts(cluster.nodes).filter((node) => node !== port).map((node) => `127.0.0.1:${node}`).join(',')
+      // No WAIT: the master's replica replicates through the relay too, and would not acknowledge while it swallows.
+      const backend = await makeBackend('redis-cluster', { redis_cluster: others, redis_prefix: prefix, redis_wait_replicas: 0 })
+      cleanup.push(() => backend.close())
+      // Straight to the masters, past the relay.
+      const [destination, source] = [destinationMaster, sourceMaster].map((master) => {
+        const direct = new Redis({ host: '127.0.0.1', port: master })
+        cleanup.push(() => direct.quit())
+        return direct
+      }) as [Redis, Redis]
+      const [queue, outgoing] = [prefixed.queue(agent), prefixed.outgoing(user, '')]
+      const client: Client = { id: '', groups: [] }
+      for (const id of [user, agent]) await backend.mailboxes.create(client, id, null)
+      const request = (tag: string) => ({ raw: `request ${tag}`, src: user, dest: agent, tag, label: null, kind: 'request' as const })
+      // One put first, so that the masters it goes to know its scripts and the put below is EVALSHA alone.
+      await backend.mailboxes.put(client, request('first'))
+      const tag = `cut-${crypto.randomUUID()}`
+      // The source's half (PUT_FROM) is the first command to that master that carries the tag: the HGET before passes.
+      if (cut === 'source') relay.swallowRepliesFrom(tag)
+      else relay.swallowReplies()
+      const putting = backend.mailboxes.put(client, request(tag))
+      // The put (or its half) ran in Redis; its reply is gone. Cutting the connection makes ioredis send it again.
+      const applied = async () => (cut === 'source' ? (await source.get(outgoing)) === '2' : (await destination.llen(queue)) === 2)
+      await eventually(applied, 10_000, 'the put applied')
+      // Unanswered: the backend reaches that master through the relay alone.
+      expect(await Promise.race([putting.then(() => 'answered'), Bun.sleep(200).then(() => 'waiting')])).toBe('waiting')
+      relay.dropAll()
+      await putting
+      expect(await destination.lrange(queue, 0, -1)).toEqual(['request first', `request ${tag}`])
+      expect(await source.get(outgoing)).toBe('2')
+      expect(await backend.mailboxes.stats(client, user)).toMatchObject({ outgoing: 2 })
+      expect(await backend.mailboxes.stats(client, agent)).toMatchObject({ incoming: 2, queued: 2 })
+      expect(await backend.mailboxes.counts()).toEqual({ mailboxes: 2, queued: 2 })
+    }, 60_000)
   }
 })
 

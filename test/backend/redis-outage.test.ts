@@ -5,7 +5,6 @@
  * acknowledged message, queues none twice, and its waiting receivers carry on.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
-import net from 'node:net'
 import Redis from 'ioredis'
 import type { Client, EntityId } from '../../src/backend/index'
 import { RedisKeys } from '../../plugins/redis/keys'
@@ -13,56 +12,12 @@ import { agentId, bodies, messageJson, userId } from '../support/academy'
 import { makeBackend } from '../support/backend'
 import { serveBackend } from '../support/app'
 import { rawRequest } from '../support/http'
+import { startRelay } from '../support/relay'
 import { deleteKeys, randomPrefix, testRedis } from '../support/redis'
 import { masterUrl, sentinelBinaries, startSentinelGroup } from '../support/sentinel'
 import { eventually } from '../support/wait'
 
 const redis = await testRedis()
-
-/** A TCP relay to Redis that can stop passing replies, or drop and refuse every connection. */
-async function startRelay(target: URL) {
-  let mode: 'pass' | 'swallow-replies' | 'refuse' = 'pass'
-  const sockets = new Set<net.Socket>()
-  const server = net.createServer((downstream) => {
-    if (mode === 'refuse') return void downstream.destroy()
-    const upstream = net.connect(Number(target.port || 6379), target.hostname)
-    sockets.add(downstream).add(upstream)
-    downstream.on('data', (chunk) => upstream.write(chunk))
-    upstream.on('data', (chunk) => {
-      if (mode === 'pass') downstream.write(chunk)
-    })
-    const end = () => {
-      downstream.destroy()
-      upstream.destroy()
-      sockets.delete(downstream)
-      sockets.delete(upstream)
-    }
-    downstream.on('close', end).on('error', end)
-    upstream.on('close', end).on('error', end)
-  })
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    /** Keep forwarding commands but drop every reply. */
-    swallowReplies: () => void (mode = 'swallow-replies'),
-    /** Drop every connection and refuse new ones. */
-    cut() {
-      mode = 'refuse'
-      for (const socket of sockets) socket.destroy()
-    },
-    /** Drop every connection, then let reconnects through again. */
-    dropAll() {
-      for (const socket of sockets) socket.destroy()
-      mode = 'pass'
-    },
-    restore: () => void (mode = 'pass'),
-    close: () => new Promise<void>((resolve) => {
-      for (const socket of sockets) socket.destroy()
-      server.close(() => resolve())
-    }),
-  }
-}
 
 async function startInstance(url: string, prefix: string) {
   const backend = await makeBackend('redis', { redis_url: url, redis_prefix: prefix })

@@ -27,6 +27,11 @@ export interface RedisCluster {
   restart(port: number): Promise<void>
   /** Resolves with the new master's port once a node other than `port` serves the slot of `key`. */
   failedOver(key: string, port: number, timeoutMs?: number): Promise<number>
+  /**
+   * Makes the node on `port` announce itself at `announced` (a relay in front of it: CONFIG SET cluster-announce-port);
+   * resolves once every node names it so, in its slots and redirections. Its replica then replicates through it too.
+   */
+  announce(port: number, announced: number): Promise<void>
   stop(): void
 }
 
@@ -195,6 +200,11 @@ export async function startRedisCluster(): Promise<RedisCluster> {
           `a node other than ${port} serves ${key}`,
         )
         return now
+      },
+      async announce(port, announced) {
+        await askNode(port, (client) => client.config('SET', 'cluster-announce-port', String(announced)))
+        const names = (node: number) => askNode(node, (client) => client.call('CLUSTER', 'NODES')).then((listing) => (listing as string).includes(`127.0.0.1:${announced}@`), () => false)
+        await eventually(async () => (await Promise.all([...servers.keys()].map(names))).every(Boolean), 10_000, `every node names port ${announced} for the node on ${port}`)
       },
       stop,
     }
