@@ -10,6 +10,7 @@
  */
 import { createHash } from 'node:crypto'
 import Redis, { Cluster, type RedisOptions as ClientOptions } from 'ioredis'
+import calculateSlot from 'cluster-key-slot'
 import { ForbiddenError, MailboxTerminatedError, StoreFullError, UnavailableError, UnknownMailboxError } from '../../src/errors'
 import type { Logger } from '../../src/ops/logger'
 import { redactUrl } from '../../src/config'
@@ -123,7 +124,7 @@ export class RedisConnection {
   private closing = false
   /** Set once both connections came up at startup. */
   private opened = false
-  /** The WAIT the writes answered in this tick share, by the slot's key they went to (a WAIT covers every earlier write of its connection). */
+  /** The WAIT the writes answered in this tick share, by the master they went to (a WAIT covers every earlier write of its connection). */
   private readonly nextWait = new Map<string, Promise<void>>()
   /** Counts the command connection's drops: a WAIT answered on a later connection says nothing of the writes of an earlier one. */
   private drops = 0
@@ -322,13 +323,14 @@ export class RedisConnection {
   replicated(key = this.anchor): Promise<void> {
     const { replicas, timeoutMs } = this.acknowledgement
     if (replicas === 0) return Promise.resolve()
-    // Writes answered in the same tick share one WAIT (one per slot written to), sent after all of them.
+    // Writes answered in the same tick share one WAIT per master written to (a WAIT covers every earlier write of its
+    // connection, and a Cluster client has one connection per master), sent after all of them.
     const drops = this.drops
-    const slot = this.command instanceof Cluster ? key : this.anchor
-    const pending = this.nextWait.get(slot)
+    const master = this.command instanceof Cluster ? (this.command.slots[calculateSlot(key)]?.[0] ?? key) : this.anchor
+    const pending = this.nextWait.get(master)
     if (pending) return pending
     const wait = Promise.resolve().then(async () => {
-      this.nextWait.delete(slot)
+      this.nextWait.delete(master)
       let acknowledged: number
       try {
         acknowledged = (await this.atStore('WAIT', [replicas, timeoutMs], key)) as number
@@ -339,7 +341,7 @@ export class RedisConnection {
       if (this.drops !== drops) throw new UnavailableError('the connection to Redis dropped before the replicas acknowledged the write; it may or may not survive a failover')
       if (acknowledged < replicas) throw new UnavailableError(`the write was not acknowledged by ${replicas} Redis replica(s) within ${timeoutMs} ms (only by ${acknowledged}); it may or may not survive a failover`)
     })
-    this.nextWait.set(slot, wait)
+    this.nextWait.set(master, wait)
     return wait
   }
 

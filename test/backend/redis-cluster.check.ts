@@ -15,9 +15,9 @@
 import { afterEach, describe, expect, it } from 'bun:test'
 import Redis from 'ioredis'
 import type { Client, EntityId } from '../../src/backend/index'
-import { describeTarget, redisTarget } from '../../plugins/redis/connection'
+import { describeTarget, RedisConnection, redisTarget } from '../../plugins/redis/connection'
 import { RedisKeys } from '../../plugins/redis/keys'
-import { makeBackend } from '../support/backend'
+import { logger, makeBackend } from '../support/backend'
 import { clusterBinaries, clusterPorts, startRedisCluster, type RedisCluster } from '../support/cluster'
 import { expectFailoverOutcome, failoverUnderLoad as underLoad, type Counts, type Replicated } from '../support/failover'
 import { randomPrefix } from '../support/redis'
@@ -106,6 +106,27 @@ describe.skipIf(typeof binaries === 'string')('mailboxes and workspaces in bucke
     } finally {
       node.disconnect()
       await backend.close()
+      cluster.stop()
+    }
+  }, 60_000)
+
+  it('with redis_wait_replicas, has the writes answered in one tick share one WAIT per master, whatever their keys', async () => {
+    const cluster = await startRedisCluster()
+    const prefix = randomPrefix()
+    const keys = new RedisKeys(prefix, { cluster: true })
+    const connection = await RedisConnection.open(redisTarget({ redis_url: '', redis_cluster: cluster.nodes }), prefix, logger, () => {}, {}, { replicas: 1, timeoutMs: 1000 }, keys.storeMarker())
+    const masters = await Promise.all(keys.allBuckets().map((bucket) => cluster.masterOf(keys.mailboxPrefix(bucket))))
+    const nodes = [...new Set(masters)].map((port) => new Redis(`redis://127.0.0.1:${port}`))
+    const waits = async () => (await Promise.all(nodes.map(async (node) => Number(/cmdstat_wait:calls=(\d+)/.exec((await node.info('commandstats')) as string)?.[1] ?? 0)))).reduce((sum, calls) => sum + calls, 0)
+    try {
+      // Twenty mailboxes' keys in every bucket, so on every master: one WAIT per master covers them all.
+      const written = keys.allBuckets().flatMap((bucket) => Array.from({ length: 20 }, () => keys.queue(idIn('agent', (at) => at === bucket))))
+      const before = await waits()
+      await Promise.all(written.map((key) => connection.replicated(key)))
+      expect((await waits()) - before).toBe(nodes.length)
+    } finally {
+      for (const node of nodes) node.disconnect()
+      await connection.close()
       cluster.stop()
     }
   }, 60_000)
