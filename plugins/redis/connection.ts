@@ -265,7 +265,7 @@ export class RedisConnection {
     return reply
   }
 
-  /** Slots' keys (the store's and each mailbox bucket's) that must answer before waiters are woken after a Cluster change. */
+  /** Slots' keys (each mailbox and workspace bucket's, beside the store's) that must answer for /readyz and before waiters are woken after a Cluster change. */
   probes: string[] = []
   private probing: Promise<void> | null = null
 
