@@ -152,7 +152,8 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   const runtime = app.decorator.switchboard
   const { pipeline } = runtime
   const observer = observeRequests(runtime)
-  const inFlight = new Set<InFlight>()
+  /** Requests being answered, each with whether shutdown lets it finish (A2A calls) rather than ending it at once. */
+  const inFlight = new Map<InFlight, boolean>()
   // A client that drops is seen through one close listener per connection, which aborts the request the
   // connection is being answered for (socket[ANSWERING]): a listener per response costs a fifth of a small request's time.
   let onIdle: (() => void) | null = null
@@ -169,8 +170,6 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
   const heard = (socket: Connection) => {
     socket[HEARD] = true
   }
-  /** Entries that shutdown lets finish (A2A calls) rather than ending them at once. */
-  const outlivesDrain = new WeakSet<InFlight>()
 
   const onRequest = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const startedAt = performance.now()
@@ -190,8 +189,7 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
     )
     const matched = pipeline.match(incoming.method, incoming.path)
     const route = routeLabel(matched)
-    if (matched?.route.outlivesDrain) outlivesDrain.add(entry)
-    inFlight.add(entry)
+    inFlight.set(entry, matched?.route.outlivesDrain === true)
     heard(req.socket)
     let status = 500
     let traceparent: string | undefined
@@ -308,9 +306,9 @@ export async function serve(app: ServableApp, options: ServeOptions): Promise<Ru
       server.closeIdleConnections?.()
       // WebSocket endpoints close while HTTP requests finish: upgraded sockets would otherwise be cut without a close frame.
       const socketsClosed = runtime.drain()
-      for (const entry of inFlight) if (!outlivesDrain.has(entry)) entry.abort('shutdown')
+      for (const [entry, outlivesDrain] of inFlight) if (!outlivesDrain) entry.abort('shutdown')
       await settled(runtime.config.shutdown_timeout_s * 1000)
-      for (const entry of inFlight) entry.abort('shutdown')
+      for (const entry of inFlight.keys()) entry.abort('shutdown')
       await settled(1000)
       await socketsClosed
       server.closeIdleConnections?.()

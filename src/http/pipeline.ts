@@ -82,15 +82,27 @@ function segmentOf(text: string): Segment {
 /** The route table's router: static paths by one map lookup, parametric ones segment by segment, in the table's order. */
 class Router {
   private readonly exact = new Map<string, AnyRoute>()
-  private readonly patterns: { route: AnyRoute; segments: Segment[] }[] = []
+  /**
+   * Parametric routes by method and number of segments, each list in the table's order: a path is tried only
+   * against the routes that could match it (a route of another method or length never does).
+   */
+  private readonly patterns = new Map<string, { route: AnyRoute; segments: Segment[] }[]>()
 
   constructor(routes: readonly AnyRoute[]) {
+    const keys = new Set<string>()
     for (const route of routes) {
       const key = `${route.method} ${route.path}`
-      if (this.exact.has(key) || this.patterns.some((pattern) => `${pattern.route.method} ${pattern.route.path}` === key)) throw new Error(`route ${key} is defined twice`)
+      if (keys.has(key)) throw new Error(`route ${key} is defined twice`)
+      keys.add(key)
       const segments = route.path.split('/').map(segmentOf)
-      if (segments.some((segment) => 'param' in segment)) this.patterns.push({ route, segments })
-      else this.exact.set(key, route)
+      if (!segments.some((segment) => 'param' in segment)) {
+        this.exact.set(key, route)
+        continue
+      }
+      const shape = `${route.method} ${segments.length}`
+      let list = this.patterns.get(shape)
+      if (list === undefined) this.patterns.set(shape, (list = []))
+      list.push({ route, segments })
     }
   }
 
@@ -98,11 +110,10 @@ class Router {
     const lookup = method === 'HEAD' ? 'GET' : method
     const found = this.exact.get(`${lookup} ${path}`)
     if (found !== undefined) return { route: found, params: NO_PARAMS }
-    let parts: string[] | null = null
-    for (const { route, segments } of this.patterns) {
-      if (route.method !== lookup) continue
-      parts ??= path.split('/')
-      if (parts.length !== segments.length) continue
+    const parts = path.split('/')
+    const candidates = this.patterns.get(`${lookup} ${parts.length}`)
+    if (candidates === undefined) return null
+    for (const { route, segments } of candidates) {
       let params: Record<string, string | null> | null = {}
       for (let at = 0; at < segments.length && params !== null; at++) {
         const segment = segments[at]!

@@ -231,7 +231,7 @@ export function agentsRoutes(options: AgentsRoutesOptions): AnyRoute[] {
     try {
       call = read()
       const target = await service.discover(caller, targetId)
-      await checkPushUrls(call.pushUrls, call.refusePush)
+      if (call.pushUrls.length > 0) await checkPushUrls(call.pushUrls, call.refusePush)
       // Molecule registers the URL it answers JSON-RPC at; an HTTP+JSON interface is only known from the card.
       const agentUrl = interfaceUrlOf(target.agentCard, call.binding, call.v1) ?? (call.binding === 'JSONRPC' ? target.url : null)
       if (agentUrl === null) {

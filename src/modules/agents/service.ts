@@ -388,10 +388,7 @@ export class AgentsService {
   /** A workspace a caller may reach, for discovery and for the proxy (one read of each side). */
   async discover(caller: Caller, id: string): Promise<WorkspaceRecord> {
     if (caller.kind === 'admin') return this.load(id)
-    const [source, target] = await Promise.all([
-      this.stored(() => this.store.getWorkspace(caller.id)),
-      this.stored(() => this.store.getWorkspace(id)),
-    ])
+    const [source, target] = await this.stored(() => Promise.all([this.store.getWorkspace(caller.id), this.store.getWorkspace(id)]))
     // Access first, so a workspace learns nothing about ids outside its reach.
     if (!(await this.related(source, target))) throw this.forbidden(caller, id)
     return target!
