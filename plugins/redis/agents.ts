@@ -33,11 +33,7 @@ export class RedisAgents implements AgentStore {
 
   /** The workspaces `ids` name, in that order, skipping ids with no workspace; read one pipeline per bucket (slot). */
   private async read(ids: string[]): Promise<WorkspaceRecord[]> {
-    const byBucket = new Map<number, string[]>()
-    for (const id of ids) {
-      const bucket = this.keys.workspaceBucketOf(id)
-      byBucket.set(bucket, [...(byBucket.get(bucket) ?? []), id])
-    }
+    const byBucket = Map.groupBy(ids, (id) => this.keys.workspaceBucketOf(id))
     const found = new Map<string, WorkspaceRecord>()
     await Promise.all(
       [...byBucket.values()].map(async (inBucket) => {

@@ -303,13 +303,12 @@ export class RedisMailboxes implements MailboxStore {
     if (count === 0 && voids === 0) return
     const settled = this.unsettled.splice(0, count)
     const cleared = this.voided.splice(0, voids)
-    const byBucket = new Map<number, string[]>()
-    for (const { take, bucket } of [...settled, ...cleared]) byBucket.set(bucket, [...(byBucket.get(bucket) ?? []), String(take)])
+    const byBucket = Map.groupBy([...settled, ...cleared], ({ bucket }) => bucket)
     try {
       await Promise.all(
         [...byBucket].map(async ([bucket, takes]) => {
           const inflight = this.keys.inflight(this.instance, bucket)
-          await this.connection.command.hdel(inflight, ...takes)
+          await this.connection.command.hdel(inflight, ...takes.map(({ take }) => String(take)))
           // With redis_wait_replicas, a settle lost in a failover would deliver its messages again when this instance dies.
           await this.connection.replicated(inflight)
         }),
