@@ -94,8 +94,8 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
       commandTimeoutMs: options.redis_command_timeout_ms,
     }, keys.storeMarker())
     await checkStoreMarker()
-    // Every slot of the store: the mailbox and workspace buckets' (in a Cluster), beside the store's own.
-    connection.probes = keys.buckets > 1 ? keys.allBuckets().flatMap((bucket) => [keys.activeMailboxes(bucket), keys.workspaces(bucket)]) : []
+    // Every slot of the store: the mailbox, workspace and worker buckets' (in a Cluster), beside the store's own.
+    connection.probes = keys.buckets > 1 ? keys.allBuckets().flatMap((bucket) => [keys.activeMailboxes(bucket), keys.workspaces(bucket), keys.workers(bucket)]) : []
     workers = new RedisWorkers(connection, keys, options.finished_jobs_kept, options.finished_jobs_max_mb * 1024 * 1024)
     await workers.indexEarlierJobs()
     await workers.indexEarlierWorkers()

@@ -17,8 +17,14 @@
  *   and the bucket's index of workspaces. Listings walk the buckets and
  *   merge by the creation sequence; a child's entry in its parent's index
  *   is written apart, before the child;
- * - the store, `{prefix}`: workers, jobs, instances, the store marker and
- *   the sequence (one slot, for now).
+ * - a worker bucket, `{prefix:w<n>}` (as many): an agent name with its
+ *   workers and their slots, and the bucket's index of workers. A dispatch's
+ *   pick and reservation is one script in the name's slot; a worker
+ *   addressed by id alone is found through the store's worker directory;
+ *   listings walk the buckets and merge by the registration sequence;
+ * - the store, `{prefix}`: jobs and their backlog, idempotency keys,
+ *   instances, the event log, webhooks, the worker directory, the store
+ *   marker and the sequence (one slot).
  * A single Redis or a Sentinel master has one bucket of each and keeps the
  * untagged names, so stores written before stay readable without a migration.
  * Channels are classic pub/sub (heard on every node), named alike.
@@ -183,29 +189,47 @@ export class RedisKeys {
     return this.inBucket(bucket, 'queue', '')
   }
 
-  /** Hash of one worker: each WorkerRecord field as JSON. */
-  worker(id: string): string {
-    return this.key('worker', id)
+  /** A key of worker bucket `bucket`. */
+  private inWorkerBucket(bucket: number, ...parts: string[]): string {
+    return this.buckets === 1 ? this.key(...parts) : `{${this.prefix}:w${bucket}}:${parts.join(':')}`
   }
 
-  /** Sorted set of worker ids by registration order. */
-  workers(): string {
-    return this.key('workers')
+  /** The bucket whose slot holds the workers of an agent name, with their slots and the name's index. */
+  workerBucketOf(agentName: string): number {
+    return this.buckets === 1 ? 0 : fnv1a(agentName) % this.buckets
+  }
+
+  /** Hash of one worker (in its agent name's bucket): each WorkerRecord field as JSON, and `dir`, its directory token. */
+  worker(bucket: number, id: string): string {
+    return this.workerPrefix(bucket) + id
+  }
+
+  /** Sorted set of one bucket's worker ids by registration order (the store's sequence). */
+  workers(bucket = 0): string {
+    return this.inWorkerBucket(bucket, 'workers')
   }
 
   /** Sorted set of the ids of the workers of one agent name, by registration order. */
   workersOf(agentName: string): string {
-    return this.key('workers-of', agentName)
+    return this.workersOfPrefix(this.workerBucketOf(agentName)) + agentName
   }
 
-  /** The common prefix of the agent-name indexes (a script reaches one by the name). */
-  workersOfPrefix(): string {
-    return this.key('workers-of', '')
+  /** The common prefix of one bucket's agent-name indexes (a script reaches one by the name). */
+  workersOfPrefix(bucket = 0): string {
+    return this.inWorkerBucket(bucket, 'workers-of', '')
   }
 
-  /** The worker hashes' common prefix. */
-  workerPrefix(): string {
-    return this.key('worker', '')
+  /** One bucket's worker hashes' common prefix. */
+  workerPrefix(bucket = 0): string {
+    return this.inWorkerBucket(bucket, 'worker', '')
+  }
+
+  /**
+   * Hash worker id → "<token> <agent name>", in a Cluster only: which bucket holds a worker addressed by its id
+   * alone. The token is the one its hash's `dir` holds, so that a removal forgets only its own entry.
+   */
+  workerDirectory(): string {
+    return this.key('worker-directory')
   }
 
   /** Hash of one job: each JobRecord field as JSON, plus its creation sequence. */

@@ -26,7 +26,11 @@ const SCRIPTS = {
   releaseQueued: script(lua.RELEASE_QUEUED_JOB, { answered: false }),
   dequeue: script(lua.DEQUEUE_JOB, { answered: false }),
   forget: script(lua.FORGET_DISPATCH, { answered: false }),
+  forgetWorker: script(lua.FORGET_WORKER, { answered: false }),
 }
+
+/** Fields of a worker hash that are not the record's: `dir`, the token of its directory entry (in a Cluster). */
+const WORKER_BOOKKEEPING = ['dir'] as const
 
 /** The fields of a job a list reads: first those its filter compares, in JobFilter's order, then those it orders by. */
 const LIST_FIELDS = ['agentName', 'state', 'workerId', 'owner', 'roomId', 'createdAt', 'seq'] as const
@@ -120,6 +124,8 @@ export class RedisWorkers implements WorkerStore {
 
   /** Indexes the workers a Switchboard without agent-name indexes stored under their names, once per store (a key marks it done). */
   async indexEarlierWorkers(): Promise<void> {
+    // A Cluster store was never written without them.
+    if (this.keys.buckets > 1) return
     try {
       if ((await this.connection.command.exists(this.keys.workersIndexed())) === 1) return
       const ids = await this.connection.command.zrange(this.keys.workers(), '0', '-1')
@@ -132,9 +138,18 @@ export class RedisWorkers implements WorkerStore {
     }
   }
 
-  private async read(keys: string[]): Promise<Record<string, string>[]> {
-    if (keys.length === 0) return []
+  private async command<T>(run: () => Promise<T>): Promise<T> {
     try {
+      return await run()
+    } catch (error) {
+      throw storeError(error)
+    }
+  }
+
+  /** The hashes at `keys` (one slot: a pipeline goes to one node), in order. */
+  private read(keys: string[]): Promise<Record<string, string>[]> {
+    if (keys.length === 0) return Promise.resolve([])
+    return this.command(async () => {
       const pipeline = this.connection.command.pipeline()
       for (const key of keys) pipeline.hgetall(key)
       const results = (await pipeline.exec()) ?? []
@@ -142,74 +157,130 @@ export class RedisWorkers implements WorkerStore {
         if (error) throw error
         return hash as Record<string, string>
       })
-    } catch (error) {
-      throw storeError(error)
-    }
+    })
   }
 
+  /** The workers of one bucket that `ids` name, skipping ids with no worker. */
+  private async readWorkers(bucket: number, ids: string[]): Promise<WorkerRecord[]> {
+    const hashes = await this.read(ids.map((id) => this.keys.worker(bucket, id)))
+    return hashes.flatMap((hash) => fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING) ?? [])
+  }
+
+  /** A worker's directory entry in a Cluster ("<token> <agent name>") with the name, or null when the id is unknown. */
+  private async directoryEntry(id: string): Promise<{ entry: string; agentName: string } | null> {
+    const entry = await this.command(() => this.connection.command.hget(this.keys.workerDirectory(), id))
+    return entry === null ? null : { entry, agentName: entry.slice(entry.indexOf(' ') + 1) }
+  }
+
+  /** The bucket of a worker addressed by id alone: 0 on one Redis; in a Cluster, its agent name's, as the directory says (null: unknown). */
+  private async bucketOfWorker(id: string): Promise<number | null> {
+    if (this.keys.buckets === 1) return 0
+    const found = await this.directoryEntry(id)
+    return found === null ? null : this.keys.workerBucketOf(found.agentName)
+  }
+
+  /** A script on the hash of a worker addressed by id; `missing` when the id is unknown. */
+  private async onWorker<T>(id: string, missing: T, run: (key: string) => Promise<T>): Promise<T> {
+    const bucket = await this.bucketOfWorker(id)
+    return bucket === null ? missing : run(this.keys.worker(bucket, id))
+  }
+
+  /**
+   * In a Cluster, a worker's hash is written before its directory entry and removed before the entry is forgotten,
+   * and the entry carries the token (from the store's sequence) of the registration that wrote it, which the hash
+   * keeps in `dir`: a removal forgets its own entry only, never one that a registration under the same id wrote
+   * meanwhile. A worker registering under an agent name of another bucket is moved: taken out of its old bucket (its
+   * jobs, reservations and drain flag carried over), written in the new one, then its entry changed; an operation on
+   * it by id in between finds no worker, as for an unknown id.
+   */
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
+    // The registration order across buckets, and the directory token.
+    const token = await this.command(() => this.connection.command.incr(this.keys.sequence()))
+    const bucket = this.keys.workerBucketOf(worker.agentName)
+    let record = worker
+    let carried: WorkerRecord | null = null
+    const from = await this.bucketOfWorker(worker.id)
+    if (from !== null && from !== bucket) {
+      const taken = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(from, worker.id), this.keys.workers(from)], ['', worker.id, this.keys.workersOfPrefix(from), '1'])) as string[]
+      carried = fromFields<WorkerRecord>(taken, WORKER_BOOKKEEPING)
+      if (carried) record = { ...worker, jobs: carried.jobs, reserved: carried.reserved, draining: carried.draining }
+    }
     const previous = (await this.connection.run(
       SCRIPTS.upsert,
-      [this.keys.worker(worker.id), this.keys.workers(), this.keys.sequence()],
-      [worker.id, this.keys.workersOfPrefix(), ...toFields(worker)],
+      [this.keys.worker(bucket, worker.id), this.keys.workers(bucket)],
+      [worker.id, this.keys.workersOfPrefix(bucket), token, ...toFields(record), 'dir', String(token)],
     )) as string[]
-    return fromFields<WorkerRecord>(previous)
+    if (this.keys.buckets > 1) await this.command(() => this.connection.command.hset(this.keys.workerDirectory(), worker.id, `${token} ${worker.agentName}`))
+    return carried ?? fromFields<WorkerRecord>(previous, WORKER_BOOKKEEPING)
   }
 
   async getWorker(id: string): Promise<WorkerRecord | null> {
-    const [hash] = await this.read([this.keys.worker(id)])
-    return fromFields<WorkerRecord>(hash!)
+    const bucket = await this.bucketOfWorker(id)
+    if (bucket === null) return null
+    const [worker] = await this.readWorkers(bucket, [id])
+    return worker ?? null
   }
 
   async listWorkers(agentName?: string): Promise<WorkerRecord[]> {
-    let ids: string[]
-    try {
-      // A dispatch lists the workers of one agent name: it reads only those.
-      ids = await this.connection.command.zrange(agentName === undefined ? this.keys.workers() : this.keys.workersOf(agentName), '0', '-1')
-    } catch (error) {
-      throw storeError(error)
+    if (agentName !== undefined) {
+      // A dispatch lists the workers of one agent name: it reads only those, in the name's bucket.
+      const ids = await this.command(() => this.connection.command.zrange(this.keys.workersOf(agentName), '0', '-1'))
+      return (await this.readWorkers(this.keys.workerBucketOf(agentName), ids)).filter((worker) => worker.agentName === agentName)
     }
-    const hashes = await this.read(ids.map((id) => this.keys.worker(id)))
-    return hashes
-      .map((hash) => fromFields<WorkerRecord>(hash))
-      .filter((worker): worker is WorkerRecord => worker !== null && (agentName === undefined || worker.agentName === agentName))
+    // Each bucket's workers, merged by registration order.
+    const buckets = await Promise.all(
+      this.keys.allBuckets().map(async (bucket) => {
+        const flat = await this.command(() => this.connection.command.zrange(this.keys.workers(bucket), '0', '-1', 'WITHSCORES'))
+        const order = new Map<string, number>()
+        for (let at = 0; at < flat.length; at += 2) order.set(flat[at]!, Number(flat[at + 1]))
+        return (await this.readWorkers(bucket, [...order.keys()])).map((worker) => ({ worker, order: order.get(worker.id)! }))
+      }),
+    )
+    return buckets
+      .flat()
+      .sort((a, b) => a.order - b.order)
+      .map(({ worker }) => worker)
   }
 
   async updateWorker(id: string, connection: string | null, patch: WorkerPatch): Promise<WorkerRecord | null> {
-    const hash = (await this.connection.run(SCRIPTS.update, [this.keys.worker(id)], [JSON.stringify(connection), ...toFields(patch)])) as string[]
-    return fromFields<WorkerRecord>(hash)
+    const hash = await this.onWorker(id, [], async (key) => (await this.connection.run(SCRIPTS.update, [key], [JSON.stringify(connection), ...toFields(patch)])) as string[])
+    return fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING)
   }
 
   async setDraining(id: string, draining: boolean): Promise<WorkerRecord | null> {
-    const hash = (await this.connection.run(SCRIPTS.setDraining, [this.keys.worker(id)], [JSON.stringify(draining)])) as string[]
-    return fromFields<WorkerRecord>(hash)
+    const hash = await this.onWorker(id, [], async (key) => (await this.connection.run(SCRIPTS.setDraining, [key], [JSON.stringify(draining)])) as string[])
+    return fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING)
   }
 
   async deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null> {
-    const hash = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(id), this.keys.workers()], [JSON.stringify(connection), id, this.keys.workersOfPrefix()])) as string[]
-    return fromFields<WorkerRecord>(hash)
+    const bucket = await this.bucketOfWorker(id)
+    if (bucket === null) return null
+    const hash = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(bucket, id), this.keys.workers(bucket)], [JSON.stringify(connection), id, this.keys.workersOfPrefix(bucket), ''])) as string[]
+    const removed = fromFields<WorkerRecord & { dir?: number }>(hash)
+    if (removed && this.keys.buckets > 1) await this.connection.run(SCRIPTS.forgetWorker, [this.keys.workerDirectory()], [id, `${removed.dir} ${removed.agentName}`])
+    return fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING)
   }
 
   async reserveSlot(workerId: string, jobId: string): Promise<boolean> {
-    return (await this.connection.run(SCRIPTS.reserve, [this.keys.worker(workerId)], [jobId])) === 1
+    return this.onWorker(workerId, false, async (key) => (await this.connection.run(SCRIPTS.reserve, [key], [jobId])) === 1)
   }
 
-  /** A dispatch's pick and reservation in one script: the instance reads one worker, not every worker of the name. */
+  /** A dispatch's pick and reservation in one script, in the agent name's bucket: the instance reads one worker, not every worker of the name. */
   async reserveAny(agentName: string, owner: string, jobId: string, exclude: ReadonlySet<string>, random: number): Promise<Reservation> {
     const [seen, ...hash] = (await this.connection.run(
       SCRIPTS.reserveAny,
       [this.keys.workersOf(agentName)],
-      [this.keys.workerPrefix(), JSON.stringify(owner), JSON.stringify(agentName), jobId, String(random), ...exclude],
+      [this.keys.workerPrefix(this.keys.workerBucketOf(agentName)), JSON.stringify(owner), JSON.stringify(agentName), jobId, String(random), ...exclude],
     )) as [number, ...string[]]
-    return { worker: fromFields<WorkerRecord>(hash), registered: seen === 1 }
+    return { worker: fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING), registered: seen === 1 }
   }
 
   async assignSlot(workerId: string, jobId: string): Promise<boolean> {
-    return (await this.connection.run(SCRIPTS.assign, [this.keys.worker(workerId)], [jobId])) === 1
+    return this.onWorker(workerId, false, async (key) => (await this.connection.run(SCRIPTS.assign, [key], [jobId])) === 1)
   }
 
   async releaseSlot(workerId: string, jobId: string): Promise<void> {
-    await this.connection.run(SCRIPTS.release, [this.keys.worker(workerId)], [jobId])
+    await this.onWorker(workerId, null, (key) => this.connection.run(SCRIPTS.release, [key], [jobId]))
   }
 
   /** The finished jobs' bounds as the scripts take them: JSON [count, bytes]. */

@@ -25,6 +25,9 @@ import { startRelay } from '../support/relay'
 import { eventually } from '../support/wait'
 import { testBackend } from './conformance'
 import { activity, digest, workspace } from './conformance/agents'
+import { worker } from './conformance/workers'
+import { reserveAny } from '../../src/backend/workers'
+import { FORGET_WORKER } from '../../plugins/redis/scripts/workers'
 
 describe('where the settings say the cluster is', () => {
   it('takes redis_cluster, and refuses it with Sentinels', () => {
@@ -58,7 +61,7 @@ describe.skipIf(typeof binaries === 'string')('redis backend on a Redis Cluster,
   testBackend((options) => makeBackend('redis-cluster', { redis_wait_replicas: 1, ...options }))
 })
 
-describe.skipIf(typeof binaries === 'string')('mailboxes and workspaces in buckets of a Redis Cluster', () => {
+describe.skipIf(typeof binaries === 'string')('mailboxes, workspaces and workers in buckets of a Redis Cluster', () => {
 
   it('spreads the buckets over every master of the cluster', async () => {
     const cluster = await startRedisCluster()
@@ -105,6 +108,67 @@ describe.skipIf(typeof binaries === 'string')('mailboxes and workspaces in bucke
       expect(await store.workspaceOfToken(tokens.get(a.id)!)).toBeNull()
     } finally {
       node.disconnect()
+      await backend.close()
+      cluster.stop()
+    }
+  }, 60_000)
+
+  it('spreads agent names over every master, each with its workers and their slots in one slot, and finds a worker by id alone', async () => {
+    const cluster = await startRedisCluster()
+    const prefix = randomPrefix()
+    const backend = await makeBackend('redis-cluster', { ...cluster.options, redis_prefix: prefix })
+    const node = new Redis(`redis://${cluster.nodes.split(',')[0]}`)
+    const direct = new Redis.Cluster(clusterPorts(cluster.nodes).map((port) => ({ host: '127.0.0.1', port })))
+    try {
+      const store = backend.workers
+      const prefixed = new RedisKeys(prefix, { cluster: true })
+      const names = Array.from({ length: 12 }, (_, at) => `agent-${at}`)
+      const workers = names.flatMap((agentName) => [worker({ agentName }), worker({ agentName })])
+      for (const each of workers) expect(await store.upsertWorker(each)).toBeNull()
+      // A name's index and its workers' hashes share a slot (a dispatch's pick and reservation is one script); the names spread over the masters.
+      const slotOf = (key: string) => node.call('CLUSTER', 'KEYSLOT', key)
+      for (const each of workers) {
+        const bucket = prefixed.workerBucketOf(each.agentName)
+        expect(new Set(await Promise.all([prefixed.worker(bucket, each.id), prefixed.workersOf(each.agentName), prefixed.workers(bucket)].map(slotOf))).size).toBe(1)
+      }
+      expect(new Set(await Promise.all(names.map((name) => cluster.masterOf(prefixed.workersOf(name))))).size).toBe(3)
+      // Listings walk every bucket in registration order; by id, a worker is found through the directory.
+      expect((await store.listWorkers()).map((each) => each.id)).toEqual(workers.map((each) => each.id))
+      expect((await store.listWorkers('agent-3')).map((each) => each.id)).toEqual([workers[6]!.id, workers[7]!.id])
+      for (const name of names) {
+        const reservation = await reserveAny(store, name, 'tenant-a', `job-${name}`, new Set())
+        expect(reservation.worker?.agentName).toBe(name)
+        expect(await store.assignSlot(reservation.worker!.id, `job-${name}`)).toBe(true)
+        expect((await store.getWorker(reservation.worker!.id))?.jobs).toEqual([`job-${name}`])
+      }
+      // Registering under a name of another bucket moves the worker with its jobs and drain flag; its old bucket holds nothing of it.
+      const moving = (await store.listWorkers('agent-0')).find((each) => each.jobs.length === 1)!
+      const to = names.find((name) => prefixed.workerBucketOf(name) !== prefixed.workerBucketOf('agent-0'))!
+      await store.setDraining(moving.id, true)
+      const previous = await store.upsertWorker(worker({ id: moving.id, agentName: to, connection: 'new-socket' }))
+      expect(previous?.connection).toBe(moving.connection)
+      expect(await store.getWorker(moving.id)).toMatchObject({ agentName: to, connection: 'new-socket', jobs: ['job-agent-0'], draining: true })
+      expect((await store.listWorkers('agent-0')).map((each) => each.id)).not.toContain(moving.id)
+      expect((await store.listWorkers(to)).map((each) => each.id)).toContain(moving.id)
+      expect(await direct.exists(prefixed.worker(prefixed.workerBucketOf('agent-0'), moving.id))).toBe(0)
+      expect(await store.listWorkers()).toHaveLength(workers.length)
+      // A removal forgets the worker's directory entry, and only its own.
+      await store.releaseSlot(moving.id, 'job-agent-0')
+      expect((await store.deleteWorker(moving.id, 'new-socket'))?.id).toBe(moving.id)
+      expect(await direct.hget(prefixed.workerDirectory(), moving.id)).toBeNull()
+      expect(await direct.hlen(prefixed.workerDirectory())).toBe(workers.length - 1)
+      expect(await store.getWorker(moving.id)).toBeNull()
+      expect(await store.reserveSlot(moving.id, 'job-x')).toBe(false)
+      // A removal whose forget comes late, after the id registered again, leaves the new registration's entry.
+      const again = workers[0]!
+      const stale = await direct.hget(prefixed.workerDirectory(), again.id)
+      await store.deleteWorker(again.id, again.connection)
+      await store.upsertWorker(again)
+      await direct.eval(FORGET_WORKER, 1, prefixed.workerDirectory(), again.id, stale!)
+      expect((await store.getWorker(again.id))?.connection).toBe(again.connection)
+    } finally {
+      node.disconnect()
+      direct.disconnect()
       await backend.close()
       cluster.stop()
     }

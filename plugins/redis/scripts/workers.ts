@@ -41,8 +41,9 @@ end
  * in the same order (a dispatch reads only the workers of one name). A new
  * worker is refused when Redis is at its maxmemory; a takeover (a worker
  * registering again under its id) only overwrites, and runs even then.
- * KEYS[1] worker hash · KEYS[2] worker index (sorted by registration) · KEYS[3] sequence counter
- * ARGV[1] worker id · ARGV[2] agent-name index prefix · ARGV[3..] field, JSON value pairs of the new record
+ * KEYS[1] worker hash · KEYS[2] worker index (sorted by registration)
+ * ARGV[1] worker id · ARGV[2] agent-name index prefix · ARGV[3] its order if it is new (from the store's sequence)
+ * ARGV[4..] field, JSON value pairs of the new record
  * Returns the previous hash as a flat list (empty when new).
  */
 export const UPSERT_WORKER = `
@@ -51,19 +52,19 @@ local name_before = redis.call('HGET', KEYS[1], 'agentName')
 local kept = { jobs = true, reserved = true, draining = true }
 -- first write: a takeover's cannot grow memory (a field written again below); a new worker's is its first HSET.
 if #previous > 0 then
-  for i = 3, #ARGV, 2 do
+  for i = 4, #ARGV, 2 do
     if not kept[ARGV[i]] then
       redis.call('HDEL', KEYS[1], ARGV[i])
       break
     end
   end
 end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if #previous == 0 or not kept[ARGV[i]] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 local order = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if not order then
-  order = redis.call('INCR', KEYS[3])
+  order = ARGV[3]
   redis.call('ZADD', KEYS[2], order, ARGV[1])
 end
 local name = redis.call('HGET', KEYS[1], 'agentName')
@@ -114,18 +115,28 @@ return redis.call('HGETALL', KEYS[1])
 `
 
 /**
- * Remove a worker only while it is held by the given connection.
+ * Remove a worker only while it is held by the given connection (or whatever holds it, to move it to another bucket).
  * KEYS[1] worker hash · KEYS[2] worker index · ARGV[1] connection as JSON · ARGV[2] worker id · ARGV[3] agent-name index prefix
+ * ARGV[4] '1': whatever connection holds it
  * Returns the removed hash as a flat list, or an empty list.
  */
 export const DELETE_WORKER = `
-if redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return {} end
+if ARGV[4] ~= '1' and redis.call('HGET', KEYS[1], 'connection') ~= ARGV[1] then return {} end
 local removed = redis.call('HGETALL', KEYS[1])
 local name = redis.call('HGET', KEYS[1], 'agentName')
 if name then redis.call('ZREM', ARGV[3] .. cjson.decode(name), ARGV[2]) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 return removed
+`
+
+/**
+ * Forget a removed worker's directory entry, unless a registration under its id since wrote another.
+ * KEYS[1] worker directory · ARGV[1] worker id · ARGV[2] the entry the removed worker had
+ */
+export const FORGET_WORKER = `
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
 `
 
 /**
