@@ -10,9 +10,11 @@
  * reaches the worker (16 callers). With the Redis commands each operation
  * costs, from the servers' `INFO commandstats` (every master's summed):
  * the scripts called, and every command run (those inside scripts too,
- * which Redis counts alike): what a Cluster spreads over its masters. On 2 cores the instances and the
+ * which Redis counts alike): what a Cluster spreads over its masters, and
+ * the busiest master's share of them (what bounds the throughput a Cluster
+ * of that many masters can reach: 100% on one Redis). On 2 cores the instances and the
  * 6 Redis processes share the same cores, so the rows show the Cluster's
- * overhead, not scaling. About a minute; not part of `bun run bench`.
+ * overhead, not scaling. About a minute; the last part of `bun run bench`.
  *
  *   bun bench/cluster.ts    (needs redis-server and redis-cli; writes bench/results/cluster.json)
  */
@@ -35,21 +37,46 @@ if (typeof binaries === 'string') {
   process.exit(0)
 }
 
-/** Commands the servers on `ports` ran so far, summed: scripts called (EVALSHA, EVAL), and every command (those inside scripts too). */
-async function commandCalls(ports: number[]): Promise<{ scripts: number; all: number }> {
-  const calls = { scripts: 0, all: 0 }
+/** Commands the servers on `ports` ran so far: scripts called (EVALSHA, EVAL) summed, and every command (those inside scripts too) per server. */
+async function commandCalls(ports: number[]): Promise<Calls> {
+  const calls: Calls = { scripts: 0, byServer: new Map() }
   for (const port of ports) {
     const client = new Redis({ host: '127.0.0.1', port })
+    let all = 0
     for (const line of ((await client.info('commandstats')) as string).split('\n')) {
       const match = /^cmdstat_(\w+):calls=(\d+)/.exec(line)
       // Switchboard's, not those of this count or of replication.
       if (!match || ['info', 'ping', 'replconf', 'cluster', 'client', 'command', 'hello'].includes(match[1]!)) continue
-      calls.all += Number(match[2])
+      all += Number(match[2])
       if (match[1] === 'evalsha' || match[1] === 'eval') calls.scripts += Number(match[2])
     }
+    calls.byServer.set(port, all)
     client.disconnect()
   }
   return calls
+}
+
+interface Calls {
+  scripts: number
+  byServer: Map<number, number>
+}
+
+/** What `operations` cost between two counts: scripts and all commands per operation, and the busiest server's share of the commands (what bounds a Cluster's throughput: 100% on one Redis). */
+function perOperation(from: Calls, to: Calls, operations: number): Cost {
+  const ran = [...to.byServer].map(([port, all]) => all - (from.byServer.get(port) ?? 0))
+  const all = ran.reduce((sum, count) => sum + count, 0)
+  return {
+    scripts: round((to.scripts - from.scripts) / Math.max(operations, 1), 1),
+    all: round(all / Math.max(operations, 1), 1),
+    busiest: Math.round((100 * Math.max(...ran)) / Math.max(all, 1)),
+  }
+}
+
+interface Cost {
+  scripts: number
+  all: number
+  /** Per cent of the commands the busiest server ran. */
+  busiest: number
 }
 
 /** Request and answer between `PAIRS` user/agent pairs, each side on another instance. */
@@ -116,9 +143,9 @@ interface Row {
   redis: string
   instances: number
   exchange: LoadResult
-  exchangeCommands: { scripts: number; all: number }
+  exchangeCommands: Cost
   dispatch: LoadResult
-  dispatchCommands: { scripts: number; all: number }
+  dispatchCommands: Cost
 }
 
 /** Both measurements through `urls`, with the commands per operation the servers on `ports()` counted. */
@@ -129,11 +156,7 @@ async function measure(redis: string, urls: string[], ports: () => Promise<numbe
   const dispatched = await dispatch(urls)
   const after = await commandCalls(await ports())
   // Warm-up rounds and setup count too: divided by the measured operations, a slight overestimate.
-  const per = (from: { scripts: number; all: number }, to: { scripts: number; all: number }, operations: number) => ({
-    scripts: round((to.scripts - from.scripts) / Math.max(operations, 1), 1),
-    all: round((to.all - from.all) / Math.max(operations, 1), 1),
-  })
-  const row = { redis, instances: urls.length, exchange: exchanged, exchangeCommands: per(before, middle, exchanged.requests), dispatch: dispatched, dispatchCommands: per(middle, after, dispatched.requests) }
+  const row = { redis, instances: urls.length, exchange: exchanged, exchangeCommands: perOperation(before, middle, exchanged.requests), dispatch: dispatched, dispatchCommands: perOperation(middle, after, dispatched.requests) }
   console.log(`${redis} × ${urls.length}: exchange ${exchanged.perSecond}/s (p50 ${exchanged.latency.p50} ms, ${JSON.stringify(row.exchangeCommands)}), dispatch ${dispatched.perSecond}/s (p50 ${dispatched.latency.p50} ms, ${JSON.stringify(row.dispatchCommands)}), errors ${exchanged.errors + dispatched.errors}`)
   return row
 }
@@ -167,7 +190,7 @@ try {
 }
 
 const markdown = table(
-  ['Redis', 'instances', 'exchange round trips/s', 'p50 ms', 'p99 ms', 'scripts (all commands) per round trip', 'dispatches/s', 'p50 ms', 'p99 ms', 'scripts (all commands) per dispatch'],
+  ['Redis', 'instances', 'exchange round trips/s', 'p50 ms', 'p99 ms', 'scripts (all commands) per round trip', 'busiest master', 'dispatches/s', 'p50 ms', 'p99 ms', 'scripts (all commands) per dispatch', 'busiest master'],
   rows.map((row) => [
     row.redis,
     row.instances,
@@ -175,10 +198,12 @@ const markdown = table(
     row.exchange.latency.p50,
     row.exchange.latency.p99,
     `${row.exchangeCommands.scripts} (${row.exchangeCommands.all})`,
+    `${row.exchangeCommands.busiest}%`,
     row.dispatch.perSecond,
     row.dispatch.latency.p50,
     row.dispatch.latency.p99,
     `${row.dispatchCommands.scripts} (${row.dispatchCommands.all})`,
+    `${row.dispatchCommands.busiest}%`,
   ]),
 )
 const seconds = Math.round((Date.now() - started) / 1000)

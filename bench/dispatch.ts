@@ -131,6 +131,8 @@ async function measureBacklog(url: string, backend: BenchBackend): Promise<Backl
     // Only jobs dispatched once the backlog was full count: those of the filling waited for it to fill.
     if (sent >= measuredFrom) latencies.push(at - sent)
   }
+  /** Dispatches whose answer has not come yet: the row waits for them before its workers and server go. */
+  const inFlight = new Set<Promise<void>>()
   const submit = async () => {
     const started = performance.now()
     const response = await request(`${url}/jobs`, 'POST', body)
@@ -141,6 +143,11 @@ async function measureBacklog(url: string, backend: BenchBackend): Promise<Backl
     const jobId = (JSON.parse(response.text) as { id: string }).id
     sentAt.set(jobId, started)
     settle(jobId)
+  }
+  const track = () => {
+    const sent = submit().catch(() => void failures++)
+    inFlight.add(sent)
+    void sent.finally(() => inFlight.delete(sent))
   }
   const pool: TestWorker[] = []
   for (let i = 0; i < BACKLOG_WORKERS; i++) {
@@ -154,7 +161,7 @@ async function measureBacklog(url: string, backend: BenchBackend): Promise<Backl
       settle(jobId)
       const finish = () => {
         worker.update(jobId, 'completed')
-        if (!stopping) void submit()
+        if (!stopping) track()
       }
       if (running) finish()
       else held.push(finish)
@@ -176,6 +183,7 @@ async function measureBacklog(url: string, backend: BenchBackend): Promise<Backl
   const jobsPerSecond = Math.round((assigned - assignedBefore) / seconds)
   stopping = true
   // The jobs still waiting are served before the workers go, so nothing is left in the backlog.
+  await Promise.all(inFlight)
   const deadline = performance.now() + 10_000
   while (sentAt.size > 0 && performance.now() < deadline) await Bun.sleep(20)
   failures += sentAt.size

@@ -22,6 +22,7 @@ const SCRIPTS: [string, string, number][] = [
   ['A2A proxy', 'bench/a2a.ts', 90],
   ['Scale', 'bench/scale.ts', 120],
   ['Soak', 'bench/soak.ts', 90],
+  ['Redis Cluster', 'bench/cluster.ts', 120],
 ]
 
 const only = process.argv.slice(2)

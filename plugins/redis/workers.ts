@@ -187,30 +187,38 @@ export class RedisWorkers implements WorkerStore {
 
   /**
    * In a Cluster, a worker's hash is written before its directory entry and removed before the entry is forgotten,
-   * and the entry carries the token (from the store's sequence) of the registration that wrote it, which the hash
-   * keeps in `dir`: a removal forgets its own entry only, never one that a registration under the same id wrote
-   * meanwhile. A worker registering under an agent name of another bucket is moved: taken out of its old bucket (its
-   * jobs, reservations and drain flag carried over), written in the new one, then its entry changed; an operation on
-   * it by id in between finds no worker, as for an unknown id.
+   * and the entry carries the token of the registration that created the hash (its `dir`, from the store's
+   * sequence): a removal forgets its own entry only, never one that a registration under the same id wrote
+   * meanwhile. A worker registering under an agent name of another bucket is moved: taken out of its old bucket
+   * (its jobs, reservations and drain flag carried over), written in the new one, then its entry changed; an
+   * operation on it by id in between finds no worker, as for an unknown id.
    */
   async upsertWorker(worker: WorkerRecord): Promise<WorkerRecord | null> {
-    // The registration order across buckets, and the directory token.
-    const token = await this.command(() => this.connection.command.incr(this.keys.sequence()))
     const bucket = this.keys.workerBucketOf(worker.agentName)
     let record = worker
     let carried: WorkerRecord | null = null
-    const from = await this.bucketOfWorker(worker.id)
-    if (from !== null && from !== bucket) {
+    const before = this.keys.buckets > 1 ? await this.directoryEntry(worker.id) : null
+    if (before !== null && this.keys.workerBucketOf(before.agentName) !== bucket) {
+      const from = this.keys.workerBucketOf(before.agentName)
       const taken = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(from, worker.id), this.keys.workers(from)], ['', worker.id, this.keys.workersOfPrefix(from), '1'])) as string[]
       carried = fromFields<WorkerRecord>(taken, WORKER_BOOKKEEPING)
       if (carried) record = { ...worker, jobs: carried.jobs, reserved: carried.reserved, draining: carried.draining }
     }
-    const previous = (await this.connection.run(
-      SCRIPTS.upsert,
-      [this.keys.worker(bucket, worker.id), this.keys.workers(bucket)],
-      [worker.id, this.keys.workersOfPrefix(bucket), token, ...toFields(record), 'dir', String(token)],
-    )) as string[]
-    if (this.keys.buckets > 1) await this.command(() => this.connection.command.hset(this.keys.workerDirectory(), worker.id, `${token} ${worker.agentName}`))
+    const upsert = async (order: number | '') =>
+      (await this.connection.run(SCRIPTS.upsert, [this.keys.worker(bucket, worker.id), this.keys.workers(bucket)], [worker.id, this.keys.workersOfPrefix(bucket), order, ...toFields(record)])) as string[] | null
+    // A takeover keeps its order and token, so it writes nothing else (and runs in a full Redis); a new worker takes the store's next number.
+    let token: number | undefined
+    let previous = await upsert('')
+    if (previous === null) {
+      token = await this.command(() => this.connection.command.incr(this.keys.sequence()))
+      previous = (await upsert(token))!
+    }
+    const found = fromFields<WorkerRecord & { dir?: number }>(previous)
+    if (this.keys.buckets > 1) {
+      // The hash's own token: ours when this call created it, else the one it kept (another call may have created it meanwhile).
+      const entry = `${found === null ? token : found.dir} ${worker.agentName}`
+      if (before?.entry !== entry) await this.command(() => this.connection.command.hset(this.keys.workerDirectory(), worker.id, entry))
+    }
     return carried ?? fromFields<WorkerRecord>(previous, WORKER_BOOKKEEPING)
   }
 

@@ -11,11 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'bun:test'
 import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import Redis from 'ioredis'
+import { clusterBinaries } from '../support/cluster'
 import { spawnRedisServer } from '../support/redis'
 import { BUN, ROOT, runToEnd } from '../support/process'
 import { tempDir } from '../support/temp'
 
-const SECTIONS = ['Footprint', 'Framework ceiling', 'Exchange round trip', 'Dispatch', 'Event fan-out', 'A2A proxy', 'Scale', 'Soak']
+/** Whether the Redis Cluster rows can run here (CI installs what they need; elsewhere the script says what is missing). */
+const clusterHere = typeof clusterBinaries() !== 'string'
+const SECTIONS = ['Footprint', 'Framework ceiling', 'Exchange round trip', 'Dispatch', 'Event fan-out', 'A2A proxy', 'Scale', 'Soak', ...(clusterHere ? ['Redis Cluster'] : [])]
 const SHORT = {
   // wrk, when installed, drives the ceiling's load, and it runs for whole seconds only.
   BENCH_SECONDS: '1',
@@ -34,7 +37,7 @@ const SHORT = {
 
 const NAMES = ['footprint', 'ceiling', 'exchange', 'dispatch', 'events', 'a2a', 'scale', 'soak']
 /** The committed results, which a run into BENCH_OUT must not touch. */
-const COMMITTED = [join(ROOT, 'bench/RESULTS.md'), ...NAMES.map((name) => join(ROOT, 'bench/results', `${name}.json`))]
+const COMMITTED = [join(ROOT, 'bench/RESULTS.md'), ...[...NAMES, 'cluster'].map((name) => join(ROOT, 'bench/results', `${name}.json`))]
 const modified = () => COMMITTED.map((path) => statSync(path).mtimeMs)
 
 const out = tempDir('bench-run')
@@ -118,6 +121,20 @@ describe('bun run bench', () => {
       expect(row.of_forwarder).toBeGreaterThan(0)
       expect(row.errors).toBe(0)
     }
+  })
+
+  it.skipIf(!clusterHere && process.env.CI !== 'true')('runs the exchange and dispatch on a single Redis and on a 3-master Cluster with 1, 2 and 3 instances, the Cluster spreading the exchange over its masters', () => {
+    expect(clusterBinaries(), 'the Redis Cluster rows need redis-server and redis-cli').not.toBeTypeOf('string')
+    const rows = result('cluster').rows as { redis: string; instances: number; exchange: { errors: number; requests: number }; exchangeCommands: { busiest: number }; dispatch: { errors: number; requests: number } }[]
+    expect(rows.map((row) => `${row.redis} × ${row.instances}`)).toEqual(['single × 1', 'Cluster (3 masters) × 1', 'Cluster (3 masters) × 2', 'Cluster (3 masters) × 3'])
+    for (const row of rows) {
+      expect(row.exchange.requests).toBeGreaterThan(0)
+      expect(row.dispatch.requests).toBeGreaterThan(0)
+      expect(row.exchange.errors + row.dispatch.errors).toBe(0)
+    }
+    // One Redis runs every command; on the Cluster no master runs most of the exchange's (its mailboxes spread over 16 buckets).
+    expect(rows[0]!.exchangeCommands.busiest).toBe(100)
+    for (const row of rows.slice(1)) expect(row.exchangeCommands.busiest).toBeLessThan(60)
   })
 
   it.skipIf(Bun.which('redis-server') === null)('leaves no key behind in the Redis it used', async () => {

@@ -36,18 +36,23 @@ end
 `
 
 /**
- * Insert a worker, or take over its registration keeping jobs, reserved and
- * draining. The worker is indexed by registration, and under its agent name
- * in the same order (a dispatch reads only the workers of one name). A new
+ * Insert a worker, or take over its registration keeping jobs, reserved,
+ * draining and its directory token (`dir`). The worker is indexed by
+ * registration, and under its agent name in the same order (a dispatch reads
+ * only the workers of one name). A new worker needs its order, from the
+ * store's sequence (also its token): without one the script writes nothing
+ * and answers nil, so that a takeover costs no write beyond its own. A new
  * worker is refused when Redis is at its maxmemory; a takeover (a worker
  * registering again under its id) only overwrites, and runs even then.
- * KEYS[1] worker hash · KEYS[2] worker index (sorted by registration)
- * ARGV[1] worker id · ARGV[2] agent-name index prefix · ARGV[3] its order if it is new (from the store's sequence)
+ * KEYS[1] worker hash · KEYS[2] bucket's worker index (sorted by registration)
+ * ARGV[1] worker id · ARGV[2] agent-name index prefix · ARGV[3] its order if it is new, else ''
  * ARGV[4..] field, JSON value pairs of the new record
- * Returns the previous hash as a flat list (empty when new).
+ * Returns the previous hash as a flat list (empty when new), or nil when it is new and no order came.
  */
 export const UPSERT_WORKER = `
 local previous = redis.call('HGETALL', KEYS[1])
+local order = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if (#previous == 0 or not order) and ARGV[3] == '' then return false end
 local name_before = redis.call('HGET', KEYS[1], 'agentName')
 local kept = { jobs = true, reserved = true, draining = true }
 -- first write: a takeover's cannot grow memory (a field written again below); a new worker's is its first HSET.
@@ -62,7 +67,7 @@ end
 for i = 4, #ARGV, 2 do
   if #previous == 0 or not kept[ARGV[i]] then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
-local order = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if #previous == 0 then redis.call('HSET', KEYS[1], 'dir', ARGV[3]) end
 if not order then
   order = ARGV[3]
   redis.call('ZADD', KEYS[2], order, ARGV[1])
