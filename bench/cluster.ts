@@ -6,8 +6,8 @@
  * request through one instance, the agent receives it on its listen stream
  * on the next instance and answers, the user receives the answer (64
  * pairs, 1 KiB). Dispatch: `POST /jobs` through one instance, to one of 4
- * workers connected round robin to the instances, until the assignment
- * reaches the worker (16 callers). With the Redis commands each operation
+ * workers of 4 agent names connected round robin to the instances, until
+ * the assignment reaches the worker (16 callers). With the Redis commands each operation
  * costs, from the servers' `INFO commandstats` (every master's summed):
  * the scripts called, and every command run (those inside scripts too,
  * which Redis counts alike): what a Cluster spreads over its masters, and
@@ -107,14 +107,19 @@ async function exchange(urls: string[]): Promise<LoadResult> {
   return result
 }
 
-/** Jobs dispatched through the instances in turn to `WORKERS` workers connected round robin; each sample lasts until the assignment reaches the worker. */
+/**
+ * Jobs dispatched through the instances in turn to `WORKERS` workers of as many agent names (a fleet's kinds of
+ * agent, so that the names' buckets spread as a fleet's would), connected round robin; each sample lasts until the
+ * assignment reaches the worker.
+ */
 async function dispatch(urls: string[]): Promise<LoadResult> {
-  const agentName = `bench-${crypto.randomUUID()}`
+  const run = crypto.randomUUID()
+  const names = Array.from({ length: WORKERS }, (_, index) => `bench-${run}-${index}`)
   const arrivals = new Map<string, () => void>()
   const assigned = new Set<string>()
   const workers: TestWorker[] = []
   for (let i = 0; i < WORKERS; i++) {
-    const worker = await TestWorker.connect(urls[i % urls.length]!, { agentName, maxProcesses: 10_000, loadThreshold: 1 })
+    const worker = await TestWorker.connect(urls[i % urls.length]!, { agentName: names[i]!, maxProcesses: 10_000, loadThreshold: 1 })
     worker.ws.on('message', (raw) => {
       const frame = JSON.parse(raw.toString()) as { type: string; job_id?: string }
       if (frame.type !== 'job_assignment' || !frame.job_id) return
@@ -124,8 +129,9 @@ async function dispatch(urls: string[]): Promise<LoadResult> {
     })
     workers.push(worker)
   }
-  const body = JSON.stringify({ agent_name: agentName, room_id: 'bench-room' })
+  let sent = 0
   const dispatchOne = async (caller: number) => {
+    const body = JSON.stringify({ agent_name: names[sent++ % names.length], room_id: 'bench-room' })
     const response = await request(`${urls[caller % urls.length]}/jobs`, 'POST', body)
     if (response.status !== 201) throw new Error(`dispatch answered ${response.status}`)
     const jobId = (JSON.parse(response.text) as { id: string }).id
@@ -207,6 +213,6 @@ const markdown = table(
   ]),
 )
 const seconds = Math.round((Date.now() - started) / 1000)
-console.log(`\nExchange (${PAIRS} pairs, 1 KiB, request and answer) and dispatch (${CALLERS} callers, ${WORKERS} workers), ${SECONDS} s each, ${seconds} s in all\n\n${markdown}\n`)
+console.log(`\nExchange (${PAIRS} pairs, 1 KiB, request and answer) and dispatch (${CALLERS} callers, ${WORKERS} workers of as many agent names), ${SECONDS} s each, ${seconds} s in all\n\n${markdown}\n`)
 writeResult('cluster', { seconds: SECONDS, rows, markdown })
 process.exit(0)

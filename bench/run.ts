@@ -3,7 +3,7 @@
  * time), then writes bench/RESULTS.md from what they printed; each script
  * also writes its JSON to bench/results/. Every figure sits next to a
  * baseline measured in the same run. The whole run is meant to take under
- * five minutes on a 2-core machine: each script's own time is printed and
+ * six minutes on a 2-core machine: each script's own time is printed and
  * written beside its section, and the run says so when the whole took longer.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -11,7 +11,7 @@ import { resolve } from 'node:path'
 import { BUN, OUT, ROOT, hasWrk, machine } from './lib'
 
 /** The bound the whole run is meant to stay under, in seconds. */
-const RUN_BOUND_SECONDS = 300
+const RUN_BOUND_SECONDS = 360
 
 const SCRIPTS: [string, string, number][] = [
   ['Footprint', 'bench/footprint.ts', 60],
