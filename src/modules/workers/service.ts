@@ -846,8 +846,11 @@ export class WorkerService {
 
   // ---- relay between instances -------------------------------------------
 
+  /** Sends `message` to the sessions of `instance`: handled at once when that is this instance (no round trip through the bus, as the memory bus does it), else published to it. */
   private relay(instance: string, message: RelayMessage): Promise<void> {
-    return this.events.publish(channelOf(instance), JSON.stringify(message))
+    if (instance !== this.options.instanceId) return this.events.publish(channelOf(instance), JSON.stringify(message))
+    this.handleRelay(message)
+    return Promise.resolve()
   }
 
   private onRelay(payload: string): void {
@@ -858,6 +861,10 @@ export class WorkerService {
       this.logger.error('workers: unreadable relay message', { payload: payload.slice(0, 200) })
       return
     }
+    this.handleRelay(message)
+  }
+
+  private handleRelay(message: RelayMessage): void {
     switch (message.kind) {
       case 'answer':
         this.answers.get(message.requestId)?.({ available: message.available, token: message.token, reason: message.reason })

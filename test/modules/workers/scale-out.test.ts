@@ -8,6 +8,7 @@
  */
 import { afterEach, describe, expect, it } from 'bun:test'
 import { randomUUID } from 'node:crypto'
+import Redis from 'ioredis'
 import { createApp } from '../../../src/app'
 import type { Config } from '../../../src/config'
 import type { Backend } from '../../../src/backend/index'
@@ -172,11 +173,38 @@ describe('two instances on one memory backend', () => {
 })
 
 describe.if(BUILT_IN_BACKENDS.includes('redis'))('two instances on one Redis', () => {
-  scaleOutCases(async () => {
+  const shared = async (): Promise<[Backend, Backend, string]> => {
     const options = { redis_url: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', redis_prefix: randomPrefix() }
     const backends: [Backend, Backend] = [await makeBackend('redis', options), await makeBackend('redis', options)]
     open.backends.push(...backends)
     open.redis.push({ url: options.redis_url, prefix: options.redis_prefix })
-    return backends
+    return [...backends, options.redis_prefix]
+  }
+  scaleOutCases(async () => (await shared()).slice(0, 2) as [Backend, Backend])
+
+  it('relays the ask, the answer and the assignment in-process to a worker on the same instance, and over Redis to one on the other', async () => {
+    const [first, second, prefix] = await shared()
+    const a = await startInstance(first)
+    const b = await startInstance(second)
+    const relayed: string[] = []
+    const listener = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379')
+    try {
+      await listener.psubscribe(`${prefix}:event:workers:*`)
+      listener.on('pmessage', (_pattern, _channel, message: string) => relayed.push((JSON.parse(message) as { kind: string }).kind))
+      const [near, far] = [`near-${randomUUID()}`, `far-${randomUUID()}`]
+      const local = await TestWorker.connect(a.server.url, { agentName: near })
+      const remote = await TestWorker.connect(b.server.url, { agentName: far })
+      open.workers.push(local, remote)
+      const here = await post(a, '/jobs', { agent_name: near, room_id: 'r' })
+      await local.waitForAssignment(here.body.id)
+      await Bun.sleep(100)
+      expect(relayed).toEqual([])
+      const there = await post(a, '/jobs', { agent_name: far, room_id: 'r' })
+      await remote.waitForAssignment(there.body.id)
+      await eventually(() => relayed.length === 3, 5000, 'three relays over Redis')
+      expect(relayed).toEqual(['ask', 'answer', 'assign'])
+    } finally {
+      listener.disconnect()
+    }
   })
 })
