@@ -10,7 +10,8 @@
  *
  *   bun bench/compare.ts [ref] [route…]   (writes bench/results/compare.json)
  *
- * Routes given after the ref (parts of their names, e.g. `message`) limit the run to them.
+ * Routes given after the ref (parts of their names, e.g. `message`) limit the run to them. Both sides run on the
+ * memory backend, or on the Redis at REDIS_URL with BENCH_BACKEND=redis.
  *
  * The ref is unpacked with `git archive` into a temporary folder; it shares
  * this checkout's node_modules when its package-lock.json is the same, else
@@ -21,6 +22,7 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { TestWorker } from '../test/modules/workers/worker'
+import { deleteKeys } from '../test/support/redis'
 import { mailboxBody, newAgent, newUser, sendBody } from './academy'
 import { BUN, ROOT, costPerRequest, keepAlive, load, request, startChild, table, writeResult, type ChildServer, type LoadResult, type ServerCost } from './lib'
 
@@ -44,9 +46,19 @@ function checkout(ref: string, dir: string): string {
   return dir
 }
 
+/** The backend both sides run on: memory, or the Redis at REDIS_URL with `BENCH_BACKEND=redis` (each side under a key prefix of its own, deleted after its scenario). */
+const BACKEND = process.env.BENCH_BACKEND === 'redis' ? 'redis' : 'memory'
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+/** The Redis key prefixes of the servers running now. */
+const prefixes: string[] = []
+
 /** Starts the Switchboard of `root` with the settings every scenario needs. */
-const startAt = (root: string, config: string) =>
-  startChild([BUN, join(root, 'src/main.ts'), '--port', '0', '--log-level', 'error', '--admin-token', ADMIN, '--allow-private-agent-urls', '--worker-ping-s', '30', '--config', config])
+const startAt = (root: string, config: string) => {
+  const prefix = `bench-compare-${crypto.randomUUID()}`
+  if (BACKEND === 'redis') prefixes.push(prefix)
+  const backend = BACKEND === 'redis' ? ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', prefix] : ['--config', config]
+  return startChild([BUN, join(root, 'src/main.ts'), '--port', '0', '--log-level', 'error', '--admin-token', ADMIN, '--allow-private-agent-urls', '--worker-ping-s', '30', ...backend])
+}
 
 interface Scenario {
   name: string
@@ -160,6 +172,7 @@ try {
       for (const worker of workers.splice(0)) await worker.kill()
       await servers.before.stop()
       await servers.after.stop()
+      for (const prefix of prefixes.splice(0)) await deleteKeys(REDIS_URL, prefix)
     }
   }
 } finally {
@@ -184,5 +197,5 @@ const markdown = table(
     ofSpread(row.byCpu),
   ]),
 )
-console.log(`\nBefore: ${described}; after: ${head} (this checkout). ${PAIRS} alternating pairs of ${TURN_SECONDS} s turns per route, ${CONCURRENCY} keep-alive callers, memory backend; medians with their range\n\n${markdown}\n`)
-writeResult('compare', { ref: REF, before: described, after: head, pairs: PAIRS, turnSeconds: TURN_SECONDS, concurrency: CONCURRENCY, rows, markdown })
+console.log(`\nBefore: ${described}; after: ${head} (this checkout). ${PAIRS} alternating pairs of ${TURN_SECONDS} s turns per route, ${CONCURRENCY} keep-alive callers, ${BACKEND === 'redis' ? `Redis at ${REDIS_URL}` : 'memory'} backend; medians with their range\n\n${markdown}\n`)
+writeResult('compare', { ref: REF, backend: BACKEND, before: described, after: head, pairs: PAIRS, turnSeconds: TURN_SECONDS, concurrency: CONCURRENCY, rows, markdown })
