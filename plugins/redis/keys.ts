@@ -32,7 +32,7 @@
 import type { EntityId } from '../../src/backend/mailboxes'
 import { mailboxKey, outgoingKey } from '../../src/backend/mailboxes'
 
-/** Mailbox (and workspace) buckets in a Redis Cluster: enough to spread over a few masters' slots, few enough to walk on every scrape. Fixed: every instance of a store must agree. */
+/** Mailbox (and workspace, and worker) buckets in a Redis Cluster: enough to spread over a few masters' slots, few enough to walk on every scrape. Fixed: every instance of a store must agree. */
 export const MAILBOX_BUCKETS = 16
 
 /** FNV-1a: a mailbox key's bucket, the same on every instance and version. */
