@@ -66,7 +66,7 @@ export const ConfigSchema = v.object({
   tls_cert: v.optional(text('PEM certificate file; with tls_key, serve HTTPS/WSS (Academy certfile).')),
   tls_key: v.optional(text('PEM private key file (Academy keyfile).')),
   db: v.optional(text('SQLite database file (backend sqlite).'), './switchboard.db'),
-  redis_url: v.optional(text('Redis URL (backend redis).'), 'redis://127.0.0.1:6379'),
+  redis_url: v.optional(text('Redis URL (backend redis): redis:// or rediss:// (TLS) with [user:password@]; redis+sentinel://[user:password@]host:port,…/master_name[/db] for Sentinels; redis+cluster://[user:password@]host:port,… (rediss+cluster:// over TLS) for a Cluster that asks for a password or TLS.'), 'redis://127.0.0.1:6379'),
   redis_prefix: v.optional(text('Prefix of every Redis key (backend redis).'), 'switchboard'),
   redis_sentinels: v.optional(
     v.pipe(
@@ -80,7 +80,7 @@ export const ConfigSchema = v.object({
     v.pipe(
       v.string(),
       v.regex(/^\s*(\[[^\]]+\]|[^\s,:\[\]]+):\d{1,5}\s*(,\s*(\[[^\]]+\]|[^\s,:\[\]]+):\d{1,5}\s*)*$/, 'expected host:port of each Redis Cluster node, separated by commas'),
-      v.description('Comma-separated host:port of some nodes of a Redis Cluster (backend redis); the others are found from them. Used instead of redis_url and the Sentinels.'),
+      v.description('Comma-separated host:port of some nodes of a Redis Cluster (backend redis); the others are found from them. Used instead of redis_url and the Sentinels. A Cluster that asks for a password or TLS: redis_url = redis+cluster://[user:password@]host:port,… (rediss+cluster:// over TLS).'),
     ),
   ),
   redis_wait_replicas: v.optional(

@@ -16,7 +16,10 @@ import type { Logger } from '../../src/ops/logger'
 import { redactUrl } from '../../src/config'
 
 /** Where the Redis is: a URL, the Sentinels that name its master, or some nodes of a Redis Cluster. */
-export type RedisTarget = { url: string } | { sentinels: { host: string; port: number }[]; name: string; username?: string; password?: string; db?: number } | { cluster: { host: string; port: number }[] }
+export type RedisTarget =
+  | { url: string }
+  | { sentinels: { host: string; port: number }[]; name: string; username?: string; password?: string; db?: number }
+  | { cluster: { host: string; port: number }[]; username?: string; password?: string; tls?: boolean }
 
 /** The settings that say where the Redis is. */
 export interface TargetSettings {
@@ -35,7 +38,16 @@ function sentinelAddresses(list: string, setting = 'redis_sentinels'): { host: s
   })
 }
 
-/** Where the settings say the Redis is; a `redis+sentinel://[user:password@]host:port,…/master[/db]` URL names Sentinels too. */
+/** The user and password of a URL's userinfo (`user:password@`, percent-decoded), as ioredis takes them. */
+function credentials(username: string | undefined, password: string | undefined): { username?: string; password?: string } {
+  return { ...(username ? { username: decodeURIComponent(username) } : {}), ...(password !== undefined ? { password: decodeURIComponent(password) } : {}) }
+}
+
+/**
+ * Where the settings say the Redis is. A `redis+sentinel://[user:password@]host:port,…/master[/db]` URL names
+ * Sentinels too, and a `redis+cluster://[user:password@]host:port,…` URL (`rediss+cluster://` over TLS) a Cluster
+ * whose nodes ask for a password or TLS (redis_cluster names the nodes of one that asks for neither).
+ */
 export function redisTarget(settings: TargetSettings): RedisTarget {
   if (settings.redis_cluster !== undefined) {
     if (settings.redis_sentinels !== undefined || settings.redis_master_name !== undefined) throw new Error('redis_cluster and redis_sentinels exclude each other: a Redis Cluster fails over by itself')
@@ -46,17 +58,17 @@ export function redisTarget(settings: TargetSettings): RedisTarget {
     return { sentinels: sentinelAddresses(settings.redis_sentinels), name: settings.redis_master_name }
   }
   if (settings.redis_master_name !== undefined) throw new Error('redis_master_name needs redis_sentinels, the Sentinels that watch it')
+  if (/^rediss?\+cluster:/i.test(settings.redis_url)) {
+    const cluster = /^(rediss?)\+cluster:\/\/(?:([^:@/]*)(?::([^]*))?@)?([^/@]+)\/?$/i.exec(settings.redis_url)
+    if (!cluster) throw new Error(`redis_url ${redactUrl(settings.redis_url)}: expected redis+cluster://[user:password@]host:port,… (rediss+cluster:// over TLS)`)
+    const [, scheme, username, password, hosts] = cluster
+    return { cluster: sentinelAddresses(hosts!, 'redis_url'), ...credentials(username, password), ...(scheme!.toLowerCase() === 'rediss' ? { tls: true } : {}) }
+  }
   if (!/^redis\+sentinel:/i.test(settings.redis_url)) return { url: settings.redis_url }
   const match = /^redis\+sentinel:\/\/(?:([^:@/]*)(?::([^]*))?@)?([^/@]+)\/([^/]+)(?:\/(\d+))?\/?$/i.exec(settings.redis_url)
   if (!match) throw new Error(`redis_url ${redactUrl(settings.redis_url)}: expected redis+sentinel://[user:password@]host:port,…/master_name[/db]`)
   const [, username, password, hosts, name, db] = match
-  return {
-    sentinels: sentinelAddresses(hosts!),
-    name: decodeURIComponent(name!),
-    ...(username ? { username: decodeURIComponent(username) } : {}),
-    ...(password !== undefined ? { password: decodeURIComponent(password) } : {}),
-    ...(db !== undefined ? { db: Number(db) } : {}),
-  }
+  return { sentinels: sentinelAddresses(hosts!), name: decodeURIComponent(name!), ...credentials(username, password), ...(db !== undefined ? { db: Number(db) } : {}) }
 }
 
 /** The target as log lines and errors name it (no password). */
@@ -128,6 +140,8 @@ export class RedisConnection {
   private readonly nextWait = new Map<string, Promise<void>>()
   /** Counts the command connection's drops: a WAIT answered on a later connection says nothing of the writes of an earlier one. */
   private drops = 0
+  /** Why a Cluster node last refused or failed a connection (a wrong password, a TLS failure): a failed start says it. */
+  private lastNodeError: string | null = null
 
   private constructor(
     target: RedisTarget,
@@ -158,7 +172,7 @@ export class RedisConnection {
     // While the connection is down a new command fails at once (503) rather than waiting in a queue for the next
     // reconnect attempt; reconnecting goes on in the background.
     const client = (more: ClientOptions) => {
-      if ('cluster' in target) return this.cluster(target.cluster, more)
+      if ('cluster' in target) return this.cluster(target, more)
       return 'url' in target ? new Redis(target.url, { ...options, ...more }) : new Redis({ ...options, ...more })
     }
     const { commandTimeoutMs = 0, replicas, timeoutMs } = acknowledgement
@@ -166,6 +180,10 @@ export class RedisConnection {
     this.command = client({ enableOfflineQueue: false, connectionName: `${name}:command`, ...(commandTimeout === undefined ? {} : { commandTimeout }) })
     this.subscriber = client({ connectionName: `${name}:events`, autoResubscribe: false })
     this.command.on('close', () => this.drops++)
+    for (const client of [this.command, this.subscriber]) {
+      // ioredis fails a Cluster's start with "None of startup nodes is available"; each node's own reason comes as this event.
+      if (client instanceof Cluster) client.on('node error', (error: Error) => (this.lastNodeError = error.message))
+    }
     if (this.command instanceof Cluster) {
       // A node lost (a master killed, its replica promoted): its connection's writes are not covered by a later WAIT, and
       // wake-ups published meanwhile (classic pub/sub, over the cluster bus) may be lost, so the waiters look again.
@@ -194,7 +212,7 @@ export class RedisConnection {
    * the nodes for the slots every 200 ms meanwhile, a few times, then the caller gets 503). Pub/sub is classic: any
    * node hears every PUBLISH, and ioredis moves the subscriptions to another node when the one it used goes.
    */
-  private cluster(nodes: { host: string; port: number }[], more: ClientOptions): Cluster {
+  private cluster({ cluster: nodes, username, password, tls }: Extract<RedisTarget, { cluster: unknown }>, more: ClientOptions): Cluster {
     return new Cluster(nodes, {
       lazyConnect: true,
       enableOfflineQueue: more.enableOfflineQueue ?? true,
@@ -204,7 +222,15 @@ export class RedisConnection {
       retryDelayOnClusterDown: 200,
       retryDelayOnTryAgain: 200,
       slotsRefreshInterval: 2000,
-      redisOptions: { connectionName: more.connectionName, maxRetriesPerRequest: 2, ...(more.commandTimeout === undefined ? {} : { commandTimeout: more.commandTimeout }) },
+      redisOptions: {
+        connectionName: more.connectionName,
+        maxRetriesPerRequest: 2,
+        ...(more.commandTimeout === undefined ? {} : { commandTimeout: more.commandTimeout }),
+        ...(username === undefined ? {} : { username }),
+        ...(password === undefined ? {} : { password }),
+        // Every node the cluster names is reached over TLS, checked against the system's CAs (and NODE_EXTRA_CA_CERTS).
+        ...(tls ? { tls: {} } : {}),
+      },
     })
   }
 
@@ -226,7 +252,8 @@ export class RedisConnection {
       await connection.resubscribe()
     } catch (error) {
       await connection.close()
-      throw new Error(`cannot reach Redis at ${describeTarget(target)}: ${(error as Error).message}`)
+      const cause = connection.lastNodeError === null ? '' : ` (${connection.lastNodeError})`
+      throw new Error(`cannot reach Redis at ${describeTarget(target)}: ${(error as Error).message}${cause}`)
     }
     return connection
   }

@@ -60,7 +60,13 @@ export type RedisOptions = v.InferOutput<typeof RedisOptionsSchema>
 
 /** Connects to Redis and builds the backend; fails with a clear message when Redis cannot be reached. */
 async function createRedisBackend(options: RedisOptions, context: PluginContext): Promise<Backend> {
-  const keys = new RedisKeys(options.redis_prefix, { cluster: options.redis_cluster !== undefined })
+  let target: RedisTarget
+  try {
+    target = redisTarget(options)
+  } catch (error) {
+    throw new PluginError(`backend "${DRIVER_NAME}": ${(error as Error).message}`)
+  }
+  const keys = new RedisKeys(options.redis_prefix, { cluster: 'cluster' in target })
   const waiters = new Waiters()
   const drained = new Drained()
   let connection: RedisConnection
@@ -85,9 +91,7 @@ async function createRedisBackend(options: RedisOptions, context: PluginContext)
     wakeAll(waiters, drained)
     if (marker !== null) void checkStoreMarker().catch((error) => context.logger.warn('could not check the Redis store marker', { error: (error as Error).message }))
   }
-  let target: RedisTarget
   try {
-    target = redisTarget(options)
     connection = await RedisConnection.open(target, `switchboard:${options.redis_prefix}`, context.logger, onReconnected, mailboxChannels(keys, waiters, drained), {
       replicas: options.redis_wait_replicas,
       timeoutMs: options.redis_wait_timeout_ms,

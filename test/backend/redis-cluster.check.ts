@@ -13,6 +13,8 @@
  * redis-cluster); CI runs that after `npm test`.
  */
 import { afterEach, describe, expect, it } from 'bun:test'
+import { spawnSync } from 'node:child_process'
+import { join } from 'node:path'
 import Redis from 'ioredis'
 import type { Client, EntityId } from '../../src/backend/index'
 import { describeTarget, RedisConnection, redisTarget } from '../../plugins/redis/connection'
@@ -22,7 +24,11 @@ import { clusterBinaries, clusterPorts, startRedisCluster, type RedisCluster } f
 import { expectFailoverOutcome, failoverUnderLoad as underLoad, type Counts, type Replicated } from '../support/failover'
 import { randomPrefix } from '../support/redis'
 import { startRelay } from '../support/relay'
-import { eventually } from '../support/wait'
+import { eventually, freePort } from '../support/wait'
+import { BUN, ROOT, runToEnd, startProcess, type RunningProcess } from '../support/process'
+import { tempDir } from '../support/temp'
+import { listenBody, mailboxBody, newAgent, newUser, sendBody } from '../../bench/academy'
+import { request } from '../../bench/lib'
 import { testBackend } from './conformance'
 import { activity, digest, workspace } from './conformance/agents'
 import { worker } from './conformance/workers'
@@ -36,6 +42,15 @@ describe('where the settings say the cluster is', () => {
     expect(describeTarget(target)).toBe('Redis Cluster of 10.0.0.1:7000,[::1]:7001')
     expect(() => redisTarget({ redis_url: 'redis://x', redis_cluster: 'a:1', redis_sentinels: 'b:2', redis_master_name: 'main' })).toThrow('redis_cluster and redis_sentinels exclude each other')
     expect(() => redisTarget({ redis_url: 'redis://x', redis_cluster: 'a' })).toThrow('redis_cluster: "a" is not host:port')
+  })
+
+  it('takes a redis+cluster:// URL with a user and password (rediss+cluster:// over TLS), and names it without the password', () => {
+    const target = redisTarget({ redis_url: 'rediss+cluster://app:s%40cret@10.0.0.1:7000,[::1]:7001' })
+    expect(target).toEqual({ cluster: [{ host: '10.0.0.1', port: 7000 }, { host: '::1', port: 7001 }], username: 'app', password: 's@cret', tls: true })
+    expect(describeTarget(target)).toBe('Redis Cluster of 10.0.0.1:7000,[::1]:7001')
+    expect(redisTarget({ redis_url: 'redis+cluster://:pw@h:7000' })).toEqual({ cluster: [{ host: 'h', port: 7000 }], password: 'pw' })
+    expect(() => redisTarget({ redis_url: 'redis+cluster://:pw@h:7000/3' })).toThrow('redis_url redis+cluster://:********@h:7000/3: expected redis+cluster://[user:password@]host:port,… (rediss+cluster:// over TLS)')
+    expect(() => redisTarget({ redis_url: 'redis+cluster://h' })).toThrow('redis_url: "h" is not host:port')
   })
 })
 
@@ -173,6 +188,67 @@ describe.skipIf(typeof binaries === 'string')('mailboxes, workspaces and workers
       cluster.stop()
     }
   }, 60_000)
+
+  it('reaches a Cluster that asks for a password over TLS through a rediss+cluster:// URL, and stops at a wrong password naming the cause, not the password', async () => {
+    const cluster = await startRedisCluster()
+    const dir = tempDir('cluster-tls')
+    const [cert, key] = [join(dir, 'cert.pem'), join(dir, 'key.pem')]
+    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'pipe' })
+    expect(made.status, `openssl: ${made.stderr}`).toBe(0)
+    const prefix = randomPrefix()
+    let server: RunningProcess | null = null
+    try {
+      // Every node also serves TLS on a port of its own and announces that one to clients; then every node asks for the password.
+      const tlsPorts: number[] = []
+      for (const port of clusterPorts(cluster.nodes)) {
+        const node = new Redis({ host: '127.0.0.1', port })
+        const tlsPort = await freePort()
+        await node.config('SET', 'tls-cert-file', cert, 'tls-key-file', key, 'tls-ca-cert-file', cert, 'tls-auth-clients', 'no')
+        await node.config('SET', 'tls-port', String(tlsPort))
+        node.disconnect()
+        await cluster.announce(port, tlsPort)
+        tlsPorts.push(tlsPort)
+      }
+      for (const port of clusterPorts(cluster.nodes)) {
+        const node = new Redis({ host: '127.0.0.1', port })
+        await node.config('SET', 'masterauth', 'cluster-secret')
+        await node.config('SET', 'requirepass', 'cluster-secret')
+        node.disconnect()
+      }
+      const nodes = tlsPorts.map((port) => `127.0.0.1:${port}`).join(',')
+      const env = { NODE_EXTRA_CA_CERTS: cert }
+      const start = (password: string) => [BUN, join(ROOT, 'src/main.ts'), '--port', '0', '--backend', 'redis', '--redis-url', `rediss+cluster://:${password}@${nodes}`, '--redis-prefix', prefix]
+      server = await startProcess(start('cluster-secret'), env)
+      // Ready: every slot of the store (its own and its 48 buckets') has a master that answers over TLS.
+      expect((await fetch(`${server.url}/readyz`)).status).toBe(200)
+      const [user, agent] = [newUser(), newAgent()]
+      for (const id of [user, agent]) expect((await request(`${server.url}/mailbox`, 'POST', mailboxBody(id))).status).toBe(200)
+      const tag = crypto.randomUUID()
+      expect((await request(`${server.url}/message`, 'PUT', sendBody(user, agent, 'request', 256, tag))).status).toBe(200)
+      const taken = await request(`${server.url}/message`, 'GET', listenBody(agent, 1))
+      expect(taken.status).toBe(200)
+      expect(taken.text).toContain(tag)
+      // The store's keys went to the masters through TLS and the password (a plain client with the password reads them on the plain ports).
+      const masters = await Promise.all(clusterPorts(cluster.nodes).map(async (port) => {
+        const node = new Redis({ host: '127.0.0.1', port, password: 'cluster-secret' })
+        try {
+          return (await node.keys(`{${prefix}*`)).length
+        } finally {
+          node.disconnect()
+        }
+      }))
+      expect(masters.filter((count) => count > 0).length).toBeGreaterThanOrEqual(2)
+      expect(await server.stop()).toBe(0)
+      server = null
+      const refused = await runToEnd(start('not-the-secret'), env)
+      expect(refused.code).toBe(2)
+      expect(refused.stderr).toMatch(/WRONGPASS|invalid password/i)
+      expect(refused.stderr).not.toContain('not-the-secret')
+    } finally {
+      await server?.stop()
+      cluster.stop()
+    }
+  }, 90_000)
 
   it('with redis_wait_replicas, has the writes answered in one tick share one WAIT per master, whatever their keys', async () => {
     const cluster = await startRedisCluster()
