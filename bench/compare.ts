@@ -54,9 +54,12 @@ const prefixes: string[] = []
 
 /** Starts the Switchboard of `root` with the settings every scenario needs. */
 const startAt = (root: string, config: string) => {
-  const prefix = `bench-compare-${crypto.randomUUID()}`
-  if (BACKEND === 'redis') prefixes.push(prefix)
-  const backend = BACKEND === 'redis' ? ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', prefix] : ['--config', config]
+  let backend = ['--config', config]
+  if (BACKEND === 'redis') {
+    const prefix = `bench-compare-${crypto.randomUUID()}`
+    prefixes.push(prefix)
+    backend = ['--backend', 'redis', '--redis-url', REDIS_URL, '--redis-prefix', prefix]
+  }
   return startChild([BUN, join(root, 'src/main.ts'), '--port', '0', '--log-level', 'error', '--admin-token', ADMIN, '--allow-private-agent-urls', '--worker-ping-s', '30', ...backend])
 }
 

@@ -206,8 +206,9 @@ export class RedisMailboxes implements MailboxStore {
     } catch (error) {
       throw storeError(error)
     }
-    await this.connection.run(SCRIPTS.putInto, into, args(sourceOwner))
-    await this.connection.run(SCRIPTS.putFrom, [...from, ...this.countKeys(sourceBucket), this.keys.puts(src)], args(sourceOwner))
+    const between = args(sourceOwner)
+    await this.connection.run(SCRIPTS.putInto, into, between)
+    await this.connection.run(SCRIPTS.putFrom, [...from, ...this.countKeys(sourceBucket), this.keys.puts(src)], between)
   }
 
   async take(client: Client, id: EntityId, options: TakeOptions): Promise<string | null> {

@@ -29,8 +29,16 @@ const SCRIPTS = {
   forgetWorker: script(lua.FORGET_WORKER, { answered: false }),
 }
 
-/** Fields of a worker hash that are not the record's: `dir`, the token of its directory entry (in a Cluster). */
-const WORKER_BOOKKEEPING = ['dir'] as const
+/** A worker hash as its record and `dir`, the token of its directory entry (in a Cluster), which is not the record's; null when empty. */
+function parseWorker(hash: string[] | Record<string, string>): { worker: WorkerRecord; dir: number | undefined } | null {
+  const parsed = fromFields<WorkerRecord & { dir?: number }>(hash)
+  if (parsed === null) return null
+  const { dir, ...worker } = parsed
+  return { worker, dir }
+}
+
+/** The record a worker hash holds, or null when empty. */
+const workerOf = (hash: string[] | Record<string, string>): WorkerRecord | null => parseWorker(hash)?.worker ?? null
 
 /** The fields of a job a list reads: first those its filter compares, in JobFilter's order, then those it orders by. */
 const LIST_FIELDS = ['agentName', 'state', 'workerId', 'owner', 'roomId', 'createdAt', 'seq'] as const
@@ -163,7 +171,7 @@ export class RedisWorkers implements WorkerStore {
   /** The workers of one bucket that `ids` name, skipping ids with no worker. */
   private async readWorkers(bucket: number, ids: string[]): Promise<WorkerRecord[]> {
     const hashes = await this.read(ids.map((id) => this.keys.worker(bucket, id)))
-    return hashes.flatMap((hash) => fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING) ?? [])
+    return hashes.flatMap((hash) => workerOf(hash) ?? [])
   }
 
   /** A worker's directory entry in a Cluster ("<token> <agent name>") with the name, or null when the id is unknown. */
@@ -201,7 +209,7 @@ export class RedisWorkers implements WorkerStore {
     if (before !== null && this.keys.workerBucketOf(before.agentName) !== bucket) {
       const from = this.keys.workerBucketOf(before.agentName)
       const taken = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(from, worker.id), this.keys.workers(from)], ['', worker.id, this.keys.workersOfPrefix(from), '1'])) as string[]
-      carried = fromFields<WorkerRecord>(taken, WORKER_BOOKKEEPING)
+      carried = workerOf(taken)
       if (carried) record = { ...worker, jobs: carried.jobs, reserved: carried.reserved, draining: carried.draining }
     }
     const upsert = async (order: number | '') =>
@@ -213,13 +221,13 @@ export class RedisWorkers implements WorkerStore {
       token = await this.command(() => this.connection.command.incr(this.keys.sequence()))
       previous = (await upsert(token))!
     }
-    const found = fromFields<WorkerRecord & { dir?: number }>(previous)
+    const found = parseWorker(previous)
     if (this.keys.buckets > 1) {
       // The hash's own token: ours when this call created it, else the one it kept (another call may have created it meanwhile).
       const entry = `${found === null ? token : found.dir} ${worker.agentName}`
       if (before?.entry !== entry) await this.command(() => this.connection.command.hset(this.keys.workerDirectory(), worker.id, entry))
     }
-    return carried ?? fromFields<WorkerRecord>(previous, WORKER_BOOKKEEPING)
+    return carried ?? found?.worker ?? null
   }
 
   async getWorker(id: string): Promise<WorkerRecord | null> {
@@ -252,21 +260,21 @@ export class RedisWorkers implements WorkerStore {
 
   async updateWorker(id: string, connection: string | null, patch: WorkerPatch): Promise<WorkerRecord | null> {
     const hash = await this.onWorker(id, [], async (key) => (await this.connection.run(SCRIPTS.update, [key], [JSON.stringify(connection), ...toFields(patch)])) as string[])
-    return fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING)
+    return workerOf(hash)
   }
 
   async setDraining(id: string, draining: boolean): Promise<WorkerRecord | null> {
     const hash = await this.onWorker(id, [], async (key) => (await this.connection.run(SCRIPTS.setDraining, [key], [JSON.stringify(draining)])) as string[])
-    return fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING)
+    return workerOf(hash)
   }
 
   async deleteWorker(id: string, connection: string | null): Promise<WorkerRecord | null> {
     const bucket = await this.bucketOfWorker(id)
     if (bucket === null) return null
     const hash = (await this.connection.run(SCRIPTS.delete, [this.keys.worker(bucket, id), this.keys.workers(bucket)], [JSON.stringify(connection), id, this.keys.workersOfPrefix(bucket), ''])) as string[]
-    const removed = fromFields<WorkerRecord & { dir?: number }>(hash)
-    if (removed && this.keys.buckets > 1) await this.connection.run(SCRIPTS.forgetWorker, [this.keys.workerDirectory()], [id, `${removed.dir} ${removed.agentName}`])
-    return fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING)
+    const removed = parseWorker(hash)
+    if (removed && this.keys.buckets > 1) await this.connection.run(SCRIPTS.forgetWorker, [this.keys.workerDirectory()], [id, `${removed.dir} ${removed.worker.agentName}`])
+    return removed?.worker ?? null
   }
 
   async reserveSlot(workerId: string, jobId: string): Promise<boolean> {
@@ -280,7 +288,7 @@ export class RedisWorkers implements WorkerStore {
       [this.keys.workersOf(agentName)],
       [this.keys.workerPrefix(this.keys.workerBucketOf(agentName)), JSON.stringify(owner), JSON.stringify(agentName), jobId, String(random), ...exclude],
     )) as [number, ...string[]]
-    return { worker: fromFields<WorkerRecord>(hash, WORKER_BOOKKEEPING), registered: seen === 1 }
+    return { worker: workerOf(hash), registered: seen === 1 }
   }
 
   async assignSlot(workerId: string, jobId: string): Promise<boolean> {

@@ -16,7 +16,7 @@ import { afterEach, describe, expect, it } from 'bun:test'
 import { spawnSync } from 'node:child_process'
 import { join } from 'node:path'
 import Redis from 'ioredis'
-import type { Client, EntityId } from '../../src/backend/index'
+import type { Backend, Client, EntityId } from '../../src/backend/index'
 import { describeTarget, RedisConnection, redisTarget } from '../../plugins/redis/connection'
 import { RedisKeys } from '../../plugins/redis/keys'
 import { logger, makeBackend } from '../support/backend'
@@ -76,6 +76,21 @@ describe.skipIf(typeof binaries === 'string')('redis backend on a Redis Cluster,
   testBackend((options) => makeBackend('redis-cluster', { redis_wait_replicas: 1, ...options }))
 })
 
+/** Runs `use` on a backend of a Cluster started for it, under a key prefix of its own (`prefixed` names its keys); `slotOf` asks a node for a key's slot. */
+async function onClusterBackend(use: (on: { cluster: RedisCluster; backend: Backend; prefixed: RedisKeys; slotOf: (key: string) => Promise<unknown> }) => Promise<void>): Promise<void> {
+  const cluster = await startRedisCluster()
+  const prefix = randomPrefix()
+  const backend = await makeBackend('redis-cluster', { ...cluster.options, redis_prefix: prefix })
+  const node = new Redis(`redis://${cluster.nodes.split(',')[0]}`)
+  try {
+    await use({ cluster, backend, prefixed: new RedisKeys(prefix, { cluster: true }), slotOf: (key) => node.call('CLUSTER', 'KEYSLOT', key) })
+  } finally {
+    node.disconnect()
+    await backend.close()
+    cluster.stop()
+  }
+}
+
 describe.skipIf(typeof binaries === 'string')('mailboxes, workspaces and workers in buckets of a Redis Cluster', () => {
 
   it('spreads the buckets over every master of the cluster', async () => {
@@ -88,14 +103,9 @@ describe.skipIf(typeof binaries === 'string')('mailboxes, workspaces and workers
     }
   }, 30_000)
 
-  it('spreads workspaces over every master, each with its tokens, activity and children index in its own slot', async () => {
-    const cluster = await startRedisCluster()
-    const prefix = randomPrefix()
-    const backend = await makeBackend('redis-cluster', { ...cluster.options, redis_prefix: prefix })
-    const node = new Redis(`redis://${cluster.nodes.split(',')[0]}`)
-    try {
+  it('spreads workspaces over every master, each with its tokens, activity and children index in its own slot', () =>
+    onClusterBackend(async ({ cluster, backend, prefixed, slotOf }) => {
       const store = backend.agents
-      const prefixed = new RedisKeys(prefix, { cluster: true })
       const parent = workspace({ name: 'parent' })
       await store.createWorkspace(parent, digest(store, parent.id))
       const children = Array.from({ length: 24 }, (_, at) => workspace({ name: `child-${at}`, parentId: parent.id }))
@@ -106,7 +116,6 @@ describe.skipIf(typeof binaries === 'string')('mailboxes, workspaces and workers
         expect(await store.createWorkspace(child, token)).toBe(true)
       }
       // One workspace's keys share a slot (one script changes them together); the workspaces spread over the masters.
-      const slotOf = (key: string) => node.call('CLUSTER', 'KEYSLOT', key)
       for (const child of children) {
         const slots = new Set(await Promise.all([prefixed.workspace(child.id), prefixed.token(tokens.get(child.id)!), prefixed.tokensOf(child.id), prefixed.activity(child.id)].map(slotOf)))
         expect(slots.size).toBe(1)
@@ -121,73 +130,60 @@ describe.skipIf(typeof binaries === 'string')('mailboxes, workspaces and workers
       for (const id of [a.id, b.id]) expect((await store.listActivity(id, 10, null)).items).toHaveLength(1)
       await store.removeWorkspace(a.id, 1)
       expect(await store.workspaceOfToken(tokens.get(a.id)!)).toBeNull()
-    } finally {
-      node.disconnect()
-      await backend.close()
-      cluster.stop()
-    }
-  }, 60_000)
+    }), 60_000)
 
-  it('spreads agent names over every master, each with its workers and their slots in one slot, and finds a worker by id alone', async () => {
-    const cluster = await startRedisCluster()
-    const prefix = randomPrefix()
-    const backend = await makeBackend('redis-cluster', { ...cluster.options, redis_prefix: prefix })
-    const node = new Redis(`redis://${cluster.nodes.split(',')[0]}`)
-    const direct = new Redis.Cluster(clusterPorts(cluster.nodes).map((port) => ({ host: '127.0.0.1', port })))
-    try {
-      const store = backend.workers
-      const prefixed = new RedisKeys(prefix, { cluster: true })
-      const names = Array.from({ length: 12 }, (_, at) => `agent-${at}`)
-      const workers = names.flatMap((agentName) => [worker({ agentName }), worker({ agentName })])
-      for (const each of workers) expect(await store.upsertWorker(each)).toBeNull()
-      // A name's index and its workers' hashes share a slot (a dispatch's pick and reservation is one script); the names spread over the masters.
-      const slotOf = (key: string) => node.call('CLUSTER', 'KEYSLOT', key)
-      for (const each of workers) {
-        const bucket = prefixed.workerBucketOf(each.agentName)
-        expect(new Set(await Promise.all([prefixed.worker(bucket, each.id), prefixed.workersOf(each.agentName), prefixed.workers(bucket)].map(slotOf))).size).toBe(1)
+  it('spreads agent names over every master, each with its workers and their slots in one slot, and finds a worker by id alone', () =>
+    onClusterBackend(async ({ cluster, backend, prefixed, slotOf }) => {
+      const direct = new Redis.Cluster(clusterPorts(cluster.nodes).map((port) => ({ host: '127.0.0.1', port })))
+      try {
+        const store = backend.workers
+        const names = Array.from({ length: 12 }, (_, at) => `agent-${at}`)
+        const workers = names.flatMap((agentName) => [worker({ agentName }), worker({ agentName })])
+        for (const each of workers) expect(await store.upsertWorker(each)).toBeNull()
+        // A name's index and its workers' hashes share a slot (a dispatch's pick and reservation is one script); the names spread over the masters.
+        for (const each of workers) {
+          const bucket = prefixed.workerBucketOf(each.agentName)
+          expect(new Set(await Promise.all([prefixed.worker(bucket, each.id), prefixed.workersOf(each.agentName), prefixed.workers(bucket)].map(slotOf))).size).toBe(1)
+        }
+        expect(new Set(await Promise.all(names.map((name) => cluster.masterOf(prefixed.workersOf(name))))).size).toBe(3)
+        // Listings walk every bucket in registration order; by id, a worker is found through the directory.
+        expect((await store.listWorkers()).map((each) => each.id)).toEqual(workers.map((each) => each.id))
+        expect((await store.listWorkers('agent-3')).map((each) => each.id)).toEqual([workers[6]!.id, workers[7]!.id])
+        for (const name of names) {
+          const reservation = await reserveAny(store, name, 'tenant-a', `job-${name}`, new Set())
+          expect(reservation.worker?.agentName).toBe(name)
+          expect(await store.assignSlot(reservation.worker!.id, `job-${name}`)).toBe(true)
+          expect((await store.getWorker(reservation.worker!.id))?.jobs).toEqual([`job-${name}`])
+        }
+        // Registering under a name of another bucket moves the worker with its jobs and drain flag; its old bucket holds nothing of it.
+        const moving = (await store.listWorkers('agent-0')).find((each) => each.jobs.length === 1)!
+        const to = names.find((name) => prefixed.workerBucketOf(name) !== prefixed.workerBucketOf('agent-0'))!
+        await store.setDraining(moving.id, true)
+        const previous = await store.upsertWorker(worker({ id: moving.id, agentName: to, connection: 'new-socket' }))
+        expect(previous?.connection).toBe(moving.connection)
+        expect(await store.getWorker(moving.id)).toMatchObject({ agentName: to, connection: 'new-socket', jobs: ['job-agent-0'], draining: true })
+        expect((await store.listWorkers('agent-0')).map((each) => each.id)).not.toContain(moving.id)
+        expect((await store.listWorkers(to)).map((each) => each.id)).toContain(moving.id)
+        expect(await direct.exists(prefixed.worker(prefixed.workerBucketOf('agent-0'), moving.id))).toBe(0)
+        expect(await store.listWorkers()).toHaveLength(workers.length)
+        // A removal forgets the worker's directory entry, and only its own.
+        await store.releaseSlot(moving.id, 'job-agent-0')
+        expect((await store.deleteWorker(moving.id, 'new-socket'))?.id).toBe(moving.id)
+        expect(await direct.hget(prefixed.workerDirectory(), moving.id)).toBeNull()
+        expect(await direct.hlen(prefixed.workerDirectory())).toBe(workers.length - 1)
+        expect(await store.getWorker(moving.id)).toBeNull()
+        expect(await store.reserveSlot(moving.id, 'job-x')).toBe(false)
+        // A removal whose forget comes late, after the id registered again, leaves the new registration's entry.
+        const again = workers[0]!
+        const stale = await direct.hget(prefixed.workerDirectory(), again.id)
+        await store.deleteWorker(again.id, again.connection)
+        await store.upsertWorker(again)
+        await direct.eval(FORGET_WORKER, 1, prefixed.workerDirectory(), again.id, stale!)
+        expect((await store.getWorker(again.id))?.connection).toBe(again.connection)
+      } finally {
+        direct.disconnect()
       }
-      expect(new Set(await Promise.all(names.map((name) => cluster.masterOf(prefixed.workersOf(name))))).size).toBe(3)
-      // Listings walk every bucket in registration order; by id, a worker is found through the directory.
-      expect((await store.listWorkers()).map((each) => each.id)).toEqual(workers.map((each) => each.id))
-      expect((await store.listWorkers('agent-3')).map((each) => each.id)).toEqual([workers[6]!.id, workers[7]!.id])
-      for (const name of names) {
-        const reservation = await reserveAny(store, name, 'tenant-a', `job-${name}`, new Set())
-        expect(reservation.worker?.agentName).toBe(name)
-        expect(await store.assignSlot(reservation.worker!.id, `job-${name}`)).toBe(true)
-        expect((await store.getWorker(reservation.worker!.id))?.jobs).toEqual([`job-${name}`])
-      }
-      // Registering under a name of another bucket moves the worker with its jobs and drain flag; its old bucket holds nothing of it.
-      const moving = (await store.listWorkers('agent-0')).find((each) => each.jobs.length === 1)!
-      const to = names.find((name) => prefixed.workerBucketOf(name) !== prefixed.workerBucketOf('agent-0'))!
-      await store.setDraining(moving.id, true)
-      const previous = await store.upsertWorker(worker({ id: moving.id, agentName: to, connection: 'new-socket' }))
-      expect(previous?.connection).toBe(moving.connection)
-      expect(await store.getWorker(moving.id)).toMatchObject({ agentName: to, connection: 'new-socket', jobs: ['job-agent-0'], draining: true })
-      expect((await store.listWorkers('agent-0')).map((each) => each.id)).not.toContain(moving.id)
-      expect((await store.listWorkers(to)).map((each) => each.id)).toContain(moving.id)
-      expect(await direct.exists(prefixed.worker(prefixed.workerBucketOf('agent-0'), moving.id))).toBe(0)
-      expect(await store.listWorkers()).toHaveLength(workers.length)
-      // A removal forgets the worker's directory entry, and only its own.
-      await store.releaseSlot(moving.id, 'job-agent-0')
-      expect((await store.deleteWorker(moving.id, 'new-socket'))?.id).toBe(moving.id)
-      expect(await direct.hget(prefixed.workerDirectory(), moving.id)).toBeNull()
-      expect(await direct.hlen(prefixed.workerDirectory())).toBe(workers.length - 1)
-      expect(await store.getWorker(moving.id)).toBeNull()
-      expect(await store.reserveSlot(moving.id, 'job-x')).toBe(false)
-      // A removal whose forget comes late, after the id registered again, leaves the new registration's entry.
-      const again = workers[0]!
-      const stale = await direct.hget(prefixed.workerDirectory(), again.id)
-      await store.deleteWorker(again.id, again.connection)
-      await store.upsertWorker(again)
-      await direct.eval(FORGET_WORKER, 1, prefixed.workerDirectory(), again.id, stale!)
-      expect((await store.getWorker(again.id))?.connection).toBe(again.connection)
-    } finally {
-      node.disconnect()
-      direct.disconnect()
-      await backend.close()
-      cluster.stop()
-    }
-  }, 60_000)
+    }), 60_000)
 
   it('reaches a Cluster that asks for a password over TLS through a rediss+cluster:// URL, and stops at a wrong password naming the cause, not the password', async () => {
     const cluster = await startRedisCluster()
